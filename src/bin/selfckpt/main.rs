@@ -1,0 +1,326 @@
+//! The `selfckpt` command: restart, inspect, verify.
+//!
+//! Exit codes: 0 success; 1 the image is damaged or the restart was refused
+//! (the message says why); 2 bad usage. A restarted program's exit code is
+//! the program's own: `restart` becomes the program.
+
+mod blob;
+
+use clap::{Parser, Subcommand};
+use selfckpt::image::format::arch_name;
+use selfckpt::image::model::{FdKind, ThreadRole};
+use selfckpt::image::read::ImageFile;
+use selfckpt::maps::RegionKind;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "selfckpt",
+    version,
+    about = "In-process checkpoint/restart for Linux programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Restart a program from an image (this process becomes the program).
+    Restart {
+        /// The image to restart from.
+        #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+        image: Option<PathBuf>,
+        /// Restart from the newest valid image in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Say what is being done on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Show what an image holds.
+    Inspect {
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum of an image; exit 0 if it is intact, 1 if not.
+    Verify { image: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Restart {
+            image,
+            dir,
+            verbose,
+        } => restart(image, dir, verbose),
+        Cmd::Inspect { image, json } => inspect(&image, json),
+        Cmd::Verify { image } => verify(&image),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("selfckpt: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn restart(image: Option<PathBuf>, dir: Option<PathBuf>, verbose: bool) -> Result<(), String> {
+    let path = match (image, dir) {
+        (Some(p), _) => p,
+        (None, Some(d)) => newest_valid(&d)?,
+        (None, None) => return Err("name an image or --dir".into()),
+    };
+    let opts = selfckpt::restore::RestartOptions { verbose };
+    match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
+        Ok(never) => match never {},
+        Err(e) => Err(format!("restart refused: {e}")),
+    }
+}
+
+/// The newest image in `dir` whose every checksum verifies.
+fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut images: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    images.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    for p in images.iter().rev() {
+        match scan(p) {
+            Ok(_) => return Ok(p.clone()),
+            Err(e) => eprintln!("selfckpt: skipping {}: {e}", p.display()),
+        }
+    }
+    Err(format!("no valid image in {}", dir.display()))
+}
+
+/// Per-region totals from reading every chunk.
+#[derive(Default, Clone, Copy, serde::Serialize)]
+struct RegionBytes {
+    raw: u64,
+    stored: u64,
+}
+
+struct Scan {
+    per_region: Vec<RegionBytes>,
+    end: selfckpt::image::model::EndRecord,
+}
+
+/// Reads the whole image, verifying every checksum and decompressing every
+/// chunk.
+fn scan(path: &Path) -> Result<Scan, String> {
+    let img = ImageFile::open(path).map_err(|e| e.to_string())?;
+    let n = img.view().map_err(|e| e.to_string())?.regions.len();
+    let mut per_region = vec![RegionBytes::default(); n];
+    let mut buf = Vec::new();
+    let end = img
+        .for_each_chunk(|c| {
+            buf.resize(c.header.raw_len as usize, 0);
+            c.decode_into(&mut buf)?;
+            let r = &mut per_region[c.header.region as usize];
+            r.raw += c.header.raw_len as u64;
+            r.stored += c.data.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Scan { per_region, end })
+}
+
+fn verify(path: &Path) -> Result<(), String> {
+    let s = scan(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
+    println!(
+        "{}: OK ({} records, {} chunks)",
+        path.display(),
+        s.end.records + 1,
+        s.end.chunks
+    );
+    Ok(())
+}
+
+fn prot_str(p: u32) -> String {
+    let b = |bit: i32, c: char| if p & bit as u32 != 0 { c } else { '-' };
+    [
+        b(libc::PROT_READ, 'r'),
+        b(libc::PROT_WRITE, 'w'),
+        b(libc::PROT_EXEC, 'x'),
+    ]
+    .iter()
+    .collect()
+}
+
+fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn inspect(path: &Path, json: bool) -> Result<(), String> {
+    let s = scan(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let img = ImageFile::open(path).map_err(|e| e.to_string())?;
+    let v = img.view().map_err(|e| e.to_string())?;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let file_len = img.file_len;
+    let regions: Vec<serde_json::Value> = v
+        .regions
+        .iter()
+        .zip(&s.per_region)
+        .map(|(r, b)| {
+            serde_json::json!({
+                "start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end),
+                "prot": prot_str(r.prot),
+                "kind": RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
+                "path": lossy(r.path), "mapped": r.end - r.start,
+                "raw": b.raw, "stored": b.stored,
+            })
+        })
+        .collect();
+    let threads: Vec<serde_json::Value> = v
+        .threads
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "tid": t.tid, "role": ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
+                "comm": t.comm_str(), "ip": format!("{:#x}", t.ip), "sp": format!("{:#x}", t.sp),
+                "rseq": t.rseq_len != 0,
+            })
+        })
+        .collect();
+    let fds: Vec<serde_json::Value> = v
+        .kernel
+        .fds
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "fd": f.fd, "kind": FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
+                "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
+            })
+        })
+        .collect();
+    let m = &v.meta;
+    let e = &s.end;
+    let ratio = if e.bytes_stored > 0 {
+        e.bytes_raw as f64 / e.bytes_stored as f64
+    } else {
+        0.0
+    };
+    if json {
+        let doc = serde_json::json!({
+            "path": path.display().to_string(),
+            "format": format!("{}.{}", img.header.major, img.header.minor),
+            "arch": arch_name(img.header.arch), "page_size": img.header.page_size,
+            "file_bytes": file_len,
+            "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
+            "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
+            "selfckpt_version": lossy(m.selfckpt_version),
+            "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
+            "cwd": lossy(v.kernel.process.cwd), "umask": format!("{:03o}", v.kernel.process.umask),
+            "brk": format!("{:#x}", v.kernel.process.mm.brk),
+            "sigactions": v.kernel.sigactions.len(),
+            "bytes_mapped": e.bytes_mapped, "bytes_present": e.bytes_present, "bytes_raw": e.bytes_raw,
+            "bytes_stored": e.bytes_stored, "zero_pages": e.zero_pages, "chunks": e.chunks,
+            "compression_ratio": ratio,
+            "regions": regions, "threads": threads, "fds": fds,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!("image      {}", path.display());
+    println!(
+        "format     {}.{}  arch {}  page {}  file {}",
+        img.header.major,
+        img.header.minor,
+        arch_name(img.header.arch),
+        img.header.page_size,
+        human(file_len)
+    );
+    println!(
+        "program    {}  (build-id {})",
+        lossy(m.exe_path),
+        selfckpt::elfid::hex(m.exe_build_id)
+    );
+    println!(
+        "taken      pid {} on {} (kernel {}), sequence {}, selfckpt {}",
+        m.pid,
+        lossy(m.hostname),
+        lossy(m.kernel_release),
+        m.sequence,
+        lossy(m.selfckpt_version)
+    );
+    println!(
+        "memory     mapped {}  present {}  non-zero {}  stored {}  ratio {:.2}  zero pages {}",
+        human(e.bytes_mapped),
+        human(e.bytes_present),
+        human(e.bytes_raw),
+        human(e.bytes_stored),
+        ratio,
+        e.zero_pages
+    );
+    println!("\nregions ({}):", v.regions.len());
+    println!(
+        "  {:>14}-{:<14} {:4} {:13} {:>10} {:>10} {:>10}  path",
+        "start", "end", "prot", "kind", "mapped", "raw", "stored"
+    );
+    for (r, b) in v.regions.iter().zip(&s.per_region) {
+        println!(
+            "  {:>14x}-{:<14x} {:4} {:13} {:>10} {:>10} {:>10}  {}",
+            r.start,
+            r.end,
+            prot_str(r.prot),
+            RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
+            human(r.end - r.start),
+            human(b.raw),
+            human(b.stored),
+            lossy(r.path)
+        );
+    }
+    println!("\nthreads ({}):", v.threads.len());
+    for t in &v.threads {
+        println!(
+            "  tid {:>7} {:16} {:16} ip {:#x} sp {:#x}{}",
+            t.tid,
+            ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
+            t.comm_str(),
+            t.ip,
+            t.sp,
+            if t.rseq_len != 0 { " rseq" } else { "" }
+        );
+    }
+    println!("\nfiles ({}):", v.kernel.fds.len());
+    for f in &v.kernel.fds {
+        println!(
+            "  {:>4} {:8} flags {:#o} offset {} {}",
+            f.fd,
+            FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
+            f.flags,
+            f.offset,
+            lossy(f.path)
+        );
+    }
+    println!(
+        "\nprocess    cwd {}  umask {:03o}  brk {:#x}  {} signal handlers",
+        lossy(v.kernel.process.cwd),
+        v.kernel.process.umask,
+        v.kernel.process.mm.brk,
+        v.kernel.sigactions.len()
+    );
+    Ok(())
+}

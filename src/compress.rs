@@ -1,0 +1,150 @@
+//! Chunk compression with zstd contexts that live in scratch memory
+//! (`ZSTD_initStaticCCtx`): zstd never calls malloc through them, so they
+//! can run while the program's threads are suspended.
+
+use zstd_sys as zs;
+
+/// How chunks are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Pages stored as they are.
+    Store,
+    /// zstd at this level (negative levels are zstd's fast modes).
+    Zstd(i32),
+}
+
+impl Level {
+    /// Parses "store", "fast1".."fast7" (zstd -1..-7) or a number 1..19.
+    pub fn parse(s: &str) -> Option<Level> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("store") || s == "0" {
+            return Some(Level::Store);
+        }
+        if let Some(n) = s.strip_prefix("fast") {
+            let n: i32 = n.parse().ok()?;
+            return (1..=7).contains(&n).then_some(Level::Zstd(-n));
+        }
+        let n: i32 = s.parse().ok()?;
+        ((-7..=19).contains(&n) && n != 0).then_some(Level::Zstd(n))
+    }
+
+    /// Scratch bytes one compression context needs at this level.
+    pub fn workspace_size(self) -> usize {
+        match self {
+            Level::Store => 0,
+            // SAFETY: a pure size computation.
+            Level::Zstd(l) => unsafe { zs::ZSTD_estimateCCtxSize(l) },
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Level::Store => write!(f, "store"),
+            Level::Zstd(l) if *l < 0 => write!(f, "fast{}", -l),
+            Level::Zstd(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// Worst-case compressed size of `n` bytes.
+pub fn bound(n: usize) -> usize {
+    // SAFETY: a pure size computation.
+    unsafe { zs::ZSTD_compressBound(n) }
+}
+
+/// A zstd compression context placed in caller-provided memory.
+pub struct StaticCompressor {
+    cctx: *mut zs::ZSTD_CCtx,
+}
+
+// SAFETY: a context is used by one thread at a time (each worker owns one).
+unsafe impl Send for StaticCompressor {}
+
+impl StaticCompressor {
+    /// Initialises a context inside `workspace` (at least
+    /// `level.workspace_size()` bytes, 8-byte aligned). Never allocates.
+    pub fn new(workspace: &mut [u8], level: i32) -> Option<StaticCompressor> {
+        // SAFETY: workspace is valid and exclusively ours for the context's
+        // lifetime (it comes from the checkpoint's scratch arena).
+        let cctx =
+            unsafe { zs::ZSTD_initStaticCCtx(workspace.as_mut_ptr().cast(), workspace.len()) };
+        if cctx.is_null() {
+            return None;
+        }
+        // SAFETY: cctx is a valid context.
+        let r = unsafe {
+            zs::ZSTD_CCtx_setParameter(cctx, zs::ZSTD_cParameter::ZSTD_c_compressionLevel, level)
+        };
+        // SAFETY: pure check of a return code.
+        if unsafe { zs::ZSTD_isError(r) } != 0 {
+            return None;
+        }
+        Some(StaticCompressor { cctx })
+    }
+
+    /// Compresses `src` into `dst`; None if it does not fit or zstd fails.
+    pub fn compress(&mut self, src: &[u8], dst: &mut [u8]) -> Option<usize> {
+        // SAFETY: pointers and lengths describe valid buffers; the context
+        // is ours.
+        let r = unsafe {
+            zs::ZSTD_compress2(
+                self.cctx,
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+                src.as_ptr().cast(),
+                src.len(),
+            )
+        };
+        // SAFETY: pure check of a return code.
+        (unsafe { zs::ZSTD_isError(r) } == 0).then_some(r)
+    }
+}
+
+/// Decompresses a whole zstd frame into `dst`, which must be exactly the
+/// frame's content size. Used by the restarter (ordinary Rust).
+pub fn decompress_exact(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
+    match zstd::bulk::decompress_to_buffer(src, dst) {
+        Ok(n) if n == dst.len() => Ok(()),
+        Ok(n) => Err(format!("decompressed {n} bytes, expected {}", dst.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_parsing() {
+        assert_eq!(Level::parse("store"), Some(Level::Store));
+        assert_eq!(Level::parse("fast3"), Some(Level::Zstd(-3)));
+        assert_eq!(Level::parse("1"), Some(Level::Zstd(1)));
+        assert_eq!(Level::parse("25"), None);
+        assert_eq!(Level::parse("fast9"), None);
+        assert_eq!(Level::parse("x"), None);
+        assert_eq!(Level::Zstd(-3).to_string(), "fast3");
+    }
+
+    #[test]
+    fn static_context_round_trips() {
+        for level in [-5, 1, 3] {
+            let mut ws = vec![0u64; Level::Zstd(level).workspace_size() / 8 + 1];
+            // SAFETY: viewing the u64 buffer as bytes.
+            let ws_bytes = unsafe {
+                std::slice::from_raw_parts_mut(ws.as_mut_ptr().cast::<u8>(), ws.len() * 8)
+            };
+            let mut c = StaticCompressor::new(ws_bytes, level).unwrap();
+            let src: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+            let mut dst = vec![0u8; bound(src.len())];
+            for _ in 0..3 {
+                let n = c.compress(&src, &mut dst).unwrap();
+                assert!(n < src.len() / 10);
+                let mut back = vec![0u8; src.len()];
+                decompress_exact(&dst[..n], &mut back).unwrap();
+                assert_eq!(back, src);
+            }
+        }
+    }
+}

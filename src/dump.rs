@@ -1,0 +1,759 @@
+//! Writes the image: metadata records, then every page that carries data,
+//! in chunks compressed in parallel, then the END record.
+//!
+//! Runs inside the manager's suspend-signal handler while every other
+//! thread is parked (workers help from inside theirs): must not allocate,
+//! print or lock. All buffers come from the checkpoint's scratch arena,
+//! opened files were opened beforehand, and errors carry no heap data.
+
+use crate::compress::{Level, StaticCompressor};
+use crate::image::codec::{CodecError, Encoder};
+use crate::image::format::{self, build_record, seal_record, RecordChain, RecordKind, FRAME_LEN};
+use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region, ThreadRole};
+use crate::maps::{MapsParser, RegionKind};
+use crate::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
+use crate::scratch::{FixedVec, Scratch, ScratchFull};
+use crate::sys::{self, futex_wait, futex_wake, PathBuf, RawFd};
+use crate::{kstate, threads};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+
+/// Uncompressed bytes per chunk.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Most pipeline slots.
+pub const MAX_SLOTS: usize = 32;
+/// Page runs asked of the page scanner per call.
+const SCAN_RUNS: usize = 4096;
+
+/// Why a dump failed. No heap data: built while threads are suspended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DumpError {
+    #[error("cannot read /proc/self/maps: {0}")]
+    Maps(sys::Errno),
+    #[error("/proc/self/maps line {0} could not be parsed")]
+    MapsLine(usize),
+    #[error("the address space grew too much during the checkpoint; try again")]
+    TooManyRegions,
+    #[error("checkpoint refused: mapping {start:#x}-{end:#x} is a {what}, which cannot be saved")]
+    Unsupported {
+        start: u64,
+        end: u64,
+        what: &'static str,
+    },
+    #[error("writing the image failed: {0}")]
+    Write(sys::Errno),
+    #[error("scanning pages of {start:#x}-{end:#x} failed: {err}")]
+    Pages {
+        start: u64,
+        end: u64,
+        err: PagesError,
+    },
+    #[error("reading memory at {addr:#x} failed: {errno}")]
+    ReadMemory { addr: u64, errno: sys::Errno },
+    #[error("kernel state: {0}")]
+    Kstate(&'static str),
+    #[error("a record did not fit its buffer: {0}")]
+    Encode(CodecError),
+    #[error("{0}")]
+    Scratch(ScratchFull),
+    #[error("could not set up zstd level {0}")]
+    Compressor(i32),
+}
+
+impl From<CodecError> for DumpError {
+    fn from(e: CodecError) -> Self {
+        DumpError::Encode(e)
+    }
+}
+impl From<ScratchFull> for DumpError {
+    fn from(e: ScratchFull) -> Self {
+        DumpError::Scratch(e)
+    }
+}
+
+/// Identity of the program, gathered at init.
+pub struct ProgramInfo {
+    pub exe_path: Vec<u8>,
+    pub build_id: Vec<u8>,
+    pub stamp: FileStamp,
+}
+
+/// Everything a dump needs, prepared before the threads are suspended.
+pub struct DumpPlan {
+    pub image: RawFd,
+    pub mem: RawFd,
+    pub scratch: Scratch,
+    pub scanner: PageScanner,
+    pub level: Level,
+    pub workers: usize,
+    pub maps_cap: usize,
+    pub record_cap: usize,
+    pub sequence: u64,
+    pub created_unix_ns: u64,
+    pub program: &'static ProgramInfo,
+    pub restart_entry: u64,
+    pub restart_mailbox: u64,
+}
+
+impl DumpPlan {
+    /// Scratch bytes a plan with these parameters needs.
+    pub fn scratch_needed(
+        level: Level,
+        workers: usize,
+        maps_cap: usize,
+        record_cap: usize,
+    ) -> usize {
+        let slots = slot_count(workers);
+        let per_slot = CHUNK_BYTES
+            + chunk_record_cap()
+            + CHUNK_PAGES * core::mem::size_of::<ChunkRun>()
+            + 3 * 64;
+        slots * per_slot
+            + (workers + 1) * (level.workspace_size() + 64)
+            + maps_cap
+            + record_cap
+            + MAX_REGIONS * core::mem::size_of::<RegionRec>()
+            + SCAN_RUNS * core::mem::size_of::<PageRun>()
+            + 4 * 65536
+            + (1 << 20)
+    }
+
+    /// Whether `fd` is one of the dump's own descriptors.
+    pub fn owns_fd(&self, fd: i32) -> bool {
+        fd == self.image.raw() || fd == self.mem.raw() || fd == self.scanner.raw_fd()
+    }
+}
+
+/// Most regions an image can list.
+pub const MAX_REGIONS: usize = 70_000;
+const CHUNK_PAGES: usize = CHUNK_BYTES / 4096;
+
+fn slot_count(workers: usize) -> usize {
+    (2 * (workers + 1)).clamp(2, MAX_SLOTS)
+}
+
+fn chunk_record_cap() -> usize {
+    FRAME_LEN
+        + ChunkHeader::ENCODED_LEN
+        + CHUNK_PAGES * ChunkHeader::RUN_LEN
+        + crate::compress::bound(CHUNK_BYTES)
+}
+
+/// Totals of one dump.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DumpStats {
+    pub regions: u64,
+    pub bytes_mapped: u64,
+    pub bytes_present: u64,
+    pub zero_pages: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+    pub chunks: u64,
+    pub file_len: u64,
+}
+
+/// A region as the dump sees it (plain data, lives in scratch).
+#[derive(Clone, Copy, Default)]
+struct RegionRec {
+    start: u64,
+    end: u64,
+    prot: u32,
+    kind: u32,
+    offset: u64,
+    path_at: usize,
+    path_len: usize,
+    stamp: FileStamp,
+}
+
+// ---------------------------------------------------------------------------
+// The compression pipeline shared with the workers.
+
+const FREE: u32 = 0;
+const POSTED: u32 = 1;
+const TAKEN: u32 = 2;
+const DONE: u32 = 3;
+
+#[derive(Clone, Copy, Default)]
+struct SlotData {
+    region: u32,
+    n_runs: u32,
+    raw_len: u32,
+    input: usize,
+    runs: usize,
+    out: usize,
+    out_cap: usize,
+    out_len: usize,
+}
+
+struct Slot {
+    state: AtomicU32,
+    data: UnsafeCell<SlotData>,
+}
+
+// SAFETY: `data` is accessed only by the thread that moved `state` to a value
+// it owns (POSTED by the manager, TAKEN by a worker, DONE read by the
+// manager), with Acquire/Release on every transition.
+unsafe impl Sync for Slot {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const SLOT_INIT: Slot = Slot {
+    state: AtomicU32::new(FREE),
+    data: UnsafeCell::new(SlotData {
+        region: 0,
+        n_runs: 0,
+        raw_len: 0,
+        input: 0,
+        runs: 0,
+        out: 0,
+        out_cap: 0,
+        out_len: 0,
+    }),
+};
+
+static SLOTS: [Slot; MAX_SLOTS] = [SLOT_INIT; MAX_SLOTS];
+static N_SLOTS: AtomicU32 = AtomicU32::new(0);
+/// Bumped for each posted job and at the end (futex word for workers).
+static POSTED_SEQ: AtomicU32 = AtomicU32::new(0);
+/// Bumped for each finished job (futex word for the manager).
+static DONE_SEQ: AtomicU32 = AtomicU32::new(0);
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static NEXT_WORKER: AtomicU32 = AtomicU32::new(0);
+
+struct Compressors {
+    cell: UnsafeCell<[Option<StaticCompressor>; MAX_SLOTS]>,
+}
+// SAFETY: compressor i is used only by the thread that drew index i from
+// NEXT_WORKER (workers) or by the manager (the last index).
+unsafe impl Sync for Compressors {}
+static COMPRESSORS: Compressors = Compressors {
+    cell: UnsafeCell::new([const { None }; MAX_SLOTS]),
+};
+
+fn compressor(i: usize) -> &'static mut Option<StaticCompressor> {
+    // SAFETY: see `unsafe impl Sync for Compressors`.
+    unsafe { &mut (*COMPRESSORS.cell.get())[i.min(MAX_SLOTS - 1)] }
+}
+
+fn slot_data(i: usize) -> &'static mut SlotData {
+    // SAFETY: see `unsafe impl Sync for Slot`.
+    unsafe { &mut *SLOTS[i].data.get() }
+}
+
+/// Claims one posted job, if any, and compresses it with compressor `ci`.
+fn help_once(ci: usize) -> bool {
+    let n = N_SLOTS.load(Acquire) as usize;
+    for i in 0..n {
+        if SLOTS[i]
+            .state
+            .compare_exchange(POSTED, TAKEN, AcqRel, Relaxed)
+            .is_ok()
+        {
+            encode_chunk(slot_data(i), compressor(ci));
+            SLOTS[i].state.store(DONE, Release);
+            DONE_SEQ.fetch_add(1, Release);
+            futex_wake(&DONE_SEQ, i32::MAX);
+            return true;
+        }
+    }
+    false
+}
+
+/// What a worker does while parked during round `round`.
+pub fn worker_hook(round: u32) {
+    let ci = NEXT_WORKER.fetch_add(1, AcqRel) as usize;
+    loop {
+        let seen = POSTED_SEQ.load(Acquire);
+        if ACTIVE.load(Acquire) && help_once(ci) {
+            continue;
+        }
+        if threads::is_released(round) {
+            return;
+        }
+        futex_wait(&POSTED_SEQ, seen, Some(50_000_000));
+    }
+}
+
+/// Builds the complete CHUNK record for a filled slot in its output buffer.
+fn encode_chunk(d: &mut SlotData, comp: &mut Option<StaticCompressor>) {
+    // SAFETY: the slot's buffers were carved from scratch for this slot and
+    // the state machine gives us exclusive access to them.
+    let (input, runs, out) = unsafe {
+        (
+            core::slice::from_raw_parts(d.input as *const u8, d.raw_len as usize),
+            core::slice::from_raw_parts(d.runs as *const ChunkRun, d.n_runs as usize),
+            core::slice::from_raw_parts_mut(d.out as *mut u8, d.out_cap),
+        )
+    };
+    let head = FRAME_LEN + ChunkHeader::ENCODED_LEN + runs.len() * ChunkHeader::RUN_LEN;
+    let (encoding, data_len) = match comp
+        .as_mut()
+        .and_then(|c| c.compress(input, &mut out[head..]))
+    {
+        // Keep zstd's output only where it saves something worth the
+        // decompression at restart.
+        Some(n) if n < input.len() - input.len() / 32 => (crate::image::model::ENCODING_ZSTD, n),
+        _ => {
+            out[head..head + input.len()].copy_from_slice(input);
+            (crate::image::model::ENCODING_RAW, input.len())
+        }
+    };
+    let mut e = Encoder::new(&mut out[FRAME_LEN..head]);
+    // The buffer was sized for this header: these writes cannot fail.
+    let _ = ChunkHeader {
+        region: d.region,
+        encoding,
+        raw_len: d.raw_len,
+        n_runs: d.n_runs,
+    }
+    .encode(&mut e);
+    for r in runs {
+        let _ = r.encode(&mut e);
+    }
+    seal_record(&mut out[..head + data_len], RecordKind::Chunk);
+    d.out_len = head + data_len;
+}
+
+// ---------------------------------------------------------------------------
+// The dump proper (manager).
+
+struct Writer<'a> {
+    fd: &'a RawFd,
+    chain: RecordChain,
+    len: u64,
+}
+
+impl Writer<'_> {
+    fn record(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
+        self.fd.write_all(bytes).map_err(DumpError::Write)?;
+        self.chain.add(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Gathers pages into slots, posts them and writes finished ones in order.
+struct Gatherer<'a> {
+    w: Writer<'a>,
+    n_slots: usize,
+    fill: usize,
+    write: usize,
+    cur_region: u32,
+    cur_len: usize,
+    cur_runs: usize,
+    manager_ci: usize,
+    stats: DumpStats,
+}
+
+impl Gatherer<'_> {
+    fn cur(&self) -> &'static mut SlotData {
+        slot_data(self.fill % self.n_slots)
+    }
+
+    /// Makes sure the slot being filled is free.
+    fn ready_slot(&mut self) -> Result<(), DumpError> {
+        while SLOTS[self.fill % self.n_slots].state.load(Acquire) != FREE {
+            self.progress()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the next finished chunk, or helps compress, or waits.
+    fn progress(&mut self) -> Result<(), DumpError> {
+        let wi = self.write % self.n_slots;
+        if self.write < self.fill && SLOTS[wi].state.load(Acquire) == DONE {
+            let d = slot_data(wi);
+            // SAFETY: DONE hands the output buffer back to the manager.
+            let rec = unsafe { core::slice::from_raw_parts(d.out as *const u8, d.out_len) };
+            self.w.record(rec)?;
+            self.stats.bytes_stored += rec.len() as u64;
+            self.stats.chunks += 1;
+            SLOTS[wi].state.store(FREE, Release);
+            self.write += 1;
+            return Ok(());
+        }
+        let seen = DONE_SEQ.load(Acquire);
+        if !help_once(self.manager_ci) && SLOTS[wi].state.load(Acquire) != DONE {
+            futex_wait(&DONE_SEQ, seen, Some(10_000_000));
+        }
+        Ok(())
+    }
+
+    fn post(&mut self) -> Result<(), DumpError> {
+        if self.cur_len == 0 {
+            return Ok(());
+        }
+        let d = self.cur();
+        d.region = self.cur_region;
+        d.raw_len = self.cur_len as u32;
+        d.n_runs = self.cur_runs as u32;
+        SLOTS[self.fill % self.n_slots].state.store(POSTED, Release);
+        POSTED_SEQ.fetch_add(1, Release);
+        futex_wake(&POSTED_SEQ, i32::MAX);
+        self.fill += 1;
+        self.cur_len = 0;
+        self.cur_runs = 0;
+        self.ready_slot()
+    }
+
+    /// Appends one page (already read) of region `ri` at page index `page`.
+    fn add_page(&mut self, ri: u32, page: u64, bytes: &[u8]) -> Result<(), DumpError> {
+        if self.cur_len > 0 && (self.cur_region != ri || self.cur_len + bytes.len() > CHUNK_BYTES) {
+            self.post()?;
+        }
+        self.cur_region = ri;
+        let d = self.cur();
+        // SAFETY: the current slot is FREE (owned by the manager); input and
+        // runs were carved with CHUNK_BYTES and CHUNK_PAGES capacity.
+        let (input, runs) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(d.input as *mut u8, CHUNK_BYTES),
+                core::slice::from_raw_parts_mut(d.runs as *mut ChunkRun, CHUNK_PAGES),
+            )
+        };
+        input[self.cur_len..self.cur_len + bytes.len()].copy_from_slice(bytes);
+        self.cur_len += bytes.len();
+        match self.cur_runs.checked_sub(1).map(|i| &mut runs[i]) {
+            Some(last) if last.first_page + last.pages as u64 == page => last.pages += 1,
+            _ => {
+                runs[self.cur_runs] = ChunkRun {
+                    first_page: page,
+                    pages: 1,
+                };
+                self.cur_runs += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DumpError> {
+        self.post()?;
+        while self.write < self.fill {
+            self.progress()?;
+        }
+        Ok(())
+    }
+}
+
+/// What to store of a region of this kind; None: nothing (its content
+/// comes from elsewhere at restart) or refused.
+fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
+    match kind {
+        RegionKind::Anon | RegionKind::Heap | RegionKind::Stack => Some(Want::AnonData),
+        RegionKind::PrivateFile if deleted => Some(Want::AllResident),
+        RegionKind::PrivateFile => Some(Want::PrivateFileWritten),
+        RegionKind::SharedAnon => Some(Want::AllResident),
+        _ => None,
+    }
+}
+
+/// Runs the whole dump. Called in the manager's handler.
+pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
+    let s = &plan.scratch;
+    let page = sys::page_size();
+    let (scratch_lo, scratch_hi) = s.range();
+
+    // Set up the pipeline.
+    let n_slots = slot_count(plan.workers);
+    for i in 0..n_slots {
+        let d = slot_data(i);
+        *d = SlotData {
+            input: s.bytes(CHUNK_BYTES)?.as_mut_ptr() as usize,
+            runs: s.slice::<ChunkRun>(CHUNK_PAGES)?.as_mut_ptr() as usize,
+            out_cap: chunk_record_cap(),
+            out: s.bytes(chunk_record_cap())?.as_mut_ptr() as usize,
+            ..SlotData::default()
+        };
+        SLOTS[i].state.store(FREE, Relaxed);
+    }
+    for i in 0..=plan.workers.min(MAX_SLOTS - 1) {
+        *compressor(i) = match plan.level {
+            Level::Store => None,
+            Level::Zstd(l) => {
+                let ws = s.bytes(plan.level.workspace_size())?;
+                Some(StaticCompressor::new(ws, l).ok_or(DumpError::Compressor(l))?)
+            }
+        };
+    }
+    N_SLOTS.store(n_slots as u32, Release);
+    ACTIVE.store(true, Release);
+
+    let result = dump_all(plan, n_slots, page, scratch_lo, scratch_hi);
+
+    ACTIVE.store(false, Release);
+    POSTED_SEQ.fetch_add(1, Release);
+    futex_wake(&POSTED_SEQ, i32::MAX);
+    // Wait for any job still being compressed before its buffers go away.
+    for slot in SLOTS.iter().take(n_slots) {
+        while slot.state.load(Acquire) == TAKEN {
+            let seen = DONE_SEQ.load(Acquire);
+            futex_wait(&DONE_SEQ, seen, Some(1_000_000));
+        }
+    }
+    result
+}
+
+fn dump_all(
+    plan: &DumpPlan,
+    n_slots: usize,
+    page: usize,
+    scratch_lo: u64,
+    scratch_hi: u64,
+) -> Result<DumpStats, DumpError> {
+    let s = &plan.scratch;
+    let maps_buf = s.bytes(plan.maps_cap)?;
+    let maps_len = crate::maps::read_self_maps(maps_buf).map_err(|e| match e {
+        crate::maps::MapsError::BufferTooSmall(_) => DumpError::TooManyRegions,
+        _ => DumpError::Maps(sys::Errno(libc::EIO)),
+    })?;
+    let maps_text: &[u8] = &maps_buf[..maps_len];
+    let mut regions = FixedVec::new(s.slice::<RegionRec>(MAX_REGIONS)?);
+    for ent in MapsParser::new(maps_text) {
+        let ent = ent.map_err(|e| match e {
+            crate::maps::MapsError::Malformed(line) => DumpError::MapsLine(line),
+            _ => DumpError::MapsLine(0),
+        })?;
+        if ent.kind == RegionKind::Vsyscall || (ent.start >= scratch_lo && ent.end <= scratch_hi) {
+            continue;
+        }
+        let what = match ent.kind {
+            RegionKind::Device => Some("device mapping"),
+            RegionKind::SysvShm => Some("System V shared memory segment"),
+            RegionKind::Special => Some("special kernel mapping (anon_inode)"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(DumpError::Unsupported {
+                start: ent.start,
+                end: ent.end,
+                what,
+            });
+        }
+        let path_at = ent.path.as_ptr() as usize - maps_text.as_ptr() as usize;
+        let mut stamp = FileStamp::default();
+        if matches!(ent.kind, RegionKind::PrivateFile | RegionKind::SharedFile)
+            && !ent.path.ends_with(b" (deleted)")
+        {
+            let mut statbuf = PathBuf::<4200>::new();
+            statbuf.push(ent.path);
+            if let Ok(st) = sys::stat_path(statbuf.as_cstr_bytes()) {
+                stamp = FileStamp::from_stat(&st);
+            }
+        }
+        regions
+            .push(RegionRec {
+                start: ent.start,
+                end: ent.end,
+                prot: ent.prot,
+                kind: ent.kind as u32,
+                offset: ent.offset,
+                path_at,
+                path_len: ent.path.len(),
+                stamp,
+            })
+            .map_err(|_| DumpError::TooManyRegions)?;
+    }
+    let regions = regions.as_slice();
+    let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
+
+    let mut w = Writer {
+        fd: &plan.image,
+        chain: RecordChain::default(),
+        len: 0,
+    };
+    w.fd.write_all(&format::FileHeader::host().to_bytes())
+        .map_err(DumpError::Write)?;
+    w.len += format::FILE_HEADER_LEN as u64;
+
+    let rec = s.bytes(plan.record_cap)?;
+
+    // META
+    // SAFETY: utsname is plain old data; uname fills it.
+    let mut uts: libc::utsname = unsafe { core::mem::zeroed() };
+    // SAFETY: uts is a valid out-pointer.
+    unsafe { libc::uname(&mut uts) };
+    let cstr = |f: &[libc::c_char]| -> usize { f.iter().position(|&c| c == 0).unwrap_or(f.len()) };
+    // SAFETY: c_char and u8 have the same size and layout.
+    let release = unsafe {
+        core::slice::from_raw_parts(uts.release.as_ptr().cast::<u8>(), cstr(&uts.release))
+    };
+    // SAFETY: as above.
+    let host = unsafe {
+        core::slice::from_raw_parts(uts.nodename.as_ptr().cast::<u8>(), cstr(&uts.nodename))
+    };
+    let n = build_record(rec, RecordKind::Meta, |e| {
+        Meta {
+            created_unix_ns: plan.created_unix_ns,
+            pid: sys::getpid(),
+            sequence: plan.sequence,
+            kernel_release: release,
+            hostname: host,
+            selfckpt_version: env!("CARGO_PKG_VERSION").as_bytes(),
+            exe_path: &plan.program.exe_path,
+            exe_build_id: &plan.program.build_id,
+            exe_stamp: plan.program.stamp,
+            cpu_xfeatures: crate::arch::cpu_xfeatures(),
+            restart_entry: plan.restart_entry,
+            restart_mailbox: plan.restart_mailbox,
+        }
+        .encode(e)
+    })?;
+    w.record(&rec[..n])?;
+
+    // REGIONS
+    let n = build_record(rec, RecordKind::Regions, |e| {
+        e.u32(regions.len() as u32)?;
+        regions.iter().try_for_each(|r| {
+            Region {
+                start: r.start,
+                end: r.end,
+                prot: r.prot,
+                kind: r.kind,
+                offset: r.offset,
+                path: path_of(r),
+                stamp: r.stamp,
+            }
+            .encode(e)
+        })
+    })?;
+    w.record(&rec[..n])?;
+
+    // KERNEL
+    let text = s.bytes(65536)?;
+    let path = s.bytes(8192)?;
+    let auxv = s.bytes(8192)?;
+    let cwd = s.bytes(8192)?;
+    let mut bufs = kstate::CaptureBuffers {
+        text,
+        path,
+        auxv,
+        cwd,
+    };
+    let mut kerr: Option<&'static str> = None;
+    let n = build_record(rec, RecordKind::Kernel, |e| {
+        kstate::encode_kernel_record(e, &mut bufs, &|fd| plan.owns_fd(fd)).map_err(
+            |err| match err {
+                kstate::KstateError::Encode(c) => c,
+                kstate::KstateError::Read { what, .. } => {
+                    kerr = Some(what);
+                    CodecError::BadValue {
+                        field: "kernel state",
+                        value: 0,
+                    }
+                }
+                kstate::KstateError::Parse(what) => {
+                    kerr = Some(what);
+                    CodecError::BadValue {
+                        field: "kernel state",
+                        value: 0,
+                    }
+                }
+            },
+        )
+    });
+    if let Some(what) = kerr {
+        return Err(DumpError::Kstate(what));
+    }
+    let n = n?;
+    w.record(&rec[..n])?;
+
+    // THREADS: the main thread first (it becomes the restarter's thread).
+    let n = build_record(rec, RecordKind::Threads, |e| {
+        let count = threads::parked_slots().count();
+        e.u32(count as u32)?;
+        let is_main = |t: &&crate::image::model::ThreadState| t.role == ThreadRole::Main as u32;
+        threads::parked_slots()
+            .filter(is_main)
+            .try_for_each(|t| t.encode(e))?;
+        threads::parked_slots()
+            .filter(|t| !is_main(t))
+            .try_for_each(|t| t.encode(e))
+    })?;
+    w.record(&rec[..n])?;
+
+    // Pages.
+    let mut g = Gatherer {
+        w,
+        n_slots,
+        fill: 0,
+        write: 0,
+        cur_region: 0,
+        cur_len: 0,
+        cur_runs: 0,
+        manager_ci: plan.workers.min(MAX_SLOTS - 1),
+        stats: DumpStats::default(),
+    };
+    g.ready_slot()?;
+    let runs = s.slice::<PageRun>(SCAN_RUNS)?;
+    let tmp = s.bytes(65536)?;
+    let pagebuf = s.bytes(page)?;
+    for (ri, r) in regions.iter().enumerate() {
+        let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+        g.stats.regions += 1;
+        let Some(want) = want_for(kind, path_of(r).ends_with(b" (deleted)")) else {
+            continue;
+        };
+        g.stats.bytes_mapped += r.end - r.start;
+        let readable = r.prot & libc::PROT_READ as u32 != 0;
+        let mut at = r.start;
+        while at < r.end {
+            let (n, next) = match plan.scanner.scan(at, r.end, want, runs, tmp) {
+                Ok(n) => (n, r.end),
+                Err(PagesError::OutOfRuns { resume_at }) => (runs.len(), resume_at),
+                Err(err) => {
+                    return Err(DumpError::Pages {
+                        start: r.start,
+                        end: r.end,
+                        err,
+                    })
+                }
+            };
+            for run in &runs[..n] {
+                g.stats.bytes_present += run.pages * page as u64;
+                for p in 0..run.pages {
+                    let addr = run.addr + p * page as u64;
+                    let bytes: &[u8] = if readable {
+                        // SAFETY: addr is a present page of a readable mapping
+                        // that nobody unmaps while the program is suspended.
+                        unsafe { core::slice::from_raw_parts(addr as *const u8, page) }
+                    } else {
+                        plan.mem
+                            .pread(pagebuf, addr)
+                            .map_err(|errno| DumpError::ReadMemory { addr, errno })?;
+                        pagebuf
+                    };
+                    if is_zero_page(bytes) {
+                        g.stats.zero_pages += 1;
+                        continue;
+                    }
+                    g.stats.bytes_raw += page as u64;
+                    g.add_page(ri as u32, (addr - r.start) / page as u64, bytes)?;
+                }
+            }
+            at = next;
+        }
+    }
+    g.finish()?;
+
+    // END
+    let stats = &mut g.stats;
+    let end = EndRecord {
+        records: g.w.chain.records,
+        chunks: g.w.chain.chunks,
+        chain: g.w.chain.digest(),
+        bytes_mapped: stats.bytes_mapped,
+        bytes_present: stats.bytes_present,
+        bytes_raw: stats.bytes_raw,
+        bytes_stored: stats.bytes_stored,
+        zero_pages: stats.zero_pages,
+        ..EndRecord::default()
+    };
+    let n = build_record(rec, RecordKind::End, |e| end.encode(e))?;
+    g.w.record(&rec[..n])?;
+    g.stats.file_len = g.w.len;
+    Ok(g.stats)
+}
+
+/// Resets the pipeline's worker numbering before a round.
+pub fn reset_workers() {
+    NEXT_WORKER.store(0, Relaxed);
+}

@@ -1,0 +1,534 @@
+//! On-disk framing of an image: the file header and checksummed records.
+//!
+//! ```text
+//! offset  size  file header (64 bytes)
+//!      0     8  magic "SELFCKPT"
+//!      8     2  format major        10  2  format minor
+//!     12     2  arch (1 x86_64, 2 aarch64)   14  2  reserved (0)
+//!     16     4  page size           20  4  header length (64)
+//!     24    32  reserved (0)
+//!     56     8  xxh3-64 of bytes 0..56
+//!
+//! then records, each:
+//!      0     4  kind   4  4  flags (0)   8  8  payload length
+//!     16     8  xxh3-64 of (bytes 0..16 of this framing ++ payload)
+//!     24     …  payload
+//! order: META, REGIONS, KERNEL, THREADS, CHUNK*, END; nothing after END.
+//! ```
+//!
+//! The writer half works on a raw fd and never allocates (it runs while the
+//! program's threads are suspended). The reader half is ordinary Rust.
+
+use super::codec::{CodecError, Encoder};
+use std::io::Read;
+use thiserror::Error;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+pub const MAGIC: [u8; 8] = *b"SELFCKPT";
+pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 0;
+pub const FILE_HEADER_LEN: usize = 64;
+pub const FRAME_LEN: usize = 24;
+/// No record may be larger than this; a reader refuses larger lengths
+/// before allocating.
+pub const MAX_RECORD_LEN: u64 = 256 << 20;
+
+pub const ARCH_X86_64: u16 = 1;
+pub const ARCH_AARCH64: u16 = 2;
+
+#[cfg(target_arch = "x86_64")]
+pub const ARCH_HOST: u16 = ARCH_X86_64;
+#[cfg(target_arch = "aarch64")]
+pub const ARCH_HOST: u16 = ARCH_AARCH64;
+
+pub fn arch_name(a: u16) -> &'static str {
+    match a {
+        ARCH_X86_64 => "x86_64",
+        ARCH_AARCH64 => "aarch64",
+        _ => "unknown",
+    }
+}
+
+/// Record kinds, in the order they appear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum RecordKind {
+    Meta = 1,
+    Regions = 2,
+    Kernel = 3,
+    Threads = 4,
+    Chunk = 5,
+    End = 6,
+}
+
+impl RecordKind {
+    pub fn from_u32(v: u32) -> Option<RecordKind> {
+        Some(match v {
+            1 => RecordKind::Meta,
+            2 => RecordKind::Regions,
+            3 => RecordKind::Kernel,
+            4 => RecordKind::Threads,
+            5 => RecordKind::Chunk,
+            6 => RecordKind::End,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Meta => "META",
+            RecordKind::Regions => "REGIONS",
+            RecordKind::Kernel => "KERNEL",
+            RecordKind::Threads => "THREADS",
+            RecordKind::Chunk => "CHUNK",
+            RecordKind::End => "END",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum FormatError {
+    #[error("cannot read the image: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a selfckpt image (bad magic)")]
+    BadMagic,
+    #[error("the file header is damaged (checksum mismatch)")]
+    HeaderChecksum,
+    #[error("image format {major}.{minor} is not supported (this build reads {FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{FORMAT_MINOR})")]
+    Version { major: u16, minor: u16 },
+    #[error("bad header field {field}: {value}")]
+    HeaderField { field: &'static str, value: u64 },
+    #[error("the image is truncated at byte {offset}")]
+    Truncated { offset: u64 },
+    #[error("record at byte {offset} has an unknown kind {kind}")]
+    UnknownKind { offset: u64, kind: u32 },
+    #[error("record at byte {offset} claims {len} bytes (limit {MAX_RECORD_LEN})")]
+    RecordTooLarge { offset: u64, len: u64 },
+    #[error("record {kind} at byte {offset} is damaged (checksum mismatch)")]
+    RecordChecksum { offset: u64, kind: &'static str },
+    #[error("record {kind} at byte {offset} is malformed: {source}")]
+    Malformed {
+        offset: u64,
+        kind: &'static str,
+        source: CodecError,
+    },
+    #[error("record {found} at byte {offset} is out of order (expected {expected})")]
+    Order {
+        offset: u64,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("the END record does not match the records read ({0})")]
+    EndMismatch(&'static str),
+    #[error("{0} bytes follow the END record")]
+    TrailingData(u64),
+    #[error("invalid content: {0}")]
+    Invalid(String),
+}
+
+/// The fixed file header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub major: u16,
+    pub minor: u16,
+    pub arch: u16,
+    pub page_size: u32,
+}
+
+impl FileHeader {
+    pub fn host() -> FileHeader {
+        FileHeader {
+            major: FORMAT_MAJOR,
+            minor: FORMAT_MINOR,
+            arch: ARCH_HOST,
+            page_size: crate::sys::page_size() as u32,
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; FILE_HEADER_LEN] {
+        let mut b = [0u8; FILE_HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&self.major.to_le_bytes());
+        b[10..12].copy_from_slice(&self.minor.to_le_bytes());
+        b[12..14].copy_from_slice(&self.arch.to_le_bytes());
+        b[16..20].copy_from_slice(&self.page_size.to_le_bytes());
+        b[20..24].copy_from_slice(&(FILE_HEADER_LEN as u32).to_le_bytes());
+        let sum = xxh3_64(&b[..56]);
+        b[56..64].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header: magic, checksum, version, sizes. The
+    /// arch and page size are returned for the caller to compare with the host.
+    pub fn parse(b: &[u8; FILE_HEADER_LEN]) -> Result<FileHeader, FormatError> {
+        if b[0..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let le16 = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let le32 = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&b[56..64]);
+        if xxh3_64(&b[..56]) != u64::from_le_bytes(sum) {
+            return Err(FormatError::HeaderChecksum);
+        }
+        let h = FileHeader {
+            major: le16(8),
+            minor: le16(10),
+            arch: le16(12),
+            page_size: le32(16),
+        };
+        if h.major != FORMAT_MAJOR || h.minor > FORMAT_MINOR {
+            return Err(FormatError::Version {
+                major: h.major,
+                minor: h.minor,
+            });
+        }
+        if le32(20) as usize != FILE_HEADER_LEN {
+            return Err(FormatError::HeaderField {
+                field: "header length",
+                value: le32(20) as u64,
+            });
+        }
+        if !h.page_size.is_power_of_two() || !(4096..=65536).contains(&h.page_size) {
+            return Err(FormatError::HeaderField {
+                field: "page size",
+                value: h.page_size as u64,
+            });
+        }
+        if b[14..16] != [0, 0] || b[24..56].iter().any(|&x| x != 0) {
+            return Err(FormatError::HeaderField {
+                field: "reserved",
+                value: 1,
+            });
+        }
+        Ok(h)
+    }
+}
+
+/// Fills in the framing of a record whose payload already sits at
+/// `buf[FRAME_LEN..]`, and returns the record checksum. Never allocates.
+pub fn seal_record(buf: &mut [u8], kind: RecordKind) -> u64 {
+    let len = (buf.len() - FRAME_LEN) as u64;
+    buf[0..4].copy_from_slice(&(kind as u32).to_le_bytes());
+    buf[4..8].copy_from_slice(&0u32.to_le_bytes());
+    buf[8..16].copy_from_slice(&len.to_le_bytes());
+    let mut h = Xxh3::new();
+    h.update(&buf[0..16]);
+    h.update(&buf[FRAME_LEN..]);
+    let sum = h.digest();
+    buf[16..24].copy_from_slice(&sum.to_le_bytes());
+    sum
+}
+
+/// Encodes a record's payload with `f` into `buf` (after room for the
+/// framing), seals it and returns the whole record's length.
+pub fn build_record(
+    buf: &mut [u8],
+    kind: RecordKind,
+    f: impl FnOnce(&mut Encoder) -> Result<(), CodecError>,
+) -> Result<usize, CodecError> {
+    if buf.len() < FRAME_LEN {
+        return Err(CodecError::Full {
+            needed: FRAME_LEN,
+            left: buf.len(),
+        });
+    }
+    let n = {
+        let mut e = Encoder::new(&mut buf[FRAME_LEN..]);
+        f(&mut e)?;
+        e.len()
+    };
+    seal_record(&mut buf[..FRAME_LEN + n], kind);
+    Ok(FRAME_LEN + n)
+}
+
+/// Keeps the running totals the END record needs. Never allocates.
+#[derive(Default, Clone)]
+pub struct RecordChain {
+    pub records: u64,
+    pub chunks: u64,
+    hasher: ChainHasher,
+}
+
+#[derive(Clone)]
+struct ChainHasher(Xxh3);
+
+impl Default for ChainHasher {
+    fn default() -> Self {
+        ChainHasher(Xxh3::new())
+    }
+}
+
+impl RecordChain {
+    /// Accounts for a sealed record (framing at the start of `record`).
+    pub fn add(&mut self, record: &[u8]) {
+        let kind = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
+        self.add_checksum(kind, &record[16..24]);
+    }
+
+    fn add_checksum(&mut self, kind: u32, sum: &[u8]) {
+        self.records += 1;
+        if kind == RecordKind::Chunk as u32 {
+            self.chunks += 1;
+        }
+        self.hasher.0.update(sum);
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.hasher.0.digest()
+    }
+}
+
+/// One record as read back.
+pub struct RawRecord {
+    pub offset: u64,
+    pub kind: RecordKind,
+    pub payload: Vec<u8>,
+}
+
+/// Reads the header and records of an image sequentially, checking every
+/// checksum, the record order, and the END totals.
+pub struct ImageReader<R: Read> {
+    src: R,
+    pub header: FileHeader,
+    offset: u64,
+    chain: RecordChain,
+    last_kind: Option<RecordKind>,
+    done: bool,
+    /// Total file length when known: record lengths beyond it are refused
+    /// before any allocation.
+    file_len: Option<u64>,
+}
+
+impl<R: Read> ImageReader<R> {
+    pub fn new(mut src: R, file_len: Option<u64>) -> Result<Self, FormatError> {
+        let mut b = [0u8; FILE_HEADER_LEN];
+        read_exact_at(&mut src, &mut b, 0)?;
+        let header = FileHeader::parse(&b)?;
+        Ok(ImageReader {
+            src,
+            header,
+            offset: FILE_HEADER_LEN as u64,
+            chain: RecordChain::default(),
+            last_kind: None,
+            done: false,
+            file_len,
+        })
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next record, or `None` after END (once the end of the file has
+    /// been checked).
+    pub fn next_record(&mut self) -> Result<Option<RawRecord>, FormatError> {
+        if self.done {
+            return Ok(None);
+        }
+        let at = self.offset;
+        let mut frame = [0u8; FRAME_LEN];
+        read_exact_at(&mut self.src, &mut frame, at)?;
+        let kind_raw = u32::from_le_bytes(frame[0..4].try_into().unwrap_or_default());
+        let flags = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
+        let sum = u64::from_le_bytes(frame[16..24].try_into().unwrap_or_default());
+        let kind = RecordKind::from_u32(kind_raw).ok_or(FormatError::UnknownKind {
+            offset: at,
+            kind: kind_raw,
+        })?;
+        if flags != 0 {
+            return Err(FormatError::RecordChecksum {
+                offset: at,
+                kind: kind.name(),
+            });
+        }
+        let limit = match self.file_len {
+            Some(fl) => MAX_RECORD_LEN.min(fl.saturating_sub(at + FRAME_LEN as u64)),
+            None => MAX_RECORD_LEN,
+        };
+        if len > limit {
+            return Err(if len <= MAX_RECORD_LEN {
+                FormatError::Truncated { offset: at }
+            } else {
+                FormatError::RecordTooLarge { offset: at, len }
+            });
+        }
+        self.check_order(at, kind)?;
+        let mut payload = vec![0u8; len as usize];
+        read_exact_at(&mut self.src, &mut payload, at + FRAME_LEN as u64)?;
+        let mut h = Xxh3::new();
+        h.update(&frame[0..16]);
+        h.update(&payload);
+        if h.digest() != sum {
+            return Err(FormatError::RecordChecksum {
+                offset: at,
+                kind: kind.name(),
+            });
+        }
+        self.offset = at + FRAME_LEN as u64 + len;
+        if kind == RecordKind::End {
+            self.check_end(&payload)?;
+            self.done = true;
+        } else {
+            self.chain.add_checksum(kind_raw, &frame[16..24]);
+        }
+        self.last_kind = Some(kind);
+        Ok(Some(RawRecord {
+            offset: at,
+            kind,
+            payload,
+        }))
+    }
+
+    fn check_order(&self, at: u64, kind: RecordKind) -> Result<(), FormatError> {
+        use RecordKind::*;
+        let expected = match self.last_kind {
+            None => Meta,
+            Some(Meta) => Regions,
+            Some(Regions) => Kernel,
+            Some(Kernel) => Threads,
+            Some(Threads) | Some(Chunk) => {
+                if kind == Chunk || kind == End {
+                    return Ok(());
+                }
+                Chunk
+            }
+            Some(End) => End,
+        };
+        if kind != expected {
+            return Err(FormatError::Order {
+                offset: at,
+                found: kind.name(),
+                expected: expected.name(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_end(&mut self, payload: &[u8]) -> Result<(), FormatError> {
+        let mut d = super::codec::Decoder::new(payload);
+        let end = super::model::EndRecord::decode(&mut d)
+            .and_then(|e| d.finish().map(|_| e))
+            .map_err(|source| FormatError::Malformed {
+                offset: self.offset,
+                kind: "END",
+                source,
+            })?;
+        if end.records != self.chain.records {
+            return Err(FormatError::EndMismatch("record count"));
+        }
+        if end.chunks != self.chain.chunks {
+            return Err(FormatError::EndMismatch("chunk count"));
+        }
+        if end.chain != self.chain.digest() {
+            return Err(FormatError::EndMismatch(
+                "record chain checksum: records are missing, extra or reordered",
+            ));
+        }
+        // Nothing may follow END.
+        let mut extra = [0u8; 1];
+        loop {
+            match self.src.read(&mut extra) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
+                    return Err(FormatError::TrailingData(rest + 1));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn read_exact_at<R: Read>(src: &mut R, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
+    src.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FormatError::Truncated { offset }
+        } else {
+            FormatError::Io(e)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes() -> [u8; FILE_HEADER_LEN] {
+        FileHeader::host().to_bytes()
+    }
+
+    #[test]
+    fn header_round_trips() {
+        assert_eq!(
+            FileHeader::parse(&header_bytes()).unwrap(),
+            FileHeader::host()
+        );
+    }
+
+    #[test]
+    fn test_bad_magic() {
+        let mut b = header_bytes();
+        b[0] = b'X';
+        assert!(matches!(FileHeader::parse(&b), Err(FormatError::BadMagic)));
+    }
+
+    #[test]
+    fn test_bad_header_checksum_for_every_byte() {
+        for i in 8..FILE_HEADER_LEN {
+            let mut b = header_bytes();
+            b[i] ^= 0x10;
+            assert!(
+                FileHeader::parse(&b).is_err(),
+                "flip at byte {i} not detected"
+            );
+        }
+    }
+
+    #[test]
+    fn test_bad_version() {
+        let mut h = FileHeader::host();
+        h.major = FORMAT_MAJOR + 1;
+        assert!(matches!(
+            FileHeader::parse(&h.to_bytes()),
+            Err(FormatError::Version { .. })
+        ));
+        let mut h = FileHeader::host();
+        h.minor = FORMAT_MINOR + 1;
+        assert!(matches!(
+            FileHeader::parse(&h.to_bytes()),
+            Err(FormatError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn test_bad_page_size() {
+        let mut h = FileHeader::host();
+        h.page_size = 5000;
+        assert!(matches!(
+            FileHeader::parse(&h.to_bytes()),
+            Err(FormatError::HeaderField {
+                field: "page size",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn sealed_record_verifies_and_detects_flips() {
+        let mut buf = [0u8; 64];
+        let n = build_record(&mut buf, RecordKind::Meta, |e| e.bytes(b"hello")).unwrap();
+        let mut img = header_bytes().to_vec();
+        img.extend_from_slice(&buf[..n]);
+        let mut r = ImageReader::new(&img[..], None).unwrap();
+        let rec = r.next_record().unwrap().unwrap();
+        assert_eq!(rec.kind, RecordKind::Meta);
+        for i in FILE_HEADER_LEN..img.len() {
+            let mut bad = img.clone();
+            bad[i] ^= 1;
+            let mut r = ImageReader::new(&bad[..], None).unwrap();
+            assert!(r.next_record().is_err(), "flip at byte {i} not detected");
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The items an image holds, with their encoding.
+//!
+//! Every type borrows its strings (`&[u8]`), so the checkpoint side can
+//! encode straight from scratch buffers while other threads are suspended
+//! (no allocation), and the reader can decode without copying.
+//! The layout of each item is specified in docs/IMAGE_FORMAT.md; the order
+//! of `encode` and `decode` below is that layout.
+
+use super::codec::{CodecError, Decoder, Encoder};
+
+/// File identity used to detect that a file changed since the checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+}
+
+impl FileStamp {
+    pub const ENCODED_LEN: usize = 8 * 4 + 4;
+
+    pub fn from_stat(st: &libc::stat) -> Self {
+        FileStamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime.saturating_mul(1_000_000_000) + st.st_mtime_nsec,
+            mode: st.st_mode,
+        }
+    }
+
+    /// Same file, unchanged content by size and mtime. The device number is
+    /// not compared: it can change across reboots for the same filesystem.
+    pub fn same_content(&self, other: &FileStamp) -> bool {
+        self.ino == other.ino && self.size == other.size && self.mtime_ns == other.mtime_ns
+    }
+
+    fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.dev)?;
+        e.u64(self.ino)?;
+        e.u64(self.size)?;
+        e.u64(self.mtime_ns as u64)?;
+        e.u32(self.mode)
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(FileStamp {
+            dev: d.u64()?,
+            ino: d.u64()?,
+            size: d.u64()?,
+            mtime_ns: d.u64()? as i64,
+            mode: d.u32()?,
+        })
+    }
+}
+
+/// Record META: what was checkpointed, where and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta<'a> {
+    pub created_unix_ns: u64,
+    pub pid: u32,
+    pub sequence: u64,
+    pub kernel_release: &'a [u8],
+    pub hostname: &'a [u8],
+    pub selfckpt_version: &'a [u8],
+    pub exe_path: &'a [u8],
+    pub exe_build_id: &'a [u8],
+    pub exe_stamp: FileStamp,
+    /// XCR0 (enabled XSAVE features) on x86_64; 0 elsewhere.
+    pub cpu_xfeatures: u64,
+    /// Address of the restart entry function inside the image.
+    pub restart_entry: u64,
+    /// Address of the library's restart mailbox inside the image.
+    pub restart_mailbox: u64,
+}
+
+impl<'a> Meta<'a> {
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.created_unix_ns)?;
+        e.u32(self.pid)?;
+        e.u64(self.sequence)?;
+        e.bytes(self.kernel_release)?;
+        e.bytes(self.hostname)?;
+        e.bytes(self.selfckpt_version)?;
+        e.bytes(self.exe_path)?;
+        e.bytes(self.exe_build_id)?;
+        self.exe_stamp.encode(e)?;
+        e.u64(self.cpu_xfeatures)?;
+        e.u64(self.restart_entry)?;
+        e.u64(self.restart_mailbox)
+    }
+
+    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+        Ok(Meta {
+            created_unix_ns: d.u64()?,
+            pid: d.u32()?,
+            sequence: d.u64()?,
+            kernel_release: d.bytes()?,
+            hostname: d.bytes()?,
+            selfckpt_version: d.bytes()?,
+            exe_path: d.bytes()?,
+            exe_build_id: d.bytes()?,
+            exe_stamp: FileStamp::decode(d)?,
+            cpu_xfeatures: d.u64()?,
+            restart_entry: d.u64()?,
+            restart_mailbox: d.u64()?,
+        })
+    }
+}
+
+/// One entry of record REGIONS: a mapping of the address space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region<'a> {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    /// `RegionKind` as u32 (see `maps::RegionKind`).
+    pub kind: u32,
+    /// File offset of `start` for file mappings.
+    pub offset: u64,
+    /// Path (file mappings) or name (`[heap]`, `[stack]`, ...); may be empty.
+    pub path: &'a [u8],
+    /// Identity of the mapped file (all zero when there is none).
+    pub stamp: FileStamp,
+}
+
+impl<'a> Region<'a> {
+    pub const MIN_ENCODED_LEN: usize = 8 * 3 + 4 * 3 + FileStamp::ENCODED_LEN;
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.start)?;
+        e.u64(self.end)?;
+        e.u32(self.prot)?;
+        e.u32(self.kind)?;
+        e.u64(self.offset)?;
+        e.bytes(self.path)?;
+        self.stamp.encode(e)
+    }
+
+    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+        Ok(Region {
+            start: d.u64()?,
+            end: d.u64()?,
+            prot: d.u32()?,
+            kind: d.u32()?,
+            offset: d.u64()?,
+            path: d.bytes()?,
+            stamp: FileStamp::decode(d)?,
+        })
+    }
+}
+
+/// A signal disposition as the kernel's `rt_sigaction` sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub signo: u32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+impl SigAction {
+    pub const ENCODED_LEN: usize = 4 + 8 * 4;
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u32(self.signo)?;
+        e.u64(self.handler)?;
+        e.u64(self.flags)?;
+        e.u64(self.restorer)?;
+        e.u64(self.mask)
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(SigAction {
+            signo: d.u32()?,
+            handler: d.u64()?,
+            flags: d.u64()?,
+            restorer: d.u64()?,
+            mask: d.u64()?,
+        })
+    }
+}
+
+/// What kind of object an open file descriptor refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FdKind {
+    Regular = 1,
+    Directory = 2,
+    CharDevice = 3,
+    Pipe = 4,
+    Socket = 5,
+    Other = 6,
+}
+
+impl FdKind {
+    pub fn from_u32(v: u32) -> Option<FdKind> {
+        Some(match v {
+            1 => FdKind::Regular,
+            2 => FdKind::Directory,
+            3 => FdKind::CharDevice,
+            4 => FdKind::Pipe,
+            5 => FdKind::Socket,
+            6 => FdKind::Other,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FdKind::Regular => "file",
+            FdKind::Directory => "dir",
+            FdKind::CharDevice => "chardev",
+            FdKind::Pipe => "pipe",
+            FdKind::Socket => "socket",
+            FdKind::Other => "other",
+        }
+    }
+}
+
+/// One open file descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdEntry<'a> {
+    pub fd: i32,
+    pub kind: u32,
+    /// open(2) flags as /proc/self/fdinfo reports them (includes O_CLOEXEC).
+    pub flags: u32,
+    pub offset: u64,
+    /// What /proc/self/fd/N links to.
+    pub path: &'a [u8],
+    pub stamp: FileStamp,
+}
+
+impl<'a> FdEntry<'a> {
+    pub const MIN_ENCODED_LEN: usize = 4 * 3 + 8 + 4 + FileStamp::ENCODED_LEN;
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.i32(self.fd)?;
+        e.u32(self.kind)?;
+        e.u32(self.flags)?;
+        e.u64(self.offset)?;
+        e.bytes(self.path)?;
+        self.stamp.encode(e)
+    }
+    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+        Ok(FdEntry {
+            fd: d.i32()?,
+            kind: d.u32()?,
+            flags: d.u32()?,
+            offset: d.u64()?,
+            path: d.bytes()?,
+            stamp: FileStamp::decode(d)?,
+        })
+    }
+}
+
+/// The fields of `struct prctl_mm_map` that describe the process layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+impl MmLayout {
+    fn fields(&self) -> [u64; 11] {
+        [
+            self.start_code,
+            self.end_code,
+            self.start_data,
+            self.end_data,
+            self.start_brk,
+            self.brk,
+            self.start_stack,
+            self.arg_start,
+            self.arg_end,
+            self.env_start,
+            self.env_end,
+        ]
+    }
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        self.fields().iter().try_for_each(|v| e.u64(*v))
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(MmLayout {
+            start_code: d.u64()?,
+            end_code: d.u64()?,
+            start_data: d.u64()?,
+            end_data: d.u64()?,
+            start_brk: d.u64()?,
+            brk: d.u64()?,
+            start_stack: d.u64()?,
+            arg_start: d.u64()?,
+            arg_end: d.u64()?,
+            env_start: d.u64()?,
+            env_end: d.u64()?,
+        })
+    }
+}
+
+/// Process-wide kernel state that is not in memory (record KERNEL header;
+/// sigactions and fds follow it as lists).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessState<'a> {
+    pub cwd: &'a [u8],
+    pub umask: u32,
+    pub mm: MmLayout,
+    /// Raw /proc/self/auxv bytes.
+    pub auxv: &'a [u8],
+}
+
+impl<'a> ProcessState<'a> {
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.bytes(self.cwd)?;
+        e.u32(self.umask)?;
+        self.mm.encode(e)?;
+        e.bytes(self.auxv)
+    }
+    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+        Ok(ProcessState {
+            cwd: d.bytes()?,
+            umask: d.u32()?,
+            mm: MmLayout::decode(d)?,
+            auxv: d.bytes()?,
+        })
+    }
+}
+
+/// Who a thread belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ThreadRole {
+    /// The program's initial thread (its TID was the PID).
+    Main = 1,
+    /// Another thread of the program.
+    User = 2,
+    /// selfckpt's checkpoint thread.
+    Manager = 3,
+    /// selfckpt's compression worker.
+    Worker = 4,
+}
+
+impl ThreadRole {
+    pub fn from_u32(v: u32) -> Option<ThreadRole> {
+        Some(match v {
+            1 => ThreadRole::Main,
+            2 => ThreadRole::User,
+            3 => ThreadRole::Manager,
+            4 => ThreadRole::Worker,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadRole::Main => "main",
+            ThreadRole::User => "user",
+            ThreadRole::Manager => "selfckpt-manager",
+            ThreadRole::Worker => "selfckpt-worker",
+        }
+    }
+}
+
+/// One parked thread (record THREADS). Its full register state is in the
+/// signal frame at `frame` inside the image's memory; these fields are what
+/// the restorer needs to bring the thread back, plus `ip`/`sp` for display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    pub tid: u32,
+    pub role: u32,
+    /// Address of the thread's slot in the library's thread table.
+    pub slot: u64,
+    /// Thread pointer (fs base on x86_64, tpidr_el0 on aarch64).
+    pub tls: u64,
+    /// clear_child_tid address (glibc: &pthread->tid).
+    pub tid_address: u64,
+    /// Address of the `ucontext` of the signal frame the thread parked in.
+    pub frame: u64,
+    /// Stack pointer to start the restarted thread with (below the frame).
+    pub entry_sp: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub sigmask: u64,
+    pub rseq_addr: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    pub robust_head: u64,
+    pub robust_len: u64,
+    pub comm: [u8; 16],
+}
+
+impl ThreadState {
+    pub const ENCODED_LEN: usize = 4 * 2 + 8 * 8 + 8 + 4 * 2 + 8 * 2 + 16;
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u32(self.tid)?;
+        e.u32(self.role)?;
+        e.u64(self.slot)?;
+        e.u64(self.tls)?;
+        e.u64(self.tid_address)?;
+        e.u64(self.frame)?;
+        e.u64(self.entry_sp)?;
+        e.u64(self.ip)?;
+        e.u64(self.sp)?;
+        e.u64(self.sigmask)?;
+        e.u64(self.rseq_addr)?;
+        e.u32(self.rseq_len)?;
+        e.u32(self.rseq_sig)?;
+        e.u64(self.robust_head)?;
+        e.u64(self.robust_len)?;
+        e.bytes_raw(&self.comm)
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let mut t = ThreadState {
+            tid: d.u32()?,
+            role: d.u32()?,
+            slot: d.u64()?,
+            tls: d.u64()?,
+            tid_address: d.u64()?,
+            frame: d.u64()?,
+            entry_sp: d.u64()?,
+            ip: d.u64()?,
+            sp: d.u64()?,
+            sigmask: d.u64()?,
+            rseq_addr: d.u64()?,
+            rseq_len: d.u32()?,
+            rseq_sig: d.u32()?,
+            robust_head: d.u64()?,
+            robust_len: d.u64()?,
+            comm: [0; 16],
+        };
+        t.comm.copy_from_slice(d.take(16)?);
+        Ok(t)
+    }
+    pub fn comm_str(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+}
+
+/// Chunk encodings.
+pub const ENCODING_RAW: u8 = 0;
+pub const ENCODING_ZSTD: u8 = 1;
+
+/// A run of pages stored in a chunk: page index from the region start, count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkRun {
+    pub first_page: u64,
+    pub pages: u32,
+}
+
+/// The fixed part of record CHUNK; `runs` and the data follow it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub region: u32,
+    pub encoding: u8,
+    /// Bytes after decompression: the sum of the runs' pages times the page size.
+    pub raw_len: u32,
+    pub n_runs: u32,
+}
+
+impl ChunkHeader {
+    pub const ENCODED_LEN: usize = 4 + 1 + 4 + 4;
+    pub const RUN_LEN: usize = 12;
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u32(self.region)?;
+        e.u8(self.encoding)?;
+        e.u32(self.raw_len)?;
+        e.u32(self.n_runs)
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(ChunkHeader {
+            region: d.u32()?,
+            encoding: d.u8()?,
+            raw_len: d.u32()?,
+            n_runs: d.u32()?,
+        })
+    }
+}
+
+impl ChunkRun {
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.first_page)?;
+        e.u32(self.pages)
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(ChunkRun {
+            first_page: d.u64()?,
+            pages: d.u32()?,
+        })
+    }
+}
+
+/// Record END: totals that let a reader detect missing, reordered or extra
+/// records, plus the dump's statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndRecord {
+    /// Records before this one.
+    pub records: u64,
+    pub chunks: u64,
+    /// xxh3 over the checksums of all records before this one, in order.
+    pub chain: u64,
+    pub bytes_mapped: u64,
+    pub bytes_present: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+    pub zero_pages: u64,
+    pub pause_ns: u64,
+    pub suspend_ns: u64,
+    pub write_ns: u64,
+}
+
+impl EndRecord {
+    pub const ENCODED_LEN: usize = 8 * 11;
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        [
+            self.records,
+            self.chunks,
+            self.chain,
+            self.bytes_mapped,
+            self.bytes_present,
+            self.bytes_raw,
+            self.bytes_stored,
+            self.zero_pages,
+            self.pause_ns,
+            self.suspend_ns,
+            self.write_ns,
+        ]
+        .iter()
+        .try_for_each(|v| e.u64(*v))
+    }
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(EndRecord {
+            records: d.u64()?,
+            chunks: d.u64()?,
+            chain: d.u64()?,
+            bytes_mapped: d.u64()?,
+            bytes_present: d.u64()?,
+            bytes_raw: d.u64()?,
+            bytes_stored: d.u64()?,
+            zero_pages: d.u64()?,
+            pause_ns: d.u64()?,
+            suspend_ns: d.u64()?,
+            write_ns: d.u64()?,
+        })
+    }
+}

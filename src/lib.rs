@@ -1,0 +1,260 @@
+//! selfckpt: in-process checkpoint/restart for Linux programs.
+//!
+//! Link the crate, install a [`Checkpointer`], and the process can be
+//! checkpointed at any moment (by `kill -USR1 <pid>`, or by calling
+//! [`checkpoint`]) into a compressed, checksummed image. `selfckpt restart
+//! IMAGE` brings the program back where it was; it learns that it was
+//! restarted from [`checkpoint`]'s result or [`restart_count`].
+//!
+//! ```no_run
+//! let _ckpt = selfckpt::Checkpointer::builder()
+//!     .dir("ckpt")                       // images go here (created 0700)
+//!     .signal(selfckpt::Signal::SIGUSR1) // the default trigger
+//!     .install()?;
+//! // ... long computation ...
+//! match selfckpt::checkpoint()? {
+//!     selfckpt::Outcome::Continued => { /* image written, we go on */ }
+//!     selfckpt::Outcome::Restarted => { /* we are the restarted process */ }
+//! }
+//! # Ok::<(), selfckpt::Error>(())
+//! ```
+
+pub mod arch;
+pub mod compress;
+pub mod dump;
+pub mod elfid;
+pub mod image;
+pub mod kstate;
+pub mod manager;
+pub mod maps;
+pub mod pages;
+pub mod restore;
+pub mod scratch;
+pub mod sys;
+pub mod threads;
+
+pub use compress::Level;
+pub use nix::sys::signal::Signal;
+
+use core::sync::atomic::{AtomicU32, Ordering::*};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// Errors the library reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("selfckpt is not installed: call Checkpointer::builder().install() first")]
+    NotInstalled,
+    #[error("selfckpt is already installed in this process")]
+    AlreadyInstalled,
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot stop the program's threads: {0}")]
+    Suspend(#[from] threads::SuspendError),
+    #[error("checkpoint refused: the program runs {0} threads of its own; multi-threaded programs are not supported yet (set SELFCKPT_ALLOW_THREADS=1 to try anyway)")]
+    ThreadsUnsupported(usize),
+    #[error("checkpoint failed: {0}")]
+    Dump(#[from] dump::DumpError),
+    #[error("{0}")]
+    Checkpoint(Arc<Error>),
+}
+
+/// What a checkpoint call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The image was written and the program goes on.
+    Continued,
+    /// This process was restarted from an image taken by this call.
+    Restarted,
+}
+
+/// Handle of the installed checkpointer (one per process).
+pub struct Checkpointer {
+    runtime: &'static manager::Runtime,
+}
+
+/// Configures and installs the checkpointer.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    dir: PathBuf,
+    signal: Signal,
+    keep: usize,
+    level: Level,
+    workers: Option<usize>,
+    allow_threads: bool,
+}
+
+static RUNTIME: OnceLock<&'static manager::Runtime> = OnceLock::new();
+
+impl Checkpointer {
+    /// A builder with the defaults: directory `ckpt`, trigger SIGUSR1, keep
+    /// the 3 newest images, zstd level 1; `SELFCKPT_LEVEL`,
+    /// `SELFCKPT_WORKERS` and `SELFCKPT_ALLOW_THREADS` override.
+    pub fn builder() -> Builder {
+        let env = |k: &str| std::env::var(k).ok();
+        Builder {
+            dir: PathBuf::from("ckpt"),
+            signal: Signal::SIGUSR1,
+            keep: 3,
+            level: env("SELFCKPT_LEVEL")
+                .and_then(|v| Level::parse(&v))
+                .unwrap_or(Level::Zstd(1)),
+            workers: env("SELFCKPT_WORKERS").and_then(|v| v.parse().ok()),
+            allow_threads: env("SELFCKPT_ALLOW_THREADS").is_some_and(|v| v == "1"),
+        }
+    }
+
+    /// The directory images are written to.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.runtime.config.dir
+    }
+
+    /// Figures of the latest successful checkpoint.
+    pub fn last_stats(&self) -> Option<manager::CheckpointStats> {
+        self.runtime.last_stats.lock().ok()?.clone()
+    }
+}
+
+impl Builder {
+    /// Directory for images (created 0700 if missing).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+    /// Signal that triggers a checkpoint (default SIGUSR1).
+    pub fn signal(mut self, s: Signal) -> Self {
+        self.signal = s;
+        self
+    }
+    /// How many images to keep (default 3).
+    pub fn keep(mut self, n: usize) -> Self {
+        self.keep = n.max(1);
+        self
+    }
+    /// Compression level (default zstd 1).
+    pub fn level(mut self, l: Level) -> Self {
+        self.level = l;
+        self
+    }
+    /// Compression worker threads (default: one per CPU, at most 8).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Starts the checkpoint thread and the workers and installs the signal
+    /// handlers.
+    pub fn install(self) -> Result<Checkpointer, Error> {
+        if RUNTIME.get().is_some() {
+            return Err(Error::AlreadyInstalled);
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| Error::Io(format!("cannot create {}", self.dir.display()), e))?;
+        let dir = std::fs::canonicalize(&self.dir)
+            .map_err(|e| Error::Io(format!("cannot resolve {}", self.dir.display()), e))?;
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map_err(|e| Error::Io("cannot read /proc/self/exe".into(), e))?;
+        let program = dump::ProgramInfo {
+            build_id: elfid::build_id(&exe).unwrap_or_default(),
+            stamp: elfid::stamp(&exe)
+                .map_err(|e| Error::Io(format!("cannot stat {}", exe.display()), e))?,
+            exe_path: std::os::unix::ffi::OsStrExt::as_bytes(exe.as_os_str()).to_vec(),
+        };
+        let prog_name = exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "program".into());
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = self.workers.unwrap_or(cpus).clamp(1, 8);
+        let suspend_signal = libc::SIGRTMAX() - 2;
+        let config = manager::Config {
+            dir,
+            trigger: self.signal as i32,
+            suspend_signal,
+            keep: self.keep,
+            level: self.level,
+            workers,
+            allow_threads: self.allow_threads,
+            suspend_timeout_ms: 5000,
+        };
+        let runtime: &'static manager::Runtime = Box::leak(Box::new(manager::Runtime::new(
+            config,
+            Box::leak(Box::new(program)),
+            prog_name,
+        )));
+        if RUNTIME.set(runtime).is_err() {
+            return Err(Error::AlreadyInstalled);
+        }
+        manager::install_handlers(suspend_signal).map_err(|e| {
+            Error::Io(
+                "cannot install the suspend signal handler".into(),
+                e.describe(),
+            )
+        })?;
+        for i in 0..workers {
+            std::thread::Builder::new()
+                .name(format!("selfckpt-w{i}"))
+                .stack_size(256 << 10)
+                .spawn(|| {
+                    threads::set_role(image::model::ThreadRole::Worker);
+                    let idle = AtomicU32::new(0);
+                    loop {
+                        sys::futex_wait(&idle, 0, None);
+                    }
+                })
+                .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
+        }
+        std::thread::Builder::new()
+            .name("selfckpt".into())
+            .stack_size(2 << 20)
+            .spawn(move || runtime.serve())
+            .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
+        // SAFETY: the handler only touches atomics and a futex (async-signal-safe).
+        unsafe {
+            signal_hook::low_level::register(self.signal as i32, request_from_signal)
+                .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
+        }
+        Ok(Checkpointer { runtime })
+    }
+}
+
+fn request_from_signal() {
+    manager::REQUESTS.fetch_add(1, AcqRel);
+    sys::futex_wake(&manager::REQUESTS, 1);
+}
+
+/// Takes a checkpoint now and waits for it. Returns `Continued` in the
+/// running process and `Restarted` when the process is later restarted
+/// from this image.
+pub fn checkpoint() -> Result<Outcome, Error> {
+    let _rt = RUNTIME.get().ok_or(Error::NotInstalled)?;
+    let ticket = manager::REQUESTS.fetch_add(1, AcqRel).wrapping_add(1);
+    sys::futex_wake(&manager::REQUESTS, 1);
+    loop {
+        let served = manager::SERVED.load(Acquire);
+        if served.wrapping_sub(ticket) as i32 >= 0 {
+            break;
+        }
+        sys::futex_wait(&manager::SERVED, served, None);
+    }
+    let last = _rt
+        .last
+        .lock()
+        .map_err(|_| Error::Config("state lock poisoned".into()))?;
+    match last.as_ref() {
+        Some((_, Ok(o))) => Ok(*o),
+        Some((_, Err(e))) => Err(Error::Checkpoint(e.clone())),
+        None => Err(Error::Config("no checkpoint result".into())),
+    }
+}
+
+/// How many times this process has been restarted from an image.
+pub fn restart_count() -> u64 {
+    manager::restart_count()
+}

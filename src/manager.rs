@@ -1,0 +1,314 @@
+//! The checkpoint thread: waits for requests (signal or API), and runs one
+//! checkpoint at a time: prepare (allocations, files), suspend the other
+//! threads, dump inside its own handler, resume, then commit the image
+//! (fsync, rename, fsync the directory) and prune old generations.
+//!
+//! `prepare` and `commit` are ordinary Rust. Between `suspend_others` and
+//! `release` nothing here allocates: the dump runs from `manager_hook` on
+//! buffers the plan carved out beforehand.
+
+use crate::compress::Level;
+use crate::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
+use crate::image::model::ThreadRole;
+use crate::pages::PageScanner;
+use crate::scratch::Scratch;
+use crate::sys::{self, futex_wait, futex_wake, RawFd};
+use crate::threads::{self, MAILBOX};
+use crate::{Error, Outcome};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Settings fixed at install.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub trigger: i32,
+    pub suspend_signal: i32,
+    pub keep: usize,
+    pub level: Level,
+    pub workers: usize,
+    pub allow_threads: bool,
+    pub suspend_timeout_ms: u64,
+}
+
+/// Requests made (futex word): bumped by the trigger signal and the API.
+pub static REQUESTS: AtomicU32 = AtomicU32::new(0);
+/// Requests served (futex word).
+pub static SERVED: AtomicU32 = AtomicU32::new(0);
+static RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+/// Result of the latest checkpoint, with the request count it covered.
+pub type Served = (u32, Result<Outcome, Arc<Error>>);
+
+pub struct Runtime {
+    pub config: Config,
+    pub program: &'static ProgramInfo,
+    pub prog_name: String,
+    pub last: Mutex<Option<Served>>,
+    pub last_stats: Mutex<Option<CheckpointStats>>,
+    sequence: AtomicU64,
+}
+
+/// Figures of one checkpoint.
+#[derive(Clone, Debug)]
+pub struct CheckpointStats {
+    pub path: PathBuf,
+    pub dump: DumpStats,
+    /// How long the program's threads were stopped.
+    pub pause_ns: u64,
+    pub suspend_ns: u64,
+    pub total_ns: u64,
+}
+
+struct PlanCell(
+    UnsafeCell<Option<DumpPlan>>,
+    UnsafeCell<Option<Result<DumpStats, DumpError>>>,
+);
+// SAFETY: only the manager thread touches the cell (in its loop and in its
+// own signal handler, which interrupts nothing that holds a reference).
+unsafe impl Sync for PlanCell {}
+static PLAN: PlanCell = PlanCell(UnsafeCell::new(None), UnsafeCell::new(None));
+
+/// Runs in the manager's suspend handler: the dump.
+fn manager_hook() {
+    // SAFETY: see PlanCell.
+    let (plan, out) = unsafe { (&*PLAN.0.get(), &mut *PLAN.1.get()) };
+    if let Some(plan) = plan {
+        *out = Some(dump::run(plan));
+    }
+}
+
+/// Installs the suspend handler with the manager's and workers' hooks.
+pub fn install_handlers(suspend_signal: i32) -> Result<(), sys::Errno> {
+    threads::install(
+        suspend_signal,
+        threads::RoundHooks {
+            manager: manager_hook,
+            worker: dump::worker_hook,
+        },
+    )
+}
+
+/// Number of times this process was restarted.
+pub fn restart_count() -> u64 {
+    RESTARTS.load(Acquire)
+}
+
+impl Runtime {
+    pub fn new(config: Config, program: &'static ProgramInfo, prog_name: String) -> Runtime {
+        Runtime {
+            config,
+            program,
+            prog_name,
+            last: Mutex::new(None),
+            last_stats: Mutex::new(None),
+            sequence: AtomicU64::new(0),
+        }
+    }
+
+    /// The manager thread's body.
+    pub fn serve(&'static self) -> ! {
+        threads::set_role(ThreadRole::Manager);
+        loop {
+            let req = REQUESTS.load(Acquire);
+            if req == SERVED.load(Acquire) {
+                futex_wait(&REQUESTS, req, None);
+                continue;
+            }
+            let result = self.checkpoint_once().map_err(Arc::new);
+            match &result {
+                Ok(Outcome::Continued) => log::info!("checkpoint written"),
+                Ok(Outcome::Restarted) => log::info!("restarted from a checkpoint"),
+                Err(e) => log::error!("checkpoint failed: {e}"),
+            }
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some((req, result));
+            }
+            SERVED.store(req, Release);
+            futex_wake(&SERVED, i32::MAX);
+        }
+    }
+
+    fn checkpoint_once(&self) -> Result<Outcome, Error> {
+        let t_start = sys::now_ns();
+        let cfg = &self.config;
+        let sequence = self.sequence.fetch_add(1, AcqRel) + 1;
+        let created = sys::realtime_ns();
+        let name = format!(
+            "{}-{:013}-{}.ckpt",
+            self.prog_name,
+            created / 1_000_000,
+            sys::getpid()
+        );
+        let final_path = cfg.dir.join(&name);
+        let tmp_path = cfg.dir.join(format!(".{name}.tmp"));
+        let io = |what: &str, p: &Path| {
+            let what = format!("{what} {}", p.display());
+            move |e: std::io::Error| Error::Io(what, e)
+        };
+
+        // Prepare: everything that allocates or opens happens now.
+        let maps_len = std::fs::read("/proc/self/maps")
+            .map_err(io("cannot read", Path::new("/proc/self/maps")))?
+            .len();
+        let maps_cap = maps_len * 4 + (256 << 10);
+        let record_cap = maps_cap * 2 + (4 << 20);
+        let scratch = Scratch::new(DumpPlan::scratch_needed(
+            cfg.level,
+            cfg.workers,
+            maps_cap,
+            record_cap,
+        ))
+        .map_err(io("cannot map scratch memory for", &final_path))?;
+        let ctmp = CString::new(tmp_path.as_os_str().as_bytes())
+            .map_err(|_| Error::Config("image path contains a NUL byte".into()))?;
+        let image = RawFd::open(
+            ctmp.as_bytes_with_nul(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .map_err(|e| {
+            Error::Io(
+                format!("cannot create {}", tmp_path.display()),
+                e.describe(),
+            )
+        })?;
+        let mem = RawFd::open(b"/proc/self/mem\0", libc::O_RDONLY, 0)
+            .map_err(|e| Error::Io("cannot open /proc/self/mem".into(), e.describe()))?;
+        let scanner = PageScanner::open().map_err(|e| {
+            Error::Io(
+                "cannot open /proc/self/pagemap".into(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let plan = DumpPlan {
+            image,
+            mem,
+            scratch,
+            scanner,
+            level: cfg.level,
+            workers: cfg.workers,
+            maps_cap,
+            record_cap,
+            sequence,
+            created_unix_ns: created,
+            program: self.program,
+            restart_entry: threads::restart_entry_address(),
+            restart_mailbox: &MAILBOX as *const threads::RestartMailbox as u64,
+        };
+        MAILBOX.restarted.store(0, Release);
+        for l in &MAILBOX.leftovers {
+            l[0].store(0, Relaxed);
+            l[1].store(0, Relaxed);
+        }
+        dump::reset_workers();
+        // SAFETY: see PlanCell; no handler of ours is running now.
+        unsafe {
+            *PLAN.0.get() = Some(plan);
+            *PLAN.1.get() = None;
+        }
+        let mut tids = vec![0u32; threads::MAX_THREADS];
+
+        // Suspend, dump, resume.
+        let round = threads::begin_round();
+        let t_suspend = sys::now_ns();
+        let suspended = threads::suspend_others(&mut tids, cfg.suspend_timeout_ms);
+        let users = threads::parked_slots()
+            .filter(|t| t.role == ThreadRole::Main as u32 || t.role == ThreadRole::User as u32)
+            .count();
+        let t_parked = sys::now_ns();
+        let refused = match suspended {
+            Err(e) => Some(Error::Suspend(e)),
+            Ok(()) if users > 1 && !cfg.allow_threads => Some(Error::ThreadsUnsupported(users)),
+            Ok(()) => None,
+        };
+        if refused.is_none() {
+            threads::park_self();
+            if MAILBOX.restarted.load(Acquire) != 0 {
+                // We are the restarted process: the plan's files and scratch
+                // belong to the process that wrote the image.
+                // SAFETY: see PlanCell.
+                let plan = unsafe { (*PLAN.0.get()).take() };
+                core::mem::forget(plan);
+                RESTARTS.fetch_add(1, AcqRel);
+                if MAILBOX.exe_not_set.load(Acquire) != 0 {
+                    log::warn!("restarted without the privilege to set /proc/self/exe");
+                }
+                return Ok(Outcome::Restarted);
+            }
+        }
+        threads::release(round);
+        let t_resumed = sys::now_ns();
+        // SAFETY: see PlanCell; the handler has finished.
+        let (plan, result) = unsafe { ((*PLAN.0.get()).take(), (*PLAN.1.get()).take()) };
+        drop(plan);
+        if let Some(err) = refused {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(err);
+        }
+        let stats = match result {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(Error::Dump(e));
+            }
+            None => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(Error::Config("the dump did not run".into()));
+            }
+        };
+        commit(&tmp_path, &final_path, &cfg.dir).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp_path);
+        })?;
+        prune(&cfg.dir, &self.prog_name, cfg.keep);
+        let st = CheckpointStats {
+            path: final_path,
+            dump: stats,
+            pause_ns: t_resumed - t_suspend,
+            suspend_ns: t_parked - t_suspend,
+            total_ns: sys::now_ns() - t_start,
+        };
+        log::debug!("{st:?}");
+        if let Ok(mut l) = self.last_stats.lock() {
+            *l = Some(st);
+        }
+        Ok(Outcome::Continued)
+    }
+}
+
+/// Makes the image durable under its final name.
+fn commit(tmp: &Path, fin: &Path, dir: &Path) -> Result<(), Error> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp)
+        .map_err(|e| Error::Io(format!("cannot reopen {}", tmp.display()), e))?;
+    f.sync_all()
+        .map_err(|e| Error::Io(format!("cannot fsync {}", tmp.display()), e))?;
+    std::fs::rename(tmp, fin)
+        .map_err(|e| Error::Io(format!("cannot rename to {}", fin.display()), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::Io(format!("cannot fsync directory {}", dir.display()), e))
+}
+
+/// Keeps the newest `keep` images of this program in `dir`.
+fn prune(dir: &Path, prog: &str, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{prog}-");
+    let mut names: Vec<_> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(".ckpt"))
+        .collect();
+    names.sort();
+    let n = names.len();
+    for old in names.into_iter().take(n.saturating_sub(keep.max(1))) {
+        let _ = std::fs::remove_file(dir.join(old));
+    }
+}

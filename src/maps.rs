@@ -1,0 +1,200 @@
+//! TEMPORARY minimal /proc/self/maps parser (to be replaced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RegionKind {
+    Anon = 1,
+    PrivateFile = 2,
+    SharedFile = 3,
+    SharedAnon = 4,
+    Heap = 5,
+    Stack = 6,
+    Vdso = 7,
+    Vvar = 8,
+    VvarVclock = 9,
+    Vsyscall = 10,
+    Device = 11,
+    SysvShm = 12,
+    Special = 13,
+}
+impl RegionKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        use RegionKind::*;
+        Some(match v {
+            1 => Anon,
+            2 => PrivateFile,
+            3 => SharedFile,
+            4 => SharedAnon,
+            5 => Heap,
+            6 => Stack,
+            7 => Vdso,
+            8 => Vvar,
+            9 => VvarVclock,
+            10 => Vsyscall,
+            11 => Device,
+            12 => SysvShm,
+            13 => Special,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        use RegionKind::*;
+        match self {
+            Anon => "anon",
+            PrivateFile => "private-file",
+            SharedFile => "shared-file",
+            SharedAnon => "shared-anon",
+            Heap => "heap",
+            Stack => "stack",
+            Vdso => "vdso",
+            Vvar => "vvar",
+            VvarVclock => "vvar_vclock",
+            Vsyscall => "vsyscall",
+            Device => "device",
+            SysvShm => "sysv-shm",
+            Special => "special",
+        }
+    }
+}
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum MapsError {
+    #[error("malformed line {0}")]
+    Malformed(usize),
+    #[error("buffer too small")]
+    BufferTooSmall(usize),
+    #[error("io {0}")]
+    Io(i32),
+}
+pub struct MapEntry<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+    pub shared: bool,
+    pub offset: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+    pub path: &'a [u8],
+    pub kind: RegionKind,
+}
+pub struct MapsParser<'a> {
+    lines: core::slice::Split<'a, u8, fn(&u8) -> bool>,
+    n: usize,
+}
+impl<'a> MapsParser<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        fn nl(c: &u8) -> bool {
+            *c == b'\n'
+        }
+        MapsParser {
+            lines: buf.split(nl as fn(&u8) -> bool),
+            n: 0,
+        }
+    }
+}
+fn hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &c| {
+        Some(v.checked_mul(16)? + (c as char).to_digit(16)? as u64)
+    })
+}
+impl<'a> Iterator for MapsParser<'a> {
+    type Item = Result<MapEntry<'a>, MapsError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = self.lines.next()?;
+            self.n += 1;
+            if line.is_empty() {
+                continue;
+            }
+            return Some(parse(line).ok_or(MapsError::Malformed(self.n)));
+        }
+    }
+}
+fn parse(line: &[u8]) -> Option<MapEntry<'_>> {
+    let mut f = line.splitn(6, |&c| c == b' ');
+    let range = f.next()?;
+    let perms = f.next()?;
+    let off = f.next()?;
+    let dev = f.next()?;
+    let ino = f.next()?;
+    let rest = f.next().unwrap_or(b"");
+    let skip = rest.iter().take_while(|&&c| c == b' ').count();
+    let path = &rest[skip..];
+    let dash = range.iter().position(|&c| c == b'-')?;
+    let (start, end) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
+    if perms.len() < 4 {
+        return None;
+    }
+    let mut prot = 0;
+    if perms[0] == b'r' {
+        prot |= 1
+    }
+    if perms[1] == b'w' {
+        prot |= 2
+    }
+    if perms[2] == b'x' {
+        prot |= 4
+    }
+    let shared = perms[3] == b's';
+    let colon = dev.iter().position(|&c| c == b':')?;
+    let inode = crate::sys::parse_u64(ino)?.0;
+    let kind = classify(path, shared);
+    Some(MapEntry {
+        start,
+        end,
+        prot,
+        shared,
+        offset: hex(off)?,
+        dev_major: hex(&dev[..colon])? as u32,
+        dev_minor: hex(&dev[colon + 1..])? as u32,
+        inode,
+        path,
+        kind,
+    })
+}
+fn classify(p: &[u8], shared: bool) -> RegionKind {
+    use RegionKind::*;
+    match p {
+        b"[heap]" => return Heap,
+        b"[stack]" => return Stack,
+        b"[vdso]" => return Vdso,
+        b"[vvar]" => return Vvar,
+        b"[vvar_vclock]" => return VvarVclock,
+        b"[vsyscall]" => return Vsyscall,
+        _ => {}
+    }
+    if p.starts_with(b"/SYSV") && shared {
+        return SysvShm;
+    }
+    if p.is_empty() {
+        return if shared { SharedAnon } else { Anon };
+    }
+    if p.starts_with(b"/dev/zero") || p.starts_with(b"/memfd:") || p.starts_with(b"[anon_shmem") {
+        return if shared { SharedAnon } else { Anon };
+    }
+    if p.starts_with(b"/dev/") {
+        return Device;
+    }
+    if p.starts_with(b"anon_inode:") {
+        return Special;
+    }
+    if p.starts_with(b"[") {
+        return if shared { SharedAnon } else { Anon };
+    }
+    if shared {
+        SharedFile
+    } else {
+        PrivateFile
+    }
+}
+pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
+    let fd = crate::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+        .map_err(|e| MapsError::Io(e.0))?;
+    let n = fd.read_full(buf).map_err(|e| MapsError::Io(e.0))?;
+    if n == buf.len() {
+        return Err(MapsError::BufferTooSmall(n));
+    }
+    Ok(n)
+}

@@ -1,0 +1,393 @@
+//! The hand-over to the restorer blob: reopen the image's files, build the
+//! blob's argument block (one mapping, plain u64 words, layout shared with
+//! `arch/<arch>/restorer.S`), copy the blob to a free address, block every
+//! signal and jump. From `jump_to_restorer` on there is no way back: every
+//! check must have been done before.
+//!
+//! Argument block (`RestorerArgs`, offsets in bytes):
+//! ```text
+//!   0 magic            8 rseq_ptr        16 rseq_len        24 rseq_sig
+//!  32 n_unmap         40 unmap[]         (addr, len)
+//!  48 n_moves         56 moves[]         (src, dst, len, prot | -1)
+//!  64 mm_map          72 mm_map_size     (struct prctl_mm_map, exe_fd at +100)
+//!  80 n_sigactions    88 sigactions[]    (signo, handler, flags, restorer, mask)
+//!  96 n_threads      104 threads[]       (slot, tls, tid_address, entry_sp)
+//! 112 entry          120 exe_fd         128 reserved       136 exe_not_set
+//! 144 n_pokes        152 pokes[]         (addr, value)
+//! ```
+
+use super::layout::{own_maps, Plan};
+use super::{RestartOptions, RestoreError};
+use crate::image::model::FdEntry;
+use crate::maps::RegionKind;
+use std::os::unix::ffi::OsStrExt;
+
+/// The restorer code to copy: its bytes and the offset of its entry.
+pub struct Blob<'a> {
+    pub code: &'a [u8],
+    pub entry: usize,
+}
+
+const ARGS_WORDS: usize = 20;
+const MAGIC: u64 = u64::from_le_bytes(*b"SCKPTARG");
+const STACK_LEN: u64 = 64 << 10;
+
+/// Builds the argument block as u64 words, given the address it will live at.
+struct ArgsBuilder {
+    base: u64,
+    words: Vec<u64>,
+}
+
+impl ArgsBuilder {
+    fn new(base: u64) -> Self {
+        ArgsBuilder {
+            base,
+            words: vec![0; ARGS_WORDS],
+        }
+    }
+    /// Appends an array of words; returns its address.
+    fn array(&mut self, items: &[u64]) -> u64 {
+        let at = self.base + (self.words.len() * 8) as u64;
+        self.words.extend_from_slice(items);
+        at
+    }
+    fn set(&mut self, offset: usize, v: u64) {
+        self.words[offset / 8] = v;
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+}
+
+/// Subtracts `keep` ranges from `ranges`.
+fn subtract(ranges: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(s, e) in ranges {
+        let mut pieces = vec![(s, e)];
+        for &(ks, ke) in keep {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(ps, pe)| {
+                    if ke <= ps || ks >= pe {
+                        vec![(ps, pe)]
+                    } else {
+                        let mut v = Vec::new();
+                        if ps < ks {
+                            v.push((ps, ks));
+                        }
+                        if ke < pe {
+                            v.push((ke, pe));
+                        }
+                        v
+                    }
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> RestoreError + '_ {
+    move |e| RestoreError::Io(what.to_string(), e)
+}
+
+fn map_anon(at: u64, len: u64) -> Result<(), RestoreError> {
+    // SAFETY: a new private mapping at a reserved free address.
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED || p as u64 != at {
+        return Err(RestoreError::Io(
+            format!("cannot map restorer memory at {at:#x}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reopens files, prepares the restorer and jumps. Returns only on failure.
+pub fn handover(
+    plan: &mut Plan,
+    blob: &Blob,
+    opts: &RestartOptions,
+) -> Result<std::convert::Infallible, RestoreError> {
+    let page = plan.page;
+
+    // Files: close ours (above stdio), reopen the image's at their numbers.
+    let ours: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(io("cannot list /proc/self/fd"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in ours {
+        // SAFETY: closing our own descriptors; none is in use any more (the
+        // image file was read completely).
+        unsafe { libc::close(fd) };
+    }
+    let entries: Vec<FdEntry> = plan
+        .fds
+        .iter()
+        .map(|f| FdEntry {
+            fd: f.fd,
+            kind: f.kind,
+            flags: f.flags,
+            offset: f.offset,
+            path: &f.path,
+            stamp: Default::default(),
+        })
+        .collect();
+    for (_, what) in crate::kstate::fds::reopen(&entries) {
+        if let crate::kstate::fds::Reopened::Placeholder(msg) = what {
+            eprintln!("selfckpt: warning: {msg}; /dev/null stands in its place");
+        }
+    }
+    let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);
+    std::env::set_current_dir(cwd).map_err(|e| {
+        RestoreError::Io(
+            format!(
+                "cannot enter the program's directory {}",
+                cwd.to_string_lossy()
+            ),
+            e,
+        )
+    })?;
+    // SAFETY: umask has no memory-safety preconditions.
+    unsafe { libc::umask(plan.umask as libc::mode_t) };
+    let exe_fd = std::fs::File::open(std::ffi::OsStr::from_bytes(&plan.exe_path))
+        .map(std::os::fd::IntoRawFd::into_raw_fd)
+        .unwrap_or(-1);
+
+    // The restorer's own memory: blob, stack, arguments.
+    plan.refresh_own()?;
+    let blob_len = (blob.code.len() as u64).div_ceil(page) * page;
+    let blob_at = plan.pick(blob_len)?;
+    let stack_at = plan.pick(STACK_LEN)?;
+    let args_len_guess = (ARGS_WORDS as u64 * 8)
+        + 16 * 4096
+        + 32 * plan.regions.len() as u64 * 2
+        + 40 * plan.sigactions.len() as u64
+        + 32 * plan.threads.len() as u64
+        + 256
+        + plan.auxv.len() as u64
+        + 64;
+    let args_len = (args_len_guess + 16 * 1024 * 16).div_ceil(page) * page;
+    let args_at = plan.pick(args_len)?;
+    map_anon(blob_at, blob_len)?;
+    map_anon(stack_at, STACK_LEN)?;
+    map_anon(args_at, args_len)?;
+
+    // What to unmap: everything of ours but the staging areas, the
+    // restorer's memory and the kernel's special mappings.
+    let mut keep: Vec<(u64, u64)> = plan
+        .regions
+        .iter()
+        .filter_map(|r| r.staging.map(|s| (s, s + (r.end - r.start))))
+        .collect();
+    keep.push((blob_at, blob_at + blob_len));
+    keep.push((stack_at, stack_at + STACK_LEN));
+    keep.push((args_at, args_at + args_len));
+    let maps = own_maps()?;
+    let special = |k: RegionKind| {
+        matches!(
+            k,
+            RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock | RegionKind::Vsyscall
+        )
+    };
+    let ranges: Vec<(u64, u64)> = maps
+        .iter()
+        .filter(|m| !special(m.2))
+        .map(|m| (m.0, m.1))
+        .collect();
+    let unmap = subtract(&ranges, &keep);
+
+    // Moves: the vdso group first (through a temporary place if the old
+    // and new positions overlap), then every staged region.
+    let group =
+        |kinds: &mut dyn Iterator<Item = (u64, u64, RegionKind)>| -> Vec<(u64, u64, RegionKind)> {
+            kinds
+                .filter(|m| special(m.2) && m.2 != RegionKind::Vsyscall)
+                .collect()
+        };
+    let own_vdso = group(&mut maps.iter().copied());
+    let img_vdso = group(&mut plan.regions.iter().map(|r| (r.start, r.end, r.kind)));
+    let mut moves: Vec<[u64; 4]> = Vec::new();
+    if own_vdso != img_vdso && !own_vdso.is_empty() {
+        let overlaps = own_vdso
+            .iter()
+            .any(|o| img_vdso.iter().any(|i| o.0 < i.1 && i.0 < o.1));
+        let pairs: Vec<(u64, u64, u64)> = own_vdso
+            .iter()
+            .zip(&img_vdso)
+            .map(|(o, i)| (o.0, i.0, o.1 - o.0))
+            .collect();
+        if overlaps {
+            let span = own_vdso.last().map_or(0, |l| l.1) - own_vdso[0].0;
+            let tmp = plan.pick(span)?;
+            for &(src, _, len) in &pairs {
+                moves.push([src, tmp + (src - own_vdso[0].0), len, u64::MAX]);
+            }
+            for &(src, dst, len) in &pairs {
+                moves.push([tmp + (src - own_vdso[0].0), dst, len, u64::MAX]);
+            }
+        } else {
+            for &(src, dst, len) in &pairs {
+                moves.push([src, dst, len, u64::MAX]);
+            }
+        }
+    }
+    for r in &plan.regions {
+        if let Some(s) = r.staging {
+            moves.push([s, r.start, r.end - r.start, r.prot as u64]);
+        }
+    }
+
+    let mut a = ArgsBuilder::new(args_at);
+    a.set(0, MAGIC);
+    if let Some((ptr, len, sig)) = crate::threads::own_rseq() {
+        a.set(8, ptr);
+        a.set(16, len as u64);
+        a.set(24, sig as u64);
+    }
+    let flat: Vec<u64> = unmap.iter().flat_map(|&(s, e)| [s, e - s]).collect();
+    let p = a.array(&flat);
+    a.set(32, unmap.len() as u64);
+    a.set(40, p);
+    let flat: Vec<u64> = moves.iter().flatten().copied().collect();
+    let p = a.array(&flat);
+    a.set(48, moves.len() as u64);
+    a.set(56, p);
+    // auxv, then struct prctl_mm_map.
+    let mut auxv_words: Vec<u64> = plan
+        .auxv
+        .chunks(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            u64::from_ne_bytes(b)
+        })
+        .collect();
+    auxv_words.truncate(2 * 64);
+    let auxv_at = a.array(&auxv_words);
+    let m = plan.mm;
+    let mm_words = [
+        m.start_code,
+        m.end_code,
+        m.start_data,
+        m.end_data,
+        m.start_brk,
+        m.brk,
+        m.start_stack,
+        m.arg_start,
+        m.arg_end,
+        m.env_start,
+        m.env_end,
+        auxv_at,
+        (auxv_words.len() as u64 * 8) | ((exe_fd as u32 as u64) << 32),
+    ];
+    let p = a.array(&mm_words);
+    a.set(64, p);
+    a.set(72, 104);
+    let flat: Vec<u64> = plan
+        .sigactions
+        .iter()
+        .flat_map(|s| [s.signo as u64, s.handler, s.flags, s.restorer, s.mask])
+        .collect();
+    let p = a.array(&flat);
+    a.set(80, plan.sigactions.len() as u64);
+    a.set(88, p);
+    let flat: Vec<u64> = plan
+        .threads
+        .iter()
+        .flat_map(|t| [t.slot, t.tls, t.tid_address, t.entry_sp])
+        .collect();
+    let p = a.array(&flat);
+    a.set(96, plan.threads.len() as u64);
+    a.set(104, p);
+    a.set(112, plan.restart_entry);
+    a.set(120, exe_fd as i64 as u64);
+    let mb = plan.restart_mailbox;
+    let pokes = [
+        mb + 8,
+        blob_at,
+        mb + 16,
+        blob_len,
+        mb + 24,
+        args_at,
+        mb + 32,
+        args_len,
+        mb + 40,
+        stack_at,
+        mb + 48,
+        STACK_LEN,
+        mb,
+        1,
+    ];
+    let p = a.array(&pokes);
+    a.set(144, (pokes.len() / 2) as u64);
+    a.set(152, p);
+    let bytes = a.bytes();
+    if bytes.len() as u64 > args_len {
+        return Err(RestoreError::Io(
+            "restorer arguments".into(),
+            std::io::Error::other(format!("{} bytes do not fit {args_len}", bytes.len())),
+        ));
+    }
+    // SAFETY: both mappings were just created with these sizes, writable.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), args_at as *mut u8, bytes.len());
+        std::ptr::copy_nonoverlapping(blob.code.as_ptr(), blob_at as *mut u8, blob.code.len());
+        if libc::mprotect(
+            blob_at as *mut libc::c_void,
+            blob_len as usize,
+            libc::PROT_READ | libc::PROT_EXEC,
+        ) != 0
+        {
+            return Err(io("cannot make the restorer executable")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    if opts.verbose {
+        eprintln!(
+            "selfckpt: handing over: {} unmaps, {} moves, {} threads",
+            unmap.len(),
+            moves.len(),
+            plan.threads.len()
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: blocking every signal in this single-threaded restarter; each
+    // restored thread gets its own mask back from its signal frame.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    // SAFETY: every check is done; the blob, its stack and its arguments
+    // are in place; the restorer takes over the process from here.
+    unsafe {
+        crate::arch::jump_to_restorer(blob_at + blob.entry as u64, args_at, stack_at + STACK_LEN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_holes() {
+        let r = subtract(&[(0, 100), (200, 300)], &[(10, 20), (250, 400)]);
+        assert_eq!(r, vec![(0, 10), (20, 100), (200, 250)]);
+    }
+}

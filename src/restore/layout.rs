@@ -1,0 +1,347 @@
+//! Where things go during a restart: staging mappings at addresses free in
+//! both the restarter's map and the image's, filled from the image's chunks.
+//! Ordinary Rust; nothing here is irreversible (staging mappings belong to
+//! the restarter until the hand-over).
+
+use super::RestoreError;
+use crate::image::model::{FdEntry, MmLayout, SigAction, ThreadState};
+use crate::image::read::{ImageFile, ImageView};
+use crate::maps::{MapsParser, RegionKind};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Lowest and highest addresses used for staging and the restorer.
+const PICK_LOW: u64 = 1 << 32;
+const PICK_HIGH: u64 = 0x7f00_0000_0000;
+
+/// One region of the image and where it is staged.
+#[derive(Clone, Debug)]
+pub struct StagedRegion {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+    pub kind: RegionKind,
+    /// Staging address; None for regions the kernel provides (vdso/vvar).
+    pub staging: Option<u64>,
+}
+
+/// An owned copy of an fd entry.
+#[derive(Clone, Debug)]
+pub struct OwnedFd {
+    pub fd: i32,
+    pub kind: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub path: Vec<u8>,
+}
+
+/// Everything the hand-over needs, owned, plus the staging state.
+pub struct Plan {
+    pub path: PathBuf,
+    pub page: u64,
+    pub regions: Vec<StagedRegion>,
+    /// Sorted, merged ranges that are taken (image + restarter + staging).
+    busy: Vec<(u64, u64)>,
+    pub sigactions: Vec<SigAction>,
+    pub mm: MmLayout,
+    pub auxv: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+    pub cwd: Vec<u8>,
+    pub umask: u32,
+    pub threads: Vec<ThreadState>,
+    pub restart_entry: u64,
+    pub restart_mailbox: u64,
+    pub exe_path: Vec<u8>,
+    /// Per region: file offset and path (or name).
+    offsets: Vec<u64>,
+    names: Vec<Vec<u8>>,
+}
+
+/// Totals of staging.
+pub struct StageStats {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// The restarter's current mappings as (start, end, kind).
+pub fn own_maps() -> Result<Vec<(u64, u64, RegionKind)>, RestoreError> {
+    let text = std::fs::read("/proc/self/maps")
+        .map_err(|e| RestoreError::Io("cannot read /proc/self/maps".into(), e))?;
+    MapsParser::new(&text)
+        .map(|e| {
+            e.map(|e| (e.start, e.end, e.kind)).map_err(|e| {
+                RestoreError::Io(
+                    "cannot parse /proc/self/maps".into(),
+                    std::io::Error::other(e.to_string()),
+                )
+            })
+        })
+        .collect()
+}
+
+impl Plan {
+    pub fn new(view: &ImageView, path: &Path) -> Result<Plan, RestoreError> {
+        let page = crate::sys::page_size() as u64;
+        let regions: Vec<StagedRegion> = view
+            .regions
+            .iter()
+            .map(|r| {
+                let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+                StagedRegion {
+                    start: r.start,
+                    end: r.end,
+                    prot: r.prot,
+                    kind,
+                    staging: None,
+                }
+            })
+            .collect();
+        let mut busy: Vec<(u64, u64)> = regions.iter().map(|r| (r.start, r.end)).collect();
+        busy.extend(own_maps()?.iter().map(|m| (m.0, m.1)));
+        let mut plan = Plan {
+            path: path.to_path_buf(),
+            page,
+            regions,
+            busy: Vec::new(),
+            sigactions: view.kernel.sigactions.clone(),
+            mm: view.kernel.process.mm,
+            auxv: view.kernel.process.auxv.to_vec(),
+            fds: view
+                .kernel
+                .fds
+                .iter()
+                .map(|f: &FdEntry| OwnedFd {
+                    fd: f.fd,
+                    kind: f.kind,
+                    flags: f.flags,
+                    offset: f.offset,
+                    path: f.path.to_vec(),
+                })
+                .collect(),
+            cwd: view.kernel.process.cwd.to_vec(),
+            umask: view.kernel.process.umask,
+            threads: view.threads.clone(),
+            restart_entry: view.meta.restart_entry,
+            restart_mailbox: view.meta.restart_mailbox,
+            exe_path: view.meta.exe_path.to_vec(),
+            offsets: view.regions.iter().map(|r| r.offset).collect(),
+            names: view.regions.iter().map(|r| r.path.to_vec()).collect(),
+        };
+        plan.set_busy(busy);
+        plan.check_vdso()?;
+        Ok(plan)
+    }
+
+    fn set_busy(&mut self, mut busy: Vec<(u64, u64)>) {
+        busy.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(busy.len());
+        for (s, e) in busy {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.busy = merged;
+    }
+
+    /// Marks a range as taken.
+    pub fn take(&mut self, start: u64, end: u64) {
+        let mut b = std::mem::take(&mut self.busy);
+        b.push((start, end));
+        self.set_busy(b);
+    }
+
+    /// Also treats every current mapping of the restarter as taken.
+    pub fn refresh_own(&mut self) -> Result<(), RestoreError> {
+        let mut b = std::mem::take(&mut self.busy);
+        b.extend(own_maps()?.iter().map(|m| (m.0, m.1)));
+        self.set_busy(b);
+        Ok(())
+    }
+
+    /// A free, page-aligned range of `len` bytes with a guard page on each
+    /// side, free in both address spaces; marked taken.
+    pub fn pick(&mut self, len: u64) -> Result<u64, RestoreError> {
+        let guard = self.page;
+        let mut cand = PICK_LOW;
+        for &(s, e) in &self.busy {
+            if e <= cand {
+                continue;
+            }
+            if s >= cand + len + 2 * guard {
+                break;
+            }
+            cand = cand.max(e.div_ceil(self.page) * self.page);
+        }
+        if cand + len + 2 * guard > PICK_HIGH {
+            return Err(RestoreError::NoAddressSpace(len));
+        }
+        let start = cand + guard;
+        self.take(start - guard, start + len + guard);
+        Ok(start)
+    }
+
+    /// The image's vdso/vvar mappings must match the restarter's in kind,
+    /// size and relative layout.
+    fn check_vdso(&self) -> Result<(), RestoreError> {
+        let special = |k: RegionKind| {
+            matches!(
+                k,
+                RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock
+            )
+        };
+        let img: Vec<_> = self
+            .regions
+            .iter()
+            .filter(|r| special(r.kind))
+            .map(|r| (r.kind, r.end - r.start))
+            .collect();
+        let own: Vec<_> = own_maps()?
+            .into_iter()
+            .filter(|m| special(m.2))
+            .map(|m| (m.2, m.1 - m.0))
+            .collect();
+        if img != own {
+            return Err(RestoreError::Vdso(format!("image {img:?}, here {own:?}")));
+        }
+        Ok(())
+    }
+
+    pub fn staged_count(&self) -> usize {
+        self.regions.iter().filter(|r| r.staging.is_some()).count()
+    }
+
+    /// Maps a staging area for every region, then fills it from the
+    /// image's chunks (every checksum verified on the way).
+    pub fn stage_all(&mut self, img: ImageFile) -> Result<StageStats, RestoreError> {
+        for i in 0..self.regions.len() {
+            let name = self.names[i].clone();
+            self.stage_region(i, &name)?;
+        }
+        let page = self.page;
+        let mut stats = StageStats {
+            chunks: 0,
+            bytes: 0,
+        };
+        let mut tmp: Vec<u8> = Vec::new();
+        let regions = &self.regions;
+        let path = self.path.clone();
+        img.for_each_chunk(|c| {
+            let r = &regions[c.header.region as usize];
+            let base = r.staging.ok_or_else(|| {
+                crate::image::format::FormatError::Invalid(format!(
+                    "chunk at byte {} holds data for region {:#x}-{:#x}, which has none",
+                    c.offset, r.start, r.end
+                ))
+            })?;
+            let raw = c.header.raw_len as usize;
+            if c.runs.len() == 1 {
+                // SAFETY: the run was checked to lie inside the region, and
+                // the staging mapping has the region's size and is writable.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (base + c.runs[0].first_page * page) as *mut u8,
+                        raw,
+                    )
+                };
+                c.decode_into(dst)?;
+            } else {
+                tmp.resize(raw, 0);
+                c.decode_into(&mut tmp)?;
+                let mut at = 0usize;
+                for run in &c.runs {
+                    let n = run.pages as usize * page as usize;
+                    // SAFETY: as above, per run.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut((base + run.first_page * page) as *mut u8, n)
+                    };
+                    dst.copy_from_slice(&tmp[at..at + n]);
+                    at += n;
+                }
+            }
+            stats.chunks += 1;
+            stats.bytes += raw as u64;
+            Ok(())
+        })
+        .map_err(|source| RestoreError::Image { path, source })?;
+        Ok(stats)
+    }
+
+    fn stage_region(&mut self, i: usize, name: &[u8]) -> Result<(), RestoreError> {
+        let r = self.regions[i].clone();
+        let deleted = name.ends_with(b" (deleted)");
+        let len = r.end - r.start;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let anon = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let (prot, flags, file): (i32, i32, Option<(std::fs::File, u64)>) = match r.kind {
+            RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock | RegionKind::Vsyscall => {
+                return Ok(())
+            }
+            RegionKind::Anon | RegionKind::Heap => (rw, libc::MAP_PRIVATE | anon, None),
+            RegionKind::Stack => (rw, libc::MAP_PRIVATE | anon | libc::MAP_GROWSDOWN, None),
+            RegionKind::SharedAnon => (rw, libc::MAP_SHARED | anon, None),
+            RegionKind::PrivateFile if deleted => (rw, libc::MAP_PRIVATE | anon, None),
+            RegionKind::PrivateFile => {
+                let f = open_file(name, false).map_err(|e| stage_err(&r, name, e))?;
+                (rw, libc::MAP_PRIVATE, Some((f, self.offset_of(i))))
+            }
+            RegionKind::SharedFile if !deleted => {
+                let writable = r.prot & libc::PROT_WRITE as u32 != 0;
+                let f = open_file(name, writable).map_err(|e| stage_err(&r, name, e))?;
+                (
+                    r.prot as i32,
+                    libc::MAP_SHARED,
+                    Some((f, self.offset_of(i))),
+                )
+            }
+            _ => {
+                return Err(stage_err(
+                    &r,
+                    name,
+                    std::io::Error::other("this kind of mapping cannot be restored"),
+                ))
+            }
+        };
+        let at = self.pick(len)?;
+        let (fd, off) = file
+            .as_ref()
+            .map_or((-1, 0), |(f, o)| (std::os::fd::AsRawFd::as_raw_fd(f), *o));
+        // SAFETY: a new mapping at an address we reserved as free
+        // (MAP_FIXED_NOREPLACE refuses to replace anything).
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                len as usize,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                off as i64,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != at {
+            return Err(stage_err(&r, name, std::io::Error::last_os_error()));
+        }
+        self.regions[i].staging = Some(at);
+        Ok(())
+    }
+
+    fn offset_of(&self, i: usize) -> u64 {
+        self.offsets.get(i).copied().unwrap_or(0)
+    }
+}
+
+fn open_file(name: &[u8], write: bool) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(Path::new(std::ffi::OsStr::from_bytes(name)))
+}
+
+fn stage_err(r: &StagedRegion, name: &[u8], source: std::io::Error) -> RestoreError {
+    RestoreError::Stage {
+        start: r.start,
+        end: r.end,
+        what: format!("{} {}", r.kind.name(), String::from_utf8_lossy(name)),
+        source,
+    }
+}

@@ -1,0 +1,183 @@
+//! Scratch memory for one checkpoint: a private anonymous mapping made
+//! before the program's threads are suspended, carved into fixed-size
+//! slices while they are. The mapping is left out of the image and unmapped
+//! after the threads are resumed.
+//!
+//! Carving never allocates from the heap: it is safe while other threads
+//! (which may hold malloc's lock) are parked.
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+
+/// One mmap'ed arena with a bump pointer.
+pub struct Scratch {
+    base: *mut u8,
+    len: usize,
+    used: Cell<usize>,
+}
+
+// SAFETY: the arena is only carved by the thread that owns the Scratch; the
+// slices it hands out are ordinary exclusive borrows.
+unsafe impl Send for Scratch {}
+
+/// Not enough scratch space was reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("scratch space exhausted: wanted {wanted} bytes, {left} left")]
+pub struct ScratchFull {
+    pub wanted: usize,
+    pub left: usize,
+}
+
+impl Scratch {
+    /// Maps `len` bytes (rounded up to whole pages). Allocates: call before
+    /// suspending.
+    pub fn new(len: usize) -> std::io::Result<Scratch> {
+        let page = crate::sys::page_size();
+        let len = len.div_ceil(page) * page;
+        // SAFETY: an anonymous private mapping with no address hint.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Scratch {
+            base: p.cast(),
+            len,
+            used: Cell::new(0),
+        })
+    }
+
+    /// The address range of the arena (left out of images).
+    pub fn range(&self) -> (u64, u64) {
+        (self.base as u64, self.base as u64 + self.len as u64)
+    }
+
+    /// A zeroed slice of `n` values of a plain-data type.
+    pub fn slice<T: Copy + Default>(&self, n: usize) -> Result<&mut [T], ScratchFull> {
+        let align = core::mem::align_of::<T>().max(64);
+        let start = self.used.get().div_ceil(align) * align;
+        let bytes = n
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(ScratchFull {
+                wanted: usize::MAX,
+                left: self.len - self.used.get(),
+            })?;
+        if start + bytes > self.len {
+            return Err(ScratchFull {
+                wanted: bytes,
+                left: self.len.saturating_sub(start),
+            });
+        }
+        self.used.set(start + bytes);
+        // SAFETY: [start, start+bytes) lies inside our mapping, is suitably
+        // aligned, is handed out once (bump pointer), and the fresh mapping
+        // is zero-filled, a valid bit pattern for the plain-data types used
+        // here; we still write Default values to be explicit.
+        let s = unsafe { core::slice::from_raw_parts_mut(self.base.add(start).cast::<T>(), n) };
+        s.iter_mut().for_each(|v| *v = T::default());
+        Ok(s)
+    }
+
+    /// A byte buffer of `n` bytes, not cleared (fresh pages read as zero).
+    pub fn bytes(&self, n: usize) -> Result<&mut [u8], ScratchFull> {
+        let start = self.used.get().div_ceil(64) * 64;
+        if start + n > self.len {
+            return Err(ScratchFull {
+                wanted: n,
+                left: self.len.saturating_sub(start),
+            });
+        }
+        self.used.set(start + n);
+        // SAFETY: as in `slice`; bytes have no invalid bit patterns.
+        Ok(unsafe { core::slice::from_raw_parts_mut(self.base.add(start), n) })
+    }
+
+    /// Forgets the mapping without unmapping it: after a restart the
+    /// arena does not exist any more (it was left out of the image) and its
+    /// address may belong to something else.
+    pub fn forget(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: we own this mapping.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// A fixed-capacity vector over a scratch slice: `push` fails instead of
+/// growing.
+pub struct FixedVec<'a, T> {
+    buf: &'a mut [T],
+    len: usize,
+    _p: PhantomData<T>,
+}
+
+impl<'a, T: Copy> FixedVec<'a, T> {
+    pub fn new(buf: &'a mut [T]) -> Self {
+        FixedVec {
+            buf,
+            len: 0,
+            _p: PhantomData,
+        }
+    }
+    pub fn push(&mut self, v: T) -> Result<(), ScratchFull> {
+        if self.len == self.buf.len() {
+            return Err(ScratchFull {
+                wanted: core::mem::size_of::<T>(),
+                left: 0,
+            });
+        }
+        self.buf[self.len] = v;
+        self.len += 1;
+        Ok(())
+    }
+    pub fn as_slice(&self) -> &[T] {
+        &self.buf[..self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_do_not_overlap_and_fail_when_full() {
+        let s = Scratch::new(8192).unwrap();
+        let a = s.slice::<u64>(100).unwrap();
+        let b = s.bytes(1000).unwrap();
+        a[99] = 7;
+        b[0] = 1;
+        assert_eq!(a[99], 7);
+        assert!(s.bytes(1 << 20).is_err());
+    }
+
+    #[test]
+    fn fixed_vec_refuses_to_grow() {
+        let s = Scratch::new(4096).unwrap();
+        let mut v = FixedVec::new(s.slice::<u32>(2).unwrap());
+        v.push(1).unwrap();
+        v.push(2).unwrap();
+        assert!(v.push(3).is_err());
+        assert_eq!(v.as_slice(), &[1, 2]);
+    }
+}

@@ -1,0 +1,383 @@
+//! Thin, typed wrappers over the raw system calls the checkpoint path needs.
+//!
+//! Everything here may run while other threads are suspended: it must never
+//! allocate, take a lock, or call into code that might (no std::fs, no
+//! CString, no formatting). Paths are passed as NUL-terminated byte slices
+//! built by the caller in fixed buffers.
+
+use core::sync::atomic::AtomicU32;
+
+/// A raw errno value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub fn last() -> Errno {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+    pub fn describe(self) -> std::io::Error {
+        std::io::Error::from_raw_os_error(self.0)
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+pub type SysResult<T> = Result<T, Errno>;
+
+fn check(ret: libc::c_long) -> SysResult<usize> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Sends `sig` to thread `tid` of this process.
+pub fn tgkill(tid: u32, sig: i32) -> SysResult<()> {
+    // SAFETY: tgkill takes plain integers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            getpid() as libc::c_long,
+            tid as libc::c_long,
+            sig as libc::c_long,
+        )
+    })
+    .map(|_| ())
+}
+
+/// Waits while `*word == expected`, up to `timeout_ns` (None: forever).
+/// Returns false on timeout.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call and
+    // `tsp` is null or points to a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        )
+    };
+    !(r < 0 && Errno::last().0 == libc::ETIMEDOUT)
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a valid, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
+}
+
+/// Monotonic clock in nanoseconds.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall clock in nanoseconds since the epoch.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// An owned raw file descriptor that closes itself. Never allocates.
+pub struct RawFd(pub i32);
+
+impl RawFd {
+    /// Opens a NUL-terminated path.
+    pub fn open(path: &[u8], flags: i32, mode: u32) -> SysResult<RawFd> {
+        assert_nul(path);
+        // SAFETY: path is NUL-terminated (checked above).
+        let fd = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC, mode) };
+        check(fd as libc::c_long).map(|_| RawFd(fd))
+    }
+
+    /// Opens a NUL-terminated path relative to a directory fd.
+    pub fn open_at(dir: i32, path: &[u8], flags: i32) -> SysResult<RawFd> {
+        assert_nul(path);
+        // SAFETY: path is NUL-terminated (checked above).
+        let fd = unsafe { libc::openat(dir, path.as_ptr().cast(), flags | libc::O_CLOEXEC) };
+        check(fd as libc::c_long).map(|_| RawFd(fd))
+    }
+
+    pub fn raw(&self) -> i32 {
+        self.0
+    }
+
+    /// Reads until `buf` is full or end of file; returns the bytes read.
+    pub fn read_full(&self, buf: &mut [u8]) -> SysResult<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            // SAFETY: the pointer and length describe the unfilled tail of buf.
+            let r = unsafe { libc::read(self.0, buf[n..].as_mut_ptr().cast(), buf.len() - n) };
+            match check(r as libc::c_long) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(Errno(libc::EINTR)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes all of `buf`.
+    pub fn write_all(&self, mut buf: &[u8]) -> SysResult<()> {
+        while !buf.is_empty() {
+            // SAFETY: the pointer and length describe buf.
+            let r = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
+            match check(r as libc::c_long) {
+                Ok(0) => return Err(Errno(libc::EIO)),
+                Ok(k) => buf = &buf[k..],
+                Err(Errno(libc::EINTR)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pread(&self, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+        // SAFETY: the pointer and length describe buf.
+        let r = unsafe { libc::pread(self.0, buf.as_mut_ptr().cast(), buf.len(), offset as i64) };
+        check(r as libc::c_long)
+    }
+
+    pub fn fsync(&self) -> SysResult<()> {
+        // SAFETY: fsync takes an fd.
+        check(unsafe { libc::fsync(self.0) } as libc::c_long).map(|_| ())
+    }
+
+    pub fn fstat(&self) -> SysResult<libc::stat> {
+        fstat(self.0)
+    }
+
+    /// Reads directory entries (getdents64) into `buf`; returns bytes filled,
+    /// 0 at the end.
+    pub fn getdents(&self, buf: &mut [u8]) -> SysResult<usize> {
+        // SAFETY: the pointer and length describe buf.
+        check(unsafe { libc::syscall(libc::SYS_getdents64, self.0, buf.as_mut_ptr(), buf.len()) })
+    }
+}
+
+impl Drop for RawFd {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+pub fn fstat(fd: i32) -> SysResult<libc::stat> {
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: st is a valid out-pointer.
+    check(unsafe { libc::fstat(fd, &mut st) } as libc::c_long).map(|_| st)
+}
+
+pub fn stat_path(path: &[u8]) -> SysResult<libc::stat> {
+    assert_nul(path);
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: path is NUL-terminated, st is a valid out-pointer.
+    check(unsafe { libc::stat(path.as_ptr().cast(), &mut st) } as libc::c_long).map(|_| st)
+}
+
+/// readlink into `buf`; returns the length (no NUL added).
+pub fn readlink(path: &[u8], buf: &mut [u8]) -> SysResult<usize> {
+    assert_nul(path);
+    // SAFETY: path is NUL-terminated; buf is writable for its length.
+    let r = unsafe { libc::readlink(path.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = check(r as libc::c_long)?;
+    if n == buf.len() {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    Ok(n)
+}
+
+/// Reads a whole small file (e.g. under /proc) into `buf`.
+pub fn read_file(path: &[u8], buf: &mut [u8]) -> SysResult<usize> {
+    let fd = RawFd::open(path, libc::O_RDONLY, 0)?;
+    let n = fd.read_full(buf)?;
+    if n == buf.len() {
+        return Err(Errno(libc::EFBIG));
+    }
+    Ok(n)
+}
+
+fn assert_nul(path: &[u8]) {
+    debug_assert!(path.last() == Some(&0), "path must be NUL-terminated");
+}
+
+/// Builds a NUL-terminated path from parts in a fixed buffer. Never allocates.
+pub struct PathBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for PathBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> PathBuf<N> {
+    pub const fn new() -> Self {
+        PathBuf {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+    pub fn push(&mut self, s: &[u8]) -> &mut Self {
+        let n = s.len().min(N - 1 - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+        self.buf[self.len] = 0;
+        self
+    }
+    pub fn push_u64(&mut self, mut v: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..])
+    }
+    /// The path with its NUL terminator.
+    pub fn as_cstr_bytes(&self) -> &[u8] {
+        &self.buf[..self.len + 1]
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Parses a decimal number at the start of `s`; returns it and the rest.
+pub fn parse_u64(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in &s[..digits] {
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some((v, &s[digits..]))
+}
+
+/// Parses an octal number at the start of `s`.
+pub fn parse_octal(s: &[u8]) -> Option<u64> {
+    let digits = s.iter().take_while(|c| (b'0'..=b'7').contains(c)).count();
+    if digits == 0 {
+        return None;
+    }
+    s[..digits].iter().try_fold(0u64, |v, &c| {
+        v.checked_mul(8)?.checked_add((c - b'0') as u64)
+    })
+}
+
+/// Finds `key` at the start of a line in `text` and returns the rest of that
+/// line with leading blanks removed (e.g. "pos:" in fdinfo).
+pub fn field<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    text.split(|&c| c == b'\n')
+        .find(|line| line.starts_with(key))
+        .map(|line| {
+            let rest = &line[key.len()..];
+            let skip = rest
+                .iter()
+                .take_while(|c| **c == b' ' || **c == b'\t')
+                .count();
+            &rest[skip..]
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_buf_builds_proc_paths() {
+        let mut p = PathBuf::<64>::new();
+        p.push(b"/proc/self/fdinfo/").push_u64(1234);
+        assert_eq!(p.as_cstr_bytes(), b"/proc/self/fdinfo/1234\0");
+        let mut p = PathBuf::<64>::new();
+        p.push_u64(0);
+        assert_eq!(p.as_bytes(), b"0");
+    }
+
+    #[test]
+    fn number_parsers() {
+        assert_eq!(parse_u64(b"123 rest"), Some((123, &b" rest"[..])));
+        assert_eq!(parse_u64(b"x"), None);
+        assert_eq!(parse_u64(b"99999999999999999999999"), None);
+        assert_eq!(parse_octal(b"0100002\n"), Some(0o100002));
+    }
+
+    #[test]
+    fn field_finds_fdinfo_keys() {
+        let t = b"pos:\t42\nflags:\t0100002\nmnt_id:\t1\n";
+        assert_eq!(field(t, b"pos:"), Some(&b"42"[..]));
+        assert_eq!(field(t, b"flags:"), Some(&b"0100002"[..]));
+        assert_eq!(field(t, b"ino:"), None);
+    }
+
+    #[test]
+    fn read_file_reads_proc() {
+        let mut buf = [0u8; 4096];
+        let n = read_file(b"/proc/self/stat\0", &mut buf).unwrap();
+        let (pid, _) = parse_u64(&buf[..n]).unwrap();
+        assert_eq!(pid as u32, getpid());
+    }
+}
