@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what selfckpt's build, tests and benchmarks need on Debian 12.
+# Rust itself (cargo >= 1.80) comes from rustup; everything else from apt.
+set -euo pipefail
+need=()
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v zstd >/dev/null || need+=(zstd)
+command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    elif command -v sudo >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "setup: please install: ${need[*]} (apt-get install ...)" >&2
+    fi
+fi
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found: install Rust >= 1.80 with rustup (https://rustup.rs), then rerun" >&2
+    exit 1
+fi
