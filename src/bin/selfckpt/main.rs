@@ -51,6 +51,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Behave like other command-line tools when the reader of stdout goes
+    // away (`selfckpt inspect IMG | head`): end quietly instead of panicking.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Restart {
