@@ -14,7 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get(3)
         .and_then(|s| selfckpt::Level::parse(s))
         .unwrap_or(selfckpt::Level::Zstd(1));
-    let ckpt = selfckpt::Checkpointer::builder().dir(&dir).keep(1).level(level).install()?;
+    let ckpt = selfckpt::Checkpointer::builder()
+        .dir(&dir)
+        .keep(1)
+        .level(level)
+        .install()?;
     let n = mib << 20;
     let mut buf = vec![0u8; n];
     let third = n / 3;
@@ -26,8 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     const WORDS: [&str; 12] = [
-        "checkpoint ", "restart ", "memory ", "the ", "of ", "process ", "page ", "image ", "and ", "thread ",
-        "signal ", "kernel ",
+        "checkpoint ",
+        "restart ",
+        "memory ",
+        "the ",
+        "of ",
+        "process ",
+        "page ",
+        "image ",
+        "and ",
+        "thread ",
+        "signal ",
+        "kernel ",
     ];
     let mut i = 0;
     let mut at = third;
@@ -43,7 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The last third stays zero but is touched (written).
     buf[2 * third..].iter_mut().for_each(|b| *b = 0);
-    let digest = buf.iter().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(*b as u64));
+    let digest = buf
+        .iter()
+        .fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(*b as u64));
     let t = std::time::Instant::now();
     let outcome = selfckpt::checkpoint()?;
     let wall = t.elapsed();
@@ -60,7 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         selfckpt::Outcome::Restarted => {
-            let again = buf.iter().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(*b as u64));
+            let again = buf
+                .iter()
+                .fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(*b as u64));
             if again != digest {
                 eprintln!("memory differs after restart");
                 std::process::exit(3);

@@ -242,14 +242,14 @@ fn slot_data(i: usize) -> &'static mut SlotData {
 /// Claims one posted job, if any, and compresses it with compressor `ci`.
 fn help_once(ci: usize) -> bool {
     let n = N_SLOTS.load(Acquire) as usize;
-    for i in 0..n {
-        if SLOTS[i]
+    for (i, slot) in SLOTS.iter().enumerate().take(n) {
+        if slot
             .state
             .compare_exchange(POSTED, TAKEN, AcqRel, Relaxed)
             .is_ok()
         {
             encode_chunk(slot_data(i), compressor(ci));
-            SLOTS[i].state.store(DONE, Release);
+            slot.state.store(DONE, Release);
             DONE_SEQ.fetch_add(1, Release);
             futex_wake(&DONE_SEQ, i32::MAX);
             return true;
@@ -454,7 +454,7 @@ pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
 
     // Set up the pipeline.
     let n_slots = slot_count(plan.workers);
-    for i in 0..n_slots {
+    for (i, slot) in SLOTS.iter().enumerate().take(n_slots) {
         let d = slot_data(i);
         *d = SlotData {
             input: s.bytes(CHUNK_BYTES)?.as_mut_ptr() as usize,
@@ -463,7 +463,7 @@ pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
             out: s.bytes(chunk_record_cap())?.as_mut_ptr() as usize,
             ..SlotData::default()
         };
-        SLOTS[i].state.store(FREE, Relaxed);
+        slot.state.store(FREE, Relaxed);
     }
     for i in 0..=plan.workers.min(MAX_SLOTS - 1) {
         *compressor(i) = match plan.level {

@@ -61,6 +61,10 @@ impl Scratch {
     }
 
     /// A zeroed slice of `n` values of a plain-data type.
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "a bump allocator: each call hands out a disjoint range"
+    )]
     pub fn slice<T: Copy + Default>(&self, n: usize) -> Result<&mut [T], ScratchFull> {
         let align = core::mem::align_of::<T>().max(64);
         let start = self.used.get().div_ceil(align) * align;
@@ -87,6 +91,10 @@ impl Scratch {
     }
 
     /// A byte buffer of `n` bytes, not cleared (fresh pages read as zero).
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "a bump allocator: each call hands out a disjoint range"
+    )]
     pub fn bytes(&self, n: usize) -> Result<&mut [u8], ScratchFull> {
         let start = self.used.get().div_ceil(64) * 64;
         if start + n > self.len {
