@@ -76,6 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         selfckpt::Outcome::Restarted => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            println!("restarted_at_ns {}", now.as_nanos());
             let again = buf
                 .iter()
                 .fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(*b as u64));
