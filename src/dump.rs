@@ -753,7 +753,15 @@ fn dump_all(
     Ok(g.stats)
 }
 
-/// Resets the pipeline's worker numbering before a round.
-pub fn reset_workers() {
-    NEXT_WORKER.store(0, Relaxed);
+/// Resets the pipeline before a round. Its state in memory is whatever it
+/// was while the image was being written: in a restarted process it says
+/// "active" with slots pointing into a scratch arena that no longer exists,
+/// so nothing may trust it before this reset.
+pub fn reset_pipeline() {
+    ACTIVE.store(false, Release);
+    N_SLOTS.store(0, Release);
+    for slot in &SLOTS {
+        slot.state.store(FREE, Release);
+    }
+    NEXT_WORKER.store(0, Release);
 }

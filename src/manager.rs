@@ -84,6 +84,7 @@ fn manager_hook() {
 
 /// Installs the suspend handler with the manager's and workers' hooks.
 pub fn install_handlers(suspend_signal: i32) -> Result<(), sys::Errno> {
+    threads::set_after_restart_hook(dump::reset_pipeline);
     threads::install(
         suspend_signal,
         threads::RoundHooks {
@@ -205,7 +206,7 @@ impl Runtime {
             l[0].store(0, Relaxed);
             l[1].store(0, Relaxed);
         }
-        dump::reset_workers();
+        dump::reset_pipeline();
         // SAFETY: see PlanCell; no handler of ours is running now.
         unsafe {
             *PLAN.0.get() = Some(plan);
