@@ -1,0 +1,374 @@
+//! End-to-end: a real program (examples/smoke.rs) is checkpointed, killed
+//! with SIGKILL, restarted with `selfckpt restart`, and its output compared
+//! byte for byte with an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn selfckpt() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
+}
+
+fn smoke() -> PathBuf {
+    let p = selfckpt().parent().unwrap().join("examples/smoke");
+    assert!(
+        p.exists(),
+        "{} missing: cargo builds examples before tests",
+        p.display()
+    );
+    p
+}
+
+fn spawn_to_file(cmd: &mut Command, stdout: &Path) -> Child {
+    cmd.stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+fn wait_ok(mut child: Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(st.success(), "{what} failed with {st}: {err}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Waits until `dir` holds more than `before` images; returns the newest.
+fn wait_new_image(dir: &Path, before: usize) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = images(dir);
+        if v.len() > before {
+            return v.last().unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no image appeared in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn inspect(image: &Path) -> serde_json::Value {
+    let out = Command::new(selfckpt())
+        .arg("inspect")
+        .arg("--json")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// Offset of file descriptor `fd` recorded in the image.
+fn fd_offset(image: &Path, fd: i64) -> usize {
+    let j = inspect(image);
+    j["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fd"].as_i64() == Some(fd))
+        .unwrap_or_else(|| panic!("fd {fd} not in image: {j}"))["offset"]
+        .as_u64()
+        .unwrap() as usize
+}
+
+fn kill(child: &mut Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn random_ms(lo: u64, hi: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    lo + h.finish() % (hi - lo)
+}
+
+struct Reference {
+    stdout: Vec<u8>,
+    outfile: Vec<u8>,
+}
+
+fn reference(tmp: &Path, steps: &str) -> Reference {
+    let (so, of) = (tmp.join("ref.stdout"), tmp.join("ref.out"));
+    let child = spawn_to_file(
+        Command::new(smoke())
+            .arg(tmp.join("ref-ckpt"))
+            .arg(&of)
+            .arg(steps),
+        &so,
+    );
+    wait_ok(child, "reference run");
+    let r = Reference {
+        stdout: std::fs::read(&so).unwrap(),
+        outfile: std::fs::read(&of).unwrap(),
+    };
+    assert!(
+        r.stdout.ends_with(b"post-checks ok\n"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    r
+}
+
+/// Restarts `image` with stdout to `stdout_path`, waits for the program to finish.
+fn restart(image: &Path, stdout_path: &Path) {
+    let child = spawn_to_file(
+        Command::new(selfckpt()).arg("restart").arg(image),
+        stdout_path,
+    );
+    wait_ok(child, "restarted program");
+}
+
+#[test]
+fn signal_checkpoint_at_random_moments_then_sigkill_and_restart_matches_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let steps = "40";
+    let r = reference(tmp.path(), steps);
+    for round in 0..10 {
+        let dir = tmp.path().join(format!("ck{round}"));
+        let (so, of) = (
+            tmp.path().join(format!("{round}.stdout")),
+            tmp.path().join(format!("{round}.out")),
+        );
+        let mut child = spawn_to_file(
+            Command::new(smoke())
+                .arg(&dir)
+                .arg(&of)
+                .arg(steps)
+                .args(["--sleep-ms", "15"]),
+            &so,
+        );
+        std::thread::sleep(Duration::from_millis(random_ms(100, 500)));
+        kill(&mut child, libc::SIGUSR1);
+        let image = wait_new_image(&dir, 0);
+        kill(&mut child, libc::SIGKILL);
+        let _ = child.wait();
+        let offset = fd_offset(&image, 1);
+        let (so2, _) = (tmp.path().join(format!("{round}.restarted")), ());
+        restart(&image, &so2);
+        let mut combined = std::fs::read(&so).unwrap()[..offset].to_vec();
+        combined.extend(std::fs::read(&so2).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&combined),
+            String::from_utf8_lossy(&r.stdout),
+            "round {round}: stdout differs (checkpoint at stdout offset {offset})"
+        );
+        assert_eq!(
+            std::fs::read(&of).unwrap(),
+            r.outfile,
+            "round {round}: OUTFILE differs"
+        );
+    }
+}
+
+#[test]
+fn two_checkpoints_restart_from_each_and_restart_of_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let steps = "20";
+    let r = reference(tmp.path(), steps);
+    let dir = tmp.path().join("ck");
+    let (so, of) = (tmp.path().join("a.stdout"), tmp.path().join("a.out"));
+    let child = spawn_to_file(
+        Command::new(smoke()).arg(&dir).arg(&of).arg(steps).args([
+            "--checkpoint-at",
+            "4",
+            "--checkpoint-at",
+            "12",
+            "--sleep-ms",
+            "1",
+        ]),
+        &so,
+    );
+    wait_ok(child, "first run");
+    let first = images(&dir);
+    assert_eq!(first.len(), 2, "two checkpoints give two images: {first:?}");
+    let first_stdout = std::fs::read(&so).unwrap();
+    for (i, image) in first.iter().enumerate() {
+        let offset = fd_offset(image, 1);
+        let so2 = tmp.path().join(format!("r{i}.stdout"));
+        restart(image, &so2);
+        let mut combined = first_stdout[..offset].to_vec();
+        combined.extend(std::fs::read(&so2).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&combined),
+            String::from_utf8_lossy(&r.stdout),
+            "restart from image {i}"
+        );
+        assert_eq!(
+            std::fs::read(&of).unwrap(),
+            r.outfile,
+            "OUTFILE after restart from image {i}"
+        );
+    }
+
+    // Restart of a restart: the restarted program is checkpointed by a
+    // signal to the restarter's PID, killed, and restarted again.
+    let before = images(&dir).len();
+    let so3 = tmp.path().join("r3.stdout");
+    let mut child = spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&first[0]), &so3);
+    std::thread::sleep(Duration::from_millis(random_ms(100, 200)));
+    kill(&mut child, libc::SIGUSR1);
+    let image = wait_new_image(&dir, before);
+    kill(&mut child, libc::SIGKILL);
+    let _ = child.wait();
+    let so4 = tmp.path().join("r4.stdout");
+    restart(&image, &so4);
+    let mut combined = first_stdout[..fd_offset(&first[0], 1)].to_vec();
+    combined.extend(&std::fs::read(&so3).unwrap()[..fd_offset(&image, 1)]);
+    combined.extend(std::fs::read(&so4).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&combined),
+        String::from_utf8_lossy(&r.stdout),
+        "restart of a restart"
+    );
+    assert_eq!(
+        std::fs::read(&of).unwrap(),
+        r.outfile,
+        "OUTFILE after restart of a restart"
+    );
+}
+
+/// Takes one image of a copy of the smoke program in `tmp`.
+fn one_image(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let exe = tmp.join("smoke-copy");
+    std::fs::copy(smoke(), &exe).unwrap();
+    let dir = tmp.join("ck");
+    let of = tmp.join("prog.out");
+    let child = spawn_to_file(
+        Command::new(&exe).arg(&dir).arg(&of).args([
+            "6",
+            "--checkpoint-at",
+            "2",
+            "--sleep-ms",
+            "1",
+        ]),
+        &tmp.join("prog.stdout"),
+    );
+    wait_ok(child, "program");
+    (images(&dir).pop().expect("an image"), exe, of)
+}
+
+fn refused(image: &Path) -> String {
+    let out = Command::new(selfckpt())
+        .arg("restart")
+        .arg(image)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "restart of a bad image succeeded; stderr: {err}"
+    );
+    assert_ne!(
+        out.status.code(),
+        None,
+        "restart was killed by a signal: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "the refused program ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("restart refused"), "unclear message: {err}");
+    err
+}
+
+#[test]
+fn restart_refuses_damaged_truncated_missing_images_and_a_changed_executable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, exe, outfile) = one_image(tmp.path());
+    let good = std::fs::read(&image).unwrap();
+    let out_before = std::fs::read(&outfile).unwrap();
+    let verify = |p: &Path| {
+        Command::new(selfckpt())
+            .arg("verify")
+            .arg(p)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(verify(&image), "the good image verifies");
+
+    let bad = tmp.path().join("bad.ckpt");
+    let n = good.len();
+    for cut in [0, 10, 64, 100, n / 3, n / 2, n - 100, n - 1] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let err = refused(&bad);
+        assert!(
+            err.contains("truncated") || err.contains("bad magic") || err.contains("damaged"),
+            "cut {cut}: {err}"
+        );
+        assert!(!verify(&bad), "verify accepts an image truncated at {cut}");
+    }
+    for pos in [3, 20, 70, 200, n / 4, n / 2, 3 * n / 4, n - 30, n - 1] {
+        let mut b = good.clone();
+        b[pos] ^= 0x40;
+        std::fs::write(&bad, &b).unwrap();
+        refused(&bad);
+        assert!(!verify(&bad), "verify accepts a flipped byte at {pos}");
+    }
+    let err = refused(&tmp.path().join("no-such.ckpt"));
+    assert!(err.contains("No such file"), "{err}");
+
+    // The executable changes after the checkpoint.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&exe).unwrap();
+    std::io::Write::write_all(&mut f, b"\0changed").unwrap();
+    drop(f);
+    let err = refused(&image);
+    assert!(
+        err.contains("executable") && err.contains("smoke-copy"),
+        "{err}"
+    );
+
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        good,
+        "a refused restart changed the image"
+    );
+    assert_eq!(
+        std::fs::read(&outfile).unwrap(),
+        out_before,
+        "a refused restart changed the program's file"
+    );
+}
