@@ -694,6 +694,9 @@ fn dump_all(
         };
         g.stats.bytes_mapped += r.end - r.start;
         let readable = r.prot & libc::PROT_READ as u32 != 0;
+        // A zero page may be left out only where the restorer's fresh
+        // memory reads as zero; over a file mapping it would show the file.
+        let skip_zero = want != Want::PrivateFileWritten;
         let mut at = r.start;
         while at < r.end {
             let (n, next) = match plan.scanner.scan(at, r.end, want, runs, tmp) {
@@ -721,7 +724,7 @@ fn dump_all(
                             .map_err(|errno| DumpError::ReadMemory { addr, errno })?;
                         pagebuf
                     };
-                    if is_zero_page(bytes) {
+                    if skip_zero && is_zero_page(bytes) {
                         g.stats.zero_pages += 1;
                         continue;
                     }
