@@ -6,7 +6,10 @@
 //! (outcome on stderr). At the end it checks that malloc, clocks, getpid,
 //! sched_getcpu and new files work, and prints `post-checks ok`.
 //!
-//! usage: smoke DIR OUTFILE STEPS [--checkpoint-at K]... [--sleep-ms MS]
+//! `--mib N` adds N MiB of live heap (a Vec<u8> of pseudo-random pages,
+//! partly rewritten at every step).
+//!
+//! usage: smoke DIR OUTFILE STEPS [--checkpoint-at K]... [--sleep-ms MS] [--mib N]
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -75,11 +78,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (dir, outfile, steps): (&str, &str, u64) = (&args[1], &args[2], args[3].parse()?);
     let mut at = Vec::new();
     let mut sleep_ms = 20;
+    let mut mib = 0usize;
     let mut i = 4;
     while i + 1 < args.len() {
         match args[i].as_str() {
             "--checkpoint-at" => at.push(args[i + 1].parse::<u64>()?),
             "--sleep-ms" => sleep_ms = args[i + 1].parse()?,
+            "--mib" => mib = args[i + 1].parse()?,
             other => return Err(format!("unknown option {other}").into()),
         }
         i += 2;
@@ -105,7 +110,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_ne!(p, libc::MAP_FAILED);
         std::slice::from_raw_parts_mut(p as *mut u64, (4 << 20) / 8)
     };
+    let mut ballast = vec![0u8; mib << 20];
+    let mut block = [0u8; 4096];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for b in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes());
+    }
+    for (k, page) in ballast.chunks_mut(4096).enumerate() {
+        page.copy_from_slice(&block[..page.len()]);
+        page[..8].copy_from_slice(&(k as u64).to_le_bytes());
+    }
     for step in 0..steps {
+        for page in ballast.chunks_mut(4096).skip(step as usize % 7).step_by(7) {
+            page[8] = page[8].wrapping_add(step as u8 + 1);
+        }
+        let ballast_sum = ballast.chunks(4096).fold(0u64, |a, p| {
+            a.wrapping_mul(31).wrapping_add(p[8] as u64 ^ p[0] as u64)
+        });
         v.iter_mut()
             .for_each(|x| *x = x.wrapping_mul(31).wrapping_add(step));
         names.insert(step, format!("name-{step}-{}", v[step as usize % v.len()]));
@@ -119,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .step_by(509)
                 .fold(0u64, |a, b| a.wrapping_add(*b));
-        let line = format!("step {step} checksum {sum:016x}\n");
+        let line = format!("step {step} checksum {:016x}\n", sum ^ ballast_sum);
         print!("{line}");
         std::io::stdout().flush()?;
         out.write_all(line.as_bytes())?;

@@ -127,13 +127,14 @@ struct Reference {
     outfile: Vec<u8>,
 }
 
-fn reference(tmp: &Path, steps: &str) -> Reference {
+fn reference(tmp: &Path, steps: &str, mib: &str) -> Reference {
     let (so, of) = (tmp.join("ref.stdout"), tmp.join("ref.out"));
     let child = spawn_to_file(
         Command::new(smoke())
             .arg(tmp.join("ref-ckpt"))
             .arg(&of)
-            .arg(steps),
+            .arg(steps)
+            .args(["--mib", mib]),
         &so,
     );
     wait_ok(child, "reference run");
@@ -162,7 +163,7 @@ fn restart(image: &Path, stdout_path: &Path) {
 fn signal_checkpoint_at_random_moments_then_sigkill_and_restart_matches_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let steps = "40";
-    let r = reference(tmp.path(), steps);
+    let r = reference(tmp.path(), steps, "0");
     for round in 0..10 {
         let dir = tmp.path().join(format!("ck{round}"));
         let (so, of) = (
@@ -201,10 +202,54 @@ fn signal_checkpoint_at_random_moments_then_sigkill_and_restart_matches_uninterr
 }
 
 #[test]
+fn a_process_with_300_mib_of_live_heap_restarts_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (steps, mib) = ("12", "300");
+    let r = reference(tmp.path(), steps, mib);
+    let dir = tmp.path().join("ck");
+    let (so, of) = (tmp.path().join("big.stdout"), tmp.path().join("big.out"));
+    let mut child = spawn_to_file(
+        Command::new(smoke()).arg(&dir).arg(&of).arg(steps).args([
+            "--mib",
+            mib,
+            "--sleep-ms",
+            "50",
+        ]),
+        &so,
+    );
+    // Wait until the program is computing (its first step is out).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&so).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the program did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(random_ms(0, 300)));
+    kill(&mut child, libc::SIGUSR1);
+    let image = wait_new_image(&dir, 0);
+    kill(&mut child, libc::SIGKILL);
+    let _ = child.wait();
+    let j = inspect(&image);
+    assert!(
+        j["bytes_raw"].as_u64().unwrap() > 300 << 20,
+        "the heap is in the image: {}",
+        j["bytes_raw"]
+    );
+    let so2 = tmp.path().join("big.restarted");
+    restart(&image, &so2);
+    let mut combined = std::fs::read(&so).unwrap()[..fd_offset(&image, 1)].to_vec();
+    combined.extend(std::fs::read(&so2).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&combined),
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert_eq!(std::fs::read(&of).unwrap(), r.outfile);
+}
+
+#[test]
 fn two_checkpoints_restart_from_each_and_restart_of_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let steps = "20";
-    let r = reference(tmp.path(), steps);
+    let r = reference(tmp.path(), steps, "0");
     let dir = tmp.path().join("ck");
     let (so, of) = (tmp.path().join("a.stdout"), tmp.path().join("a.out"));
     let child = spawn_to_file(
