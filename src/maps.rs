@@ -1,4 +1,7 @@
-//! TEMPORARY minimal /proc/self/maps parser (to be replaced).
+//! /proc/self/maps parser and region classification.
+//!
+//! Parses the text in a caller's buffer without allocating: it runs while
+//! the program's threads are suspended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum RegionKind {
@@ -197,4 +200,117 @@ pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
         return Err(MapsError::BufferTooSmall(n));
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_every_kind_of_line() {
+        let cases: &[(&str, RegionKind, u32)] = &[
+            (
+                "55d6-55d7 r--p 00000000 fe:00 247030  /usr/bin/cat",
+                RegionKind::PrivateFile,
+                1,
+            ),
+            (
+                "55d6-55d7 rw-p 00000000 00:00 0  [heap]",
+                RegionKind::Heap,
+                3,
+            ),
+            ("7f56-7f57 rw-p 00000000 00:00 0 ", RegionKind::Anon, 3),
+            (
+                "7f56-7f57 r--p 00000000 00:00 0  [vvar]",
+                RegionKind::Vvar,
+                1,
+            ),
+            (
+                "7f56-7f57 r--p 00000000 00:00 0  [vvar_vclock]",
+                RegionKind::VvarVclock,
+                1,
+            ),
+            (
+                "7f56-7f57 r-xp 00000000 00:00 0  [vdso]",
+                RegionKind::Vdso,
+                5,
+            ),
+            (
+                "7fff-8000 rw-p 00000000 00:00 0  [stack]",
+                RegionKind::Stack,
+                3,
+            ),
+            (
+                "ffff-10000 --xp 00000000 00:00 0  [vsyscall]",
+                RegionKind::Vsyscall,
+                4,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:01 9  /dev/zero (deleted)",
+                RegionKind::SharedAnon,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:01 9  /memfd:buf (deleted)",
+                RegionKind::SharedAnon,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:01 9  /SYSV00000000 (deleted)",
+                RegionKind::SysvShm,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:05 9  /dev/dri/card0",
+                RegionKind::Device,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:0e 9  anon_inode:[io_uring]",
+                RegionKind::Special,
+                3,
+            ),
+            (
+                "7f56-7f57 r--s 00000000 fe:00 9  /tmp/a file with spaces",
+                RegionKind::SharedFile,
+                1,
+            ),
+        ];
+        for (line, kind, prot) in cases {
+            let e = MapsParser::new(line.as_bytes()).next().unwrap().unwrap();
+            assert_eq!((e.kind, e.prot), (*kind, *prot), "{line}");
+        }
+        let e = MapsParser::new(b"1000-2000 r--s 00001000 fe:00 9  /tmp/a file with spaces")
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.start, e.end, e.offset, e.path),
+            (0x1000, 0x2000, 0x1000, &b"/tmp/a file with spaces"[..])
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_with_their_number() {
+        let text = b"1000-2000 r--p 00000000 00:00 0\nnot a maps line\n";
+        let v: Vec<_> = MapsParser::new(text).collect();
+        assert!(v[0].is_ok());
+        assert!(matches!(v[1], Err(MapsError::Malformed(2))));
+    }
+
+    #[test]
+    fn this_process_has_one_stack_and_one_vdso() {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = read_self_maps(&mut buf).unwrap();
+        let kinds: Vec<RegionKind> = MapsParser::new(&buf[..n])
+            .map(|e| e.unwrap().kind)
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| **k == RegionKind::Stack).count(), 1);
+        assert_eq!(kinds.iter().filter(|k| **k == RegionKind::Vdso).count(), 1);
+        let mut small = [0u8; 64];
+        assert!(matches!(
+            read_self_maps(&mut small),
+            Err(MapsError::BufferTooSmall(_))
+        ));
+    }
 }

@@ -1,4 +1,7 @@
-//! TEMPORARY minimal page scanner (pagemap fallback only; to be replaced).
+//! Which pages of a region carry data, from /proc/self/pagemap (bit 63
+//! present, 62 swapped, 61 file-backed or shared), and a fast zero-page
+//! test. Runs while the program's threads are suspended: never allocates.
+//! (The PAGEMAP_SCAN ioctl, one call per range, is the throughput issue's.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PageRun {
     pub addr: u64,
@@ -83,4 +86,85 @@ impl PageScanner {
 }
 pub fn is_zero_page(p: &[u8]) -> bool {
     p.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_exactly_the_touched_pages_of_an_anonymous_mapping() {
+        let page = 4096usize;
+        // SAFETY: a private anonymous mapping used only by this test.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                64 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8;
+        for i in [0usize, 1, 2, 10, 63] {
+            // SAFETY: inside the mapping.
+            unsafe { *p.add(i * page) = 1 };
+        }
+        let s = PageScanner::open().unwrap();
+        let (mut out, mut tmp) = ([PageRun::default(); 8], vec![0u8; 4096]);
+        let base = p as u64;
+        let n = s
+            .scan(
+                base,
+                base + 64 * page as u64,
+                Want::AnonData,
+                &mut out,
+                &mut tmp,
+            )
+            .unwrap();
+        assert_eq!(
+            &out[..n],
+            &[
+                PageRun {
+                    addr: base,
+                    pages: 3
+                },
+                PageRun {
+                    addr: base + 10 * page as u64,
+                    pages: 1
+                },
+                PageRun {
+                    addr: base + 63 * page as u64,
+                    pages: 1
+                }
+            ]
+        );
+        // With room for one run only, the scan resumes where it stopped.
+        let mut one = [PageRun::default(); 1];
+        match s.scan(
+            base,
+            base + 64 * page as u64,
+            Want::AnonData,
+            &mut one,
+            &mut tmp,
+        ) {
+            Err(PagesError::OutOfRuns { resume_at }) => {
+                assert_eq!(resume_at, base + 10 * page as u64)
+            }
+            other => panic!("expected OutOfRuns, got {other:?}"),
+        }
+        // SAFETY: unmapping the test's mapping.
+        unsafe { libc::munmap(p.cast(), 64 * page) };
+    }
+
+    #[test]
+    fn zero_page_test() {
+        let mut page = vec![0u8; 4096];
+        assert!(is_zero_page(&page));
+        for i in [0, 2048, 4095] {
+            page[i] = 1;
+            assert!(!is_zero_page(&page), "byte {i}");
+            page[i] = 0;
+        }
+    }
 }
