@@ -5,5 +5,12 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
-if [ -x arch/check-aarch64.sh ]; then arch/check-aarch64.sh; fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets 2>&1 | tee "$log"
+if [ -x arch/check-aarch64.sh ]; then
+    arch/check-aarch64.sh
+else
+    echo "skipped: aarch64 restorer check (arch/aarch64/restorer.S is not written yet)"
+fi
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
