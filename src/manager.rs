@@ -236,9 +236,6 @@ impl Runtime {
                 let plan = unsafe { (*PLAN.0.get()).take() };
                 core::mem::forget(plan);
                 RESTARTS.fetch_add(1, AcqRel);
-                if MAILBOX.exe_not_set.load(Acquire) != 0 {
-                    log::warn!("restarted without the privilege to set /proc/self/exe");
-                }
                 return Ok(Outcome::Restarted);
             }
         }

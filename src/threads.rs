@@ -459,8 +459,6 @@ pub struct RestartMailbox {
     pub restarted: AtomicU64,
     /// Mappings the restorer used (blob, arguments, stack) to unmap.
     pub leftovers: [[AtomicU64; 2]; 3],
-    /// 1 if /proc/self/exe could not be pointed at the program.
-    pub exe_not_set: AtomicU64,
 }
 
 pub static MAILBOX: RestartMailbox = RestartMailbox {
@@ -470,7 +468,6 @@ pub static MAILBOX: RestartMailbox = RestartMailbox {
         [AtomicU64::new(0), AtomicU64::new(0)],
         [AtomicU64::new(0), AtomicU64::new(0)],
     ],
-    exe_not_set: AtomicU64::new(0),
 };
 
 /// Function the manager runs after a restart, before releasing the others.
