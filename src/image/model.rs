@@ -113,8 +113,9 @@ impl<'a> Meta<'a> {
             cpu_xfeatures: d.u64()?,
             restart_entry: d.u64()?,
             restart_mailbox: d.u64()?,
-            restarts: d.u64()?,
-            identity: d.u32()?,
+            // Added in format 1.1: absent from 1.0 records.
+            restarts: if d.remaining() > 0 { d.u64()? } else { 0 },
+            identity: if d.remaining() > 0 { d.u32()? } else { 0 },
         })
     }
 }
