@@ -1,0 +1,566 @@
+//! End-to-end tests of what users link against and run: C and C++ programs
+//! on the C ABI (critical sections, hooks that close and reopen a socket,
+//! explicit checkpoints), unmodified programs under `selfckpt run`
+//! (python3, bc, awk), the checkpoint-then-exit signal, a burst of trigger
+//! signals, and the `checkpoint`, `ls` and `gc` commands. Every test runs
+//! real processes, kills them with SIGKILL after a checkpoint, resumes them
+//! and compares their output with an uninterrupted run.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn selfckpt() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
+}
+
+/// target/debug (or release): where the binary, libselfckpt.so and .a are.
+fn target_dir() -> PathBuf {
+    selfckpt().parent().unwrap().to_path_buf()
+}
+
+fn lib(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} missing: cargo builds the cdylib and staticlib with the library",
+        p.display()
+    );
+    p
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("selfckpt-abi-")
+        .tempdir()
+        .unwrap()
+}
+
+fn output_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn spawn_to(cmd: &mut Command, stdout: &Path) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Waits for `child` (at most 120 s); returns its status and stderr.
+fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (st, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill9(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn alive(child: &mut Child) -> bool {
+    child.try_wait().unwrap().is_none()
+}
+
+/// The offset of the program's stdout when `image` was taken.
+fn stdout_offset(image: &Path) -> usize {
+    let out = output_ok(
+        Command::new(selfckpt())
+            .arg("inspect")
+            .arg("--json")
+            .arg(image),
+        "selfckpt inspect",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fd"] == 1)
+        .and_then(|f| f["offset"].as_u64())
+        .expect("the image records stdout's offset") as usize
+}
+
+/// Output before the checkpoint + output after the restart.
+fn combined(first: &Path, image: &Path, second: &Path) -> String {
+    let a = std::fs::read(first).unwrap();
+    let off = stdout_offset(image);
+    assert!(
+        off <= a.len(),
+        "stdout offset {off} beyond {} bytes",
+        a.len()
+    );
+    let mut v = a[..off].to_vec();
+    v.extend(std::fs::read(second).unwrap());
+    String::from_utf8(v).unwrap()
+}
+
+fn stats(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("stats.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad stats line {l}: {e}")))
+        .collect()
+}
+
+fn images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A UNIX socket server that records every line it receives.
+struct LineServer {
+    lines: Arc<Mutex<Vec<String>>>,
+    path: PathBuf,
+}
+
+impl LineServer {
+    fn start(path: PathBuf) -> LineServer {
+        let listener = UnixListener::bind(&path).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let l3 = l2.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                        l3.lock().unwrap().push(line);
+                    }
+                });
+            }
+        });
+        LineServer { lines, path }
+    }
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. C and C++ programs on the C ABI.
+
+const STEPS: &str = "12";
+const CS_STEP: &str = "2";
+const CKPT_STEP: &str = "5";
+
+fn build_c_program(work: &Path, source: &str, compiler: &str, shared: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = work.join(format!("prog-{compiler}"));
+    let mut cmd = Command::new(compiler);
+    cmd.arg("-O1")
+        .arg("-Wall")
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c").join(source))
+        .arg("-o")
+        .arg(&out);
+    if shared {
+        lib("libselfckpt.so");
+        cmd.arg("-L")
+            .arg(target_dir())
+            .arg("-lselfckpt")
+            .arg(format!("-Wl,-rpath,{}", target_dir().display()));
+    } else {
+        cmd.arg(lib("libselfckpt.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s"]);
+    }
+    output_ok(&mut cmd, &format!("{compiler} {source}"));
+    out
+}
+
+#[test]
+fn c_and_cpp_programs_use_critical_sections_and_hooks_and_restart() {
+    for (source, compiler, shared) in [("cs_hooks.c", "cc", false), ("cs_hooks.cpp", "c++", true)] {
+        if !have(compiler) {
+            eprintln!("skipped: {source}: no `{compiler}` on this machine");
+            continue;
+        }
+        let work = tmpdir();
+        let w = work.path();
+        let prog = build_c_program(w, source, compiler, shared);
+        let args = |dir: &str, sock: &Path, sleep: &str| {
+            let mut c = Command::new(&prog);
+            c.arg(w.join(dir))
+                .arg(sock)
+                .args([STEPS, CS_STEP, CKPT_STEP, sleep]);
+            c
+        };
+
+        // Reference: an uninterrupted run.
+        let ref_server = LineServer::start(w.join("ref.sock"));
+        let reference = output_ok(&mut args("ref", &ref_server.path, "20"), source);
+        let reference = String::from_utf8(reference.stdout).unwrap();
+        assert!(reference.ends_with(&format!(
+            "done {}\n",
+            reference
+                .lines()
+                .nth(11)
+                .unwrap()
+                .split(' ')
+                .nth(2)
+                .unwrap()
+        )));
+
+        // Checkpointed at CKPT_STEP, killed, restarted.
+        let server = LineServer::start(w.join("s.sock"));
+        let first = w.join("first.txt");
+        let child = spawn_to(&mut args("ckpt", &server.path, "300"), &first);
+        let next = format!("step {} ", CKPT_STEP.parse::<u32>().unwrap() + 1);
+        wait_for(&format!("{source} to pass its checkpoint"), 60, || {
+            std::fs::read_to_string(&first).is_ok_and(|s| s.contains(&next))
+        });
+        kill9(child);
+        let st = stats(&w.join("ckpt"));
+        let done: Vec<_> = st.iter().filter(|r| r["state"] == "continue").collect();
+        assert!(
+            done.len() >= 2,
+            "{source}: expected the deferred and the explicit checkpoint: {st:?}"
+        );
+        let image = PathBuf::from(done.last().unwrap()["path"].as_str().unwrap());
+        let second = w.join("second.txt");
+        let restarted = spawn_to(Command::new(selfckpt()).arg("restart").arg(&image), &second);
+        let (status, err) = finish(restarted, "restart");
+        assert!(
+            status.success(),
+            "{source}: restart failed ({status}): {err}"
+        );
+        assert!(
+            err.contains("restart"),
+            "{source}: the restarted checkpoint call should say restart: {err}"
+        );
+        assert_eq!(
+            combined(&first, &image, &second),
+            reference,
+            "{source}: output differs"
+        );
+
+        // The hooks closed and reopened the connection each time.
+        let lines = server.lines();
+        let count = |s: &str| lines.iter().filter(|l| *l == s).count();
+        assert_eq!(count("hello start"), 1, "{lines:?}");
+        assert!(count("bye") >= 2, "{lines:?}");
+        assert!(count("hello continue") >= 2, "{lines:?}");
+        assert_eq!(count("hello restart"), 1, "{lines:?}");
+        let after_restart = lines.iter().position(|l| l == "hello restart").unwrap();
+        assert!(
+            lines[after_restart..].contains(&"step 11".to_string()),
+            "{source}: no step after the restart reached the server: {lines:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Unmodified programs under `selfckpt run`.
+
+struct Tool {
+    name: &'static str,
+    binary: &'static str,
+    args: Vec<String>,
+}
+
+fn tools(work: &Path) -> Vec<Tool> {
+    let bc = work.join("pi.bc");
+    std::fs::write(&bc, "scale=2600\n4*a(1)\nquit\n").unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    vec![
+        Tool {
+            name: "python3",
+            binary: python,
+            args: vec![
+                "-c".into(),
+                "x = 1\nN = 7000000\nfor i in range(N):\n    x = (x * 6364136223846793005 + i) % (1 << 64)\n    if i % (N // 20) == 0:\n        print(i, x, flush=True)\nprint('done', x)\n".into(),
+            ],
+        },
+        Tool {
+            name: "bc",
+            binary: "bc",
+            args: vec!["-l".into(), bc.display().to_string()],
+        },
+        Tool {
+            name: "awk",
+            binary: "awk",
+            args: vec![
+                "BEGIN { s = 0; for (i = 0; i < 70000000; i++) { s = (s * 31 + i) % 1000003; if (i % 5000000 == 0) print i, s }; print \"done\", s }".into(),
+            ],
+        },
+    ]
+}
+
+fn run_cmd(dir: &Path, tool: &Tool, extra: &[&str]) -> Command {
+    let mut c = Command::new(selfckpt());
+    c.arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .arg("--")
+        .arg(tool.binary)
+        .args(&tool.args);
+    c
+}
+
+fn reference(tool: &Tool) -> String {
+    let out = output_ok(
+        Command::new(tool.binary)
+            .args(&tool.args)
+            .stdin(Stdio::null()),
+        tool.name,
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts that the rerun resumed from an image (the restarted library
+/// appends a `restart` record) instead of starting afresh.
+fn assert_resumed(dir: &Path, what: &str) {
+    let st = stats(dir);
+    assert!(
+        st.iter().any(|r| r["state"] == "restart"),
+        "{what}: the rerun did not resume from the image: {st:?}"
+    );
+}
+
+/// Checkpoint with `selfckpt checkpoint PID --wait`, SIGKILL, rerun the
+/// same `selfckpt run`, compare.
+fn checkpoint_kill_resume(tool: &Tool) {
+    let work = tmpdir();
+    let w = work.path();
+    let dir = w.join("ckpt");
+    let expected = reference(tool);
+    let first = w.join("first.txt");
+    let mut child = spawn_to(&mut run_cmd(&dir, tool, &[]), &first);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = Command::new(selfckpt())
+        .args([
+            "checkpoint",
+            &child.id().to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: selfckpt checkpoint failed: {}",
+        tool.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(
+        image.exists(),
+        "{}: `checkpoint --wait` printed {image:?}",
+        tool.name
+    );
+    assert!(
+        alive(&mut child),
+        "{}: finished before it could be killed; make its work longer",
+        tool.name
+    );
+    kill9(child);
+    let second = w.join("second.txt");
+    let rerun = spawn_to(&mut run_cmd(&dir, tool, &[]), &second);
+    let (status, err) = finish(rerun, "selfckpt run (resume)");
+    assert!(
+        status.success(),
+        "{}: resume failed ({status}): {err}",
+        tool.name
+    );
+    assert_resumed(&dir, tool.name);
+    assert_eq!(
+        combined(&first, &image, &second),
+        expected,
+        "{}: output differs from an uninterrupted run",
+        tool.name
+    );
+}
+
+#[test]
+fn unmodified_programs_resume_under_run() {
+    let work = tmpdir();
+    let mut ran = 0;
+    for tool in tools(work.path()) {
+        if !have(tool.binary) {
+            eprintln!(
+                "skipped: {}: `{}` is not installed (scripts/setup.sh installs it)",
+                tool.name, tool.binary
+            );
+            continue;
+        }
+        checkpoint_kill_resume(&tool);
+        ran += 1;
+    }
+    assert!(ran > 0, "skipped: none of python3, bc, awk is installed");
+}
+
+// ---------------------------------------------------------------------------
+// 3. SIGUSR2: checkpoint, then exit 0; the rerun resumes.
+
+fn awk_tool(work: &Path) -> Option<Tool> {
+    let t = tools(work).into_iter().find(|t| t.name == "awk")?;
+    if have(t.binary) {
+        Some(t)
+    } else {
+        eprintln!("skipped: awk is not installed (scripts/setup.sh installs it)");
+        None
+    }
+}
+
+#[test]
+fn term_signal_leaves_a_durable_image_and_exit_code_zero() {
+    let work = tmpdir();
+    let w = work.path();
+    let Some(tool) = awk_tool(w) else { return };
+    let expected = reference(&tool);
+    let dir = w.join("ckpt");
+    let first = w.join("first.txt");
+    let child = spawn_to(&mut run_cmd(&dir, &tool, &[]), &first);
+    std::thread::sleep(Duration::from_millis(800));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let (status, err) = finish(child, "awk under selfckpt run");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit after SIGUSR2: {status}: {err}"
+    );
+    let st = stats(&dir);
+    let term: Vec<_> = st.iter().filter(|r| r["state"] == "term").collect();
+    assert_eq!(term.len(), 1, "{st:?}");
+    let image = PathBuf::from(term[0]["path"].as_str().unwrap());
+    output_ok(
+        Command::new(selfckpt()).arg("verify").arg(&image),
+        "selfckpt verify",
+    );
+    assert!(
+        !std::fs::read_to_string(&first).unwrap().contains("done"),
+        "awk finished before SIGUSR2; make its work longer"
+    );
+    let second = w.join("second.txt");
+    let rerun = spawn_to(&mut run_cmd(&dir, &tool, &[]), &second);
+    let (status, err) = finish(rerun, "resume after SIGUSR2");
+    assert!(status.success(), "{status}: {err}");
+    assert_resumed(&dir, "rerun after SIGUSR2");
+    assert_eq!(combined(&first, &image, &second), expected);
+}
+
+// ---------------------------------------------------------------------------
+// 4. A burst of 50 trigger signals; then `ls` and `gc`.
+
+#[test]
+fn burst_of_signals_coalesces_and_ls_gc_work() {
+    let work = tmpdir();
+    let w = work.path();
+    let Some(tool) = awk_tool(w) else { return };
+    let expected = reference(&tool);
+    let dir = w.join("ckpt");
+    let out = w.join("out.txt");
+    let child = spawn_to(&mut run_cmd(&dir, &tool, &["--keep", "3"]), &out);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    for _ in 0..50 {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    }
+    let (status, err) = finish(child, "awk under a burst of SIGUSR1");
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), expected);
+    let st = stats(&dir);
+    let n = st.iter().filter(|r| r["state"] == "continue").count();
+    assert!(
+        (1..=25).contains(&n),
+        "50 signals made {n} checkpoints: {st:?}"
+    );
+    assert!(st.iter().all(|r| r["state"] != "error"), "{st:?}");
+    let imgs = images(&dir);
+    assert!(
+        (1..=3).contains(&imgs.len()),
+        "keep 3, found {}",
+        imgs.len()
+    );
+
+    let ls = output_ok(Command::new(selfckpt()).arg("ls").arg(&dir), "selfckpt ls");
+    let ls = String::from_utf8(ls.stdout).unwrap();
+    for img in &imgs {
+        let name = img.file_name().unwrap().to_string_lossy().into_owned();
+        let line = ls
+            .lines()
+            .find(|l| l.contains(&name))
+            .unwrap_or_else(|| panic!("ls does not list {name}:\n{ls}"));
+        assert!(line.contains("valid") && line.contains("awk"), "{line}");
+    }
+    // A damaged copy is listed as such and removed by gc.
+    let damaged = dir.join("awk-0000000000001-1.ckpt");
+    let mut bytes = std::fs::read(&imgs[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
+    let ls = output_ok(Command::new(selfckpt()).arg("ls").arg(&dir), "selfckpt ls");
+    assert!(String::from_utf8(ls.stdout).unwrap().contains("DAMAGED"));
+    output_ok(
+        Command::new(selfckpt())
+            .arg("gc")
+            .arg(&dir)
+            .args(["--keep", "1"]),
+        "selfckpt gc",
+    );
+    let left = images(&dir);
+    assert_eq!(left, vec![imgs.last().unwrap().clone()], "gc --keep 1");
+}
