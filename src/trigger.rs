@@ -77,6 +77,8 @@ pub fn set_interval(interval: Option<std::time::Duration>) {
     let ns = interval.map_or(0, |d| d.as_nanos().min(u64::MAX as u128 / 2) as u64);
     INTERVAL_NS.store(ns, Release);
     rearm();
+    // The manager may already sleep without a deadline: let it recompute.
+    futex_wake(&REQUESTS, 1);
 }
 
 /// Starts a new interval (after each checkpoint).

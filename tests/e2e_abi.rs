@@ -120,8 +120,12 @@ fn stdout_offset(image: &Path) -> usize {
 
 /// Output before the checkpoint + output after the restart.
 fn combined(first: &Path, image: &Path, second: &Path) -> String {
+    combined_at(first, stdout_offset(image), second)
+}
+
+/// The same, with stdout's offset at the checkpoint already known.
+fn combined_at(first: &Path, off: usize, second: &Path) -> String {
     let a = std::fs::read(first).unwrap();
-    let off = stdout_offset(image);
     assert!(
         off <= a.len(),
         "stdout offset {off} beyond {} bytes",
@@ -563,4 +567,80 @@ fn burst_of_signals_coalesces_and_ls_gc_work() {
     );
     let left = images(&dir);
     assert_eq!(left, vec![imgs.last().unwrap().clone()], "gc --keep 1");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Injection survives exec (wrapper scripts); forked children are left
+//    alone unless --children; the interval trigger.
+
+/// `sh -c 'awk SHORT; exec awk LONG'`: the short awk is a forked child, the
+/// long one replaces the shell (same PID).
+fn wrapper_tool(work: &Path) -> Option<Tool> {
+    let awk = awk_tool(work)?;
+    let long = awk.args[0]
+        .replace('"', "\\\"")
+        .replace("70000000", "40000000");
+    Some(Tool {
+        name: "sh wrapper",
+        binary: "sh",
+        args: vec![
+            "-c".into(),
+            format!("awk 'BEGIN {{ print \"child\" }}'; exec awk \"{long}\""),
+        ],
+    })
+}
+
+#[test]
+fn injection_survives_exec_and_skips_children_unless_asked() {
+    let work = tmpdir();
+    let w = work.path();
+    let Some(tool) = wrapper_tool(w) else { return };
+    let expected = reference(&tool);
+    assert!(expected.starts_with("child\n"), "{expected}");
+    let dir = w.join("ckpt");
+    let first = w.join("first.txt");
+    let mut child = spawn_to(&mut run_cmd(&dir, &tool, &["--interval", "0.4"]), &first);
+    // Wait until the exec'd awk has taken two interval checkpoints.
+    wait_for("two interval checkpoints of the exec'd awk", 60, || {
+        stats(&dir)
+            .iter()
+            .filter(|r| r["state"] == "continue" && r["program"] != "sh" && r["program"] != "dash")
+            .count()
+            >= 2
+    });
+    assert!(
+        alive(&mut child),
+        "awk finished too early; make its work longer"
+    );
+    kill9(child);
+    assert!(
+        !dir.join("children").exists(),
+        "a forked child was checkpointed without --children"
+    );
+    let st = stats(&dir);
+    let last = st.iter().rev().find(|r| r["state"] == "continue").unwrap();
+    // The resumed run goes on taking interval checkpoints and prunes this
+    // image: read its stdout offset now.
+    let off = stdout_offset(Path::new(last["path"].as_str().unwrap()));
+    let second = w.join("second.txt");
+    // The image's program is awk, the command's is sh: run.json matches.
+    let rerun = spawn_to(&mut run_cmd(&dir, &tool, &["--interval", "0.4"]), &second);
+    let (status, err) = finish(rerun, "resume of the wrapper");
+    assert!(status.success(), "{status}: {err}");
+    assert_resumed(&dir, "wrapper rerun");
+    assert_eq!(combined_at(&first, off, &second), expected);
+
+    // With --children the forked awk installs too, in its own directory.
+    let dir2 = w.join("ckpt2");
+    let out = output_ok(
+        &mut run_cmd(&dir2, &tool, &["--children", "--fresh"]),
+        "run --children",
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    let kids: Vec<_> = std::fs::read_dir(dir2.join("children"))
+        .expect("--children: the forked awk made DIR/children")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(kids.iter().any(|k| k.contains("awk")), "children: {kids:?}");
 }
