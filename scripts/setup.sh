@@ -5,6 +5,10 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v zstd >/dev/null || need+=(zstd)
+command -v c++ >/dev/null || need+=(g++)
+command -v bc >/dev/null || need+=(bc)
+command -v gawk >/dev/null || need+=(gawk)
+command -v python3 >/dev/null || need+=(python3)
 command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
