@@ -92,7 +92,9 @@ fn append_stats(
     }
     let path = rt.config.dir.join("stats.jsonl");
     let line = format!("{rec}\n");
+    use std::os::unix::fs::OpenOptionsExt;
     let res = std::fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .append(true)
         .open(&path)

@@ -235,11 +235,14 @@ fn c_and_cpp_programs_use_critical_sections_and_hooks_and_restart() {
         let work = tmpdir();
         let w = work.path();
         let prog = build_c_program(w, source, compiler, shared);
+        // The C program also has a hook refuse the checkpoint at step 8.
+        let refuse: &[&str] = if compiler == "cc" { &["8"] } else { &[] };
         let args = |dir: &str, sock: &Path, sleep: &str| {
             let mut c = Command::new(&prog);
             c.arg(w.join(dir))
                 .arg(sock)
-                .args([STEPS, CS_STEP, CKPT_STEP, sleep]);
+                .args([STEPS, CS_STEP, CKPT_STEP, sleep])
+                .args(refuse);
             c
         };
 
@@ -298,6 +301,20 @@ fn c_and_cpp_programs_use_critical_sections_and_hooks_and_restart() {
         assert!(count("bye") >= 2, "{lines:?}");
         assert!(count("hello continue") >= 2, "{lines:?}");
         assert_eq!(count("hello restart"), 1, "{lines:?}");
+        if !refuse.is_empty() {
+            // After the restart, the refused checkpoint: continue hooks saw
+            // ERROR, and stats.jsonl says why.
+            assert_eq!(count("hello error"), 1, "{lines:?}");
+            let st = stats(&w.join("ckpt"));
+            let err = st
+                .iter()
+                .find(|r| r["state"] == "error")
+                .expect("an error record");
+            assert!(
+                err["error"].as_str().unwrap().contains("returned 42"),
+                "{err}"
+            );
+        }
         let after_restart = lines.iter().position(|l| l == "hello restart").unwrap();
         assert!(
             lines[after_restart..].contains(&"step 11".to_string()),

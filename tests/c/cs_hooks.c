@@ -2,14 +2,17 @@
  * Test program for the C ABI (tests/e2e_abi.rs): critical sections, hooks
  * that close and reopen a UNIX socket connection, an explicit checkpoint.
  *
- * usage: cs_hooks DIR SOCKET STEPS CS_STEP CKPT_STEP SLEEP_MS
+ * usage: cs_hooks DIR SOCKET STEPS CS_STEP CKPT_STEP SLEEP_MS [REFUSE_STEP]
  *
  * stdout: one deterministic line per step ("step I X"), then "done X".
  * The socket gets "hello start", "step I" per step, "bye" before each
  * checkpoint, "hello continue" / "hello restart" after it.
  * At CS_STEP it checks that a checkpoint asked for inside a critical
  * section (by signal and by selfckpt_checkpoint) waits for the section and
- * runs right after it. Exit codes: 0 ok, 3..7 a check failed (stderr).
+ * runs right after it. At REFUSE_STEP a second checkpoint hook refuses:
+ * selfckpt_checkpoint must fail, the continue hooks get SELFCKPT_ERROR
+ * (socket: "hello error") and no image may appear.
+ * Exit codes: 0 ok, 3..8 a check failed (stderr).
  */
 #include "selfckpt.h"
 
@@ -19,11 +22,32 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <dirent.h>
 #include <unistd.h>
 
 static int conn = -1;
 static const char *sock_path;
 static int hook_runs;
+static int refuse;
+
+static int refusing_hook(int state, void *user) {
+    (void)state;
+    (void)user;
+    return refuse ? 42 : 0;
+}
+
+/* Files in DIR (images, temporary files, stats). */
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strstr(e->d_name, ".ckpt"))
+            n++;
+    closedir(d);
+    return n;
+}
 
 static int say(const char *msg) {
     size_t n = strlen(msg);
@@ -58,17 +82,21 @@ static int after_checkpoint(int state, void *user) {
     (void)user;
     if (conn >= 0)
         return 0; /* the checkpoint was aborted before our hook ran */
-    return connect_to(state == SELFCKPT_RESTART ? "hello restart\n" : "hello continue\n");
+    return connect_to(state == SELFCKPT_RESTART ? "hello restart\n"
+                      : state == SELFCKPT_ERROR ? "hello error\n"
+                                                : "hello continue\n");
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s DIR SOCKET STEPS CS_STEP CKPT_STEP SLEEP_MS\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s DIR SOCKET STEPS CS_STEP CKPT_STEP SLEEP_MS [REFUSE_STEP]\n",
+                argv[0]);
         return 2;
     }
     sock_path = argv[2];
     int steps = atoi(argv[3]), cs_step = atoi(argv[4]), ckpt_step = atoi(argv[5]);
     int sleep_ms = atoi(argv[6]);
+    int refuse_step = argc == 8 ? atoi(argv[7]) : -1;
 
     struct selfckpt_config cfg;
     selfckpt_config_init(&cfg);
@@ -80,6 +108,7 @@ int main(int argc, char **argv) {
         return 3;
     }
     selfckpt_register_hook(SELFCKPT_HOOK_CHECKPOINT, before_checkpoint, NULL);
+    selfckpt_register_hook(SELFCKPT_HOOK_CHECKPOINT, refusing_hook, NULL);
     selfckpt_register_hook(SELFCKPT_HOOK_CONTINUE, after_checkpoint, NULL);
     selfckpt_register_hook(SELFCKPT_HOOK_RESTART, after_checkpoint, NULL);
     if (selfckpt_enable() != -1) {
@@ -131,6 +160,19 @@ int main(int argc, char **argv) {
         if (sent != 0) {
             fprintf(stderr, "FAIL: socket write at step %d\n", step);
             return 6;
+        }
+        if (step == refuse_step) {
+            int files = count_files(argv[1]);
+            refuse = 1;
+            int rc = selfckpt_checkpoint();
+            refuse = 0;
+            if (rc != SELFCKPT_ERROR || !strstr(selfckpt_last_error(), "42") ||
+                count_files(argv[1]) != files || conn < 0) {
+                fprintf(stderr, "FAIL: refused checkpoint: rc %d (%s), files %d -> %d, conn %d\n",
+                        rc, selfckpt_last_error(), files, count_files(argv[1]), conn);
+                return 8;
+            }
+            fprintf(stderr, "refused checkpoint: %s\n", selfckpt_last_error());
         }
         if (step == ckpt_step) {
             int rc = selfckpt_checkpoint();
