@@ -20,51 +20,51 @@ fn bad(var: &str, val: &str, what: &str) -> Error {
     Error::Config(format!("{var}={val:?}: expected {what}"))
 }
 
+/// Reads `var` with `parse`; set but unparsable is an error naming it.
+fn read<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    expected: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, Error> {
+    get(var)
+        .map(|v| parse(v.trim()).ok_or_else(|| bad(var, &v, expected)))
+        .transpose()
+}
+
 /// Applies every `SELFCKPT_*` variable that is set to `b`.
 pub fn apply(mut b: Builder, get: impl Fn(&str) -> Option<String>) -> Result<Builder, Error> {
+    use crate::trigger::parse_signal;
     if let Some(v) = get("SELFCKPT_DIR").filter(|v| !v.is_empty()) {
         b = b.dir(v);
     }
-    if let Some(v) = get("SELFCKPT_SIGNAL") {
-        let s = crate::trigger::parse_signal(&v)
-            .ok_or_else(|| bad("SELFCKPT_SIGNAL", &v, "a signal name such as USR1"))?;
+    let signal = "a signal name such as USR1";
+    if let Some(s) = read(&get, "SELFCKPT_SIGNAL", signal, parse_signal)? {
         b = b.signal(s);
     }
-    if let Some(v) = get("SELFCKPT_TERM_SIGNAL") {
-        let s = if v.eq_ignore_ascii_case("none") {
-            None
-        } else {
-            Some(
-                crate::trigger::parse_signal(&v)
-                    .ok_or_else(|| bad("SELFCKPT_TERM_SIGNAL", &v, "a signal name or none"))?,
-            )
-        };
+    let term = |v: &str| match v.eq_ignore_ascii_case("none") {
+        true => Some(None),
+        false => parse_signal(v).map(Some),
+    };
+    if let Some(s) = read(&get, "SELFCKPT_TERM_SIGNAL", "a signal name or none", term)? {
         b = b.term_signal(s);
     }
-    if let Some(v) = get("SELFCKPT_INTERVAL") {
-        let t: f64 = v
-            .trim()
-            .parse()
-            .map_err(|_| bad("SELFCKPT_INTERVAL", &v, "seconds"))?;
-        b.interval = parse_seconds(&t.to_string());
+    let secs = |v: &str| v.parse::<f64>().ok().map(|t| parse_seconds(&t.to_string()));
+    if let Some(i) = read(&get, "SELFCKPT_INTERVAL", "seconds", secs)? {
+        b.interval = i;
     }
-    if let Some(v) = get("SELFCKPT_KEEP") {
-        let n: usize = v
-            .trim()
-            .parse()
-            .map_err(|_| bad("SELFCKPT_KEEP", &v, "a number of images"))?;
+    if let Some(n) = read(&get, "SELFCKPT_KEEP", "a number of images", |v| {
+        v.parse().ok()
+    })? {
         b = b.keep(n);
     }
-    if let Some(v) = get("SELFCKPT_LEVEL") {
-        let l = Level::parse(&v)
-            .ok_or_else(|| bad("SELFCKPT_LEVEL", &v, "store, fast1..fast7 or 1..19"))?;
+    let levels = "store, fast1..fast7 or 1..19";
+    if let Some(l) = read(&get, "SELFCKPT_LEVEL", levels, Level::parse)? {
         b = b.level(l);
     }
-    if let Some(v) = get("SELFCKPT_WORKERS") {
-        let n: usize = v
-            .trim()
-            .parse()
-            .map_err(|_| bad("SELFCKPT_WORKERS", &v, "a number of threads"))?;
+    if let Some(n) = read(&get, "SELFCKPT_WORKERS", "a number of threads", |v| {
+        v.parse().ok()
+    })? {
         b = b.workers(n);
     }
     Ok(b)
