@@ -35,6 +35,12 @@ thread_local! {
     static DEPTH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
+/// True on the thread that holds the gate closed (the manager, while it
+/// runs a checkpoint and its hooks).
+pub fn closed_here() -> bool {
+    OWNER.with(|o| o.load(Relaxed))
+}
+
 /// True if the calling thread is inside a critical section: a checkpoint
 /// it waited for could never start.
 pub fn held_here() -> bool {

@@ -327,6 +327,11 @@ pub fn is_installed() -> bool {
 /// from this image.
 pub fn checkpoint() -> Result<Outcome, Error> {
     let _rt = RUNTIME.get().ok_or(Error::NotInstalled)?;
+    if gate::closed_here() {
+        return Err(Error::Config(
+            "checkpoint() called from a hook: a checkpoint is already running".into(),
+        ));
+    }
     if gate::held_here() {
         // Waiting here would deadlock: ask, and let it run when the
         // section ends.
