@@ -7,6 +7,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The end-to-end tests run the example programs: build them first.
+cargo build --examples
 cargo test --all-targets 2>&1 | tee "$log"
 if [ -x arch/check-aarch64.sh ]; then
     arch/check-aarch64.sh

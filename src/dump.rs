@@ -594,6 +594,10 @@ fn dump_all(
             cpu_xfeatures: crate::arch::cpu_xfeatures(),
             restart_entry: plan.restart_entry,
             restart_mailbox: plan.restart_mailbox,
+            restarts: crate::manager::restart_count(),
+            identity: crate::threads::MAILBOX
+                .identity
+                .load(core::sync::atomic::Ordering::Acquire) as u32,
         }
         .encode(e)
     })?;

@@ -39,6 +39,7 @@ pub mod restore;
 pub mod scratch;
 pub mod sys;
 pub mod threads;
+pub mod tids;
 pub mod trigger;
 
 pub use compress::Level;
@@ -63,8 +64,6 @@ pub enum Error {
     Config(String),
     #[error("cannot stop the program's threads: {0}")]
     Suspend(#[from] threads::SuspendError),
-    #[error("checkpoint refused: the program runs {0} threads of its own; multi-threaded programs are not supported yet (set SELFCKPT_ALLOW_THREADS=1 to try anyway)")]
-    ThreadsUnsupported(usize),
     #[error("checkpoint failed: {0}")]
     Dump(#[from] dump::DumpError),
     #[error("checkpoint requested inside a critical section: it runs when the section ends")]
@@ -97,7 +96,7 @@ pub struct Builder {
     keep: usize,
     level: Level,
     workers: Option<usize>,
-    allow_threads: bool,
+    suspend_timeout_ms: u64,
     term_signal: Option<Signal>,
     interval: Option<std::time::Duration>,
 }
@@ -108,8 +107,8 @@ impl Checkpointer {
     /// A builder with the defaults: directory `ckpt`, trigger SIGUSR1,
     /// checkpoint-then-exit on SIGUSR2, keep the 3 newest images, zstd
     /// level 1, no interval; `SELFCKPT_LEVEL`, `SELFCKPT_WORKERS`,
-    /// `SELFCKPT_INTERVAL` (seconds) and `SELFCKPT_ALLOW_THREADS` override.
-    /// [`Builder::from_env`] reads every `SELFCKPT_*` setting.
+    /// `SELFCKPT_INTERVAL` (seconds) and `SELFCKPT_SUSPEND_TIMEOUT_MS`
+    /// override. [`Builder::from_env`] reads every `SELFCKPT_*` setting.
     pub fn builder() -> Builder {
         let env = |k: &str| std::env::var(k).ok();
         Builder {
@@ -120,7 +119,9 @@ impl Checkpointer {
                 .and_then(|v| Level::parse(&v))
                 .unwrap_or(Level::Zstd(1)),
             workers: env("SELFCKPT_WORKERS").and_then(|v| v.parse().ok()),
-            allow_threads: env("SELFCKPT_ALLOW_THREADS").is_some_and(|v| v == "1"),
+            suspend_timeout_ms: env("SELFCKPT_SUSPEND_TIMEOUT_MS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5000),
             term_signal: Some(Signal::SIGUSR2),
             interval: env("SELFCKPT_INTERVAL").and_then(|v| envcfg::parse_seconds(&v)),
         }
@@ -187,6 +188,14 @@ impl Builder {
         self
     }
 
+    /// How long a checkpoint waits for every thread to stop before it
+    /// gives up (default 5 s). A thread that blocks the suspend signal
+    /// makes the checkpoint fail after this long, naming the thread.
+    pub fn suspend_timeout(mut self, t: std::time::Duration) -> Self {
+        self.suspend_timeout_ms = (t.as_millis() as u64).max(1);
+        self
+    }
+
     /// Starts the checkpoint thread and the workers and installs the signal
     /// handlers.
     pub fn install(self) -> Result<Checkpointer, Error> {
@@ -230,8 +239,7 @@ impl Builder {
             keep: self.keep,
             level: self.level,
             workers,
-            allow_threads: self.allow_threads,
-            suspend_timeout_ms: 5000,
+            suspend_timeout_ms: self.suspend_timeout_ms,
         };
         let runtime: &'static manager::Runtime = Box::leak(Box::new(manager::Runtime::new(
             config,
@@ -241,6 +249,7 @@ impl Builder {
         if RUNTIME.set(runtime).is_err() {
             return Err(Error::AlreadyInstalled);
         }
+        tids::probe();
         manager::install_handlers(suspend_signal).map_err(|e| {
             Error::Io(
                 "cannot install the suspend signal handler".into(),
@@ -357,6 +366,11 @@ pub fn checkpoint() -> Result<Outcome, Error> {
         Some((_, Err(e))) => Err(Error::Checkpoint(e.clone())),
         None => Err(Error::Config("no checkpoint result".into())),
     }
+}
+
+/// How the latest restart kept the process's and threads' ids.
+pub fn restart_identity() -> threads::Identity {
+    threads::Identity::from_u64(threads::MAILBOX.identity.load(Acquire))
 }
 
 /// How many times this process has been restarted from an image.

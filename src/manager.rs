@@ -32,7 +32,6 @@ pub struct Config {
     pub keep: usize,
     pub level: Level,
     pub workers: usize,
-    pub allow_threads: bool,
     pub suspend_timeout_ms: u64,
 }
 
@@ -219,15 +218,8 @@ impl Runtime {
         let round = threads::begin_round();
         let t_suspend = sys::now_ns();
         let suspended = threads::suspend_others(&mut tids, cfg.suspend_timeout_ms);
-        let users = threads::parked_slots()
-            .filter(|t| t.role == ThreadRole::Main as u32 || t.role == ThreadRole::User as u32)
-            .count();
         let t_parked = sys::now_ns();
-        let refused = match suspended {
-            Err(e) => Some(Error::Suspend(e)),
-            Ok(()) if users > 1 && !cfg.allow_threads => Some(Error::ThreadsUnsupported(users)),
-            Ok(()) => None,
-        };
+        let refused = suspended.err().map(Error::Suspend);
         if refused.is_none() {
             threads::park_self();
             if MAILBOX.restarted.load(Acquire) != 0 {

@@ -76,6 +76,10 @@ const EMPTY_SLOT: ThreadSlot = ThreadSlot {
 };
 
 static SLOTS: [ThreadSlot; MAX_THREADS] = [EMPTY_SLOT; MAX_THREADS];
+/// Kernel thread id of each slot's thread in the current round (the slot's
+/// `tid` is the id the program knows, which differs after a restart with
+/// new ids; see `crate::tids`).
+static KTID: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
 /// Slots claimed in the current round.
 static CLAIMED: AtomicU32 = AtomicU32::new(0);
 /// Threads parked in the current round (futex word).
@@ -243,7 +247,8 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
 /// Fills slot `i` with the calling thread's restart information.
 fn record_self(i: usize, role: ThreadRole, uc: u64) {
     let s = slot_state(i);
-    s.tid = sys::gettid();
+    KTID[i].store(sys::gettid(), Relaxed);
+    s.tid = crate::tids::program_tid();
     s.role = role as u32;
     s.slot = &SLOTS[i] as *const ThreadSlot as u64;
     s.tls = arch::thread_pointer();
@@ -402,7 +407,7 @@ fn first_unparked(tids: &[u32], buf: &mut [u8]) -> Option<u32> {
     }
     let mut missing = None;
     let _ = for_each_task(buf, |tid| {
-        if tids.contains(&tid) && !(0..n).any(|i| slot_state(i).tid == tid) {
+        if tids.contains(&tid) && !(0..n).any(|i| KTID[i].load(Relaxed) == tid) {
             missing = Some(tid);
             return false;
         }
@@ -459,6 +464,38 @@ pub struct RestartMailbox {
     pub restarted: AtomicU64,
     /// Mappings the restorer used (blob, arguments, stack) to unmap.
     pub leftovers: [[AtomicU64; 2]; 3],
+    /// How the restart kept process and thread ids ([`Identity`]).
+    pub identity: AtomicU64,
+}
+
+/// How a restart kept the process's and threads' ids (mailbox and image
+/// value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Identity {
+    /// Never restarted.
+    Original = 0,
+    /// In a PID namespace of its own: the checkpoint-time pid and tids.
+    Exact = 1,
+    /// New pid and tids; the library translates thread ids.
+    NewIds = 2,
+}
+
+impl Identity {
+    pub fn from_u64(v: u64) -> Identity {
+        match v {
+            1 => Identity::Exact,
+            2 => Identity::NewIds,
+            _ => Identity::Original,
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            Identity::Original => "never restarted",
+            Identity::Exact => "exact pid and tids (PID namespace)",
+            Identity::NewIds => "new pid and tids (thread ids translated)",
+        }
+    }
 }
 
 pub static MAILBOX: RestartMailbox = RestartMailbox {
@@ -468,6 +505,7 @@ pub static MAILBOX: RestartMailbox = RestartMailbox {
         [AtomicU64::new(0), AtomicU64::new(0)],
         [AtomicU64::new(0), AtomicU64::new(0)],
     ],
+    identity: AtomicU64::new(0),
 };
 
 /// Function the manager runs after a restart, before releasing the others.
@@ -498,7 +536,8 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
         libc::syscall(libc::SYS_rseq, s.rseq_addr, s.rseq_len, 0, s.rseq_sig);
     }
     libc::prctl(libc::PR_SET_NAME, s.comm.as_ptr());
-    (*(*slot).state.get()).tid = sys::gettid();
+    let index = (slot as usize - SLOTS.as_ptr() as usize) / core::mem::size_of::<ThreadSlot>();
+    crate::tids::record(index, s.tid, sys::gettid());
     let n = CLAIMED.load(Acquire);
     ARRIVED.fetch_add(1, AcqRel);
     futex_wake(&ARRIVED, i32::MAX);
@@ -518,6 +557,10 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
                 libc::munmap(a as *mut libc::c_void, l as usize);
             }
         }
+        crate::tids::finish_restart(
+            n as usize,
+            MAILBOX.identity.load(Acquire) == Identity::NewIds as u64,
+        );
         let hook = AFTER_RESTART_HOOK.load(Acquire);
         if hook != 0 {
             let f: fn() = core::mem::transmute(hook as usize);

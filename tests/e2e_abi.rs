@@ -6,16 +6,15 @@
 //! real processes, kills them with SIGKILL after a checkpoint, resumes them
 //! and compares their output with an uninterrupted run.
 
+mod common;
+
+use common::{fd_offset, images, selfckpt};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn selfckpt() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
-}
 
 /// target/debug (or release): where the binary, libselfckpt.so and .a are.
 fn target_dir() -> PathBuf {
@@ -60,11 +59,7 @@ fn output_ok(cmd: &mut Command, what: &str) -> Output {
 }
 
 fn spawn_to(cmd: &mut Command, stdout: &Path) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(std::fs::File::create(stdout).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+    common::spawn_to_file(cmd.stdin(Stdio::null()), stdout)
 }
 
 /// Waits for `child` (at most 120 s); returns its status and stderr.
@@ -100,27 +95,13 @@ fn alive(child: &mut Child) -> bool {
 }
 
 /// The offset of the program's stdout when `image` was taken.
-fn stdout_offset(image: &Path) -> usize {
-    let out = output_ok(
-        Command::new(selfckpt())
-            .arg("inspect")
-            .arg("--json")
-            .arg(image),
-        "selfckpt inspect",
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["fds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["fd"] == 1)
-        .and_then(|f| f["offset"].as_u64())
-        .expect("the image records stdout's offset") as usize
+fn fd_offset_1(image: &Path) -> usize {
+    fd_offset(image, 1)
 }
 
 /// Output before the checkpoint + output after the restart.
 fn combined(first: &Path, image: &Path, second: &Path) -> String {
-    combined_at(first, stdout_offset(image), second)
+    combined_at(first, fd_offset_1(image), second)
 }
 
 /// The same, with stdout's offset at the checkpoint already known.
@@ -142,19 +123,6 @@ fn stats(dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad stats line {l}: {e}")))
         .collect()
-}
-
-fn images(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -517,6 +485,21 @@ fn term_signal_leaves_a_durable_image_and_exit_code_zero() {
     );
     let second = w.join("second.txt");
     let rerun = spawn_to(&mut run_cmd(&dir, &tool, &[]), &second);
+    // The resumed program (perhaps in a PID namespace below `run`) still
+    // answers `selfckpt checkpoint PID --wait`.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = output_ok(
+        Command::new(selfckpt()).args([
+            "checkpoint",
+            &rerun.id().to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+        ]),
+        "selfckpt checkpoint of the resumed program",
+    );
+    let again = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(again.exists() && again != image, "{again:?}");
     let (status, err) = finish(rerun, "resume after SIGUSR2");
     assert!(status.success(), "{status}: {err}");
     assert_resumed(&dir, "rerun after SIGUSR2");
@@ -638,7 +621,7 @@ fn injection_survives_exec_and_skips_children_unless_asked() {
     let last = st.iter().rev().find(|r| r["state"] == "continue").unwrap();
     // The resumed run goes on taking interval checkpoints and prunes this
     // image: read its stdout offset now.
-    let off = stdout_offset(Path::new(last["path"].as_str().unwrap()));
+    let off = fd_offset_1(Path::new(last["path"].as_str().unwrap()));
     let second = w.join("second.txt");
     // The image's program is awk, the command's is sh: run.json matches.
     let rerun = spawn_to(&mut run_cmd(&dir, &tool, &["--interval", "0.4"]), &second);

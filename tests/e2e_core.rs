@@ -3,123 +3,14 @@
 //! byte for byte with an uninterrupted run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-fn selfckpt() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
-}
+mod common;
+use common::*;
 
 fn smoke() -> PathBuf {
-    let p = selfckpt().parent().unwrap().join("examples/smoke");
-    assert!(
-        p.exists(),
-        "{} missing: cargo builds examples before tests",
-        p.display()
-    );
-    p
-}
-
-fn spawn_to_file(cmd: &mut Command, stdout: &Path) -> Child {
-    cmd.stdout(std::fs::File::create(stdout).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
-}
-
-fn wait_ok(mut child: Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(st.success(), "{what} failed with {st}: {err}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} hangs");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn images(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Waits until `dir` holds more than `before` images; returns the newest.
-fn wait_new_image(dir: &Path, before: usize) -> PathBuf {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = images(dir);
-        if v.len() > before {
-            return v.last().unwrap().clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no image appeared in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn inspect(image: &Path) -> serde_json::Value {
-    let out = Command::new(selfckpt())
-        .arg("inspect")
-        .arg("--json")
-        .arg(image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "inspect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
-}
-
-/// Offset of file descriptor `fd` recorded in the image.
-fn fd_offset(image: &Path, fd: i64) -> usize {
-    let j = inspect(image);
-    j["fds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["fd"].as_i64() == Some(fd))
-        .unwrap_or_else(|| panic!("fd {fd} not in image: {j}"))["offset"]
-        .as_u64()
-        .unwrap() as usize
-}
-
-fn kill(child: &mut Child, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-fn random_ms(lo: u64, hi: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    lo + h.finish() % (hi - lo)
+    example("smoke")
 }
 
 struct Reference {
@@ -179,9 +70,9 @@ fn signal_checkpoint_at_random_moments_then_sigkill_and_restart_matches_uninterr
             &so,
         );
         std::thread::sleep(Duration::from_millis(random_ms(100, 500)));
-        kill(&mut child, libc::SIGUSR1);
+        kill(&child, libc::SIGUSR1);
         let image = wait_new_image(&dir, 0);
-        kill(&mut child, libc::SIGKILL);
+        kill(&child, libc::SIGKILL);
         let _ = child.wait();
         let offset = fd_offset(&image, 1);
         let (so2, _) = (tmp.path().join(format!("{round}.restarted")), ());
@@ -218,15 +109,11 @@ fn a_process_with_300_mib_of_live_heap_restarts_exactly() {
         &so,
     );
     // Wait until the program is computing (its first step is out).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&so).map_or(0, |m| m.len()) == 0 {
-        assert!(Instant::now() < deadline, "the program did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_output(&so);
     std::thread::sleep(Duration::from_millis(random_ms(0, 300)));
-    kill(&mut child, libc::SIGUSR1);
+    kill(&child, libc::SIGUSR1);
     let image = wait_new_image(&dir, 0);
-    kill(&mut child, libc::SIGKILL);
+    kill(&child, libc::SIGKILL);
     let _ = child.wait();
     let j = inspect(&image);
     assert!(
@@ -291,10 +178,9 @@ fn two_checkpoints_restart_from_each_and_restart_of_a_restart() {
     let so3 = tmp.path().join("r3.stdout");
     let mut child = spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&first[0]), &so3);
     std::thread::sleep(Duration::from_millis(random_ms(100, 200)));
-    kill(&mut child, libc::SIGUSR1);
+    kill(&child, libc::SIGUSR1);
     let image = wait_new_image(&dir, before);
-    kill(&mut child, libc::SIGKILL);
-    let _ = child.wait();
+    kill_tree(&mut child, libc::SIGKILL);
     let so4 = tmp.path().join("r4.stdout");
     restart(&image, &so4);
     let mut combined = first_stdout[..fd_offset(&first[0], 1)].to_vec();

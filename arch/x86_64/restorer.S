@@ -13,7 +13,8 @@
  * mappings, 3 mremap each staged region to its final address and set its
  * protection, 4 prctl(PR_SET_MM_MAP) (retried without exe_fd), 5 restore
  * sigactions, 6 write the "pokes" (values the restarted library reads),
- * 7 clone every thread but the first onto its own stack with its TLS,
+ * 7 clone3 every thread but the first onto its own stack with its TLS
+ * (and, in a PID namespace of our own, its exact thread id),
  * 8 the first thread sets its TLS and tid address; every thread then calls
  * the restart entry of the restored library with its slot address.
  * On any failure: message on fd 2 and exit_group(127).
@@ -152,26 +153,53 @@ selfckpt_restorer_main:
     dec r12
     jmp 61b
 70:
-    /* 7. clone the other threads: entries are [slot, tls, tid_address, entry_sp] */
+    /* 7. clone3 the other threads. Entries are
+     *    [slot, tls, tid_address, entry_sp, want_tid];
+     * want_tid != 0 asks for that exact thread id (set_tid, in a PID
+     * namespace of our own). The thread's tid word (glibc's pd->tid) is
+     * left as the image has it: it already holds the checkpoint-time id,
+     * which mutex owners and the library's tid translation rely on.
+     * struct clone_args (88 bytes) lives on this stack. */
     mov r12, [r15 + 96]
     mov r13, [r15 + 104]
     mov r14, [r15 + 112]
-    lea rbx, [r13 + 32]
+    lea rbx, [r13 + 40]
     dec r12
+    sub rsp, 96
 71:
     test r12, r12
     jle 80f
-    mov edi, 0x3d0f00  /* VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|PARENT_SETTID|CHILD_CLEARTID */
-    mov rsi, [rbx + 24]
-    mov rdx, [rbx + 16]
-    mov r10, [rbx + 16]
-    mov r8, [rbx + 8]
-    mov eax, 56
+    mov qword ptr [rsp], 0x3d0f00 & ~0x100000  /* VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|CHILD_CLEARTID */
+    mov qword ptr [rsp + 8], 0                 /* pidfd */
+    mov rax, [rbx + 16]
+    mov [rsp + 16], rax                        /* child_tid = tid_address */
+    mov qword ptr [rsp + 24], 0                /* parent_tid */
+    mov qword ptr [rsp + 32], 0                /* exit_signal */
+    mov rax, [rbx + 24]
+    and rax, -16
+    sub rax, 16
+    mov [rsp + 40], rax                        /* stack: stack + stack_size = entry_sp */
+    mov qword ptr [rsp + 48], 16               /* stack_size */
+    mov rax, [rbx + 8]
+    mov [rsp + 56], rax                        /* tls */
+    xor eax, eax
+    mov [rsp + 64], rax                        /* set_tid = NULL, */
+    mov [rsp + 72], rax                        /* set_tid_size = 0, */
+    cmp qword ptr [rbx + 32], 0
+    je 72f
+    lea rax, [rbx + 32]
+    mov [rsp + 64], rax                        /* or &want_tid (low 4 bytes), */
+    mov qword ptr [rsp + 72], 1                /* one level */
+72:
+    mov qword ptr [rsp + 80], 0                /* cgroup */
+    mov rdi, rsp
+    mov esi, 88
+    mov eax, 435
     syscall
     test rax, rax
     jz 75f
     js .Lclone_failed
-    add rbx, 32
+    add rbx, 40
     dec r12
     jmp 71b
 75:
@@ -181,7 +209,7 @@ selfckpt_restorer_main:
     call r14
     ud2
 80:
-    /* 8. the first thread */
+    /* 8. the first thread: TLS and tid address (its id is the process's) */
     mov edi, 0x1002
     mov rsi, [r13 + 8]
     mov eax, 158
@@ -192,11 +220,6 @@ selfckpt_restorer_main:
     mov rdi, [r13 + 16]
     mov eax, 218
     syscall
-    mov rdx, [r13 + 16]
-    test rdx, rdx
-    jz 81f
-    mov [rdx], eax
-81:
     mov rsp, [r13 + 24]
     and rsp, -16
     mov rdi, [r13]

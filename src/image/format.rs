@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 pub const FILE_HEADER_LEN: usize = 64;
 pub const FRAME_LEN: usize = 24;
 /// No record may be larger than this; a reader refuses larger lengths

@@ -74,6 +74,11 @@ pub struct Meta<'a> {
     pub restart_entry: u64,
     /// Address of the library's restart mailbox inside the image.
     pub restart_mailbox: u64,
+    /// How many times the process had been restarted when the image was taken.
+    pub restarts: u64,
+    /// How its latest restart kept process and thread ids
+    /// (`threads::Identity`: 0 never restarted, 1 exact, 2 new ids).
+    pub identity: u32,
 }
 
 impl<'a> Meta<'a> {
@@ -89,7 +94,9 @@ impl<'a> Meta<'a> {
         self.exe_stamp.encode(e)?;
         e.u64(self.cpu_xfeatures)?;
         e.u64(self.restart_entry)?;
-        e.u64(self.restart_mailbox)
+        e.u64(self.restart_mailbox)?;
+        e.u64(self.restarts)?;
+        e.u32(self.identity)
     }
 
     pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
@@ -106,6 +113,9 @@ impl<'a> Meta<'a> {
             cpu_xfeatures: d.u64()?,
             restart_entry: d.u64()?,
             restart_mailbox: d.u64()?,
+            // Added in format 1.1: absent from 1.0 records.
+            restarts: if d.remaining() > 0 { d.u64()? } else { 0 },
+            identity: if d.remaining() > 0 { d.u32()? } else { 0 },
         })
     }
 }

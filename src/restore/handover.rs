@@ -11,7 +11,7 @@
 //!  48 n_moves         56 moves[]         (src, dst, len, prot | -1)
 //!  64 mm_map          72 mm_map_size     (struct prctl_mm_map, exe_fd at +100)
 //!  80 n_sigactions    88 sigactions[]    (signo, handler, flags, restorer, mask)
-//!  96 n_threads      104 threads[]       (slot, tls, tid_address, entry_sp)
+//!  96 n_threads      104 threads[]       (slot, tls, tid_address, entry_sp, want_tid)
 //! 112 entry          120 exe_fd         128 reserved       136 exe_not_set
 //! 144 n_pokes        152 pokes[]         (addr, value)
 //! ```
@@ -175,7 +175,7 @@ pub fn handover(
         + 16 * 4096
         + 32 * plan.regions.len() as u64 * 2
         + 40 * plan.sigactions.len() as u64
-        + 32 * plan.threads.len() as u64
+        + 40 * plan.threads.len() as u64
         + 256
         + plan.auxv.len() as u64
         + 64;
@@ -304,10 +304,15 @@ pub fn handover(
     let p = a.array(&flat);
     a.set(80, plan.sigactions.len() as u64);
     a.set(88, p);
-    let flat: Vec<u64> = plan
-        .threads
+    // The first thread continues as this process: the one whose id was the
+    // process id. In a namespace of our own every thread asks for its id.
+    let pid = plan.pid;
+    let mut threads = plan.threads.clone();
+    threads.sort_by_key(|t| t.tid != pid);
+    let want = |t: &crate::image::model::ThreadState| if plan.exact_ids { t.tid as u64 } else { 0 };
+    let flat: Vec<u64> = threads
         .iter()
-        .flat_map(|t| [t.slot, t.tls, t.tid_address, t.entry_sp])
+        .flat_map(|t| [t.slot, t.tls, t.tid_address, t.entry_sp, want(t)])
         .collect();
     let p = a.array(&flat);
     a.set(96, plan.threads.len() as u64);
@@ -328,6 +333,12 @@ pub fn handover(
         stack_at,
         mb + 48,
         STACK_LEN,
+        mb + 56,
+        if plan.exact_ids {
+            crate::threads::Identity::Exact as u64
+        } else {
+            crate::threads::Identity::NewIds as u64
+        },
         mb,
         1,
     ];

@@ -49,6 +49,10 @@ pub struct Plan {
     pub cwd: Vec<u8>,
     pub umask: u32,
     pub threads: Vec<ThreadState>,
+    /// Give every thread its checkpoint-time id (in a PID namespace of our own).
+    pub exact_ids: bool,
+    /// The process id at checkpoint time.
+    pub pid: u32,
     pub restart_entry: u64,
     pub restart_mailbox: u64,
     pub exe_path: Vec<u8>,
@@ -121,6 +125,8 @@ impl Plan {
             cwd: view.kernel.process.cwd.to_vec(),
             umask: view.kernel.process.umask,
             threads: view.threads.clone(),
+            exact_ids: false,
+            pid: view.meta.pid,
             restart_entry: view.meta.restart_entry,
             restart_mailbox: view.meta.restart_mailbox,
             exe_path: view.meta.exe_path.to_vec(),

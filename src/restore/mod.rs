@@ -9,6 +9,7 @@
 
 pub mod handover;
 pub mod layout;
+pub mod pidns;
 
 use crate::image::format::{arch_name, ARCH_HOST};
 use crate::image::model::FileStamp;
@@ -52,6 +53,8 @@ pub enum RestoreError {
     },
     #[error("no free address range of {0} bytes for staging")]
     NoAddressSpace(u64),
+    #[error("exact process and thread ids are not possible here: {0}; restart refused (--tids auto or new accepts new ids)")]
+    ExactIds(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
 }
@@ -61,6 +64,32 @@ pub enum RestoreError {
 pub struct RestartOptions {
     /// Print what is being done on stderr.
     pub verbose: bool,
+    /// Whether to restart in a PID namespace with the exact ids.
+    pub tids: TidPolicy,
+}
+
+/// How a restart treats process and thread ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TidPolicy {
+    /// Exact ids in a PID namespace where the system allows it, new ids
+    /// (translated by the library) otherwise.
+    #[default]
+    Auto,
+    /// Exact ids or refuse.
+    Exact,
+    /// New ids, no namespace.
+    New,
+}
+
+impl TidPolicy {
+    pub fn parse(s: &str) -> Option<TidPolicy> {
+        match s {
+            "auto" => Some(TidPolicy::Auto),
+            "exact" => Some(TidPolicy::Exact),
+            "new" => Some(TidPolicy::New),
+            _ => None,
+        }
+    }
 }
 
 /// Validates `path` and restarts the program in this process. Returns only
@@ -74,11 +103,32 @@ pub fn restart(
         path: path.to_path_buf(),
         source,
     };
+    block_signals();
     let img = ImageFile::open(path).map_err(img_err)?;
     check_machine(path, &img)?;
     let view = img.view().map_err(img_err)?;
     check_files(&view)?;
+    let identity = match opts.tids {
+        TidPolicy::New => pidns::Identity::New("--tids new".into()),
+        policy => {
+            let identity = match exact_ids_blocker(&view) {
+                Some(why) => pidns::Identity::New(why),
+                None => pidns::enter(view.meta.pid, opts.verbose),
+            };
+            match identity {
+                pidns::Identity::New(why) if policy == TidPolicy::Exact => {
+                    return Err(RestoreError::ExactIds(why))
+                }
+                pidns::Identity::New(why) if opts.verbose => {
+                    eprintln!("selfckpt: restarting with new pid and tids: {why}");
+                    pidns::Identity::New(why)
+                }
+                other => other,
+            }
+        }
+    };
     let mut plan = layout::Plan::new(&view, path)?;
+    plan.exact_ids = identity == pidns::Identity::Exact;
     drop(view);
     let t0 = std::time::Instant::now();
     let staged = plan.stage_all(img)?;
@@ -91,6 +141,45 @@ pub fn restart(
         );
     }
     handover::handover(&mut plan, blob, opts)
+}
+
+/// Blocks every asynchronous signal for the rest of the restart: a signal
+/// sent to the restarter (a checkpoint request, a termination) stays
+/// pending and reaches the restarted program, not the restarter's default
+/// action. Faults stay unblocked so a bug still ends the restarter.
+pub fn block_signals() {
+    // SAFETY: plain signal-mask manipulation of this single-threaded process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Why the image's ids cannot all be taken again, if they cannot.
+fn exact_ids_blocker(view: &crate::image::read::ImageView) -> Option<String> {
+    let pid = view.meta.pid;
+    if !view.threads.iter().any(|t| t.tid == pid) {
+        return Some(format!(
+            "no thread has the process id {pid} (its main thread had ended)"
+        ));
+    }
+    let mut tids: Vec<u32> = view.threads.iter().map(|t| t.tid).collect();
+    tids.sort_unstable();
+    if tids.windows(2).any(|w| w[0] == w[1]) || tids.first() == Some(&0) {
+        return Some("the image's thread ids are not distinct".into());
+    }
+    None
 }
 
 fn check_machine(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {

@@ -5,7 +5,8 @@
 //! How it knows: every checkpoint appends one JSON line to
 //! `DIR/stats.jsonl` after the image was renamed into place and the
 //! directory fsynced. `--wait` notes the file's length, sends the signal,
-//! and reads new lines until one from PID says `continue`/`term` (path
+//! and reads new lines until one from PID (or, for a program restarted in
+//! a PID namespace below PID, its pid there) says `continue`/`term` (path
 //! printed, exit 0) or `error` (exit 1). DIR is `--dir`, else the
 //! program's `SELFCKPT_DIR` (from /proc/PID/environ, as set by `selfckpt
 //! run`), else `ckpt` in the program's working directory.
@@ -57,6 +58,34 @@ fn environ_of(pid: i32) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// The ids under which PID's program may report in `stats.jsonl`: PID
+/// itself and, for every descendant, each of its pids (`NSpid`). A program
+/// restarted with exact ids runs in a PID namespace below `selfckpt
+/// restart` (the PID the user knows) and reports its checkpoint-time pid.
+/// Also returns the descendants (host pids), whose environment may name
+/// the image directory when PID's own does not.
+fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
+    let mut out = vec![pid as i64];
+    let mut descendants = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for k in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            let status = std::fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
+            if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+                out.extend(ns.split_whitespace().filter_map(|v| v.parse::<i64>().ok()));
+            }
+            todo.push(k);
+            descendants.push(k);
+        }
+    }
+    (out, descendants)
+}
+
 /// True if the process has selfckpt loaded (its maps name the library or
 /// it runs a thread named `selfckpt`).
 fn runs_selfckpt(pid: i32) -> bool {
@@ -85,7 +114,13 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
             a.pid
         )));
     }
-    let env = environ_of(a.pid);
+    let (pids, descendants) = report_pids(a.pid);
+    // The first of PID and its descendants that has selfckpt settings.
+    let env = std::iter::once(a.pid)
+        .chain(descendants)
+        .map(environ_of)
+        .find(|e| e.iter().any(|(k, _)| k.starts_with("SELFCKPT_")))
+        .unwrap_or_default();
     let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (sig_text, default) = if a.exit {
         (
@@ -126,7 +161,7 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
             let Ok(rec) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };
-            if rec["pid"].as_i64() != Some(a.pid as i64) {
+            if !rec["pid"].as_i64().is_some_and(|p| pids.contains(&p)) {
                 continue;
             }
             match rec["state"].as_str() {

@@ -17,6 +17,7 @@ use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
 use selfckpt::maps::RegionKind;
+use selfckpt::threads::Identity;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,6 +65,12 @@ enum Cmd {
         /// Say what is being done on stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// Process and thread ids: `exact` (in a PID namespace of its own;
+        /// needs root or CAP_SYS_ADMIN), `new` (new ids; the library
+        /// translates thread ids), `auto` (exact where possible). Also
+        /// SELFCKPT_TIDS.
+        #[arg(long, env = "SELFCKPT_TIDS", default_value = "auto", value_parser = ["auto", "exact", "new"])]
+        tids: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -97,7 +104,8 @@ fn main() -> ExitCode {
             image,
             dir,
             verbose,
-        } => restart(image, dir, verbose),
+            tids,
+        } => restart(image, dir, verbose, &tids),
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
     };
@@ -110,16 +118,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn restart(image: Option<PathBuf>, dir: Option<PathBuf>, verbose: bool) -> Result<(), String> {
+fn restart(
+    image: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    verbose: bool,
+    tids: &str,
+) -> Result<(), String> {
+    // From here on a signal sent to us is meant for the program: it waits
+    // pending until the program is back.
+    selfckpt::restore::block_signals();
     let path = match (image, dir) {
         (Some(p), _) => p,
         (None, Some(d)) => newest_valid(&d)?,
         (None, None) => return Err("name an image or --dir".into()),
     };
-    let opts = selfckpt::restore::RestartOptions { verbose };
+    let opts = selfckpt::restore::RestartOptions {
+        verbose,
+        tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
+    };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
         Err(e) => Err(format!("restart refused: {e}")),
+    }
+}
+
+/// Short name of how the latest restart kept ids, for `inspect --json`.
+fn identity_name(v: u32) -> &'static str {
+    match Identity::from_u64(v as u64) {
+        Identity::Original => "original",
+        Identity::Exact => "exact",
+        Identity::NewIds => "new-ids",
     }
 }
 
@@ -266,6 +294,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "arch": arch_name(img.header.arch), "page_size": img.header.page_size,
             "file_bytes": file_len,
             "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
+            "restarts": m.restarts, "identity": identity_name(m.identity),
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
             "selfckpt_version": lossy(m.selfckpt_version),
             "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
@@ -305,6 +334,13 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         m.sequence,
         lossy(m.selfckpt_version)
     );
+    if m.restarts > 0 {
+        println!(
+            "restarted  {} time(s); latest restart: {}",
+            m.restarts,
+            Identity::from_u64(m.identity as u64).describe()
+        );
+    }
     println!(
         "memory     mapped {}  present {}  non-zero {}  stored {}  ratio {:.2}  zero pages {}",
         human(e.bytes_mapped),

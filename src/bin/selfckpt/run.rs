@@ -170,14 +170,15 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             if a.verbose {
                 eprintln!("selfckpt: resuming from {}", image.display());
             }
-            let opts = selfckpt::restore::RestartOptions { verbose: a.verbose };
-            return match selfckpt::restore::restart(&image, &crate::blob::blob(), &opts) {
-                Ok(never) => match never {},
-                Err(e) => Err(format!(
+            // The very code path of `selfckpt restart` (ids policy from
+            // SELFCKPT_TIDS, as there).
+            let tids = std::env::var("SELFCKPT_TIDS").unwrap_or_else(|_| "auto".into());
+            return crate::restart(Some(image.clone()), None, a.verbose, &tids).map_err(|e| {
+                format!(
                     "cannot resume from {}: {e} (run with --fresh to start over)",
                     image.display()
-                )),
-            };
+                )
+            });
         }
     }
     let lib = find_lib()?;

@@ -1,0 +1,369 @@
+//! Exact process and thread ids for a restart: a PID namespace of our own.
+//!
+//! A fresh PID namespace has every id free, so the restarted process can
+//! take the pid it had (`clone3` with `set_tid`) and the restorer can give
+//! each thread its old tid. Three processes take part:
+//!
+//! ```text
+//!   selfckpt restart (outer, the pid the user knows)
+//!     └─ init (pid 1 in the new namespace; fresh /proc in a mount namespace)
+//!          └─ the program (its checkpoint-time pid; restores the image)
+//! ```
+//!
+//! The outer process and the init forward every signal a user sends
+//! (`kill`, `sigqueue`) to the program, so `kill -USR1 <outer pid>` reaches
+//! it; signals the kernel sends a whole process group (Ctrl-C on the
+//! terminal) reach the program directly and are not forwarded twice. When
+//! the program ends, the outer process ends the same way (same exit code,
+//! or same signal). If the outer process dies, the init dies with it
+//! (`PR_SET_PDEATHSIG`), and with the init the whole namespace.
+//!
+//! Signals are blocked from the start of the restart (see
+//! `restore::restart`): one sent before the forwarding is in place waits,
+//! pending, and is forwarded (or, in the program, delivered once its own
+//! handlers are back).
+//!
+//! Everything here happens before the restart's point of no return: when
+//! the system does not allow a namespace (no privilege, `set_tid` refused),
+//! [`enter`] says why and the restart goes on in this process with new ids.
+//!
+//! Must never: return in the outer process or the init once the program
+//! has started (they only supervise it), or forward a signal the kernel
+//! already delivered to the whole group.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering::*};
+
+/// How the restarted process gets its ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// In a PID namespace of our own: the checkpoint-time pid and tids.
+    Exact,
+    /// In this process: new pid and tids; the library translates thread ids
+    /// (see `crate::tids`). The string says why.
+    New(String),
+}
+
+/// Where forwarded signals go (the init for the outer process, the program
+/// for the init).
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // Kernel-generated signals (the terminal's Ctrl-C, hangup, window size)
+    // went to the whole process group, the program included.
+    if code > 0 {
+        return;
+    }
+    let to = FORWARD_TO.load(Acquire);
+    if to > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(to, sig) };
+    }
+}
+
+/// Makes every catchable signal but SIGCHLD go to `to`, then unblocks them
+/// (signals that arrived while they were blocked are forwarded now).
+fn forward_signals(to: i32) {
+    FORWARD_TO.store(to, Release);
+    for sig in 1..=libc::SIGRTMAX() {
+        if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) || (32..34).contains(&sig) {
+            continue;
+        }
+        // SAFETY: installing a handler that only calls kill().
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: unblocking every signal of this single-threaded process.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Tries to move the restart into a PID namespace of its own where the
+/// program gets `pid`. Returns `Exact` in the program's process, `New`
+/// (with the reason) in the calling process when that is not possible;
+/// the supervising processes never return.
+pub fn enter(pid: u32, verbose: bool) -> Identity {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return Identity::New(format!("the image's pid is {pid}"));
+    }
+    // Our own namespace, to go back to for the children of a restart that
+    // could not use the new one.
+    let own = match std::fs::File::open("/proc/self/ns/pid") {
+        Ok(f) => f,
+        Err(e) => return Identity::New(format!("cannot open /proc/self/ns/pid: {e}")),
+    };
+    // SAFETY: unshare only changes the namespace our future children join.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Identity::New(format!("cannot create a PID namespace: {}", errno()));
+    }
+    let identity = enter_new(pid, verbose);
+    if identity != Identity::Exact {
+        // SAFETY: rejoining our own PID namespace for future children.
+        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
+    }
+    identity
+}
+
+fn enter_new(pid: u32, verbose: bool) -> Identity {
+    let (report_rd, report_wr) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return Identity::New(format!("pipe: {e}")),
+    };
+    let (life_rd, life_wr) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return Identity::New(format!("pipe: {e}")),
+    };
+    // SAFETY: the restarter is single-threaded here, so the child may go on
+    // running ordinary Rust.
+    let init = unsafe { libc::fork() };
+    if init < 0 {
+        return Identity::New(format!("fork: {}", errno()));
+    }
+    if init == 0 {
+        drop((report_rd, life_wr));
+        return init_side(pid, report_wr, life_rd);
+    }
+    drop((report_wr, life_rd));
+    outer_side(init, report_rd, life_wr, verbose)
+}
+
+/// The outer process: learns whether the program started; if so forwards
+/// signals and ends as the program ends.
+fn outer_side(init: i32, report: OwnedFd, lifeline: OwnedFd, verbose: bool) -> Identity {
+    let mut report = std::fs::File::from(report);
+    let mut first = [0u8; 256];
+    let n = read_message(&mut report, &mut first);
+    if first[..n].first() != Some(&b'+') {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(init, &mut status, 0) };
+        let why = String::from_utf8_lossy(first.get(1..n).unwrap_or_default()).into_owned();
+        return Identity::New(if why.is_empty() {
+            "the namespace's init failed".into()
+        } else {
+            why
+        });
+    }
+    if verbose {
+        eprintln!("selfckpt: restarting in a PID namespace of its own (exact pid and tids)");
+    }
+    forward_signals(init);
+    let _keep = lifeline;
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(init, &mut status, 0) };
+        if r == init || (r < 0 && errno().raw_os_error() != Some(libc::EINTR)) {
+            break;
+        }
+    }
+    let mut word = [0u8; 4];
+    let program = match report.read_exact(&mut word) {
+        Ok(()) => i32::from_ne_bytes(word),
+        Err(_) => status,
+    };
+    end_like(program)
+}
+
+/// Ends this process the way a child with wait status `status` ended.
+fn end_like(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: restoring the default action and raising the signal on
+        // ourselves, then a fallback exit.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        std::process::exit(128 + sig);
+    }
+    std::process::exit(libc::WEXITSTATUS(status))
+}
+
+fn read_message(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if buf[..n].contains(&b'\n') {
+                    return buf[..n].iter().position(|&c| c == b'\n').unwrap_or(n);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// pid 1 of the new namespace: fresh /proc, then the program's process
+/// with the checkpoint-time pid. Returns `Exact` in that process.
+fn init_side(pid: u32, report: OwnedFd, lifeline: OwnedFd) -> Identity {
+    let mut report = std::fs::File::from(report);
+    let fail = |report: &mut std::fs::File, why: String| -> ! {
+        let _ = report.write_all(format!("-{why}\n").as_bytes());
+        // SAFETY: leaving the forked child without running the parent's atexit work.
+        unsafe { libc::_exit(1) }
+    };
+    // SAFETY: prctl and a non-blocking read of the lifeline: if the outer
+    // process is already gone, stop here.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::fcntl(lifeline.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+        let mut b = 0u8;
+        if libc::read(lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) == 0 {
+            libc::_exit(1);
+        }
+    }
+    if let Err(why) = fresh_proc() {
+        fail(&mut report, why);
+    }
+    let child = match clone_with_pid(pid) {
+        Ok(c) => c,
+        Err(why) => fail(&mut report, why),
+    };
+    if child == 0 {
+        drop(lifeline);
+        drop(report);
+        return Identity::Exact;
+    }
+    if report.write_all(b"+\n").is_err() {
+        // SAFETY: as above.
+        unsafe { libc::_exit(1) };
+    }
+    forward_signals(child);
+    let mut program = 0;
+    loop {
+        let mut status = 0;
+        // SAFETY: reaping any process of the namespace (we are its init).
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == child {
+            program = status;
+            break;
+        }
+        if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    let _ = report.write_all(&program.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// A mount namespace of our own with a /proc that shows this PID namespace.
+fn fresh_proc() -> Result<(), String> {
+    // SAFETY: plain syscalls with NUL-terminated literals.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(format!("cannot create a mount namespace: {}", errno()));
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(format!("cannot make mounts private: {}", errno()));
+        }
+        if libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(format!("cannot mount /proc for the namespace: {}", errno()));
+        }
+    }
+    Ok(())
+}
+
+/// fork() that gives the child `pid` in this PID namespace.
+fn clone_with_pid(pid: u32) -> Result<i32, String> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let want = [pid as libc::pid_t];
+    // Like glibc's fork: the child's thread id word gets its new id.
+    let mut tid_address: u64 = 0;
+    // SAFETY: PR_GET_TID_ADDRESS writes one pointer.
+    unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut tid_address as *mut u64) };
+    let args = CloneArgs {
+        flags: if tid_address != 0 {
+            (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64
+        } else {
+            0
+        },
+        pidfd: 0,
+        child_tid: tid_address,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: want.as_ptr() as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    // SAFETY: clone3 without CLONE_VM behaves like fork (the child gets a
+    // copy of this single-threaded process); args outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "cannot create pid {pid} (clone3 set_tid): {}",
+            errno()
+        ));
+    }
+    Ok(r as i32)
+}

@@ -1,0 +1,185 @@
+//! Helpers shared by the end-to-end tests: locating the binaries, running
+//! programs with their stdout in a file, waiting for images, reading
+//! `selfckpt inspect --json`, and killing a program with everything it
+//! started (a restarted program runs under `selfckpt restart`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn selfckpt() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
+}
+
+/// An example program (built by `cargo build --examples`).
+pub fn example(name: &str) -> PathBuf {
+    let p = selfckpt().parent().unwrap().join("examples").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --examples` before the tests (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn spawn_to_file(cmd: &mut Command, stdout: &Path) -> Child {
+    cmd.stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Waits (at most 120 s) for `child` to succeed; returns its stderr.
+pub fn wait_ok(mut child: Child, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(st.success(), "{what} failed with {st}: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            kill_tree(&mut child, libc::SIGKILL);
+            panic!("{what} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Waits until `dir` holds more than `before` images; returns the newest.
+pub fn wait_new_image(dir: &Path, before: usize) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = images(dir);
+        if v.len() > before {
+            return v.last().unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no image appeared in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn inspect(image: &Path) -> serde_json::Value {
+    let out = Command::new(selfckpt())
+        .arg("inspect")
+        .arg("--json")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// Offset of file descriptor `fd` recorded in the image.
+pub fn fd_offset(image: &Path, fd: i64) -> usize {
+    let j = inspect(image);
+    j["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fd"].as_i64() == Some(fd))
+        .unwrap_or_else(|| panic!("fd {fd} not in image: {j}"))["offset"]
+        .as_u64()
+        .unwrap() as usize
+}
+
+pub fn kill(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// The pids of `pid`'s descendants, parents before children.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+            out.push(k);
+            todo.push(k);
+        }
+    }
+    out
+}
+
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+/// Sends `sig` to `child` and everything it started (a restarted program
+/// runs two levels below `selfckpt restart` in a PID namespace); for
+/// SIGKILL, waits until all of them are gone, so nothing writes after this
+/// returns.
+pub fn kill_tree(child: &mut Child, sig: i32) {
+    let all: Vec<u32> = std::iter::once(child.id())
+        .chain(descendants(child.id()))
+        .collect();
+    for p in &all {
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(*p as i32, sig) };
+    }
+    if sig == libc::SIGKILL {
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all.iter().all(|&p| gone(p)) {
+            assert!(Instant::now() < deadline, "processes {all:?} do not die");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+pub fn random_ms(lo: u64, hi: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    lo + h.finish() % (hi - lo)
+}
+
+/// Waits until `path` is not empty (the program has started its work).
+pub fn wait_output(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(path).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the program did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

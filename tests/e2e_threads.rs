@@ -1,0 +1,195 @@
+//! End-to-end, multi-threaded programs: `examples/threads.rs` (8 workers
+//! on channels, a mutex and condvar, a rayon pool, a thread blocked on a
+//! condvar, one sleeping) is checkpointed at random moments, killed with
+//! SIGKILL and restarted, with exact ids (PID namespace) and with new ids
+//! (translated); its output must equal an uninterrupted run's and every
+//! thread must find its id, `pthread_self` and thread-locals intact.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn threads() -> PathBuf {
+    example("threads")
+}
+
+/// Output of an uninterrupted run.
+fn reference(tmp: &Path, args: &[&str]) -> Vec<u8> {
+    let so = tmp.join("ref.stdout");
+    let child = spawn_to_file(
+        Command::new(threads()).arg(tmp.join("ref-ck")).args(args),
+        &so,
+    );
+    wait_ok(child, "reference run");
+    let out = std::fs::read(&so).unwrap();
+    assert!(
+        out.ends_with(b"threads ok\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    out
+}
+
+/// Restarts `image` with `--tids mode`; returns stdout and stderr, or None
+/// (after saying `skipped:`) when exact ids are refused on this system.
+fn restart_with(image: &Path, mode: &str, stdout: &Path) -> Option<String> {
+    let child = spawn_to_file(
+        Command::new(selfckpt())
+            .args(["restart", "--tids", mode])
+            .arg(image),
+        stdout,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    if mode == "exact" && err.contains("exact process and thread ids are not possible here") {
+        eprintln!("skipped: exact ids on this system: {err}");
+        return None;
+    }
+    assert!(out.status.success(), "restart --tids {mode}: {err}");
+    Some(err)
+}
+
+fn expected_identity(mode: &str) -> &'static str {
+    if mode == "exact" {
+        "identity: exact pid and tids"
+    } else {
+        "identity: new pid and tids"
+    }
+}
+
+/// Runs `threads DIR args`, checkpoints it by signal at a random moment,
+/// kills it, restarts with `mode` and checks the output.
+fn checkpoint_kill_restart(tmp: &Path, round: usize, args: &[&str], mode: &str, want: &[u8]) {
+    let dir = tmp.join(format!("ck{round}"));
+    let so = tmp.join(format!("{round}.stdout"));
+    let mut child = spawn_to_file(Command::new(threads()).arg(&dir).args(args), &so);
+    wait_output(&so);
+    std::thread::sleep(Duration::from_millis(random_ms(0, 400)));
+    kill(&child, libc::SIGUSR1);
+    let image = wait_new_image(&dir, 0);
+    kill_tree(&mut child, libc::SIGKILL);
+    let offset = fd_offset(&image, 1);
+    let so2 = tmp.join(format!("{round}.restarted"));
+    let Some(err) = restart_with(&image, mode, &so2) else {
+        return;
+    };
+    let mut combined = std::fs::read(&so).unwrap()[..offset].to_vec();
+    combined.extend(std::fs::read(&so2).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&combined),
+        String::from_utf8_lossy(want),
+        "round {round} ({mode} ids): output differs (checkpoint at stdout offset {offset}); stderr: {err}"
+    );
+    assert!(
+        err.contains(expected_identity(mode)),
+        "round {round}: the program does not report {mode} ids: {err}"
+    );
+}
+
+#[test]
+fn rust_threads_checkpointed_at_20_random_moments_restart_exactly_with_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["40", "--sleep-ms", "15"];
+    let want = reference(tmp.path(), &args);
+    for round in 0..20 {
+        let mode = if round % 2 == 0 { "exact" } else { "new" };
+        checkpoint_kill_restart(tmp.path(), round, &args, mode, &want);
+    }
+}
+
+#[test]
+fn two_hundred_threads_checkpoint_and_restart_with_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["30", "--sleep-ms", "20", "--extra", "190"];
+    let want = reference(tmp.path(), &args);
+    for (round, mode) in ["exact", "new"].into_iter().enumerate() {
+        checkpoint_kill_restart(tmp.path(), round, &args, mode, &want);
+        let image = images(&tmp.path().join(format!("ck{round}")))
+            .pop()
+            .unwrap();
+        let n = inspect(&image)["threads"].as_array().unwrap().len();
+        assert!(n >= 200, "the image holds {n} threads");
+    }
+}
+
+#[test]
+fn a_restarted_program_is_checkpointed_again_and_restarted_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["40", "--sleep-ms", "15"];
+    let want = reference(tmp.path(), &args);
+    for (round, (first, second)) in [("exact", "new"), ("new", "exact")].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("again{round}"));
+        let so = tmp.path().join(format!("again{round}.stdout"));
+        let mut child = spawn_to_file(Command::new(threads()).arg(&dir).args(args), &so);
+        wait_output(&so);
+        std::thread::sleep(Duration::from_millis(random_ms(0, 200)));
+        kill(&child, libc::SIGUSR1);
+        let image1 = wait_new_image(&dir, 0);
+        kill_tree(&mut child, libc::SIGKILL);
+        // Restart, checkpoint the restarted program through the restarter's pid.
+        let so2 = tmp.path().join(format!("again{round}.r1"));
+        let mut child = spawn_to_file(
+            Command::new(selfckpt())
+                .args(["restart", "--tids", first])
+                .arg(&image1),
+            &so2,
+        );
+        std::thread::sleep(Duration::from_millis(random_ms(50, 250)));
+        kill(&child, libc::SIGUSR1);
+        let image2 = wait_new_image(&dir, 1);
+        kill_tree(&mut child, libc::SIGKILL);
+        let j = inspect(&image2);
+        assert_eq!(j["restarts"], 1, "{j}");
+        let kept = if first == "exact" { "exact" } else { "new-ids" };
+        assert_eq!(j["identity"], kept, "inspect shows the restart's path");
+        let so3 = tmp.path().join(format!("again{round}.r2"));
+        let Some(err) = restart_with(&image2, second, &so3) else {
+            continue;
+        };
+        let mut combined = std::fs::read(&so).unwrap()[..fd_offset(&image1, 1)].to_vec();
+        combined.extend(&std::fs::read(&so2).unwrap()[..fd_offset(&image2, 1)]);
+        combined.extend(std::fs::read(&so3).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&combined),
+            String::from_utf8_lossy(&want),
+            "restart ({first}) of a restart ({second}); stderr: {err}"
+        );
+        assert!(err.contains("restarts: 2"), "{err}");
+    }
+}
+
+#[test]
+fn a_thread_blocking_the_suspend_signal_fails_the_checkpoint_cleanly_and_the_program_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["12", "--sleep-ms", "5", "--extra", "2", "--blocker"];
+    let want = reference(tmp.path(), &args);
+    let dir = tmp.path().join("ck");
+    let so = tmp.path().join("blocked.stdout");
+    let child = spawn_to_file(
+        Command::new(threads()).arg(&dir).args(args).args([
+            "--checkpoint-at",
+            "3",
+            "--timeout-ms",
+            "300",
+        ]),
+        &so,
+    );
+    let err = wait_ok(child, "program with a blocking thread");
+    assert!(
+        err.contains("checkpoint 3: error:")
+            && err.contains("(blocker) did not stop within 300 ms"),
+        "the error names the thread: {err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&so).unwrap()),
+        String::from_utf8_lossy(&want)
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed checkpoint left {left:?}");
+}
