@@ -1,10 +1,11 @@
 //! Critical sections: one atomic word that holds how many critical sections
-//! are open (any thread, nested) and two flags.
+//! are open (any thread, nested) and three flags.
 //!
 //! ```text
 //!  bit 31  CLOSED   a checkpoint is in progress: new critical sections wait
 //!  bit 30  PENDING  a checkpoint waits for the open sections to end
-//!  bits 0..29       number of open critical sections
+//!  bit 29  BARRIER  ... and has waited long: new outermost sections wait
+//!  bits 0..28       number of open critical sections
 //! ```
 //!
 //! [`disable`] enters only with a compare-and-swap from a word without
@@ -13,6 +14,14 @@
 //! decides to close either gets in first (and the manager waits for it) or
 //! sees CLOSED (and waits for the checkpoint to end). Waiting is a futex wait
 //! on the word itself.
+//!
+//! Starvation: threads that enter sections back to back may never let the
+//! count reach 0. After `GRACE` the manager raises BARRIER: a thread that
+//! holds no section then waits before entering (nested entries still go on,
+//! or a thread would wait for itself). If the count still has not reached 0
+//! after `BARRIER_MAX` (say, a thread in a section waits for another thread
+//! to enter one), the manager lowers the barrier for a `GRACE` and tries
+//! again, so such a program is slowed, never deadlocked.
 //!
 //! Must never: allocate or lock while the gate is closed on behalf of a
 //! waiting thread (the waits are plain futex calls), or make the manager
@@ -24,7 +33,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
 const CLOSED: u32 = 1 << 31;
 const PENDING: u32 = 1 << 30;
-const COUNT: u32 = PENDING - 1;
+const BARRIER: u32 = 1 << 29;
+const COUNT: u32 = BARRIER - 1;
+/// How long open sections may keep a checkpoint out before new ones wait.
+const GRACE_NS: u64 = 50_000_000;
+/// How long the barrier stays up at most before it is lowered for a grace.
+const BARRIER_MAX_NS: u64 = 2_000_000_000;
 
 static GATE: AtomicU32 = AtomicU32::new(0);
 
@@ -89,9 +103,10 @@ pub fn enter() -> bool {
     if OWNER.with(|o| o.load(Relaxed)) {
         return false;
     }
+    let outermost = !held_here();
     loop {
         let v = GATE.load(Acquire);
-        if v & CLOSED != 0 {
+        if v & CLOSED != 0 || (outermost && v & BARRIER != 0) {
             futex_wait(&GATE, v, None);
             continue;
         }
@@ -124,7 +139,7 @@ pub fn leave() -> bool {
         }
     }
     DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-    if (v - 1) & COUNT == 0 && v & PENDING != 0 {
+    if (v - 1) & COUNT == 0 && v & (PENDING | BARRIER) != 0 {
         futex_wake(&GATE, i32::MAX);
     }
     true
@@ -140,6 +155,7 @@ pub fn open_sections() -> u32 {
 /// the manager thread only; pair with [`open`].
 pub fn close() {
     let mut logged = false;
+    let mut phase_start = crate::sys::now_ns();
     loop {
         let v = GATE.load(Acquire);
         if v & COUNT == 0 {
@@ -152,21 +168,44 @@ pub fn close() {
             }
             continue;
         }
-        if v & PENDING == 0 {
-            if GATE
-                .compare_exchange(v, v | PENDING, AcqRel, Acquire)
-                .is_err()
-            {
+        let waited = crate::sys::now_ns().saturating_sub(phase_start);
+        let want = if v & BARRIER == 0 && waited >= GRACE_NS {
+            v | PENDING | BARRIER
+        } else if v & BARRIER != 0 && waited >= GRACE_NS + BARRIER_MAX_NS {
+            log::warn!(
+                "checkpoint still delayed by {} critical section(s) after {} s; letting new \
+                 sections in for a while (does a thread in a section wait for another?)",
+                v & COUNT,
+                (GRACE_NS + BARRIER_MAX_NS) / 1_000_000_000
+            );
+            (v | PENDING) & !BARRIER
+        } else {
+            v | PENDING
+        };
+        if want != v {
+            if GATE.compare_exchange(v, want, AcqRel, Acquire).is_err() {
                 continue;
+            }
+            if want & BARRIER == 0 && v & BARRIER != 0 {
+                phase_start = crate::sys::now_ns();
+                futex_wake(&GATE, i32::MAX);
             }
             if !logged {
                 log::info!("checkpoint delayed: {} critical section(s) open", v & COUNT);
                 logged = true;
             }
-            futex_wait(&GATE, v | PENDING, None);
-        } else {
-            futex_wait(&GATE, v, None);
         }
+        let deadline = if want & BARRIER == 0 {
+            GRACE_NS
+        } else {
+            GRACE_NS + BARRIER_MAX_NS
+        };
+        let waited = crate::sys::now_ns().saturating_sub(phase_start);
+        futex_wait(
+            &GATE,
+            want,
+            Some(deadline.saturating_sub(waited).max(1_000_000)),
+        );
     }
 }
 
@@ -245,5 +284,34 @@ mod tests {
         for h in hs {
             h.join().unwrap();
         }
+
+        // A thread in a section waits for another to enter one: the
+        // barrier is lowered after a while, so this is slow, not a deadlock.
+        let (a_in, b_in) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (a2, b2) = (a_in.clone(), b_in.clone());
+        let a = std::thread::spawn(move || {
+            let _cs = disable();
+            a2.store(true, SeqCst);
+            while !b2.load(SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        while !a_in.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        let b3 = b_in.clone();
+        let b = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200)); // after the barrier rose
+            let _cs = disable();
+            b3.store(true, SeqCst);
+        });
+        close();
+        assert!(b_in.load(SeqCst), "closed while a section was open");
+        open();
+        a.join().unwrap();
+        b.join().unwrap();
     }
 }

@@ -21,11 +21,40 @@ fn target_dir() -> PathBuf {
     selfckpt().parent().unwrap().to_path_buf()
 }
 
+/// Newest modification time of the library's sources (src/, not src/bin).
+fn newest_lib_source(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            if p.ends_with("bin") {
+                continue;
+            }
+            newest_lib_source(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).unwrap()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// libselfckpt.so or .a, built and not older than the library's sources:
+/// `cargo test` builds only the rlib, `cargo build --lib` these two.
 fn lib(name: &str) -> PathBuf {
     let p = target_dir().join(name);
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run `cargo build --lib` first (scripts/test.sh does)",
+                p.display()
+            )
+        });
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     assert!(
-        p.exists(),
-        "{} missing: cargo builds the cdylib and staticlib with the library",
+        built >= newest_lib_source(&src),
+        "{} is older than the library's sources: run `cargo build --lib` first (scripts/test.sh does)",
         p.display()
     );
     p
@@ -333,6 +362,7 @@ fn tools(work: &Path) -> Vec<Tool> {
 }
 
 fn run_cmd(dir: &Path, tool: &Tool, extra: &[&str]) -> Command {
+    lib("libselfckpt.so");
     let mut c = Command::new(selfckpt());
     c.arg("run")
         .arg("--dir")
@@ -643,4 +673,52 @@ fn injection_survives_exec_and_skips_children_unless_asked() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(kids.iter().any(|k| k.contains("awk")), "children: {kids:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Critical sections under load: 4 threads in and out of sections while
+//    20 checkpoints are asked for; none may start inside a section.
+
+#[test]
+fn no_checkpoint_starts_inside_a_critical_section_under_load() {
+    if !have("cc") {
+        eprintln!("skipped: no `cc` on this machine");
+        return;
+    }
+    let work = tmpdir();
+    let w = work.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prog = w.join("cs_threads");
+    output_ok(
+        Command::new("cc")
+            .arg("-O1")
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg(root.join("tests/c/cs_threads.c"))
+            .arg(lib("libselfckpt.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s", "-o"])
+            .arg(&prog),
+        "cc cs_threads.c",
+    );
+    let out = output_ok(
+        Command::new(&prog).arg(w.join("ckpt")).args(["4", "20"]),
+        "cs_threads",
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let [checkpoints, violations, sections] = nums[..] else {
+        panic!("unexpected output {line:?}");
+    };
+    assert_eq!(violations, 0, "{line}");
+    assert!(checkpoints >= 3, "too few checkpoints: starved by the sections? {line}");
+    assert!(sections > 1000, "the threads hardly ran: {line}");
+    let st = stats(&w.join("ckpt"));
+    assert_eq!(
+        st.iter().filter(|r| r["state"] == "continue").count() as u64,
+        checkpoints,
+        "{st:?}"
+    );
 }
