@@ -5,6 +5,13 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v zstd >/dev/null || need+=(zstd)
+# Programs the LD_PRELOAD tests run (tests/e2e_abi.rs skips, loudly, any
+# that is missing, so failing to install them is not fatal).
+want=()
+command -v c++ >/dev/null || want+=(g++)
+command -v bc >/dev/null || want+=(bc)
+command -v awk >/dev/null || want+=(gawk)
+command -v python3 >/dev/null || want+=(python3)
 command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,6 +23,12 @@ if [ ${#need[@]} -gt 0 ]; then
     else
         echo "setup: please install: ${need[*]} (apt-get install ...)" >&2
     fi
+fi
+if [ ${#want[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "setup: installing ${want[*]} (for the LD_PRELOAD tests)"
+    { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null; } \
+        || echo "setup: could not install ${want[*]}: those tests will say skipped" >&2
 fi
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found: install Rust >= 1.80 with rustup (https://rustup.rs), then rerun" >&2

@@ -8,7 +8,7 @@ cargo clippy --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The end-to-end tests run the example programs: build them first.
-cargo build --examples
+cargo build --lib --examples   # --lib: libselfckpt.so and .a for the C and LD_PRELOAD tests
 cargo test --all-targets 2>&1 | tee "$log"
 if [ -x arch/check-aarch64.sh ]; then
     arch/check-aarch64.sh

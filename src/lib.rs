@@ -20,21 +20,31 @@
 //! ```
 
 pub mod arch;
+pub mod capi;
 pub mod compress;
 pub mod dump;
 pub mod elfid;
+pub mod envcfg;
+pub mod gate;
+pub mod hooks;
 pub mod image;
 pub mod kstate;
+mod lifecycle;
+pub mod logger;
 pub mod manager;
 pub mod maps;
 pub mod pages;
+pub mod preload;
 pub mod restore;
 pub mod scratch;
 pub mod sys;
 pub mod threads;
 pub mod tids;
+pub mod trigger;
 
 pub use compress::Level;
+pub use gate::{disable, CriticalSection};
+pub use hooks::{HookError, HookResult, State, When};
 pub use nix::sys::signal::Signal;
 
 use core::sync::atomic::{AtomicU32, Ordering::*};
@@ -56,6 +66,10 @@ pub enum Error {
     Suspend(#[from] threads::SuspendError),
     #[error("checkpoint failed: {0}")]
     Dump(#[from] dump::DumpError),
+    #[error("checkpoint requested inside a critical section: it runs when the section ends")]
+    Deferred,
+    #[error("checkpoint aborted: {0}")]
+    Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Checkpoint(Arc<Error>),
 }
@@ -83,14 +97,18 @@ pub struct Builder {
     level: Level,
     workers: Option<usize>,
     suspend_timeout_ms: u64,
+    term_signal: Option<Signal>,
+    interval: Option<std::time::Duration>,
 }
 
 static RUNTIME: OnceLock<&'static manager::Runtime> = OnceLock::new();
 
 impl Checkpointer {
-    /// A builder with the defaults: directory `ckpt`, trigger SIGUSR1, keep
-    /// the 3 newest images, zstd level 1; `SELFCKPT_LEVEL`,
-    /// `SELFCKPT_WORKERS` and `SELFCKPT_SUSPEND_TIMEOUT_MS` override.
+    /// A builder with the defaults: directory `ckpt`, trigger SIGUSR1,
+    /// checkpoint-then-exit on SIGUSR2, keep the 3 newest images, zstd
+    /// level 1, no interval; `SELFCKPT_LEVEL`, `SELFCKPT_WORKERS`,
+    /// `SELFCKPT_INTERVAL` (seconds) and `SELFCKPT_SUSPEND_TIMEOUT_MS`
+    /// override. [`Builder::from_env`] reads every `SELFCKPT_*` setting.
     pub fn builder() -> Builder {
         let env = |k: &str| std::env::var(k).ok();
         Builder {
@@ -104,6 +122,8 @@ impl Checkpointer {
             suspend_timeout_ms: env("SELFCKPT_SUSPEND_TIMEOUT_MS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(5000),
+            term_signal: Some(Signal::SIGUSR2),
+            interval: env("SELFCKPT_INTERVAL").and_then(|v| envcfg::parse_seconds(&v)),
         }
     }
 
@@ -119,6 +139,17 @@ impl Checkpointer {
 }
 
 impl Builder {
+    /// The defaults of [`Checkpointer::builder`], then every `SELFCKPT_*`
+    /// variable that is set (see [`envcfg`]); a malformed value is an error.
+    ///
+    /// ```no_run
+    /// let _ckpt = selfckpt::Builder::from_env()?.install()?;
+    /// # Ok::<(), selfckpt::Error>(())
+    /// ```
+    pub fn from_env() -> Result<Builder, Error> {
+        envcfg::apply(Checkpointer::builder(), |k| std::env::var(k).ok())
+    }
+
     /// Directory for images (created 0700 if missing).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = dir.into();
@@ -137,6 +168,18 @@ impl Builder {
     /// Compression level (default zstd 1).
     pub fn level(mut self, l: Level) -> Self {
         self.level = l;
+        self
+    }
+    /// The signal that checkpoints and then exits with code 0 once the
+    /// image is durable (state TERM); default SIGUSR2, `None` for none.
+    pub fn term_signal(mut self, s: Option<Signal>) -> Self {
+        self.term_signal = s;
+        self
+    }
+    /// Also checkpoint every `every` (measured from the end of the last
+    /// checkpoint).
+    pub fn interval(mut self, every: std::time::Duration) -> Self {
+        self.interval = (!every.is_zero()).then_some(every);
         self
     }
     /// Compression worker threads (default: one per CPU, at most 8).
@@ -158,6 +201,13 @@ impl Builder {
     pub fn install(self) -> Result<Checkpointer, Error> {
         if RUNTIME.get().is_some() {
             return Err(Error::AlreadyInstalled);
+        }
+        logger::init();
+        if self.term_signal == Some(self.signal) {
+            return Err(Error::Config(format!(
+                "{} cannot be both the checkpoint and the checkpoint-then-exit signal",
+                self.signal
+            )));
         }
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -224,25 +274,80 @@ impl Builder {
             .stack_size(2 << 20)
             .spawn(move || runtime.serve())
             .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
-        // SAFETY: the handler only touches atomics and a futex (async-signal-safe).
-        unsafe {
-            signal_hook::low_level::register(self.signal as i32, request_from_signal)
-                .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
-        }
+        trigger::install(
+            self.signal as i32,
+            self.term_signal.map(|s| s as i32),
+            self.interval,
+        )
+        .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
+        log::debug!(
+            "installed: dir {}, signal {}, interval {:?}",
+            runtime.config.dir.display(),
+            self.signal,
+            self.interval
+        );
         Ok(Checkpointer { runtime })
     }
 }
 
-fn request_from_signal() {
-    manager::REQUESTS.fetch_add(1, AcqRel);
-    sys::futex_wake(&manager::REQUESTS, 1);
+/// Registers a hook that runs before each checkpoint (state
+/// [`State::Checkpoint`] or [`State::Term`]); returning an error aborts
+/// that checkpoint. Hooks run in registration order.
+///
+/// ```
+/// selfckpt::on_checkpoint(|state| {
+///     eprintln!("about to checkpoint ({state:?})");
+///     Ok(())
+/// });
+/// ```
+pub fn on_checkpoint(f: impl Fn(State) -> HookResult + Send + Sync + 'static) {
+    hooks::register(When::Checkpoint, f)
 }
 
-/// Takes a checkpoint now and waits for it. Returns `Continued` in the
+/// Registers a hook that runs after a checkpoint in the process that goes
+/// on ([`State::Continue`], or [`State::Error`] when the checkpoint failed).
+/// These hooks run in reverse registration order.
+///
+/// ```
+/// selfckpt::on_continue(|_| Ok(()));
+/// ```
+pub fn on_continue(f: impl Fn(State) -> HookResult + Send + Sync + 'static) {
+    hooks::register(When::Continue, f)
+}
+
+/// Registers a hook that runs in a restarted process ([`State::Restart`]),
+/// in reverse registration order.
+///
+/// ```
+/// selfckpt::on_restart(|_| Ok(()));
+/// ```
+pub fn on_restart(f: impl Fn(State) -> HookResult + Send + Sync + 'static) {
+    hooks::register(When::Restart, f)
+}
+
+/// True once a checkpointer is installed in this process.
+pub fn is_installed() -> bool {
+    RUNTIME.get().is_some()
+}
+
+/// Takes a checkpoint now and waits for it (called inside a critical
+/// section, it only asks for one and returns [`Error::Deferred`]). Returns `Continued` in the
 /// running process and `Restarted` when the process is later restarted
 /// from this image.
 pub fn checkpoint() -> Result<Outcome, Error> {
     let _rt = RUNTIME.get().ok_or(Error::NotInstalled)?;
+    if gate::closed_here() {
+        return Err(Error::Config(
+            "checkpoint() called from a hook: a checkpoint is already running".into(),
+        ));
+    }
+    if gate::held_here() {
+        // Waiting here would deadlock: ask, and let it run when the
+        // section ends.
+        manager::REQUESTS.fetch_add(1, AcqRel);
+        sys::futex_wake(&manager::REQUESTS, 1);
+        return Err(Error::Deferred);
+    }
     let ticket = manager::REQUESTS.fetch_add(1, AcqRel).wrapping_add(1);
     sys::futex_wake(&manager::REQUESTS, 1);
     loop {

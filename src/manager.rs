@@ -3,7 +3,8 @@
 //! threads, dump inside its own handler, resume, then commit the image
 //! (fsync, rename, fsync the directory) and prune old generations.
 //!
-//! `prepare` and `commit` are ordinary Rust. Between `suspend_others` and
+//! `lifecycle::run` wraps each checkpoint in the critical-section gate,
+//! the hooks and the stats line. `prepare` and `commit` are ordinary Rust. Between `suspend_others` and
 //! `release` nothing here allocates: the dump runs from `manager_hook` on
 //! buffers the plan carved out beforehand.
 
@@ -12,7 +13,7 @@ use crate::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
 use crate::image::model::ThreadRole;
 use crate::pages::PageScanner;
 use crate::scratch::Scratch;
-use crate::sys::{self, futex_wait, futex_wake, RawFd};
+use crate::sys::{self, futex_wake, RawFd};
 use crate::threads::{self, MAILBOX};
 use crate::{Error, Outcome};
 use core::cell::UnsafeCell;
@@ -116,10 +117,10 @@ impl Runtime {
         loop {
             let req = REQUESTS.load(Acquire);
             if req == SERVED.load(Acquire) {
-                futex_wait(&REQUESTS, req, None);
+                crate::trigger::idle_wait(req);
                 continue;
             }
-            let result = self.checkpoint_once().map_err(Arc::new);
+            let result = crate::lifecycle::run(self).map_err(Arc::new);
             match &result {
                 Ok(Outcome::Continued) => log::info!("checkpoint written"),
                 Ok(Outcome::Restarted) => log::info!("restarted from a checkpoint"),
@@ -133,7 +134,7 @@ impl Runtime {
         }
     }
 
-    fn checkpoint_once(&self) -> Result<Outcome, Error> {
+    pub(crate) fn checkpoint_once(&self) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
         let sequence = self.sequence.fetch_add(1, AcqRel) + 1;

@@ -186,10 +186,17 @@ fn a_thread_blocking_the_suspend_signal_fails_the_checkpoint_cleanly_and_the_pro
         String::from_utf8_lossy(&std::fs::read(&so).unwrap()),
         String::from_utf8_lossy(&want)
     );
+    // Only the checkpoint log may be there, and it records the failure.
     let left: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
+        .filter(|n| n != "stats.jsonl")
         .collect();
     assert!(left.is_empty(), "a failed checkpoint left {left:?}");
+    let log = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap_or_default();
+    assert!(
+        log.contains("\"state\":\"error\"") && log.contains("did not stop"),
+        "stats.jsonl records the failure: {log}"
+    );
 }

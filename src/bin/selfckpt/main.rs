@@ -1,10 +1,16 @@
-//! The `selfckpt` command: restart, inspect, verify.
+//! The `selfckpt` command: run, checkpoint, restart, inspect, verify, ls,
+//! gc (one file per larger subcommand).
 //!
-//! Exit codes: 0 success; 1 the image is damaged or the restart was refused
-//! (the message says why); 2 bad usage. A restarted program's exit code is
-//! the program's own: `restart` becomes the program.
+//! Exit codes: 0 success; 1 failure (damaged image, refused restart, failed
+//! checkpoint: the message says why); 2 bad usage; 3 `checkpoint --wait`
+//! timed out. `run` and `restart` become the program, so their exit code is
+//! the program's own.
 
 mod blob;
+mod checkpoint;
+mod gc;
+mod ls;
+mod run;
 
 use clap::{Parser, Subcommand};
 use selfckpt::image::format::arch_name;
@@ -19,7 +25,10 @@ use std::process::ExitCode;
 #[command(
     name = "selfckpt",
     version,
-    about = "In-process checkpoint/restart for Linux programs"
+    about = "In-process checkpoint/restart for Linux programs",
+    after_help = "Exit codes: 0 success; 1 failure (the message says why); 2 bad usage; \
+                  3 `checkpoint --wait` timed out. `run` and `restart` become the program \
+                  and exit with its code."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +37,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run an unmodified program with checkpointing injected (LD_PRELOAD),
+    /// or resume it from the newest image of it in --dir.
+    Run(run::RunArgs),
+    /// Ask a running program to checkpoint; with --wait, print the image.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// List the images in a directory (time, size, program, valid or not).
+    Ls { dir: PathBuf },
+    /// Keep the newest N valid images of each program; remove the rest.
+    Gc {
+        dir: PathBuf,
+        /// How many images of each program to keep.
+        #[arg(long)]
+        keep: usize,
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Restart a program from an image (this process becomes the program).
     Restart {
         /// The image to restart from.
@@ -64,6 +90,16 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Run(a) => run::run(a),
+        Cmd::Checkpoint(a) => match checkpoint::checkpoint(a) {
+            Ok(()) => Ok(()),
+            Err(checkpoint::Failed(code, msg)) => {
+                eprintln!("selfckpt: {msg}");
+                return ExitCode::from(code);
+            }
+        },
+        Cmd::Ls { dir } => ls::ls(&dir),
+        Cmd::Gc { dir, keep, dry_run } => gc::gc(&dir, keep, dry_run),
         Cmd::Restart {
             image,
             dir,

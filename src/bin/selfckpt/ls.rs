@@ -1,0 +1,138 @@
+//! `selfckpt ls DIR`: the images in DIR, oldest first, with the time they
+//! were taken (UTC), their size, program and PID, and whether every
+//! checksum verifies. Leftover temporary files of unfinished checkpoints
+//! are listed as `incomplete`.
+//!
+//! Must never: modify DIR.
+
+use selfckpt::image::read::ImageFile;
+use std::path::{Path, PathBuf};
+
+/// One entry of an image directory.
+pub struct Entry {
+    pub path: PathBuf,
+    pub size: u64,
+    pub created_unix_ns: u64,
+    pub program: String,
+    pub pid: u32,
+    /// None if valid, else why not.
+    pub problem: Option<String>,
+}
+
+/// Reads every `.ckpt` in `dir` (checksums verified), oldest first.
+pub fn entries(dir: &Path) -> Result<Vec<Entry>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut v: Vec<Entry> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .map(|path| {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let mut e = Entry {
+                path: path.clone(),
+                size,
+                created_unix_ns: 0,
+                program: String::new(),
+                pid: 0,
+                problem: None,
+            };
+            match ImageFile::open(&path)
+                .map_err(|x| x.to_string())
+                .and_then(|img| {
+                    let v = img.view().map_err(|x| x.to_string())?;
+                    e.created_unix_ns = v.meta.created_unix_ns;
+                    e.program = String::from_utf8_lossy(v.meta.exe_path).into_owned();
+                    e.pid = v.meta.pid;
+                    Ok(())
+                }) {
+                Ok(()) => e.problem = crate::scan(&path).err(),
+                Err(x) => e.problem = Some(x),
+            }
+            e
+        })
+        .collect();
+    v.sort_by(|a, b| (a.created_unix_ns, &a.path).cmp(&(b.created_unix_ns, &b.path)));
+    Ok(v)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ns.
+pub fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub fn ls(dir: &Path) -> Result<(), String> {
+    let v = entries(dir)?;
+    println!(
+        "{:19}  {:>10}  {:>7}  {:7}  {:28}  program",
+        "taken (UTC)", "size", "pid", "state", "image"
+    );
+    for e in &v {
+        let name = e
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "{:19}  {:>10}  {:>7}  {:7}  {:28}  {}",
+            if e.created_unix_ns > 0 {
+                utc(e.created_unix_ns)
+            } else {
+                "?".into()
+            },
+            crate::human(e.size),
+            e.pid,
+            if e.problem.is_none() {
+                "valid"
+            } else {
+                "DAMAGED"
+            },
+            name,
+            e.program
+        );
+        if let Some(p) = &e.problem {
+            println!("    {p}");
+        }
+    }
+    for t in crate::gc::leftovers(dir) {
+        println!(
+            "{:19}  {:>10}  {:>7}  {:7}  {}",
+            "-",
+            "-",
+            "-",
+            "incomplete",
+            t.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        for (ns, want) in [
+            (0, "1970-01-01 00:00:00"),
+            (951_782_400_000_000_000, "2000-02-29 00:00:00"),
+            (1_700_000_000_000_000_000, "2023-11-14 22:13:20"),
+        ] {
+            assert_eq!(super::utc(ns), want);
+        }
+    }
+}

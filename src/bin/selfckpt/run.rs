@@ -1,0 +1,236 @@
+//! `selfckpt run [OPTIONS] -- PROG ARGS...`: runs an unmodified program
+//! with libselfckpt.so preloaded (LD_PRELOAD mode), or, when `--dir`
+//! already holds a valid image of that program, restarts the newest one.
+//!
+//! The program is started with `exec`, so it keeps this command's PID:
+//! `selfckpt run -- prog & kill -USR1 $!` reaches the program. A restart
+//! also happens in this process (`restart` becomes the program).
+//!
+//! Which images belong to "that program": an image whose executable is
+//! PROG (after PATH lookup and symlinks), or any image in DIR when DIR's
+//! `run.json` records the same command line (for wrapper scripts that exec
+//! the real program, such as pyenv shims).
+//!
+//! Must never: restart an image of another program, or start fresh over
+//! images it could not read without saying so (use `--fresh` to start over).
+
+use selfckpt::image::read::ImageFile;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Directory for the images (created 0700).
+    #[arg(long, default_value = "ckpt")]
+    dir: PathBuf,
+    /// Signal that takes a checkpoint.
+    #[arg(long, default_value = "USR1")]
+    signal: String,
+    /// Signal that takes a checkpoint and then exits with code 0 ("none" to
+    /// disable).
+    #[arg(long, default_value = "USR2")]
+    term_signal: String,
+    /// Also checkpoint every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    interval: Option<f64>,
+    /// Number of images to keep.
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Compression: store, fast1..fast7, or a zstd level 1..19.
+    #[arg(long, default_value = "1")]
+    level: String,
+    /// Also install in forked children (their images go to DIR/children/).
+    #[arg(long)]
+    children: bool,
+    /// Start the program from the beginning even if DIR holds an image.
+    #[arg(long)]
+    fresh: bool,
+    /// Say what is being done on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+/// `run.json`: the command line that made the images in DIR.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+struct RunRecord {
+    command: Vec<String>,
+}
+
+fn record_of(cmd: &[OsString]) -> RunRecord {
+    RunRecord {
+        command: cmd
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    }
+}
+
+/// PROG as the kernel will run it: PATH lookup, then symlinks resolved.
+fn resolve(prog: &Path) -> Result<PathBuf, String> {
+    let found = if prog.as_os_str().as_bytes().contains(&b'/') {
+        Some(prog.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(prog))
+                .find(|p| p.metadata().is_ok_and(|m| m.is_file()))
+        })
+    };
+    let found = found.ok_or_else(|| format!("{}: command not found", prog.display()))?;
+    std::fs::canonicalize(&found).map_err(|e| format!("{}: {e}", found.display()))
+}
+
+/// libselfckpt.so: `SELFCKPT_LIB`, or next to this binary.
+fn find_lib() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("SELFCKPT_LIB") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("SELFCKPT_LIB={}: no such file", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    for cand in [
+        dir.join("libselfckpt.so"),
+        dir.join("../lib/libselfckpt.so"),
+    ] {
+        if cand.is_file() {
+            return std::fs::canonicalize(&cand).map_err(|e| format!("{}: {e}", cand.display()));
+        }
+    }
+    Err(format!(
+        "cannot find libselfckpt.so next to {} (build it with `cargo build`, which makes the \
+         cdylib, or set SELFCKPT_LIB)",
+        exe.display()
+    ))
+}
+
+/// The newest valid image in `dir` that belongs to `prog` (see the module
+/// header). Damaged images are reported and skipped.
+fn newest_image_of(dir: &Path, prog: &Path, same_command: bool) -> Option<PathBuf> {
+    let mut images: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .filter_map(|p| {
+            let img = ImageFile::open(&p).ok()?;
+            let v = img.view().ok()?;
+            let exe = PathBuf::from(std::ffi::OsStr::from_bytes(v.meta.exe_path));
+            let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+            (same_command || exe == prog).then_some((v.meta.created_unix_ns, p.clone()))
+        })
+        .collect();
+    images.sort();
+    for (_, p) in images.into_iter().rev() {
+        match crate::scan(&p) {
+            Ok(_) => return Some(p),
+            Err(e) => eprintln!("selfckpt: skipping damaged image {}: {e}", p.display()),
+        }
+    }
+    None
+}
+
+pub fn run(a: RunArgs) -> Result<(), String> {
+    let sig = selfckpt::trigger::parse_signal(&a.signal)
+        .ok_or_else(|| format!("--signal {}: not a signal name", a.signal))?;
+    if !a.term_signal.eq_ignore_ascii_case("none")
+        && selfckpt::trigger::parse_signal(&a.term_signal).is_none()
+    {
+        return Err(format!(
+            "--term-signal {}: not a signal name",
+            a.term_signal
+        ));
+    }
+    selfckpt::Level::parse(&a.level)
+        .ok_or_else(|| format!("--level {}: expected store, fast1..fast7 or 1..19", a.level))?;
+    let prog = resolve(Path::new(&a.command[0]))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&a.dir)
+        .map_err(|e| format!("cannot create {}: {e}", a.dir.display()))?;
+    let dir = std::fs::canonicalize(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
+    let record_path = dir.join("run.json");
+    let record = record_of(&a.command);
+    if !a.fresh {
+        let same_command = std::fs::read(&record_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok())
+            .is_some_and(|r| r == record);
+        if let Some(image) = newest_image_of(&dir, &prog, same_command) {
+            if a.verbose {
+                eprintln!("selfckpt: resuming from {}", image.display());
+            }
+            // The very code path of `selfckpt restart` (ids policy from
+            // SELFCKPT_TIDS, as there).
+            let tids = std::env::var("SELFCKPT_TIDS").unwrap_or_else(|_| "auto".into());
+            return crate::restart(Some(image.clone()), None, a.verbose, &tids).map_err(|e| {
+                format!(
+                    "cannot resume from {}: {e} (run with --fresh to start over)",
+                    image.display()
+                )
+            });
+        }
+    }
+    let lib = find_lib()?;
+    let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+    write_private(&record_path, &json)?;
+    let mut preload = lib.as_os_str().to_owned();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    if a.verbose {
+        eprintln!(
+            "selfckpt: starting {} with {}",
+            prog.display(),
+            lib.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&a.command[0]);
+    cmd.args(&a.command[1..])
+        .env("LD_PRELOAD", preload)
+        .env("SELFCKPT_PRELOAD", "1")
+        .env(
+            "SELFCKPT_PID",
+            format!(
+                "{:0w$}",
+                std::process::id(),
+                w = selfckpt::preload::PID_WIDTH
+            ),
+        )
+        .env("SELFCKPT_DIR", &dir)
+        .env("SELFCKPT_SIGNAL", sig.as_str())
+        .env("SELFCKPT_TERM_SIGNAL", &a.term_signal)
+        .env("SELFCKPT_KEEP", a.keep.to_string())
+        .env("SELFCKPT_LEVEL", &a.level)
+        .env("SELFCKPT_CHILDREN", if a.children { "1" } else { "0" });
+    match a.interval {
+        Some(s) if s > 0.0 => cmd.env("SELFCKPT_INTERVAL", s.to_string()),
+        _ => cmd.env_remove("SELFCKPT_INTERVAL"),
+    };
+    let err = cmd.exec();
+    Err(format!("cannot run {}: {err}", prog.display()))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,251 @@
+//! The C ABI behind `include/selfckpt.h` (also usable from C++ and from
+//! Fortran through `bind(C)`).
+//!
+//! Every function catches panics at the boundary and reports failure as a
+//! return value; the text of the last failure on the calling thread is kept
+//! for `selfckpt_last_error`. Must never: unwind across the boundary, keep a
+//! pointer the caller passed beyond the call (strings are copied), or call a
+//! C hook while the program's threads are suspended.
+
+use crate::hooks::{HookError, State, When};
+use crate::{Builder, Error, Level, Outcome};
+use core::ffi::{c_char, c_int, c_void};
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// `selfckpt_checkpoint` result: the checkpoint was written, going on.
+pub const SELFCKPT_CONTINUE: c_int = State::Continue as c_int;
+/// `selfckpt_checkpoint` result: this process was restarted.
+pub const SELFCKPT_RESTART: c_int = State::Restart as c_int;
+/// `selfckpt_checkpoint` result: asked inside a critical section; it runs
+/// when the section ends.
+pub const SELFCKPT_DEFERRED: c_int = 4;
+/// Failure (see `selfckpt_last_error`).
+pub const SELFCKPT_ERROR: c_int = State::Error as c_int;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: String) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Runs `f`, mapping errors and panics to `fail` and recording the message.
+fn guard<T>(fail: T, f: impl FnOnce() -> Result<T, String>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(msg)) => {
+            set_error(msg);
+            fail
+        }
+        Err(_) => {
+            set_error("internal error (panic) in selfckpt".into());
+            fail
+        }
+    }
+}
+
+/// Explicit configuration, see `include/selfckpt.h`.
+#[repr(C)]
+pub struct SelfckptConfig {
+    pub struct_size: u32,
+    pub keep: u32,
+    pub dir: *const c_char,
+    pub signal: c_int,
+    pub term_signal: c_int,
+    pub level: c_int,
+    pub workers: u32,
+    pub interval_seconds: f64,
+}
+
+/// Fills `cfg` with the defaults (every field "unset").
+///
+/// # Safety
+/// `cfg` must point to a writable `struct selfckpt_config`.
+#[no_mangle]
+pub unsafe extern "C" fn selfckpt_config_init(cfg: *mut SelfckptConfig) {
+    if cfg.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a valid, writable config.
+    unsafe {
+        cfg.write(SelfckptConfig {
+            struct_size: core::mem::size_of::<SelfckptConfig>() as u32,
+            keep: 0,
+            dir: core::ptr::null(),
+            signal: 0,
+            term_signal: 0,
+            level: -100,
+            workers: 0,
+            interval_seconds: 0.0,
+        })
+    };
+}
+
+fn install(b: Result<Builder, Error>) -> Result<c_int, String> {
+    b.and_then(|b| b.install()).map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// Installs the checkpointer configured from `SELFCKPT_*` variables.
+/// Returns 0, or -1 (see `selfckpt_last_error`).
+#[no_mangle]
+pub extern "C" fn selfckpt_init() -> c_int {
+    guard(-1, || install(Builder::from_env()))
+}
+
+fn signal_of(n: c_int) -> Result<crate::Signal, String> {
+    crate::Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"))
+}
+
+/// Installs the checkpointer with `cfg` (fields left at their
+/// `selfckpt_config_init` value take the `SELFCKPT_*` variables or the
+/// defaults). Returns 0, or -1.
+///
+/// # Safety
+/// `cfg` must point to a config filled by `selfckpt_config_init`; `dir`, if
+/// set, to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_int {
+    guard(-1, || {
+        if cfg.is_null() {
+            return Err("selfckpt_init_config: NULL config".into());
+        }
+        // SAFETY: the caller passes a valid config.
+        let c = unsafe { &*cfg };
+        if (c.struct_size as usize) < core::mem::size_of::<SelfckptConfig>() {
+            return Err("selfckpt_init_config: call selfckpt_config_init first".into());
+        }
+        let mut b = Builder::from_env().map_err(|e| e.to_string())?;
+        if !c.dir.is_null() {
+            // SAFETY: the caller passes a NUL-terminated string.
+            let d = unsafe { CStr::from_ptr(c.dir) };
+            b = b.dir(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(d.to_bytes()));
+        }
+        if c.signal > 0 {
+            b = b.signal(signal_of(c.signal)?);
+        }
+        if c.term_signal > 0 {
+            b = b.term_signal(Some(signal_of(c.term_signal)?));
+        } else if c.term_signal < 0 {
+            b = b.term_signal(None);
+        }
+        if c.keep > 0 {
+            b = b.keep(c.keep as usize);
+        }
+        if c.level != -100 {
+            let l = if c.level == 0 {
+                Level::Store
+            } else {
+                Level::parse(&c.level.to_string())
+                    .ok_or_else(|| format!("level {} out of range", c.level))?
+            };
+            b = b.level(l);
+        }
+        if c.workers > 0 {
+            b = b.workers(c.workers as usize);
+        }
+        if c.interval_seconds > 0.0 && c.interval_seconds.is_finite() {
+            b = b.interval(std::time::Duration::from_secs_f64(c.interval_seconds));
+        }
+        install(Ok(b))
+    })
+}
+
+/// Takes a checkpoint now: `SELFCKPT_CONTINUE`, `SELFCKPT_RESTART`,
+/// `SELFCKPT_DEFERRED` or `SELFCKPT_ERROR`.
+#[no_mangle]
+pub extern "C" fn selfckpt_checkpoint() -> c_int {
+    guard(SELFCKPT_ERROR, || match crate::checkpoint() {
+        Ok(Outcome::Continued) => Ok(SELFCKPT_CONTINUE),
+        Ok(Outcome::Restarted) => Ok(SELFCKPT_RESTART),
+        Err(Error::Deferred) => {
+            set_error(Error::Deferred.to_string());
+            Ok(SELFCKPT_DEFERRED)
+        }
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+/// Begins a critical section (nests; any thread). Returns 0.
+#[no_mangle]
+pub extern "C" fn selfckpt_disable() -> c_int {
+    guard(-1, || {
+        crate::gate::enter();
+        Ok(0)
+    })
+}
+
+/// Ends a critical section. Returns 0, or -1 if none was open.
+#[no_mangle]
+pub extern "C" fn selfckpt_enable() -> c_int {
+    guard(-1, || {
+        if crate::gate::leave() {
+            Ok(0)
+        } else {
+            Err("selfckpt_enable without selfckpt_disable".into())
+        }
+    })
+}
+
+/// How many times this process was restarted.
+#[no_mangle]
+pub extern "C" fn selfckpt_restart_count() -> u64 {
+    crate::restart_count()
+}
+
+/// A C hook: gets the state and the user pointer; a checkpoint hook that
+/// returns non-zero aborts the checkpoint.
+pub type SelfckptHookFn = extern "C" fn(state: c_int, user: *mut c_void) -> c_int;
+
+struct CHook {
+    f: SelfckptHookFn,
+    user: *mut c_void,
+}
+// SAFETY: the header documents that hooks run on the checkpoint thread and
+// that the user pointer must stay valid and usable from there.
+unsafe impl Send for CHook {}
+// SAFETY: as above; the hook is only called, never mutated.
+unsafe impl Sync for CHook {}
+
+/// `when`: 0 before a checkpoint, 1 after it (continue), 2 after a restart.
+pub const SELFCKPT_HOOK_CHECKPOINT: c_int = 0;
+pub const SELFCKPT_HOOK_CONTINUE: c_int = 1;
+pub const SELFCKPT_HOOK_RESTART: c_int = 2;
+
+/// Registers a hook. Returns 0, or -1 for a bad `when` or a NULL function.
+#[no_mangle]
+pub extern "C" fn selfckpt_register_hook(
+    when: c_int,
+    f: Option<SelfckptHookFn>,
+    user: *mut c_void,
+) -> c_int {
+    guard(-1, || {
+        let f = f.ok_or("selfckpt_register_hook: NULL function")?;
+        let when = match when {
+            SELFCKPT_HOOK_CHECKPOINT => When::Checkpoint,
+            SELFCKPT_HOOK_CONTINUE => When::Continue,
+            SELFCKPT_HOOK_RESTART => When::Restart,
+            w => return Err(format!("selfckpt_register_hook: bad 'when' {w}")),
+        };
+        let h = CHook { f, user };
+        crate::hooks::register(when, move |state| {
+            let h = &h;
+            match (h.f)(state as c_int, h.user) {
+                0 => Ok(()),
+                rc => Err(HookError(format!("C hook returned {rc}"))),
+            }
+        });
+        Ok(0)
+    })
+}
+
+/// The last failure on this thread, as text ("" if none). The pointer stays
+/// valid until the next selfckpt call on this thread.
+#[no_mangle]
+pub extern "C" fn selfckpt_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}

@@ -1,0 +1,105 @@
+//! One checkpoint as the program sees it, around the manager's
+//! `checkpoint_once` (which suspends, dumps, resumes and commits):
+//!
+//! ```text
+//!  close the gate (wait for critical sections)   state CHECKPOINT | TERM
+//!  on_checkpoint hooks, in order ──error──┐
+//!  checkpoint_once                        │
+//!    ├─ Continued: stats line; TERM? _exit(0)
+//!    │             on_continue hooks (reverse)      state CONTINUE
+//!    ├─ Restarted: on_restart hooks (reverse)       state RESTART
+//!    └─ Err ──────────────────────────────┴─> on_continue hooks, state ERROR
+//!  open the gate; start the next interval
+//! ```
+//!
+//! Each checkpoint appends one JSON line to `DIR/stats.jsonl`.
+//!
+//! Runs on the manager thread only. Must never: run hooks or write the
+//! stats line while the program's threads are suspended (that is all
+//! inside `checkpoint_once`), or leave the gate closed on any path.
+
+use crate::hooks::{self, State};
+use crate::manager::Runtime;
+use crate::{gate, trigger, Error, Outcome};
+use std::io::Write;
+
+/// Runs one checkpoint with gate, hooks and stats.
+pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
+    let term = trigger::take_term();
+    let state = if term { State::Term } else { State::Checkpoint };
+    gate::close();
+    let result = hooks::run_before(state)
+        .map_err(Error::Hook)
+        .and_then(|()| rt.checkpoint_once());
+    match &result {
+        Ok(Outcome::Continued) => {
+            let st = rt.last_stats.lock().ok().and_then(|s| s.clone());
+            let end = if term { State::Term } else { State::Continue };
+            append_stats(rt, end, st.as_ref(), None);
+            if term {
+                log::info!("checkpoint written; exiting as asked (term signal)");
+                // The image is durable. _exit, not exit: buffered output and
+                // atexit work belong to the process that will be restarted.
+                // SAFETY: ends the process; nothing is left half-done.
+                unsafe { libc::_exit(0) };
+            }
+            hooks::run_after(State::Continue);
+        }
+        Ok(Outcome::Restarted) => {
+            crate::preload::after_restart();
+            append_stats(rt, State::Restart, None, None);
+            hooks::run_after(State::Restart);
+        }
+        Err(e) => {
+            append_stats(rt, State::Error, None, Some(&e.to_string()));
+            if term {
+                log::error!("checkpoint before exit failed; the program goes on: {e}");
+            }
+            hooks::run_after(State::Error);
+        }
+    }
+    gate::open();
+    trigger::rearm();
+    result
+}
+
+/// Appends the record of one checkpoint to `DIR/stats.jsonl`.
+fn append_stats(
+    rt: &Runtime,
+    state: State,
+    st: Option<&crate::manager::CheckpointStats>,
+    error: Option<&str>,
+) {
+    let page = crate::sys::page_size() as u64;
+    let mut rec = serde_json::json!({
+        "time_unix_ms": crate::sys::realtime_ns() / 1_000_000,
+        "pid": crate::sys::getpid(),
+        "program": rt.prog_name,
+        "state": state.name(),
+    });
+    if let Some(st) = st {
+        let d = &st.dump;
+        rec["path"] = st.path.display().to_string().into();
+        rec["bytes_mapped"] = d.bytes_mapped.into();
+        rec["bytes_stored"] = d.bytes_stored.into();
+        rec["pages_skipped"] = (d.bytes_mapped.saturating_sub(d.bytes_raw) / page).into();
+        rec["zero_pages"] = d.zero_pages.into();
+        rec["pause_ms"] = (st.pause_ns as f64 / 1e6).into();
+        rec["total_ms"] = (st.total_ns as f64 / 1e6).into();
+    }
+    if let Some(e) = error {
+        rec["error"] = e.into();
+    }
+    let path = rt.config.dir.join("stats.jsonl");
+    let line = format!("{rec}\n");
+    use std::os::unix::fs::OpenOptionsExt;
+    let res = std::fs::OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = res {
+        log::warn!("cannot append to {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,119 @@
+//! LD_PRELOAD mode: a constructor (`.init_array`) that installs the
+//! checkpointer in an unmodified program started by `selfckpt run`.
+//!
+//! `selfckpt run` sets `LD_PRELOAD=libselfckpt.so`, `SELFCKPT_PRELOAD=1`,
+//! `SELFCKPT_PID=<its own pid, 10 digits>` and the `SELFCKPT_*` settings,
+//! then execs the program (same PID). The constructor installs only when
+//! all of these hold:
+//!
+//! * `SELFCKPT_PRELOAD=1` (a program that merely links the library, or
+//!   links it statically, is left alone);
+//! * this copy of the code lives in a shared object, not in the main
+//!   program (a Rust program that links the crate installs itself);
+//! * the process is the one `run` started (`SELFCKPT_PID`), which also
+//!   holds after it execs another program (wrapper scripts); forked
+//!   children are left alone unless `SELFCKPT_CHILDREN=1`, and then write
+//!   to `DIR/children/PROGRAM-PID`, never over the parent's images.
+//!
+//! Must never: panic or unwind out of the constructor (it runs before
+//! `main` of a foreign program), or install twice.
+
+use crate::sys;
+
+#[used]
+#[link_section = ".init_array"]
+static PRELOAD_INIT: extern "C" fn() = preload_init;
+
+extern "C" fn preload_init() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Err(e) = install_if_asked() {
+            eprintln!("selfckpt[{}]: not installed: {e}", sys::getpid());
+        }
+    });
+}
+
+/// Width of `SELFCKPT_PID`'s value, so a restarted process can rewrite it
+/// in place.
+pub const PID_WIDTH: usize = 10;
+
+fn install_if_asked() -> Result<(), crate::Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    if env("SELFCKPT_PRELOAD").as_deref() != Some("1") || !in_shared_object() {
+        return Ok(());
+    }
+    if crate::is_installed() {
+        return Ok(());
+    }
+    let pid = sys::getpid();
+    let ours = env("SELFCKPT_PID").and_then(|v| v.trim().parse::<u32>().ok()) == Some(pid);
+    let children = env("SELFCKPT_CHILDREN").as_deref() == Some("1");
+    if !ours && !children {
+        return Ok(());
+    }
+    let mut b = crate::Builder::from_env()?;
+    if !ours {
+        let prog = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "program".into());
+        let dir = b.dir.join("children").join(format!("{prog}-{pid}"));
+        b = b.dir(dir);
+    }
+    let _handle = b.install()?;
+    log::debug!("installed by LD_PRELOAD");
+    Ok(())
+}
+
+/// True if this function's code is in a shared object rather than in the
+/// main program.
+fn in_shared_object() -> bool {
+    // SAFETY: dladdr only reads the loader's tables; the info struct is
+    // plain data we own. AT_PHDR points into the main program's image.
+    unsafe {
+        let mut ours: libc::Dl_info = core::mem::zeroed();
+        let mut main: libc::Dl_info = core::mem::zeroed();
+        let phdr = libc::getauxval(libc::AT_PHDR) as *const libc::c_void;
+        if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0 {
+            return false;
+        }
+        if libc::dladdr(phdr, &mut main) == 0 {
+            return true;
+        }
+        ours.dli_fbase != main.dli_fbase
+    }
+}
+
+extern "C" {
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// In a restarted process of `selfckpt run`: rewrites `SELFCKPT_PID` in
+/// place to the new PID, so that a later exec in this process installs
+/// again (no allocation: the string keeps its length).
+pub(crate) fn after_restart() {
+    let key = b"SELFCKPT_PID=";
+    let mut digits = [b'0'; PID_WIDTH];
+    let mut v = sys::getpid();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    // SAFETY: environ is a NULL-terminated array of NUL-terminated strings;
+    // we only overwrite the PID_WIDTH digit bytes of our own variable, whose
+    // length we checked first.
+    unsafe {
+        let mut p = *core::ptr::addr_of!(environ);
+        if p.is_null() {
+            return;
+        }
+        while !(*p).is_null() {
+            let s = core::ffi::CStr::from_ptr(*p).to_bytes();
+            if s.len() == key.len() + PID_WIDTH && s.starts_with(key) {
+                let dst = (*p).add(key.len()) as *mut u8;
+                core::ptr::copy_nonoverlapping(digits.as_ptr(), dst, PID_WIDTH);
+                return;
+            }
+            p = p.add(1);
+        }
+    }
+}
