@@ -7,7 +7,7 @@
  *   holder_ec   holds an error-checking mutex
  *   holder_rec  holds a recursive mutex twice
  *   reader      blocked in read() on a pipe that a sibling writes later
- *   sleeper     in nanosleep()
+ *   sleeper     in nanosleep(), with an alternate signal stack
  *   waiter      in pthread_cond_wait()
  *   target      waits for a signal that main sends with pthread_kill()
  *
@@ -112,9 +112,12 @@ static void *reader(void *arg)
 
 static void *sleeper(void *arg)
 {
-    static char msg[128];
+    static char msg[160];
+    static char altstack[64 * 1024];
     pid_t born = gettid();
     int naps = 0;
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0}, now;
+    sigaltstack(&ss, NULL);
     pthread_mutex_lock(&lock);
     ready++;
     pthread_cond_broadcast(&cond);
@@ -130,8 +133,10 @@ static void *sleeper(void *arg)
         if (go)
             break;
     }
-    snprintf(msg, sizeof msg, "sleeper: napped %s tid %s", naps > 0 ? "yes" : "no",
-             same_tid(born) ? "same" : "CHANGED");
+    sigaltstack(NULL, &now);
+    int alt_ok = now.ss_sp == (void *)altstack && now.ss_size == sizeof altstack;
+    snprintf(msg, sizeof msg, "sleeper: napped %s altstack %s tid %s", naps > 0 ? "yes" : "no",
+             alt_ok ? "same" : "CHANGED", same_tid(born) ? "same" : "CHANGED");
     (void)arg;
     return msg;
 }
