@@ -265,7 +265,10 @@ fn remake_pipes(entries: &[FdEntry], pipes: &[PipeContents]) -> Vec<(i32, Reopen
         if !has_writer && data.is_empty() {
             continue; // nothing to give back: a placeholder will do
         }
-        match new_pipe(data) {
+        // Above every number the image uses, so installing one end never
+        // lands on the other.
+        let above = entries.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
+        match new_pipe(data, above) {
             Ok([rd, wr]) => {
                 for e in &ends {
                     let from = if reads(e) { rd } else { wr };
@@ -292,12 +295,30 @@ fn remake_pipes(entries: &[FdEntry], pipes: &[PipeContents]) -> Vec<(i32, Reopen
     done
 }
 
-/// A fresh pipe holding `data`: [read end, write end].
-fn new_pipe(data: &[u8]) -> std::io::Result<[i32; 2]> {
-    let mut fds = [0i32; 2];
+/// A fresh pipe holding `data`, its ends numbered `above` or higher:
+/// [read end, write end].
+fn new_pipe(data: &[u8], above: i32) -> std::io::Result<[i32; 2]> {
+    let mut made = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(made.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    let mut fds = [-1i32; 2];
+    for i in 0..2 {
+        // SAFETY: duplicating and closing the descriptors we just made.
+        unsafe {
+            fds[i] = libc::fcntl(made[i], libc::F_DUPFD_CLOEXEC, above);
+            libc::close(made[i]);
+        }
+    }
+    if fds.contains(&-1) {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing what was duplicated.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        return Err(err);
     }
     let fail = |fds: [i32; 2]| {
         let err = std::io::Error::last_os_error();
