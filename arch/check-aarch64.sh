@@ -137,7 +137,8 @@ fi
 echo "$out"
 
 # Each mode makes one step fail: the blob must say which and exit 127.
-for case in fail-munmap:2 fail-mremap:3 fail-mprotect:4 fail-sigaction:6 want-tid:7; do
+for case in fail-rseq:1 fail-munmap:2 fail-mremap:3 fail-mprotect:4 fail-prctl:5 fail-sigaction:6 \
+    want-tid:7; do
     mode=${case%:*}
     step=${case#*:}
     rc=0
@@ -152,5 +153,5 @@ for case in fail-munmap:2 fail-mremap:3 fail-mprotect:4 fail-sigaction:6 want-ti
         fail "$mode: exit $rc, want 127 and \"$want\""
     fi
 done
-echo "aarch64 restorer: failure path ok (steps 2, 3, 4, 6, 7 report their number, exit 127)"
-echo "aarch64 restorer check: ok (rseq, PR_SET_MM_MAP, exe_fd, vdso moves and exact thread ids not exercised${run:+ under qemu-user})"
+echo "aarch64 restorer: failure path ok (steps 1 to 7 report their number, exit 127)"
+echo "aarch64 restorer check: ok (a successful rseq unregistration or PR_SET_MM_MAP, closing exe_fd, vdso moves and exact thread ids not exercised${run:+ under qemu-user})"

@@ -6,8 +6,8 @@
  * entered with x0 = argument block, x1 = sp = top of a fresh stack.
  * Built and run by arch/check-aarch64.sh:
  *
- *   harness [ok | fail-munmap | fail-mremap | fail-mprotect | fail-sigaction
- *            | want-tid]
+ *   harness [ok | fail-rseq | fail-munmap | fail-mremap | fail-mprotect
+ *            | fail-prctl | fail-sigaction | want-tid]
  *
  * "ok" builds an argument block (layout: src/restore/handover.rs) with
  *   - two staged regions to mremap into place, one with a protection to set
@@ -24,10 +24,12 @@
  * fail: the blob must print "selfckpt restorer: failed at step N" and exit
  * 127 (the script checks N).
  *
- * Not exercised: rseq unregistration and PR_SET_MM_MAP (their pointers are
- * 0 in the block: qemu-user does not emulate them faithfully), closing
- * exe_fd, moving the vdso, set_tid_address of the first thread (no way to
- * read it back), exact thread ids (clone3 set_tid needs a PID namespace).
+ * Not exercised: a successful rseq unregistration or PR_SET_MM_MAP (their
+ * pointers are 0 in the "ok" block: qemu-user does not emulate them; the
+ * fail- modes only see that a failure is reported as step 1 and, after the
+ * retry without exe_fd, step 5), closing exe_fd, moving the vdso,
+ * set_tid_address of the first thread (no way to read it back), exact
+ * thread ids (clone3 set_tid needs a PID namespace).
  *
  * The restart entry runs on threads whose TLS may be fake: it uses raw
  * system calls only until it knows the TLS is the real one (build with
@@ -335,7 +337,13 @@ int main(int argc, char **argv)
         next += sizeof items / 8;                                              \
     } while (0)
     a[0] = MAGIC;
-    /* 8..24 rseq: 0 (not exercised) */
+    /* 8..24 rseq: 0, but for a bogus unregistration that must fail */
+    static u64 mm_map[13];
+    if (!strcmp(mode, "fail-rseq")) {
+        a[1] = (u64)fake_tcb;
+        a[2] = 32;
+        a[3] = 0xd428bc00;
+    }
     if (!strcmp(mode, "fail-munmap"))
         ARRAY(32, 40, 2, unmapped, page, (u64)moved2 + 1, len2);
     else
@@ -349,7 +357,12 @@ int main(int argc, char **argv)
     else
         ARRAY(48, 56, 2, staged1, (u64)moved1, len1, PROT_READ, staged2, (u64)moved2, len2,
               (u64)-1);
-    /* 64, 72 mm_map: 0 (step 4 skipped, with the exe_fd close) */
+    /* 64, 72 mm_map: 0 (step 4 skipped, with the exe_fd close), but for a
+     * wrong size, which both calls (with and without exe_fd) must fail */
+    if (!strcmp(mode, "fail-prctl")) {
+        a[64 / 8] = (u64)mm_map;
+        a[72 / 8] = 1;
+    }
     a[120 / 8] = (u64)-1;
     ARRAY(80, 88, 2, !strcmp(mode, "fail-sigaction") ? SIGKILL : SIGUSR1, (u64)on_usr1,
           SA_SIGINFO | SA_RESTART, 0, 1ull << (SIGUSR2 - 1), SIGUSR2, (u64)SIG_IGN, 0, 0, 0);
