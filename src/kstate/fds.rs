@@ -455,12 +455,8 @@ mod tests {
     use crate::image::codec::Decoder;
     use std::io::{Seek, SeekFrom, Write};
 
-    #[test]
-    fn captures_offset_and_flags_of_an_open_file() {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"0123456789").unwrap();
-        f.seek(SeekFrom::Start(4)).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    /// The descriptor list and pipe contents, as the KERNEL record holds them.
+    fn capture(skip: &dyn Fn(i32) -> bool) -> Vec<u8> {
         let mut out = vec![0u8; 1 << 16];
         let (mut t, mut p, mut a, mut c) = ([0u8; 4096], [0u8; 4096], [0u8; 16], [0u8; 16]);
         let mut bufs = CaptureBuffers {
@@ -470,9 +466,21 @@ mod tests {
             cwd: &mut c,
         };
         let mut e = Encoder::new(&mut out);
-        encode_all(&mut e, &mut bufs, &|_| false).unwrap();
+        encode_all(&mut e, &mut bufs, skip).unwrap();
+        encode_pipe_contents(&mut e, skip).unwrap();
         let n = e.len();
-        let mut d = Decoder::new(&out[..n]);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn captures_offset_and_flags_of_an_open_file() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        f.seek(SeekFrom::Start(4)).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let out = capture(&|_| false);
+        let mut d = Decoder::new(&out);
         let count = d.count(FdEntry::MIN_ENCODED_LEN).unwrap();
         let ents: Vec<_> = (0..count)
             .map(|_| FdEntry::decode(&mut d).unwrap())
@@ -521,20 +529,8 @@ mod tests {
         let [rd, wr] = fds;
         // SAFETY: writing to our pipe.
         assert_eq!(unsafe { libc::write(wr, b"queued".as_ptr().cast(), 6) }, 6);
-        let mut out = vec![0u8; 1 << 16];
-        let (mut t, mut p, mut a, mut c) = ([0u8; 4096], [0u8; 4096], [0u8; 16], [0u8; 16]);
-        let mut bufs = CaptureBuffers {
-            text: &mut t,
-            path: &mut p,
-            auxv: &mut a,
-            cwd: &mut c,
-        };
-        let mut e = Encoder::new(&mut out);
-        let ours = |fd: i32| fd != rd && fd != wr;
-        encode_all(&mut e, &mut bufs, &ours).unwrap();
-        encode_pipe_contents(&mut e, &ours).unwrap();
-        let n = e.len();
-        let mut d = Decoder::new(&out[..n]);
+        let out = capture(&|fd: i32| fd != rd && fd != wr);
+        let mut d = Decoder::new(&out);
         let count = d.count(FdEntry::MIN_ENCODED_LEN).unwrap();
         let ents: Vec<_> = (0..count)
             .map(|_| FdEntry::decode(&mut d).unwrap())
