@@ -280,10 +280,20 @@ impl Runtime {
 
 /// Makes the image durable under its final name.
 fn commit(tmp: &Path, fin: &Path, dir: &Path) -> Result<(), Error> {
-    let f = std::fs::OpenOptions::new()
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(tmp)
         .map_err(|e| Error::Io(format!("cannot reopen {}", tmp.display()), e))?;
+    // With SELFCKPT_KEY set, authenticate the image (see image/mac.rs).
+    if let Some(key) = crate::image::mac::MacKey::from_env() {
+        crate::image::mac::seal_file(&mut f, &key).map_err(|e| {
+            Error::Io(
+                format!("cannot add the MAC to {}", tmp.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
     f.sync_all()
         .map_err(|e| Error::Io(format!("cannot fsync {}", tmp.display()), e))?;
     std::fs::rename(tmp, fin)

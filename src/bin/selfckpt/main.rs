@@ -11,6 +11,7 @@ use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
 use selfckpt::maps::RegionKind;
+use selfckpt::restore::MissingFds;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,6 +39,10 @@ enum Cmd {
         /// Say what is being done on stderr.
         #[arg(short, long)]
         verbose: bool,
+        /// What to do when files the program had open are gone: refuse
+        /// the restart, or put /dev/null at their descriptor numbers.
+        #[arg(long, value_name = "refuse|devnull", default_value = "refuse")]
+        missing_fds: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -61,7 +66,15 @@ fn main() -> ExitCode {
             image,
             dir,
             verbose,
-        } => restart(image, dir, verbose),
+            missing_fds,
+        } => match missing_fds.as_str() {
+            "refuse" => restart(image, dir, verbose, MissingFds::Refuse),
+            "devnull" => restart(image, dir, verbose, MissingFds::DevNull),
+            other => {
+                eprintln!("selfckpt: --missing-fds takes refuse or devnull, not {other}");
+                return ExitCode::from(2);
+            }
+        },
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
     };
@@ -74,13 +87,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn restart(image: Option<PathBuf>, dir: Option<PathBuf>, verbose: bool) -> Result<(), String> {
+fn restart(
+    image: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    verbose: bool,
+    missing_fds: MissingFds,
+) -> Result<(), String> {
     let path = match (image, dir) {
         (Some(p), _) => p,
         (None, Some(d)) => newest_valid(&d)?,
         (None, None) => return Err("name an image or --dir".into()),
     };
-    let opts = selfckpt::restore::RestartOptions { verbose };
+    let opts = selfckpt::restore::RestartOptions {
+        verbose,
+        missing_fds,
+    };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
         Err(e) => Err(format!("restart refused: {e}")),
@@ -105,45 +126,37 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     Err(format!("no valid image in {}", dir.display()))
 }
 
-/// Per-region totals from reading every chunk.
-#[derive(Default, Clone, Copy, serde::Serialize)]
-struct RegionBytes {
-    raw: u64,
-    stored: u64,
-}
-
 struct Scan {
-    per_region: Vec<RegionBytes>,
+    per_region: Vec<selfckpt::image::verify::RegionBytes>,
     end: selfckpt::image::model::EndRecord,
+    mac_present: bool,
 }
 
-/// Reads the whole image, verifying every checksum and decompressing every
-/// chunk.
+/// Reads the whole image, verifying every checksum (and the MAC when
+/// SELFCKPT_KEY is set) and decompressing every chunk.
 fn scan(path: &Path) -> Result<Scan, String> {
     let img = ImageFile::open(path).map_err(|e| e.to_string())?;
-    let n = img.view().map_err(|e| e.to_string())?.regions.len();
-    let mut per_region = vec![RegionBytes::default(); n];
-    let mut buf = Vec::new();
-    let end = img
-        .for_each_chunk(|c| {
-            buf.resize(c.header.raw_len as usize, 0);
-            c.decode_into(&mut buf)?;
-            let r = &mut per_region[c.header.region as usize];
-            r.raw += c.header.raw_len as u64;
-            r.stored += c.data.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(Scan { per_region, end })
+    let s = selfckpt::image::verify::scan(img).map_err(|e| e.to_string())?;
+    Ok(Scan {
+        per_region: s.per_region,
+        end: s.end,
+        mac_present: s.mac_present,
+    })
 }
 
 fn verify(path: &Path) -> Result<(), String> {
     let s = scan(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
+    let keyed = selfckpt::image::mac::MacKey::from_env().is_some();
     println!(
-        "{}: OK ({} records, {} chunks)",
+        "{}: OK ({} records, {} chunks{})",
         path.display(),
         s.end.records + 1,
-        s.end.chunks
+        s.end.chunks,
+        match (s.mac_present, keyed) {
+            (true, true) => ", MAC verified",
+            (true, false) => ", MAC present but not checked: SELFCKPT_KEY is not set",
+            (false, _) => "",
+        }
     );
     Ok(())
 }
