@@ -74,6 +74,29 @@ fn invalid(msg: String) -> FormatError {
     FormatError::Invalid(msg)
 }
 
+/// Reads and checks only the file header of `path` (magic, checksum,
+/// version), so a restarter can refuse another arch or page size with that
+/// reason before validating the rest against it.
+pub fn peek_header(path: &Path) -> Result<FileHeader, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(FormatError::NotRegular(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut b = [0u8; super::format::FILE_HEADER_LEN];
+    f.read_exact(&mut b).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: 0 },
+        _ => FormatError::Io(e),
+    })?;
+    FileHeader::parse(&b)
+}
+
 impl ImageFile {
     /// Opens `path`, checks the header and reads and validates the META,
     /// REGIONS, KERNEL and THREADS records. When `SELFCKPT_KEY` is set the

@@ -90,9 +90,10 @@ pub fn restart(
         path: path.to_path_buf(),
         source,
     };
+    let header = crate::image::read::peek_header(path).map_err(img_err)?;
+    check_machine(path, &header)?;
     let img = ImageFile::open(path).map_err(img_err)?;
     check_ownership(path, &img)?;
-    check_machine(path, &img)?;
     let view = img.view().map_err(img_err)?;
     check_files(&view)?;
     check_fds(&view, opts.missing_fds)?;
@@ -178,19 +179,22 @@ fn check_fds(view: &crate::image::read::ImageView, policy: MissingFds) -> Result
     }
 }
 
-fn check_machine(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
-    if img.header.arch != ARCH_HOST {
+fn check_machine(
+    path: &Path,
+    header: &crate::image::format::FileHeader,
+) -> Result<(), RestoreError> {
+    if header.arch != ARCH_HOST {
         return Err(RestoreError::Arch {
             path: path.to_path_buf(),
-            image: arch_name(img.header.arch),
+            image: arch_name(header.arch),
             host: arch_name(ARCH_HOST),
         });
     }
     let host_page = crate::sys::page_size();
-    if img.header.page_size as usize != host_page {
+    if header.page_size as usize != host_page {
         return Err(RestoreError::PageSize {
             path: path.to_path_buf(),
-            image: img.header.page_size,
+            image: header.page_size,
             host: host_page,
         });
     }

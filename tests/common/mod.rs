@@ -1,0 +1,173 @@
+//! Helpers shared by the reliability tests (mutate, e2e_failures,
+//! e2e_security): locating the binaries, taking a real image, walking an
+//! image's records, re-sealing checksums after a deliberate change, and
+//! running the CLI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+pub const HEADER_LEN: usize = 64;
+pub const FRAME_LEN: usize = 24;
+pub const KIND_NAMES: [&str; 8] = [
+    "?", "META", "REGIONS", "KERNEL", "THREADS", "CHUNK", "END", "MAC",
+];
+
+pub fn selfckpt() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
+}
+
+pub fn example(name: &str) -> PathBuf {
+    let p = selfckpt().parent().unwrap().join("examples").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --examples` (cargo test --all-targets does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cmd` to completion with a deadline; returns its output.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_retrying(cmd);
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} hangs; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Spawns `cmd`, retrying while the program is "text file busy": a copy
+/// of an executable written by one test thread can be held open for
+/// writing by a child that another test thread forked at that moment.
+pub fn spawn_retrying(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("cannot start {cmd:?}: {e}"),
+        }
+    }
+    panic!("cannot start {cmd:?}: text file busy")
+}
+
+pub fn cli(args: &[&std::ffi::OsStr]) -> Output {
+    run(Command::new(selfckpt()).args(args), Duration::from_secs(60))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A real image: a copy of the smoke program in `tmp` runs 6 steps and
+/// checkpoints itself at step 2. Returns (image, exe copy, program's OUTFILE).
+pub fn smoke_image(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let exe = tmp.join("smoke-copy");
+    std::fs::copy(example("smoke"), &exe).unwrap();
+    let dir = tmp.join("ck");
+    let of = tmp.join("prog.out");
+    let out = run(
+        Command::new(&exe).arg(&dir).arg(&of).args([
+            "6",
+            "--checkpoint-at",
+            "2",
+            "--sleep-ms",
+            "1",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "smoke failed: {}", stderr(&out));
+    let img = images(&dir).pop().expect("the program wrote an image");
+    (img, exe, of)
+}
+
+/// One record of an image: where it starts, its kind and payload length.
+#[derive(Clone, Copy, Debug)]
+pub struct Rec {
+    pub offset: usize,
+    pub kind: u32,
+    pub len: usize,
+}
+
+impl Rec {
+    pub fn payload(&self) -> std::ops::Range<usize> {
+        self.offset + FRAME_LEN..self.offset + FRAME_LEN + self.len
+    }
+    pub fn end(&self) -> usize {
+        self.offset + FRAME_LEN + self.len
+    }
+    pub fn name(&self) -> &'static str {
+        KIND_NAMES.get(self.kind as usize).copied().unwrap_or("?")
+    }
+}
+
+/// Walks the framing of a well-formed image.
+pub fn records(img: &[u8]) -> Vec<Rec> {
+    let mut at = HEADER_LEN;
+    let mut v = Vec::new();
+    while at < img.len() {
+        let kind = u32::from_le_bytes(img[at..at + 4].try_into().unwrap());
+        let len = u64::from_le_bytes(img[at + 8..at + 16].try_into().unwrap()) as usize;
+        v.push(Rec {
+            offset: at,
+            kind,
+            len,
+        });
+        at += FRAME_LEN + len;
+    }
+    assert_eq!(at, img.len(), "records tile the file");
+    v
+}
+
+/// Recomputes the header checksum, every record checksum, the END chain
+/// and END's checksum, so a deliberate change is judged on its meaning.
+pub fn reseal(img: &mut [u8]) {
+    let sum = xxh3_64(&img[..56]);
+    img[56..64].copy_from_slice(&sum.to_le_bytes());
+    let mut chain = Xxh3::new();
+    for r in records(img) {
+        if r.kind == 6 {
+            let p = r.payload();
+            let digest = chain.digest();
+            img[p.start + 16..p.start + 24].copy_from_slice(&digest.to_le_bytes());
+        }
+        let mut h = Xxh3::new();
+        h.update(&img[r.offset..r.offset + 16]);
+        h.update(&img[r.payload()]);
+        let s = h.digest();
+        img[r.offset + 16..r.offset + 24].copy_from_slice(&s.to_le_bytes());
+        if r.kind != 6 && r.kind != 7 {
+            chain.update(&s.to_le_bytes());
+        }
+    }
+}
