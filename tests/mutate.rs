@@ -329,7 +329,8 @@ fn semantic_damage_with_valid_checksums_is_refused() {
     };
     let first_start = u64_at(regions + 4);
     let first_end = u64_at(regions + 12);
-    let cases: Vec<(&str, Vec<(usize, Vec<u8>)>, &str)> = vec![
+    type Edits = Vec<(usize, Vec<u8>)>;
+    let cases: Vec<(&str, Edits, &str)> = vec![
         (
             "region-unaligned",
             vec![(regions + 4, (first_start + 1).to_le_bytes().to_vec())],
