@@ -8,6 +8,7 @@ cargo clippy --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --all-targets 2>&1 | tee "$log"
+scripts/fuzz.sh 60
 if [ -x arch/check-aarch64.sh ]; then
     arch/check-aarch64.sh
 else

@@ -171,3 +171,34 @@ pub fn reseal(img: &mut [u8]) {
         }
     }
 }
+
+/// A smaller valid image: `img` with only the chunks whose index (0-based,
+/// among chunks) is in `keep`; END's counts and chain are recomputed.
+pub fn keep_chunks(img: &[u8], keep: &[usize]) -> Vec<u8> {
+    let recs = records(img);
+    let mut out = img[..HEADER_LEN].to_vec();
+    let (mut n_records, mut n_chunks, mut chunk_no) = (0u64, 0u64, 0usize);
+    for r in &recs {
+        match r.kind {
+            5 => {
+                chunk_no += 1;
+                if !keep.contains(&(chunk_no - 1)) {
+                    continue;
+                }
+                n_chunks += 1;
+            }
+            6 => {
+                let at = out.len() + FRAME_LEN;
+                out.extend_from_slice(&img[r.offset..r.end()]);
+                out[at..at + 8].copy_from_slice(&n_records.to_le_bytes());
+                out[at + 8..at + 16].copy_from_slice(&n_chunks.to_le_bytes());
+                continue;
+            }
+            _ => {}
+        }
+        n_records += 1;
+        out.extend_from_slice(&img[r.offset..r.end()]);
+    }
+    reseal(&mut out);
+    out
+}
