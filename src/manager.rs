@@ -319,4 +319,31 @@ fn prune(dir: &Path, prog: &str, keep: usize) {
     for old in names.into_iter().take(n.saturating_sub(keep.max(1))) {
         let _ = std::fs::remove_file(dir.join(old));
     }
+    remove_stale_temps(dir, prog);
+}
+
+/// Removes temporary images (`.PROG-MS-PID.ckpt.tmp`) left by processes of
+/// this program that died while writing (SIGKILL, power loss). A temp file
+/// of a live process, ours or another's, is never touched.
+fn remove_stale_temps(dir: &Path, prog: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{prog}-");
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".ckpt.tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            log::warn!("removing {name}, left by process {pid} which died while writing it");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
