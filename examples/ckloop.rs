@@ -9,8 +9,11 @@
 //! should do). Checkpoints are taken by API at the steps given with
 //! `--checkpoint-at`, every `--every` steps, or by signal (SIGUSR1).
 //!
+//! With `--fast-after-restart 1`, a restarted run no longer sleeps between
+//! steps (the soak test restarts many images and wants each to finish fast).
+//!
 //! usage: ckloop DIR STEPS [--mib N] [--sleep-ms MS] [--every N]
-//!        [--checkpoint-at K]... [--keep N]
+//!        [--checkpoint-at K]... [--keep N] [--fast-after-restart 1]
 use std::io::Write;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (dir, steps): (&str, u64) = (&args[1], args[2].parse()?);
     let (mut mib, mut sleep_ms, mut every, mut keep) = (4usize, 10u64, 0u64, 10usize);
+    let mut fast_after_restart = false;
     let mut at = Vec::new();
     let mut i = 3;
     while i + 1 < args.len() {
@@ -29,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--sleep-ms" => sleep_ms = v.parse()?,
             "--every" => every = v.parse()?,
             "--keep" => keep = v.parse()?,
+            "--fast-after-restart" => fast_after_restart = v == "1",
             "--checkpoint-at" => at.push(v.parse::<u64>()?),
             other => return Err(format!("unknown option {other}").into()),
         }
@@ -65,7 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => eprintln!("checkpoint {step}: error: {e}"),
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
+        if !(fast_after_restart && selfckpt::restart_count() > 0) {
+            std::thread::sleep(std::time::Duration::from_millis(sleep_ms));
+        }
     }
     let total = pages
         .chunks(4096)
