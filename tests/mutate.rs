@@ -255,9 +255,56 @@ fn swapped_dropped_and_duplicated_chunks_are_detected() {
         ("end-moved", moved_end),
     ] {
         let m = must_fail(name, &bytes);
-        assert!(m.contains("END") || m.contains("follow"), "{name}: {m}");
+        assert!(
+            m.contains("END") || m.contains("follow") || m.contains("stored twice"),
+            "{name}: {m}"
+        );
         f.refused_by_cli(&format!("chunks-{name}"), &bytes);
     }
+}
+
+/// Chunks rearranged with END re-sealed: order does not matter, but a
+/// page stored twice is refused (it would let a small file make a reader
+/// decode the same pages over and over), and so is a chunk for a region
+/// whose kind stores no pages.
+#[test]
+fn resealed_chunk_order_is_free_but_pages_stored_twice_are_refused() {
+    let f = fixture();
+    let n = records(&f.good).iter().filter(|r| r.kind == 5).count();
+    let reversed: Vec<usize> = (0..n).rev().collect();
+    scan_bytes(&with_chunks(&f.good, &reversed), None).expect("chunk order is free");
+    let twice = with_chunks(&f.good, &[0, 1, 0]);
+    let m = must_fail("page stored twice", &twice);
+    assert!(m.contains("stored twice"), "{m}");
+    f.refused_by_cli("stored-twice", &twice);
+
+    // A chunk pointed at the vdso.
+    let img =
+        selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), f.good.clone(), None).unwrap();
+    let vdso = img
+        .view()
+        .unwrap()
+        .regions
+        .iter()
+        .position(|r| r.kind == selfckpt::maps::RegionKind::Vdso as u32)
+        .expect("a vdso region") as u32;
+    // Replace the first chunk by a raw one-page chunk for the vdso.
+    let chunk = records(&f.good).into_iter().find(|r| r.kind == 5).unwrap();
+    let mut rec = vec![0u8; FRAME_LEN];
+    rec[0..4].copy_from_slice(&5u32.to_le_bytes());
+    rec.extend_from_slice(&vdso.to_le_bytes());
+    rec.push(0);
+    rec.extend_from_slice(&4096u32.to_le_bytes());
+    rec.extend_from_slice(&1u32.to_le_bytes());
+    rec.extend_from_slice(&0u64.to_le_bytes());
+    rec.extend_from_slice(&1u32.to_le_bytes());
+    rec.extend_from_slice(&[0x5a; 4096]);
+    let len = (rec.len() - FRAME_LEN) as u64;
+    rec[8..16].copy_from_slice(&len.to_le_bytes());
+    let mut b = [&f.good[..chunk.offset], &rec[..], &f.good[chunk.end()..]].concat();
+    reseal(&mut b);
+    let m = must_fail("chunk for the vdso", &b);
+    assert!(m.contains("stores no pages"), "{m}");
 }
 
 /// Header fields changed with the header checksum recomputed: the meaning

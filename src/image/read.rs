@@ -279,6 +279,20 @@ impl ImageFile {
                 )));
             }
         }
+        if let Some(t) = threads
+            .iter()
+            .find(|t| crate::image::model::ThreadRole::from_u32(t.role).is_none())
+        {
+            return Err(invalid(format!(
+                "thread {} has unknown role {}",
+                t.tid, t.role
+            )));
+        }
+        if !meta.exe_path.starts_with(b"/") || meta.exe_path.contains(&0) {
+            return Err(invalid(
+                "the executable's path is not an absolute path".into(),
+            ));
+        }
         if !inside(meta.restart_entry) || !inside(meta.restart_mailbox) {
             return Err(invalid(
                 "the restart entry point lies outside the image".into(),
@@ -308,12 +322,11 @@ impl ImageFile {
         mut f: impl FnMut(&Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         let page = self.header.page_size as u64;
-        let bounds: Vec<(u64, u64)> = self
-            .view()?
-            .regions
-            .iter()
-            .map(|r| (r.start, r.end))
-            .collect();
+        let view = self.view()?;
+        let bounds: Vec<(u64, u64)> = view.regions.iter().map(|r| (r.start, r.end)).collect();
+        let stores: Vec<bool> = view.regions.iter().map(stores_pages).collect();
+        drop(view);
+        let mut stored = StoredPages::default();
         loop {
             let rec = self.reader.next_record()?.ok_or(FormatError::Truncated {
                 offset: self.file_len,
@@ -325,6 +338,14 @@ impl ImageFile {
                 }
                 RecordKind::Chunk => {
                     let chunk = parse_chunk(rec.offset, &rec.payload, &bounds, page)?;
+                    if !stores[chunk.header.region as usize] {
+                        let (start, end) = bounds[chunk.header.region as usize];
+                        return Err(invalid(format!(
+                            "chunk at byte {}: region {start:#x}-{end:#x} is of a kind that stores no pages",
+                            rec.offset
+                        )));
+                    }
+                    stored.add(&chunk)?;
                     f(&chunk)?;
                 }
                 other => {
@@ -336,6 +357,43 @@ impl ImageFile {
                 }
             }
         }
+    }
+}
+
+/// Whether pages of this region may appear in chunks (see the table of
+/// region kinds in docs/IMAGE_FORMAT.md).
+fn stores_pages(r: &Region) -> bool {
+    use crate::maps::RegionKind::*;
+    matches!(
+        crate::maps::RegionKind::from_u32(r.kind),
+        Some(Anon | Heap | Stack | PrivateFile | SharedAnon)
+    )
+}
+
+/// The page ranges stored so far, per region: no page may be stored twice.
+/// This bounds the decoding work of any image by its address space (a
+/// small file cannot make a reader decode the same pages over and over).
+#[derive(Default)]
+struct StoredPages(std::collections::BTreeMap<(u32, u64), u64>);
+
+impl StoredPages {
+    fn add(&mut self, c: &Chunk) -> Result<(), ReadError> {
+        let region = c.header.region;
+        for run in &c.runs {
+            let (lo, hi) = (run.first_page, run.first_page + run.pages as u64);
+            let before = self.0.range(..=(region, lo)).next_back();
+            let after = self.0.range((region, lo)..).next();
+            let overlaps = before.is_some_and(|(&(r, _), &end)| r == region && end > lo)
+                || after.is_some_and(|(&(r, start), _)| r == region && start < hi);
+            if overlaps {
+                return Err(invalid(format!(
+                    "chunk at byte {}: page {lo} of region {region} is stored twice",
+                    c.offset
+                )));
+            }
+            self.0.insert((region, lo), hi);
+        }
+        Ok(())
     }
 }
 

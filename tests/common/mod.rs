@@ -175,30 +175,31 @@ pub fn reseal(img: &mut [u8]) {
 /// A smaller valid image: `img` with only the chunks whose index (0-based,
 /// among chunks) is in `keep`; END's counts and chain are recomputed.
 pub fn keep_chunks(img: &[u8], keep: &[usize]) -> Vec<u8> {
+    let n = records(img).iter().filter(|r| r.kind == 5).count();
+    let order: Vec<usize> = (0..n).filter(|i| keep.contains(i)).collect();
+    with_chunks(img, &order)
+}
+
+/// `img` with its chunks replaced by the chunks at indices `order` (any
+/// order, repeats allowed); END's counts and chain are recomputed.
+pub fn with_chunks(img: &[u8], order: &[usize]) -> Vec<u8> {
     let recs = records(img);
+    let chunks: Vec<Rec> = recs.iter().copied().filter(|r| r.kind == 5).collect();
     let mut out = img[..HEADER_LEN].to_vec();
-    let (mut n_records, mut n_chunks, mut chunk_no) = (0u64, 0u64, 0usize);
-    for r in &recs {
-        match r.kind {
-            5 => {
-                chunk_no += 1;
-                if !keep.contains(&(chunk_no - 1)) {
-                    continue;
-                }
-                n_chunks += 1;
-            }
-            6 => {
-                let at = out.len() + FRAME_LEN;
-                out.extend_from_slice(&img[r.offset..r.end()]);
-                out[at..at + 8].copy_from_slice(&n_records.to_le_bytes());
-                out[at + 8..at + 16].copy_from_slice(&n_chunks.to_le_bytes());
-                continue;
-            }
-            _ => {}
-        }
-        n_records += 1;
+    let mut n_records = 0u64;
+    for r in recs.iter().filter(|r| r.kind < 5) {
         out.extend_from_slice(&img[r.offset..r.end()]);
+        n_records += 1;
     }
+    for &i in order {
+        out.extend_from_slice(&img[chunks[i].offset..chunks[i].end()]);
+        n_records += 1;
+    }
+    let end = recs.iter().find(|r| r.kind == 6).expect("END");
+    let at = out.len() + FRAME_LEN;
+    out.extend_from_slice(&img[end.offset..end.end()]);
+    out[at..at + 8].copy_from_slice(&n_records.to_le_bytes());
+    out[at + 8..at + 16].copy_from_slice(&(order.len() as u64).to_le_bytes());
     reseal(&mut out);
     out
 }
