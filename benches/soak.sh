@@ -18,10 +18,15 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 flag=(); [ "$profile" = release ] && flag=(--release)
 cargo build -q "${flag[@]}" --bin selfckpt --example ckloop
-bin=target/$profile
 work=$(mktemp -d /tmp/selfckpt-soak.XXXXXX)
-trap 'kill -9 "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work/kept"
+pid=
+trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/kept" "$work/bin/examples"
+# Private copies: a rebuild during the soak must not change the
+# executable the images were taken from (restart would refuse them).
+cp "target/$profile/selfckpt" "$work/bin/"
+cp "target/$profile/examples/ckloop" "$work/bin/examples/"
+bin=$work/bin
 sleep_ms=10
 steps=$(( duration * 1000 / sleep_ms ))
 echo "soak: ${duration}s, checkpoint every ${interval_ms}ms, ${samples} kept images, ${mib} MiB, ${steps} steps ($profile)"

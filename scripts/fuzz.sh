@@ -6,7 +6,7 @@
 # libFuzzer needs no nightly here: coverage comes from the stable
 # `-Cpasses=sancov-module` flags and no sanitizer is used (`-s none`).
 # With cargo-fuzz installed it is used; otherwise the same flags are passed
-# to plain cargo.
+# to plain cargo (force that with SELFCKPT_FUZZ_PLAIN_CARGO=1).
 set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")/../fuzz"
@@ -18,13 +18,15 @@ args=(corpus/image_reader -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2
       -timeout=10 -artifact_prefix=artifacts/image_reader/ -print_final_stats=1)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if cargo fuzz --version >/dev/null 2>&1; then
+if [ -z "${SELFCKPT_FUZZ_PLAIN_CARGO:-}" ] && cargo fuzz --version >/dev/null 2>&1; then
     cargo fuzz build -s none image_reader
 else
     echo "fuzz: cargo-fuzz not installed; building with cargo and the sancov flags"
     RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
+-Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth \
+-Cdebug-assertions -Ccodegen-units=1" \
         cargo build --release --target "$target" --bin image_reader
 fi
 bin=target/$target/release/image_reader

@@ -137,6 +137,14 @@ impl Runtime {
     fn checkpoint_once(&self) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
+        // A setuid/setgid program's memory holds what its caller must not
+        // read: never write it to a file.
+        // SAFETY: getauxval has no preconditions.
+        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+            return Err(Error::Config(
+                "checkpoint refused: the program runs setuid or setgid (AT_SECURE)".into(),
+            ));
+        }
         let sequence = self.sequence.fetch_add(1, AcqRel) + 1;
         let created = sys::realtime_ns();
         let name = format!(

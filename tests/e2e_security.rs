@@ -139,3 +139,32 @@ fn with_a_key_images_carry_a_mac_that_verify_and_restart_check() {
     assert!(stderr(&o).contains("carries no MAC"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 }
+
+/// A program running setuid (AT_SECURE) never writes an image: its memory
+/// may hold what the user who ran it must not read.
+#[test]
+fn a_setuid_program_refuses_to_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = tmp.path().join("ckloop-suid");
+    std::fs::copy(example("ckloop"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let dir = tmp.path().join("ck");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .arg(&dir)
+        .args(["3", "--mib", "1", "--sleep-ms", "0", "--checkpoint-at", "0"]);
+    let o = run(&mut cmd, Duration::from_secs(60));
+    if !o.status.success() && stderr(&o).contains("setpriv") {
+        println!("skipped: setpriv cannot drop to uid 65534: {}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("checkpoint 0: error:") && stderr(&o).contains("setuid"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(images(&dir).is_empty(), "no image of a setuid program");
+}
