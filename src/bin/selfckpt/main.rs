@@ -241,7 +241,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "path": path.display().to_string(),
             "format": format!("{}.{}", img.header.major, img.header.minor),
             "arch": arch_name(img.header.arch), "page_size": img.header.page_size,
-            "file_bytes": file_len,
+            "file_bytes": file_len, "mac": s.mac_present,
             "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
             "selfckpt_version": lossy(m.selfckpt_version),
@@ -262,12 +262,13 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     }
     println!("image      {}", path.display());
     println!(
-        "format     {}.{}  arch {}  page {}  file {}",
+        "format     {}.{}  arch {}  page {}  file {}{}",
         img.header.major,
         img.header.minor,
         arch_name(img.header.arch),
         img.header.page_size,
-        human(file_len)
+        human(file_len),
+        if s.mac_present { "  MAC" } else { "" }
     );
     println!(
         "program    {}  (build-id {})",
