@@ -179,11 +179,11 @@ impl ImageFile {
         })
     }
 
-    /// Reads every remaining record: calls `f` for each chunk (checksum
+    /// Reads every remaining record: hands `f` each chunk (checksum
     /// verified, runs checked against the regions), then checks END.
     pub fn for_each_chunk(
         mut self,
-        mut f: impl FnMut(&Chunk) -> Result<(), ReadError>,
+        mut f: impl FnMut(Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         let page = self.header.page_size as u64;
         let bounds: Vec<(u64, u64)> = self
@@ -203,7 +203,7 @@ impl ImageFile {
                 }
                 RecordKind::Chunk => {
                     let chunk = parse_chunk(rec.offset, &rec.payload, &bounds, page)?;
-                    f(&chunk)?;
+                    f(chunk)?;
                 }
                 other => {
                     return Err(FormatError::Order {

@@ -74,6 +74,16 @@ pub fn restart(
         path: path.to_path_buf(),
         source,
     };
+    // A signal meant for the program (its checkpoint trigger, say) that
+    // arrives while we are still staging must wait for the program, not
+    // kill the restarter: block them all now (decoder threads inherit the
+    // mask); each restored thread gets its own mask back from its frame.
+    // SAFETY: sigfillset/sigprocmask on a local set; no handler involved.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
     let img = ImageFile::open(path).map_err(img_err)?;
     check_machine(path, &img)?;
     let view = img.view().map_err(img_err)?;
