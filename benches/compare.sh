@@ -9,7 +9,7 @@
 # best. Prints a markdown table on stdout (progress on stderr).
 #
 #   REPS=5 SIZES="256 1024" PATTERNS="random text zerotouched untouched mixed" \
-#   LEVELS="store fast3 1 3" UNTOUCHED_MIB=8192 benches/compare.sh
+#   LEVELS="store fast3 1 3" UNTOUCHED_MIB=8192 [ROWS=rows.tsv] benches/compare.sh
 #
 # The workload is examples/bigmem.rs (a Rust program linking the crate).
 # Everything workload-specific sits in the three functions below: to
@@ -50,8 +50,10 @@ pattern_file() { "$BIN/examples/bigmem" --write-pattern "$1" "$2" "$3"; }
 now_us() { echo $(($(date +%s%N) / 1000)); }
 zstd_flag() { case $1 in fast*) echo "--fast=${1#fast}" ;; *) echo "-$1" ;; esac; }
 
-rows=$work/rows.tsv
-: >"$rows"
+# ROWS=FILE keeps the raw rows (appended) so several runs with different
+# settings make one table.
+rows=${ROWS:-$work/rows.tsv}
+[ -n "${ROWS:-}" ] || : >"$rows"
 memcpy=$("$BIN/examples/bigmem" --memcpy 1024 | python3 -c 'import json,sys; print(json.load(sys.stdin)["memcpy_gbps"])')
 criu_ok=no
 if command -v criu >/dev/null && criu --version 2>/dev/null | awk '/Version/ {split($2,v,"."); exit !(v[1]>4 || (v[1]==4 && v[2]>=1))}'; then

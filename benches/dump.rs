@@ -129,6 +129,8 @@ fn benches(c: &mut Criterion) {
                 })
             });
             g.finish();
+            // A fresh image of this buffer for the restart side.
+            selfckpt::checkpoint().expect("checkpoint");
             let image = ckpt.last_stats().expect("stats").path;
             let mut g = c.benchmark_group(format!("stage/{pattern}"));
             g.throughput(Throughput::Bytes(n as u64));

@@ -46,8 +46,10 @@ pub struct Chunk {
     pub offset: u64,
     pub header: ChunkHeader,
     pub runs: Vec<ChunkRun>,
-    /// The stored bytes (compressed or raw).
-    pub data: Vec<u8>,
+    /// The record's payload; the stored bytes (compressed or raw) are
+    /// `payload[data_at..]` (kept in place: never copied out).
+    payload: Vec<u8>,
+    data_at: usize,
 }
 
 fn malformed(offset: u64, kind: &'static str) -> impl Fn(super::codec::CodecError) -> FormatError {
@@ -68,7 +70,9 @@ impl ImageFile {
     pub fn open(path: &Path) -> Result<ImageFile, ReadError> {
         let f = File::open(path)?;
         let file_len = f.metadata()?.len();
-        let mut reader = ImageReader::new(BufReader::with_capacity(1 << 20, f), Some(file_len))?;
+        // A small buffer: payloads of about a chunk (up to 1 MiB) are then
+        // read straight into their Vec instead of through the buffer.
+        let mut reader = ImageReader::new(BufReader::with_capacity(64 << 10, f), Some(file_len))?;
         let header = reader.header;
         let mut next = |want: RecordKind| -> Result<Vec<u8>, ReadError> {
             match reader.next_record()? {
@@ -202,7 +206,7 @@ impl ImageFile {
                     return EndRecord::decode(&mut d).map_err(malformed(rec.offset, "END"));
                 }
                 RecordKind::Chunk => {
-                    let chunk = parse_chunk(rec.offset, &rec.payload, &bounds, page)?;
+                    let chunk = parse_chunk(rec.offset, rec.payload, &bounds, page)?;
                     f(chunk)?;
                 }
                 other => {
@@ -219,12 +223,12 @@ impl ImageFile {
 
 fn parse_chunk(
     offset: u64,
-    payload: &[u8],
+    payload: Vec<u8>,
     bounds: &[(u64, u64)],
     page: u64,
 ) -> Result<Chunk, ReadError> {
     let bad = malformed(offset, "CHUNK");
-    let mut d = Decoder::new(payload);
+    let mut d = Decoder::new(&payload);
     let header = ChunkHeader::decode(&mut d).map_err(&bad)?;
     let n = header.n_runs as usize;
     if n.saturating_mul(ChunkHeader::RUN_LEN) > d.remaining() {
@@ -236,7 +240,8 @@ fn parse_chunk(
         .map(|_| ChunkRun::decode(&mut d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(&bad)?;
-    let data = d.take(d.remaining()).map_err(&bad)?.to_vec();
+    let data_at = d.position();
+    let data = d.take(d.remaining()).map_err(&bad)?;
     let (start, end) = *bounds.get(header.region as usize).ok_or_else(|| {
         invalid(format!(
             "chunk at byte {offset} names region {} of {}",
@@ -283,19 +288,25 @@ fn parse_chunk(
         offset,
         header,
         runs,
-        data,
+        payload,
+        data_at,
     })
 }
 
 impl Chunk {
+    /// The stored bytes (compressed or raw).
+    pub fn data(&self) -> &[u8] {
+        &self.payload[self.data_at..]
+    }
+
     /// Decodes the chunk's pages into `out` (exactly `raw_len` bytes).
     pub fn decode_into(&self, out: &mut [u8]) -> Result<(), ReadError> {
         match self.header.encoding {
             ENCODING_RAW => {
-                out.copy_from_slice(&self.data);
+                out.copy_from_slice(self.data());
                 Ok(())
             }
-            _ => crate::compress::decompress_exact(&self.data, out).map_err(|e| {
+            _ => crate::compress::decompress_exact(self.data(), out).map_err(|e| {
                 invalid(format!(
                     "chunk at byte {}: cannot decompress: {e}",
                     self.offset

@@ -130,7 +130,7 @@ fn scan(path: &Path) -> Result<Scan, String> {
             c.decode_into(&mut buf)?;
             let r = &mut per_region[c.header.region as usize];
             r.raw += c.header.raw_len as u64;
-            r.stored += c.data.len() as u64;
+            r.stored += c.data().len() as u64;
             Ok(())
         })
         .map_err(|e| e.to_string())?;
