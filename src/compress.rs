@@ -1,6 +1,7 @@
 //! Chunk compression with zstd contexts that live in scratch memory
 //! (`ZSTD_initStaticCCtx`): zstd never calls malloc through them, so they
-//! can run while the program's threads are suspended.
+//! can run while the program's threads are suspended. The decompression
+//! helpers are for the restarter (ordinary Rust, may allocate).
 
 use zstd_sys as zs;
 

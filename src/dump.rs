@@ -1,6 +1,16 @@
 //! Writes the image: metadata records, then every page that carries data,
 //! in chunks compressed in parallel, then the END record.
 //!
+//! ```text
+//! manager: scan pages -> copy non-zero pages into a FREE slot -> POSTED
+//! workers (and the manager when it would wait): POSTED -> TAKEN -> DONE
+//! manager: DONE slots written strictly in fill order -> FREE
+//! ```
+//! `2 x (workers + 1)` slots of 1 MiB in and `compressBound(1 MiB)` out: the
+//! pipeline's memory does not depend on the process's size. A chunk that
+//! zstd cannot shrink by 1/32 is written raw from its input buffer (writev
+//! of header + data, no copy).
+//!
 //! Runs inside the manager's suspend-signal handler while every other
 //! thread is parked (workers help from inside theirs): must not allocate,
 //! print or lock. All buffers come from the checkpoint's scratch arena,
