@@ -14,7 +14,8 @@
 //!
 //! With PAGEMAP_SCAN, present pages that map the shared zero page (read but
 //! never written: `PAGE_IS_PFNZERO`) are left out as well, since they read
-//! back as zero from fresh anonymous memory.
+//! back as zero from fresh anonymous memory. `SELFCKPT_PAGEMAP_SCAN=0` in
+//! the environment forces the pagemap reads (tests, kernels that misbehave).
 //!
 //! Runs while the program's threads are suspended: never allocates, never
 //! locks; the caller passes every buffer.
@@ -109,10 +110,12 @@ pub struct PageScanner {
 
 impl PageScanner {
     /// Opens /proc/self/pagemap and picks PAGEMAP_SCAN when the kernel
-    /// answers it. Call before suspending (opens a file).
+    /// answers it (`SELFCKPT_PAGEMAP_SCAN=0` forces the pagemap reads).
+    /// Call before suspending (opens a file, reads the environment).
     pub fn open() -> Result<Self, PagesError> {
         let mut s = Self::open_with(ScanMethod::PagemapRead)?;
-        if s.probe_ioctl() {
+        let refused = std::env::var_os("SELFCKPT_PAGEMAP_SCAN").is_some_and(|v| v == "0");
+        if !refused && s.probe_ioctl() {
             s.method = ScanMethod::Ioctl;
         }
         Ok(s)

@@ -13,17 +13,27 @@ fn bin(name: &str) -> PathBuf {
     let p = sc.parent().unwrap().join("examples").join(name);
     assert!(
         p.exists(),
-        "{} missing: cargo builds examples before tests",
+        "{} missing: `cargo test` builds examples (with `--test` alone, run `cargo build --examples` first)",
         p.display()
     );
     p
 }
 
-fn checkpoint_then_restart(level: &str, pattern: &str, mib: &str) {
+fn checkpoint_then_restart(level: &str, pattern: &str, mib: &str) -> serde_json::Value {
+    checkpoint_then_restart_env(level, pattern, mib, &[])
+}
+
+fn checkpoint_then_restart_env(
+    level: &str,
+    pattern: &str,
+    mib: &str,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
     let out = Command::new(bin("bigmem"))
         .args([dir.to_str().unwrap(), mib, level, pattern])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -44,6 +54,16 @@ fn checkpoint_then_restart(level: &str, pattern: &str, mib: &str) {
         "restart of {level} {pattern}: {text} {}",
         String::from_utf8_lossy(&back.stderr)
     );
+    stats
+}
+
+#[test]
+fn pagemap_reads_and_pagemap_scan_give_the_same_exact_restart() {
+    for (value, scan) in [("0", false), ("1", true)] {
+        let s =
+            checkpoint_then_restart_env("1", "sparse", "12", &[("SELFCKPT_PAGEMAP_SCAN", value)]);
+        assert_eq!(s["pagemap_scan"], scan, "{s}");
+    }
 }
 
 #[test]
