@@ -413,19 +413,17 @@ fn place_chunk(base: u64, page: u64, c: &Chunk) -> Result<(), FormatError> {
             }
         })
         .collect();
-    if std::env::var_os("SELFCKPT_NO_POPULATE").is_none() {
-        for d in &dsts {
-            // Fault the run in with one call instead of a trap per page; a
-            // kernel without MADV_POPULATE_WRITE just faults as we write.
-            // SAFETY: advice on a range of our own staging mapping.
-            unsafe {
-                libc::madvise(
-                    d.as_ptr() as *mut libc::c_void,
-                    d.len(),
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
-        }
+    for d in &dsts {
+        // Fault the run in with one call instead of a trap per page; a
+        // kernel without MADV_POPULATE_WRITE just faults as we write.
+        // SAFETY: advice on a range of our own staging mapping.
+        unsafe {
+            libc::madvise(
+                d.as_ptr() as *mut libc::c_void,
+                d.len(),
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
     }
     match (c.header.encoding, &mut dsts[..]) {
         (_, [one]) => c.decode_into(one),
