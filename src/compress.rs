@@ -1,6 +1,7 @@
 //! Chunk compression with zstd contexts that live in scratch memory
 //! (`ZSTD_initStaticCCtx`): zstd never calls malloc through them, so they
-//! can run while the program's threads are suspended.
+//! can run while the program's threads are suspended. The decompression
+//! helpers are for the restarter (ordinary Rust, may allocate).
 
 use zstd_sys as zs;
 
@@ -112,9 +113,74 @@ pub fn decompress_exact(src: &[u8], dst: &mut [u8]) -> Result<(), String> {
     }
 }
 
+/// Decompresses one zstd frame straight into several destinations, filled
+/// in order (the runs of a chunk, in place in the staging mappings): no
+/// intermediate buffer. The frame must fill them exactly.
+pub fn decompress_scatter(src: &[u8], dsts: &mut [&mut [u8]]) -> Result<(), String> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    let mut dec = Decoder::new().map_err(|e| e.to_string())?;
+    let mut input = InBuffer::around(src);
+    let mut hint = 1usize;
+    let want: usize = dsts.iter().map(|d| d.len()).sum();
+    let mut done = 0usize;
+    for dst in dsts.iter_mut() {
+        let len = dst.len();
+        let mut out = OutBuffer::around(&mut **dst);
+        while out.pos() < len {
+            let before = (input.pos(), out.pos());
+            hint = dec.run(&mut input, &mut out).map_err(|e| e.to_string())?;
+            if (input.pos(), out.pos()) == before {
+                return Err(format!(
+                    "decompressed {} bytes, expected {want}",
+                    done + out.pos()
+                ));
+            }
+        }
+        done += len;
+    }
+    // Nothing may be left: the frame must end exactly here.
+    if hint != 0 {
+        let mut extra = [0u8; 1];
+        let mut out = OutBuffer::around(&mut extra[..]);
+        hint = dec.run(&mut input, &mut out).map_err(|e| e.to_string())?;
+        if out.pos() != 0 {
+            return Err(format!(
+                "the frame holds more than the expected {want} bytes"
+            ));
+        }
+    }
+    if hint != 0 || input.pos() != src.len() {
+        return Err("the frame does not end where the chunk does".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scatter_decompression_fills_each_destination_in_order() {
+        let src: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let frame = zstd::bulk::compress(&src, 1).unwrap();
+        for cuts in [
+            vec![300_000],
+            vec![1, 299_999],
+            vec![4096, 100_000, 195_904],
+        ] {
+            let mut bufs: Vec<Vec<u8>> = cuts.iter().map(|&n| vec![0u8; n]).collect();
+            let mut dsts: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            decompress_scatter(&frame, &mut dsts).unwrap();
+            assert_eq!(bufs.concat(), src, "cuts {cuts:?}");
+        }
+        // Too little room, too much room, or a damaged frame: refused.
+        let mut small = vec![0u8; 299_999];
+        assert!(decompress_scatter(&frame, &mut [&mut small[..]]).is_err());
+        let mut big = vec![0u8; 300_001];
+        assert!(decompress_scatter(&frame, &mut [&mut big[..]]).is_err());
+        let mut exact = vec![0u8; 300_000];
+        assert!(decompress_scatter(&frame[..frame.len() - 3], &mut [&mut exact[..]]).is_err());
+    }
 
     #[test]
     fn level_parsing() {

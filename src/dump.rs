@@ -1,6 +1,16 @@
 //! Writes the image: metadata records, then every page that carries data,
 //! in chunks compressed in parallel, then the END record.
 //!
+//! ```text
+//! manager: scan pages -> copy non-zero pages into a FREE slot -> POSTED
+//! workers (and the manager when it would wait): POSTED -> TAKEN -> DONE
+//! manager: DONE slots written strictly in fill order -> FREE
+//! ```
+//! `2 x (workers + 1)` slots of 1 MiB in and `compressBound(1 MiB)` out: the
+//! pipeline's memory does not depend on the process's size. A chunk that
+//! zstd cannot shrink by 1/32 is written raw from its input buffer (writev
+//! of header + data, no copy).
+//!
 //! Runs inside the manager's suspend-signal handler while every other
 //! thread is parked (workers help from inside theirs): must not allocate,
 //! print or lock. All buffers come from the checkpoint's scratch arena,
@@ -8,7 +18,9 @@
 
 use crate::compress::{Level, StaticCompressor};
 use crate::image::codec::{CodecError, Encoder};
-use crate::image::format::{self, build_record, seal_record, RecordChain, RecordKind, FRAME_LEN};
+use crate::image::format::{
+    self, build_record, seal_record_split, RecordChain, RecordKind, FRAME_LEN,
+};
 use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region, ThreadRole};
 use crate::maps::{MapsParser, RegionKind};
 use crate::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
@@ -139,17 +151,40 @@ fn chunk_record_cap() -> usize {
         + crate::compress::bound(CHUNK_BYTES)
 }
 
-/// Totals of one dump.
+/// Totals and phase times of one dump (all times in nanoseconds, taken
+/// with the monotonic clock while the program's threads were stopped).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DumpStats {
     pub regions: u64,
+    /// Bytes of the regions whose pages were looked at.
     pub bytes_mapped: u64,
+    /// Of those, bytes of pages the kernel reported present or swapped.
     pub bytes_present: u64,
+    /// Present pages left out because they were all zero.
     pub zero_pages: u64,
+    /// Bytes of pages put into chunks (before compression).
     pub bytes_raw: u64,
+    /// Bytes of CHUNK records written (after compression, with framing).
     pub bytes_stored: u64,
     pub chunks: u64,
+    /// Chunks stored raw because zstd did not save enough.
+    pub chunks_raw: u64,
     pub file_len: u64,
+    /// Reading /proc/self/maps and writing META, REGIONS and THREADS.
+    pub maps_ns: u64,
+    /// Capturing kernel state (fds, sigactions, mm, auxv) into KERNEL.
+    pub kstate_ns: u64,
+    /// Asking the kernel which pages are present (PAGEMAP_SCAN or pagemap).
+    pub scan_ns: u64,
+    /// The whole page phase: scan, zero test, copy, compress, write.
+    pub pages_ns: u64,
+    /// Of the page phase: time in write(2).
+    pub write_call_ns: u64,
+    /// Of the page phase: time the writer waited for a chunk still being
+    /// compressed by someone else.
+    pub wait_ns: u64,
+    /// Whether pages were found with the PAGEMAP_SCAN ioctl.
+    pub used_pagemap_scan: bool,
 }
 
 /// A region as the dump sees it (plain data, lives in scratch).
@@ -183,6 +218,7 @@ struct SlotData {
     out: usize,
     out_cap: usize,
     out_len: usize,
+    stored_raw: bool,
 }
 
 struct Slot {
@@ -207,6 +243,7 @@ const SLOT_INIT: Slot = Slot {
         out: 0,
         out_cap: 0,
         out_len: 0,
+        stored_raw: false,
     }),
 };
 
@@ -292,10 +329,9 @@ fn encode_chunk(d: &mut SlotData, comp: &mut Option<StaticCompressor>) {
         // Keep zstd's output only where it saves something worth the
         // decompression at restart.
         Some(n) if n < input.len() - input.len() / 32 => (crate::image::model::ENCODING_ZSTD, n),
-        _ => {
-            out[head..head + input.len()].copy_from_slice(input);
-            (crate::image::model::ENCODING_RAW, input.len())
-        }
+        // Raw: the data stays in the input buffer and is written from there
+        // (writev), never copied next to its header.
+        _ => (crate::image::model::ENCODING_RAW, 0),
     };
     let mut e = Encoder::new(&mut out[FRAME_LEN..head]);
     // The buffer was sized for this header: these writes cannot fail.
@@ -309,7 +345,9 @@ fn encode_chunk(d: &mut SlotData, comp: &mut Option<StaticCompressor>) {
     for r in runs {
         let _ = r.encode(&mut e);
     }
-    seal_record(&mut out[..head + data_len], RecordKind::Chunk);
+    d.stored_raw = encoding == crate::image::model::ENCODING_RAW;
+    let tail: &[u8] = if d.stored_raw { input } else { &[] };
+    seal_record_split(&mut out[..head + data_len], tail, RecordKind::Chunk);
     d.out_len = head + data_len;
 }
 
@@ -320,15 +358,59 @@ struct Writer<'a> {
     fd: &'a RawFd,
     chain: RecordChain,
     len: u64,
+    write_ns: u64,
 }
 
 impl Writer<'_> {
     fn record(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
-        self.fd.write_all(bytes).map_err(DumpError::Write)?;
+        self.record_split(bytes, &[])
+    }
+
+    /// Writes a record whose payload ends with `tail` (kept apart from the
+    /// framing and header in `head`).
+    fn record_split(&mut self, head: &[u8], tail: &[u8]) -> Result<(), DumpError> {
+        let t = sys::now_ns();
+        write_all2(self.fd, head, tail).map_err(DumpError::Write)?;
+        self.write_ns += sys::now_ns() - t;
+        let bytes = head;
         self.chain.add(bytes);
-        self.len += bytes.len() as u64;
+        self.len += (bytes.len() + tail.len()) as u64;
         Ok(())
     }
+}
+
+/// Writes `a` then `b` with as few writev(2) calls as the kernel allows.
+fn write_all2(fd: &RawFd, mut a: &[u8], mut b: &[u8]) -> Result<(), sys::Errno> {
+    while !a.is_empty() || !b.is_empty() {
+        let iov = [
+            libc::iovec {
+                iov_base: a.as_ptr() as *mut libc::c_void,
+                iov_len: a.len(),
+            },
+            libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            },
+        ];
+        // SAFETY: both iovecs describe live, readable buffers.
+        let r = unsafe { libc::writev(fd.raw(), iov.as_ptr(), 2) };
+        if r < 0 {
+            let e = sys::Errno::last();
+            if e.0 == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut n = r as usize;
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        n -= from_a;
+        b = &b[n.min(b.len())..];
+        if r == 0 {
+            return Err(sys::Errno(libc::EIO));
+        }
+    }
+    Ok(())
 }
 
 /// Gathers pages into slots, posts them and writes finished ones in order.
@@ -362,18 +444,29 @@ impl Gatherer<'_> {
         let wi = self.write % self.n_slots;
         if self.write < self.fill && SLOTS[wi].state.load(Acquire) == DONE {
             let d = slot_data(wi);
-            // SAFETY: DONE hands the output buffer back to the manager.
-            let rec = unsafe { core::slice::from_raw_parts(d.out as *const u8, d.out_len) };
-            self.w.record(rec)?;
-            self.stats.bytes_stored += rec.len() as u64;
+            // SAFETY: DONE hands the slot's buffers back to the manager.
+            let (rec, tail) = unsafe {
+                (
+                    core::slice::from_raw_parts(d.out as *const u8, d.out_len),
+                    core::slice::from_raw_parts(
+                        d.input as *const u8,
+                        if d.stored_raw { d.raw_len as usize } else { 0 },
+                    ),
+                )
+            };
+            self.w.record_split(rec, tail)?;
+            self.stats.bytes_stored += (rec.len() + tail.len()) as u64;
             self.stats.chunks += 1;
+            self.stats.chunks_raw += u64::from(d.stored_raw);
             SLOTS[wi].state.store(FREE, Release);
             self.write += 1;
             return Ok(());
         }
         let seen = DONE_SEQ.load(Acquire);
         if !help_once(self.manager_ci) && SLOTS[wi].state.load(Acquire) != DONE {
+            let t = sys::now_ns();
             futex_wait(&DONE_SEQ, seen, Some(10_000_000));
+            self.stats.wait_ns += sys::now_ns() - t;
         }
         Ok(())
     }
@@ -500,6 +593,7 @@ fn dump_all(
     scratch_hi: u64,
 ) -> Result<DumpStats, DumpError> {
     let s = &plan.scratch;
+    let t_maps = sys::now_ns();
     let maps_buf = s.bytes(plan.maps_cap)?;
     let maps_len = crate::maps::read_self_maps(maps_buf).map_err(|e| match e {
         crate::maps::MapsError::BufferTooSmall(_) => DumpError::TooManyRegions,
@@ -559,6 +653,7 @@ fn dump_all(
         fd: &plan.image,
         chain: RecordChain::default(),
         len: 0,
+        write_ns: 0,
     };
     w.fd.write_all(&format::FileHeader::host().to_bytes())
         .map_err(DumpError::Write)?;
@@ -622,6 +717,7 @@ fn dump_all(
     w.record(&rec[..n])?;
 
     // KERNEL
+    let t_kstate = sys::now_ns();
     let text = s.bytes(65536)?;
     let path = s.bytes(8192)?;
     let auxv = s.bytes(8192)?;
@@ -659,6 +755,7 @@ fn dump_all(
     }
     let n = n?;
     w.record(&rec[..n])?;
+    let kstate_ns = sys::now_ns() - t_kstate;
 
     // THREADS: the main thread first (it becomes the restarter's thread).
     let n = build_record(rec, RecordKind::Threads, |e| {
@@ -673,8 +770,10 @@ fn dump_all(
             .try_for_each(|t| t.encode(e))
     })?;
     w.record(&rec[..n])?;
+    let maps_ns = sys::now_ns() - t_maps - kstate_ns;
 
     // Pages.
+    let t_pages = sys::now_ns();
     let mut g = Gatherer {
         w,
         n_slots,
@@ -684,7 +783,12 @@ fn dump_all(
         cur_len: 0,
         cur_runs: 0,
         manager_ci: plan.workers.min(MAX_SLOTS - 1),
-        stats: DumpStats::default(),
+        stats: DumpStats {
+            maps_ns,
+            kstate_ns,
+            used_pagemap_scan: plan.scanner.method() == crate::pages::ScanMethod::Ioctl,
+            ..DumpStats::default()
+        },
     };
     g.ready_slot()?;
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
@@ -703,7 +807,10 @@ fn dump_all(
         let skip_zero = want != Want::PrivateFileWritten;
         let mut at = r.start;
         while at < r.end {
-            let (n, next) = match plan.scanner.scan(at, r.end, want, runs, tmp) {
+            let t_scan = sys::now_ns();
+            let scanned = plan.scanner.scan(at, r.end, want, runs, tmp);
+            g.stats.scan_ns += sys::now_ns() - t_scan;
+            let (n, next) = match scanned {
                 Ok(n) => (n, r.end),
                 Err(PagesError::OutOfRuns { resume_at }) => (runs.len(), resume_at),
                 Err(err) => {
@@ -740,6 +847,8 @@ fn dump_all(
         }
     }
     g.finish()?;
+    g.stats.pages_ns = sys::now_ns() - t_pages;
+    g.stats.write_call_ns = g.w.write_ns;
 
     // END
     let stats = &mut g.stats;

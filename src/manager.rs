@@ -53,14 +53,25 @@ pub struct Runtime {
     sequence: AtomicU64,
 }
 
-/// Figures of one checkpoint.
+/// Figures of one checkpoint. Times in nanoseconds; the dump's own phases
+/// (kernel state, page scan, compress+write) are in `dump`.
 #[derive(Clone, Debug)]
 pub struct CheckpointStats {
     pub path: PathBuf,
     pub dump: DumpStats,
-    /// How long the program's threads were stopped.
+    /// How long the program's threads were stopped (suspend + dump + resume).
     pub pause_ns: u64,
+    /// Preparing: scratch memory, opening the image and /proc files.
+    pub prepare_ns: u64,
+    /// Signalling the other threads until all were parked.
     pub suspend_ns: u64,
+    /// The dump, from the last thread parked to the image written.
+    pub dump_ns: u64,
+    /// Releasing the threads.
+    pub resume_ns: u64,
+    /// Making the image durable: fsync, rename, fsync of the directory.
+    pub fsync_ns: u64,
+    /// From the request being taken up to the image committed and pruned.
     pub total_ns: u64,
 }
 
@@ -221,6 +232,7 @@ impl Runtime {
             *PLAN.1.get() = None;
         }
         let mut tids = vec![0u32; threads::MAX_THREADS];
+        let prepare_ns = sys::now_ns() - t_start;
 
         // Suspend, dump, resume.
         let round = threads::begin_round();
@@ -240,6 +252,7 @@ impl Runtime {
                 return Ok(Outcome::Restarted);
             }
         }
+        let t_dumped = sys::now_ns();
         threads::release(round);
         let t_resumed = sys::now_ns();
         // SAFETY: see PlanCell; the handler has finished.
@@ -260,15 +273,21 @@ impl Runtime {
                 return Err(Error::Config("the dump did not run".into()));
             }
         };
+        let t_commit = sys::now_ns();
         commit(&tmp_path, &final_path, &cfg.dir).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp_path);
         })?;
+        let fsync_ns = sys::now_ns() - t_commit;
         prune(&cfg.dir, &self.prog_name, cfg.keep);
         let st = CheckpointStats {
             path: final_path,
             dump: stats,
             pause_ns: t_resumed - t_suspend,
+            prepare_ns,
             suspend_ns: t_parked - t_suspend,
+            dump_ns: t_dumped - t_parked,
+            resume_ns: t_resumed - t_dumped,
+            fsync_ns,
             total_ns: sys::now_ns() - t_start,
         };
         log::debug!("{st:?}");

@@ -224,13 +224,22 @@ impl FileHeader {
 /// Fills in the framing of a record whose payload already sits at
 /// `buf[FRAME_LEN..]`, and returns the record checksum. Never allocates.
 pub fn seal_record(buf: &mut [u8], kind: RecordKind) -> u64 {
-    let len = (buf.len() - FRAME_LEN) as u64;
+    seal_record_split(buf, &[], kind)
+}
+
+/// Like [`seal_record`] for a record whose payload is split in two:
+/// `head[FRAME_LEN..]` then `tail` (written together with writev, so a
+/// large tail is never copied next to its head). Never allocates.
+pub fn seal_record_split(head: &mut [u8], tail: &[u8], kind: RecordKind) -> u64 {
+    let buf = head;
+    let len = (buf.len() - FRAME_LEN + tail.len()) as u64;
     buf[0..4].copy_from_slice(&(kind as u32).to_le_bytes());
     buf[4..8].copy_from_slice(&0u32.to_le_bytes());
     buf[8..16].copy_from_slice(&len.to_le_bytes());
     let mut h = Xxh3::new();
     h.update(&buf[0..16]);
     h.update(&buf[FRAME_LEN..]);
+    h.update(tail);
     let sum = h.digest();
     buf[16..24].copy_from_slice(&sum.to_le_bytes());
     sum

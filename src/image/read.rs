@@ -58,8 +58,10 @@ pub struct Chunk {
     pub offset: u64,
     pub header: ChunkHeader,
     pub runs: Vec<ChunkRun>,
-    /// The stored bytes (compressed or raw).
-    pub data: Vec<u8>,
+    /// The record's payload; the stored bytes (compressed or raw) are
+    /// `payload[data_at..]` (kept in place: never copied out).
+    payload: Vec<u8>,
+    data_at: usize,
 }
 
 fn malformed(offset: u64, kind: &'static str) -> impl Fn(super::codec::CodecError) -> FormatError {
@@ -121,7 +123,9 @@ impl ImageFile {
                 path.display()
             )));
         }
-        let src: Source = Box::new(BufReader::with_capacity(1 << 20, f));
+        // A small buffer: payloads of about a chunk (up to 1 MiB) are then
+        // read straight into their Vec instead of through the buffer.
+        let src: Source = Box::new(BufReader::with_capacity(64 << 10, f));
         let mut img = Self::from_source(path, src, md.len(), key)?;
         img.owner_mode = Some((md.uid(), md.mode()));
         Ok(img)
@@ -306,11 +310,11 @@ impl ImageFile {
         })
     }
 
-    /// Reads every remaining record: calls `f` for each chunk (checksum
+    /// Reads every remaining record: hands `f` each chunk (checksum
     /// verified, runs checked against the regions), then checks END.
     pub fn for_each_chunk(
         mut self,
-        f: impl FnMut(&Chunk) -> Result<(), ReadError>,
+        f: impl FnMut(Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         self.read_to_end(f)
     }
@@ -319,7 +323,7 @@ impl ImageFile {
     /// [`ImageFile::mac_present`].
     pub fn read_to_end(
         &mut self,
-        mut f: impl FnMut(&Chunk) -> Result<(), ReadError>,
+        mut f: impl FnMut(Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         let page = self.header.page_size as u64;
         let view = self.view()?;
@@ -337,7 +341,7 @@ impl ImageFile {
                     return EndRecord::decode(&mut d).map_err(malformed(rec.offset, "END"));
                 }
                 RecordKind::Chunk => {
-                    let chunk = parse_chunk(rec.offset, &rec.payload, &bounds, page)?;
+                    let chunk = parse_chunk(rec.offset, rec.payload, &bounds, page)?;
                     if !stores[chunk.header.region as usize] {
                         let (start, end) = bounds[chunk.header.region as usize];
                         return Err(invalid(format!(
@@ -346,7 +350,7 @@ impl ImageFile {
                         )));
                     }
                     stored.add(&chunk)?;
-                    f(&chunk)?;
+                    f(chunk)?;
                 }
                 other => {
                     return Err(FormatError::Order {
@@ -440,12 +444,12 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
 
 fn parse_chunk(
     offset: u64,
-    payload: &[u8],
+    payload: Vec<u8>,
     bounds: &[(u64, u64)],
     page: u64,
 ) -> Result<Chunk, ReadError> {
     let bad = malformed(offset, "CHUNK");
-    let mut d = Decoder::new(payload);
+    let mut d = Decoder::new(&payload);
     let header = ChunkHeader::decode(&mut d).map_err(&bad)?;
     let n = header.n_runs as usize;
     if n.saturating_mul(ChunkHeader::RUN_LEN) > d.remaining() {
@@ -457,7 +461,8 @@ fn parse_chunk(
         .map(|_| ChunkRun::decode(&mut d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(&bad)?;
-    let data = d.take(d.remaining()).map_err(&bad)?.to_vec();
+    let data_at = d.position();
+    let data = d.take(d.remaining()).map_err(&bad)?;
     let (start, end) = *bounds.get(header.region as usize).ok_or_else(|| {
         invalid(format!(
             "chunk at byte {offset} names region {} of {}",
@@ -509,19 +514,25 @@ fn parse_chunk(
         offset,
         header,
         runs,
-        data,
+        payload,
+        data_at,
     })
 }
 
 impl Chunk {
+    /// The stored bytes (compressed or raw).
+    pub fn data(&self) -> &[u8] {
+        &self.payload[self.data_at..]
+    }
+
     /// Decodes the chunk's pages into `out` (exactly `raw_len` bytes).
     pub fn decode_into(&self, out: &mut [u8]) -> Result<(), ReadError> {
         match self.header.encoding {
             ENCODING_RAW => {
-                out.copy_from_slice(&self.data);
+                out.copy_from_slice(self.data());
                 Ok(())
             }
-            _ => crate::compress::decompress_exact(&self.data, out).map_err(|e| {
+            _ => crate::compress::decompress_exact(self.data(), out).map_err(|e| {
                 invalid(format!(
                     "chunk at byte {}: cannot decompress: {e}",
                     self.offset

@@ -1,14 +1,19 @@
 //! Where things go during a restart: staging mappings at addresses free in
 //! both the restarter's map and the image's, filled from the image's chunks.
 //! Ordinary Rust; nothing here is irreversible (staging mappings belong to
-//! the restarter until the hand-over).
+//! the restarter until the hand-over). Chunks are decompressed in parallel,
+//! straight into the staging mappings.
 
 use super::RestoreError;
+use crate::image::format::FormatError;
+use crate::image::model::ENCODING_RAW;
 use crate::image::model::{FdEntry, MmLayout, SigAction, ThreadState};
-use crate::image::read::{ImageFile, ImageView};
+use crate::image::read::{Chunk, ImageFile, ImageView};
 use crate::maps::{MapsParser, RegionKind};
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Lowest and highest addresses used for staging and the restorer.
 const PICK_LOW: u64 = 1 << 32;
@@ -230,58 +235,110 @@ impl Plan {
 
     /// Maps a staging area for every region, then fills it from the
     /// image's chunks (every checksum verified on the way).
+    ///
+    /// This thread reads and checks the records in file order; decoder
+    /// threads decompress chunks straight into the staging mappings. At most
+    /// `2 x threads` chunks wait in between, so memory stays bounded
+    /// whatever the image's size.
     pub fn stage_all(&mut self, img: ImageFile) -> Result<StageStats, RestoreError> {
         for i in 0..self.regions.len() {
             let name = self.names[i].clone();
             self.stage_region(i, &name)?;
         }
         let page = self.page;
+        let threads = decode_threads();
         let mut stats = StageStats {
             chunks: 0,
             bytes: 0,
         };
-        let mut tmp: Vec<u8> = Vec::new();
         let regions = &self.regions;
-        let path = self.path.clone();
-        img.for_each_chunk(|c| {
-            let r = &regions[c.header.region as usize];
-            let base = r.staging.ok_or_else(|| {
-                crate::image::format::FormatError::Invalid(format!(
-                    "chunk at byte {} holds data for region {:#x}-{:#x}, which has none",
-                    c.offset, r.start, r.end
-                ))
-            })?;
-            let raw = c.header.raw_len as usize;
-            if c.runs.len() == 1 {
-                // SAFETY: the run was checked to lie inside the region, and
-                // the staging mapping has the region's size and is writable.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        (base + c.runs[0].first_page * page) as *mut u8,
-                        raw,
-                    )
-                };
-                c.decode_into(dst)?;
-            } else {
-                tmp.resize(raw, 0);
-                c.decode_into(&mut tmp)?;
-                let mut at = 0usize;
-                for run in &c.runs {
-                    let n = run.pages as usize * page as usize;
-                    // SAFETY: as above, per run.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut((base + run.first_page * page) as *mut u8, n)
-                    };
-                    dst.copy_from_slice(&tmp[at..at + n]);
-                    at += n;
-                }
+        let failed: Mutex<Option<FormatError>> = Mutex::new(None);
+        let abort = AtomicBool::new(false);
+        let read = crossbeam::thread::scope(|sc| {
+            let (tx, rx) = crossbeam::channel::bounded::<(u64, Chunk)>(2 * threads);
+            for _ in 0..threads {
+                let rx = rx.clone();
+                let (failed, abort) = (&failed, &abort);
+                sc.spawn(move |_| {
+                    for (base, c) in rx.iter() {
+                        if abort.load(Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = place_chunk(base, page, &c) {
+                            abort.store(true, Relaxed);
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                        }
+                    }
+                });
             }
-            stats.chunks += 1;
-            stats.bytes += raw as u64;
-            Ok(())
+            drop(rx);
+            // (region, page) just past the last chunk's last run: chunks
+            // must come in increasing order, so no two touch the same page
+            // and the decoder threads never write the same memory.
+            let mut next = (0u32, 0u64);
+            img.for_each_chunk(|c| {
+                if abort.load(Relaxed) {
+                    return Err(FormatError::Invalid("a chunk could not be decoded".into()));
+                }
+                let r = &regions[c.header.region as usize];
+                let base = r.staging.ok_or_else(|| {
+                    FormatError::Invalid(format!(
+                        "chunk at byte {} holds data for region {:#x}-{:#x}, which has none",
+                        c.offset, r.start, r.end
+                    ))
+                })?;
+                let mut at = if c.header.region == next.0 { next.1 } else { 0 };
+                if c.header.region < next.0 {
+                    at = u64::MAX;
+                }
+                for run in &c.runs {
+                    if run.first_page < at {
+                        return Err(FormatError::Invalid(format!(
+                            "chunk at byte {}: its pages overlap or precede an earlier chunk's",
+                            c.offset
+                        )));
+                    }
+                    at = run.first_page + run.pages as u64;
+                }
+                next = (c.header.region, at);
+                stats.chunks += 1;
+                stats.bytes += c.header.raw_len as u64;
+                tx.send((base, c))
+                    .map_err(|_| FormatError::Invalid("the decoder threads stopped".into()))
+            })
         })
-        .map_err(|source| RestoreError::Image { path, source })?;
-        Ok(stats)
+        .map_err(|_| {
+            RestoreError::Io(
+                "a decoder thread panicked".into(),
+                std::io::Error::other("panic"),
+            )
+        })?;
+        let source = match failed.into_inner().ok().flatten() {
+            Some(e) => e,
+            None => match read {
+                Ok(_) => return Ok(stats),
+                Err(e) => e,
+            },
+        };
+        Err(RestoreError::Image {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Unmaps every staging mapping (benchmarks and tests that stage
+    /// without handing over).
+    pub fn unstage(&mut self) {
+        for r in &mut self.regions {
+            if let Some(at) = r.staging.take() {
+                // SAFETY: the staging mapping was made by `stage_region`
+                // with exactly this address and length and nothing else
+                // refers to it.
+                unsafe { libc::munmap(at as *mut libc::c_void, (r.end - r.start) as usize) };
+            }
+        }
     }
 
     fn stage_region(&mut self, i: usize, name: &[u8]) -> Result<(), RestoreError> {
@@ -344,6 +401,64 @@ impl Plan {
 
     fn offset_of(&self, i: usize) -> u64 {
         self.offsets.get(i).copied().unwrap_or(0)
+    }
+}
+
+/// Decoder threads for staging: one per CPU, at most 8.
+fn decode_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// Decodes one chunk into its region's staging mapping at `base`: single-run
+/// chunks in one call, several runs by streaming into each run in turn.
+/// Raw chunks are copied once, from the record into place.
+fn place_chunk(base: u64, page: u64, c: &Chunk) -> Result<(), FormatError> {
+    let mut dsts: Vec<&mut [u8]> = c
+        .runs
+        .iter()
+        .map(|run| {
+            // SAFETY: the reader checked that the run lies inside its region;
+            // the staging mapping has the region's size and is writable and
+            // private to this process; chunks come in increasing page order
+            // (checked in `stage_all`), so no other thread writes these
+            // pages.
+            unsafe {
+                std::slice::from_raw_parts_mut(
+                    (base + run.first_page * page) as *mut u8,
+                    run.pages as usize * page as usize,
+                )
+            }
+        })
+        .collect();
+    for d in &dsts {
+        // Fault the run in with one call instead of a trap per page; a
+        // kernel without MADV_POPULATE_WRITE just faults as we write.
+        // SAFETY: advice on a range of our own staging mapping.
+        unsafe {
+            libc::madvise(
+                d.as_ptr() as *mut libc::c_void,
+                d.len(),
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+    match (c.header.encoding, &mut dsts[..]) {
+        (_, [one]) => c.decode_into(one),
+        (ENCODING_RAW, many) => {
+            let mut at = 0usize;
+            for d in many.iter_mut() {
+                let n = d.len();
+                d.copy_from_slice(&c.data()[at..at + n]);
+                at += n;
+            }
+            Ok(())
+        }
+        (_, many) => crate::compress::decompress_scatter(c.data(), many).map_err(|e| {
+            FormatError::Invalid(format!(
+                "chunk at byte {}: cannot decompress: {e}",
+                c.offset
+            ))
+        }),
     }
 }
 
