@@ -327,3 +327,76 @@ fn c_pthreads_holding_mutexes_and_blocked_in_syscalls_resume_with_both_id_paths(
         assert!(threads >= 7, "the image holds {threads} threads: {j}");
     }
 }
+
+/// Without root, exact ids come from a user namespace of the restart's
+/// own: a program checkpointed as an unprivileged user (nobody) restarts
+/// as that user with its pid and tids, and its output is exact.
+#[test]
+fn an_unprivileged_user_gets_exact_ids_through_a_user_namespace() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the test's programs as another user");
+        return;
+    }
+    let as_nobody = |prog: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(prog);
+        c
+    };
+    match as_nobody(&selfckpt()).arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: user nobody cannot run {}: {}",
+                selfckpt().display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: setpriv: {e}");
+            return;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("nobody");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let args = ["12", "--sleep-ms", "5", "--checkpoint-at", "4"];
+    let want = reference(tmp.path(), &args[..3]);
+    let dir = work.join("ck");
+    let so = work.join("first.stdout");
+    wait_ok(
+        spawn_to_file(as_nobody(&threads()).arg(&dir).args(args), &so),
+        "program as nobody",
+    );
+    let image = images(&dir).pop().expect("an image");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().uid(),
+        65534,
+        "the image was written by nobody"
+    );
+    let so2 = work.join("restarted.stdout");
+    let child = spawn_to_file(
+        as_nobody(&selfckpt())
+            .args(["restart", "--tids", "exact"])
+            .arg(&image),
+        &so2,
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("exact process and thread ids are not possible here") {
+        eprintln!("skipped: unprivileged user namespaces are not allowed here: {err}");
+        return;
+    }
+    assert!(out.status.success(), "restart as nobody: {err}");
+    assert!(err.contains(expected_identity("exact")), "{err}");
+    let mut combined = std::fs::read(&so).unwrap()[..fd_offset(&image, 1)].to_vec();
+    combined.extend(std::fs::read(&so2).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&combined),
+        String::from_utf8_lossy(&want)
+    );
+}

@@ -10,6 +10,13 @@
 //!          └─ the program (its checkpoint-time pid; restores the image)
 //! ```
 //!
+//! The namespace is made by `clone3(CLONE_NEWPID)` for the init, so the
+//! outer process's own namespaces never change. Without the privilege for
+//! that (not root), the init also gets a user namespace of its own in which
+//! the caller's uid and gid map to themselves; there it may mount /proc and
+//! use `set_tid`. (The program then sees files of other users as owned by
+//! the overflow id, as in any user namespace.)
+//!
 //! The outer process and the init forward every signal a user sends
 //! (`kill`, `sigqueue`) to the program, so `kill -USR1 <outer pid>` reaches
 //! it; signals the kernel sends a whole process group (Ctrl-C on the
@@ -24,8 +31,9 @@
 //! handlers are back).
 //!
 //! Everything here happens before the restart's point of no return: when
-//! the system does not allow a namespace (no privilege, `set_tid` refused),
-//! [`enter`] says why and the restart goes on in this process with new ids.
+//! the system allows no namespace (no privilege and no unprivileged user
+//! namespaces, `set_tid` refused), [`enter`] says why and the restart goes
+//! on in this process with new ids.
 //!
 //! Must never: return in the outer process or the init once the program
 //! has started (they only supervise it), or forward a signal the kernel
@@ -106,30 +114,15 @@ fn errno() -> std::io::Error {
 /// Tries to move the restart into a PID namespace of its own where the
 /// program gets `pid`. Returns `Exact` in the program's process, `New`
 /// (with the reason) in the calling process when that is not possible;
-/// the supervising processes never return.
+/// the supervising processes never return. This process's own namespaces
+/// are never changed: the namespaces are made by `clone3` for the init.
+/// Without the privilege for a PID namespace (not root), the init gets a
+/// user namespace of its own too, where the caller's uid and gid map to
+/// themselves (unprivileged user namespaces must be allowed).
 pub fn enter(pid: u32, verbose: bool) -> Identity {
     if pid <= 1 || pid > i32::MAX as u32 {
         return Identity::New(format!("the image's pid is {pid}"));
     }
-    // Our own namespace, to go back to for the children of a restart that
-    // could not use the new one.
-    let own = match std::fs::File::open("/proc/self/ns/pid") {
-        Ok(f) => f,
-        Err(e) => return Identity::New(format!("cannot open /proc/self/ns/pid: {e}")),
-    };
-    // SAFETY: unshare only changes the namespace our future children join.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
-        return Identity::New(format!("cannot create a PID namespace: {}", errno()));
-    }
-    let identity = enter_new(pid, verbose);
-    if identity != Identity::Exact {
-        // SAFETY: rejoining our own PID namespace for future children.
-        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) };
-    }
-    identity
-}
-
-fn enter_new(pid: u32, verbose: bool) -> Identity {
     let (report_rd, report_wr) = match pipe() {
         Ok(p) => p,
         Err(e) => return Identity::New(format!("pipe: {e}")),
@@ -138,18 +131,49 @@ fn enter_new(pid: u32, verbose: bool) -> Identity {
         Ok(p) => p,
         Err(e) => return Identity::New(format!("pipe: {e}")),
     };
-    // SAFETY: the restarter is single-threaded here, so the child may go on
-    // running ordinary Rust.
-    let init = unsafe { libc::fork() };
-    if init < 0 {
-        return Identity::New(format!("fork: {}", errno()));
-    }
+    let pidns = libc::CLONE_NEWPID as u64;
+    let (init, userns) = match fork3(pidns, None) {
+        Ok(init) => (init, false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            match fork3(pidns | libc::CLONE_NEWUSER as u64, None) {
+                Ok(init) => (init, true),
+                Err(e2) => {
+                    return Identity::New(format!(
+                        "cannot create a PID namespace ({e}), nor one in a user namespace ({e2})"
+                    ))
+                }
+            }
+        }
+        Err(e) => return Identity::New(format!("cannot create a PID namespace: {e}")),
+    };
     if init == 0 {
         drop((report_rd, life_wr));
         return init_side(pid, report_wr, life_rd);
     }
     drop((report_wr, life_rd));
-    outer_side(init, report_rd, life_wr, verbose)
+    let mut life = std::fs::File::from(life_wr);
+    let mapped = if userns { map_ids(init) } else { Ok(()) };
+    if let Err(e) = mapped.and_then(|()| life.write_all(b"g")) {
+        // SAFETY: ending and reaping our own child.
+        unsafe {
+            libc::kill(init, libc::SIGKILL);
+            libc::waitpid(init, std::ptr::null_mut(), 0);
+        }
+        return Identity::New(format!("cannot set up the user namespace: {e}"));
+    }
+    outer_side(init, report_rd, life.into(), verbose)
+}
+
+/// Maps our uid and gid to themselves in the init's new user namespace.
+fn map_ids(init: i32) -> std::io::Result<()> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    match std::fs::write(format!("/proc/{init}/setgroups"), "deny") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::write(format!("/proc/{init}/uid_map"), format!("{uid} {uid} 1\n"))?;
+    std::fs::write(format!("/proc/{init}/gid_map"), format!("{gid} {gid} 1\n"))
 }
 
 /// The outer process: learns whether the program started; if so forwards
@@ -238,22 +262,24 @@ fn init_side(pid: u32, report: OwnedFd, lifeline: OwnedFd) -> Identity {
         // SAFETY: leaving the forked child without running the parent's atexit work.
         unsafe { libc::_exit(1) }
     };
-    // SAFETY: prctl and a non-blocking read of the lifeline: if the outer
-    // process is already gone, stop here.
+    // SAFETY: prctl, then wait for the outer process's go (its ids are
+    // mapped); end of file means it is already gone: stop here.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::fcntl(lifeline.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
         let mut b = 0u8;
-        if libc::read(lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) == 0 {
+        if libc::read(lifeline.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
             libc::_exit(1);
         }
     }
     if let Err(why) = fresh_proc() {
         fail(&mut report, why);
     }
-    let child = match clone_with_pid(pid) {
+    let child = match fork3(0, Some(pid)) {
         Ok(c) => c,
-        Err(why) => fail(&mut report, why),
+        Err(e) => fail(
+            &mut report,
+            format!("cannot create pid {pid} (clone3 set_tid): {e}"),
+        ),
     };
     if child == 0 {
         drop(lifeline);
@@ -314,8 +340,9 @@ fn fresh_proc() -> Result<(), String> {
     Ok(())
 }
 
-/// fork() that gives the child `pid` in this PID namespace.
-fn clone_with_pid(pid: u32) -> Result<i32, String> {
+/// fork() through clone3: `flags` may ask for new namespaces, `pid` for
+/// the child's id in this PID namespace. Returns 0 in the child.
+fn fork3(flags: u64, pid: Option<u32>) -> std::io::Result<i32> {
     #[repr(C)]
     struct CloneArgs {
         flags: u64,
@@ -330,17 +357,18 @@ fn clone_with_pid(pid: u32) -> Result<i32, String> {
         set_tid_size: u64,
         cgroup: u64,
     }
-    let want = [pid as libc::pid_t];
+    let want = [pid.unwrap_or(0) as libc::pid_t];
     // Like glibc's fork: the child's thread id word gets its new id.
     let mut tid_address: u64 = 0;
     // SAFETY: PR_GET_TID_ADDRESS writes one pointer.
     unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut tid_address as *mut u64) };
+    let settid = if tid_address != 0 {
+        (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64
+    } else {
+        0
+    };
     let args = CloneArgs {
-        flags: if tid_address != 0 {
-            (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64
-        } else {
-            0
-        },
+        flags: flags | settid,
         pidfd: 0,
         child_tid: tid_address,
         parent_tid: 0,
@@ -348,8 +376,12 @@ fn clone_with_pid(pid: u32) -> Result<i32, String> {
         stack: 0,
         stack_size: 0,
         tls: 0,
-        set_tid: want.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: if pid.is_some() {
+            want.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
         cgroup: 0,
     };
     // SAFETY: clone3 without CLONE_VM behaves like fork (the child gets a
@@ -362,10 +394,7 @@ fn clone_with_pid(pid: u32) -> Result<i32, String> {
         )
     };
     if r < 0 {
-        return Err(format!(
-            "cannot create pid {pid} (clone3 set_tid): {}",
-            errno()
-        ));
+        return Err(errno());
     }
     Ok(r as i32)
 }

@@ -67,7 +67,7 @@ enum Cmd {
         #[arg(short, long)]
         verbose: bool,
         /// Process and thread ids: `exact` (in a PID namespace of its own;
-        /// needs root or CAP_SYS_ADMIN), `new` (new ids; the library
+        /// without root, inside a user namespace), `new` (new ids; the library
         /// translates thread ids), `auto` (exact where possible). Also
         /// SELFCKPT_TIDS.
         #[arg(long, env = "SELFCKPT_TIDS", default_value = "auto", value_parser = ["auto", "exact", "new"])]
