@@ -713,7 +713,10 @@ fn no_checkpoint_starts_inside_a_critical_section_under_load() {
         panic!("unexpected output {line:?}");
     };
     assert_eq!(violations, 0, "{line}");
-    assert!(checkpoints >= 3, "too few checkpoints: starved by the sections? {line}");
+    assert!(
+        checkpoints >= 3,
+        "too few checkpoints: starved by the sections? {line}"
+    );
     assert!(sections > 1000, "the threads hardly ran: {line}");
     let st = stats(&w.join("ckpt"));
     assert_eq!(
