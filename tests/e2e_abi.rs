@@ -725,3 +725,37 @@ fn no_checkpoint_starts_inside_a_critical_section_under_load() {
         "{st:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 7. `run` refuses a program LD_PRELOAD cannot reach, instead of running it
+//    unprotected.
+
+#[test]
+fn run_refuses_a_statically_linked_program() {
+    let work = tmpdir();
+    let w = work.path();
+    let src = w.join("s.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let prog = w.join("static-prog");
+    let built = Command::new("cc")
+        .arg("-static")
+        .arg(&src)
+        .arg("-o")
+        .arg(&prog)
+        .output();
+    if !built.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `cc -static` does not work here (no libc.a)");
+        return;
+    }
+    let out = Command::new(selfckpt())
+        .arg("run")
+        .arg("--dir")
+        .arg(w.join("ckpt"))
+        .arg("--")
+        .arg(&prog)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("statically linked"), "{err}");
+}
