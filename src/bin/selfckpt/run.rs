@@ -96,20 +96,17 @@ fn preload_obstacle(prog: &Path) -> Option<&'static str> {
     }
     let bytes = std::fs::read(prog).ok()?;
     match goblin::elf::Elf::parse(&bytes) {
-        Ok(elf)
-            if elf.interpreter.is_none()
-                && !elf
-                    .dynamic
-                    .as_ref()
-                    .is_some_and(|d| d.info.needed_count > 0) =>
-        {
-            Some(
-                "it is statically linked (LD_PRELOAD needs the dynamic loader); link it with \
+        Ok(elf) if elf.interpreter.is_none() && needs_nothing(&elf) => Some(
+            "it is statically linked (LD_PRELOAD needs the dynamic loader); link it with \
              libselfckpt instead",
-            )
-        }
+        ),
         _ => None, // dynamic ELF, or a script (its interpreter is checked when it runs)
     }
+}
+
+/// True if the ELF names no shared library it needs.
+fn needs_nothing(elf: &goblin::elf::Elf) -> bool {
+    elf.dynamic.as_ref().map_or(0, |d| d.info.needed_count) == 0
 }
 
 /// libselfckpt.so: `SELFCKPT_LIB`, or next to this binary.
