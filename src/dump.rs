@@ -644,7 +644,7 @@ fn dump_all(
                         value: 0,
                     }
                 }
-                kstate::KstateError::Parse(what) => {
+                kstate::KstateError::Parse(what) | kstate::KstateError::Pipe(what) => {
                     kerr = Some(what);
                     CodecError::BadValue {
                         field: "kernel state",

@@ -154,6 +154,11 @@ impl RawFd {
         self.0
     }
 
+    /// Takes ownership of a descriptor the caller just created.
+    pub fn from_raw(fd: i32) -> RawFd {
+        RawFd(fd)
+    }
+
     /// Reads until `buf` is full or end of file; returns the bytes read.
     pub fn read_full(&self, buf: &mut [u8]) -> SysResult<usize> {
         let mut n = 0;

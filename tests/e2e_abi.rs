@@ -8,64 +8,13 @@
 
 mod common;
 
-use common::{fd_offset, images, selfckpt};
+use common::{fd_offset, have, images, lib, selfckpt, target_dir};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// target/debug (or release): where the binary, libselfckpt.so and .a are.
-fn target_dir() -> PathBuf {
-    selfckpt().parent().unwrap().to_path_buf()
-}
-
-/// Newest modification time of the library's sources (src/, not src/bin).
-fn newest_lib_source(dir: &Path) -> std::time::SystemTime {
-    let mut newest = std::time::SystemTime::UNIX_EPOCH;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            if p.ends_with("bin") {
-                continue;
-            }
-            newest_lib_source(&p)
-        } else {
-            e.metadata().and_then(|m| m.modified()).unwrap()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// libselfckpt.so or .a, built and not older than the library's sources:
-/// `cargo test` builds only the rlib, `cargo build --lib` these two.
-fn lib(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    let built = std::fs::metadata(&p)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} missing: run `cargo build --lib` first (scripts/test.sh does)",
-                p.display()
-            )
-        });
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    assert!(
-        built >= newest_lib_source(&src),
-        "{} is older than the library's sources: run `cargo build --lib` first (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new()

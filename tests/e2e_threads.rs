@@ -32,15 +32,56 @@ fn reference(tmp: &Path, args: &[&str]) -> Vec<u8> {
     out
 }
 
-/// Restarts `image` with `--tids mode`; returns stdout and stderr, or None
-/// (after saying `skipped:`) when exact ids are refused on this system.
+/// Makes `clone3` fail with ENOSYS in the process that runs `cmd` (a
+/// seccomp filter, inherited by everything it starts), as on kernels older
+/// than 5.3 and under qemu-user: the restorer blob must fall back to clone.
+fn without_clone3(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // SAFETY: between fork and exec: two prctl calls on a filter built on
+    // this stack, nothing allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            let filter = [
+                op(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+                op(JEQ_K, 0, 3, AUDIT_ARCH),
+                op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+                op(JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+                op(RET_K, 0, 0, 0x0005_0000 | libc::ENOSYS as u32), // SECCOMP_RET_ERRNO
+                op(RET_K, 0, 0, 0x7fff_0000),                       // SECCOMP_RET_ALLOW
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Restarts `image` with `--tids mode` (`new-without-clone3`: new ids, and
+/// clone3 missing); returns stdout and stderr, or None (after saying
+/// `skipped:`) when exact ids are refused on this system.
 fn restart_with(image: &Path, mode: &str, stdout: &Path) -> Option<String> {
-    let child = spawn_to_file(
-        Command::new(selfckpt())
-            .args(["restart", "--tids", mode])
-            .arg(image),
-        stdout,
-    );
+    let mut cmd = Command::new(selfckpt());
+    if mode == "new-without-clone3" {
+        without_clone3(cmd.args(["restart", "--tids", "new"]));
+    } else {
+        cmd.args(["restart", "--tids", mode]);
+    }
+    let child = spawn_to_file(cmd.arg(image), stdout);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     if mode == "exact" && err.contains("exact process and thread ids are not possible here") {
@@ -96,6 +137,16 @@ fn rust_threads_checkpointed_at_20_random_moments_restart_exactly_with_both_id_p
     for round in 0..20 {
         let mode = if round % 2 == 0 { "exact" } else { "new" };
         checkpoint_kill_restart(tmp.path(), round, &args, mode, &want);
+    }
+}
+
+#[test]
+fn threads_are_recreated_with_plain_clone_where_clone3_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["40", "--sleep-ms", "15"];
+    let want = reference(tmp.path(), &args);
+    for round in 0..3 {
+        checkpoint_kill_restart(tmp.path(), round, &args, "new-without-clone3", &want);
     }
 }
 
@@ -199,4 +250,80 @@ fn a_thread_blocking_the_suspend_signal_fails_the_checkpoint_cleanly_and_the_pro
         log.contains("\"state\":\"error\"") && log.contains("did not stop"),
         "stats.jsonl records the failure: {log}"
     );
+}
+
+/// A C pthreads program that knows nothing of selfckpt (tests/c/pthreads.c)
+/// runs under `selfckpt run`; it is checkpointed while its threads hold an
+/// error-checking and a recursive mutex, block in read() on a pipe a
+/// sibling writes later, in nanosleep() (with an altstack), in
+/// pthread_cond_wait() and in sigwait(); killed; resumed by rerunning the
+/// same command, with exact and with new ids. Every check in the program
+/// must pass and the output must equal an uninterrupted run's.
+#[test]
+fn c_pthreads_holding_mutexes_and_blocked_in_syscalls_resume_with_both_id_paths() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (cc) to build tests/c/pthreads.c");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pthreads");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/pthreads.c");
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed on {}", src.display());
+    let window = "1500";
+    let so = tmp.path().join("ref.stdout");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg(window), &so),
+        "reference run",
+    );
+    let want = std::fs::read(&so).unwrap();
+    assert!(
+        want.ends_with(b"pthreads ok\n"),
+        "{}",
+        String::from_utf8_lossy(&want)
+    );
+    lib("libselfckpt.so");
+    for mode in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{mode}"));
+        let run = || {
+            let mut c = Command::new(selfckpt());
+            c.env("SELFCKPT_TIDS", mode)
+                .arg("run")
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--")
+                .arg(&exe)
+                .arg(window);
+            c
+        };
+        let first = tmp.path().join(format!("{mode}.first"));
+        let mut child = spawn_to_file(&mut run(), &first);
+        wait_output(&first);
+        std::thread::sleep(Duration::from_millis(random_ms(0, 400)));
+        kill(&child, libc::SIGUSR1);
+        let image = wait_new_image(&dir, 0);
+        kill_tree(&mut child, libc::SIGKILL);
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("{mode}.second"));
+        let err = wait_ok(spawn_to_file(&mut run(), &second), "resumed run");
+        if mode == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        let mut combined = std::fs::read(&first).unwrap()[..offset].to_vec();
+        combined.extend(std::fs::read(&second).unwrap());
+        assert_eq!(
+            String::from_utf8_lossy(&combined),
+            String::from_utf8_lossy(&want),
+            "{mode} ids: output differs; stderr: {err}"
+        );
+        let j = inspect(&image);
+        let threads = j["threads"].as_array().unwrap().len();
+        assert!(threads >= 7, "the image holds {threads} threads: {j}");
+    }
 }

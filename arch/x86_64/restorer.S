@@ -14,7 +14,9 @@
  * protection, 4 prctl(PR_SET_MM_MAP) (retried without exe_fd), 5 restore
  * sigactions, 6 write the "pokes" (values the restarted library reads),
  * 7 clone3 every thread but the first onto its own stack with its TLS
- * (and, in a PID namespace of our own, its exact thread id),
+ * (and, in a PID namespace of our own, its exact thread id); where clone3
+ * is missing (ENOSYS) and no exact id is wanted, plain clone with the
+ * same flags,
  * 8 the first thread sets its TLS and tid address; every thread then calls
  * the restart entry of the restored library with its slot address.
  * On any failure: message on fd 2 and exit_group(127).
@@ -198,10 +200,31 @@ selfckpt_restorer_main:
     syscall
     test rax, rax
     jz 75f
+    cmp rax, -38
+    je 76f
     js .Lclone_failed
+74:
     add rbx, 40
     dec r12
     jmp 71b
+76:
+    /* no clone3 (-ENOSYS): plain clone(flags, stack, parent_tid,
+     * child_tid, tls) with the same flags does, unless an exact id is
+     * wanted */
+    cmp qword ptr [rbx + 32], 0
+    jne .Lclone_failed
+    mov rdi, [rsp]
+    mov rsi, [rbx + 24]
+    and rsi, -16
+    xor edx, edx
+    mov r10, [rbx + 16]
+    mov r8, [rbx + 8]
+    mov eax, 56
+    syscall
+    test rax, rax
+    jz 75f
+    js .Lclone_failed
+    jmp 74b
 75:
     /* the new thread: its stack is entry_sp, rbx is its entry */
     and rsp, -16

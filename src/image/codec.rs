@@ -96,6 +96,32 @@ impl<'a> Encoder<'a> {
         self.buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
+    /// A length-prefixed byte string of at most `max` bytes that `fill`
+    /// writes straight into the buffer, returning how many it wrote.
+    pub fn bytes_with<E>(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Result<(), E>, CodecError> {
+        let at = self.reserve_u32()?;
+        let left = self.buf.len() - self.pos;
+        if max > left || max > u32::MAX as usize {
+            return Err(CodecError::Full { needed: max, left });
+        }
+        match fill(&mut self.buf[self.pos..self.pos + max]) {
+            Ok(n) => {
+                let n = n.min(max);
+                self.patch_u32(at, n as u32);
+                self.pos += n;
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                self.pos = at;
+                Ok(Err(e))
+            }
+        }
+    }
+
     /// A length-prefixed byte string.
     pub fn bytes(&mut self, b: &[u8]) -> Result<(), CodecError> {
         let len = u32::try_from(b.len()).map_err(|_| CodecError::BadValue {

@@ -4,14 +4,20 @@
 //! descriptor's link, fstat and fdinfo (offset, flags) into fixed buffers:
 //! it runs while threads are suspended and must not allocate.
 //!
+//! Pipes the process reads from also get their queued bytes captured
+//! (`encode_pipe_contents`, with tee(2), leaving the program's pipe as it
+//! was).
+//!
 //! Restore (`reopen`) runs in the restarter: regular files, directories and
 //! character devices are reopened at their old numbers, with their flags
 //! (never O_CREAT/O_TRUNC/O_EXCL) and offsets. Descriptors 0-2 are the
-//! restarter's own (the terminal that ran `restart`). Pipes, sockets and
-//! other kinds cannot be reopened from a path: they are replaced by
-//! /dev/null so the number stays taken, and reported.
+//! restarter's own (the terminal that ran `restart`). A pipe the process
+//! reads from (both ends inside it, or data queued in it) is made anew,
+//! refilled, and its ends put at their numbers. Sockets, pipes to other
+//! processes' ends and other kinds cannot be reopened from a path: they
+//! are replaced by /dev/null so the number stays taken, and reported.
 
-use super::{CaptureBuffers, KstateError};
+use super::{CaptureBuffers, KstateError, PipeContents};
 use crate::image::codec::Encoder;
 use crate::image::model::{FdEntry, FdKind, FileStamp};
 use crate::sys::{self, PathBuf, RawFd};
@@ -29,30 +35,23 @@ pub fn kind_of(mode: u32) -> FdKind {
     }
 }
 
-/// Encodes the count and every descriptor not skipped.
-pub fn encode_all(
-    e: &mut Encoder,
-    bufs: &mut CaptureBuffers,
+/// Calls `f` with every descriptor number in /proc/self/fd but the
+/// directory's own and those `skip_fd` names.
+fn for_each_fd(
     skip_fd: &dyn Fn(i32) -> bool,
+    mut f: impl FnMut(i32) -> Result<(), KstateError>,
 ) -> Result<(), KstateError> {
-    let dir = RawFd::open(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(
-        |errno| KstateError::Read {
-            what: "/proc/self/fd",
-            errno,
-        },
-    )?;
-    let at = e.reserve_u32()?;
-    let mut count = 0u32;
+    let read_err = |errno| KstateError::Read {
+        what: "/proc/self/fd",
+        errno,
+    };
+    let dir =
+        RawFd::open(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(read_err)?;
     let mut dents = [0u8; 2048];
     loop {
-        let n = dir
-            .getdents(&mut dents)
-            .map_err(|errno| KstateError::Read {
-                what: "/proc/self/fd",
-                errno,
-            })?;
+        let n = dir.getdents(&mut dents).map_err(read_err)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         let mut off = 0;
         while off + 19 <= n {
@@ -67,16 +66,106 @@ pub fn encode_all(
                 continue;
             };
             let fd = fd as i32;
-            if !rest.is_empty() || fd == dir.raw() || skip_fd(fd) {
-                continue;
-            }
-            if encode_one(e, bufs, fd)? {
-                count += 1;
+            if rest.is_empty() && fd != dir.raw() && !skip_fd(fd) {
+                f(fd)?;
             }
         }
     }
+}
+
+/// Encodes the count and every descriptor not skipped.
+pub fn encode_all(
+    e: &mut Encoder,
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    let at = e.reserve_u32()?;
+    let mut count = 0u32;
+    for_each_fd(skip_fd, |fd| {
+        if encode_one(e, bufs, fd)? {
+            count += 1;
+        }
+        Ok(())
+    })?;
     e.patch_u32(at, count);
     Ok(())
+}
+
+/// Most distinct pipes whose contents one checkpoint captures.
+const MAX_PIPES: usize = 64;
+
+/// Encodes what is queued in every pipe the process reads from (above
+/// stdio): count, then (inode, bytes) per non-empty pipe. The bytes are
+/// copied with `tee(2)` into a probe pipe made here, so the program's pipe
+/// keeps them; nothing is allocated.
+pub fn encode_pipe_contents(
+    e: &mut Encoder,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    let at = e.reserve_u32()?;
+    let mut seen = [0u64; MAX_PIPES];
+    let mut count = 0usize;
+    let mut probe: Option<[RawFd; 2]> = None;
+    for_each_fd(skip_fd, |fd| {
+        let Ok(st) = sys::fstat(fd) else {
+            return Ok(());
+        };
+        // SAFETY: fcntl(F_GETFL) on a descriptor of ours.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if fd <= 2
+            || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+            || fl < 0
+            || fl & libc::O_ACCMODE != libc::O_RDONLY
+            || seen[..count].contains(&st.st_ino)
+        {
+            return Ok(());
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued <= 0 {
+            return Ok(());
+        }
+        if count == MAX_PIPES {
+            return Err(KstateError::Pipe("more than 64 pipes hold data"));
+        }
+        let queued = queued as usize;
+        if probe.is_none() {
+            probe = Some(probe_pipe()?);
+        }
+        let Some([rd, wr]) = &probe else {
+            return Err(KstateError::Pipe("no probe pipe"));
+        };
+        // SAFETY: F_SETPIPE_SZ on our probe pipe, then tee between two pipes.
+        let copied = unsafe {
+            if libc::fcntl(wr.raw(), libc::F_GETPIPE_SZ) < queued as i32
+                && libc::fcntl(wr.raw(), libc::F_SETPIPE_SZ, queued as i32) < 0
+            {
+                return Err(KstateError::Pipe("a pipe holds more than a pipe may"));
+            }
+            libc::tee(fd, wr.raw(), queued, libc::SPLICE_F_NONBLOCK)
+        };
+        if copied != queued as isize {
+            return Err(KstateError::Pipe("tee copied less than the pipe holds"));
+        }
+        e.u64(st.st_ino)?;
+        e.bytes_with(queued, |buf| rd.read_full(buf))?
+            .map_err(|_| KstateError::Pipe("cannot read the probe pipe"))?;
+        seen[count] = st.st_ino;
+        count += 1;
+        Ok(())
+    })?;
+    e.patch_u32(at, count as u32);
+    Ok(())
+}
+
+/// A non-blocking pipe to tee into: [read end, write end].
+fn probe_pipe() -> Result<[RawFd; 2], KstateError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(KstateError::Pipe("cannot create a probe pipe"));
+    }
+    Ok([RawFd::from_raw(fds[0]), RawFd::from_raw(fds[1])])
 }
 
 /// Encodes one descriptor; false if it vanished meanwhile.
@@ -119,6 +208,8 @@ fn encode_one(e: &mut Encoder, bufs: &mut CaptureBuffers, fd: i32) -> Result<boo
 pub enum Reopened {
     /// Reopened from its path at its offset.
     File,
+    /// An end of a pipe made anew (with its queued bytes).
+    Pipe,
     /// Left to the restarter (0, 1, 2).
     Inherited,
     /// Could not be reopened: /dev/null holds its number.
@@ -128,13 +219,159 @@ pub enum Reopened {
 /// Flags that must never reach open(2) from an image.
 const NEVER: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL;
 
-/// Reopens every descriptor of the image at its number. Call after the
-/// restarter has moved its own descriptors above every number in the image.
-pub fn reopen(entries: &[FdEntry]) -> Vec<(i32, Reopened)> {
+/// Reopens every descriptor of the image at its number, pipes with what
+/// was queued in them. Call after the restarter has moved its own
+/// descriptors above every number in the image.
+pub fn reopen(entries: &[FdEntry], pipes: &[PipeContents]) -> Vec<(i32, Reopened)> {
+    let remade = remake_pipes(entries, pipes);
     entries
         .iter()
-        .map(|ent| (ent.fd, reopen_one(ent)))
+        .map(|ent| match remade.iter().find(|(fd, _)| *fd == ent.fd) {
+            Some((_, r)) => (ent.fd, r.clone()),
+            None => (ent.fd, reopen_one(ent)),
+        })
         .collect()
+}
+
+fn is_pipe(ent: &FdEntry) -> bool {
+    ent.kind == FdKind::Pipe as u32 && ent.fd > 2
+}
+
+fn reads(ent: &FdEntry) -> bool {
+    ent.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY
+}
+
+/// Makes anew each pipe the process reads from, refills it and installs
+/// its ends; returns what happened to each descriptor it handled.
+fn remake_pipes(entries: &[FdEntry], pipes: &[PipeContents]) -> Vec<(i32, Reopened)> {
+    let mut done = Vec::new();
+    let mut inodes: Vec<u64> = entries
+        .iter()
+        .filter(|e| is_pipe(e) && reads(e))
+        .map(|e| e.stamp.ino)
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    for ino in inodes {
+        let ends: Vec<&FdEntry> = entries
+            .iter()
+            .filter(|e| is_pipe(e) && e.stamp.ino == ino)
+            .collect();
+        let data = pipes
+            .iter()
+            .find(|p| p.ino == ino)
+            .map_or(&[][..], |p| p.data);
+        let has_writer = ends.iter().any(|e| !reads(e));
+        if !has_writer && data.is_empty() {
+            continue; // nothing to give back: a placeholder will do
+        }
+        // Above every number the image uses, so installing one end never
+        // lands on the other.
+        let above = entries.iter().map(|e| e.fd).max().unwrap_or(2) + 1;
+        match new_pipe(data, above) {
+            Ok([rd, wr]) => {
+                for e in &ends {
+                    let from = if reads(e) { rd } else { wr };
+                    let r = install(from, e);
+                    done.push((e.fd, r));
+                }
+                // SAFETY: closing the temporary ends (the installed copies stay).
+                unsafe {
+                    libc::close(rd);
+                    libc::close(wr);
+                }
+            }
+            Err(err) => {
+                for e in &ends {
+                    let _ = open_at_number(b"/dev/null", libc::O_RDWR, e.fd);
+                    done.push((
+                        e.fd,
+                        Reopened::Placeholder(format!("fd {} (pipe): {err}", e.fd)),
+                    ));
+                }
+            }
+        }
+    }
+    done
+}
+
+/// A fresh pipe holding `data`, its ends numbered `above` or higher:
+/// [read end, write end].
+fn new_pipe(data: &[u8], above: i32) -> std::io::Result<[i32; 2]> {
+    let mut made = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors.
+    if unsafe { libc::pipe2(made.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut fds = [-1i32; 2];
+    for i in 0..2 {
+        // SAFETY: duplicating and closing the descriptors we just made.
+        unsafe {
+            fds[i] = libc::fcntl(made[i], libc::F_DUPFD_CLOEXEC, above);
+            libc::close(made[i]);
+        }
+    }
+    if fds.contains(&-1) {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing what was duplicated.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        return Err(err);
+    }
+    let fail = |fds: [i32; 2]| {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the pipe we made.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        err
+    };
+    if !data.is_empty() {
+        // SAFETY: fcntl on our pipe; the write stays within data.
+        unsafe {
+            if libc::fcntl(fds[1], libc::F_GETPIPE_SZ) < data.len() as i32
+                && libc::fcntl(fds[1], libc::F_SETPIPE_SZ, data.len() as i32) < 0
+            {
+                return Err(fail(fds));
+            }
+            let mut off = 0;
+            while off < data.len() {
+                let n = libc::write(fds[1], data[off..].as_ptr().cast(), data.len() - off);
+                if n <= 0 {
+                    return Err(fail(fds));
+                }
+                off += n as usize;
+            }
+        }
+    }
+    Ok(fds)
+}
+
+/// Puts a copy of `from` at the entry's number with its flags.
+fn install(from: i32, ent: &FdEntry) -> Reopened {
+    let flags = ent.flags as i32;
+    let cloexec = if flags & libc::O_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: dup3 onto a number the restarter has freed; F_SETFL on it.
+    let ok = unsafe {
+        libc::dup3(from, ent.fd, cloexec) == ent.fd
+            && libc::fcntl(ent.fd, libc::F_SETFL, flags & libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Reopened::Pipe
+    } else {
+        Reopened::Placeholder(format!(
+            "fd {} (pipe): {}",
+            ent.fd,
+            std::io::Error::last_os_error()
+        ))
+    }
 }
 
 fn reopen_one(ent: &FdEntry) -> Reopened {
@@ -218,12 +455,8 @@ mod tests {
     use crate::image::codec::Decoder;
     use std::io::{Seek, SeekFrom, Write};
 
-    #[test]
-    fn captures_offset_and_flags_of_an_open_file() {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"0123456789").unwrap();
-        f.seek(SeekFrom::Start(4)).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    /// The descriptor list and pipe contents, as the KERNEL record holds them.
+    fn capture(skip: &dyn Fn(i32) -> bool) -> Vec<u8> {
         let mut out = vec![0u8; 1 << 16];
         let (mut t, mut p, mut a, mut c) = ([0u8; 4096], [0u8; 4096], [0u8; 16], [0u8; 16]);
         let mut bufs = CaptureBuffers {
@@ -233,9 +466,21 @@ mod tests {
             cwd: &mut c,
         };
         let mut e = Encoder::new(&mut out);
-        encode_all(&mut e, &mut bufs, &|_| false).unwrap();
+        encode_all(&mut e, &mut bufs, skip).unwrap();
+        encode_pipe_contents(&mut e, skip).unwrap();
         let n = e.len();
-        let mut d = Decoder::new(&out[..n]);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn captures_offset_and_flags_of_an_open_file() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        f.seek(SeekFrom::Start(4)).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let out = capture(&|_| false);
+        let mut d = Decoder::new(&out);
         let count = d.count(FdEntry::MIN_ENCODED_LEN).unwrap();
         let ents: Vec<_> = (0..count)
             .map(|_| FdEntry::decode(&mut d).unwrap())
@@ -274,5 +519,54 @@ mod tests {
         assert!(matches!(reopen_one(&pipe), Reopened::Placeholder(_)));
         // SAFETY: closing the placeholder.
         unsafe { libc::close(987) };
+    }
+
+    #[test]
+    fn pipe_contents_are_captured_without_consuming_and_given_back_at_restart() {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let [rd, wr] = fds;
+        // SAFETY: writing to our pipe.
+        assert_eq!(unsafe { libc::write(wr, b"queued".as_ptr().cast(), 6) }, 6);
+        let out = capture(&|fd: i32| fd != rd && fd != wr);
+        let mut d = Decoder::new(&out);
+        let count = d.count(FdEntry::MIN_ENCODED_LEN).unwrap();
+        let ents: Vec<_> = (0..count)
+            .map(|_| FdEntry::decode(&mut d).unwrap())
+            .collect();
+        assert_eq!(d.count(12).unwrap(), 1, "one pipe holds data");
+        let contents = PipeContents {
+            ino: d.u64().unwrap(),
+            data: d.bytes().unwrap(),
+        };
+        assert_eq!(contents.data, b"queued");
+        // The program's pipe still holds its bytes.
+        let mut buf = [0u8; 16];
+        // SAFETY: reading our pipe.
+        assert_eq!(unsafe { libc::read(rd, buf.as_mut_ptr().cast(), 16) }, 6);
+        // SAFETY: closing our pipe.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        // Give it back at other numbers, as a restart would.
+        let moved: Vec<FdEntry> = ents
+            .iter()
+            .map(|x| FdEntry {
+                fd: if x.fd == rd { 950 } else { 951 },
+                ..*x
+            })
+            .collect();
+        let r = reopen(&moved, &[contents]);
+        assert_eq!(r, vec![(950, Reopened::Pipe), (951, Reopened::Pipe)]);
+        // SAFETY: using and closing the remade pipe.
+        unsafe {
+            assert_eq!(libc::write(951, b"+more".as_ptr().cast(), 5), 5);
+            assert_eq!(libc::read(950, buf.as_mut_ptr().cast(), 16), 11);
+            libc::close(950);
+            libc::close(951);
+        }
+        assert_eq!(&buf[..11], b"queued+more");
     }
 }

@@ -1,6 +1,6 @@
 //! Kernel-side state of the process that is not in its memory: signal
-//! dispositions, open files, cwd and umask, the mm layout (brk, stack,
-//! arguments, auxv).
+//! dispositions, open files (and what is queued in the pipes the process
+//! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -25,6 +25,8 @@ pub enum KstateError {
     },
     #[error("cannot parse {0}")]
     Parse(&'static str),
+    #[error("cannot capture a pipe's contents: {0}")]
+    Pipe(&'static str),
     #[error("kernel state does not fit the record buffer: {0}")]
     Encode(#[from] CodecError),
 }
@@ -64,7 +66,17 @@ pub fn encode_kernel_record(
     }
     .encode(e)?;
     sigactions::encode_all(e)?;
-    fds::encode_all(e, bufs, skip_fd)
+    fds::encode_all(e, bufs, skip_fd)?;
+    fds::encode_pipe_contents(e, skip_fd)
+}
+
+/// What was queued in a pipe the process reads from (KERNEL record,
+/// format 1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeContents<'a> {
+    /// The pipe's inode (the `FileStamp::ino` of its descriptors).
+    pub ino: u64,
+    pub data: &'a [u8],
 }
 
 /// The KERNEL record, decoded.
@@ -73,6 +85,7 @@ pub struct KernelState<'a> {
     pub process: ProcessState<'a>,
     pub sigactions: Vec<SigAction>,
     pub fds: Vec<FdEntry<'a>>,
+    pub pipes: Vec<PipeContents<'a>>,
 }
 
 impl<'a> KernelState<'a> {
@@ -86,11 +99,23 @@ impl<'a> KernelState<'a> {
         let fds = (0..n)
             .map(|_| FdEntry::decode(d))
             .collect::<Result<Vec<_>, _>>()?;
+        // Format 1.1 appends the contents of pipes.
+        let mut pipes = Vec::new();
+        if d.remaining() > 0 {
+            let n = d.count(12)?;
+            for _ in 0..n {
+                pipes.push(PipeContents {
+                    ino: d.u64()?,
+                    data: d.bytes()?,
+                });
+            }
+        }
         d.finish()?;
         Ok(KernelState {
             process,
             sigactions,
             fds,
+            pipes,
         })
     }
 }

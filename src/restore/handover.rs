@@ -142,10 +142,15 @@ pub fn handover(
             flags: f.flags,
             offset: f.offset,
             path: &f.path,
-            stamp: Default::default(),
+            stamp: f.stamp,
         })
         .collect();
-    for (_, what) in crate::kstate::fds::reopen(&entries) {
+    let pipes: Vec<crate::kstate::PipeContents> = plan
+        .pipes
+        .iter()
+        .map(|(ino, data)| crate::kstate::PipeContents { ino: *ino, data })
+        .collect();
+    for (_, what) in crate::kstate::fds::reopen(&entries, &pipes) {
         if let crate::kstate::fds::Reopened::Placeholder(msg) = what {
             eprintln!("selfckpt: warning: {msg}; /dev/null stands in its place");
         }

@@ -33,6 +33,8 @@ pub struct OwnedFd {
     pub flags: u32,
     pub offset: u64,
     pub path: Vec<u8>,
+    /// Identity of what it was open on (a pipe's inode pairs its ends).
+    pub stamp: crate::image::model::FileStamp,
 }
 
 /// Everything the hand-over needs, owned, plus the staging state.
@@ -46,6 +48,8 @@ pub struct Plan {
     pub mm: MmLayout,
     pub auxv: Vec<u8>,
     pub fds: Vec<OwnedFd>,
+    /// What was queued in the pipes the process reads: (inode, bytes).
+    pub pipes: Vec<(u64, Vec<u8>)>,
     pub cwd: Vec<u8>,
     pub umask: u32,
     pub threads: Vec<ThreadState>,
@@ -120,7 +124,14 @@ impl Plan {
                     flags: f.flags,
                     offset: f.offset,
                     path: f.path.to_vec(),
+                    stamp: f.stamp,
                 })
+                .collect(),
+            pipes: view
+                .kernel
+                .pipes
+                .iter()
+                .map(|p| (p.ino, p.data.to_vec()))
                 .collect(),
             cwd: view.kernel.process.cwd.to_vec(),
             umask: view.kernel.process.umask,

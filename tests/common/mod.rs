@@ -183,3 +183,54 @@ pub fn wait_output(path: &Path) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// target/debug (or release): where the binary, libselfckpt.so and .a are.
+pub fn target_dir() -> PathBuf {
+    selfckpt().parent().unwrap().to_path_buf()
+}
+
+/// Newest modification time of the library's sources (src/, not src/bin).
+fn newest_lib_source(dir: &Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            if p.ends_with("bin") {
+                continue;
+            }
+            newest_lib_source(&p)
+        } else {
+            e.metadata().and_then(|m| m.modified()).unwrap()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// libselfckpt.so or .a, built and not older than the library's sources:
+/// `cargo test` builds only the rlib, `cargo build --lib` these two.
+pub fn lib(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} missing: run `cargo build --lib` first (scripts/test.sh does)",
+                p.display()
+            )
+        });
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert!(
+        built >= newest_lib_source(&src),
+        "{} is older than the library's sources: run `cargo build --lib` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
