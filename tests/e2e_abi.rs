@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fd_offset, have, images, lib, selfckpt, target_dir};
+use common::{fd_offset, finish, have, images, lib, selfckpt, target_dir};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -38,29 +38,6 @@ fn output_ok(cmd: &mut Command, what: &str) -> Output {
 
 fn spawn_to(cmd: &mut Command, stdout: &Path) -> Child {
     common::spawn_to_file(cmd.stdin(Stdio::null()), stdout)
-}
-
-/// Waits for `child` (at most 120 s); returns its status and stderr.
-fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (st, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn kill9(mut child: Child) {
