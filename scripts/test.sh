@@ -10,6 +10,7 @@ trap 'rm -f "$log"' EXIT
 # The end-to-end tests run the example programs: build them first.
 cargo build --lib --examples   # --lib: libselfckpt.so and .a for the C and LD_PRELOAD tests
 cargo test --all-targets 2>&1 | tee "$log"
+scripts/fuzz.sh 60
 if [ -x arch/check-aarch64.sh ]; then
     arch/check-aarch64.sh
 else

@@ -137,6 +137,14 @@ impl Runtime {
     pub(crate) fn checkpoint_once(&self) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
+        // A setuid/setgid program's memory holds what its caller must not
+        // read: never write it to a file.
+        // SAFETY: getauxval has no preconditions.
+        if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+            return Err(Error::Config(
+                "checkpoint refused: the program runs setuid or setgid (AT_SECURE)".into(),
+            ));
+        }
         let sequence = self.sequence.fetch_add(1, AcqRel) + 1;
         let created = sys::realtime_ns();
         let name = format!(
@@ -273,10 +281,20 @@ impl Runtime {
 
 /// Makes the image durable under its final name.
 fn commit(tmp: &Path, fin: &Path, dir: &Path) -> Result<(), Error> {
-    let f = std::fs::OpenOptions::new()
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(tmp)
         .map_err(|e| Error::Io(format!("cannot reopen {}", tmp.display()), e))?;
+    // With SELFCKPT_KEY set, authenticate the image (see image/mac.rs).
+    if let Some(key) = crate::image::mac::MacKey::from_env() {
+        crate::image::mac::seal_file(&mut f, &key).map_err(|e| {
+            Error::Io(
+                format!("cannot add the MAC to {}", tmp.display()),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
     f.sync_all()
         .map_err(|e| Error::Io(format!("cannot fsync {}", tmp.display()), e))?;
     std::fs::rename(tmp, fin)
@@ -301,5 +319,32 @@ fn prune(dir: &Path, prog: &str, keep: usize) {
     let n = names.len();
     for old in names.into_iter().take(n.saturating_sub(keep.max(1))) {
         let _ = std::fs::remove_file(dir.join(old));
+    }
+    remove_stale_temps(dir, prog);
+}
+
+/// Removes temporary images (`.PROG-MS-PID.ckpt.tmp`) left by processes of
+/// this program that died while writing (SIGKILL, power loss). A temp file
+/// of a live process, ours or another's, is never touched.
+fn remove_stale_temps(dir: &Path, prog: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{prog}-");
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_prefix(&prefix)
+            .and_then(|n| n.strip_suffix(".ckpt.tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            log::warn!("removing {name}, left by process {pid} which died while writing it");
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }

@@ -13,13 +13,16 @@
 //!      0     4  kind   4  4  flags (0)   8  8  payload length
 //!     16     8  xxh3-64 of (bytes 0..16 of this framing ++ payload)
 //!     24     …  payload
-//! order: META, REGIONS, KERNEL, THREADS, CHUNK*, END; nothing after END.
+//! order: META, REGIONS, KERNEL, THREADS, CHUNK*, END, then (format 1.1)
+//! an optional MAC record (see `mac.rs`); nothing else after END.
 //! ```
 //!
 //! The writer half works on a raw fd and never allocates (it runs while the
 //! program's threads are suspended). The reader half is ordinary Rust.
 
 use super::codec::{CodecError, Encoder};
+use super::mac::{MacKey, MacTee, MAC_PAYLOAD_LEN};
+use super::model::EndRecord;
 use std::io::Read;
 use thiserror::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
@@ -27,6 +30,8 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
 pub const FORMAT_MINOR: u16 = 1;
+/// The first minor version that may carry a MAC record after END.
+pub const MAC_SINCE_MINOR: u16 = 1;
 pub const FILE_HEADER_LEN: usize = 64;
 pub const FRAME_LEN: usize = 24;
 /// No record may be larger than this; a reader refuses larger lengths
@@ -59,6 +64,8 @@ pub enum RecordKind {
     Threads = 4,
     Chunk = 5,
     End = 6,
+    /// Optional, after END (format 1.1): HMAC of every byte before it.
+    Mac = 7,
 }
 
 impl RecordKind {
@@ -70,6 +77,7 @@ impl RecordKind {
             4 => RecordKind::Threads,
             5 => RecordKind::Chunk,
             6 => RecordKind::End,
+            7 => RecordKind::Mac,
             _ => return None,
         })
     }
@@ -81,6 +89,7 @@ impl RecordKind {
             RecordKind::Threads => "THREADS",
             RecordKind::Chunk => "CHUNK",
             RecordKind::End => "END",
+            RecordKind::Mac => "MAC",
         }
     }
 }
@@ -123,6 +132,14 @@ pub enum FormatError {
     TrailingData(u64),
     #[error("invalid content: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotRegular(String),
+    #[error(
+        "the image's MAC does not match: it was altered or made with another key (SELFCKPT_KEY)"
+    )]
+    MacMismatch,
+    #[error("SELFCKPT_KEY is set but the image carries no MAC; refused")]
+    MacMissing,
 }
 
 /// The fixed file header.
@@ -288,7 +305,7 @@ pub struct RawRecord {
 /// Reads the header and records of an image sequentially, checking every
 /// checksum, the record order, and the END totals.
 pub struct ImageReader<R: Read> {
-    src: R,
+    src: MacTee<R>,
     pub header: FileHeader,
     offset: u64,
     chain: RecordChain,
@@ -297,10 +314,22 @@ pub struct ImageReader<R: Read> {
     /// Total file length when known: record lengths beyond it are refused
     /// before any allocation.
     file_len: Option<u64>,
+    /// Whether the image ended with a (checksum-verified) MAC record.
+    mac_present: bool,
 }
 
 impl<R: Read> ImageReader<R> {
-    pub fn new(mut src: R, file_len: Option<u64>) -> Result<Self, FormatError> {
+    pub fn new(src: R, file_len: Option<u64>) -> Result<Self, FormatError> {
+        Self::with_key(src, file_len, None)
+    }
+
+    /// Like `new`, and with a key the image must carry a valid MAC record.
+    pub fn with_key(
+        src: R,
+        file_len: Option<u64>,
+        key: Option<&MacKey>,
+    ) -> Result<Self, FormatError> {
+        let mut src = MacTee::new(src, key);
         let mut b = [0u8; FILE_HEADER_LEN];
         read_exact_at(&mut src, &mut b, 0)?;
         let header = FileHeader::parse(&b)?;
@@ -312,7 +341,13 @@ impl<R: Read> ImageReader<R> {
             last_kind: None,
             done: false,
             file_len,
+            mac_present: false,
         })
+    }
+
+    /// True once END was read and a MAC record followed it.
+    pub fn mac_present(&self) -> bool {
+        self.mac_present
     }
 
     pub fn offset(&self) -> u64 {
@@ -393,7 +428,7 @@ impl<R: Read> ImageReader<R> {
                 }
                 Chunk
             }
-            Some(End) => End,
+            Some(End) | Some(Mac) => End,
         };
         if kind != expected {
             return Err(FormatError::Order {
@@ -407,7 +442,7 @@ impl<R: Read> ImageReader<R> {
 
     fn check_end(&mut self, payload: &[u8]) -> Result<(), FormatError> {
         let mut d = super::codec::Decoder::new(payload);
-        let end = super::model::EndRecord::decode(&mut d)
+        let end = EndRecord::decode(&mut d)
             .and_then(|e| d.finish().map(|_| e))
             .map_err(|source| FormatError::Malformed {
                 offset: self.offset,
@@ -425,20 +460,75 @@ impl<R: Read> ImageReader<R> {
                 "record chain checksum: records are missing, extra or reordered",
             ));
         }
-        // Nothing may follow END.
+        self.check_after_end()
+    }
+
+    /// After END: end of file, or (format 1.1) one MAC record and then the
+    /// end of file. With a key, the MAC record is required and must match.
+    fn check_after_end(&mut self) -> Result<(), FormatError> {
+        let at = self.offset;
+        let state = self.src.snapshot();
+        let mut frame = [0u8; FRAME_LEN];
+        let got = read_up_to(&mut self.src, &mut frame)?;
+        if got == 0 {
+            return if self.src.keyed() {
+                Err(FormatError::MacMissing)
+            } else {
+                Ok(())
+            };
+        }
+        let kind = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        if got < FRAME_LEN || kind != RecordKind::Mac as u32 || self.header.minor < MAC_SINCE_MINOR
+        {
+            let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
+            return Err(FormatError::TrailingData(got as u64 + rest));
+        }
+        let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
+        if frame[4..8] != [0; 4] || len != MAC_PAYLOAD_LEN as u64 {
+            return Err(FormatError::RecordChecksum {
+                offset: at,
+                kind: "MAC",
+            });
+        }
+        let mut payload = [0u8; MAC_PAYLOAD_LEN];
+        read_exact_at(&mut self.src, &mut payload, at + FRAME_LEN as u64)?;
+        let mut h = Xxh3::new();
+        h.update(&frame[0..16]);
+        h.update(&payload);
+        if h.digest().to_le_bytes() != frame[16..24] {
+            return Err(FormatError::RecordChecksum {
+                offset: at,
+                kind: "MAC",
+            });
+        }
+        let tag = super::mac::parse_payload(&payload).ok_or(FormatError::Invalid(format!(
+            "MAC record at byte {at}: unknown algorithm"
+        )))?;
         let mut extra = [0u8; 1];
-        loop {
-            match self.src.read(&mut extra) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
-                    return Err(FormatError::TrailingData(rest + 1));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
+        if read_up_to(&mut self.src, &mut extra)? != 0 {
+            let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
+            return Err(FormatError::TrailingData(rest + 1));
+        }
+        if let Some(state) = state {
+            super::mac::check(state, &tag)?;
+        }
+        self.mac_present = true;
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the end of the input; returns the count.
+fn read_up_to<R: Read>(src: &mut R, buf: &mut [u8]) -> Result<usize, FormatError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
         }
     }
+    Ok(got)
 }
 
 fn read_exact_at<R: Read>(src: &mut R, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {

@@ -3,5 +3,7 @@
 
 pub mod codec;
 pub mod format;
+pub mod mac;
 pub mod model;
 pub mod read;
+pub mod verify;

@@ -7,16 +7,26 @@
 
 use super::codec::Decoder;
 use super::format::{FileHeader, FormatError, ImageReader, RecordKind};
+use super::mac::MacKey;
 use super::model::{
     ChunkHeader, ChunkRun, EndRecord, Meta, Region, ThreadState, ENCODING_RAW, ENCODING_ZSTD,
 };
 use crate::kstate::KernelState;
-use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Highest user-space address any image may use.
 pub const USER_ADDRESS_LIMIT: u64 = 1 << 56;
+/// Largest decoded size of one chunk a reader accepts (writers produce at
+/// most a few MiB): bounds the buffer `verify` and the restarter allocate.
+pub const MAX_CHUNK_RAW: u64 = 64 << 20;
+/// Largest auxv the kernel keeps (`saved_auxv`) is a few hundred bytes.
+pub const MAX_AUXV_LEN: usize = 4096;
+/// Signals are numbered 1..=64 on Linux.
+const MAX_SIGNAL: u32 = 64;
+
+/// The source an image is read from.
+type Source = Box<dyn Read + Send>;
 
 pub type ReadError = FormatError;
 
@@ -26,7 +36,9 @@ pub struct ImageFile {
     pub path: PathBuf,
     pub file_len: u64,
     pub header: FileHeader,
-    reader: ImageReader<BufReader<File>>,
+    /// Owner and mode of the image file (None for in-memory images).
+    pub owner_mode: Option<(u32, u32)>,
+    reader: ImageReader<Source>,
     meta: Vec<u8>,
     regions: Vec<u8>,
     kernel: Vec<u8>,
@@ -62,13 +74,77 @@ fn invalid(msg: String) -> FormatError {
     FormatError::Invalid(msg)
 }
 
+/// Reads and checks only the file header of `path` (magic, checksum,
+/// version), so a restarter can refuse another arch or page size with that
+/// reason before validating the rest against it.
+pub fn peek_header(path: &Path) -> Result<FileHeader, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(FormatError::NotRegular(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut b = [0u8; super::format::FILE_HEADER_LEN];
+    f.read_exact(&mut b).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: 0 },
+        _ => FormatError::Io(e),
+    })?;
+    FileHeader::parse(&b)
+}
+
 impl ImageFile {
     /// Opens `path`, checks the header and reads and validates the META,
-    /// REGIONS, KERNEL and THREADS records.
+    /// REGIONS, KERNEL and THREADS records. When `SELFCKPT_KEY` is set the
+    /// image must carry a MAC made with that key (checked at END).
     pub fn open(path: &Path) -> Result<ImageFile, ReadError> {
-        let f = File::open(path)?;
-        let file_len = f.metadata()?.len();
-        let mut reader = ImageReader::new(BufReader::with_capacity(1 << 20, f), Some(file_len))?;
+        Self::open_with_key(path, MacKey::from_env().as_ref())
+    }
+
+    /// Like [`ImageFile::open`] with an explicit key (None: MAC not checked).
+    pub fn open_with_key(path: &Path, key: Option<&MacKey>) -> Result<ImageFile, ReadError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        // O_NONBLOCK: opening a FIFO must not hang; non-regular files are
+        // refused right after.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        let md = f.metadata()?;
+        if !md.file_type().is_file() {
+            return Err(FormatError::NotRegular(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let src: Source = Box::new(BufReader::with_capacity(1 << 20, f));
+        let mut img = Self::from_source(path, src, md.len(), key)?;
+        img.owner_mode = Some((md.uid(), md.mode()));
+        Ok(img)
+    }
+
+    /// Reads an image held in memory (tests, fuzzing). `label` names it in
+    /// errors.
+    pub fn from_bytes(
+        label: &Path,
+        bytes: Vec<u8>,
+        key: Option<&MacKey>,
+    ) -> Result<ImageFile, ReadError> {
+        let len = bytes.len() as u64;
+        Self::from_source(label, Box::new(std::io::Cursor::new(bytes)), len, key)
+    }
+
+    fn from_source(
+        path: &Path,
+        src: Source,
+        file_len: u64,
+        key: Option<&MacKey>,
+    ) -> Result<ImageFile, ReadError> {
+        let mut reader = ImageReader::with_key(src, Some(file_len), key)?;
         let header = reader.header;
         let mut next = |want: RecordKind| -> Result<Vec<u8>, ReadError> {
             match reader.next_record()? {
@@ -89,6 +165,7 @@ impl ImageFile {
             path: path.to_path_buf(),
             file_len,
             header,
+            owner_mode: None,
             reader,
             meta,
             regions,
@@ -97,6 +174,12 @@ impl ImageFile {
         };
         img.view()?;
         Ok(img)
+    }
+
+    /// After [`ImageFile::read_to_end`]: whether a MAC record followed END
+    /// (checked against the key when one was given).
+    pub fn mac_present(&self) -> bool {
+        self.reader.mac_present()
     }
 
     /// Decodes and validates the metadata.
@@ -133,10 +216,32 @@ impl ImageFile {
                     r.start, r.end
                 )));
             }
-            if crate::maps::RegionKind::from_u32(r.kind).is_none() {
+            let Some(kind) = crate::maps::RegionKind::from_u32(r.kind) else {
                 return Err(invalid(format!(
                     "region {:#x}-{:#x} has unknown kind {}",
                     r.start, r.end, r.kind
+                )));
+            };
+            if r.prot & !7 != 0 {
+                return Err(invalid(format!(
+                    "region {:#x}-{:#x} has unknown protection bits {:#x}",
+                    r.start, r.end, r.prot
+                )));
+            }
+            let file_backed = matches!(
+                kind,
+                crate::maps::RegionKind::PrivateFile | crate::maps::RegionKind::SharedFile
+            );
+            if file_backed && (!r.path.starts_with(b"/") || r.path.contains(&0)) {
+                return Err(invalid(format!(
+                    "region {:#x}-{:#x} maps a file without an absolute path",
+                    r.start, r.end
+                )));
+            }
+            if file_backed && r.offset % page != 0 {
+                return Err(invalid(format!(
+                    "region {:#x}-{:#x} has an unaligned file offset {:#x}",
+                    r.start, r.end, r.offset
                 )));
             }
             prev_end = r.end;
@@ -144,6 +249,7 @@ impl ImageFile {
 
         let mut d = Decoder::new(&self.kernel);
         let kernel = KernelState::decode(&mut d).map_err(malformed(0, "KERNEL"))?;
+        check_kernel(&kernel)?;
 
         let mut d = Decoder::new(&self.threads);
         let n = d
@@ -157,6 +263,13 @@ impl ImageFile {
         if threads.is_empty() {
             return Err(invalid("the image holds no thread".into()));
         }
+        if threads.len() > crate::threads::MAX_THREADS {
+            return Err(invalid(format!(
+                "the image holds {} threads (at most {})",
+                threads.len(),
+                crate::threads::MAX_THREADS
+            )));
+        }
         let inside = |a: u64| regions.iter().any(|r| r.start <= a && a < r.end);
         for t in &threads {
             if !inside(t.frame) || !inside(t.entry_sp.wrapping_sub(8)) || !inside(t.slot) {
@@ -165,6 +278,20 @@ impl ImageFile {
                     t.tid
                 )));
             }
+        }
+        if let Some(t) = threads
+            .iter()
+            .find(|t| crate::image::model::ThreadRole::from_u32(t.role).is_none())
+        {
+            return Err(invalid(format!(
+                "thread {} has unknown role {}",
+                t.tid, t.role
+            )));
+        }
+        if !meta.exe_path.starts_with(b"/") || meta.exe_path.contains(&0) {
+            return Err(invalid(
+                "the executable's path is not an absolute path".into(),
+            ));
         }
         if !inside(meta.restart_entry) || !inside(meta.restart_mailbox) {
             return Err(invalid(
@@ -183,15 +310,23 @@ impl ImageFile {
     /// verified, runs checked against the regions), then checks END.
     pub fn for_each_chunk(
         mut self,
+        f: impl FnMut(&Chunk) -> Result<(), ReadError>,
+    ) -> Result<EndRecord, ReadError> {
+        self.read_to_end(f)
+    }
+
+    /// As [`ImageFile::for_each_chunk`], keeping the image for
+    /// [`ImageFile::mac_present`].
+    pub fn read_to_end(
+        &mut self,
         mut f: impl FnMut(&Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         let page = self.header.page_size as u64;
-        let bounds: Vec<(u64, u64)> = self
-            .view()?
-            .regions
-            .iter()
-            .map(|r| (r.start, r.end))
-            .collect();
+        let view = self.view()?;
+        let bounds: Vec<(u64, u64)> = view.regions.iter().map(|r| (r.start, r.end)).collect();
+        let stores: Vec<bool> = view.regions.iter().map(stores_pages).collect();
+        drop(view);
+        let mut stored = StoredPages::default();
         loop {
             let rec = self.reader.next_record()?.ok_or(FormatError::Truncated {
                 offset: self.file_len,
@@ -203,6 +338,14 @@ impl ImageFile {
                 }
                 RecordKind::Chunk => {
                     let chunk = parse_chunk(rec.offset, &rec.payload, &bounds, page)?;
+                    if !stores[chunk.header.region as usize] {
+                        let (start, end) = bounds[chunk.header.region as usize];
+                        return Err(invalid(format!(
+                            "chunk at byte {}: region {start:#x}-{end:#x} is of a kind that stores no pages",
+                            rec.offset
+                        )));
+                    }
+                    stored.add(&chunk)?;
                     f(&chunk)?;
                 }
                 other => {
@@ -215,6 +358,84 @@ impl ImageFile {
             }
         }
     }
+}
+
+/// Whether pages of this region may appear in chunks (see the table of
+/// region kinds in docs/IMAGE_FORMAT.md).
+fn stores_pages(r: &Region) -> bool {
+    use crate::maps::RegionKind::*;
+    matches!(
+        crate::maps::RegionKind::from_u32(r.kind),
+        Some(Anon | Heap | Stack | PrivateFile | SharedAnon)
+    )
+}
+
+/// The page ranges stored so far, per region: no page may be stored twice.
+/// This bounds the decoding work of any image by its address space (a
+/// small file cannot make a reader decode the same pages over and over).
+#[derive(Default)]
+struct StoredPages(std::collections::BTreeMap<(u32, u64), u64>);
+
+impl StoredPages {
+    fn add(&mut self, c: &Chunk) -> Result<(), ReadError> {
+        let region = c.header.region;
+        for run in &c.runs {
+            let (lo, hi) = (run.first_page, run.first_page + run.pages as u64);
+            let before = self.0.range(..=(region, lo)).next_back();
+            let after = self.0.range((region, lo)..).next();
+            let overlaps = before.is_some_and(|(&(r, _), &end)| r == region && end > lo)
+                || after.is_some_and(|(&(r, start), _)| r == region && start < hi);
+            if overlaps {
+                return Err(invalid(format!(
+                    "chunk at byte {}: page {lo} of region {region} is stored twice",
+                    c.offset
+                )));
+            }
+            self.0.insert((region, lo), hi);
+        }
+        Ok(())
+    }
+}
+
+/// Bounds of the process state a restart hands to the kernel.
+fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
+    let mm = &k.process.mm;
+    let pairs = [
+        ("code", mm.start_code, mm.end_code),
+        ("data", mm.start_data, mm.end_data),
+        ("brk", mm.start_brk, mm.brk),
+        ("arguments", mm.arg_start, mm.arg_end),
+        ("environment", mm.env_start, mm.env_end),
+        ("stack", mm.start_stack, mm.start_stack),
+    ];
+    for (what, lo, hi) in pairs {
+        if lo > hi || hi > USER_ADDRESS_LIMIT {
+            return Err(invalid(format!(
+                "the {what} range {lo:#x}-{hi:#x} of the mm layout is invalid"
+            )));
+        }
+    }
+    let auxv = k.process.auxv.len();
+    if auxv > MAX_AUXV_LEN || auxv % 16 != 0 {
+        return Err(invalid(format!("the saved auxv is {auxv} bytes")));
+    }
+    if k.process.umask & !0o777 != 0 {
+        return Err(invalid(format!("umask {:#o} is invalid", k.process.umask)));
+    }
+    for s in &k.sigactions {
+        if s.signo == 0 || s.signo > MAX_SIGNAL {
+            return Err(invalid(format!("signal action for signal {}", s.signo)));
+        }
+    }
+    for f in &k.fds {
+        if f.fd < 0 {
+            return Err(invalid(format!("file descriptor {}", f.fd)));
+        }
+        if crate::image::model::FdKind::from_u32(f.kind).is_none() {
+            return Err(invalid(format!("fd {} has unknown kind {}", f.fd, f.kind)));
+        }
+    }
+    Ok(())
 }
 
 fn parse_chunk(
@@ -257,7 +478,12 @@ fn parse_chunk(
                 start, end
             )));
         }
-        total += r.pages as u64 * page;
+        total = total.saturating_add(r.pages as u64 * page);
+    }
+    if total > MAX_CHUNK_RAW {
+        return Err(invalid(format!(
+            "chunk at byte {offset} decodes to {total} bytes (limit {MAX_CHUNK_RAW})"
+        )));
     }
     if total != header.raw_len as u64 {
         return Err(invalid(format!(

@@ -57,6 +57,20 @@ pub enum RestoreError {
     ExactIds(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    #[error("{path}: {why}; restart refused (an image is code: run only images you wrote and nobody else can change)")]
+    Unsafe { path: PathBuf, why: String },
+    #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
+    MissingFiles(String),
+}
+
+/// What to do with descriptors whose file is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingFds {
+    /// Refuse the restart, naming the files.
+    #[default]
+    Refuse,
+    /// Restart with /dev/null at their numbers (and a warning).
+    DevNull,
 }
 
 /// Options of `selfckpt restart`.
@@ -66,6 +80,8 @@ pub struct RestartOptions {
     pub verbose: bool,
     /// Whether to restart in a PID namespace with the exact ids.
     pub tids: TidPolicy,
+    /// Descriptors whose file is gone.
+    pub missing_fds: MissingFds,
 }
 
 /// How a restart treats process and thread ids.
@@ -104,10 +120,13 @@ pub fn restart(
         source,
     };
     block_signals();
+    let header = crate::image::read::peek_header(path).map_err(img_err)?;
+    check_machine(path, &header)?;
     let img = ImageFile::open(path).map_err(img_err)?;
-    check_machine(path, &img)?;
+    check_ownership(path, &img)?;
     let view = img.view().map_err(img_err)?;
     check_files(&view)?;
+    check_fds(&view, opts.missing_fds)?;
     let identity = match opts.tids {
         TidPolicy::New => pidns::Identity::New("--tids new".into()),
         policy => {
@@ -182,19 +201,89 @@ fn exact_ids_blocker(view: &crate::image::read::ImageView) -> Option<String> {
     None
 }
 
-fn check_machine(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
-    if img.header.arch != ARCH_HOST {
+/// The image must belong to the invoking user and be writable by nobody
+/// else: restarting it runs whatever it holds.
+fn check_ownership(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
+    let Some((uid, mode)) = img.owner_mode else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let why = if uid != me {
+        format!("the image belongs to uid {uid}, not to you (uid {me})")
+    } else if mode & 0o022 != 0 {
+        format!(
+            "the image is writable by {} (mode {:03o}); chmod go-w it if you trust it",
+            if mode & 0o002 != 0 {
+                "others"
+            } else {
+                "its group"
+            },
+            mode & 0o777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(RestoreError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
+/// Every regular file or directory the program had open must still exist
+/// (unless `policy` says to put /dev/null in its place).
+fn check_fds(view: &crate::image::read::ImageView, policy: MissingFds) -> Result<(), RestoreError> {
+    use crate::image::model::FdKind;
+    use std::os::unix::ffi::OsStrExt;
+    let missing: Vec<String> = view
+        .kernel
+        .fds
+        .iter()
+        .filter(|f| {
+            f.fd > 2
+                && matches!(
+                    FdKind::from_u32(f.kind),
+                    Some(FdKind::Regular | FdKind::Directory)
+                )
+        })
+        .filter(|f| {
+            f.path.ends_with(b" (deleted)")
+                || !f.path.starts_with(b"/")
+                || std::fs::metadata(std::ffi::OsStr::from_bytes(f.path)).is_err()
+        })
+        .map(|f| format!("fd {} {}", f.fd, String::from_utf8_lossy(f.path)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    match policy {
+        MissingFds::Refuse => Err(RestoreError::MissingFiles(missing.join(", "))),
+        MissingFds::DevNull => {
+            eprintln!(
+                "selfckpt: warning: restarting with /dev/null in place of {}",
+                missing.join(", ")
+            );
+            Ok(())
+        }
+    }
+}
+
+fn check_machine(
+    path: &Path,
+    header: &crate::image::format::FileHeader,
+) -> Result<(), RestoreError> {
+    if header.arch != ARCH_HOST {
         return Err(RestoreError::Arch {
             path: path.to_path_buf(),
-            image: arch_name(img.header.arch),
+            image: arch_name(header.arch),
             host: arch_name(ARCH_HOST),
         });
     }
     let host_page = crate::sys::page_size();
-    if img.header.page_size as usize != host_page {
+    if header.page_size as usize != host_page {
         return Err(RestoreError::PageSize {
             path: path.to_path_buf(),
-            image: img.header.page_size,
+            image: header.page_size,
             host: host_page,
         });
     }
@@ -222,10 +311,10 @@ fn check_files(view: &crate::image::read::ImageView) -> Result<(), RestoreError>
         exe: exe_s.clone(),
         why: format!("cannot be read ({e})"),
     })?;
-    if now.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+    if (now.mode | meta.exe_stamp.mode) & (libc::S_ISUID | libc::S_ISGID) != 0 {
         return Err(RestoreError::Executable {
             exe: exe_s,
-            why: "is setuid or setgid".into(),
+            why: "is (or was, at the checkpoint) setuid or setgid".into(),
         });
     }
     let id = crate::elfid::build_id(exe).map_err(|e| RestoreError::Executable {

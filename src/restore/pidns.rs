@@ -209,16 +209,18 @@ fn end_like(status: i32) -> ! {
     std::process::exit(libc::WEXITSTATUS(status))
 }
 
+/// Reads one line (without its newline) into `buf`, a byte at a time so
+/// nothing after it (the program's wait status) is consumed.
 fn read_message(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
     let mut n = 0;
+    let mut b = [0u8; 1];
     while n < buf.len() {
-        match f.read(&mut buf[n..]) {
+        match f.read(&mut b) {
             Ok(0) => break,
-            Ok(k) => {
-                n += k;
-                if buf[..n].contains(&b'\n') {
-                    return buf[..n].iter().position(|&c| c == b'\n').unwrap_or(n);
-                }
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => {
+                buf[n] = b[0];
+                n += 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,

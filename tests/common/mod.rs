@@ -4,6 +4,10 @@
 //! started (a restarted program runs under `selfckpt restart`).
 #![allow(dead_code)]
 
+mod image;
+#[allow(unused_imports)]
+pub use image::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

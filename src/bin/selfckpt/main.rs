@@ -17,6 +17,7 @@ use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
 use selfckpt::maps::RegionKind;
+use selfckpt::restore::MissingFds;
 use selfckpt::threads::Identity;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,6 +78,10 @@ enum Cmd {
         /// SELFCKPT_TIDS.
         #[arg(long, env = "SELFCKPT_TIDS", default_value = "auto", value_parser = ["auto", "exact", "new"])]
         tids: String,
+        /// What to do when files the program had open are gone: refuse
+        /// the restart, or put /dev/null at their descriptor numbers.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "devnull"])]
+        missing_fds: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -111,7 +116,15 @@ fn main() -> ExitCode {
             dir,
             verbose,
             tids,
-        } => restart(image, dir, verbose, &tids),
+            missing_fds,
+        } => {
+            let missing = if missing_fds == "devnull" {
+                MissingFds::DevNull
+            } else {
+                MissingFds::Refuse
+            };
+            restart(image, dir, verbose, &tids, missing)
+        }
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
     };
@@ -129,6 +142,7 @@ fn restart(
     dir: Option<PathBuf>,
     verbose: bool,
     tids: &str,
+    missing_fds: MissingFds,
 ) -> Result<(), String> {
     // From here on a signal sent to us is meant for the program: it waits
     // pending until the program is back.
@@ -141,6 +155,7 @@ fn restart(
     let opts = selfckpt::restore::RestartOptions {
         verbose,
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
+        missing_fds,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
@@ -175,45 +190,37 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     Err(format!("no valid image in {}", dir.display()))
 }
 
-/// Per-region totals from reading every chunk.
-#[derive(Default, Clone, Copy, serde::Serialize)]
-struct RegionBytes {
-    raw: u64,
-    stored: u64,
-}
-
 struct Scan {
-    per_region: Vec<RegionBytes>,
+    per_region: Vec<selfckpt::image::verify::RegionBytes>,
     end: selfckpt::image::model::EndRecord,
+    mac_present: bool,
 }
 
-/// Reads the whole image, verifying every checksum and decompressing every
-/// chunk.
+/// Reads the whole image, verifying every checksum (and the MAC when
+/// SELFCKPT_KEY is set) and decompressing every chunk.
 fn scan(path: &Path) -> Result<Scan, String> {
     let img = ImageFile::open(path).map_err(|e| e.to_string())?;
-    let n = img.view().map_err(|e| e.to_string())?.regions.len();
-    let mut per_region = vec![RegionBytes::default(); n];
-    let mut buf = Vec::new();
-    let end = img
-        .for_each_chunk(|c| {
-            buf.resize(c.header.raw_len as usize, 0);
-            c.decode_into(&mut buf)?;
-            let r = &mut per_region[c.header.region as usize];
-            r.raw += c.header.raw_len as u64;
-            r.stored += c.data.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(Scan { per_region, end })
+    let s = selfckpt::image::verify::scan(img).map_err(|e| e.to_string())?;
+    Ok(Scan {
+        per_region: s.per_region,
+        end: s.end,
+        mac_present: s.mac_present,
+    })
 }
 
 fn verify(path: &Path) -> Result<(), String> {
     let s = scan(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
+    let keyed = selfckpt::image::mac::MacKey::from_env().is_some();
     println!(
-        "{}: OK ({} records, {} chunks)",
+        "{}: OK ({} records, {} chunks{})",
         path.display(),
         s.end.records + 1,
-        s.end.chunks
+        s.end.chunks,
+        match (s.mac_present, keyed) {
+            (true, true) => ", MAC verified",
+            (true, false) => ", MAC present but not checked: SELFCKPT_KEY is not set",
+            (false, _) => "",
+        }
     );
     Ok(())
 }
@@ -298,7 +305,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "path": path.display().to_string(),
             "format": format!("{}.{}", img.header.major, img.header.minor),
             "arch": arch_name(img.header.arch), "page_size": img.header.page_size,
-            "file_bytes": file_len,
+            "file_bytes": file_len, "mac": s.mac_present,
             "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
             "restarts": m.restarts, "identity": identity_name(m.identity),
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
@@ -320,12 +327,13 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     }
     println!("image      {}", path.display());
     println!(
-        "format     {}.{}  arch {}  page {}  file {}",
+        "format     {}.{}  arch {}  page {}  file {}{}",
         img.header.major,
         img.header.minor,
         arch_name(img.header.arch),
         img.header.page_size,
-        human(file_len)
+        human(file_len),
+        if s.mac_present { "  MAC" } else { "" }
     );
     println!(
         "program    {}  (build-id {})",

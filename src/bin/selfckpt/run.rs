@@ -197,7 +197,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             // The very code path of `selfckpt restart` (ids policy from
             // SELFCKPT_TIDS, as there).
             let tids = std::env::var("SELFCKPT_TIDS").unwrap_or_else(|_| "auto".into());
-            return crate::restart(Some(image.clone()), None, a.verbose, &tids).map_err(|e| {
+            return crate::restart(
+                Some(image.clone()),
+                None,
+                a.verbose,
+                &tids,
+                selfckpt::restore::MissingFds::Refuse,
+            )
+            .map_err(|e| {
                 format!(
                     "cannot resume from {}: {e} (run with --fresh to start over)",
                     image.display()

@@ -1,0 +1,177 @@
+//! Helpers of the reliability tests (mutate, e2e_failures, e2e_security):
+//! taking a real image, walking an image's records, re-sealing checksums
+//! after a deliberate change, and running the CLI with a time limit.
+
+use super::{example, images, selfckpt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+pub const HEADER_LEN: usize = 64;
+pub const FRAME_LEN: usize = 24;
+pub const KIND_NAMES: [&str; 8] = [
+    "?", "META", "REGIONS", "KERNEL", "THREADS", "CHUNK", "END", "MAC",
+];
+
+/// Runs `cmd` to completion with a deadline; returns its output.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_retrying(cmd);
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} hangs; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Spawns `cmd`, retrying while the program is "text file busy": a copy
+/// of an executable written by one test thread can be held open for
+/// writing by a child that another test thread forked at that moment.
+pub fn spawn_retrying(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("cannot start {cmd:?}: {e}"),
+        }
+    }
+    panic!("cannot start {cmd:?}: text file busy")
+}
+
+pub fn cli(args: &[&std::ffi::OsStr]) -> Output {
+    run(Command::new(selfckpt()).args(args), Duration::from_secs(60))
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A real image: a copy of the smoke program in `tmp` runs 6 steps and
+/// checkpoints itself at step 2. Returns (image, exe copy, program's OUTFILE).
+pub fn smoke_image(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let exe = tmp.join("smoke-copy");
+    std::fs::copy(example("smoke"), &exe).unwrap();
+    let dir = tmp.join("ck");
+    let of = tmp.join("prog.out");
+    let out = run(
+        Command::new(&exe).arg(&dir).arg(&of).args([
+            "6",
+            "--checkpoint-at",
+            "2",
+            "--sleep-ms",
+            "1",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "smoke failed: {}", stderr(&out));
+    let img = images(&dir).pop().expect("the program wrote an image");
+    (img, exe, of)
+}
+
+/// One record of an image: where it starts, its kind and payload length.
+#[derive(Clone, Copy, Debug)]
+pub struct Rec {
+    pub offset: usize,
+    pub kind: u32,
+    pub len: usize,
+}
+
+impl Rec {
+    pub fn payload(&self) -> std::ops::Range<usize> {
+        self.offset + FRAME_LEN..self.offset + FRAME_LEN + self.len
+    }
+    pub fn end(&self) -> usize {
+        self.offset + FRAME_LEN + self.len
+    }
+    pub fn name(&self) -> &'static str {
+        KIND_NAMES.get(self.kind as usize).copied().unwrap_or("?")
+    }
+}
+
+/// Walks the framing of a well-formed image.
+pub fn records(img: &[u8]) -> Vec<Rec> {
+    let mut at = HEADER_LEN;
+    let mut v = Vec::new();
+    while at < img.len() {
+        let kind = u32::from_le_bytes(img[at..at + 4].try_into().unwrap());
+        let len = u64::from_le_bytes(img[at + 8..at + 16].try_into().unwrap()) as usize;
+        v.push(Rec {
+            offset: at,
+            kind,
+            len,
+        });
+        at += FRAME_LEN + len;
+    }
+    assert_eq!(at, img.len(), "records tile the file");
+    v
+}
+
+/// Recomputes the header checksum, every record checksum, the END chain
+/// and END's checksum, so a deliberate change is judged on its meaning.
+pub fn reseal(img: &mut [u8]) {
+    let sum = xxh3_64(&img[..56]);
+    img[56..64].copy_from_slice(&sum.to_le_bytes());
+    let mut chain = Xxh3::new();
+    for r in records(img) {
+        if r.kind == 6 {
+            let p = r.payload();
+            let digest = chain.digest();
+            img[p.start + 16..p.start + 24].copy_from_slice(&digest.to_le_bytes());
+        }
+        let mut h = Xxh3::new();
+        h.update(&img[r.offset..r.offset + 16]);
+        h.update(&img[r.payload()]);
+        let s = h.digest();
+        img[r.offset + 16..r.offset + 24].copy_from_slice(&s.to_le_bytes());
+        if r.kind != 6 && r.kind != 7 {
+            chain.update(&s.to_le_bytes());
+        }
+    }
+}
+
+/// A smaller valid image: `img` with only the chunks whose index (0-based,
+/// among chunks) is in `keep`; END's counts and chain are recomputed.
+pub fn keep_chunks(img: &[u8], keep: &[usize]) -> Vec<u8> {
+    let n = records(img).iter().filter(|r| r.kind == 5).count();
+    let order: Vec<usize> = (0..n).filter(|i| keep.contains(i)).collect();
+    with_chunks(img, &order)
+}
+
+/// `img` with its chunks replaced by the chunks at indices `order` (any
+/// order, repeats allowed); END's counts and chain are recomputed.
+pub fn with_chunks(img: &[u8], order: &[usize]) -> Vec<u8> {
+    let recs = records(img);
+    let chunks: Vec<Rec> = recs.iter().copied().filter(|r| r.kind == 5).collect();
+    let mut out = img[..HEADER_LEN].to_vec();
+    let mut n_records = 0u64;
+    for r in recs.iter().filter(|r| r.kind < 5) {
+        out.extend_from_slice(&img[r.offset..r.end()]);
+        n_records += 1;
+    }
+    for &i in order {
+        out.extend_from_slice(&img[chunks[i].offset..chunks[i].end()]);
+        n_records += 1;
+    }
+    let end = recs.iter().find(|r| r.kind == 6).expect("END");
+    let at = out.len() + FRAME_LEN;
+    out.extend_from_slice(&img[end.offset..end.end()]);
+    out[at..at + 8].copy_from_slice(&n_records.to_le_bytes());
+    out[at + 8..at + 16].copy_from_slice(&(order.len() as u64).to_le_bytes());
+    reseal(&mut out);
+    out
+}

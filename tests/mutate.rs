@@ -1,0 +1,546 @@
+//! Deterministic mutation suite: a real image (taken by running the smoke
+//! example) is truncated, bit-flipped in every section, reordered and
+//! semantically altered (with checksums recomputed, so that the meaning
+//! and not the checksum is what gets refused). For each variant:
+//! the in-process verifier returns an error (never panics); `selfckpt
+//! verify` exits 1 saying DAMAGED; `inspect` exits 1 without panicking;
+//! `restart` refuses (exit 1, "restart refused") without running the
+//! program and without touching the image or the program's files.
+
+mod common;
+
+use common::*;
+use selfckpt::image::verify::scan_bytes;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    image: PathBuf,
+    good: Vec<u8>,
+    outfile: PathBuf,
+    out_before: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _exe, outfile) = smoke_image(tmp.path());
+    let good = std::fs::read(&image).unwrap();
+    let out_before = std::fs::read(&outfile).unwrap();
+    scan_bytes(&good, None).expect("the untouched image verifies");
+    Fixture {
+        dir: tmp.path().to_path_buf(),
+        _tmp: tmp,
+        image,
+        good,
+        outfile,
+        out_before,
+    }
+}
+
+impl Fixture {
+    /// Writes `bytes` as a bad image (mode 0600) and returns its path.
+    fn write_bad(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.join(format!("{name}.ckpt"));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// verify, inspect and restart all refuse `bytes` cleanly; returns
+    /// restart's message.
+    fn refused_by_cli(&self, name: &str, bytes: &[u8]) -> String {
+        let p = self.write_bad(name, bytes);
+        let v = cli(&[OsStr::new("verify"), p.as_os_str()]);
+        assert_eq!(v.status.code(), Some(1), "{name}: verify: {}", stderr(&v));
+        assert!(stderr(&v).contains("DAMAGED"), "{name}: {}", stderr(&v));
+        let i = cli(&[OsStr::new("inspect"), p.as_os_str()]);
+        assert_eq!(i.status.code(), Some(1), "{name}: inspect: {}", stderr(&i));
+        assert!(!stderr(&i).contains("panicked"), "{name}: {}", stderr(&i));
+        let msg = self.restart_refused(name, &p);
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "{name}: image changed");
+        msg
+    }
+
+    fn restart_refused(&self, name: &str, p: &Path) -> String {
+        let r = cli(&[OsStr::new("restart"), p.as_os_str()]);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(1), "{name}: restart: {err}");
+        assert!(err.contains("restart refused"), "{name}: unclear: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(r.stdout.is_empty(), "{name}: the program ran");
+        assert_eq!(
+            std::fs::read(&self.outfile).unwrap(),
+            self.out_before,
+            "{name}: a refused restart changed the program's file"
+        );
+        assert_eq!(
+            std::fs::read(&self.image).unwrap(),
+            self.good,
+            "{name}: the good image changed"
+        );
+        err
+    }
+}
+
+fn must_fail(what: &str, bytes: &[u8]) -> String {
+    match std::panic::catch_unwind(|| scan_bytes(bytes, None)) {
+        Ok(Ok(_)) => panic!("{what}: accepted"),
+        Ok(Err(e)) => {
+            let m = e.to_string();
+            assert!(!m.is_empty(), "{what}: empty message");
+            m
+        }
+        Err(_) => panic!("{what}: the verifier panicked"),
+    }
+}
+
+#[test]
+fn truncation_at_every_record_boundary_and_inside_records() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let mut cuts = vec![0, 1, 8, 56, 63, 64];
+    for r in &recs {
+        cuts.extend([r.offset, r.offset + 1, r.offset + 16, r.offset + 23]);
+        cuts.extend([r.offset + FRAME_LEN, r.offset + FRAME_LEN + r.len / 2]);
+        cuts.push(r.end() - 1);
+    }
+    cuts.retain(|&c| c < f.good.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+    for &cut in &cuts {
+        let m = must_fail(&format!("cut at {cut}"), &f.good[..cut]);
+        assert!(
+            m.contains("truncated") || m.contains("bad magic"),
+            "cut at {cut}: {m}"
+        );
+    }
+    // Extra bytes after END.
+    let mut long = f.good.clone();
+    long.extend_from_slice(b"x");
+    assert!(must_fail("one byte after END", &long).contains("follow the END"));
+    // The CLI on a few of them (one per record boundary kind).
+    for r in recs
+        .iter()
+        .filter(|r| r.kind != 5)
+        .chain(recs.iter().find(|r| r.kind == 5))
+    {
+        let msg = f.refused_by_cli(&format!("cut-{}", r.name()), &f.good[..r.offset]);
+        assert!(msg.contains("truncated"), "cut before {}: {msg}", r.name());
+    }
+}
+
+#[test]
+fn bit_flips_in_every_section_are_detected() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let mut sections: Vec<(String, Vec<usize>)> =
+        vec![("header".into(), (0..HEADER_LEN).collect())];
+    let mut seen_chunks = 0;
+    for r in &recs {
+        let name = r.name();
+        if r.kind == 5 {
+            seen_chunks += 1;
+            if seen_chunks > 3 {
+                continue;
+            }
+        }
+        let frame: Vec<usize> = (r.offset..r.offset + FRAME_LEN).collect();
+        sections.push((format!("{name} framing"), frame));
+        let p = r.payload();
+        let head: Vec<usize> = (p.start..p.end.min(p.start + 64)).collect();
+        sections.push((format!("{name} payload head"), head));
+        let tail: Vec<usize> = (p.start..p.end).step_by((r.len / 50).max(1)).collect();
+        sections.push((format!("{name} payload"), tail));
+    }
+    for (name, offsets) in &sections {
+        for &at in offsets {
+            for bit in [0x01u8, 0x80] {
+                let mut b = f.good.clone();
+                b[at] ^= bit;
+                must_fail(&format!("{name} byte {at} ^ {bit:#x}"), &b);
+            }
+        }
+        let mut b = f.good.clone();
+        b[offsets[offsets.len() / 2]] ^= 0x10;
+        let msg = f.refused_by_cli(&name.replace(' ', "-"), &b);
+        assert!(
+            msg.contains("damaged")
+                || msg.contains("bad magic")
+                || msg.contains("END")
+                || msg.contains("claims")
+                || msg.contains("truncated")
+                || msg.contains("unknown kind")
+                || msg.contains("out of order"),
+            "{name}: {msg}"
+        );
+    }
+}
+
+/// Every byte outside chunk data is flipped one at a time; chunk data is
+/// sampled (a flip there lands under the chunk's checksum like any other).
+#[test]
+fn every_single_byte_flip_outside_chunk_data_is_detected() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let mut offsets: Vec<usize> = (0..HEADER_LEN).collect();
+    let n_chunks = recs.iter().filter(|r| r.kind == 5).count();
+    let mut chunk_no = 0;
+    for r in &recs {
+        if r.kind == 5 {
+            chunk_no += 1;
+            // Exhaustive over the first two chunks and the last one; every
+            // 7th byte of the others' headers (each flip there costs a
+            // read of all the chunks before it).
+            if chunk_no > 2 && chunk_no < n_chunks {
+                let p = r.payload().start;
+                offsets.extend((r.offset..p + 13).step_by(7));
+                offsets.extend((p + 13..r.end()).step_by(4093));
+                continue;
+            }
+        }
+        let meta_end = if r.kind == 5 {
+            // frame + chunk header + runs
+            let p = r.payload().start;
+            let n_runs = u32::from_le_bytes(f.good[p + 9..p + 13].try_into().unwrap()) as usize;
+            (p + 13 + 12 * n_runs).min(r.end())
+        } else {
+            r.end()
+        };
+        offsets.extend(r.offset..meta_end);
+        offsets.extend((meta_end..r.end()).step_by(4093));
+        if r.end() > meta_end {
+            offsets.push(r.end() - 1);
+        }
+    }
+    let t0 = Instant::now();
+    let mut b = f.good.clone();
+    for &at in &offsets {
+        b[at] ^= 0x04;
+        must_fail(&format!("byte {at}"), &b);
+        b[at] ^= 0x04;
+    }
+    eprintln!(
+        "{} single-byte flips of a {}-byte image refused in {:.1}s",
+        offsets.len(),
+        f.good.len(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn swapped_dropped_and_duplicated_chunks_are_detected() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let chunks: Vec<Rec> = recs.iter().copied().filter(|r| r.kind == 5).collect();
+    assert!(chunks.len() >= 2, "the image has at least two chunks");
+    let (a, b) = (chunks[0], chunks[1]);
+    let g = &f.good;
+    let swapped = [
+        &g[..a.offset],
+        &g[b.offset..b.end()],
+        &g[a.offset..a.end()],
+        &g[b.end()..],
+    ]
+    .concat();
+    let dropped = [&g[..a.offset], &g[a.end()..]].concat();
+    let doubled = [&g[..a.end()], &g[a.offset..]].concat();
+    let end = recs.last().unwrap();
+    let moved_end = [&g[..a.offset], &g[end.offset..], &g[a.offset..end.offset]].concat();
+    for (name, bytes) in [
+        ("swapped", swapped),
+        ("dropped", dropped),
+        ("doubled", doubled),
+        ("end-moved", moved_end),
+    ] {
+        let m = must_fail(name, &bytes);
+        assert!(
+            m.contains("END") || m.contains("follow") || m.contains("stored twice"),
+            "{name}: {m}"
+        );
+        f.refused_by_cli(&format!("chunks-{name}"), &bytes);
+    }
+}
+
+/// Chunks rearranged with END re-sealed: order does not matter, but a
+/// page stored twice is refused (it would let a small file make a reader
+/// decode the same pages over and over), and so is a chunk for a region
+/// whose kind stores no pages.
+#[test]
+fn resealed_chunk_order_is_free_but_pages_stored_twice_are_refused() {
+    let f = fixture();
+    let n = records(&f.good).iter().filter(|r| r.kind == 5).count();
+    let reversed: Vec<usize> = (0..n).rev().collect();
+    scan_bytes(&with_chunks(&f.good, &reversed), None).expect("chunk order is free");
+    let twice = with_chunks(&f.good, &[0, 1, 0]);
+    let m = must_fail("page stored twice", &twice);
+    assert!(m.contains("stored twice"), "{m}");
+    f.refused_by_cli("stored-twice", &twice);
+
+    // A chunk pointed at the vdso.
+    let img =
+        selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), f.good.clone(), None).unwrap();
+    let vdso = img
+        .view()
+        .unwrap()
+        .regions
+        .iter()
+        .position(|r| r.kind == selfckpt::maps::RegionKind::Vdso as u32)
+        .expect("a vdso region") as u32;
+    // Replace the first chunk by a raw one-page chunk for the vdso.
+    let chunk = records(&f.good).into_iter().find(|r| r.kind == 5).unwrap();
+    let mut rec = vec![0u8; FRAME_LEN];
+    rec[0..4].copy_from_slice(&5u32.to_le_bytes());
+    rec.extend_from_slice(&vdso.to_le_bytes());
+    rec.push(0);
+    rec.extend_from_slice(&4096u32.to_le_bytes());
+    rec.extend_from_slice(&1u32.to_le_bytes());
+    rec.extend_from_slice(&0u64.to_le_bytes());
+    rec.extend_from_slice(&1u32.to_le_bytes());
+    rec.extend_from_slice(&[0x5a; 4096]);
+    let len = (rec.len() - FRAME_LEN) as u64;
+    rec[8..16].copy_from_slice(&len.to_le_bytes());
+    let mut b = [&f.good[..chunk.offset], &rec[..], &f.good[chunk.end()..]].concat();
+    reseal(&mut b);
+    let m = must_fail("chunk for the vdso", &b);
+    assert!(m.contains("stores no pages"), "{m}");
+}
+
+/// Header fields changed with the header checksum recomputed: the meaning
+/// is what is refused, with a message that names it.
+#[test]
+fn wrong_arch_version_and_page_size_are_refused_for_what_they_are() {
+    let f = fixture();
+    let patch = |at: usize, v: &[u8]| {
+        let mut b = f.good.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        reseal(&mut b);
+        b
+    };
+    // Another arch: a well-formed image, but not for this machine.
+    let arm = patch(12, &2u16.to_le_bytes());
+    let p = f.write_bad("arch", &arm);
+    let msg = f.restart_refused("arch", &p);
+    assert!(msg.contains("aarch64") && msg.contains("x86_64"), "{msg}");
+
+    for (name, at, v, expect) in [
+        (
+            "major",
+            8,
+            2u16.to_le_bytes().to_vec(),
+            "format 2.1 is not supported",
+        ),
+        (
+            "minor",
+            10,
+            9u16.to_le_bytes().to_vec(),
+            "format 1.9 is not supported",
+        ),
+        ("page-odd", 16, 5000u32.to_le_bytes().to_vec(), "page size"),
+        ("hdr-len", 20, 65u32.to_le_bytes().to_vec(), "header length"),
+        ("reserved", 30, vec![1], "reserved"),
+    ] {
+        let b = patch(at, &v);
+        let m = must_fail(name, &b);
+        assert!(m.contains(expect), "{name}: {m}");
+        let msg = f.refused_by_cli(name, &b);
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+    // A valid but different page size: restart names it.
+    let b = patch(16, &16384u32.to_le_bytes());
+    let p = f.write_bad("page-16k", &b);
+    let msg = f.restart_refused("page-16k", &p);
+    assert!(msg.contains("16384-byte pages"), "{msg}");
+}
+
+/// Record contents changed with every checksum recomputed.
+#[test]
+fn semantic_damage_with_valid_checksums_is_refused() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let find = |k: u32| *recs.iter().find(|r| r.kind == k).unwrap();
+    let (regions, threads, chunk) = (
+        find(2).payload().start,
+        find(4).payload().start,
+        find(5).payload().start,
+    );
+    let u64_at = |at: usize| u64::from_le_bytes(f.good[at..at + 8].try_into().unwrap());
+    let mutated = |edits: &[(usize, Vec<u8>)]| {
+        let mut b = f.good.clone();
+        for (at, v) in edits {
+            b[*at..*at + v.len()].copy_from_slice(v);
+        }
+        reseal(&mut b);
+        b
+    };
+    let first_start = u64_at(regions + 4);
+    let first_end = u64_at(regions + 12);
+    type Edits = Vec<(usize, Vec<u8>)>;
+    let cases: Vec<(&str, Edits, &str)> = vec![
+        (
+            "region-unaligned",
+            vec![(regions + 4, (first_start + 1).to_le_bytes().to_vec())],
+            "not a valid page range",
+        ),
+        (
+            "region-empty",
+            vec![(regions + 12, first_start.to_le_bytes().to_vec())],
+            "not a valid page range",
+        ),
+        (
+            "region-huge",
+            vec![(regions + 12, (1u64 << 60).to_le_bytes().to_vec())],
+            "not a valid page range",
+        ),
+        (
+            "region-kind",
+            vec![(regions + 4 + 20, 99u32.to_le_bytes().to_vec())],
+            "unknown kind",
+        ),
+        (
+            "region-prot",
+            vec![(regions + 4 + 16, 0x10u32.to_le_bytes().to_vec())],
+            "protection",
+        ),
+        (
+            "region-count",
+            vec![(regions, u32::MAX.to_le_bytes().to_vec())],
+            "count",
+        ),
+        (
+            "threads-count",
+            vec![(threads, 0u32.to_le_bytes().to_vec())],
+            "REGIONS",
+        ),
+        (
+            "thread-frame",
+            vec![(threads + 4 + 32, 8u64.to_le_bytes().to_vec())],
+            "outside the image",
+        ),
+        (
+            "chunk-region",
+            vec![(chunk, 0xFFFFu32.to_le_bytes().to_vec())],
+            "names region",
+        ),
+        ("chunk-encoding", vec![(chunk + 4, vec![9])], "encoding"),
+        (
+            "chunk-raw-len",
+            vec![(chunk + 5, 4096u32.to_le_bytes().to_vec())],
+            "runs hold",
+        ),
+        (
+            "chunk-runs",
+            vec![(chunk + 9, u32::MAX.to_le_bytes().to_vec())],
+            "runs do not fit",
+        ),
+        (
+            "chunk-run-outside",
+            vec![(chunk + 13, (first_end >> 12).to_le_bytes().to_vec())],
+            "outside region",
+        ),
+    ];
+    for (name, edits, expect) in cases {
+        let b = mutated(&edits);
+        let m = must_fail(name, &b);
+        // threads-count = 0 leaves 120 bytes per thread unread: a malformed
+        // THREADS record (trailing bytes) or "no thread"
+        let expect = if name == "threads-count" {
+            "THREADS"
+        } else {
+            expect
+        };
+        assert!(m.contains(expect), "{name}: {m}");
+        let msg = f.refused_by_cli(name, &b);
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+    // Chunk data that does not decompress.
+    let c = find(5);
+    let mut b = f.good.clone();
+    let data = c.end() - 16;
+    for x in &mut b[data..c.end()] {
+        *x = !*x;
+    }
+    reseal(&mut b);
+    let m = must_fail("chunk-data", &b);
+    assert!(
+        m.contains("decompress") || m.contains("raw data"),
+        "chunk-data: {m}"
+    );
+}
+
+/// Inputs that are not images at all.
+#[test]
+fn non_images_are_refused_without_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.ckpt");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for p in [
+        fifo.as_path(),
+        Path::new("/dev/zero"),
+        Path::new("/dev/null"),
+        tmp.path(),
+        Path::new("/proc/self/maps"),
+    ] {
+        for cmd in ["verify", "inspect", "restart"] {
+            let o = cli(&[OsStr::new(cmd), p.as_os_str()]);
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{cmd} {}: {e}", p.display());
+            assert!(!e.contains("panicked"), "{cmd} {}: {e}", p.display());
+        }
+    }
+    // Random bytes behind a valid header.
+    let mut b = selfckpt::image::format::FileHeader::host()
+        .to_bytes()
+        .to_vec();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.push(x as u8);
+    }
+    must_fail("random records", &b);
+    must_fail("empty", &[]);
+}
+
+/// A real image cut down to its two smallest chunks still verifies (the
+/// fuzz seeds are made this way). With SELFCKPT_WRITE_SEEDS=DIR the seeds
+/// are written there.
+#[test]
+fn images_cut_down_to_a_few_chunks_verify() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let mut chunks: Vec<(usize, usize)> = recs
+        .iter()
+        .filter(|r| r.kind == 5)
+        .enumerate()
+        .map(|(i, r)| (r.len, i))
+        .collect();
+    chunks.sort_unstable();
+    let two: Vec<usize> = chunks.iter().take(2).map(|c| c.1).collect();
+    let seeds = [keep_chunks(&f.good, &[]), keep_chunks(&f.good, &two)];
+    for (i, s) in seeds.iter().enumerate() {
+        let sum = scan_bytes(s, None).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+        assert_eq!(sum.end.chunks as usize, if i == 0 { 0 } else { 2 });
+        if let Some(dir) = std::env::var_os("SELFCKPT_WRITE_SEEDS") {
+            std::fs::write(Path::new(&dir).join(format!("seed-{i}.ckpt")), s).unwrap();
+        }
+    }
+    // The same, sealed with the fuzz target's key.
+    let key = selfckpt::image::mac::MacKey::new(b"fuzz-key").unwrap();
+    let p = f.write_bad("sealed-seed", &seeds[1]);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    selfckpt::image::mac::seal_file(&mut file, &key).unwrap();
+    let sealed = std::fs::read(&p).unwrap();
+    assert!(scan_bytes(&sealed, Some(&key)).unwrap().mac_present);
+    if let Some(dir) = std::env::var_os("SELFCKPT_WRITE_SEEDS") {
+        std::fs::write(Path::new(&dir).join("seed-2-mac.ckpt"), &sealed).unwrap();
+    }
+}
