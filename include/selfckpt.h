@@ -86,7 +86,10 @@ int selfckpt_checkpoint(void);
  * checkpoint starts; one asked for meanwhile runs as soon as the last open
  * section ends. Sections nest and work from any thread; a thread that
  * enters while a checkpoint is in progress waits for it to finish.
- * selfckpt_enable() without an open section returns -1. */
+ * selfckpt_enable() without an open section returns -1. Call
+ * selfckpt_enable() on the thread that called selfckpt_disable(): nesting
+ * (which lets a thread that already holds a section enter another while a
+ * checkpoint waits) is tracked per thread. */
 int selfckpt_disable(void);
 int selfckpt_enable(void);
 

@@ -86,6 +86,7 @@ pub unsafe extern "C" fn selfckpt_config_init(cfg: *mut SelfckptConfig) {
 }
 
 fn install(b: Result<Builder, Error>) -> Result<c_int, String> {
+    crate::logger::init();
     b.and_then(|b| b.install()).map_err(|e| e.to_string())?;
     Ok(0)
 }

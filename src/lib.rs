@@ -202,7 +202,7 @@ impl Builder {
         if RUNTIME.get().is_some() {
             return Err(Error::AlreadyInstalled);
         }
-        logger::init();
+        logger::init_if_asked();
         if self.term_signal == Some(self.signal) {
             return Err(Error::Config(format!(
                 "{} cannot be both the checkpoint and the checkpoint-then-exit signal",

@@ -2,6 +2,11 @@
 //! `selfckpt[PID]`. Quiet by default (warnings and errors only);
 //! `SELFCKPT_LOG=error|warn|info|debug|trace|off` sets the level.
 //!
+//! Who installs it: the C ABI and LD_PRELOAD mode always (those programs
+//! have no Rust logger); a Rust program only when `SELFCKPT_LOG` is set, so
+//! that its own `env_logger::init()` (which panics if a logger exists) still
+//! works and selfckpt's records go to the program's logger.
+//!
 //! Must never: replace a logger the program installed itself (`init` does
 //! nothing then), or log while the program's threads are suspended (stderr
 //! has a lock).
@@ -33,6 +38,13 @@ static LOGGER: StderrLogger = StderrLogger;
 /// Parses a `SELFCKPT_LOG` value.
 pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
     s.trim().parse().ok()
+}
+
+/// Installs the logger for a Rust program: only if `SELFCKPT_LOG` is set.
+pub fn init_if_asked() {
+    if std::env::var_os("SELFCKPT_LOG").is_some() {
+        init();
+    }
 }
 
 /// Installs the logger unless the program has one.

@@ -50,6 +50,7 @@ fn install_if_asked() -> Result<(), crate::Error> {
     if !ours && !children {
         return Ok(());
     }
+    crate::logger::init();
     let mut b = crate::Builder::from_env()?;
     if !ours {
         let prog = std::fs::read_link("/proc/self/exe")

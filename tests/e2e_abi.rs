@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fd_offset, have, images, lib, selfckpt, target_dir};
+use common::{fd_offset, finish, have, images, lib, selfckpt, target_dir};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -38,29 +38,6 @@ fn output_ok(cmd: &mut Command, what: &str) -> Output {
 
 fn spawn_to(cmd: &mut Command, stdout: &Path) -> Child {
     common::spawn_to_file(cmd.stdin(Stdio::null()), stdout)
-}
-
-/// Waits for `child` (at most 120 s); returns its status and stderr.
-fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (st, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn kill9(mut child: Child) {
@@ -673,4 +650,38 @@ fn no_checkpoint_starts_inside_a_critical_section_under_load() {
         checkpoints,
         "{st:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 7. `run` refuses a program LD_PRELOAD cannot reach, instead of running it
+//    unprotected.
+
+#[test]
+fn run_refuses_a_statically_linked_program() {
+    let work = tmpdir();
+    let w = work.path();
+    let src = w.join("s.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let prog = w.join("static-prog");
+    let built = Command::new("cc")
+        .arg("-static")
+        .arg(&src)
+        .arg("-o")
+        .arg(&prog)
+        .output();
+    if !built.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `cc -static` does not work here (no libc.a)");
+        return;
+    }
+    let out = Command::new(selfckpt())
+        .arg("run")
+        .arg("--dir")
+        .arg(w.join("ckpt"))
+        .arg("--")
+        .arg(&prog)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("statically linked"), "{err}");
 }

@@ -35,7 +35,14 @@ pub fn spawn_to_file(cmd: &mut Command, stdout: &Path) -> Child {
 }
 
 /// Waits (at most 120 s) for `child` to succeed; returns its stderr.
-pub fn wait_ok(mut child: Child, what: &str) -> String {
+pub fn wait_ok(child: Child, what: &str) -> String {
+    let (st, err) = finish(child, what);
+    assert!(st.success(), "{what} failed with {st}: {err}");
+    err
+}
+
+/// Waits (at most 120 s) for `child` to end; returns its status and stderr.
+pub fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -47,8 +54,7 @@ pub fn wait_ok(mut child: Child, what: &str) -> String {
                 .unwrap()
                 .read_to_string(&mut err)
                 .unwrap();
-            assert!(st.success(), "{what} failed with {st}: {err}");
-            return err;
+            return (st, err);
         }
         if Instant::now() > deadline {
             kill_tree(&mut child, libc::SIGKILL);

@@ -40,6 +40,12 @@ struct Cli {
 enum Cmd {
     /// Run an unmodified program with checkpointing injected (LD_PRELOAD),
     /// or resume it from the newest image of it in --dir.
+    #[command(after_help = "Examples:\n  \
+        selfckpt run --dir ck -- python3 sim.py &   # the program gets this PID\n  \
+        kill -USR1 $!                               # checkpoint, go on\n  \
+        kill -USR2 $!                               # checkpoint, exit 0\n  \
+        selfckpt run --dir ck -- python3 sim.py     # resumes from the newest image\n\n\
+        Exit code: the program's own; 1 if it cannot be started or resumed.")]
     Run(run::RunArgs),
     /// Ask a running program to checkpoint; with --wait, print the image.
     Checkpoint(checkpoint::CheckpointArgs),

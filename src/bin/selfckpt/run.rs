@@ -85,6 +85,30 @@ fn resolve(prog: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(&found).map_err(|e| format!("{}: {e}", found.display()))
 }
 
+/// Why LD_PRELOAD cannot reach `prog`, if it cannot: the dynamic loader
+/// ignores it for set-user/group-ID programs, and a statically linked
+/// program has no loader at all.
+fn preload_obstacle(prog: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(prog).ok()?;
+    if meta.permissions().mode() & 0o6000 != 0 {
+        return Some("it is set-user-ID or set-group-ID (the loader ignores LD_PRELOAD)");
+    }
+    let bytes = std::fs::read(prog).ok()?;
+    match goblin::elf::Elf::parse(&bytes) {
+        Ok(elf) if elf.interpreter.is_none() && needs_nothing(&elf) => Some(
+            "it is statically linked (LD_PRELOAD needs the dynamic loader); link it with \
+             libselfckpt instead",
+        ),
+        _ => None, // dynamic ELF, or a script (its interpreter is checked when it runs)
+    }
+}
+
+/// True if the ELF names no shared library it needs.
+fn needs_nothing(elf: &goblin::elf::Elf) -> bool {
+    elf.dynamic.as_ref().map_or(0, |d| d.info.needed_count) == 0
+}
+
 /// libselfckpt.so: `SELFCKPT_LIB`, or next to this binary.
 fn find_lib() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("SELFCKPT_LIB") {
@@ -187,6 +211,9 @@ pub fn run(a: RunArgs) -> Result<(), String> {
                 )
             });
         }
+    }
+    if let Some(why) = preload_obstacle(&prog) {
+        return Err(format!("cannot checkpoint {}: {why}", prog.display()));
     }
     let lib = find_lib()?;
     let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
