@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fd_offset, finish, have, images, lib, selfckpt, target_dir};
+use common::{fd_offset, finish, have, images, lib, selfckpt, target_dir, wait_for};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -78,14 +78,6 @@ fn stats(dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad stats line {l}: {e}")))
         .collect()
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A UNIX socket server that records every line it receives.
@@ -684,4 +676,41 @@ fn run_refuses_a_statically_linked_program() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("statically linked"), "{err}");
+}
+
+/// A checkpoint request that arrives the moment `run` has become the
+/// program, before its loader has run the library's constructor, waits for
+/// the handlers instead of killing the program (SIGUSR1's default action).
+#[test]
+fn a_signal_sent_right_after_run_starts_checkpoints_instead_of_killing() {
+    let work = tmpdir();
+    let Some(tool) = awk_tool(work.path()) else {
+        return;
+    };
+    for round in 0..5 {
+        let dir = work.path().join(format!("early{round}"));
+        let out = work.path().join(format!("early{round}.txt"));
+        // The loader's debug output (to a file) makes the window between
+        // exec and the constructor wide enough to hit every time.
+        let mut cmd = run_cmd(&dir, &tool, &[]);
+        cmd.env("LD_DEBUG", "all")
+            .env("LD_DEBUG_OUTPUT", work.path().join(format!("ld{round}")));
+        let mut child = spawn_to(&mut cmd, &out);
+        let exe = format!("/proc/{}/exe", child.id());
+        let me = std::fs::canonicalize(selfckpt()).unwrap();
+        wait_for("run to exec the program", 30, || {
+            std::fs::read_link(&exe).is_ok_and(|p| p != me)
+        });
+        // SAFETY: signalling our own child, as early as we can.
+        unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+        wait_for("an image, or the program's end", 60, || {
+            !images(&dir).is_empty() || !alive(&mut child)
+        });
+        assert!(
+            alive(&mut child),
+            "round {round}: the early signal killed the program: {:?}",
+            child.wait()
+        );
+        kill9(child);
+    }
 }

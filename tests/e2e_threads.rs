@@ -101,16 +101,29 @@ fn expected_identity(mode: &str) -> &'static str {
 }
 
 /// Runs `threads DIR args`, checkpoints it by signal at a random moment,
-/// kills it, restarts with `mode` and checks the output.
+/// kills it, restarts with `mode` and checks the output. A busy machine may
+/// let the program finish before the signal: that moment is drawn again.
 fn checkpoint_kill_restart(tmp: &Path, round: usize, args: &[&str], mode: &str, want: &[u8]) {
     let dir = tmp.join(format!("ck{round}"));
     let so = tmp.join(format!("{round}.stdout"));
-    let mut child = spawn_to_file(Command::new(threads()).arg(&dir).args(args), &so);
-    wait_output(&so);
-    std::thread::sleep(Duration::from_millis(random_ms(0, 400)));
-    kill(&child, libc::SIGUSR1);
-    let image = wait_new_image(&dir, 0);
-    kill_tree(&mut child, libc::SIGKILL);
+    let mut image = None;
+    for attempt in 0..4u64 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = spawn_to_file(Command::new(threads()).arg(&dir).args(args), &so);
+        wait_output(&so);
+        std::thread::sleep(Duration::from_millis(random_ms(0, 400 >> attempt)));
+        kill(&child, libc::SIGUSR1);
+        wait_for("an image, or the program's end", 60, || {
+            !images(&dir).is_empty() || child.try_wait().unwrap().is_some()
+        });
+        if !images(&dir).is_empty() {
+            image = Some(wait_new_image(&dir, 0));
+            kill_tree(&mut child, libc::SIGKILL);
+            break;
+        }
+        eprintln!("round {round}: the program ended before the signal (busy machine); again");
+    }
+    let image = image.expect("no attempt took an image");
     let offset = fd_offset(&image, 1);
     let so2 = tmp.join(format!("{round}.restarted"));
     let Some(err) = restart_with(&image, mode, &so2) else {

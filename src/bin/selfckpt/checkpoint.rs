@@ -102,6 +102,14 @@ fn runs_selfckpt(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// True while PID runs (a zombie has ended, though /proc still lists it).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
 pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     let fail = |m: String| Failed(1, m);
     if !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
@@ -179,7 +187,7 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
                 _ => {}
             }
         }
-        if !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
+        if !alive(a.pid) {
             return Err(fail(format!(
                 "process {} ended before reporting a checkpoint",
                 a.pid

@@ -175,6 +175,17 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     }
     selfckpt::Level::parse(&a.level)
         .ok_or_else(|| format!("--level {}: expected store, fast1..fast7 or 1..19", a.level))?;
+    // The trigger signals wait, blocked, until the library's handlers are
+    // in place: a checkpoint request that comes while we look for images,
+    // or while the program's loader runs, must not kill it (their default
+    // action). A resumed program gets its own masks back; a started one
+    // has them unblocked by the library's constructor (SELFCKPT_UNBLOCK).
+    let triggers: Vec<i32> = [Some(sig), selfckpt::trigger::parse_signal(&a.term_signal)]
+        .into_iter()
+        .flatten()
+        .map(|s| s as i32)
+        .collect();
+    block(&triggers);
     let prog = resolve(Path::new(&a.command[0]))?;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -247,13 +258,35 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .env("SELFCKPT_TERM_SIGNAL", &a.term_signal)
         .env("SELFCKPT_KEEP", a.keep.to_string())
         .env("SELFCKPT_LEVEL", &a.level)
-        .env("SELFCKPT_CHILDREN", if a.children { "1" } else { "0" });
+        .env("SELFCKPT_CHILDREN", if a.children { "1" } else { "0" })
+        .env(
+            "SELFCKPT_UNBLOCK",
+            triggers
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     match a.interval {
         Some(s) if s > 0.0 => cmd.env("SELFCKPT_INTERVAL", s.to_string()),
         _ => cmd.env_remove("SELFCKPT_INTERVAL"),
     };
     let err = cmd.exec();
     Err(format!("cannot run {}: {err}", prog.display()))
+}
+
+/// Blocks `signals` in this (single-threaded) process; the mask survives
+/// exec.
+fn block(signals: &[i32]) {
+    // SAFETY: building a signal set and changing this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
