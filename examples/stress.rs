@@ -9,6 +9,7 @@
 //!
 //! usage: stress DIR COUNT [--threads N] [--idle] [--level L]
 //! `--idle`: the threads only sleep (for suspend-latency figures).
+//! `STRESS_EACH=1` prints every checkpoint's suspend and pause times.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -165,6 +166,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             selfckpt::Outcome::Continued => {
                 let st = ckpt.last_stats().ok_or("no stats after a checkpoint")?;
+                if std::env::var_os("STRESS_EACH").is_some() {
+                    eprintln!(
+                        "checkpoint {k}: suspend {} us, pause {} us",
+                        st.suspend_ns / 1000,
+                        st.pause_ns / 1000
+                    );
+                }
                 pause.push(st.pause_ns);
                 suspend.push(st.suspend_ns);
             }

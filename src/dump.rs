@@ -296,6 +296,14 @@ fn help_once(ci: usize) -> bool {
 }
 
 /// What a worker does while parked during round `round`.
+/// Wakes workers waiting for jobs, so that those of a round that was just
+/// released see it at once and leave their handlers (a worker still in
+/// its handler cannot park for the next round).
+pub fn wake_workers() {
+    POSTED_SEQ.fetch_add(1, Release);
+    futex_wake(&POSTED_SEQ, i32::MAX);
+}
+
 pub fn worker_hook(round: u32) {
     let ci = NEXT_WORKER.fetch_add(1, AcqRel) as usize;
     loop {
@@ -573,8 +581,7 @@ pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
     let result = dump_all(plan, n_slots, page, scratch_lo, scratch_hi);
 
     ACTIVE.store(false, Release);
-    POSTED_SEQ.fetch_add(1, Release);
-    futex_wake(&POSTED_SEQ, i32::MAX);
+    wake_workers();
     // Wait for any job still being compressed before its buffers go away.
     for slot in SLOTS.iter().take(n_slots) {
         while slot.state.load(Acquire) == TAKEN {

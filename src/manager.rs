@@ -254,6 +254,7 @@ impl Runtime {
         }
         let t_dumped = sys::now_ns();
         threads::release(round);
+        dump::wake_workers();
         let t_resumed = sys::now_ns();
         // SAFETY: see PlanCell; the handler has finished.
         let (plan, result) = unsafe { ((*PLAN.0.get()).take(), (*PLAN.1.get()).take()) };
