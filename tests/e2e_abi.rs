@@ -229,6 +229,15 @@ fn c_and_cpp_programs_use_critical_sections_and_hooks_and_restart() {
                 err["error"].as_str().unwrap().contains("returned 42"),
                 "{err}"
             );
+            // The images taken before the refusal are intact.
+            let kept = images(&w.join("ckpt"));
+            assert!(!kept.is_empty(), "no image left after the refusal");
+            for image in kept {
+                output_ok(
+                    Command::new(selfckpt()).arg("verify").arg(&image),
+                    "selfckpt verify after a refused checkpoint",
+                );
+            }
         }
         let after_restart = lines.iter().position(|l| l == "hello restart").unwrap();
         assert!(
