@@ -198,26 +198,6 @@ fn two_checkpoints_restart_from_each_and_restart_of_a_restart() {
     );
 }
 
-/// Takes one image of a copy of the smoke program in `tmp`.
-fn one_image(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let exe = tmp.join("smoke-copy");
-    std::fs::copy(smoke(), &exe).unwrap();
-    let dir = tmp.join("ck");
-    let of = tmp.join("prog.out");
-    let child = spawn_to_file(
-        Command::new(&exe).arg(&dir).arg(&of).args([
-            "6",
-            "--checkpoint-at",
-            "2",
-            "--sleep-ms",
-            "1",
-        ]),
-        &tmp.join("prog.stdout"),
-    );
-    wait_ok(child, "program");
-    (images(&dir).pop().expect("an image"), exe, of)
-}
-
 fn refused(image: &Path) -> String {
     let out = Command::new(selfckpt())
         .arg("restart")
@@ -248,7 +228,7 @@ fn refused(image: &Path) -> String {
 #[test]
 fn restart_refuses_damaged_truncated_missing_images_and_a_changed_executable() {
     let tmp = tempfile::tempdir().unwrap();
-    let (image, exe, outfile) = one_image(tmp.path());
+    let (image, exe, outfile) = smoke_image(tmp.path());
     let good = std::fs::read(&image).unwrap();
     let out_before = std::fs::read(&outfile).unwrap();
     let verify = |p: &Path| {

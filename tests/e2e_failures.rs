@@ -14,7 +14,7 @@ use common::*;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A tmpfs mounted for one test, lazily unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -98,14 +98,6 @@ fn reference(tmp: &Path, steps: u64, mib: &str) -> String {
     let (code, out, err) = finish(c, &e);
     assert_eq!(code, Some(0), "reference run: {err}");
     done_line(&out)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn temp_files(dir: &Path) -> Vec<String> {
@@ -195,9 +187,7 @@ fn image_directory_removed_while_the_program_runs() {
         "20",
     ];
     let child = ckloop(&dir, 25, &args, &e);
-    wait_for("the first image", Duration::from_secs(60), || {
-        !images(&dir).is_empty()
-    });
+    wait_for("the first image", 60, || !images(&dir).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
     let (code, out, err) = finish(child, &e);
     assert_eq!(code, Some(0), "the program must go on: {err}");
@@ -231,12 +221,10 @@ fn image_directory_made_read_only() {
         "20",
     ];
     let child = ckloop(&dir, 25, &args, &e);
-    wait_for("the first image", Duration::from_secs(60), || {
-        !images(&dir).is_empty()
-    });
+    wait_for("the first image", 60, || !images(&dir).is_empty());
     let first = images(&dir);
     // Let the first commit finish (rename + directory fsync) first.
-    wait_for("checkpoint 0 to return", Duration::from_secs(30), || {
+    wait_for("checkpoint 0 to return", 30, || {
         std::fs::read_to_string(&e).is_ok_and(|s| s.contains("checkpoint 0:"))
     });
     fs.remount_ro();
@@ -268,16 +256,14 @@ fn sigkill_while_writing_leaves_earlier_images_valid() {
         "3",
     ];
     let mut child = ckloop(&dir, 200, &args, &e);
-    wait_for("checkpoint 0", Duration::from_secs(120), || {
+    wait_for("checkpoint 0", 120, || {
         std::fs::read_to_string(&e).is_ok_and(|s| s.contains("checkpoint 0:"))
     });
     let first = images(&dir);
     assert_eq!(first.len(), 1);
-    wait_for(
-        "the second image's temp file",
-        Duration::from_secs(60),
-        || !temp_files(&dir).is_empty(),
-    );
+    wait_for("the second image's temp file", 60, || {
+        !temp_files(&dir).is_empty()
+    });
     child.kill().unwrap();
     let _ = child.wait();
     assert_eq!(images(&dir), first, "no half image under a final name");
