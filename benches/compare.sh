@@ -4,7 +4,8 @@
 #   zstd -T2 at the same level (speed and size),
 #   dd conv=fdatasync of as many bytes as the image stores,
 #   memcpy bandwidth,
-#   CRIU, only when a criu >= 4.1 is on PATH (never built here).
+#   CRIU: not run by this script yet; the table notes whether a criu >= 4.1
+#   is on PATH (never built here).
 # Contenders are interleaved, REPS times each; the table gives median and
 # best. Prints a markdown table on stdout (progress on stderr).
 #
@@ -16,7 +17,7 @@
 # (LD_PRELOAD) and checkpointed from outside with `selfckpt checkpoint PID
 # --wait`; WORKLOAD=rust measures examples/bigmem.rs instead (it checkpoints
 # itself through `selfckpt::checkpoint()`). Everything workload-specific
-# sits in the three functions below.
+# sits in the functions below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
