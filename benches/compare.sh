@@ -4,17 +4,20 @@
 #   zstd -T2 at the same level (speed and size),
 #   dd conv=fdatasync of as many bytes as the image stores,
 #   memcpy bandwidth,
-#   CRIU, only when a criu >= 4.1 is on PATH (never built here).
+#   CRIU: not run by this script yet; the table notes whether a criu >= 4.1
+#   is on PATH (never built here).
 # Contenders are interleaved, REPS times each; the table gives median and
 # best. Prints a markdown table on stdout (progress on stderr).
 #
 #   REPS=5 SIZES="256 1024" PATTERNS="random text zerotouched untouched mixed" \
 #   LEVELS="store fast3 1 3" UNTOUCHED_MIB=8192 [ROWS=rows.tsv] benches/compare.sh
 #
-# The workload is examples/bigmem.rs (a Rust program linking the crate).
-# Everything workload-specific sits in the three functions below: to
-# measure a C program under `selfckpt run` + `selfckpt checkpoint PID
-# --wait` instead, rewrite them and keep the rest.
+# The workload is a C program, benches/workload.c (built here with
+# `cc -O2`; nothing in it knows about selfckpt), started with `selfckpt run`
+# (LD_PRELOAD) and checkpointed from outside with `selfckpt checkpoint PID
+# --wait`; WORKLOAD=rust measures examples/bigmem.rs instead (it checkpoints
+# itself through `selfckpt::checkpoint()`). Everything workload-specific
+# sits in the functions below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
@@ -22,29 +25,88 @@ SIZES=${SIZES:-"256 1024"}
 PATTERNS=${PATTERNS:-"random text zerotouched untouched mixed"}
 LEVELS=${LEVELS:-"store fast3 1 3"}
 UNTOUCHED_MIB=${UNTOUCHED_MIB:-8192}
+WORKLOAD=${WORKLOAD:-c}
 work=$(mktemp -d /var/tmp/selfckpt-compare.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[ ! -s "$work/wl.pid" ] || kill -KILL "$(cat "$work/wl.pid")" 2>/dev/null || true; rm -rf "$work"' EXIT
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
-cargo build --release --bins --examples -q >&2
+cargo build --release --lib --bins --examples -q >&2
 BIN=target/release
+cc -O2 -Wall -o "$work/workload" benches/workload.c
+# The first run's stdin: a FIFO nobody writes to (the workload blocks
+# reading it until a restart hands it the restart's stdin).
+mkfifo "$work/stdin"
+exec 3<>"$work/stdin"
 
 # --- the workload -----------------------------------------------------------
 # workload_checkpoint DIR MIB LEVEL PATTERN: start the workload holding MIB
 # of PATTERN, take one checkpoint into DIR at LEVEL, print one JSON line with
 # at least pause_ms, checkpoint_ms, image_bytes, bytes_stored and image.
-workload_checkpoint() { "$BIN/examples/bigmem" "$1" "$2" "$3" "$4"; }
-# workload_restart IMAGE: restart it; print launch-to-running milliseconds,
-# fail if the restarted program finds its memory changed.
-workload_restart() {
-    local t0 out at
-    t0=$(date +%s%N)
-    out=$("$BIN/selfckpt" restart "$1" 2>&1) || { echo "restart failed: $out" >&2; return 1; }
-    grep -q "restarted ok" <<<"$out" || { echo "restart wrong: $out" >&2; return 1; }
-    at=$(awk '/restarted_at_ns/ {print $2}' <<<"$out")
-    echo $(((at - t0) / 1000))
-}
+# workload_restart IMAGE: restart it; print launch-to-running and
+# launch-to-verified microseconds (tab-separated), fail if the restarted
+# program finds its memory changed.
 # pattern_file FILE MIB PATTERN: the same bytes the workload holds.
-pattern_file() { "$BIN/examples/bigmem" --write-pattern "$1" "$2" "$3"; }
+if [ "$WORKLOAD" = rust ]; then
+    workload_checkpoint() { "$BIN/examples/bigmem" "$1" "$2" "$3" "$4"; }
+    workload_restart() {
+        local t0 out at
+        t0=$(date +%s%N)
+        out=$("$BIN/selfckpt" restart "$1" 2>&1) || { echo "restart failed: $out" >&2; return 1; }
+        grep -q "restarted ok" <<<"$out" || { echo "restart wrong: $out" >&2; return 1; }
+        at=$(awk '/restarted_at_ns/ {print $2}' <<<"$out")
+        printf '%s\t%s\n' $(((at - t0) / 1000)) $((($(date +%s%N) - t0) / 1000))
+    }
+    pattern_file() { "$BIN/examples/bigmem" --write-pattern "$1" "$2" "$3"; }
+    memcpy_json() { "$BIN/examples/bigmem" --memcpy 1024; }
+else
+    workload_checkpoint() {
+        local d=$1 mib=$2 level=$3 pattern=$4 out=$work/wl.out t0 t1 img i
+        "$BIN/selfckpt" run --fresh --dir "$d" --keep 1 --level "$level" -- \
+            "$work/workload" "$pattern" "$mib" <&3 3<&- >"$out" 2>"$work/wl.err" &
+        wl_pid=$!
+        echo "$wl_pid" >"$work/wl.pid"
+        for ((i = 0; i < 6000; i++)); do
+            grep -q '^ready' "$out" 2>/dev/null && break
+            kill -0 "$wl_pid" 2>/dev/null || { echo "workload died: $(cat "$work/wl.err")" >&2; return 1; }
+            sleep 0.01
+        done
+        grep -q "^ready" "$out" || { echo "workload not ready: $(cat "$out" "$work/wl.err")" >&2; return 1; }
+        local rss_before hwm
+        rss_before=$(awk '/^VmRSS:/ {print $2}' "/proc/$wl_pid/status")
+        t0=$(date +%s%N)
+        img=$("$BIN/selfckpt" checkpoint "$wl_pid" --wait --timeout 600)
+        t1=$(date +%s%N)
+        hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$wl_pid/status")
+        kill -KILL "$wl_pid"
+        wait "$wl_pid" 2>/dev/null || true
+        : >"$work/wl.pid"
+        python3 - "$d/stats.jsonl" "$img" $(((t1 - t0) / 1000)) "$rss_before" "$hwm" "$mib" "$level" "$pattern" <<'EOF'
+import json, os, sys
+stats, img, ck_us, rss, hwm, mib, level, pattern = sys.argv[1:]
+rec = [json.loads(l) for l in open(stats)][-1]
+assert rec["state"] == "continue" and rec["path"] == img, rec
+print(json.dumps({"mib": int(mib), "level": level, "pattern": pattern,
+    "image_bytes": os.path.getsize(img), "bytes_mapped": rec["bytes_mapped"],
+    "bytes_stored": rec["bytes_stored"], "pause_ms": rec["pause_ms"],
+    "total_ms": rec["total_ms"], "checkpoint_ms": int(ck_us) / 1e3,
+    "rss_before_kib": int(rss), "hwm_kib": int(hwm), "image": img}))
+EOF
+    }
+    workload_restart() {
+        local t0 t1 out at vat
+        t0=$(date +%s%N)
+        # One line on stdin: the restarted program checks its memory, prints
+        # the result, then reads EOF and exits 0 (3 if its memory differs).
+        out=$(echo | "$BIN/selfckpt" restart "$1" 2>&1) || { echo "restart failed: $out" >&2; return 1; }
+        t1=$(date +%s%N)
+        grep -q "^verified ok" <<<"$out" || { echo "restart wrong: $out" >&2; return 1; }
+        at=$(awk '/^running_at_ns/ {print $2}' <<<"$out")
+        vat=$(awk '/^verified_at_ns/ {print $2}' <<<"$out")
+        [ "$vat" -le "$t1" ] || { echo "clock?" >&2; return 1; }
+        printf '%s\t%s\n' $(((at - t0) / 1000)) $(((vat - t0) / 1000))
+    }
+    pattern_file() { "$work/workload" --write-pattern "$1" "$2" "$3"; }
+    memcpy_json() { "$work/workload" --memcpy 1024; }
+fi
 # -----------------------------------------------------------------------------
 
 now_us() { echo $(($(date +%s%N) / 1000)); }
@@ -54,7 +116,7 @@ zstd_flag() { case $1 in fast*) echo "--fast=${1#fast}" ;; *) echo "-$1" ;; esac
 # settings make one table.
 rows=${ROWS:-$work/rows.tsv}
 [ -n "${ROWS:-}" ] || : >"$rows"
-memcpy=$("$BIN/examples/bigmem" --memcpy 1024 | python3 -c 'import json,sys; print(json.load(sys.stdin)["memcpy_gbps"])')
+memcpy=$(memcpy_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["memcpy_gbps"])')
 criu_ok=no
 if command -v criu >/dev/null && criu --version 2>/dev/null | awk '/Version/ {split($2,v,"."); exit !(v[1]>4 || (v[1]==4 && v[2]>=1))}'; then
     criu_ok=yes
@@ -105,23 +167,24 @@ import json, sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 memcpy = float(sys.argv[2])
 groups = {}
-for pattern, mib, level, js, rs, zus, zb, ddus in rows:
+for pattern, mib, level, js, rs, rv, zus, zb, ddus in rows:
     groups.setdefault((pattern, int(mib), level), []).append(
-        (json.loads(js), int(rs), None if zus == "-" else int(zus),
+        (json.loads(js), int(rs), int(rv), None if zus == "-" else int(zus),
          None if zb == "-" else int(zb), None if ddus == "-" else int(ddus)))
 def med(v): return st.median(v) if v else None
 def f(v, fmt="{:.0f}"): return "–" if v is None else fmt.format(v)
-print("| pattern | MiB | level | pause ms med (best) | dump GB/s | ckpt+fsync ms | image MiB | extra RSS MiB | zstd -T2 ms | zstd MiB | dump÷zstd speed | image÷zstd size | dd stored ms | dd÷pause | restart ms med (best) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| pattern | MiB | level | pause ms med (best) | dump GB/s | ckpt+fsync ms | image MiB | extra RSS MiB | zstd -T2 ms | zstd MiB | dump÷zstd speed | image÷zstd size | dd stored ms | dd÷pause | restart ms med (best) | restart+verify ms |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (pattern, mib, level), g in groups.items():
     pause = [j["pause_ms"] for j, *_ in g]
     ck = [j["checkpoint_ms"] for j, *_ in g]
     img = med([j["image_bytes"] for j, *_ in g]) / 2**20
     extra = max((j["hwm_kib"] - j["rss_before_kib"]) for j, *_ in g) / 1024
     rs = [r / 1000 for _, r, *_ in g]
-    z = [x[2] / 1000 for x in g if x[2] is not None]
-    zb = [x[3] for x in g if x[3] is not None]
-    dd = [x[4] / 1000 for x in g if x[4] is not None]
+    rv = [x[2] / 1000 for x in g]
+    z = [x[3] / 1000 for x in g if x[3] is not None]
+    zb = [x[4] for x in g if x[4] is not None]
+    dd = [x[5] / 1000 for x in g if x[5] is not None]
     pm = med(pause)
     gbps = mib * 2**20 / (pm / 1e3) / 1e9
     zm = med(z)
@@ -129,7 +192,7 @@ for (pattern, mib, level), g in groups.items():
     size = (img * 2**20) / med(zb) if zb else None
     ddm = med(dd)
     ddr = ddm / pm if ddm else None
-    print(f"| {pattern} | {mib} | {level} | {pm:.0f} ({min(pause):.0f}) | {gbps:.2f} | {med(ck):.0f} | {img:.1f} | {extra:.0f} | {f(zm)} | {f(med(zb) / 2**20 if zb else None, '{:.1f}')} | {f(speed, '{:.2f}')} | {f(size, '{:.3f}')} | {f(ddm)} | {f(ddr, '{:.2f}')} | {med(rs):.0f} ({min(rs):.0f}) |")
+    print(f"| {pattern} | {mib} | {level} | {pm:.0f} ({min(pause):.0f}) | {gbps:.2f} | {med(ck):.0f} | {img:.1f} | {extra:.0f} | {f(zm)} | {f(med(zb) / 2**20 if zb else None, '{:.1f}')} | {f(speed, '{:.2f}')} | {f(size, '{:.3f}')} | {f(ddm)} | {f(ddr, '{:.2f}')} | {med(rs):.0f} ({min(rs):.0f}) | {med(rv):.0f} |")
 print()
 print(f"memcpy {memcpy} GB/s (best of 5, 1 GiB). CRIU: " + ("run separately (criu >= 4.1 found)" if sys.argv[3] == "yes" else "skipped: no criu >= 4.1 on PATH"))
 EOF
