@@ -64,24 +64,16 @@ fn install_if_asked() -> Result<(), crate::Error> {
     // `selfckpt run` blocked the trigger signals so that none could kill
     // the program before the handlers were in place: let them through now
     // (on failure too: the program then runs as it would without us).
-    unblock_triggers(env("SELFCKPT_UNBLOCK").as_deref().unwrap_or(""));
+    // This is the main thread, whose mask the program's threads inherit.
+    let listed: Vec<i32> = env("SELFCKPT_UNBLOCK")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    sys::change_signal_mask(libc::SIG_UNBLOCK, &listed);
     installed?;
     log::debug!("installed by LD_PRELOAD");
     Ok(())
-}
-
-/// Unblocks the signals listed (numbers, comma-separated) in this thread,
-/// the program's main thread, whose mask its later threads inherit.
-fn unblock_triggers(list: &str) {
-    // SAFETY: building a signal set and changing this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in list.split(',').filter_map(|s| s.trim().parse::<i32>().ok()) {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
-    }
 }
 
 /// True if this function's code is in a shared object rather than in the

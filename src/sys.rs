@@ -348,6 +348,22 @@ pub fn field<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         })
 }
 
+/// Adds `signals` to (`libc::SIG_BLOCK`) or removes them from
+/// (`libc::SIG_UNBLOCK`) the calling thread's signal mask. The mask
+/// survives exec.
+pub fn change_signal_mask(how: i32, signals: &[i32]) {
+    // SAFETY: building a signal set on the stack and changing this
+    // thread's mask with it.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(how, &set, core::ptr::null_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,14 +218,11 @@ fn outer_side(init: i32, report: OwnedFd, lifeline: OwnedFd, verbose: bool) -> I
 fn end_like(status: i32) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
+        crate::sys::change_signal_mask(libc::SIG_UNBLOCK, &[sig]);
         // SAFETY: restoring the default action and raising the signal on
         // ourselves, then a fallback exit.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
             libc::raise(sig);
         }
         std::process::exit(128 + sig);

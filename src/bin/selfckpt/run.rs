@@ -185,7 +185,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .flatten()
         .map(|s| s as i32)
         .collect();
-    block(&triggers);
+    selfckpt::sys::change_signal_mask(libc::SIG_BLOCK, &triggers);
     let prog = resolve(Path::new(&a.command[0]))?;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -273,20 +273,6 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     };
     let err = cmd.exec();
     Err(format!("cannot run {}: {err}", prog.display()))
-}
-
-/// Blocks `signals` in this (single-threaded) process; the mask survives
-/// exec.
-fn block(signals: &[i32]) {
-    // SAFETY: building a signal set and changing this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
