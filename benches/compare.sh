@@ -4,8 +4,9 @@
 #   zstd -T2 at the same level (speed and size),
 #   dd conv=fdatasync of as many bytes as the image stores,
 #   memcpy bandwidth,
-#   CRIU: not run by this script yet; the table notes whether a criu >= 4.1
-#   is on PATH (never built here).
+#   CRIU (`criu dump --leave-running`, `criu restore -d`) on the same C
+#   workload when a criu >= 4.1 is on PATH (never built here; skipped with a
+#   note otherwise; CRIU=0 skips it too).
 # Contenders are interleaved, REPS times each; the table gives median and
 # best. Prints a markdown table on stdout (progress on stderr).
 #
@@ -109,6 +110,53 @@ EOF
 fi
 # -----------------------------------------------------------------------------
 
+# criu_cycle DIR MIB PATTERN: the C workload, started in a session of its
+# own (CRIU's condition for a process without --shell-job) with stdin a FIFO
+# this script keeps open (fd 4); `criu dump --leave-running`, SIGKILL,
+# `criu restore -d`, then one line through the FIFO makes the restored
+# program check its memory. Prints the same JSON as workload_checkpoint (the
+# dump's wall time stands for the pause: CRIU keeps the process frozen for
+# most of it), a tab, and the restore's launch-to-running and
+# launch-to-verified microseconds.
+criu_cycle() {
+    local d=$1 mib=$2 pattern=$3 out=$work/c.out pid t0 t1 t2 i rss bytes at vat
+    rm -rf "$d"
+    mkdir -p "$d"
+    setsid "$work/workload" "$pattern" "$mib" <"$work/cstdin" >"$out" 2>"$work/c.err" &
+    pid=$!
+    echo "$pid" >"$work/wl.pid"
+    for ((i = 0; i < 6000; i++)); do
+        grep -q '^ready' "$out" 2>/dev/null && break
+        sleep 0.01
+    done
+    grep -q "^ready" "$out" || { echo "criu workload not ready: $(cat "$out" "$work/c.err")" >&2; return 1; }
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+    t0=$(date +%s%N)
+    criu dump -t "$pid" -D "$d" --leave-running -o dump.log ||
+        { echo "criu dump failed: $(tail -5 "$d/dump.log")" >&2; return 1; }
+    t1=$(date +%s%N)
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    bytes=$(du -sb --exclude='*.log' "$d" | cut -f1)
+    sync
+    t2=$(date +%s%N)
+    criu restore -D "$d" -d -o restore.log ||
+        { echo "criu restore failed: $(tail -5 "$d/restore.log")" >&2; return 1; }
+    echo >&4
+    for ((i = 0; i < 60000; i++)); do
+        grep -q '^verified ok\|^memory differs' "$out" && break
+        sleep 0.01
+    done
+    grep -q "^verified ok" "$out" || { echo "criu restore wrong: $(cat "$out")" >&2; return 1; }
+    kill -KILL "$pid" 2>/dev/null || true
+    : >"$work/wl.pid"
+    at=$(awk '/^running_at_ns/ {print $2}' "$out")
+    vat=$(awk '/^verified_at_ns/ {print $2}' "$out")
+    printf '{"mib": %s, "level": "criu", "pattern": "%s", "image_bytes": %s, "bytes_stored": %s, "pause_ms": %s, "checkpoint_ms": %s, "rss_before_kib": %s, "hwm_kib": %s, "image": "%s"}\t%s\t%s\n' \
+        "$mib" "$pattern" "$bytes" "$bytes" "$(((t1 - t0) / 1000))e-3" "$(((t1 - t0) / 1000))e-3" "$rss" "$rss" "$d" \
+        $(((at - t2) / 1000)) $(((vat - t2) / 1000))
+}
+
 now_us() { echo $(($(date +%s%N) / 1000)); }
 zstd_flag() { case $1 in fast*) echo "--fast=${1#fast}" ;; *) echo "-$1" ;; esac; }
 
@@ -118,8 +166,11 @@ rows=${ROWS:-$work/rows.tsv}
 [ -n "${ROWS:-}" ] || : >"$rows"
 memcpy=$(memcpy_json | python3 -c 'import json,sys; print(json.load(sys.stdin)["memcpy_gbps"])')
 criu_ok=no
-if command -v criu >/dev/null && criu --version 2>/dev/null | awk '/Version/ {split($2,v,"."); exit !(v[1]>4 || (v[1]==4 && v[2]>=1))}'; then
+if [ "${CRIU:-1}" != 0 ] && [ "$WORKLOAD" != rust ] && command -v criu >/dev/null &&
+    criu --version 2>/dev/null | awk '/Version/ {split($2,v,"."); exit !(v[1]>4 || (v[1]==4 && v[2]>=1))}'; then
     criu_ok=yes
+    mkfifo "$work/cstdin"
+    exec 4<>"$work/cstdin"
 fi
 
 for pattern in $PATTERNS; do
@@ -155,6 +206,12 @@ for pattern in $PATTERNS; do
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pattern" "$mib" "$level" "$js" "$rs_us" "$z_us" "$z_bytes" "$dd_us" >>"$rows"
                 rm -rf "$d"
             done
+            if [ "$criu_ok" = yes ]; then
+                echo "$pattern $mib MiB criu rep $rep" >&2
+                cr=$(criu_cycle "$work/criu" "$mib" "$pattern")
+                printf '%s\t%s\tcriu\t%s\t-\t-\t-\n' "$pattern" "$mib" "$cr" >>"$rows"
+                rm -rf "$work/criu"
+            fi
         done
         rm -f "$pf"
         [ "$pattern" = untouched ] && break
@@ -179,7 +236,7 @@ for (pattern, mib, level), g in groups.items():
     pause = [j["pause_ms"] for j, *_ in g]
     ck = [j["checkpoint_ms"] for j, *_ in g]
     img = med([j["image_bytes"] for j, *_ in g]) / 2**20
-    extra = max((j["hwm_kib"] - j["rss_before_kib"]) for j, *_ in g) / 1024
+    extra = None if level == "criu" else max((j["hwm_kib"] - j["rss_before_kib"]) for j, *_ in g) / 1024
     rs = [r / 1000 for _, r, *_ in g]
     rv = [x[2] / 1000 for x in g]
     z = [x[3] / 1000 for x in g if x[3] is not None]
@@ -192,7 +249,7 @@ for (pattern, mib, level), g in groups.items():
     size = (img * 2**20) / med(zb) if zb else None
     ddm = med(dd)
     ddr = ddm / pm if ddm else None
-    print(f"| {pattern} | {mib} | {level} | {pm:.0f} ({min(pause):.0f}) | {gbps:.2f} | {med(ck):.0f} | {img:.1f} | {extra:.0f} | {f(zm)} | {f(med(zb) / 2**20 if zb else None, '{:.1f}')} | {f(speed, '{:.2f}')} | {f(size, '{:.3f}')} | {f(ddm)} | {f(ddr, '{:.2f}')} | {med(rs):.0f} ({min(rs):.0f}) | {med(rv):.0f} |")
+    print(f"| {pattern} | {mib} | {level} | {pm:.0f} ({min(pause):.0f}) | {gbps:.2f} | {med(ck):.0f} | {img:.1f} | {f(extra)} | {f(zm)} | {f(med(zb) / 2**20 if zb else None, '{:.1f}')} | {f(speed, '{:.2f}')} | {f(size, '{:.3f}')} | {f(ddm)} | {f(ddr, '{:.2f}')} | {med(rs):.0f} ({min(rs):.0f}) | {med(rv):.0f} |")
 print()
-print(f"memcpy {memcpy} GB/s (best of 5, 1 GiB). CRIU: " + ("run separately (criu >= 4.1 found)" if sys.argv[3] == "yes" else "skipped: no criu >= 4.1 on PATH"))
+print(f"memcpy {memcpy} GB/s (best of 5, 1 GiB). CRIU: " + ("rows `criu`: `criu dump --leave-running` (its wall time as pause and ckpt) and `criu restore -d`, same workload, interleaved" if sys.argv[3] == "yes" else "skipped: no criu >= 4.1 on PATH (or CRIU=0)"))
 EOF

@@ -141,6 +141,18 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A total of /proc/self/smaps_rollup, in KiB.
+fn smaps_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--write-pattern") {
@@ -252,6 +264,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         selfckpt::Outcome::Restarted => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
             println!("restarted_at_ns {}", now.as_nanos());
+            // Before the check below faults anything in.
+            println!(
+                "restart_memory rss_kib {} huge_kib {}",
+                status_kib("VmRSS:"),
+                smaps_kib("AnonHugePages:")
+            );
             if digest(buf) != sum {
                 eprintln!("memory differs after restart");
                 std::process::exit(3);

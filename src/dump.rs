@@ -616,6 +616,10 @@ fn dump_all(
         if ent.kind == RegionKind::Vsyscall || (ent.start >= scratch_lo && ent.end <= scratch_hi) {
             continue;
         }
+        // The scratch arena is never part of the image, also when the
+        // kernel merged it with a neighbouring mapping of the same kind:
+        // only the pieces outside it are.
+        let pieces = outside((ent.start, ent.end), (scratch_lo, scratch_hi));
         let what = match ent.kind {
             RegionKind::Device => Some("device mapping"),
             RegionKind::SysvShm => Some("System V shared memory segment"),
@@ -640,18 +644,20 @@ fn dump_all(
                 stamp = FileStamp::from_stat(&st);
             }
         }
-        regions
-            .push(RegionRec {
-                start: ent.start,
-                end: ent.end,
-                prot: ent.prot,
-                kind: ent.kind as u32,
-                offset: ent.offset,
-                path_at,
-                path_len: ent.path.len(),
-                stamp,
-            })
-            .map_err(|_| DumpError::TooManyRegions)?;
+        for (start, end) in pieces.into_iter().filter(|(a, b)| a < b) {
+            regions
+                .push(RegionRec {
+                    start,
+                    end,
+                    prot: ent.prot,
+                    kind: ent.kind as u32,
+                    offset: ent.offset + (start - ent.start),
+                    path_at,
+                    path_len: ent.path.len(),
+                    stamp,
+                })
+                .map_err(|_| DumpError::TooManyRegions)?;
+        }
     }
     let regions = regions.as_slice();
     let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
@@ -876,6 +882,18 @@ fn dump_all(
     Ok(g.stats)
 }
 
+/// The parts of `range` outside `hole` (empty ones as `(x, x)`).
+fn outside(range: (u64, u64), hole: (u64, u64)) -> [(u64, u64); 2] {
+    let (start, end) = range;
+    if end <= hole.0 || start >= hole.1 {
+        return [(start, end), (end, end)];
+    }
+    [
+        (start, hole.0.clamp(start, end)),
+        (hole.1.clamp(start, end), end),
+    ]
+}
+
 /// Resets the pipeline before a round. Its state in memory is whatever it
 /// was while the image was being written: in a restarted process it says
 /// "active" with slots pointing into a scratch arena that no longer exists,
@@ -887,4 +905,31 @@ pub fn reset_pipeline() {
         slot.state.store(FREE, Release);
     }
     NEXT_WORKER.store(0, Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outside;
+
+    #[test]
+    fn the_scratch_arena_is_cut_out_of_a_merged_mapping() {
+        let hole = (0x5000, 0x9000);
+        let pieces = |r| {
+            outside(r, hole)
+                .into_iter()
+                .filter(|(a, b)| a < b)
+                .collect::<Vec<_>>()
+        };
+        // Apart from it: whole.
+        assert_eq!(pieces((0x1000, 0x5000)), [(0x1000, 0x5000)]);
+        assert_eq!(pieces((0x9000, 0xa000)), [(0x9000, 0xa000)]);
+        // Merged before, after, on both sides, or exactly it.
+        assert_eq!(pieces((0x1000, 0x9000)), [(0x1000, 0x5000)]);
+        assert_eq!(pieces((0x5000, 0xc000)), [(0x9000, 0xc000)]);
+        assert_eq!(
+            pieces((0x1000, 0xc000)),
+            [(0x1000, 0x5000), (0x9000, 0xc000)]
+        );
+        assert_eq!(pieces((0x5000, 0x9000)), []);
+    }
 }

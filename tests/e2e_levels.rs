@@ -29,6 +29,17 @@ fn checkpoint_then_restart_env(
     mib: &str,
     env: &[(&str, &str)],
 ) -> serde_json::Value {
+    checkpoint_then_restart_full(level, pattern, mib, env, &[]).0
+}
+
+/// The checkpoint's stats and the restarted program's stdout.
+fn checkpoint_then_restart_full(
+    level: &str,
+    pattern: &str,
+    mib: &str,
+    env: &[(&str, &str)],
+    restart_env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
     let out = Command::new(bin("bigmem"))
@@ -46,15 +57,67 @@ fn checkpoint_then_restart_env(
     let image = stats["image"].as_str().unwrap();
     let back = Command::new(bin("selfckpt"))
         .args(["restart", image])
+        .envs(restart_env.iter().copied())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&back.stdout);
+    let text = String::from_utf8_lossy(&back.stdout).into_owned();
     assert!(
         back.status.success() && text.contains("restarted ok"),
         "restart of {level} {pattern}: {text} {}",
         String::from_utf8_lossy(&back.stderr)
     );
-    stats
+    (stats, text)
+}
+
+/// (VmRSS, AnonHugePages) in KiB of the restarted program, before it
+/// touched anything.
+fn restart_memory(text: &str) -> (u64, u64) {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("restart_memory"))
+        .unwrap_or_else(|| panic!("no restart_memory line in {text}"));
+    let w: Vec<&str> = line.split_whitespace().collect();
+    (w[2].parse().unwrap(), w[4].parse().unwrap())
+}
+
+#[test]
+fn dense_memory_is_restarted_in_huge_pages_sparse_memory_is_not() {
+    let mode =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !mode.contains("[madvise]") {
+        eprintln!("skipped: transparent huge pages are not in madvise mode here ({mode:?})");
+        return;
+    }
+    // 64 MiB of random bytes: at least 30 whole 2 MiB blocks.
+    let (s, text) = checkpoint_then_restart_full("store", "random", "64", &[], &[]);
+    let (rss, huge) = restart_memory(&text);
+    assert!(huge >= 60 << 10, "huge pages {huge} KiB: {text}");
+    let before = s["rss_before_kib"].as_u64().unwrap();
+    assert!(
+        rss <= before + (4 << 10),
+        "restarted RSS {rss} KiB, before the checkpoint {before} KiB: {text}"
+    );
+    // Without the advice, none; the same memory.
+    let (_, text) = checkpoint_then_restart_full(
+        "store",
+        "random",
+        "64",
+        &[],
+        &[("SELFCKPT_RESTART_THP", "0")],
+    );
+    let (rss0, huge0) = restart_memory(&text);
+    assert_eq!(huge0, 0, "{text}");
+    assert!(rss0.abs_diff(rss) <= 4 << 10, "{rss0} vs {rss} KiB");
+    // Sparse memory (a third of its pages hold data, scattered): no huge
+    // pages, so nothing is added to it.
+    let (s, text) = checkpoint_then_restart_full("store", "sparse", "64", &[], &[]);
+    let (rss, huge) = restart_memory(&text);
+    assert_eq!(huge, 0, "{text}");
+    let before = s["rss_before_kib"].as_u64().unwrap();
+    assert!(
+        rss <= before + (4 << 10),
+        "sparse: restarted RSS {rss} KiB, before {before} KiB"
+    );
 }
 
 #[test]

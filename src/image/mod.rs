@@ -5,5 +5,6 @@ pub mod codec;
 pub mod format;
 pub mod mac;
 pub mod model;
+pub mod peek;
 pub mod read;
 pub mod verify;

@@ -4,7 +4,7 @@
 //! the restarter until the hand-over). Chunks are decompressed in parallel,
 //! straight into the staging mappings.
 
-use super::RestoreError;
+use super::{huge, RestoreError};
 use crate::image::format::FormatError;
 use crate::image::model::ENCODING_RAW;
 use crate::image::model::{FdEntry, MmLayout, SigAction, ThreadState};
@@ -184,21 +184,42 @@ impl Plan {
     /// A free, page-aligned range of `len` bytes with a guard page on each
     /// side, free in both address spaces; marked taken.
     pub fn pick(&mut self, len: u64) -> Result<u64, RestoreError> {
+        self.pick_congruent(len, None)
+    }
+
+    /// As [`Plan::pick`]; with `phase`, the start is congruent to it modulo
+    /// [`huge::BLOCK`], so that huge pages of the staging mapping stay whole
+    /// when the restorer moves it to its final address.
+    fn pick_congruent(&mut self, len: u64, phase: Option<u64>) -> Result<u64, RestoreError> {
         let guard = self.page;
-        let mut cand = PICK_LOW;
+        let place = |from: u64| {
+            let s = from + guard;
+            match phase {
+                None => s,
+                Some(ph) => {
+                    let at = s - s % huge::BLOCK + ph % huge::BLOCK;
+                    if at >= s {
+                        at
+                    } else {
+                        at + huge::BLOCK
+                    }
+                }
+            }
+        };
+        let mut from = PICK_LOW;
         for &(s, e) in &self.busy {
-            if e <= cand {
+            if e <= from {
                 continue;
             }
-            if s >= cand + len + 2 * guard {
+            if place(from) + len + guard <= s {
                 break;
             }
-            cand = cand.max(e.div_ceil(self.page) * self.page);
+            from = from.max(e.div_ceil(self.page) * self.page);
         }
-        if cand + len + 2 * guard > PICK_HIGH {
+        let start = place(from);
+        if start + len + guard > PICK_HIGH {
             return Err(RestoreError::NoAddressSpace(len));
         }
-        let start = cand + guard;
         self.take(start - guard, start + len + guard);
         Ok(start)
     }
@@ -241,9 +262,24 @@ impl Plan {
     /// `2 x threads` chunks wait in between, so memory stays bounded
     /// whatever the image's size.
     pub fn stage_all(&mut self, img: ImageFile) -> Result<StageStats, RestoreError> {
-        for i in 0..self.regions.len() {
+        let huge_plans = if huge::wanted(self.page) {
+            let file = std::fs::File::open(&self.path)
+                .map_err(|e| RestoreError::Io(format!("cannot open {}", self.path.display()), e))?;
+            huge::plan(&self.regions, self.page, |f| {
+                crate::image::peek::chunk_runs(&file, |r, run| {
+                    f(r, run.first_page, run.pages as u64)
+                });
+            })
+        } else {
+            self.regions.iter().map(|_| None).collect()
+        };
+        for (i, hp) in huge_plans.iter().enumerate() {
             let name = self.names[i].clone();
             self.stage_region(i, &name)?;
+            if let (Some(hp), Some(at)) = (hp, self.regions[i].staging) {
+                let r = &self.regions[i];
+                huge::prepare(at, r.end - r.start, self.page, hp);
+            }
         }
         let page = self.page;
         let threads = decode_threads();
@@ -315,6 +351,16 @@ impl Plan {
                 std::io::Error::other("panic"),
             )
         })?;
+        for (r, _) in self
+            .regions
+            .iter()
+            .zip(&huge_plans)
+            .filter(|(_, p)| p.is_some())
+        {
+            if let Some(at) = r.staging {
+                huge::advise(at, r.end - r.start, libc::MADV_NOHUGEPAGE);
+            }
+        }
         let source = match failed.into_inner().ok().flatten() {
             Some(e) => e,
             None => match read {
@@ -376,7 +422,8 @@ impl Plan {
                 ))
             }
         };
-        let at = self.pick(len)?;
+        let phase = huge::eligible(r.kind, len).then_some(r.start);
+        let at = self.pick_congruent(len, phase)?;
         let (fd, off) = file
             .as_ref()
             .map_or((-1, 0), |(f, o)| (std::os::fd::AsRawFd::as_raw_fd(f), *o));

@@ -8,6 +8,7 @@
 //! this process, and files are only reopened (never created or truncated).
 
 pub mod handover;
+pub mod huge;
 pub mod layout;
 pub mod pidns;
 
