@@ -20,7 +20,14 @@
 //! huge pages without advice; with `never`, none). After staging the
 //! advised regions get `MADV_NOHUGEPAGE`, which in `madvise` mode behaves
 //! for the program's later faults like no advice at all.
-//! `SELFCKPT_RESTART_THP=0` turns this off.
+//!
+//! Not by default in a VM whose balloon reports free pages to the
+//! hypervisor (virtio-balloon `VIRTIO_BALLOON_F_REPORTING`): the guest hands
+//! back exactly its free 2 MiB blocks, a huge page is taken from one of
+//! them, and every one of its pages then costs the host a fault. On the
+//! project VM that made a 256 MiB restart 3–4× slower instead of faster
+//! (BENCHMARKS.md). `SELFCKPT_RESTART_THP=1` asks for huge pages anyway,
+//! `SELFCKPT_RESTART_THP=0` never.
 //!
 //! Ordinary Rust on the restarter's side: advises only staging mappings.
 
@@ -33,11 +40,33 @@ pub const BLOCK: u64 = 2 << 20;
 
 /// Whether staging should ask for huge pages on this system.
 pub fn wanted(page: u64) -> bool {
-    if page != 4096 || std::env::var_os("SELFCKPT_RESTART_THP").is_some_and(|v| v == "0") {
+    let forced = std::env::var_os("SELFCKPT_RESTART_THP");
+    if page != 4096 || forced.as_deref().is_some_and(|v| v == "0") {
         return false;
     }
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|s| s.contains("[madvise]"))
+    let madvise = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[madvise]"));
+    madvise && (forced.is_some_and(|v| v == "1") || !free_page_reporting())
+}
+
+/// Whether a virtio balloon driver that reports free pages to the
+/// hypervisor is bound.
+fn free_page_reporting() -> bool {
+    let Ok(devices) = std::fs::read_dir("/sys/bus/virtio/devices") else {
+        return false;
+    };
+    devices.flatten().any(|d| {
+        let p = d.path();
+        let driver = std::fs::read_link(p.join("driver")).unwrap_or_default();
+        driver.file_name().is_some_and(|n| n == "virtio_balloon")
+            && std::fs::read_to_string(p.join("features")).is_ok_and(|f| reports_free_pages(&f))
+    })
+}
+
+/// Whether a virtio-balloon feature string (one `0`/`1` per feature bit,
+/// bit 0 first, as in sysfs) has `VIRTIO_BALLOON_F_REPORTING` (bit 5).
+fn reports_free_pages(features: &str) -> bool {
+    features.as_bytes().get(5) == Some(&b'1')
 }
 
 /// Whether a region of this kind and length may be staged with huge pages:
@@ -219,6 +248,18 @@ mod tests {
         assert_eq!(got[0], faults(&[0, 10_239]));
         assert_eq!(got[1..4], [None, None, None]);
         assert_eq!(got[4], faults(&[0, 8_191, 10_000, 12_000]));
+    }
+
+    #[test]
+    fn the_balloon_reporting_bit_is_bit_5() {
+        // This VM's balloon: stats, deflate on OOM, free page reporting.
+        assert!(reports_free_pages(
+            "0110010100000000000000000000000010000000"
+        ));
+        assert!(!reports_free_pages(
+            "0110000100000000000000000000000010000000"
+        ));
+        assert!(!reports_free_pages("0110"));
     }
 
     #[test]
