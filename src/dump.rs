@@ -99,6 +99,9 @@ pub struct DumpPlan {
     pub level: Level,
     pub workers: usize,
     pub maps_cap: usize,
+    /// Bytes of the buffer records are built in: at least
+    /// [`RECORD_CAP_BASE`] (a record that does not fit fails the dump with
+    /// `DumpError::Encode`; it never overflows).
     pub record_cap: usize,
     pub sequence: u64,
     pub created_unix_ns: u64,
@@ -138,6 +141,11 @@ impl DumpPlan {
 
 /// Most regions an image can list.
 pub const MAX_REGIONS: usize = 70_000;
+/// Size of the record buffer before what REGIONS needs for the maps text
+/// (`DumpPlan::record_cap` is at least this): enough for KERNEL, THREADS
+/// and an END that lists MAX_REGIONS regions.
+pub const RECORD_CAP_BASE: usize = 4 << 20;
+const _: () = assert!(FRAME_LEN + EndRecord::encoded_len(MAX_REGIONS) <= RECORD_CAP_BASE);
 const CHUNK_PAGES: usize = CHUNK_BYTES / 4096;
 
 fn slot_count(workers: usize) -> usize {
@@ -198,6 +206,9 @@ struct RegionRec {
     path_at: usize,
     path_len: usize,
     stamp: FileStamp,
+    /// Bytes of the pages the kernel reported present or swapped (filled
+    /// in by the page scan; goes into END).
+    present: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -655,11 +666,12 @@ fn dump_all(
                     path_at,
                     path_len: ent.path.len(),
                     stamp,
+                    present: 0,
                 })
                 .map_err(|_| DumpError::TooManyRegions)?;
         }
     }
-    let regions = regions.as_slice();
+    let regions = regions.as_mut_slice();
     let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
 
     let mut w = Writer {
@@ -807,7 +819,7 @@ fn dump_all(
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
     let tmp = s.bytes(65536)?;
     let pagebuf = s.bytes(page)?;
-    for (ri, r) in regions.iter().enumerate() {
+    for (ri, r) in regions.iter_mut().enumerate() {
         let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
         g.stats.regions += 1;
         let Some(want) = want_for(kind, path_of(r).ends_with(b" (deleted)")) else {
@@ -835,6 +847,7 @@ fn dump_all(
                 }
             };
             for run in &runs[..n] {
+                r.present += run.pages * page as u64;
                 g.stats.bytes_present += run.pages * page as u64;
                 for p in 0..run.pages {
                     let addr = run.addr + p * page as u64;
@@ -876,7 +889,9 @@ fn dump_all(
         zero_pages: stats.zero_pages,
         ..EndRecord::default()
     };
-    let n = build_record(rec, RecordKind::End, |e| end.encode(e))?;
+    let n = build_record(rec, RecordKind::End, |e| {
+        end.encode_with_present(e, regions.iter().map(|r| r.present))
+    })?;
     g.w.record(&rec[..n])?;
     g.stats.file_len = g.w.len;
     Ok(g.stats)

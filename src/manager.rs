@@ -176,7 +176,7 @@ impl Runtime {
             .map_err(io("cannot read", Path::new("/proc/self/maps")))?
             .len();
         let maps_cap = maps_len * 4 + (256 << 10);
-        let record_cap = maps_cap * 2 + (4 << 20);
+        let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;
         let scratch = Scratch::new(DumpPlan::scratch_needed(
             cfg.level,
             cfg.workers,

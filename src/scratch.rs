@@ -153,6 +153,9 @@ impl<'a, T: Copy> FixedVec<'a, T> {
     pub fn as_slice(&self) -> &[T] {
         &self.buf[..self.len]
     }
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[..self.len]
+    }
     pub fn len(&self) -> usize {
         self.len
     }

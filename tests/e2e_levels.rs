@@ -161,5 +161,80 @@ fn untouched_and_zero_memory_costs_no_image_bytes() {
             "{pattern}: {s}"
         );
         assert_eq!(s["pagemap_scan"], true, "{s}");
+        check_present_per_region(pattern, s["image"].as_str().unwrap());
     }
+}
+
+/// `inspect` shows bytes mapped / present / raw / stored per region: the
+/// present figures add up to the image's total; the 256 MiB buffer is
+/// present (zerotouched) or not (untouched) but stores nothing; a clean
+/// text mapping of the program stores nothing whatever is present.
+fn check_present_per_region(pattern: &str, image: &str) {
+    let inspect = |args: &[&str]| {
+        let out = Command::new(bin("selfckpt"))
+            .arg("inspect")
+            .args(args)
+            .arg(image)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "inspect {args:?}: {err}");
+        out.stdout
+    };
+    let j: serde_json::Value = serde_json::from_slice(&inspect(&["--json"])).unwrap();
+    assert_eq!(j["format"], "1.2", "{j}");
+    let page = j["page_size"].as_u64().unwrap();
+    let regions = j["regions"].as_array().unwrap();
+    let num = |r: &serde_json::Value, k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("{pattern}: region without {k}: {r}"))
+    };
+    let mut sum = 0;
+    for r in regions {
+        let present = num(r, "present");
+        assert!(present <= num(r, "mapped") && present % page == 0, "{r}");
+        sum += present;
+    }
+    assert_eq!(sum, j["bytes_present"].as_u64().unwrap(), "{pattern}");
+
+    // The buffer's region. The kernel may have merged it with a
+    // neighbouring anonymous mapping that holds data (the checkpoint's own
+    // scratch arena is mapped right below it), so the buffer's share is
+    // what is present beyond what is stored, or not present at all.
+    let buffer = regions
+        .iter()
+        .find(|r| r["kind"] == "anon" && num(r, "mapped") >= 256 << 20)
+        .unwrap_or_else(|| panic!("{pattern}: no 256 MiB region: {j}"));
+    let (mapped, present, raw) = (
+        num(buffer, "mapped"),
+        num(buffer, "present"),
+        num(buffer, "raw"),
+    );
+    if pattern == "zerotouched" {
+        assert!(present - raw >= 256 << 20, "present, not stored: {buffer}");
+    } else {
+        assert!(present <= mapped - (256 << 20), "not present: {buffer}");
+    }
+    if mapped == 256 << 20 {
+        assert_eq!(num(buffer, "stored"), 0, "{pattern}: {buffer}");
+    }
+
+    let text = regions
+        .iter()
+        .find(|r| r["path"] == j["exe"] && r["prot"] == "r-x")
+        .unwrap_or_else(|| panic!("no text mapping of the program: {j}"));
+    assert_eq!(num(text, "stored"), 0, "{text}");
+
+    let out = inspect(&[]);
+    let text = String::from_utf8_lossy(&out);
+    let header = text
+        .lines()
+        .find(|l| l.contains("start") && l.contains("path"))
+        .unwrap_or_else(|| panic!("no regions table: {text}"));
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        cols[cols.len() - 5..],
+        ["mapped", "present", "raw", "stored", "path"],
+        "{header}"
+    );
 }

@@ -326,9 +326,10 @@ fn wrong_arch_version_and_page_size_are_refused_for_what_they_are() {
 
     for (name, at, v, expect) in [
         (
+            // major 2, minor 1 (whatever minor this build writes)
             "major",
             8,
-            2u16.to_le_bytes().to_vec(),
+            [2u16.to_le_bytes(), 1u16.to_le_bytes()].concat(),
             "format 2.1 is not supported",
         ),
         (
@@ -466,6 +467,124 @@ fn semantic_damage_with_valid_checksums_is_refused() {
     assert!(
         m.contains("decompress") || m.contains("raw data"),
         "chunk-data: {m}"
+    );
+}
+
+/// END's bytes present per region (format 1.2) changed with every
+/// checksum recomputed: a list that does not match REGIONS or END's own
+/// total is refused for what is wrong with it.
+#[test]
+fn end_region_present_that_disagrees_with_regions_is_refused() {
+    let f = fixture();
+    let img =
+        selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), f.good.clone(), None).unwrap();
+    let mapped: Vec<u64> = img
+        .view()
+        .unwrap()
+        .regions
+        .iter()
+        .map(|r| r.len())
+        .collect();
+    let page = img.header.page_size as u64;
+    let end = scan_bytes(&f.good, None).unwrap().end;
+    let present = end.region_present.clone().expect("a 1.2 image lists them");
+    assert_eq!(present.len(), mapped.len());
+    assert_eq!(present.iter().sum::<u64>(), end.bytes_present);
+    // A region with room for one more page present.
+    let i = (0..mapped.len())
+        .find(|&i| present[i] + page <= mapped[i])
+        .expect("a region not fully present");
+    // Rewrites END with `list` (and its count) and bytes_present `total`.
+    let end_with = |list: &[u64], total: u64| {
+        with_end(&f.good, |p| {
+            p.truncate(END_TOTALS_LEN);
+            p[END_BYTES_PRESENT..END_BYTES_PRESENT + 8].copy_from_slice(&total.to_le_bytes());
+            p.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            list.iter()
+                .for_each(|v| p.extend_from_slice(&v.to_le_bytes()));
+        })
+    };
+    let changed = |delta_at_i: u64, total: u64| {
+        let mut list = present.clone();
+        list[i] += delta_at_i;
+        end_with(&list, total)
+    };
+    let total = end.bytes_present;
+    let above = mapped[i] + page - present[i];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "end-present-one-short",
+            end_with(&present[..present.len() - 1], total),
+            "REGIONS holds",
+        ),
+        (
+            "end-present-one-extra",
+            end_with(&[&present[..], &[0]].concat(), total),
+            "REGIONS holds",
+        ),
+        (
+            "end-present-above-mapped",
+            changed(above, total + above),
+            "more than its",
+        ),
+        (
+            "end-present-part-page",
+            changed(1, total + 1),
+            "whole number",
+        ),
+        ("end-present-sum", changed(page, total), "add up to"),
+        (
+            "end-present-missing",
+            with_end(&f.good, |p| p.truncate(END_TOTALS_LEN)),
+            "END",
+        ),
+    ];
+    for (name, b, expect) in cases {
+        let m = must_fail(name, &b);
+        assert!(m.contains(expect), "{name}: {m}");
+        let msg = f.refused_by_cli(name, &b);
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+}
+
+/// The same image as format 1.1 wrote it (minor 1, END without the list)
+/// still reads: its bytes present per region are unknown, and `inspect`
+/// says so ("?" in text, null in JSON).
+#[test]
+fn a_1_1_image_reads_with_bytes_present_per_region_unknown() {
+    let f = fixture();
+    let mut old = with_end(&f.good, |p| p.truncate(END_TOTALS_LEN));
+    old[10..12].copy_from_slice(&1u16.to_le_bytes());
+    reseal(&mut old);
+    let s = scan_bytes(&old, None).expect("a 1.1 image reads");
+    assert_eq!(s.end.region_present, None);
+    assert!(s.per_region.iter().all(|r| r.present.is_none()));
+    // A 1.1 END with a list is one with trailing bytes.
+    let mut extra = f.good.clone();
+    extra[10..12].copy_from_slice(&1u16.to_le_bytes());
+    reseal(&mut extra);
+    assert!(must_fail("1.1 with a list", &extra).contains("trailing"));
+
+    let p = f.write_bad("format-1.1", &old);
+    let o = cli(&[OsStr::new("inspect"), OsStr::new("--json"), p.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["format"], "1.1");
+    let regions = j["regions"].as_array().unwrap();
+    assert!(regions.iter().all(|r| r["present"].is_null()), "{j}");
+    let o = cli(&[OsStr::new("inspect"), p.as_os_str()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("regions ("))
+        .skip(2)
+        .take(regions.len())
+        .collect();
+    // start-end, prot, kind, mapped (number and unit), then present.
+    assert!(
+        rows.iter()
+            .all(|l| l.split_whitespace().nth(5) == Some("?")),
+        "{text}"
     );
 }
 

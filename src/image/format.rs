@@ -15,6 +15,8 @@
 //!     24     …  payload
 //! order: META, REGIONS, KERNEL, THREADS, CHUNK*, END, then (format 1.1)
 //! an optional MAC record (see `mac.rs`); nothing else after END.
+//! A minor version only adds fields at the end of records (1.1: META,
+//! KERNEL; 1.2: END's bytes present per region).
 //! ```
 //!
 //! The writer half works on a raw fd and never allocates (it runs while the
@@ -29,9 +31,11 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 /// The first minor version that may carry a MAC record after END.
 pub const MAC_SINCE_MINOR: u16 = 1;
+/// The first minor version whose END ends with the bytes present per region.
+pub const REGION_PRESENT_SINCE_MINOR: u16 = 2;
 pub const FILE_HEADER_LEN: usize = 64;
 pub const FRAME_LEN: usize = 24;
 /// No record may be larger than this; a reader refuses larger lengths
@@ -411,7 +415,7 @@ impl<R: Read> ImageReader<R> {
         }
         self.offset = at + FRAME_LEN as u64 + len;
         if kind == RecordKind::End {
-            self.check_end(&payload)?;
+            self.check_end(at, &payload)?;
             self.done = true;
         } else {
             self.chain.add_checksum(kind_raw, &frame[16..24]);
@@ -449,12 +453,12 @@ impl<R: Read> ImageReader<R> {
         Ok(())
     }
 
-    fn check_end(&mut self, payload: &[u8]) -> Result<(), FormatError> {
+    fn check_end(&mut self, at: u64, payload: &[u8]) -> Result<(), FormatError> {
         let mut d = super::codec::Decoder::new(payload);
-        let end = EndRecord::decode(&mut d)
+        let end = EndRecord::decode(&mut d, self.header.minor)
             .and_then(|e| d.finish().map(|_| e))
             .map_err(|source| FormatError::Malformed {
-                offset: self.offset,
+                offset: at,
                 kind: "END",
                 source,
             })?;

@@ -184,6 +184,8 @@ mod tests {
             records: chain.records,
             chunks: chain.chunks,
             chain: chain.digest(),
+            // No regions to list (the framing reader does not read them).
+            region_present: Some(Vec::new()),
             ..EndRecord::default()
         };
         let n = build_record(&mut buf, RecordKind::End, |e| end.encode(e)).unwrap();

@@ -3,6 +3,9 @@
 //! Every type borrows its strings (`&[u8]`), so the checkpoint side can
 //! encode straight from scratch buffers while other threads are suspended
 //! (no allocation), and the reader can decode without copying.
+//! The one owned field is END's list of bytes present per region: the
+//! reader collects it, the writer hands its figures to
+//! `EndRecord::encode_with_present` from its own table instead.
 //! The layout of each item is specified in docs/IMAGE_FORMAT.md; the order
 //! of `encode` and `decode` below is that layout.
 
@@ -516,8 +519,9 @@ impl ChunkRun {
 }
 
 /// Record END: totals that let a reader detect missing, reordered or extra
-/// records, plus the dump's statistics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// records, the dump's statistics, and (format 1.2) the bytes present in
+/// each region.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndRecord {
     /// Records before this one.
     pub records: u64,
@@ -532,11 +536,65 @@ pub struct EndRecord {
     pub pause_ns: u64,
     pub suspend_ns: u64,
     pub write_ns: u64,
+    /// Bytes of pages present or swapped in each region, in REGIONS order
+    /// (format 1.2; `None` when read from a 1.0 or 1.1 image).
+    pub region_present: Option<Vec<u64>>,
 }
 
 impl EndRecord {
-    pub const ENCODED_LEN: usize = 8 * 11;
+    /// The eleven u64 totals: all of END before format 1.2.
+    pub const TOTALS_LEN: usize = 8 * 11;
+
+    /// Encoded length of an END record listing `regions` regions.
+    ///
+    /// ```
+    /// use selfckpt::image::model::EndRecord;
+    /// assert_eq!(EndRecord::encoded_len(2), 88 + 4 + 2 * 8);
+    /// ```
+    pub const fn encoded_len(regions: usize) -> usize {
+        Self::TOTALS_LEN + 4 + 8 * regions
+    }
+
+    /// Encodes the record: the totals, then `region_present` when it is
+    /// `Some` (it must be, in a format 1.2 image).
+    ///
+    /// ```
+    /// use selfckpt::image::codec::{Decoder, Encoder};
+    /// use selfckpt::image::model::EndRecord;
+    /// let end = EndRecord {
+    ///     bytes_present: 4096,
+    ///     region_present: Some(vec![4096, 0]),
+    ///     ..EndRecord::default()
+    /// };
+    /// let mut buf = [0u8; EndRecord::encoded_len(2)];
+    /// end.encode(&mut Encoder::new(&mut buf)).unwrap();
+    /// assert_eq!(EndRecord::decode(&mut Decoder::new(&buf), 2).unwrap(), end);
+    /// ```
     pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        match &self.region_present {
+            Some(present) => self.encode_with_present(e, present.iter().copied()),
+            None => self.encode_totals(e),
+        }
+    }
+
+    /// Encodes the record with `present` as its per-region list, in place
+    /// of `region_present`: the dump passes its figures this way, straight
+    /// from its region table, without collecting them (no allocation).
+    pub fn encode_with_present(
+        &self,
+        e: &mut Encoder,
+        present: impl ExactSizeIterator<Item = u64>,
+    ) -> Result<(), CodecError> {
+        self.encode_totals(e)?;
+        let count = u32::try_from(present.len()).map_err(|_| CodecError::BadValue {
+            field: "END region count",
+            value: present.len() as u64,
+        })?;
+        e.u32(count)?;
+        present.into_iter().try_for_each(|v| e.u64(v))
+    }
+
+    fn encode_totals(&self, e: &mut Encoder) -> Result<(), CodecError> {
         [
             self.records,
             self.chunks,
@@ -553,8 +611,11 @@ impl EndRecord {
         .iter()
         .try_for_each(|v| e.u64(*v))
     }
-    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(EndRecord {
+
+    /// Decodes the record of an image of format minor `minor`: the list of
+    /// present bytes per region is there from minor 2 on (and only then).
+    pub fn decode(d: &mut Decoder, minor: u16) -> Result<Self, CodecError> {
+        let mut end = EndRecord {
             records: d.u64()?,
             chunks: d.u64()?,
             chain: d.u64()?,
@@ -566,6 +627,104 @@ impl EndRecord {
             pause_ns: d.u64()?,
             suspend_ns: d.u64()?,
             write_ns: d.u64()?,
-        })
+            region_present: None,
+        };
+        if minor >= super::format::REGION_PRESENT_SINCE_MINOR {
+            let n = d.count(8)?;
+            end.region_present = Some((0..n).map(|_| d.u64()).collect::<Result<_, _>>()?);
+        }
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// END totals with every field distinct, and no region list.
+    fn totals() -> EndRecord {
+        EndRecord {
+            records: 5,
+            chunks: 1,
+            chain: 0xfeed,
+            bytes_mapped: 3 << 12,
+            bytes_present: 2 << 12,
+            bytes_raw: 1 << 12,
+            bytes_stored: 100,
+            zero_pages: 1,
+            pause_ns: 7,
+            suspend_ns: 8,
+            write_ns: 9,
+            region_present: None,
+        }
+    }
+
+    fn encoded(end: &EndRecord, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let mut e = Encoder::new(&mut buf);
+        end.encode(&mut e).unwrap();
+        assert_eq!(e.len(), len);
+        buf
+    }
+
+    #[test]
+    fn end_round_trips_with_bytes_present_per_region() {
+        let end = EndRecord {
+            region_present: Some(vec![2 << 12, 0, 0]),
+            ..totals()
+        };
+        let buf = encoded(&end, EndRecord::encoded_len(3));
+        let mut d = Decoder::new(&buf);
+        assert_eq!(EndRecord::decode(&mut d, 2).unwrap(), end);
+        d.finish().unwrap();
+        // The dump's way (figures from an iterator) gives the same bytes.
+        let mut from_iter = vec![0u8; buf.len()];
+        totals()
+            .encode_with_present(
+                &mut Encoder::new(&mut from_iter),
+                [2 << 12, 0, 0].into_iter(),
+            )
+            .unwrap();
+        assert_eq!(from_iter, buf);
+    }
+
+    #[test]
+    fn end_of_a_1_1_image_has_no_list_and_a_1_2_end_needs_one() {
+        let buf = encoded(&totals(), EndRecord::TOTALS_LEN);
+        for minor in [0, 1] {
+            let mut d = Decoder::new(&buf);
+            assert_eq!(EndRecord::decode(&mut d, minor).unwrap(), totals());
+            d.finish().unwrap();
+        }
+        assert!(matches!(
+            EndRecord::decode(&mut Decoder::new(&buf), 2),
+            Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn test_bad_end_region_count() {
+        let mut buf = encoded(&totals(), EndRecord::TOTALS_LEN);
+        buf.extend_from_slice(&u32::MAX.to_le_bytes());
+        buf.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            EndRecord::decode(&mut Decoder::new(&buf), 2),
+            Err(CodecError::BadCount { .. })
+        ));
+    }
+
+    #[test]
+    fn end_listing_every_region_fails_cleanly_when_its_buffer_is_short() {
+        let n = crate::dump::MAX_REGIONS;
+        let zeros = || (0..n).map(|_| 0u64);
+        let mut buf = vec![0u8; EndRecord::encoded_len(n)];
+        totals()
+            .encode_with_present(&mut Encoder::new(&mut buf), zeros())
+            .unwrap();
+        buf.pop();
+        assert!(matches!(
+            totals().encode_with_present(&mut Encoder::new(&mut buf), zeros()),
+            Err(CodecError::Full { .. })
+        ));
     }
 }

@@ -338,7 +338,10 @@ impl ImageFile {
             match rec.kind {
                 RecordKind::End => {
                     let mut d = Decoder::new(&rec.payload);
-                    return EndRecord::decode(&mut d).map_err(malformed(rec.offset, "END"));
+                    let end = EndRecord::decode(&mut d, self.header.minor)
+                        .map_err(malformed(rec.offset, "END"))?;
+                    check_region_present(&end, &bounds, page)?;
+                    return Ok(end);
                 }
                 RecordKind::Chunk => {
                     let chunk = parse_chunk(rec.offset, rec.payload, &bounds, page)?;
@@ -399,6 +402,49 @@ impl StoredPages {
         }
         Ok(())
     }
+}
+
+/// END's bytes present per region (format 1.2) against REGIONS: one
+/// figure per region, each a whole number of pages no larger than the
+/// region, adding up to END's `bytes_present`.
+fn check_region_present(
+    end: &EndRecord,
+    bounds: &[(u64, u64)],
+    page: u64,
+) -> Result<(), ReadError> {
+    let Some(present) = &end.region_present else {
+        return Ok(());
+    };
+    if present.len() != bounds.len() {
+        return Err(invalid(format!(
+            "END lists bytes present for {} regions, REGIONS holds {}",
+            present.len(),
+            bounds.len()
+        )));
+    }
+    for (&bytes, &(start, stop)) in present.iter().zip(bounds) {
+        let mapped = stop - start;
+        if bytes > mapped {
+            return Err(invalid(format!(
+                "END: region {start:#x}-{stop:#x} has {bytes} bytes present, more than its {mapped} bytes mapped"
+            )));
+        }
+        if bytes % page != 0 {
+            return Err(invalid(format!(
+                "END: region {start:#x}-{stop:#x} has {bytes} bytes present, not a whole number of {page}-byte pages"
+            )));
+        }
+    }
+    // Each figure is at most its region's size and regions do not overlap
+    // below 2^56: the sum cannot overflow.
+    let sum: u64 = present.iter().sum();
+    if sum != end.bytes_present {
+        return Err(invalid(format!(
+            "END: bytes present per region add up to {sum}, bytes_present says {}",
+            end.bytes_present
+        )));
+    }
+    Ok(())
 }
 
 /// Bounds of the process state a restart hands to the kernel.
@@ -538,6 +584,59 @@ impl Chunk {
                     self.offset
                 ))
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_bad_end_region_present() {
+        // Two regions: four pages, then one.
+        let bounds = [(0x10000, 0x14000), (0x20000, 0x21000)];
+        let end = |present: Option<Vec<u64>>, total: u64| EndRecord {
+            bytes_present: total,
+            region_present: present,
+            ..EndRecord::default()
+        };
+        let cases = [
+            ("fits", Some(vec![0x4000, 0x1000]), 0x5000, None),
+            ("unknown before 1.2", None, 0x5000, None),
+            (
+                "one short",
+                Some(vec![0x1000]),
+                0x1000,
+                Some("for 1 regions"),
+            ),
+            ("one extra", Some(vec![0, 0, 0]), 0, Some("REGIONS holds 2")),
+            (
+                "above mapped",
+                Some(vec![0, 0x2000]),
+                0x2000,
+                Some("more than"),
+            ),
+            (
+                "part of a page",
+                Some(vec![0x800, 0]),
+                0x800,
+                Some("whole number"),
+            ),
+            (
+                "sum",
+                Some(vec![0x1000, 0x1000]),
+                0x3000,
+                Some("add up to 8192"),
+            ),
+        ];
+        for (name, present, total, refused) in cases {
+            let got = check_region_present(&end(present, total), &bounds, 4096);
+            match (got, refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{name}: {e}"),
+                (got, _) => panic!("{name}: {got:?}"),
+            }
         }
     }
 }

@@ -11,10 +11,15 @@ use super::model::EndRecord;
 use super::read::{ImageFile, ReadError};
 use std::path::Path;
 
-/// Stored and decoded bytes of one region.
+/// Bytes of one region: present at the dump, decoded and stored.
 #[derive(Default, Clone, Copy, Debug, serde::Serialize)]
 pub struct RegionBytes {
+    /// Pages present or swapped when the dump looked, from END (`None`:
+    /// unknown, the image predates format 1.2).
+    pub present: Option<u64>,
+    /// Decoded bytes of the region's chunks.
     pub raw: u64,
+    /// Stored (compressed or raw) bytes of the region's chunks.
     pub stored: u64,
 }
 
@@ -41,6 +46,12 @@ pub fn scan(mut img: ImageFile) -> Result<Summary, ReadError> {
         }
         Ok(())
     })?;
+    if let Some(present) = &end.region_present {
+        // The reader checked that END lists every region, in order.
+        for (r, &bytes) in per_region.iter_mut().zip(present) {
+            r.present = Some(bytes);
+        }
+    }
     Ok(Summary {
         per_region,
         end,

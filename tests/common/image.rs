@@ -175,3 +175,24 @@ pub fn with_chunks(img: &[u8], order: &[usize]) -> Vec<u8> {
     reseal(&mut out);
     out
 }
+
+/// Length of END's eleven u64 totals; in format 1.2 the list of bytes
+/// present per region (u32 count, then u64s) follows them.
+pub const END_TOTALS_LEN: usize = 88;
+/// Offset of bytes_present in END's payload.
+pub const END_BYTES_PRESENT: usize = 32;
+
+/// `img` with END's payload replaced by what `edit` makes of it (its
+/// length may change); every checksum and the chain are recomputed.
+pub fn with_end(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let end = *records(img).iter().find(|r| r.kind == 6).expect("END");
+    let mut payload = img[end.payload()].to_vec();
+    edit(&mut payload);
+    let mut out = img[..end.offset + 8].to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&img[end.end()..]);
+    reseal(&mut out);
+    out
+}

@@ -267,7 +267,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
                 "prot": prot_str(r.prot),
                 "kind": RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
                 "path": lossy(r.path), "mapped": r.end - r.start,
-                "raw": b.raw, "stored": b.stored,
+                "present": b.present, "raw": b.raw, "stored": b.stored,
             })
         })
         .collect();
@@ -366,17 +366,19 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     );
     println!("\nregions ({}):", v.regions.len());
     println!(
-        "  {:>14}-{:<14} {:4} {:13} {:>10} {:>10} {:>10}  path",
-        "start", "end", "prot", "kind", "mapped", "raw", "stored"
+        "  {:>14}-{:<14} {:4} {:13} {:>10} {:>10} {:>10} {:>10}  path",
+        "start", "end", "prot", "kind", "mapped", "present", "raw", "stored"
     );
     for (r, b) in v.regions.iter().zip(&s.per_region) {
         println!(
-            "  {:>14x}-{:<14x} {:4} {:13} {:>10} {:>10} {:>10}  {}",
+            "  {:>14x}-{:<14x} {:4} {:13} {:>10} {:>10} {:>10} {:>10}  {}",
             r.start,
             r.end,
             prot_str(r.prot),
             RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
             human(r.end - r.start),
+            // Unknown in images before format 1.2.
+            b.present.map_or("?".into(), human),
             human(b.raw),
             human(b.stored),
             lossy(r.path)
