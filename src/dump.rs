@@ -618,7 +618,7 @@ fn dump_all(
         _ => DumpError::Maps(sys::Errno(libc::EIO)),
     })?;
     let maps_text: &[u8] = &maps_buf[..maps_len];
-    let mut regions = FixedVec::new(s.slice::<RegionRec>(MAX_REGIONS)?);
+    let mut regions = FixedVec::new(s.room::<RegionRec>(MAX_REGIONS)?);
     for ent in MapsParser::new(maps_text) {
         let ent = ent.map_err(|e| match e {
             crate::maps::MapsError::Malformed(line) => DumpError::MapsLine(line),

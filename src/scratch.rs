@@ -90,6 +90,40 @@ impl Scratch {
         Ok(s)
     }
 
+    /// Room for `n` values, not written: for a [`FixedVec`], which only
+    /// reads what it was given, so untouched pages of a large table cost
+    /// nothing.
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "a bump allocator: each call hands out a disjoint range"
+    )]
+    pub fn room<T: Copy>(&self, n: usize) -> Result<&mut [core::mem::MaybeUninit<T>], ScratchFull> {
+        let align = core::mem::align_of::<T>().max(64);
+        let start = self.used.get().div_ceil(align) * align;
+        let bytes = n
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(ScratchFull {
+                wanted: usize::MAX,
+                left: self.len - self.used.get(),
+            })?;
+        if start + bytes > self.len {
+            return Err(ScratchFull {
+                wanted: bytes,
+                left: self.len.saturating_sub(start),
+            });
+        }
+        self.used.set(start + bytes);
+        // SAFETY: [start, start+bytes) lies inside our mapping, is suitably
+        // aligned and is handed out once (bump pointer); MaybeUninit needs
+        // no initialisation.
+        Ok(unsafe {
+            core::slice::from_raw_parts_mut(
+                self.base.add(start).cast::<core::mem::MaybeUninit<T>>(),
+                n,
+            )
+        })
+    }
+
     /// A byte buffer of `n` bytes, not cleared (fresh pages read as zero).
     #[allow(
         clippy::mut_from_ref,
@@ -123,16 +157,16 @@ impl Drop for Scratch {
     }
 }
 
-/// A fixed-capacity vector over a scratch slice: `push` fails instead of
+/// A fixed-capacity vector over scratch room: `push` fails instead of
 /// growing.
 pub struct FixedVec<'a, T> {
-    buf: &'a mut [T],
+    buf: &'a mut [core::mem::MaybeUninit<T>],
     len: usize,
     _p: PhantomData<T>,
 }
 
 impl<'a, T: Copy> FixedVec<'a, T> {
-    pub fn new(buf: &'a mut [T]) -> Self {
+    pub fn new(buf: &'a mut [core::mem::MaybeUninit<T>]) -> Self {
         FixedVec {
             buf,
             len: 0,
@@ -140,21 +174,23 @@ impl<'a, T: Copy> FixedVec<'a, T> {
         }
     }
     pub fn push(&mut self, v: T) -> Result<(), ScratchFull> {
-        if self.len == self.buf.len() {
+        let Some(slot) = self.buf.get_mut(self.len) else {
             return Err(ScratchFull {
                 wanted: core::mem::size_of::<T>(),
                 left: 0,
             });
-        }
-        self.buf[self.len] = v;
+        };
+        slot.write(v);
         self.len += 1;
         Ok(())
     }
     pub fn as_slice(&self) -> &[T] {
-        &self.buf[..self.len]
+        // SAFETY: the first `len` slots were written by `push`.
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<T>(), self.len) }
     }
     pub fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.buf[..self.len]
+        // SAFETY: the first `len` slots were written by `push`.
+        unsafe { core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<T>(), self.len) }
     }
     pub fn len(&self) -> usize {
         self.len
@@ -185,7 +221,7 @@ mod tests {
     #[test]
     fn fixed_vec_refuses_to_grow() {
         let s = Scratch::new(4096).unwrap();
-        let mut v = FixedVec::new(s.slice::<u32>(2).unwrap());
+        let mut v = FixedVec::new(s.room::<u32>(2).unwrap());
         v.push(1).unwrap();
         v.push(2).unwrap();
         assert!(v.push(3).is_err());
