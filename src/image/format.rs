@@ -20,7 +20,10 @@
 //! ```
 //!
 //! The writer half works on a raw fd and never allocates (it runs while the
-//! program's threads are suspended). The reader half is ordinary Rust.
+//! program's threads are suspended). The reader half is ordinary Rust; it
+//! reads sequentially, or (for a restart without a MAC key) skims: it then
+//! reads with positioned reads and leaves each CHUNK's payload, and its
+//! checksum, to the caller ([`Skipped`]).
 
 use super::codec::{CodecError, Encoder};
 use super::mac::{MacKey, MacTee, MAC_PAYLOAD_LEN};
@@ -312,7 +315,37 @@ impl RecordChain {
 pub struct RawRecord {
     pub offset: u64,
     pub kind: RecordKind,
+    /// Empty for a skipped CHUNK.
     pub payload: Vec<u8>,
+    /// A CHUNK whose payload was not read (skimming): its checksum is the
+    /// caller's to verify.
+    pub skipped: Option<Skipped>,
+}
+
+/// What a caller needs to read and verify a skipped payload itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Skipped {
+    /// Payload length.
+    pub len: u64,
+    /// Bytes 0..16 of the record's framing (covered by the checksum).
+    pub frame: [u8; 16],
+    /// The record's checksum: xxh3-64 of `frame` ++ payload.
+    pub sum: u64,
+}
+
+/// Sequential reads over a file by positioned reads (for the checks after
+/// END while skimming).
+struct At<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads the header and records of an image sequentially, checking every
@@ -329,6 +362,9 @@ pub struct ImageReader<R: Read> {
     file_len: Option<u64>,
     /// Whether the image ended with a (checksum-verified) MAC record.
     mac_present: bool,
+    /// Skimming: every read from here on is a positioned read of this
+    /// file, and CHUNK payloads may be skipped.
+    skim: Option<std::fs::File>,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -355,7 +391,35 @@ impl<R: Read> ImageReader<R> {
             done: false,
             file_len,
             mac_present: false,
+            skim: None,
         })
+    }
+
+    /// Skims from here on: `file` is the image being read (positioned
+    /// reads do not move anything the sequential source relies on, and
+    /// the source is not read any more). Refused (false) when a MAC key is
+    /// set: the MAC covers every byte, so every byte must be read in order.
+    pub fn skim(&mut self, file: std::fs::File) -> bool {
+        if self.src.keyed() || self.file_len.is_none() {
+            return false;
+        }
+        self.skim = Some(file);
+        true
+    }
+
+    /// Reads `buf.len()` bytes at file offset `at` (which is where the
+    /// sequential source stands when not skimming).
+    fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<(), FormatError> {
+        match &self.skim {
+            Some(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, at).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    FormatError::Truncated { offset: at }
+                } else {
+                    FormatError::Io(e)
+                }
+            }),
+            None => read_exact_at(&mut self.src, buf, at),
+        }
     }
 
     /// True once END was read and a MAC record followed it.
@@ -370,12 +434,25 @@ impl<R: Read> ImageReader<R> {
     /// The next record, or `None` after END (once the end of the file has
     /// been checked).
     pub fn next_record(&mut self) -> Result<Option<RawRecord>, FormatError> {
+        self.next(false)
+    }
+
+    /// As [`ImageReader::next_record`]; while skimming, a CHUNK's payload is
+    /// not read and the record comes back with [`RawRecord::skipped`] set:
+    /// reading its payload and comparing its checksum is then the
+    /// caller's job. Everything else (framing, order, the chain of
+    /// checksums, END) is checked here as always.
+    pub fn next_record_skipping_chunks(&mut self) -> Result<Option<RawRecord>, FormatError> {
+        self.next(true)
+    }
+
+    fn next(&mut self, skip_chunks: bool) -> Result<Option<RawRecord>, FormatError> {
         if self.done {
             return Ok(None);
         }
         let at = self.offset;
         let mut frame = [0u8; FRAME_LEN];
-        read_exact_at(&mut self.src, &mut frame, at)?;
+        self.read_at(&mut frame, at)?;
         let kind_raw = u32::from_le_bytes(frame[0..4].try_into().unwrap_or_default());
         let flags = u32::from_le_bytes(frame[4..8].try_into().unwrap_or_default());
         let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
@@ -402,8 +479,25 @@ impl<R: Read> ImageReader<R> {
             });
         }
         self.check_order(at, kind)?;
+        if skip_chunks && kind == RecordKind::Chunk && self.skim.is_some() {
+            let mut head = [0u8; 16];
+            head.copy_from_slice(&frame[0..16]);
+            self.offset = at + FRAME_LEN as u64 + len;
+            self.chain.add_checksum(kind_raw, &frame[16..24]);
+            self.last_kind = Some(kind);
+            return Ok(Some(RawRecord {
+                offset: at,
+                kind,
+                payload: Vec::new(),
+                skipped: Some(Skipped {
+                    len,
+                    frame: head,
+                    sum,
+                }),
+            }));
+        }
         let mut payload = vec![0u8; len as usize];
-        read_exact_at(&mut self.src, &mut payload, at + FRAME_LEN as u64)?;
+        self.read_at(&mut payload, at + FRAME_LEN as u64)?;
         let mut h = Xxh3::new();
         h.update(&frame[0..16]);
         h.update(&payload);
@@ -425,6 +519,7 @@ impl<R: Read> ImageReader<R> {
             offset: at,
             kind,
             payload,
+            skipped: None,
         }))
     }
 
@@ -479,55 +574,64 @@ impl<R: Read> ImageReader<R> {
     /// After END: end of file, or (format 1.1) one MAC record and then the
     /// end of file. With a key, the MAC record is required and must match.
     fn check_after_end(&mut self) -> Result<(), FormatError> {
-        let at = self.offset;
-        let state = self.src.snapshot();
-        let mut frame = [0u8; FRAME_LEN];
-        let got = read_up_to(&mut self.src, &mut frame)?;
-        if got == 0 {
-            return if self.src.keyed() {
-                Err(FormatError::MacMissing)
-            } else {
-                Ok(())
-            };
-        }
-        let kind = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-        if got < FRAME_LEN || kind != RecordKind::Mac as u32 || self.header.minor < MAC_SINCE_MINOR
-        {
-            let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
-            return Err(FormatError::TrailingData(got as u64 + rest));
-        }
-        let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
-        if frame[4..8] != [0; 4] || len != MAC_PAYLOAD_LEN as u64 {
-            return Err(FormatError::RecordChecksum {
-                offset: at,
-                kind: "MAC",
-            });
-        }
-        let mut payload = [0u8; MAC_PAYLOAD_LEN];
-        read_exact_at(&mut self.src, &mut payload, at + FRAME_LEN as u64)?;
-        let mut h = Xxh3::new();
-        h.update(&frame[0..16]);
-        h.update(&payload);
-        if h.digest().to_le_bytes() != frame[16..24] {
-            return Err(FormatError::RecordChecksum {
-                offset: at,
-                kind: "MAC",
-            });
-        }
-        let tag = super::mac::parse_payload(&payload).ok_or(FormatError::Invalid(format!(
-            "MAC record at byte {at}: unknown algorithm"
-        )))?;
-        let mut extra = [0u8; 1];
-        if read_up_to(&mut self.src, &mut extra)? != 0 {
-            let rest = std::io::copy(&mut self.src, &mut std::io::sink())?;
-            return Err(FormatError::TrailingData(rest + 1));
-        }
-        if let Some(state) = state {
-            super::mac::check(state, &tag)?;
-        }
-        self.mac_present = true;
+        let (at, minor) = (self.offset, self.header.minor);
+        self.mac_present = match &self.skim {
+            Some(file) => after_end(&mut MacTee::new(At { file, pos: at }, None), at, minor)?,
+            None => after_end(&mut self.src, at, minor)?,
+        };
         Ok(())
     }
+}
+
+/// The checks after END (see [`ImageReader::check_after_end`]) on `src`
+/// standing just after END at file offset `at`; whether a MAC record was
+/// there.
+fn after_end<S: Read>(src: &mut MacTee<S>, at: u64, minor: u16) -> Result<bool, FormatError> {
+    let state = src.snapshot();
+    let mut frame = [0u8; FRAME_LEN];
+    let got = read_up_to(src, &mut frame)?;
+    if got == 0 {
+        return if src.keyed() {
+            Err(FormatError::MacMissing)
+        } else {
+            Ok(false)
+        };
+    }
+    let kind = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    if got < FRAME_LEN || kind != RecordKind::Mac as u32 || minor < MAC_SINCE_MINOR {
+        let rest = std::io::copy(src, &mut std::io::sink())?;
+        return Err(FormatError::TrailingData(got as u64 + rest));
+    }
+    let len = u64::from_le_bytes(frame[8..16].try_into().unwrap_or_default());
+    if frame[4..8] != [0; 4] || len != MAC_PAYLOAD_LEN as u64 {
+        return Err(FormatError::RecordChecksum {
+            offset: at,
+            kind: "MAC",
+        });
+    }
+    let mut payload = [0u8; MAC_PAYLOAD_LEN];
+    read_exact_at(src, &mut payload, at + FRAME_LEN as u64)?;
+    let mut h = Xxh3::new();
+    h.update(&frame[0..16]);
+    h.update(&payload);
+    if h.digest().to_le_bytes() != frame[16..24] {
+        return Err(FormatError::RecordChecksum {
+            offset: at,
+            kind: "MAC",
+        });
+    }
+    let tag = super::mac::parse_payload(&payload).ok_or(FormatError::Invalid(format!(
+        "MAC record at byte {at}: unknown algorithm"
+    )))?;
+    let mut extra = [0u8; 1];
+    if read_up_to(src, &mut extra)? != 0 {
+        let rest = std::io::copy(src, &mut std::io::sink())?;
+        return Err(FormatError::TrailingData(rest + 1));
+    }
+    if let Some(state) = state {
+        super::mac::check(state, &tag)?;
+    }
+    Ok(true)
 }
 
 /// Reads until `buf` is full or the end of the input; returns the count.

@@ -39,6 +39,8 @@ pub struct ImageFile {
     /// Owner and mode of the image file (None for in-memory images).
     pub owner_mode: Option<(u32, u32)>,
     reader: ImageReader<Source>,
+    /// The image file, for positioned reads (None for in-memory images).
+    file: Option<std::fs::File>,
     meta: Vec<u8>,
     regions: Vec<u8>,
     kernel: Vec<u8>,
@@ -53,15 +55,35 @@ pub struct ImageView<'a> {
     pub threads: Vec<ThreadState>,
 }
 
-/// One chunk as read from the file (checksum verified).
+/// One chunk: its header and runs checked against the regions. Its data
+/// is either read and checksum-verified already, or (skimming) still in
+/// the file, read and verified by [`Chunk::place`].
 pub struct Chunk {
     pub offset: u64,
     pub header: ChunkHeader,
     pub runs: Vec<ChunkRun>,
-    /// The record's payload; the stored bytes (compressed or raw) are
-    /// `payload[data_at..]` (kept in place: never copied out).
-    payload: Vec<u8>,
-    data_at: usize,
+    body: Body,
+}
+
+enum Body {
+    /// The record's payload, checksum verified; the stored bytes
+    /// (compressed or raw) are `payload[data_at..]`.
+    Read { payload: Vec<u8>, data_at: usize },
+    /// Not read yet.
+    InFile(InFile),
+}
+
+/// Where a skimmed chunk's stored bytes are, and what verifies them.
+struct InFile {
+    file: std::sync::Arc<std::fs::File>,
+    /// Framing bytes 0..16 and the payload's head (chunk header and runs),
+    /// as read: the checksum covers them, then the data.
+    frame: [u8; 16],
+    head: Vec<u8>,
+    sum: u64,
+    /// File offset and length of the stored bytes.
+    at: u64,
+    len: usize,
 }
 
 fn malformed(offset: u64, kind: &'static str) -> impl Fn(super::codec::CodecError) -> FormatError {
@@ -125,9 +147,11 @@ impl ImageFile {
         }
         // A small buffer: payloads of about a chunk (up to 1 MiB) are then
         // read straight into their Vec instead of through the buffer.
+        let positioned = f.try_clone().ok();
         let src: Source = Box::new(BufReader::with_capacity(64 << 10, f));
         let mut img = Self::from_source(path, src, md.len(), key)?;
         img.owner_mode = Some((md.uid(), md.mode()));
+        img.file = positioned;
         Ok(img)
     }
 
@@ -171,6 +195,7 @@ impl ImageFile {
             header,
             owner_mode: None,
             reader,
+            file: None,
             meta,
             regions,
             kernel,
@@ -317,6 +342,83 @@ impl ImageFile {
         f: impl FnMut(Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
         self.read_to_end(f)
+    }
+
+    /// As [`ImageFile::for_each_chunk`], but the chunks' data is not read
+    /// here: each chunk's [`Chunk::place`] reads it with positioned reads
+    /// straight into its destination and verifies its checksum, so several
+    /// threads can read, check and decode chunks at once while this one
+    /// only walks the framing. Everything else is checked here as in
+    /// `for_each_chunk`. With a MAC key, or for an image in memory, it is
+    /// `for_each_chunk` (the MAC needs every byte in order).
+    pub fn for_each_chunk_deferred(
+        mut self,
+        mut f: impl FnMut(Chunk) -> Result<(), ReadError>,
+    ) -> Result<EndRecord, ReadError> {
+        let Some((file, skim)) = self
+            .file
+            .take()
+            .and_then(|file| file.try_clone().ok().map(|skim| (file, skim)))
+        else {
+            return self.read_to_end(f);
+        };
+        if !self.reader.skim(skim) {
+            return self.read_to_end(f);
+        }
+        let file = std::sync::Arc::new(file);
+        let page = self.header.page_size as u64;
+        let view = self.view()?;
+        let bounds: Vec<(u64, u64)> = view.regions.iter().map(|r| (r.start, r.end)).collect();
+        let stores: Vec<bool> = view.regions.iter().map(stores_pages).collect();
+        drop(view);
+        let mut stored = StoredPages::default();
+        loop {
+            let rec = self
+                .reader
+                .next_record_skipping_chunks()?
+                .ok_or(FormatError::Truncated {
+                    offset: self.file_len,
+                })?;
+            let skipped = rec.skipped;
+            let chunk = match (rec.kind, rec.skipped) {
+                (RecordKind::End, _) => {
+                    let mut d = Decoder::new(&rec.payload);
+                    let end = EndRecord::decode(&mut d, self.header.minor)
+                        .map_err(malformed(rec.offset, "END"))?;
+                    check_region_present(&end, &bounds, page)?;
+                    return Ok(end);
+                }
+                (RecordKind::Chunk, Some(sk)) => {
+                    skimmed_chunk(&file, rec.offset, sk, &bounds, page)
+                }
+                (RecordKind::Chunk, None) => parse_chunk(rec.offset, rec.payload, &bounds, page),
+                (other, _) => {
+                    return Err(FormatError::Order {
+                        offset: rec.offset,
+                        found: other.name(),
+                        expected: "CHUNK",
+                    })
+                }
+            };
+            let checked = chunk.and_then(|chunk| {
+                if !stores[chunk.header.region as usize] {
+                    let (start, end) = bounds[chunk.header.region as usize];
+                    return Err(invalid(format!(
+                        "chunk at byte {}: region {start:#x}-{end:#x} is of a kind that stores no pages",
+                        chunk.offset
+                    )));
+                }
+                stored.add(&chunk)?;
+                Ok(chunk)
+            });
+            match (checked, skipped) {
+                (Ok(chunk), _) => f(chunk)?,
+                // A skimmed chunk's head is checked before its checksum:
+                // a damaged record is called damaged, as when read whole.
+                (Err(e), Some(sk)) => return Err(record_damage(&file, rec.offset, sk).unwrap_or(e)),
+                (Err(e), None) => return Err(e),
+            }
+        }
     }
 
     /// As [`ImageFile::for_each_chunk`], keeping the image for
@@ -494,11 +596,108 @@ fn parse_chunk(
     bounds: &[(u64, u64)],
     page: u64,
 ) -> Result<Chunk, ReadError> {
+    let (header, runs, data_at) =
+        parse_chunk_head(offset, &payload, payload.len() as u64, bounds, page)?;
+    Ok(Chunk {
+        offset,
+        header,
+        runs,
+        body: Body::Read { payload, data_at },
+    })
+}
+
+/// A skimmed chunk: reads its head (chunk header and runs) at the record
+/// at `offset`, checks it, and leaves the data in the file.
+fn skimmed_chunk(
+    file: &std::sync::Arc<std::fs::File>,
+    offset: u64,
+    sk: super::format::Skipped,
+    bounds: &[(u64, u64)],
+    page: u64,
+) -> Result<Chunk, ReadError> {
+    use std::os::unix::fs::FileExt;
+    let body = offset + super::format::FRAME_LEN as u64;
+    let read = |buf: &mut [u8], at: u64| {
+        file.read_exact_at(buf, at).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: at },
+            _ => FormatError::Io(e),
+        })
+    };
+    let fixed = ChunkHeader::ENCODED_LEN;
+    if sk.len < fixed as u64 {
+        return Err(invalid(format!(
+            "chunk at byte {offset}: {} bytes cannot hold a chunk header",
+            sk.len
+        )));
+    }
+    let mut head = vec![0u8; fixed];
+    read(&mut head, body)?;
+    let n_runs = ChunkHeader::decode(&mut Decoder::new(&head))
+        .map_err(malformed(offset, "CHUNK"))?
+        .n_runs as u64;
+    // Every run holds at least a page: more runs than a chunk's largest
+    // size in pages is malformed, whatever the record's length.
+    let runs_len = n_runs * ChunkHeader::RUN_LEN as u64;
+    if n_runs > MAX_CHUNK_RAW / page || fixed as u64 + runs_len > sk.len {
+        return Err(invalid(format!(
+            "chunk at byte {offset}: {n_runs} runs do not fit the record"
+        )));
+    }
+    head.resize(fixed + runs_len as usize, 0);
+    read(&mut head[fixed..], body + fixed as u64)?;
+    let (header, runs, data_at) = parse_chunk_head(offset, &head, sk.len, bounds, page)?;
+    Ok(Chunk {
+        offset,
+        header,
+        runs,
+        body: Body::InFile(InFile {
+            file: file.clone(),
+            frame: sk.frame,
+            head,
+            sum: sk.sum,
+            at: body + data_at as u64,
+            len: (sk.len - data_at as u64) as usize,
+        }),
+    })
+}
+
+/// The checksum error of the skipped record at `offset`, if its payload
+/// does not match its checksum (or cannot be read whole).
+fn record_damage(
+    file: &std::fs::File,
+    offset: u64,
+    sk: super::format::Skipped,
+) -> Option<ReadError> {
+    let mut payload = vec![0u8; usize::try_from(sk.len).ok()?];
+    let body = offset + super::format::FRAME_LEN as u64;
+    let ok = std::os::unix::fs::FileExt::read_exact_at(file, &mut payload, body).is_ok() && {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&sk.frame);
+        h.update(&payload);
+        h.digest() == sk.sum
+    };
+    (!ok).then_some(FormatError::RecordChecksum {
+        offset,
+        kind: "CHUNK",
+    })
+}
+
+/// Decodes and checks a chunk's header and runs from the start of its
+/// payload (`bytes`: at least the head; `payload_len`: the whole payload's
+/// length). Returns them and where the stored data starts.
+fn parse_chunk_head(
+    offset: u64,
+    bytes: &[u8],
+    payload_len: u64,
+    bounds: &[(u64, u64)],
+    page: u64,
+) -> Result<(ChunkHeader, Vec<ChunkRun>, usize), ReadError> {
     let bad = malformed(offset, "CHUNK");
-    let mut d = Decoder::new(&payload);
+    let mut d = Decoder::new(bytes);
     let header = ChunkHeader::decode(&mut d).map_err(&bad)?;
     let n = header.n_runs as usize;
-    if n.saturating_mul(ChunkHeader::RUN_LEN) > d.remaining() {
+    let left = payload_len.saturating_sub(ChunkHeader::ENCODED_LEN as u64);
+    if (n as u64).saturating_mul(ChunkHeader::RUN_LEN as u64) > left {
         return Err(invalid(format!(
             "chunk at byte {offset}: {n} runs do not fit the record"
         )));
@@ -508,7 +707,7 @@ fn parse_chunk(
         .collect::<Result<Vec<_>, _>>()
         .map_err(&bad)?;
     let data_at = d.position();
-    let data = d.take(d.remaining()).map_err(&bad)?;
+    let data_len = payload_len - data_at as u64;
     let (start, end) = *bounds.get(header.region as usize).ok_or_else(|| {
         invalid(format!(
             "chunk at byte {offset} names region {} of {}",
@@ -543,10 +742,9 @@ fn parse_chunk(
         )));
     }
     match header.encoding {
-        ENCODING_RAW if data.len() as u64 != total => {
+        ENCODING_RAW if data_len != total => {
             return Err(invalid(format!(
-                "chunk at byte {offset}: raw data is {} bytes, expected {total}",
-                data.len()
+                "chunk at byte {offset}: raw data is {data_len} bytes, expected {total}"
             )))
         }
         ENCODING_RAW | ENCODING_ZSTD => {}
@@ -556,34 +754,91 @@ fn parse_chunk(
             )))
         }
     }
-    Ok(Chunk {
-        offset,
-        header,
-        runs,
-        payload,
-        data_at,
-    })
+    Ok((header, runs, data_at))
 }
 
 impl Chunk {
-    /// The stored bytes (compressed or raw).
-    pub fn data(&self) -> &[u8] {
-        &self.payload[self.data_at..]
+    /// How many bytes the chunk stores (compressed or raw).
+    pub fn stored_len(&self) -> usize {
+        match &self.body {
+            Body::Read { payload, data_at } => payload.len() - data_at,
+            Body::InFile(f) => f.len,
+        }
     }
 
     /// Decodes the chunk's pages into `out` (exactly `raw_len` bytes).
     pub fn decode_into(&self, out: &mut [u8]) -> Result<(), ReadError> {
-        match self.header.encoding {
-            ENCODING_RAW => {
-                out.copy_from_slice(self.data());
+        self.place(&mut [out], &mut Vec::new())
+    }
+
+    /// Decodes the chunk's pages into `dsts`, one slice per run in order
+    /// (each exactly the run's size). A skimmed chunk is read here: raw
+    /// data straight into `dsts`, compressed data into `buf` (reused
+    /// between calls, grown as needed); then its checksum is compared, and
+    /// compressed data is only decompressed once it matched. On error,
+    /// `dsts` may hold anything.
+    pub fn place(&self, dsts: &mut [&mut [u8]], buf: &mut Vec<u8>) -> Result<(), ReadError> {
+        let data: &[u8] = match &self.body {
+            Body::Read { payload, data_at } => &payload[*data_at..],
+            Body::InFile(f) => {
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(&f.frame);
+                h.update(&f.head);
+                if self.header.encoding == ENCODING_RAW {
+                    let mut at = f.at;
+                    for d in dsts.iter_mut() {
+                        self.read_at(f, d, at)?;
+                        h.update(d);
+                        at += d.len() as u64;
+                    }
+                    return self.check_sum(f, h.digest());
+                }
+                if buf.len() < f.len {
+                    buf.resize(f.len, 0);
+                }
+                let data = &mut buf[..f.len];
+                self.read_at(f, data, f.at)?;
+                h.update(data);
+                self.check_sum(f, h.digest())?;
+                data
+            }
+        };
+        let cannot = |e: String| {
+            invalid(format!(
+                "chunk at byte {}: cannot decompress: {e}",
+                self.offset
+            ))
+        };
+        match (self.header.encoding, dsts) {
+            (ENCODING_RAW, dsts) => {
+                let mut at = 0usize;
+                for d in dsts.iter_mut() {
+                    let n = d.len();
+                    d.copy_from_slice(&data[at..at + n]);
+                    at += n;
+                }
                 Ok(())
             }
-            _ => crate::compress::decompress_exact(self.data(), out).map_err(|e| {
-                invalid(format!(
-                    "chunk at byte {}: cannot decompress: {e}",
-                    self.offset
-                ))
-            }),
+            (_, [one]) => crate::compress::decompress_exact(data, one).map_err(cannot),
+            (_, many) => crate::compress::decompress_scatter(data, many).map_err(cannot),
+        }
+    }
+
+    fn read_at(&self, f: &InFile, buf: &mut [u8], at: u64) -> Result<(), ReadError> {
+        std::os::unix::fs::FileExt::read_exact_at(&*f.file, buf, at).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: at },
+            _ => FormatError::Io(e),
+        })
+    }
+
+    fn check_sum(&self, f: &InFile, got: u64) -> Result<(), ReadError> {
+        if got == f.sum {
+            Ok(())
+        } else {
+            Err(FormatError::RecordChecksum {
+                offset: self.offset,
+                kind: "CHUNK",
+            })
         }
     }
 }

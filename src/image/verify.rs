@@ -42,7 +42,7 @@ pub fn scan(mut img: ImageFile) -> Result<Summary, ReadError> {
         c.decode_into(&mut buf)?;
         if let Some(r) = per_region.get_mut(c.header.region as usize) {
             r.raw += c.header.raw_len as u64;
-            r.stored += c.data().len() as u64;
+            r.stored += c.stored_len() as u64;
         }
         Ok(())
     })?;

@@ -6,7 +6,6 @@
 
 use super::{huge, RestoreError};
 use crate::image::format::FormatError;
-use crate::image::model::ENCODING_RAW;
 use crate::image::model::{FdEntry, MmLayout, SigAction, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
 use crate::maps::{MapsParser, RegionKind};
@@ -296,11 +295,12 @@ impl Plan {
                 let rx = rx.clone();
                 let (failed, abort) = (&failed, &abort);
                 sc.spawn(move |_| {
+                    let mut buf = Vec::new();
                     for (base, c) in rx.iter() {
                         if abort.load(Relaxed) {
                             continue;
                         }
-                        if let Err(e) = place_chunk(base, page, &c) {
+                        if let Err(e) = place_chunk(base, page, &c, &mut buf) {
                             abort.store(true, Relaxed);
                             if let Ok(mut f) = failed.lock() {
                                 f.get_or_insert(e);
@@ -314,7 +314,7 @@ impl Plan {
             // must come in increasing order, so no two touch the same page
             // and the decoder threads never write the same memory.
             let mut next = (0u32, 0u64);
-            img.for_each_chunk(|c| {
+            img.for_each_chunk_deferred(|c| {
                 if abort.load(Relaxed) {
                     return Err(FormatError::Invalid("a chunk could not be decoded".into()));
                 }
@@ -456,10 +456,10 @@ fn decode_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
-/// Decodes one chunk into its region's staging mapping at `base`: single-run
-/// chunks in one call, several runs by streaming into each run in turn.
-/// Raw chunks are copied once, from the record into place.
-fn place_chunk(base: u64, page: u64, c: &Chunk) -> Result<(), FormatError> {
+/// Decodes one chunk into its region's staging mapping at `base`, reading
+/// its data if it is still in the file (see [`Chunk::place`]); `buf` is this
+/// decoder thread's reusable buffer for compressed data.
+fn place_chunk(base: u64, page: u64, c: &Chunk, buf: &mut Vec<u8>) -> Result<(), FormatError> {
     let mut dsts: Vec<&mut [u8]> = c
         .runs
         .iter()
@@ -489,24 +489,7 @@ fn place_chunk(base: u64, page: u64, c: &Chunk) -> Result<(), FormatError> {
             )
         };
     }
-    match (c.header.encoding, &mut dsts[..]) {
-        (_, [one]) => c.decode_into(one),
-        (ENCODING_RAW, many) => {
-            let mut at = 0usize;
-            for d in many.iter_mut() {
-                let n = d.len();
-                d.copy_from_slice(&c.data()[at..at + n]);
-                at += n;
-            }
-            Ok(())
-        }
-        (_, many) => crate::compress::decompress_scatter(c.data(), many).map_err(|e| {
-            FormatError::Invalid(format!(
-                "chunk at byte {}: cannot decompress: {e}",
-                c.offset
-            ))
-        }),
-    }
+    c.place(&mut dsts, buf)
 }
 
 fn open_file(name: &[u8], write: bool) -> std::io::Result<std::fs::File> {
