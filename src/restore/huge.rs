@@ -14,7 +14,11 @@
 //! fills only partly is faulted in first, as an ordinary page (that gives
 //! the block a page table, and later faults in it stay ordinary pages);
 //! then the whole mapping is advised, and the decoders fault every full
-//! block in as one huge page. Memory is exactly what the image holds.
+//! block in as one huge page. Memory is exactly what the image holds (one
+//! caveat: while the advice is on, during staging, khugepaged may collapse
+//! a partly filled block, which its default `max_ptes_none` allows; the
+//! `MADV_NOHUGEPAGE` after staging ends that window, and the tests saw no
+//! collapse).
 //!
 //! Only with the kernel's THP mode `madvise` (with `always`, staging gets
 //! huge pages without advice; with `never`, none). After staging the
