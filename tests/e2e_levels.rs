@@ -182,7 +182,8 @@ fn check_present_per_region(pattern: &str, image: &str) {
         out.stdout
     };
     let j: serde_json::Value = serde_json::from_slice(&inspect(&["--json"])).unwrap();
-    assert_eq!(j["format"], "1.2", "{j}");
+    let written = format!("1.{}", selfckpt::image::format::FORMAT_MINOR);
+    assert_eq!(j["format"], written.as_str(), "{j}");
     let page = j["page_size"].as_u64().unwrap();
     let regions = j["regions"].as_array().unwrap();
     let num = |r: &serde_json::Value, k: &str| {

@@ -553,17 +553,16 @@ fn end_region_present_that_disagrees_with_regions_is_refused() {
 #[test]
 fn a_1_1_image_reads_with_bytes_present_per_region_unknown() {
     let f = fixture();
-    let mut old = with_end(&f.good, |p| p.truncate(END_TOTALS_LEN));
-    old[10..12].copy_from_slice(&1u16.to_le_bytes());
-    reseal(&mut old);
+    let old = as_minor(&f.good, 1);
     let s = scan_bytes(&old, None).expect("a 1.1 image reads");
     assert_eq!(s.end.region_present, None);
     assert!(s.per_region.iter().all(|r| r.present.is_none()));
     // A 1.1 END with a list is one with trailing bytes.
-    let mut extra = f.good.clone();
+    let mut extra = as_minor(&f.good, 2);
     extra[10..12].copy_from_slice(&1u16.to_le_bytes());
     reseal(&mut extra);
-    assert!(must_fail("1.1 with a list", &extra).contains("trailing"));
+    let m = must_fail("1.1 with a list", &extra);
+    assert!(m.contains("END") && m.contains("trailing"), "{m}");
 
     let p = f.write_bad("format-1.1", &old);
     let o = cli(&[OsStr::new("inspect"), OsStr::new("--json"), p.as_os_str()]);
@@ -586,6 +585,126 @@ fn a_1_1_image_reads_with_bytes_present_per_region_unknown() {
             .all(|l| l.split_whitespace().nth(5) == Some("?")),
         "{text}"
     );
+}
+
+/// Puts `interval`, `value` (each seconds, microseconds) as timer `index`
+/// (0 real, 1 virtual, 2 prof) into KERNEL's 72 bytes of timers.
+fn set_timer(timers: &mut [u8], index: usize, interval: (u64, u32), value: (u64, u32)) {
+    let t = &mut timers[24 * index..24 * (index + 1)];
+    t[0..8].copy_from_slice(&interval.0.to_le_bytes());
+    t[8..12].copy_from_slice(&interval.1.to_le_bytes());
+    t[12..20].copy_from_slice(&value.0.to_le_bytes());
+    t[20..24].copy_from_slice(&value.1.to_le_bytes());
+}
+
+/// KERNEL's interval timers (format 1.3) changed with every checksum
+/// recomputed: a field that is no valid `struct timeval`, or timers that
+/// are missing, are refused for what they are.
+#[test]
+fn interval_timers_out_of_bounds_or_missing_are_refused() {
+    let f = fixture();
+    let max = selfckpt::image::read::MAX_TIMER_SECS;
+    let timer =
+        |index, interval, value| with_itimers(&f.good, |t| set_timer(t, index, interval, value));
+    let cut = |n: usize| with_record(&f.good, 3, |p| p.truncate(p.len() - n));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "itimer-real-value-usec",
+            timer(0, (0, 0), (1, 1_000_000)),
+            "real interval timer's value has 1000000 microseconds",
+        ),
+        (
+            "itimer-virtual-interval-usec",
+            timer(1, (0, u32::MAX), (1, 0)),
+            "virtual interval timer's interval has 4294967295 microseconds",
+        ),
+        (
+            "itimer-prof-value-sec",
+            timer(2, (0, 10_000), (max + 1, 0)),
+            "prof interval timer's value is 9223372037 seconds",
+        ),
+        (
+            "itimer-real-interval-sec",
+            timer(0, (u64::MAX, 0), (0, 1)),
+            "real interval timer's interval is 18446744073709551615 seconds",
+        ),
+        ("itimers-missing", cut(KERNEL_ITIMERS_LEN), "KERNEL"),
+        ("itimers-half", cut(KERNEL_ITIMERS_LEN / 2), "KERNEL"),
+    ];
+    for (name, b, expect) in cases {
+        let m = must_fail(name, &b);
+        assert!(m.contains(expect), "{name}: {m}");
+        let msg = f.refused_by_cli(name, &b);
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+    // The longest timers the kernel keeps are accepted.
+    let longest = timer(2, (max, 854_775), (max, 854_775));
+    scan_bytes(&longest, None).expect("the longest timers read");
+}
+
+/// Timers in an image are what `inspect` shows (text: one line of the armed
+/// ones; JSON: all three, seconds). The same image as format 1.2 wrote it
+/// (KERNEL without timers) reads with every timer disarmed; a 1.2 KERNEL
+/// with them is one with trailing bytes.
+#[test]
+fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
+    let f = fixture();
+    let armed = with_itimers(&f.good, |t| {
+        set_timer(t, 0, (0, 200_000), (0, 150_000));
+        set_timer(t, 2, (0, 0), (3, 0));
+    });
+    let inspect_cli = |name: &str, b: &[u8]| {
+        let p = f.write_bad(name, b);
+        let o = cli(&[OsStr::new("inspect"), OsStr::new("--json"), p.as_os_str()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let o = cli(&[OsStr::new("inspect"), p.as_os_str()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("timers"))
+            .map(str::to_string);
+        (j, line)
+    };
+    let seconds = |j: &serde_json::Value| -> Vec<(f64, f64)> {
+        ["real", "virtual", "prof"]
+            .iter()
+            .map(|k| {
+                let t = &j["timers"][k];
+                (
+                    t["value"].as_f64().unwrap(),
+                    t["interval"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (j, line) = inspect_cli("itimers-armed", &armed);
+    assert_eq!(j["format"], "1.3");
+    assert_eq!(seconds(&j), [(0.15, 0.2), (0.0, 0.0), (3.0, 0.0)], "{j}");
+    assert_eq!(
+        line.as_deref(),
+        Some("timers     real 0.150s every 0.200s, prof 3.000s")
+    );
+    // The smoke program arms none: no line.
+    assert_eq!(inspect_cli("itimers-none", &f.good).1, None);
+
+    let old = as_minor(&armed, 2);
+    let img = selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), old.clone(), None)
+        .expect("a 1.2 image reads");
+    let kernel = img.view().unwrap().kernel;
+    assert_eq!(kernel.itimers, Default::default());
+    scan_bytes(&old, None).expect("a 1.2 image verifies");
+    let (j, line) = inspect_cli("format-1.2", &old);
+    assert_eq!(j["format"], "1.2");
+    assert_eq!(seconds(&j), [(0.0, 0.0); 3], "{j}");
+    assert_eq!(line, None);
+
+    let mut extra = armed.clone();
+    extra[10..12].copy_from_slice(&2u16.to_le_bytes());
+    reseal(&mut extra);
+    let m = must_fail("1.2 with timers", &extra);
+    assert!(m.contains("KERNEL") && m.contains("trailing"), "{m}");
 }
 
 /// Inputs that are not images at all.
@@ -626,8 +745,9 @@ fn non_images_are_refused_without_hanging() {
 }
 
 /// A real image cut down to its two smallest chunks still verifies (the
-/// fuzz seeds are made this way). With SELFCKPT_WRITE_SEEDS=DIR the seeds
-/// are written there.
+/// fuzz seeds are made this way; the second also has interval timers set,
+/// so that fuzzing starts from timer fields in use). With
+/// SELFCKPT_WRITE_SEEDS=DIR the seeds are written there.
 #[test]
 fn images_cut_down_to_a_few_chunks_verify() {
     let f = fixture();
@@ -640,7 +760,13 @@ fn images_cut_down_to_a_few_chunks_verify() {
         .collect();
     chunks.sort_unstable();
     let two: Vec<usize> = chunks.iter().take(2).map(|c| c.1).collect();
-    let seeds = [keep_chunks(&f.good, &[]), keep_chunks(&f.good, &two)];
+    let seeds = [
+        keep_chunks(&f.good, &[]),
+        with_itimers(&keep_chunks(&f.good, &two), |t| {
+            set_timer(t, 0, (0, 50_000), (0, 20_000));
+            set_timer(t, 2, (0, 10_000), (1, 500_000));
+        }),
+    ];
     for (i, s) in seeds.iter().enumerate() {
         let sum = scan_bytes(s, None).unwrap_or_else(|e| panic!("seed {i}: {e}"));
         assert_eq!(sum.end.chunks as usize, if i == 0 { 0 } else { 2 });

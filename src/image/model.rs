@@ -355,6 +355,145 @@ impl<'a> ProcessState<'a> {
     }
 }
 
+/// The three interval timers of setitimer(2), numbered as the kernel
+/// numbers them (`ITIMER_REAL` 0, `ITIMER_VIRTUAL` 1, `ITIMER_PROF` 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum TimerKind {
+    /// Wall-clock time; raises SIGALRM (alarm(2) sets this one).
+    Real = 0,
+    /// User CPU time of the process; raises SIGVTALRM.
+    Virtual = 1,
+    /// User and system CPU time of the process; raises SIGPROF.
+    Prof = 2,
+}
+
+impl TimerKind {
+    /// Every timer, in the order KERNEL stores them.
+    pub const ALL: [TimerKind; 3] = [TimerKind::Real, TimerKind::Virtual, TimerKind::Prof];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimerKind::Real => "real",
+            TimerKind::Virtual => "virtual",
+            TimerKind::Prof => "prof",
+        }
+    }
+}
+
+/// A span of time as `struct timeval` holds it: seconds and microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeVal {
+    pub sec: u64,
+    /// Below 1 000 000 in a valid image (the reader checks).
+    pub usec: u32,
+}
+
+impl TimeVal {
+    pub const ENCODED_LEN: usize = 8 + 4;
+
+    pub fn is_zero(&self) -> bool {
+        self.sec == 0 && self.usec == 0
+    }
+
+    /// The span in seconds (what `inspect` shows).
+    pub fn as_secs_f64(&self) -> f64 {
+        self.sec as f64 + self.usec as f64 / 1e6
+    }
+
+    fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.sec)?;
+        e.u32(self.usec)
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(TimeVal {
+            sec: d.u64()?,
+            usec: d.u32()?,
+        })
+    }
+}
+
+/// One interval timer as getitimer(2) reports it (`struct itimerval`):
+/// the time left until it next expires (`value`; zero: disarmed) and the
+/// period it is re-armed with after that (`interval`; zero: once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntervalTimer {
+    pub interval: TimeVal,
+    pub value: TimeVal,
+}
+
+impl IntervalTimer {
+    pub const ENCODED_LEN: usize = 2 * TimeVal::ENCODED_LEN;
+
+    /// Whether the timer will expire (`value` is set). A periodic timer
+    /// with no `value` keeps its interval but is disarmed.
+    pub fn is_armed(&self) -> bool {
+        !self.value.is_zero()
+    }
+
+    fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        self.interval.encode(e)?;
+        self.value.encode(e)
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(IntervalTimer {
+            interval: TimeVal::decode(d)?,
+            value: TimeVal::decode(d)?,
+        })
+    }
+}
+
+/// The process's interval timers (end of record KERNEL, format 1.3), in
+/// [`TimerKind::ALL`] order. All disarmed when read from an older image.
+///
+/// ```
+/// use selfckpt::image::codec::{Decoder, Encoder};
+/// use selfckpt::image::model::{IntervalTimer, IntervalTimers, TimeVal, TimerKind};
+/// let mut timers = IntervalTimers::default();
+/// timers.0[TimerKind::Real as usize] = IntervalTimer {
+///     interval: TimeVal { sec: 0, usec: 200_000 },
+///     value: TimeVal { sec: 0, usec: 150_000 },
+/// };
+/// let mut buf = [0u8; IntervalTimers::ENCODED_LEN];
+/// timers.encode(&mut Encoder::new(&mut buf)).unwrap();
+/// assert_eq!(IntervalTimers::decode(&mut Decoder::new(&buf)).unwrap(), timers);
+/// assert_eq!(timers.armed().count(), 1);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IntervalTimers(pub [IntervalTimer; 3]);
+
+impl IntervalTimers {
+    pub const ENCODED_LEN: usize = 3 * IntervalTimer::ENCODED_LEN;
+
+    pub fn get(&self, kind: TimerKind) -> &IntervalTimer {
+        &self.0[kind as usize]
+    }
+
+    /// Every timer with its kind.
+    pub fn iter(&self) -> impl Iterator<Item = (TimerKind, &IntervalTimer)> {
+        TimerKind::ALL.into_iter().zip(&self.0)
+    }
+
+    /// The timers that will expire.
+    pub fn armed(&self) -> impl Iterator<Item = (TimerKind, &IntervalTimer)> {
+        self.iter().filter(|(_, t)| t.is_armed())
+    }
+
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        self.0.iter().try_for_each(|t| t.encode(e))
+    }
+
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(IntervalTimers([
+            IntervalTimer::decode(d)?,
+            IntervalTimer::decode(d)?,
+            IntervalTimer::decode(d)?,
+        ]))
+    }
+}
+
 /// Who a thread belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]

@@ -9,7 +9,8 @@ use super::codec::Decoder;
 use super::format::{FileHeader, FormatError, ImageReader, RecordKind};
 use super::mac::MacKey;
 use super::model::{
-    ChunkHeader, ChunkRun, EndRecord, Meta, Region, ThreadState, ENCODING_RAW, ENCODING_ZSTD,
+    ChunkHeader, ChunkRun, EndRecord, IntervalTimers, Meta, Region, ThreadState, ENCODING_RAW,
+    ENCODING_ZSTD,
 };
 use crate::kstate::KernelState;
 use std::io::{BufReader, Read};
@@ -24,6 +25,10 @@ pub const MAX_CHUNK_RAW: u64 = 64 << 20;
 pub const MAX_AUXV_LEN: usize = 4096;
 /// Signals are numbered 1..=64 on Linux.
 const MAX_SIGNAL: u32 = 64;
+/// Longest interval timer setting: the kernel keeps timers in signed
+/// 64-bit nanoseconds (2^63 - 1 ns is 9 223 372 036.85 s) and clamps
+/// longer ones, so getitimer never reports more.
+pub const MAX_TIMER_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
 
 /// The source an image is read from.
 type Source = Box<dyn Read + Send>;
@@ -277,7 +282,8 @@ impl ImageFile {
         }
 
         let mut d = Decoder::new(&self.kernel);
-        let kernel = KernelState::decode(&mut d).map_err(malformed(0, "KERNEL"))?;
+        let kernel =
+            KernelState::decode(&mut d, self.header.minor).map_err(malformed(0, "KERNEL"))?;
         check_kernel(&kernel)?;
 
         let mut d = Decoder::new(&self.threads);
@@ -587,6 +593,31 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
             return Err(invalid(format!("fd {} has unknown kind {}", f.fd, f.kind)));
         }
     }
+    check_itimers(&k.itimers)
+}
+
+/// Every interval timer's time left and period must be a valid `struct
+/// timeval` the kernel can hold: microseconds below a second, seconds at
+/// most [`MAX_TIMER_SECS`].
+fn check_itimers(timers: &IntervalTimers) -> Result<(), ReadError> {
+    for (kind, t) in timers.iter() {
+        for (field, v) in [("interval", t.interval), ("value", t.value)] {
+            if v.usec >= 1_000_000 {
+                return Err(invalid(format!(
+                    "the {} interval timer's {field} has {} microseconds (at most 999999)",
+                    kind.name(),
+                    v.usec
+                )));
+            }
+            if v.sec > MAX_TIMER_SECS {
+                return Err(invalid(format!(
+                    "the {} interval timer's {field} is {} seconds (at most {MAX_TIMER_SECS})",
+                    kind.name(),
+                    v.sec
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -846,6 +877,52 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::model::{IntervalTimer, TimeVal, TimerKind};
+
+    #[test]
+    fn test_bad_interval_timer() {
+        let tv = |sec, usec| TimeVal { sec, usec };
+        let timer = |interval, value| IntervalTimer { interval, value };
+        let (ok, usec, sec) = (tv(1, 999_999), tv(0, 1_000_000), tv(MAX_TIMER_SECS + 1, 0));
+        let longest = tv(MAX_TIMER_SECS, 854_775);
+        let cases = [
+            ("disarmed", TimerKind::Real, IntervalTimer::default(), None),
+            ("longest", TimerKind::Prof, timer(longest, longest), None),
+            (
+                "value usec",
+                TimerKind::Real,
+                timer(ok, usec),
+                Some("real interval timer's value has 1000000 microseconds"),
+            ),
+            (
+                "interval usec",
+                TimerKind::Virtual,
+                timer(usec, ok),
+                Some("virtual interval timer's interval has 1000000"),
+            ),
+            (
+                "value sec",
+                TimerKind::Prof,
+                timer(ok, sec),
+                Some("prof interval timer's value is 9223372037 seconds"),
+            ),
+            (
+                "interval sec",
+                TimerKind::Real,
+                timer(sec, ok),
+                Some("real interval timer's interval is 9223372037 seconds"),
+            ),
+        ];
+        for (name, kind, t, refused) in cases {
+            let mut timers = IntervalTimers::default();
+            timers.0[kind as usize] = t;
+            match (check_itimers(&timers), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{name}: {e}"),
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
 
     #[test]
     fn test_bad_end_region_present() {

@@ -1,6 +1,7 @@
 //! Kernel-side state of the process that is not in its memory: signal
 //! dispositions, open files (and what is queued in the pipes the process
-//! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv).
+//! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv), the
+//! interval timers.
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -8,11 +9,13 @@
 //! hand-over, and are ordinary Rust.
 
 pub mod fds;
+pub mod itimers;
 pub mod mm;
 pub mod sigactions;
 
 use crate::image::codec::{CodecError, Decoder, Encoder};
-use crate::image::model::{FdEntry, ProcessState, SigAction};
+use crate::image::format::ITIMERS_SINCE_MINOR;
+use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction};
 use crate::sys;
 use thiserror::Error;
 
@@ -39,8 +42,9 @@ pub struct CaptureBuffers<'a> {
     pub cwd: &'a mut [u8],
 }
 
-/// Encodes the KERNEL record payload: process state, sigactions, fds.
-/// `skip_fd` tells which descriptors are selfckpt's own (left out).
+/// Encodes the KERNEL record payload: process state, sigactions, fds,
+/// pipe contents, interval timers. `skip_fd` tells which descriptors are
+/// selfckpt's own (left out).
 pub fn encode_kernel_record(
     e: &mut Encoder,
     bufs: &mut CaptureBuffers,
@@ -67,7 +71,9 @@ pub fn encode_kernel_record(
     .encode(e)?;
     sigactions::encode_all(e)?;
     fds::encode_all(e, bufs, skip_fd)?;
-    fds::encode_pipe_contents(e, skip_fd)
+    fds::encode_pipe_contents(e, skip_fd)?;
+    itimers::capture()?.encode(e)?;
+    Ok(())
 }
 
 /// What was queued in a pipe the process reads from (KERNEL record,
@@ -80,16 +86,38 @@ pub struct PipeContents<'a> {
 }
 
 /// The KERNEL record, decoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelState<'a> {
     pub process: ProcessState<'a>,
     pub sigactions: Vec<SigAction>,
     pub fds: Vec<FdEntry<'a>>,
+    /// Format 1.1; empty in a 1.0 image.
     pub pipes: Vec<PipeContents<'a>>,
+    /// Format 1.3; all disarmed in older images.
+    pub itimers: IntervalTimers,
 }
 
 impl<'a> KernelState<'a> {
-    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+    /// Encodes the record as this build writes it (the checkpoint itself
+    /// encodes straight from the kernel: `encode_kernel_record`).
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        self.process.encode(e)?;
+        e.u32(self.sigactions.len() as u32)?;
+        self.sigactions.iter().try_for_each(|s| s.encode(e))?;
+        e.u32(self.fds.len() as u32)?;
+        self.fds.iter().try_for_each(|f| f.encode(e))?;
+        e.u32(self.pipes.len() as u32)?;
+        self.pipes.iter().try_for_each(|p| {
+            e.u64(p.ino)?;
+            e.bytes(p.data)
+        })?;
+        self.itimers.encode(e)
+    }
+
+    /// Decodes the record of an image of format minor `minor`: pipe
+    /// contents may be there from 1.1 on (they are optional before 1.3,
+    /// required from then on, like the interval timers that follow them).
+    pub fn decode(d: &mut Decoder<'a>, minor: u16) -> Result<Self, CodecError> {
         let process = ProcessState::decode(d)?;
         let n = d.count(SigAction::ENCODED_LEN)?;
         let sigactions = (0..n)
@@ -99,9 +127,9 @@ impl<'a> KernelState<'a> {
         let fds = (0..n)
             .map(|_| FdEntry::decode(d))
             .collect::<Result<Vec<_>, _>>()?;
-        // Format 1.1 appends the contents of pipes.
+        let with_itimers = minor >= ITIMERS_SINCE_MINOR;
         let mut pipes = Vec::new();
-        if d.remaining() > 0 {
+        if with_itimers || d.remaining() > 0 {
             let n = d.count(12)?;
             for _ in 0..n {
                 pipes.push(PipeContents {
@@ -110,12 +138,127 @@ impl<'a> KernelState<'a> {
                 });
             }
         }
+        let itimers = if with_itimers {
+            IntervalTimers::decode(d)?
+        } else {
+            IntervalTimers::default()
+        };
         d.finish()?;
         Ok(KernelState {
             process,
             sigactions,
             fds,
             pipes,
+            itimers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::model::{FileStamp, IntervalTimer, MmLayout, TimeVal, TimerKind};
+
+    /// A KERNEL record with one of everything, the real timer periodic.
+    fn kernel() -> KernelState<'static> {
+        let mut itimers = IntervalTimers::default();
+        itimers.0[TimerKind::Real as usize] = IntervalTimer {
+            interval: TimeVal {
+                sec: 0,
+                usec: 200_000,
+            },
+            value: TimeVal {
+                sec: 0,
+                usec: 150_000,
+            },
+        };
+        itimers.0[TimerKind::Prof as usize].value = TimeVal { sec: 3, usec: 7 };
+        KernelState {
+            process: ProcessState {
+                cwd: b"/tmp",
+                umask: 0o22,
+                mm: MmLayout::default(),
+                auxv: &[0; 16],
+            },
+            sigactions: vec![SigAction {
+                signo: 14,
+                handler: 0x1000,
+                ..SigAction::default()
+            }],
+            fds: vec![FdEntry {
+                fd: 3,
+                kind: 1,
+                flags: 0,
+                offset: 5,
+                path: b"/tmp/x",
+                stamp: FileStamp::default(),
+            }],
+            pipes: vec![PipeContents {
+                ino: 9,
+                data: b"queued",
+            }],
+            itimers,
+        }
+    }
+
+    fn encoded(k: &KernelState) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let mut e = Encoder::new(&mut buf);
+        k.encode(&mut e).unwrap();
+        let n = e.len();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn kernel_round_trips_with_interval_timers() {
+        let k = kernel();
+        let buf = encoded(&k);
+        let mut d = Decoder::new(&buf);
+        assert_eq!(KernelState::decode(&mut d, 3).unwrap(), k);
+        assert_eq!(d.remaining(), 0);
+    }
+
+    #[test]
+    fn kernel_before_1_3_has_timers_disarmed_and_a_1_3_kernel_needs_them() {
+        let with = encoded(&kernel());
+        let without = &with[..with.len() - IntervalTimers::ENCODED_LEN];
+        let old = KernelState {
+            itimers: IntervalTimers::default(),
+            ..kernel()
+        };
+        for minor in [1, 2] {
+            let got = KernelState::decode(&mut Decoder::new(without), minor).unwrap();
+            assert_eq!(got, old, "1.{minor}");
+            // A 1.2 KERNEL with the timers is one with trailing bytes.
+            assert!(matches!(
+                KernelState::decode(&mut Decoder::new(&with), minor),
+                Err(CodecError::Trailing { .. })
+            ));
+        }
+        // 1.0: no pipe list either.
+        let bare = &without[..without.len() - (4 + 8 + 4 + 6)];
+        let got = KernelState::decode(&mut Decoder::new(bare), 0).unwrap();
+        assert_eq!(
+            got,
+            KernelState {
+                pipes: Vec::new(),
+                ..old
+            }
+        );
+        // 1.3: the pipe list and the timers are required.
+        for (name, short) in [
+            ("no timers", without),
+            ("half the timers", &with[..with.len() - 36]),
+            ("no pipe list", bare),
+        ] {
+            assert!(
+                matches!(
+                    KernelState::decode(&mut Decoder::new(short), 3),
+                    Err(CodecError::Truncated { .. })
+                ),
+                "{name}"
+            );
+        }
     }
 }

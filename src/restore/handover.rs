@@ -1,8 +1,9 @@
 //! The hand-over to the restorer blob: reopen the image's files, build the
 //! blob's argument block (one mapping, plain u64 words, layout shared with
 //! `arch/<arch>/restorer.S`), copy the blob to a free address, block every
-//! signal and jump. From `jump_to_restorer` on there is no way back: every
-//! check must have been done before.
+//! signal, arm the program's interval timers and jump. From
+//! `jump_to_restorer` on there is no way back: every check must have been
+//! done before.
 //!
 //! Argument block (`RestorerArgs`, offsets in bytes):
 //! ```text
@@ -390,6 +391,12 @@ pub fn handover(
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    // Last, so that no time the restart spends before is counted: the
+    // program's timers run from here (this process becomes the program in
+    // both restart paths). A signal one raises early waits, blocked, for
+    // the program's threads.
+    crate::kstate::itimers::arm(&plan.itimers)
+        .map_err(io("cannot arm the program's interval timers"))?;
     // SAFETY: every check is done; the blob, its stack and its arguments
     // are in place; the restorer takes over the process from here.
     unsafe {

@@ -6,7 +6,7 @@
 
 use super::{huge, RestoreError};
 use crate::image::format::FormatError;
-use crate::image::model::{FdEntry, MmLayout, SigAction, ThreadState};
+use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
 use crate::maps::{MapsParser, RegionKind};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -56,6 +56,8 @@ pub struct Plan {
     pub pipes: Vec<(u64, Vec<u8>)>,
     pub cwd: Vec<u8>,
     pub umask: u32,
+    /// The interval timers, armed right before the jump.
+    pub itimers: IntervalTimers,
     pub threads: Vec<ThreadState>,
     /// Give every thread its checkpoint-time id (in a PID namespace of our own).
     pub exact_ids: bool,
@@ -139,6 +141,7 @@ impl Plan {
                 .collect(),
             cwd: view.kernel.process.cwd.to_vec(),
             umask: view.kernel.process.umask,
+            itimers: view.kernel.itimers,
             threads: view.threads.clone(),
             exact_ids: false,
             pid: view.meta.pid,

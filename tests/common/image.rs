@@ -181,18 +181,56 @@ pub fn with_chunks(img: &[u8], order: &[usize]) -> Vec<u8> {
 pub const END_TOTALS_LEN: usize = 88;
 /// Offset of bytes_present in END's payload.
 pub const END_BYTES_PRESENT: usize = 32;
+/// Length of the interval timers at the end of KERNEL (format 1.3): real,
+/// virtual, prof, each interval sec u64, interval usec u32, value sec u64,
+/// value usec u32.
+pub const KERNEL_ITIMERS_LEN: usize = 72;
 
-/// `img` with END's payload replaced by what `edit` makes of it (its
-/// length may change); every checksum and the chain are recomputed.
-pub fn with_end(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let end = *records(img).iter().find(|r| r.kind == 6).expect("END");
-    let mut payload = img[end.payload()].to_vec();
+/// `img` with the payload of its first record of `kind` replaced by what
+/// `edit` makes of it (its length may change); every checksum and the
+/// chain are recomputed.
+pub fn with_record(img: &[u8], kind: u32, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let rec = *records(img)
+        .iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("no record of kind {kind}"));
+    let mut payload = img[rec.payload()].to_vec();
     edit(&mut payload);
-    let mut out = img[..end.offset + 8].to_vec();
+    let mut out = img[..rec.offset + 8].to_vec();
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&payload);
-    out.extend_from_slice(&img[end.end()..]);
+    out.extend_from_slice(&img[rec.end()..]);
+    reseal(&mut out);
+    out
+}
+
+/// `img` with END's payload replaced by what `edit` makes of it.
+pub fn with_end(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_record(img, 6, edit)
+}
+
+/// `img` with the interval timers at the end of KERNEL replaced by what
+/// `edit` makes of them (72 bytes, see [`KERNEL_ITIMERS_LEN`]).
+pub fn with_itimers(img: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    with_record(img, 3, |p| {
+        let at = p.len() - KERNEL_ITIMERS_LEN;
+        edit(&mut p[at..]);
+    })
+}
+
+/// `img`, written by this build (format 1.3), as format 1.`minor` wrote
+/// it: without what that minor lacks (the interval timers at the end of
+/// KERNEL before 1.3, the list at the end of END before 1.2), resealed.
+pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
+    let mut out = img.to_vec();
+    if minor < 3 {
+        out = with_record(&out, 3, |p| p.truncate(p.len() - KERNEL_ITIMERS_LEN));
+    }
+    if minor < 2 {
+        out = with_end(&out, |p| p.truncate(END_TOTALS_LEN));
+    }
+    out[10..12].copy_from_slice(&minor.to_le_bytes());
     reseal(&mut out);
     out
 }

@@ -94,10 +94,11 @@ pub fn wait_new_image(dir: &Path, before: usize) -> PathBuf {
     }
 }
 
-pub fn inspect(image: &Path) -> serde_json::Value {
+/// What `selfckpt inspect ARGS IMAGE` prints; it must succeed.
+fn inspect_output(args: &[&str], image: &Path) -> Vec<u8> {
     let out = Command::new(selfckpt())
         .arg("inspect")
-        .arg("--json")
+        .args(args)
         .arg(image)
         .output()
         .unwrap();
@@ -106,7 +107,16 @@ pub fn inspect(image: &Path) -> serde_json::Value {
         "inspect failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+    out.stdout
+}
+
+pub fn inspect(image: &Path) -> serde_json::Value {
+    serde_json::from_slice(&inspect_output(&["--json"], image)).expect("inspect --json prints JSON")
+}
+
+/// `selfckpt inspect IMAGE`'s text.
+pub fn inspect_text(image: &Path) -> String {
+    String::from_utf8(inspect_output(&[], image)).expect("inspect prints UTF-8")
 }
 
 /// Offset of file descriptor `fd` recorded in the image.

@@ -86,7 +86,9 @@ enum Cmd {
     /// Show what an image holds.
     Inspect {
         image: PathBuf,
-        /// Machine-readable output.
+        /// Machine-readable output. Interval timers are under "timers"
+        /// ("real", "virtual", "prof"), each with "value" (time left) and
+        /// "interval" (period) in seconds, 0 when not set.
         #[arg(long)]
         json: bool,
     },
@@ -293,6 +295,17 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             })
         })
         .collect();
+    let timers: serde_json::Map<String, serde_json::Value> = v
+        .kernel
+        .itimers
+        .iter()
+        .map(|(kind, t)| {
+            let doc = serde_json::json!({
+                "value": t.value.as_secs_f64(), "interval": t.interval.as_secs_f64(),
+            });
+            (kind.name().to_string(), doc)
+        })
+        .collect();
     let m = &v.meta;
     let e = &s.end;
     let ratio = if e.bytes_stored > 0 {
@@ -313,7 +326,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
             "cwd": lossy(v.kernel.process.cwd), "umask": format!("{:03o}", v.kernel.process.umask),
             "brk": format!("{:#x}", v.kernel.process.mm.brk),
-            "sigactions": v.kernel.sigactions.len(),
+            "sigactions": v.kernel.sigactions.len(), "timers": timers,
             "bytes_mapped": e.bytes_mapped, "bytes_present": e.bytes_present, "bytes_raw": e.bytes_raw,
             "bytes_stored": e.bytes_stored, "zero_pages": e.zero_pages, "chunks": e.chunks,
             "compression_ratio": ratio,
@@ -414,5 +427,21 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         v.kernel.process.mm.brk,
         v.kernel.sigactions.len()
     );
+    let armed: Vec<String> = v
+        .kernel
+        .itimers
+        .armed()
+        .map(|(kind, t)| {
+            let every = if t.interval.is_zero() {
+                String::new()
+            } else {
+                format!(" every {:.3}s", t.interval.as_secs_f64())
+            };
+            format!("{} {:.3}s{every}", kind.name(), t.value.as_secs_f64())
+        })
+        .collect();
+    if !armed.is_empty() {
+        println!("timers     {}", armed.join(", "));
+    }
     Ok(())
 }
