@@ -21,7 +21,7 @@ use crate::image::codec::{CodecError, Encoder};
 use crate::image::format::{
     self, build_record, seal_record_split, RecordChain, RecordKind, FRAME_LEN,
 };
-use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region, ThreadRole};
+use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region};
 use crate::maps::{MapsParser, RegionKind};
 use crate::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
 use crate::scratch::{FixedVec, Scratch, ScratchFull};
@@ -88,6 +88,24 @@ pub struct ProgramInfo {
     pub exe_path: Vec<u8>,
     pub build_id: Vec<u8>,
     pub stamp: FileStamp,
+}
+
+/// A capture failure inside a record's encoder: the codec error that ends
+/// the encoding, with what could not be read kept in `what` (no
+/// allocation).
+fn kstate_failure(err: kstate::KstateError, what: &mut Option<&'static str>) -> CodecError {
+    match err {
+        kstate::KstateError::Encode(c) => c,
+        kstate::KstateError::Read { what: w, .. }
+        | kstate::KstateError::Parse(w)
+        | kstate::KstateError::Pipe(w) => {
+            *what = Some(w);
+            CodecError::BadValue {
+                field: "kernel state",
+                value: 0,
+            }
+        }
+    }
 }
 
 /// Everything a dump needs, prepared before the threads are suspended.
@@ -755,25 +773,8 @@ fn dump_all(
     };
     let mut kerr: Option<&'static str> = None;
     let n = build_record(rec, RecordKind::Kernel, |e| {
-        kstate::encode_kernel_record(e, &mut bufs, &|fd| plan.owns_fd(fd)).map_err(
-            |err| match err {
-                kstate::KstateError::Encode(c) => c,
-                kstate::KstateError::Read { what, .. } => {
-                    kerr = Some(what);
-                    CodecError::BadValue {
-                        field: "kernel state",
-                        value: 0,
-                    }
-                }
-                kstate::KstateError::Parse(what) | kstate::KstateError::Pipe(what) => {
-                    kerr = Some(what);
-                    CodecError::BadValue {
-                        field: "kernel state",
-                        value: 0,
-                    }
-                }
-            },
-        )
+        kstate::encode_kernel_record(e, &mut bufs, &|fd| plan.owns_fd(fd))
+            .map_err(|err| kstate_failure(err, &mut kerr))
     });
     if let Some(what) = kerr {
         return Err(DumpError::Kstate(what));
@@ -782,18 +783,24 @@ fn dump_all(
     w.record(&rec[..n])?;
     let kstate_ns = sys::now_ns() - t_kstate;
 
-    // THREADS: the main thread first (it becomes the restarter's thread).
+    // THREADS: the main thread first (it becomes the restarter's thread),
+    // then (format 1.4) each thread's pending signals in the same order.
+    let mut kerr: Option<&'static str> = None;
     let n = build_record(rec, RecordKind::Threads, |e| {
-        let count = threads::parked_slots().count();
-        e.u32(count as u32)?;
-        let is_main = |t: &&crate::image::model::ThreadState| t.role == ThreadRole::Main as u32;
-        threads::parked_slots()
-            .filter(is_main)
-            .try_for_each(|t| t.encode(e))?;
-        threads::parked_slots()
-            .filter(|t| !is_main(t))
-            .try_for_each(|t| t.encode(e))
-    })?;
+        let count = threads::parked_slots().count() as u32;
+        e.u32(count)?;
+        threads::parked_in_image_order().try_for_each(|(t, _)| t.encode(e))?;
+        e.u32(count)?;
+        threads::parked_in_image_order().try_for_each(|(_, ktid)| {
+            kstate::pending::of_thread(ktid, bufs.text)
+                .map_err(|err| kstate_failure(err, &mut kerr))?
+                .encode(e)
+        })
+    });
+    if let Some(what) = kerr {
+        return Err(DumpError::Kstate(what));
+    }
+    let n = n?;
     w.record(&rec[..n])?;
     let maps_ns = sys::now_ns() - t_maps - kstate_ns;
 

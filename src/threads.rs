@@ -17,7 +17,7 @@
 //! lock (parked threads may hold malloc's).
 
 use crate::arch;
-use crate::image::model::{ThreadRole, ThreadState};
+use crate::image::model::{SignalSet, ThreadRole, ThreadState};
 use crate::sys::{self, futex_wait, futex_wake, PathBuf, RawFd};
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
@@ -44,9 +44,18 @@ pub enum SuspendError {
 
 /// One parked thread's record. Written by the thread itself in its handler,
 /// read by the manager after `PARKED` says the thread is done with it.
+/// `pending` is written only by a restart (the restorer pokes the thread's
+/// pending signals there, [`SLOT_PENDING_OFFSET`]) and emptied by the
+/// thread in [`restart_entry`].
+#[repr(C)]
 pub struct ThreadSlot {
     state: UnsafeCell<ThreadState>,
+    pending: AtomicU64,
 }
+
+/// Where a slot's pending signals lie, from the slot's address (the image's
+/// `ThreadState::slot`).
+pub const SLOT_PENDING_OFFSET: u64 = core::mem::offset_of!(ThreadSlot, pending) as u64;
 
 // SAFETY: a slot is written only by the thread that claimed it (claiming is
 // an atomic fetch_add), and read by others only after that thread published
@@ -73,6 +82,7 @@ const EMPTY_SLOT: ThreadSlot = ThreadSlot {
         robust_len: 0,
         comm: [0; 16],
     }),
+    pending: AtomicU64::new(0),
 };
 
 static SLOTS: [ThreadSlot; MAX_THREADS] = [EMPTY_SLOT; MAX_THREADS];
@@ -193,6 +203,22 @@ fn slot_state(i: usize) -> &'static mut ThreadState {
 pub fn parked_slots() -> impl Iterator<Item = &'static ThreadState> {
     let n = (CLAIMED.load(Acquire) as usize).min(MAX_THREADS);
     (0..n).map(|i| &*slot_state(i))
+}
+
+/// The parked threads in the order THREADS stores them (the main thread
+/// first: it becomes the restarter's thread), each with its kernel id.
+pub fn parked_in_image_order() -> impl Iterator<Item = (&'static ThreadState, u32)> {
+    let n = (CLAIMED.load(Acquire) as usize).min(MAX_THREADS);
+    let is_main = |i: &usize| slot_state(*i).role == ThreadRole::Main as u32;
+    let main = (0..n).filter(is_main);
+    let others = (0..n).filter(move |i| !is_main(i));
+    main.chain(others)
+        .map(|i| (&*slot_state(i), KTID[i].load(Relaxed)))
+}
+
+/// The suspend signal (0 before `install`).
+pub fn suspend_signal() -> i32 {
+    SUSPEND_SIGNAL.load(Relaxed) as i32
 }
 
 /// Number of threads parked (including the manager once it parked).
@@ -466,7 +492,13 @@ pub struct RestartMailbox {
     pub leftovers: [[AtomicU64; 2]; 3],
     /// How the restart kept process and thread ids ([`Identity`]).
     pub identity: AtomicU64,
+    /// The signals pending for the whole process at the checkpoint (a
+    /// `SignalSet`; format 1.4), raised again by the restarted manager.
+    pub pending: AtomicU64,
 }
+
+/// Where the mailbox's pending signals lie, from its address (META).
+pub const MAILBOX_PENDING_OFFSET: u64 = core::mem::offset_of!(RestartMailbox, pending) as u64;
 
 /// How a restart kept the process's and threads' ids (mailbox and image
 /// value).
@@ -506,6 +538,7 @@ pub static MAILBOX: RestartMailbox = RestartMailbox {
         [AtomicU64::new(0), AtomicU64::new(0)],
     ],
     identity: AtomicU64::new(0),
+    pending: AtomicU64::new(0),
 };
 
 /// Function the manager runs after a restart, before releasing the others.
@@ -517,8 +550,10 @@ pub fn set_after_restart_hook(f: fn()) {
 
 /// Where every restarted thread begins, called by the restorer on a small
 /// stack below the thread's signal frame, with all signals blocked and the
-/// thread pointer set. Re-registers per-thread kernel state, waits until the
-/// manager has finished the restart, then returns through the signal frame
+/// thread pointer set. Re-registers per-thread kernel state, makes the
+/// signals that were pending for it pending again (the manager: also the
+/// process's, once every thread is there), waits until the manager has
+/// finished the restart, then returns through the signal frame
 /// into exactly the state the thread was suspended in.
 ///
 /// # Safety
@@ -538,6 +573,9 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
     libc::prctl(libc::PR_SET_NAME, s.comm.as_ptr());
     let index = (slot as usize - SLOTS.as_ptr() as usize) / core::mem::size_of::<ThreadSlot>();
     crate::tids::record(index, s.tid, sys::gettid());
+    // This thread's own pending signals, while every signal is blocked.
+    let own = (*slot).pending.swap(0, AcqRel);
+    crate::kstate::pending::raise_own(SignalSet(own));
     let n = CLAIMED.load(Acquire);
     ARRIVED.fetch_add(1, AcqRel);
     futex_wake(&ARRIVED, i32::MAX);
@@ -557,6 +595,10 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
                 libc::munmap(a as *mut libc::c_void, l as usize);
             }
         }
+        // Every thread exists and blocks every signal: the process's
+        // pending signals wait for the first one to unblock them.
+        let shared = MAILBOX.pending.swap(0, AcqRel);
+        crate::kstate::pending::raise_shared(SignalSet(shared));
         crate::tids::finish_restart(
             n as usize,
             MAILBOX.identity.load(Acquire) == Identity::NewIds as u64,

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `itimers DIR mode`, waits for `ready`, lets it run `settle_ms`
 /// more, checkpoints it by signal and kills it. Returns the image.
@@ -46,37 +46,14 @@ impl Report {
     }
 }
 
-/// Restarts `image` with exact ids (in a PID namespace; said `skipped:`
-/// where the system refuses them) and with new ids, each time waiting
-/// for the program to end; hands `check` the program's report and how
-/// long the restart command ran.
+/// Restarts `image` both ways (`common::restart_both_ways`); hands
+/// `check` the program's report and how long the restart command ran.
 fn restart_both_ways(image: &Path, mut check: impl FnMut(&Report, Duration)) {
-    for tids in ["exact", "new"] {
-        let stdout = image.with_extension(format!("{tids}.stdout"));
-        let t0 = Instant::now();
-        let child = spawn_to_file(
-            Command::new(selfckpt())
-                .args(["restart", "--tids", tids])
-                .arg(image),
-            &stdout,
-        );
-        let (status, err) = finish(child, "restart");
-        let took = t0.elapsed();
-        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
-            eprintln!("skipped: exact ids on this system: {err}");
-            continue;
-        }
-        assert!(status.success(), "restart --tids {tids}: {status}: {err}");
-        let out = std::fs::read_to_string(&stdout).unwrap();
-        let line = out
-            .lines()
-            .find(|l| l.starts_with("restarted "))
-            .unwrap_or_else(|| panic!("--tids {tids}: no report: {out:?}; stderr: {err}"));
+    common::restart_both_ways(image, "restarted ", |identity, line, took| {
         let report = Report(line.to_string());
-        let identity = if tids == "exact" { "exact" } else { "new-ids" };
         assert_eq!(report.word("identity"), identity, "{}", report.0);
         check(&report, took);
-    }
+    });
 }
 
 /// A timer of the image as `inspect --json` gives it: (time left, period)

@@ -63,6 +63,29 @@ impl Fixture {
         msg
     }
 
+    /// `inspect --json` and `inspect` of `bytes` written as image `name`:
+    /// both must succeed.
+    fn inspected(&self, name: &str, bytes: &[u8]) -> (serde_json::Value, String) {
+        let p = self.write_bad(name, bytes);
+        let o = cli(&[OsStr::new("inspect"), OsStr::new("--json"), p.as_os_str()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let o = cli(&[OsStr::new("inspect"), p.as_os_str()]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        (j, String::from_utf8(o.stdout).unwrap())
+    }
+
+    /// Each case (name, image, what its message says) is refused by the
+    /// reader and by the CLI with a message that says it.
+    fn all_refused_for(&self, cases: Vec<(&str, Vec<u8>, &str)>) {
+        for (name, b, expect) in cases {
+            let m = must_fail(name, &b);
+            assert!(m.contains(expect), "{name}: {m}");
+            let msg = self.refused_by_cli(name, &b);
+            assert!(msg.contains(expect), "{name}: {msg}");
+        }
+    }
+
     fn restart_refused(&self, name: &str, p: &Path) -> String {
         let r = cli(&[OsStr::new("restart"), p.as_os_str()]);
         let err = stderr(&r);
@@ -539,12 +562,7 @@ fn end_region_present_that_disagrees_with_regions_is_refused() {
             "END",
         ),
     ];
-    for (name, b, expect) in cases {
-        let m = must_fail(name, &b);
-        assert!(m.contains(expect), "{name}: {m}");
-        let msg = f.refused_by_cli(name, &b);
-        assert!(msg.contains(expect), "{name}: {msg}");
-    }
+    f.all_refused_for(cases);
 }
 
 /// The same image as format 1.1 wrote it (minor 1, END without the list)
@@ -631,12 +649,7 @@ fn interval_timers_out_of_bounds_or_missing_are_refused() {
         ("itimers-missing", cut(KERNEL_ITIMERS_LEN), "KERNEL"),
         ("itimers-half", cut(KERNEL_ITIMERS_LEN / 2), "KERNEL"),
     ];
-    for (name, b, expect) in cases {
-        let m = must_fail(name, &b);
-        assert!(m.contains(expect), "{name}: {m}");
-        let msg = f.refused_by_cli(name, &b);
-        assert!(msg.contains(expect), "{name}: {msg}");
-    }
+    f.all_refused_for(cases);
     // The longest timers the kernel keeps are accepted.
     let longest = timer(2, (max, 854_775), (max, 854_775));
     scan_bytes(&longest, None).expect("the longest timers read");
@@ -654,13 +667,7 @@ fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
         set_timer(t, 2, (0, 0), (3, 0));
     });
     let inspect_cli = |name: &str, b: &[u8]| {
-        let p = f.write_bad(name, b);
-        let o = cli(&[OsStr::new("inspect"), OsStr::new("--json"), p.as_os_str()]);
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let o = cli(&[OsStr::new("inspect"), p.as_os_str()]);
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
-        let text = String::from_utf8(o.stdout).unwrap();
+        let (j, text) = f.inspected(name, b);
         let line = text
             .lines()
             .find(|l| l.starts_with("timers"))
@@ -680,7 +687,7 @@ fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
             .collect()
     };
     let (j, line) = inspect_cli("itimers-armed", &armed);
-    assert_eq!(j["format"], "1.3");
+    assert_eq!(j["format"], "1.4");
     assert_eq!(seconds(&j), [(0.15, 0.2), (0.0, 0.0), (3.0, 0.0)], "{j}");
     assert_eq!(
         line.as_deref(),
@@ -704,6 +711,133 @@ fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
     extra[10..12].copy_from_slice(&2u16.to_le_bytes());
     reseal(&mut extra);
     let m = must_fail("1.2 with timers", &extra);
+    assert!(m.contains("KERNEL") && m.contains("trailing"), "{m}");
+}
+
+/// The kernel's bit for signal `sig` in a pending set.
+fn sig_bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+/// `img` with the pending signals of the first thread in THREADS (the main
+/// thread) set to `mask`.
+fn with_main_pending(img: &[u8], mask: u64) -> Vec<u8> {
+    with_thread_pending(img, |l| l[4..12].copy_from_slice(&mask.to_le_bytes()))
+}
+
+/// The pending signals (format 1.4) changed with every checksum recomputed:
+/// a signal no thread can block, a list whose count is not the number of
+/// threads, or sets that are missing, are refused for what they are.
+#[test]
+fn pending_signals_that_cannot_be_pending_or_are_missing_are_refused() {
+    let f = fixture();
+    let recount = |delta: i64, drop_last: bool| {
+        with_thread_pending(&f.good, |l| {
+            let n = u32::from_le_bytes(l[..4].try_into().unwrap()) as i64 + delta;
+            l[..4].copy_from_slice(&(n as u32).to_le_bytes());
+            if drop_last {
+                l.truncate(l.len() - 8);
+            }
+        })
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "pending-process-sigkill",
+            with_kernel_pending(&f.good, sig_bit(libc::SIGKILL) | sig_bit(libc::SIGUSR2)),
+            "the process has SIGKILL (9) pending",
+        ),
+        (
+            "pending-thread-sigstop",
+            with_main_pending(&f.good, sig_bit(libc::SIGSTOP)),
+            "has SIGSTOP (19) pending",
+        ),
+        (
+            "pending-count-low",
+            recount(-1, true),
+            "THREADS lists pending signals for",
+        ),
+        ("pending-count-high", recount(1, false), "THREADS"),
+        (
+            "pending-list-missing",
+            with_thread_pending(&f.good, |l| l.clear()),
+            "THREADS",
+        ),
+        (
+            "pending-process-missing",
+            with_record(&f.good, 3, |p| p.truncate(p.len() - KERNEL_PENDING_LEN)),
+            "KERNEL",
+        ),
+    ];
+    f.all_refused_for(cases);
+    // Every other signal, 1 to 64, may be pending.
+    let all = !(sig_bit(libc::SIGKILL) | sig_bit(libc::SIGSTOP));
+    scan_bytes(
+        &with_main_pending(&with_kernel_pending(&f.good, all), all),
+        None,
+    )
+    .expect("every blockable signal reads");
+}
+
+/// Pending signals in an image are what `inspect` shows (text: a `pending`
+/// line for the process, ` pending ...` after a thread; JSON: names under
+/// "pending", the process's and each thread's). The same image as format
+/// 1.3 wrote it reads with none; a 1.3 image with them is one with
+/// trailing bytes.
+#[test]
+fn pending_signals_are_shown_and_a_1_3_image_has_none() {
+    let f = fixture();
+    let rt1 = libc::SIGRTMIN() + 1;
+    let set = with_main_pending(
+        &with_kernel_pending(&f.good, sig_bit(libc::SIGUSR2) | sig_bit(rt1)),
+        sig_bit(libc::SIGUSR1),
+    );
+    let inspect_cli = |name: &str, b: &[u8]| f.inspected(name, b);
+    let shows_pending = |text: &str| {
+        text.lines()
+            .any(|l| l.starts_with("pending ") || l.contains(" pending SIG"))
+    };
+    let (j, text) = inspect_cli("pending-set", &set);
+    assert_eq!(j["format"], "1.4");
+    assert_eq!(
+        j["pending"],
+        serde_json::json!(["SIGUSR2", "SIGRTMIN+1"]),
+        "{j}"
+    );
+    assert_eq!(
+        j["threads"][0]["pending"],
+        serde_json::json!(["SIGUSR1"]),
+        "{j}"
+    );
+    assert!(
+        text.lines().any(|l| l == "pending    SIGUSR2 SIGRTMIN+1"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.ends_with(" pending SIGUSR1")),
+        "{text}"
+    );
+    // The smoke program has none: no line.
+    let (j, text) = inspect_cli("pending-none", &f.good);
+    assert_eq!(j["pending"], serde_json::json!([]), "{j}");
+    assert!(!shows_pending(&text), "{text}");
+
+    let old = as_minor(&set, 3);
+    let img = selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), old.clone(), None)
+        .expect("a 1.3 image reads");
+    let view = img.view().unwrap();
+    assert!(view.kernel.pending.is_empty());
+    assert_eq!(view.thread_pending.len(), view.threads.len());
+    assert!(view.thread_pending.iter().all(|s| s.is_empty()));
+    scan_bytes(&old, None).expect("a 1.3 image verifies");
+    let (j, text) = inspect_cli("format-1.3", &old);
+    assert_eq!(j["format"], "1.3");
+    assert_eq!(j["pending"], serde_json::json!([]), "{j}");
+    assert!(!shows_pending(&text), "{text}");
+
+    let mut extra = set.clone();
+    extra[10..12].copy_from_slice(&3u16.to_le_bytes());
+    reseal(&mut extra);
+    let m = must_fail("1.3 with pending signals", &extra);
     assert!(m.contains("KERNEL") && m.contains("trailing"), "{m}");
 }
 
@@ -745,8 +879,8 @@ fn non_images_are_refused_without_hanging() {
 }
 
 /// A real image cut down to its two smallest chunks still verifies (the
-/// fuzz seeds are made this way; the second also has interval timers set,
-/// so that fuzzing starts from timer fields in use). With
+/// fuzz seeds are made this way; the second also has interval timers set
+/// and signals pending, so that fuzzing starts from those fields in use). With
 /// SELFCKPT_WRITE_SEEDS=DIR the seeds are written there.
 #[test]
 fn images_cut_down_to_a_few_chunks_verify() {
@@ -762,10 +896,16 @@ fn images_cut_down_to_a_few_chunks_verify() {
     let two: Vec<usize> = chunks.iter().take(2).map(|c| c.1).collect();
     let seeds = [
         keep_chunks(&f.good, &[]),
-        with_itimers(&keep_chunks(&f.good, &two), |t| {
-            set_timer(t, 0, (0, 50_000), (0, 20_000));
-            set_timer(t, 2, (0, 10_000), (1, 500_000));
-        }),
+        with_main_pending(
+            &with_kernel_pending(
+                &with_itimers(&keep_chunks(&f.good, &two), |t| {
+                    set_timer(t, 0, (0, 50_000), (0, 20_000));
+                    set_timer(t, 2, (0, 10_000), (1, 500_000));
+                }),
+                sig_bit(libc::SIGUSR2) | sig_bit(libc::SIGRTMIN() + 1),
+            ),
+            sig_bit(libc::SIGUSR1),
+        ),
     ];
     for (i, s) in seeds.iter().enumerate() {
         let sum = scan_bytes(s, None).unwrap_or_else(|e| panic!("seed {i}: {e}"));

@@ -494,6 +494,90 @@ impl IntervalTimers {
     }
 }
 
+/// A set of signals as the kernel keeps it (format 1.4): bit n-1 stands for
+/// signal n (1..=64). Used for the signals pending at a checkpoint, for the
+/// whole process (end of KERNEL) and for each thread (end of THREADS).
+///
+/// ```
+/// use selfckpt::image::codec::{Decoder, Encoder};
+/// use selfckpt::image::model::SignalSet;
+/// let set = SignalSet::EMPTY.with(libc::SIGUSR2).with(libc::SIGRTMIN() + 1);
+/// assert!(set.contains(libc::SIGUSR2) && !set.contains(libc::SIGUSR1));
+/// assert_eq!(set.names(), ["SIGUSR2", "SIGRTMIN+1"]);
+/// let mut buf = [0u8; SignalSet::ENCODED_LEN];
+/// set.encode(&mut Encoder::new(&mut buf)).unwrap();
+/// assert_eq!(SignalSet::decode(&mut Decoder::new(&buf)).unwrap(), set);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalSet(pub u64);
+
+impl SignalSet {
+    pub const ENCODED_LEN: usize = 8;
+    pub const EMPTY: SignalSet = SignalSet(0);
+
+    fn bit(sig: i32) -> u64 {
+        if (1..=64).contains(&sig) {
+            1 << (sig - 1)
+        } else {
+            0
+        }
+    }
+
+    /// The set with `sig` added (a number outside 1..=64 adds nothing).
+    pub fn with(self, sig: i32) -> SignalSet {
+        SignalSet(self.0 | Self::bit(sig))
+    }
+
+    /// The set without `sig`.
+    pub fn without(self, sig: i32) -> SignalSet {
+        SignalSet(self.0 & !Self::bit(sig))
+    }
+
+    pub fn contains(self, sig: i32) -> bool {
+        Self::bit(sig) != 0 && self.0 & Self::bit(sig) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The signal numbers in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = i32> {
+        (1..=64).filter(move |&s| self.contains(s))
+    }
+
+    /// A signal's name as `kill -l` spells it: `SIGUSR2`, `SIGRTMIN+1`
+    /// (glibc's SIGRTMIN), or `SIG32`/`SIG33` for the two real-time
+    /// signals glibc keeps for itself.
+    pub fn name(sig: i32) -> String {
+        let rtmin = libc::SIGRTMIN();
+        if sig >= rtmin && sig <= 64 {
+            return if sig == rtmin {
+                "SIGRTMIN".to_string()
+            } else {
+                format!("SIGRTMIN+{}", sig - rtmin)
+            };
+        }
+        match nix::sys::signal::Signal::try_from(sig) {
+            Ok(s) if sig < 32 => s.as_str().to_string(),
+            _ => format!("SIG{sig}"),
+        }
+    }
+
+    /// The names of the signals in the set, lowest first.
+    pub fn names(self) -> Vec<String> {
+        self.iter().map(Self::name).collect()
+    }
+
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u64(self.0)
+    }
+
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(SignalSet(d.u64()?))
+    }
+}
+
 /// Who a thread belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]

@@ -6,11 +6,13 @@
 //! allocation (record lengths are bounded by the file size).
 
 use super::codec::Decoder;
-use super::format::{FileHeader, FormatError, ImageReader, RecordKind};
+use super::format::{
+    FileHeader, FormatError, ImageReader, RecordKind, PENDING_SIGNALS_SINCE_MINOR,
+};
 use super::mac::MacKey;
 use super::model::{
-    ChunkHeader, ChunkRun, EndRecord, IntervalTimers, Meta, Region, ThreadState, ENCODING_RAW,
-    ENCODING_ZSTD,
+    ChunkHeader, ChunkRun, EndRecord, IntervalTimers, Meta, Region, SignalSet, ThreadState,
+    ENCODING_RAW, ENCODING_ZSTD,
 };
 use crate::kstate::KernelState;
 use std::io::{BufReader, Read};
@@ -58,6 +60,9 @@ pub struct ImageView<'a> {
     pub regions: Vec<Region<'a>>,
     pub kernel: KernelState<'a>,
     pub threads: Vec<ThreadState>,
+    /// Each thread's own pending signals, in `threads` order (format 1.4;
+    /// all empty in older images).
+    pub thread_pending: Vec<SignalSet>,
 }
 
 /// One chunk: its header and runs checked against the regions. Its data
@@ -294,7 +299,27 @@ impl ImageFile {
             .map(|_| ThreadState::decode(&mut d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(malformed(0, "THREADS"))?;
+        let thread_pending = if self.header.minor >= PENDING_SIGNALS_SINCE_MINOR {
+            let listed = d
+                .count(SignalSet::ENCODED_LEN)
+                .map_err(malformed(0, "THREADS"))?;
+            if listed != threads.len() {
+                return Err(invalid(format!(
+                    "THREADS lists pending signals for {listed} threads but holds {} threads",
+                    threads.len()
+                )));
+            }
+            (0..listed)
+                .map(|_| SignalSet::decode(&mut d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(malformed(0, "THREADS"))?
+        } else {
+            vec![SignalSet::EMPTY; threads.len()]
+        };
         d.finish().map_err(malformed(0, "THREADS"))?;
+        for (t, set) in threads.iter().zip(&thread_pending) {
+            check_pending(*set, &format!("thread {}", t.tid))?;
+        }
         if threads.is_empty() {
             return Err(invalid("the image holds no thread".into()));
         }
@@ -338,6 +363,7 @@ impl ImageFile {
             regions,
             kernel,
             threads,
+            thread_pending,
         })
     }
 
@@ -593,7 +619,25 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
             return Err(invalid(format!("fd {} has unknown kind {}", f.fd, f.kind)));
         }
     }
-    check_itimers(&k.itimers)
+    check_itimers(&k.itimers)?;
+    check_pending(k.pending, "the process")
+}
+
+/// A pending set may hold any signal 1..=64 (every bit of the set names
+/// one) but SIGKILL and SIGSTOP: no thread can block them, so they are
+/// never pending at a checkpoint, and raising them would end or stop the
+/// restarted program.
+fn check_pending(set: SignalSet, whose: &str) -> Result<(), ReadError> {
+    match [libc::SIGKILL, libc::SIGSTOP]
+        .into_iter()
+        .find(|&s| set.contains(s))
+    {
+        Some(sig) => Err(invalid(format!(
+            "{whose} has {} ({sig}) pending: it cannot be blocked, so it is never pending at a checkpoint",
+            SignalSet::name(sig)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Every interval timer's time left and period must be a valid `struct
@@ -919,6 +963,27 @@ mod tests {
             match (check_itimers(&timers), refused) {
                 (Ok(()), None) => {}
                 (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{name}: {e}"),
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn test_bad_pending_signal() {
+        let set = |sigs: &[i32]| sigs.iter().fold(SignalSet::EMPTY, |s, &n| s.with(n));
+        let cases = [
+            ("empty", set(&[]), None),
+            ("blockable", set(&[1, 10, 12, 32, 34, 64]), None),
+            ("sigkill", set(&[12, 9]), Some("has SIGKILL (9) pending")),
+            ("sigstop", set(&[19]), Some("has SIGSTOP (19) pending")),
+        ];
+        for (name, s, refused) in cases {
+            match (check_pending(s, "thread 7"), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(why)) => {
+                    let m = e.to_string();
+                    assert!(m.contains("thread 7") && m.contains(why), "{name}: {m}");
+                }
                 (got, _) => panic!("{name}: {got:?}"),
             }
         }

@@ -1,7 +1,7 @@
 //! Kernel-side state of the process that is not in its memory: signal
 //! dispositions, open files (and what is queued in the pipes the process
 //! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv), the
-//! interval timers.
+//! interval timers, the signals pending for the process.
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -11,11 +11,12 @@
 pub mod fds;
 pub mod itimers;
 pub mod mm;
+pub mod pending;
 pub mod sigactions;
 
 use crate::image::codec::{CodecError, Decoder, Encoder};
-use crate::image::format::ITIMERS_SINCE_MINOR;
-use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction};
+use crate::image::format::{ITIMERS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR};
+use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction, SignalSet};
 use crate::sys;
 use thiserror::Error;
 
@@ -43,7 +44,8 @@ pub struct CaptureBuffers<'a> {
 }
 
 /// Encodes the KERNEL record payload: process state, sigactions, fds,
-/// pipe contents, interval timers. `skip_fd` tells which descriptors are
+/// pipe contents, interval timers, the process's pending signals.
+/// `skip_fd` tells which descriptors are
 /// selfckpt's own (left out).
 pub fn encode_kernel_record(
     e: &mut Encoder,
@@ -73,6 +75,7 @@ pub fn encode_kernel_record(
     fds::encode_all(e, bufs, skip_fd)?;
     fds::encode_pipe_contents(e, skip_fd)?;
     itimers::capture()?.encode(e)?;
+    pending::shared(bufs.text)?.encode(e)?;
     Ok(())
 }
 
@@ -95,6 +98,9 @@ pub struct KernelState<'a> {
     pub pipes: Vec<PipeContents<'a>>,
     /// Format 1.3; all disarmed in older images.
     pub itimers: IntervalTimers,
+    /// Format 1.4: signals pending for the whole process; empty in older
+    /// images.
+    pub pending: SignalSet,
 }
 
 impl<'a> KernelState<'a> {
@@ -111,12 +117,14 @@ impl<'a> KernelState<'a> {
             e.u64(p.ino)?;
             e.bytes(p.data)
         })?;
-        self.itimers.encode(e)
+        self.itimers.encode(e)?;
+        self.pending.encode(e)
     }
 
     /// Decodes the record of an image of format minor `minor`: pipe
     /// contents may be there from 1.1 on (they are optional before 1.3,
-    /// required from then on, like the interval timers that follow them).
+    /// required from then on, like the interval timers that follow them);
+    /// from 1.4 on the process's pending signals end the record.
     pub fn decode(d: &mut Decoder<'a>, minor: u16) -> Result<Self, CodecError> {
         let process = ProcessState::decode(d)?;
         let n = d.count(SigAction::ENCODED_LEN)?;
@@ -143,6 +151,11 @@ impl<'a> KernelState<'a> {
         } else {
             IntervalTimers::default()
         };
+        let pending = if minor >= PENDING_SIGNALS_SINCE_MINOR {
+            SignalSet::decode(d)?
+        } else {
+            SignalSet::EMPTY
+        };
         d.finish()?;
         Ok(KernelState {
             process,
@@ -150,6 +163,7 @@ impl<'a> KernelState<'a> {
             fds,
             pipes,
             itimers,
+            pending,
         })
     }
 }
@@ -198,6 +212,7 @@ mod tests {
                 data: b"queued",
             }],
             itimers,
+            pending: SignalSet::EMPTY.with(libc::SIGUSR2).with(34),
         }
     }
 
@@ -211,20 +226,22 @@ mod tests {
     }
 
     #[test]
-    fn kernel_round_trips_with_interval_timers() {
+    fn kernel_round_trips_with_interval_timers_and_pending_signals() {
         let k = kernel();
         let buf = encoded(&k);
         let mut d = Decoder::new(&buf);
-        assert_eq!(KernelState::decode(&mut d, 3).unwrap(), k);
+        assert_eq!(KernelState::decode(&mut d, 4).unwrap(), k);
         assert_eq!(d.remaining(), 0);
     }
 
     #[test]
     fn kernel_before_1_3_has_timers_disarmed_and_a_1_3_kernel_needs_them() {
-        let with = encoded(&kernel());
+        let full = encoded(&kernel());
+        let with = &full[..full.len() - SignalSet::ENCODED_LEN];
         let without = &with[..with.len() - IntervalTimers::ENCODED_LEN];
         let old = KernelState {
             itimers: IntervalTimers::default(),
+            pending: SignalSet::EMPTY,
             ..kernel()
         };
         for minor in [1, 2] {
@@ -232,7 +249,7 @@ mod tests {
             assert_eq!(got, old, "1.{minor}");
             // A 1.2 KERNEL with the timers is one with trailing bytes.
             assert!(matches!(
-                KernelState::decode(&mut Decoder::new(&with), minor),
+                KernelState::decode(&mut Decoder::new(with), minor),
                 Err(CodecError::Trailing { .. })
             ));
         }
@@ -259,6 +276,31 @@ mod tests {
                 ),
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn kernel_before_1_4_has_no_pending_signals_and_a_1_4_kernel_needs_them() {
+        let full = encoded(&kernel());
+        let v13 = &full[..full.len() - SignalSet::ENCODED_LEN];
+        let got = KernelState::decode(&mut Decoder::new(v13), 3).unwrap();
+        assert_eq!(
+            got,
+            KernelState {
+                pending: SignalSet::EMPTY,
+                ..kernel()
+            }
+        );
+        // A 1.3 KERNEL with the set is one with trailing bytes.
+        assert!(matches!(
+            KernelState::decode(&mut Decoder::new(&full), 3),
+            Err(CodecError::Trailing { .. })
+        ));
+        for short in [v13, &full[..full.len() - 4]] {
+            assert!(matches!(
+                KernelState::decode(&mut Decoder::new(short), 4),
+                Err(CodecError::Truncated { .. })
+            ));
         }
     }
 }

@@ -16,6 +16,10 @@
 //! 112 entry          120 exe_fd         128 reserved       136 exe_not_set
 //! 144 n_pokes        152 pokes[]         (addr, value)
 //! ```
+//!
+//! The pokes fill the library's restart mailbox and (format 1.4) the
+//! pending signals of the process (mailbox) and of each thread (its slot),
+//! which `threads::restart_entry` raises again.
 
 use super::layout::{own_maps, Plan};
 use super::{RestartOptions, RestoreError};
@@ -181,7 +185,7 @@ pub fn handover(
         + 16 * 4096
         + 32 * plan.regions.len() as u64 * 2
         + 40 * plan.sigactions.len() as u64
-        + 40 * plan.threads.len() as u64
+        + (40 + 16) * plan.threads.len() as u64
         + 256
         + plan.auxv.len() as u64
         + 64;
@@ -348,6 +352,17 @@ pub fn handover(
         mb,
         1,
     ];
+    // Pending signals (format 1.4): written where `restart_entry` finds
+    // them; an empty set needs no poke (those words are 0 in the image).
+    let mut pokes = pokes.to_vec();
+    for (t, set) in plan.threads.iter().zip(&plan.thread_pending) {
+        if !set.is_empty() {
+            pokes.extend([t.slot + crate::threads::SLOT_PENDING_OFFSET, set.0]);
+        }
+    }
+    if !plan.pending.is_empty() {
+        pokes.extend([mb + crate::threads::MAILBOX_PENDING_OFFSET, plan.pending.0]);
+    }
     let p = a.array(&pokes);
     a.set(144, (pokes.len() / 2) as u64);
     a.set(152, p);

@@ -6,7 +6,7 @@
 
 use super::{huge, RestoreError};
 use crate::image::format::FormatError;
-use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, ThreadState};
+use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, SignalSet, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
 use crate::maps::{MapsParser, RegionKind};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -59,6 +59,11 @@ pub struct Plan {
     /// The interval timers, armed right before the jump.
     pub itimers: IntervalTimers,
     pub threads: Vec<ThreadState>,
+    /// Each thread's own pending signals (`threads` order) and the
+    /// process's: poked into the program's memory for `restart_entry` to
+    /// raise (format 1.4).
+    pub thread_pending: Vec<SignalSet>,
+    pub pending: SignalSet,
     /// Give every thread its checkpoint-time id (in a PID namespace of our own).
     pub exact_ids: bool,
     /// The process id at checkpoint time.
@@ -143,6 +148,8 @@ impl Plan {
             umask: view.kernel.process.umask,
             itimers: view.kernel.itimers,
             threads: view.threads.clone(),
+            thread_pending: view.thread_pending.clone(),
+            pending: view.kernel.pending,
             exact_ids: false,
             pid: view.meta.pid,
             restart_entry: view.meta.restart_entry,

@@ -210,20 +210,56 @@ pub fn with_end(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     with_record(img, 6, edit)
 }
 
-/// `img` with the interval timers at the end of KERNEL replaced by what
-/// `edit` makes of them (72 bytes, see [`KERNEL_ITIMERS_LEN`]).
+/// Length of the process's pending signals at the end of KERNEL (format
+/// 1.4, after the interval timers): one u64 mask.
+pub const KERNEL_PENDING_LEN: usize = 8;
+
+/// `img` with the interval timers of KERNEL (before the pending signals)
+/// replaced by what `edit` makes of them (72 bytes, see
+/// [`KERNEL_ITIMERS_LEN`]).
 pub fn with_itimers(img: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     with_record(img, 3, |p| {
-        let at = p.len() - KERNEL_ITIMERS_LEN;
-        edit(&mut p[at..]);
+        let at = p.len() - KERNEL_PENDING_LEN - KERNEL_ITIMERS_LEN;
+        edit(&mut p[at..at + KERNEL_ITIMERS_LEN]);
     })
 }
 
-/// `img`, written by this build (format 1.3), as format 1.`minor` wrote
-/// it: without what that minor lacks (the interval timers at the end of
-/// KERNEL before 1.3, the list at the end of END before 1.2), resealed.
+/// `img` with the process's pending signals (end of KERNEL) set to `mask`.
+pub fn with_kernel_pending(img: &[u8], mask: u64) -> Vec<u8> {
+    with_record(img, 3, |p| {
+        let at = p.len() - KERNEL_PENDING_LEN;
+        p[at..].copy_from_slice(&mask.to_le_bytes());
+    })
+}
+
+/// Where the list of each thread's pending signals starts in a THREADS
+/// payload of format 1.4 (after the count and the fixed-length items).
+pub fn thread_pending_at(threads: &[u8]) -> usize {
+    let n = u32::from_le_bytes(threads[..4].try_into().unwrap()) as usize;
+    threads.len() - 4 - 8 * n
+}
+
+/// `img` with the list at the end of THREADS (u32 count, then a u64 mask
+/// per thread) replaced by what `edit` makes of it.
+pub fn with_thread_pending(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_record(img, 4, |p| {
+        let at = thread_pending_at(p);
+        let mut list = p.split_off(at);
+        edit(&mut list);
+        p.extend_from_slice(&list);
+    })
+}
+
+/// `img`, written by this build (format 1.4), as format 1.`minor` wrote
+/// it: without what that minor lacks (the pending signals at the end of
+/// KERNEL and THREADS before 1.4, the interval timers at the end of KERNEL
+/// before 1.3, the list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 4 {
+        out = with_record(&out, 3, |p| p.truncate(p.len() - KERNEL_PENDING_LEN));
+        out = with_thread_pending(&out, |l| l.clear());
+    }
     if minor < 3 {
         out = with_record(&out, 3, |p| p.truncate(p.len() - KERNEL_ITIMERS_LEN));
     }

@@ -263,3 +263,35 @@ pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Restarts `image` with exact ids (in a PID namespace; said `skipped:`
+/// where the system refuses them) and with new ids, each time waiting for
+/// the program to end; hands `check` the identity the program should
+/// report (`exact`, `new-ids`), the first line of its output that starts
+/// with `prefix`, and how long the restart command ran.
+pub fn restart_both_ways(image: &Path, prefix: &str, mut check: impl FnMut(&str, &str, Duration)) {
+    for tids in ["exact", "new"] {
+        let stdout = image.with_extension(format!("{tids}.stdout"));
+        let t0 = Instant::now();
+        let child = spawn_to_file(
+            Command::new(selfckpt())
+                .args(["restart", "--tids", tids])
+                .arg(image),
+            &stdout,
+        );
+        let (status, err) = finish(child, "restart");
+        let took = t0.elapsed();
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "restart --tids {tids}: {status}: {err}");
+        let out = std::fs::read_to_string(&stdout).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("--tids {tids}: no report: {out:?}; stderr: {err}"));
+        let identity = if tids == "exact" { "exact" } else { "new-ids" };
+        check(identity, line, took);
+    }
+}

@@ -88,7 +88,9 @@ enum Cmd {
         image: PathBuf,
         /// Machine-readable output. Interval timers are under "timers"
         /// ("real", "virtual", "prof"), each with "value" (time left) and
-        /// "interval" (period) in seconds, 0 when not set.
+        /// "interval" (period) in seconds, 0 when not set. Signals pending
+        /// for the process are under "pending", each thread's under its
+        /// "pending" (names: "SIGUSR2", "SIGRTMIN+1").
         #[arg(long)]
         json: bool,
     },
@@ -276,11 +278,12 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     let threads: Vec<serde_json::Value> = v
         .threads
         .iter()
-        .map(|t| {
+        .zip(&v.thread_pending)
+        .map(|(t, pending)| {
             serde_json::json!({
                 "tid": t.tid, "role": ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
                 "comm": t.comm_str(), "ip": format!("{:#x}", t.ip), "sp": format!("{:#x}", t.sp),
-                "rseq": t.rseq_len != 0,
+                "rseq": t.rseq_len != 0, "pending": pending.names(),
             })
         })
         .collect();
@@ -327,6 +330,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "cwd": lossy(v.kernel.process.cwd), "umask": format!("{:03o}", v.kernel.process.umask),
             "brk": format!("{:#x}", v.kernel.process.mm.brk),
             "sigactions": v.kernel.sigactions.len(), "timers": timers,
+            "pending": v.kernel.pending.names(),
             "bytes_mapped": e.bytes_mapped, "bytes_present": e.bytes_present, "bytes_raw": e.bytes_raw,
             "bytes_stored": e.bytes_stored, "zero_pages": e.zero_pages, "chunks": e.chunks,
             "compression_ratio": ratio,
@@ -398,9 +402,14 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         );
     }
     println!("\nthreads ({}):", v.threads.len());
-    for t in &v.threads {
+    for (t, pending) in v.threads.iter().zip(&v.thread_pending) {
+        let pending = if pending.is_empty() {
+            String::new()
+        } else {
+            format!(" pending {}", pending.names().join(" "))
+        };
         println!(
-            "  tid {:>7} {:16} {:16} ip {:#x} sp {:#x}{}",
+            "  tid {:>7} {:16} {:16} ip {:#x} sp {:#x}{}{pending}",
             t.tid,
             ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
             t.comm_str(),
@@ -442,6 +451,9 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         .collect();
     if !armed.is_empty() {
         println!("timers     {}", armed.join(", "));
+    }
+    if !v.kernel.pending.is_empty() {
+        println!("pending    {}", v.kernel.pending.names().join(" "));
     }
     Ok(())
 }
