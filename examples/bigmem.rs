@@ -130,20 +130,19 @@ fn digest(buf: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf)
 }
 
+/// A figure of /proc/self/status, in KiB.
 fn status_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib("/proc/self/status", key)
 }
 
 /// A total of /proc/self/smaps_rollup, in KiB.
 fn smaps_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/smaps_rollup")
+    proc_kib("/proc/self/smaps_rollup", key)
+}
+
+/// The number after `key` in a /proc file of `key value kB` lines.
+fn proc_kib(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -66,28 +66,12 @@ impl Scratch {
         reason = "a bump allocator: each call hands out a disjoint range"
     )]
     pub fn slice<T: Copy + Default>(&self, n: usize) -> Result<&mut [T], ScratchFull> {
-        let align = core::mem::align_of::<T>().max(64);
-        let start = self.used.get().div_ceil(align) * align;
-        let bytes = n
-            .checked_mul(core::mem::size_of::<T>())
-            .ok_or(ScratchFull {
-                wanted: usize::MAX,
-                left: self.len - self.used.get(),
-            })?;
-        if start + bytes > self.len {
-            return Err(ScratchFull {
-                wanted: bytes,
-                left: self.len.saturating_sub(start),
-            });
-        }
-        self.used.set(start + bytes);
-        // SAFETY: [start, start+bytes) lies inside our mapping, is suitably
-        // aligned, is handed out once (bump pointer), and the fresh mapping
-        // is zero-filled, a valid bit pattern for the plain-data types used
-        // here; we still write Default values to be explicit.
-        let s = unsafe { core::slice::from_raw_parts_mut(self.base.add(start).cast::<T>(), n) };
-        s.iter_mut().for_each(|v| *v = T::default());
-        Ok(s)
+        let room = self.room::<T>(n)?;
+        room.iter_mut().for_each(|v| {
+            v.write(T::default());
+        });
+        // SAFETY: every element was just written.
+        Ok(unsafe { core::slice::from_raw_parts_mut(room.as_mut_ptr().cast::<T>(), n) })
     }
 
     /// Room for `n` values, not written: for a [`FixedVec`], which only

@@ -32,16 +32,15 @@ fn checkpoint_then_restart_env(
     checkpoint_then_restart_full(level, pattern, mib, env, &[]).0
 }
 
-/// The checkpoint's stats and the restarted program's stdout.
-fn checkpoint_then_restart_full(
+/// Runs bigmem (one checkpoint into `dir` of `mib` MiB of `pattern` at
+/// `level`); its stats.
+fn bigmem(
+    dir: &std::path::Path,
+    mib: &str,
     level: &str,
     pattern: &str,
-    mib: &str,
     env: &[(&str, &str)],
-    restart_env: &[(&str, &str)],
-) -> (serde_json::Value, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("img");
+) -> serde_json::Value {
     let out = Command::new(bin("bigmem"))
         .args([dir.to_str().unwrap(), mib, level, pattern])
         .envs(env.iter().copied())
@@ -52,7 +51,19 @@ fn checkpoint_then_restart_full(
         "bigmem {level} {pattern}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The checkpoint's stats and the restarted program's stdout.
+fn checkpoint_then_restart_full(
+    level: &str,
+    pattern: &str,
+    mib: &str,
+    env: &[(&str, &str)],
+    restart_env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = bigmem(&tmp.path().join("img"), mib, level, pattern, env);
     assert_eq!(stats["level"], level, "{stats}");
     let image = stats["image"].as_str().unwrap();
     let back = Command::new(bin("selfckpt"))
@@ -145,17 +156,7 @@ fn restart_is_exact_at_every_level_and_pattern() {
 fn untouched_and_zero_memory_costs_no_image_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     for pattern in ["untouched", "zerotouched"] {
-        let dir = tmp.path().join(pattern);
-        let out = Command::new(bin("bigmem"))
-            .args([dir.to_str().unwrap(), "256", "1", pattern])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = bigmem(&tmp.path().join(pattern), "256", "1", pattern, &[]);
         assert!(
             s["image_bytes"].as_u64().unwrap() < 1 << 20,
             "{pattern}: {s}"

@@ -329,8 +329,10 @@ pub struct RawRecord {
 }
 
 /// What a caller needs to read and verify a skipped payload itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Skipped {
+    /// The image file, for positioned reads.
+    pub file: std::sync::Arc<std::fs::File>,
     /// Payload length.
     pub len: u64,
     /// Bytes 0..16 of the record's framing (covered by the checksum).
@@ -370,7 +372,7 @@ pub struct ImageReader<R: Read> {
     mac_present: bool,
     /// Skimming: every read from here on is a positioned read of this
     /// file, and CHUNK payloads may be skipped.
-    skim: Option<std::fs::File>,
+    skim: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl<R: Read> ImageReader<R> {
@@ -403,27 +405,19 @@ impl<R: Read> ImageReader<R> {
 
     /// Skims from here on: `file` is the image being read (positioned
     /// reads do not move anything the sequential source relies on, and
-    /// the source is not read any more). Refused (false) when a MAC key is
-    /// set: the MAC covers every byte, so every byte must be read in order.
-    pub fn skim(&mut self, file: std::fs::File) -> bool {
-        if self.src.keyed() || self.file_len.is_none() {
-            return false;
+    /// the source is not read any more). Ignored when a MAC key is set:
+    /// the MAC covers every byte, so every byte must be read in order.
+    pub fn skim(&mut self, file: std::sync::Arc<std::fs::File>) {
+        if !self.src.keyed() && self.file_len.is_some() {
+            self.skim = Some(file);
         }
-        self.skim = Some(file);
-        true
     }
 
     /// Reads `buf.len()` bytes at file offset `at` (which is where the
     /// sequential source stands when not skimming).
     fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<(), FormatError> {
         match &self.skim {
-            Some(f) => std::os::unix::fs::FileExt::read_exact_at(f, buf, at).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    FormatError::Truncated { offset: at }
-                } else {
-                    FormatError::Io(e)
-                }
-            }),
+            Some(f) => pread_exact(f, buf, at),
             None => read_exact_at(&mut self.src, buf, at),
         }
     }
@@ -485,7 +479,8 @@ impl<R: Read> ImageReader<R> {
             });
         }
         self.check_order(at, kind)?;
-        if skip_chunks && kind == RecordKind::Chunk && self.skim.is_some() {
+        if let (true, RecordKind::Chunk, Some(file)) = (skip_chunks, kind, &self.skim) {
+            let file = file.clone();
             let mut head = [0u8; 16];
             head.copy_from_slice(&frame[0..16]);
             self.offset = at + FRAME_LEN as u64 + len;
@@ -496,6 +491,7 @@ impl<R: Read> ImageReader<R> {
                 kind,
                 payload: Vec::new(),
                 skipped: Some(Skipped {
+                    file,
                     len,
                     frame: head,
                     sum,
@@ -655,13 +651,21 @@ fn read_up_to<R: Read>(src: &mut R, buf: &mut [u8]) -> Result<usize, FormatError
 }
 
 fn read_exact_at<R: Read>(src: &mut R, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
-    src.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::Truncated { offset }
-        } else {
-            FormatError::Io(e)
-        }
-    })
+    src.read_exact(buf).map_err(|e| short_read(e, offset))
+}
+
+/// Fills `buf` from `file` at `offset` with positioned reads; the end of
+/// the file before `buf` is full is a truncated image.
+pub fn pread_exact(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset).map_err(|e| short_read(e, offset))
+}
+
+fn short_read(e: std::io::Error, offset: u64) -> FormatError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        FormatError::Truncated { offset }
+    } else {
+        FormatError::Io(e)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use super::codec::Decoder;
 use super::format::{
-    FileHeader, FormatError, ImageReader, RecordKind, PENDING_SIGNALS_SINCE_MINOR,
+    pread_exact, FileHeader, FormatError, ImageReader, RecordKind, PENDING_SIGNALS_SINCE_MINOR,
 };
 use super::mac::MacKey;
 use super::model::{
@@ -385,19 +385,21 @@ impl ImageFile {
     /// `for_each_chunk` (the MAC needs every byte in order).
     pub fn for_each_chunk_deferred(
         mut self,
+        f: impl FnMut(Chunk) -> Result<(), ReadError>,
+    ) -> Result<EndRecord, ReadError> {
+        if let Some(file) = self.file.take() {
+            // Refused under a MAC key: the records are then read whole.
+            self.reader.skim(std::sync::Arc::new(file));
+        }
+        self.read_to_end(f)
+    }
+
+    /// As [`ImageFile::for_each_chunk`], keeping the image for
+    /// [`ImageFile::mac_present`].
+    pub fn read_to_end(
+        &mut self,
         mut f: impl FnMut(Chunk) -> Result<(), ReadError>,
     ) -> Result<EndRecord, ReadError> {
-        let Some((file, skim)) = self
-            .file
-            .take()
-            .and_then(|file| file.try_clone().ok().map(|skim| (file, skim)))
-        else {
-            return self.read_to_end(f);
-        };
-        if !self.reader.skim(skim) {
-            return self.read_to_end(f);
-        }
-        let file = std::sync::Arc::new(file);
         let page = self.header.page_size as u64;
         let view = self.view()?;
         let bounds: Vec<(u64, u64)> = view.regions.iter().map(|r| (r.start, r.end)).collect();
@@ -405,13 +407,15 @@ impl ImageFile {
         drop(view);
         let mut stored = StoredPages::default();
         loop {
+            // Skips chunk payloads only if `for_each_chunk_deferred` set
+            // the reader skimming.
             let rec = self
                 .reader
                 .next_record_skipping_chunks()?
                 .ok_or(FormatError::Truncated {
                     offset: self.file_len,
                 })?;
-            let skipped = rec.skipped;
+            let skipped = rec.skipped.clone();
             let chunk = match (rec.kind, rec.skipped) {
                 (RecordKind::End, _) => {
                     let mut d = Decoder::new(&rec.payload);
@@ -420,9 +424,7 @@ impl ImageFile {
                     check_region_present(&end, &bounds, page)?;
                     return Ok(end);
                 }
-                (RecordKind::Chunk, Some(sk)) => {
-                    skimmed_chunk(&file, rec.offset, sk, &bounds, page)
-                }
+                (RecordKind::Chunk, Some(sk)) => skimmed_chunk(rec.offset, sk, &bounds, page),
                 (RecordKind::Chunk, None) => parse_chunk(rec.offset, rec.payload, &bounds, page),
                 (other, _) => {
                     return Err(FormatError::Order {
@@ -447,55 +449,8 @@ impl ImageFile {
                 (Ok(chunk), _) => f(chunk)?,
                 // A skimmed chunk's head is checked before its checksum:
                 // a damaged record is called damaged, as when read whole.
-                (Err(e), Some(sk)) => return Err(record_damage(&file, rec.offset, sk).unwrap_or(e)),
+                (Err(e), Some(sk)) => return Err(record_damage(rec.offset, &sk).unwrap_or(e)),
                 (Err(e), None) => return Err(e),
-            }
-        }
-    }
-
-    /// As [`ImageFile::for_each_chunk`], keeping the image for
-    /// [`ImageFile::mac_present`].
-    pub fn read_to_end(
-        &mut self,
-        mut f: impl FnMut(Chunk) -> Result<(), ReadError>,
-    ) -> Result<EndRecord, ReadError> {
-        let page = self.header.page_size as u64;
-        let view = self.view()?;
-        let bounds: Vec<(u64, u64)> = view.regions.iter().map(|r| (r.start, r.end)).collect();
-        let stores: Vec<bool> = view.regions.iter().map(stores_pages).collect();
-        drop(view);
-        let mut stored = StoredPages::default();
-        loop {
-            let rec = self.reader.next_record()?.ok_or(FormatError::Truncated {
-                offset: self.file_len,
-            })?;
-            match rec.kind {
-                RecordKind::End => {
-                    let mut d = Decoder::new(&rec.payload);
-                    let end = EndRecord::decode(&mut d, self.header.minor)
-                        .map_err(malformed(rec.offset, "END"))?;
-                    check_region_present(&end, &bounds, page)?;
-                    return Ok(end);
-                }
-                RecordKind::Chunk => {
-                    let chunk = parse_chunk(rec.offset, rec.payload, &bounds, page)?;
-                    if !stores[chunk.header.region as usize] {
-                        let (start, end) = bounds[chunk.header.region as usize];
-                        return Err(invalid(format!(
-                            "chunk at byte {}: region {start:#x}-{end:#x} is of a kind that stores no pages",
-                            rec.offset
-                        )));
-                    }
-                    stored.add(&chunk)?;
-                    f(chunk)?;
-                }
-                other => {
-                    return Err(FormatError::Order {
-                        offset: rec.offset,
-                        found: other.name(),
-                        expected: "CHUNK",
-                    })
-                }
             }
         }
     }
@@ -684,20 +639,13 @@ fn parse_chunk(
 /// A skimmed chunk: reads its head (chunk header and runs) at the record
 /// at `offset`, checks it, and leaves the data in the file.
 fn skimmed_chunk(
-    file: &std::sync::Arc<std::fs::File>,
     offset: u64,
     sk: super::format::Skipped,
     bounds: &[(u64, u64)],
     page: u64,
 ) -> Result<Chunk, ReadError> {
-    use std::os::unix::fs::FileExt;
     let body = offset + super::format::FRAME_LEN as u64;
-    let read = |buf: &mut [u8], at: u64| {
-        file.read_exact_at(buf, at).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: at },
-            _ => FormatError::Io(e),
-        })
-    };
+    let read = |buf: &mut [u8], at: u64| pread_exact(&sk.file, buf, at);
     let fixed = ChunkHeader::ENCODED_LEN;
     if sk.len < fixed as u64 {
         return Err(invalid(format!(
@@ -726,7 +674,7 @@ fn skimmed_chunk(
         header,
         runs,
         body: Body::InFile(InFile {
-            file: file.clone(),
+            file: sk.file,
             frame: sk.frame,
             head,
             sum: sk.sum,
@@ -738,14 +686,10 @@ fn skimmed_chunk(
 
 /// The checksum error of the skipped record at `offset`, if its payload
 /// does not match its checksum (or cannot be read whole).
-fn record_damage(
-    file: &std::fs::File,
-    offset: u64,
-    sk: super::format::Skipped,
-) -> Option<ReadError> {
+fn record_damage(offset: u64, sk: &super::format::Skipped) -> Option<ReadError> {
     let mut payload = vec![0u8; usize::try_from(sk.len).ok()?];
     let body = offset + super::format::FRAME_LEN as u64;
-    let ok = std::os::unix::fs::FileExt::read_exact_at(file, &mut payload, body).is_ok() && {
+    let ok = pread_exact(&sk.file, &mut payload, body).is_ok() && {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(&sk.frame);
         h.update(&payload);
@@ -862,7 +806,7 @@ impl Chunk {
                 if self.header.encoding == ENCODING_RAW {
                     let mut at = f.at;
                     for d in dsts.iter_mut() {
-                        self.read_at(f, d, at)?;
+                        pread_exact(&f.file, d, at)?;
                         h.update(d);
                         at += d.len() as u64;
                     }
@@ -872,7 +816,7 @@ impl Chunk {
                     buf.resize(f.len, 0);
                 }
                 let data = &mut buf[..f.len];
-                self.read_at(f, data, f.at)?;
+                pread_exact(&f.file, data, f.at)?;
                 h.update(data);
                 self.check_sum(f, h.digest())?;
                 data
@@ -897,13 +841,6 @@ impl Chunk {
             (_, [one]) => crate::compress::decompress_exact(data, one).map_err(cannot),
             (_, many) => crate::compress::decompress_scatter(data, many).map_err(cannot),
         }
-    }
-
-    fn read_at(&self, f: &InFile, buf: &mut [u8], at: u64) -> Result<(), ReadError> {
-        std::os::unix::fs::FileExt::read_exact_at(&*f.file, buf, at).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: at },
-            _ => FormatError::Io(e),
-        })
     }
 
     fn check_sum(&self, f: &InFile, got: u64) -> Result<(), ReadError> {
