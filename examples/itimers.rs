@@ -119,9 +119,9 @@ fn restarted() -> bool {
 
 fn identity() -> &'static str {
     match selfckpt::restart_identity() {
-        selfckpt::threads::Identity::Exact => "exact",
-        selfckpt::threads::Identity::NewIds => "new-ids",
-        selfckpt::threads::Identity::Original => "original",
+        selfckpt::capture::park::Identity::Exact => "exact",
+        selfckpt::capture::park::Identity::NewIds => "new-ids",
+        selfckpt::capture::park::Identity::Original => "original",
     }
 }
 

@@ -27,7 +27,7 @@
 //! waiting thread (the waits are plain futex calls), or make the manager
 //! thread wait on a gate it closed itself (hooks may call [`disable`]).
 
-use crate::sys::{futex_wait, futex_wake};
+use crate::capture::sys::{futex_wait, futex_wake};
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
@@ -155,7 +155,7 @@ pub fn open_sections() -> u32 {
 /// the manager thread only; pair with [`open`].
 pub fn close() {
     let mut logged = false;
-    let mut phase_start = crate::sys::now_ns();
+    let mut phase_start = crate::capture::sys::now_ns();
     loop {
         let v = GATE.load(Acquire);
         if v & COUNT == 0 {
@@ -168,7 +168,7 @@ pub fn close() {
             }
             continue;
         }
-        let waited = crate::sys::now_ns().saturating_sub(phase_start);
+        let waited = crate::capture::sys::now_ns().saturating_sub(phase_start);
         let want = if v & BARRIER == 0 && waited >= GRACE_NS {
             v | PENDING | BARRIER
         } else if v & BARRIER != 0 && waited >= GRACE_NS + BARRIER_MAX_NS {
@@ -187,7 +187,7 @@ pub fn close() {
                 continue;
             }
             if want & BARRIER == 0 && v & BARRIER != 0 {
-                phase_start = crate::sys::now_ns();
+                phase_start = crate::capture::sys::now_ns();
                 futex_wake(&GATE, i32::MAX);
             }
             if !logged {
@@ -200,7 +200,7 @@ pub fn close() {
         } else {
             GRACE_NS + BARRIER_MAX_NS
         };
-        let waited = crate::sys::now_ns().saturating_sub(phase_start);
+        let waited = crate::capture::sys::now_ns().saturating_sub(phase_start);
         futex_wait(
             &GATE,
             want,

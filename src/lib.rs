@@ -21,8 +21,7 @@
 
 pub mod arch;
 pub mod capi;
-pub mod compress;
-pub mod dump;
+pub mod capture;
 pub mod elfid;
 pub mod envcfg;
 pub mod gate;
@@ -32,21 +31,23 @@ pub mod kstate;
 mod lifecycle;
 pub mod logger;
 pub mod manager;
-pub mod maps;
-pub mod pages;
 pub mod preload;
 pub mod restore;
-pub mod scratch;
-pub mod sys;
 pub mod threads;
-pub mod tids;
 pub mod trigger;
 
-pub use compress::Level;
+pub use capture::compress::Level;
 pub use gate::{disable, CriticalSection};
 pub use hooks::{HookError, HookResult, State, When};
 pub use nix::sys::signal::Signal;
 
+use capture::{dump, sys, tids};
+
+/// Test and debug builds check the suspended-world rule on every
+/// allocation (`capture::alloc_guard`).
+#[cfg(feature = "alloc-guard")]
+#[global_allocator]
+static ALLOC_GUARD: capture::alloc_guard::Guard = capture::alloc_guard::Guard;
 use core::sync::atomic::{AtomicU32, Ordering::*};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -63,7 +64,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot stop the program's threads: {0}")]
-    Suspend(#[from] threads::SuspendError),
+    Suspend(#[from] threads::SuspendFailure),
     #[error("checkpoint failed: {0}")]
     Dump(#[from] dump::DumpError),
     #[error("checkpoint requested inside a critical section: it runs when the section ends")]
@@ -250,6 +251,8 @@ impl Builder {
             return Err(Error::AlreadyInstalled);
         }
         tids::probe();
+        #[cfg(feature = "alloc-guard")]
+        capture::alloc_guard::read_selftest_request();
         manager::install_handlers(suspend_signal).map_err(|e| {
             Error::Io(
                 "cannot install the suspend signal handler".into(),
@@ -261,7 +264,7 @@ impl Builder {
                 .name(format!("selfckpt-w{i}"))
                 .stack_size(256 << 10)
                 .spawn(|| {
-                    threads::set_role(image::model::ThreadRole::Worker);
+                    capture::park::set_role(image::model::ThreadRole::Worker);
                     let idle = AtomicU32::new(0);
                     loop {
                         sys::futex_wait(&idle, 0, None);
@@ -369,8 +372,8 @@ pub fn checkpoint() -> Result<Outcome, Error> {
 }
 
 /// How the latest restart kept the process's and threads' ids.
-pub fn restart_identity() -> threads::Identity {
-    threads::Identity::from_u64(threads::MAILBOX.identity.load(Acquire))
+pub fn restart_identity() -> capture::park::Identity {
+    capture::park::Identity::from_u64(capture::park::MAILBOX.identity.load(Acquire))
 }
 
 /// How many times this process has been restarted from an image.

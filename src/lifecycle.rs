@@ -70,10 +70,10 @@ fn append_stats(
     st: Option<&crate::manager::CheckpointStats>,
     error: Option<&str>,
 ) {
-    let page = crate::sys::page_size() as u64;
+    let page = crate::capture::sys::page_size() as u64;
     let mut rec = serde_json::json!({
-        "time_unix_ms": crate::sys::realtime_ns() / 1_000_000,
-        "pid": crate::sys::getpid(),
+        "time_unix_ms": crate::capture::sys::realtime_ns() / 1_000_000,
+        "pid": crate::capture::sys::getpid(),
         "program": rt.prog_name,
         "state": state.name(),
     });

@@ -23,7 +23,7 @@ impl log::Log for StderrLogger {
         if self.enabled(r.metadata()) {
             let line = format!(
                 "selfckpt[{}]: {}: {}\n",
-                crate::sys::getpid(),
+                crate::capture::sys::getpid(),
                 r.level().as_str().to_ascii_lowercase(),
                 r.args()
             );

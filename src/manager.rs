@@ -8,13 +8,14 @@
 //! `release` nothing here allocates: the dump runs from `manager_hook` on
 //! buffers the plan carved out beforehand.
 
-use crate::compress::Level;
-use crate::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
+use crate::capture::compress::Level;
+use crate::capture::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
+use crate::capture::pages::PageScanner;
+use crate::capture::park::{self, MAILBOX};
+use crate::capture::scratch::Scratch;
+use crate::capture::sys::{self, futex_wake, RawFd};
 use crate::image::model::ThreadRole;
-use crate::pages::PageScanner;
-use crate::scratch::Scratch;
-use crate::sys::{self, futex_wake, RawFd};
-use crate::threads::{self, MAILBOX};
+use crate::threads::SuspendFailure;
 use crate::{Error, Outcome};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -95,10 +96,10 @@ fn manager_hook() {
 
 /// Installs the suspend handler with the manager's and workers' hooks.
 pub fn install_handlers(suspend_signal: i32) -> Result<(), sys::Errno> {
-    threads::set_after_restart_hook(dump::reset_pipeline);
-    threads::install(
+    park::set_after_restart_hook(dump::reset_pipeline);
+    crate::threads::install(
         suspend_signal,
-        threads::RoundHooks {
+        park::RoundHooks {
             manager: manager_hook,
             worker: dump::worker_hook,
         },
@@ -124,7 +125,7 @@ impl Runtime {
 
     /// The manager thread's body.
     pub fn serve(&'static self) -> ! {
-        threads::set_role(ThreadRole::Manager);
+        park::set_role(ThreadRole::Manager);
         loop {
             let req = REQUESTS.load(Acquire);
             if req == SERVED.load(Acquire) {
@@ -217,8 +218,8 @@ impl Runtime {
             sequence,
             created_unix_ns: created,
             program: self.program,
-            restart_entry: threads::restart_entry_address(),
-            restart_mailbox: &MAILBOX as *const threads::RestartMailbox as u64,
+            restart_entry: park::restart_entry_address(),
+            restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
         };
         MAILBOX.restarted.store(0, Release);
         for l in &MAILBOX.leftovers {
@@ -231,17 +232,17 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
-        let mut tids = vec![0u32; threads::MAX_THREADS];
+        let mut tids = vec![0u32; park::MAX_THREADS];
         let prepare_ns = sys::now_ns() - t_start;
 
         // Suspend, dump, resume.
-        let round = threads::begin_round();
+        let round = park::begin_round();
         let t_suspend = sys::now_ns();
-        let suspended = threads::suspend_others(&mut tids, cfg.suspend_timeout_ms);
+        let suspended = park::suspend_others(&mut tids, cfg.suspend_timeout_ms);
         let t_parked = sys::now_ns();
-        let refused = suspended.err().map(Error::Suspend);
+        let refused = suspended.err();
         if refused.is_none() {
-            threads::park_self();
+            park::park_self();
             if MAILBOX.restarted.load(Acquire) != 0 {
                 // We are the restarted process: the plan's files and scratch
                 // belong to the process that wrote the image.
@@ -253,7 +254,7 @@ impl Runtime {
             }
         }
         let t_dumped = sys::now_ns();
-        threads::release(round);
+        park::release(round);
         dump::wake_workers();
         let t_resumed = sys::now_ns();
         // SAFETY: see PlanCell; the handler has finished.
@@ -261,7 +262,7 @@ impl Runtime {
         drop(plan);
         if let Some(err) = refused {
             let _ = std::fs::remove_file(&tmp_path);
-            return Err(err);
+            return Err(Error::Suspend(SuspendFailure::after_release(err)));
         }
         let stats = match result {
             Some(Ok(stats)) => stats,

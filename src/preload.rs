@@ -18,7 +18,7 @@
 //! Must never: panic or unwind out of the constructor (it runs before
 //! `main` of a foreign program), or install twice.
 
-use crate::sys;
+use crate::capture::sys;
 
 #[used]
 #[link_section = ".init_array"]

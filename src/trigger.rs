@@ -14,8 +14,8 @@
 //! Must never: do anything in a signal handler but atomics and a futex wake
 //! (async-signal-safe), or touch signals the program did not hand to us.
 
+use crate::capture::sys::{self, futex_wait, futex_wake};
 use crate::manager::REQUESTS;
-use crate::sys::{self, futex_wait, futex_wake};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
 
 /// The next checkpoint is followed by an exit.

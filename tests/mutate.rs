@@ -309,7 +309,7 @@ fn resealed_chunk_order_is_free_but_pages_stored_twice_are_refused() {
         .unwrap()
         .regions
         .iter()
-        .position(|r| r.kind == selfckpt::maps::RegionKind::Vdso as u32)
+        .position(|r| r.kind == selfckpt::capture::maps::RegionKind::Vdso as u32)
         .expect("a vdso region") as u32;
     // Replace the first chunk by a raw one-page chunk for the vdso.
     let chunk = records(&f.good).into_iter().find(|r| r.kind == 5).unwrap();

@@ -170,7 +170,7 @@ impl FileHeader {
             major: FORMAT_MAJOR,
             minor: FORMAT_MINOR,
             arch: ARCH_HOST,
-            page_size: crate::sys::page_size() as u32,
+            page_size: crate::capture::sys::page_size() as u32,
         }
     }
 

@@ -80,7 +80,7 @@ pub struct Meta<'a> {
     /// How many times the process had been restarted when the image was taken.
     pub restarts: u64,
     /// How its latest restart kept process and thread ids
-    /// (`threads::Identity`: 0 never restarted, 1 exact, 2 new ids).
+    /// (`capture::park::Identity`: 0 never restarted, 1 exact, 2 new ids).
     pub identity: u32,
 }
 
@@ -938,7 +938,7 @@ mod tests {
 
     #[test]
     fn end_listing_every_region_fails_cleanly_when_its_buffer_is_short() {
-        let n = crate::dump::MAX_REGIONS;
+        let n = crate::capture::dump::MAX_REGIONS;
         let zeros = || (0..n).map(|_| 0u64);
         let mut buf = vec![0u8; EndRecord::encoded_len(n)];
         totals()

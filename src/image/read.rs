@@ -255,7 +255,7 @@ impl ImageFile {
                     r.start, r.end
                 )));
             }
-            let Some(kind) = crate::maps::RegionKind::from_u32(r.kind) else {
+            let Some(kind) = crate::capture::maps::RegionKind::from_u32(r.kind) else {
                 return Err(invalid(format!(
                     "region {:#x}-{:#x} has unknown kind {}",
                     r.start, r.end, r.kind
@@ -269,7 +269,8 @@ impl ImageFile {
             }
             let file_backed = matches!(
                 kind,
-                crate::maps::RegionKind::PrivateFile | crate::maps::RegionKind::SharedFile
+                crate::capture::maps::RegionKind::PrivateFile
+                    | crate::capture::maps::RegionKind::SharedFile
             );
             if file_backed && (!r.path.starts_with(b"/") || r.path.contains(&0)) {
                 return Err(invalid(format!(
@@ -323,11 +324,11 @@ impl ImageFile {
         if threads.is_empty() {
             return Err(invalid("the image holds no thread".into()));
         }
-        if threads.len() > crate::threads::MAX_THREADS {
+        if threads.len() > crate::capture::park::MAX_THREADS {
             return Err(invalid(format!(
                 "the image holds {} threads (at most {})",
                 threads.len(),
-                crate::threads::MAX_THREADS
+                crate::capture::park::MAX_THREADS
             )));
         }
         let inside = |a: u64| regions.iter().any(|r| r.start <= a && a < r.end);
@@ -459,9 +460,9 @@ impl ImageFile {
 /// Whether pages of this region may appear in chunks (see the table of
 /// region kinds in docs/IMAGE_FORMAT.md).
 fn stores_pages(r: &Region) -> bool {
-    use crate::maps::RegionKind::*;
+    use crate::capture::maps::RegionKind::*;
     matches!(
-        crate::maps::RegionKind::from_u32(r.kind),
+        crate::capture::maps::RegionKind::from_u32(r.kind),
         Some(Anon | Heap | Stack | PrivateFile | SharedAnon)
     )
 }
@@ -838,8 +839,8 @@ impl Chunk {
                 }
                 Ok(())
             }
-            (_, [one]) => crate::compress::decompress_exact(data, one).map_err(cannot),
-            (_, many) => crate::compress::decompress_scatter(data, many).map_err(cannot),
+            (_, [one]) => crate::capture::compress::decompress_exact(data, one).map_err(cannot),
+            (_, many) => crate::capture::compress::decompress_scatter(data, many).map_err(cannot),
         }
     }
 

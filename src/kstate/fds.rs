@@ -18,9 +18,9 @@
 //! are replaced by /dev/null so the number stays taken, and reported.
 
 use super::{CaptureBuffers, KstateError, PipeContents};
+use crate::capture::sys::{self, PathBuf, RawFd};
 use crate::image::codec::Encoder;
 use crate::image::model::{FdEntry, FdKind, FileStamp};
-use crate::sys::{self, PathBuf, RawFd};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 

@@ -23,8 +23,8 @@
 //! one of them with a period but no time left is disarmed, and saved so.)
 
 use super::KstateError;
+use crate::capture::sys::Errno;
 use crate::image::model::{IntervalTimer, IntervalTimers, TimeVal, TimerKind};
-use crate::sys::Errno;
 
 /// The time left that marks a timer as due now.
 const DUE_NOW: TimeVal = TimeVal { sec: 0, usec: 1 };
@@ -145,7 +145,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {
-            crate::sys::change_signal_mask(
+            crate::capture::sys::change_signal_mask(
                 libc::SIG_BLOCK,
                 &[libc::SIGALRM, libc::SIGVTALRM, libc::SIGPROF],
             );

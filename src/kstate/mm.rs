@@ -3,8 +3,8 @@
 //! Runs while threads are suspended: must not allocate.
 
 use super::KstateError;
+use crate::capture::sys;
 use crate::image::model::MmLayout;
-use crate::sys;
 
 /// Reads the umask from /proc/self/status ("Umask:" line).
 pub fn read_umask(buf: &mut [u8]) -> Result<u32, KstateError> {

@@ -14,10 +14,10 @@ pub mod mm;
 pub mod pending;
 pub mod sigactions;
 
+use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 use crate::image::format::{ITIMERS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR};
 use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction, SignalSet};
-use crate::sys;
 use thiserror::Error;
 
 #[derive(Debug, Error)]

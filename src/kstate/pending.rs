@@ -19,19 +19,19 @@
 //! it began, and one more sent during it asks for one more checkpoint, as
 //! it would have in the original process.
 //!
-//! Restore ([`raise_own`], [`raise_shared`]) runs in `threads::restart_entry`,
+//! Restore ([`raise_own`], [`raise_shared`]) runs in `capture::park::restart_entry`,
 //! in the restarted threads before they are released (every signal
 //! blocked, no allocation): each thread sends its own set to itself with
 //! `tgkill`, the manager the process's with `kill`, by the kernel's real
-//! ids (raw system calls: `crate::tids` may translate the libc ones).
+//! ids (raw system calls: `crate::capture::tids` may translate the libc ones).
 //!
 //! Not kept: who sent a signal and the value it carried (`siginfo`: the
 //! restarted program sees itself as the sender), and how many instances of
 //! a real-time signal were queued (one is raised for each pending number).
 
 use super::KstateError;
+use crate::capture::sys::{self, PathBuf};
 use crate::image::model::SignalSet;
-use crate::sys::{self, PathBuf};
 
 /// Signals no capture keeps: SIGKILL and SIGSTOP cannot be blocked (and
 /// the reader refuses them), the suspend signal is the checkpoint's own.
@@ -39,7 +39,7 @@ fn machinery() -> SignalSet {
     SignalSet::EMPTY
         .with(libc::SIGKILL)
         .with(libc::SIGSTOP)
-        .with(crate::threads::suspend_signal())
+        .with(crate::capture::park::suspend_signal())
 }
 
 /// The 16 hex digits of `key` ("SigPnd:", "ShdPnd:") in a status file.

@@ -19,12 +19,12 @@
 //!
 //! The pokes fill the library's restart mailbox and (format 1.4) the
 //! pending signals of the process (mailbox) and of each thread (its slot),
-//! which `threads::restart_entry` raises again.
+//! which `capture::park::restart_entry` raises again.
 
 use super::layout::{own_maps, Plan};
 use super::{RestartOptions, RestoreError};
+use crate::capture::maps::RegionKind;
 use crate::image::model::FdEntry;
-use crate::maps::RegionKind;
 use std::os::unix::ffi::OsStrExt;
 
 /// The restorer code to copy: its bytes and the offset of its entry.
@@ -345,9 +345,9 @@ pub fn handover(
         STACK_LEN,
         mb + 56,
         if plan.exact_ids {
-            crate::threads::Identity::Exact as u64
+            crate::capture::park::Identity::Exact as u64
         } else {
-            crate::threads::Identity::NewIds as u64
+            crate::capture::park::Identity::NewIds as u64
         },
         mb,
         1,
@@ -357,11 +357,14 @@ pub fn handover(
     let mut pokes = pokes.to_vec();
     for (t, set) in plan.threads.iter().zip(&plan.thread_pending) {
         if !set.is_empty() {
-            pokes.extend([t.slot + crate::threads::SLOT_PENDING_OFFSET, set.0]);
+            pokes.extend([t.slot + crate::capture::park::SLOT_PENDING_OFFSET, set.0]);
         }
     }
     if !plan.pending.is_empty() {
-        pokes.extend([mb + crate::threads::MAILBOX_PENDING_OFFSET, plan.pending.0]);
+        pokes.extend([
+            mb + crate::capture::park::MAILBOX_PENDING_OFFSET,
+            plan.pending.0,
+        ]);
     }
     let p = a.array(&pokes);
     a.set(144, (pokes.len() / 2) as u64);

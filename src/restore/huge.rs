@@ -36,7 +36,7 @@
 //! Ordinary Rust on the restarter's side: advises only staging mappings.
 
 use super::layout::StagedRegion;
-use crate::maps::RegionKind;
+use crate::capture::maps::RegionKind;
 
 /// The size of a transparent huge page with 4 KiB pages (x86_64, and
 /// aarch64 with 4 KiB pages).

@@ -5,10 +5,10 @@
 //! straight into the staging mappings.
 
 use super::{huge, RestoreError};
+use crate::capture::maps::{MapsParser, RegionKind};
 use crate::image::format::FormatError;
 use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, SignalSet, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
-use crate::maps::{MapsParser, RegionKind};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ pub fn own_maps() -> Result<Vec<(u64, u64, RegionKind)>, RestoreError> {
 
 impl Plan {
     pub fn new(view: &ImageView, path: &Path) -> Result<Plan, RestoreError> {
-        let page = crate::sys::page_size() as u64;
+        let page = crate::capture::sys::page_size() as u64;
         let regions: Vec<StagedRegion> = view
             .regions
             .iter()

@@ -12,10 +12,10 @@ pub mod huge;
 pub mod layout;
 pub mod pidns;
 
+use crate::capture::maps::RegionKind;
 use crate::image::format::{arch_name, ARCH_HOST};
 use crate::image::model::FileStamp;
 use crate::image::read::{ImageFile, ReadError};
-use crate::maps::RegionKind;
 use std::path::{Path, PathBuf};
 
 /// Why a restart was refused.
@@ -280,7 +280,7 @@ fn check_machine(
             host: arch_name(ARCH_HOST),
         });
     }
-    let host_page = crate::sys::page_size();
+    let host_page = crate::capture::sys::page_size();
     if header.page_size as usize != host_page {
         return Err(RestoreError::PageSize {
             path: path.to_path_buf(),

@@ -49,7 +49,7 @@ pub enum Identity {
     /// In a PID namespace of our own: the checkpoint-time pid and tids.
     Exact,
     /// In this process: new pid and tids; the library translates thread ids
-    /// (see `crate::tids`). The string says why.
+    /// (see `crate::capture::tids`). The string says why.
     New(String),
 }
 
@@ -218,7 +218,7 @@ fn outer_side(init: i32, report: OwnedFd, lifeline: OwnedFd, verbose: bool) -> I
 fn end_like(status: i32) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        crate::sys::change_signal_mask(libc::SIG_UNBLOCK, &[sig]);
+        crate::capture::sys::change_signal_mask(libc::SIG_UNBLOCK, &[sig]);
         // SAFETY: restoring the default action and raising the signal on
         // ourselves, then a fallback exit.
         unsafe {

@@ -13,12 +13,12 @@ mod ls;
 mod run;
 
 use clap::{Parser, Subcommand};
+use selfckpt::capture::maps::RegionKind;
+use selfckpt::capture::park::Identity;
 use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
-use selfckpt::maps::RegionKind;
 use selfckpt::restore::MissingFds;
-use selfckpt::threads::Identity;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

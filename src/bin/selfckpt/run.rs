@@ -185,7 +185,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .flatten()
         .map(|s| s as i32)
         .collect();
-    selfckpt::sys::change_signal_mask(libc::SIG_BLOCK, &triggers);
+    selfckpt::capture::sys::change_signal_mask(libc::SIG_BLOCK, &triggers);
     let prog = resolve(Path::new(&a.command[0]))?;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

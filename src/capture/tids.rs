@@ -16,7 +16,7 @@
 //! Runs in signal handlers and restarted threads: must not allocate or
 //! lock; the table is fixed-size atomics.
 
-use crate::threads::MAX_THREADS;
+use crate::capture::park::MAX_THREADS;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
 /// Checkpoint-time id -> kernel id, one pair per restored thread slot.
@@ -39,7 +39,7 @@ pub fn probe() {
     if addr != 0 {
         // SAFETY: the tid address of a live glibc thread points at its tid word.
         let v = unsafe { core::ptr::read_volatile(addr as *const i32) };
-        if v as u32 == crate::sys::gettid() {
+        if v as u32 == crate::capture::sys::gettid() {
             let off = addr.wrapping_sub(crate::arch::thread_pointer()) as i64;
             TID_OFFSET.store(off, Release);
         }
@@ -98,7 +98,7 @@ pub fn program_tid() -> u32 {
             return v as u32;
         }
     }
-    crate::sys::gettid()
+    crate::capture::sys::gettid()
 }
 
 /// The tid word of another thread, given its `pthread_t`.
@@ -218,8 +218,8 @@ mod tests {
     fn untranslated_ids_are_the_kernels() {
         probe();
         assert!(!translating());
-        assert_eq!(program_tid(), crate::sys::gettid());
-        assert_eq!(gettid() as u32, crate::sys::gettid());
+        assert_eq!(program_tid(), crate::capture::sys::gettid());
+        assert_eq!(gettid() as u32, crate::capture::sys::gettid());
         assert_eq!(kernel_tid(12345), 12345);
         // SAFETY: pthread_self is always valid; signal 0 only checks.
         assert_eq!(unsafe { pthread_kill(libc::pthread_self(), 0) }, 0);
@@ -231,7 +231,7 @@ mod tests {
         let here = std::thread::spawn(|| {
             // SAFETY: pthread_self has no preconditions.
             let t = thread_tid(unsafe { libc::pthread_self() });
-            (t, crate::sys::gettid())
+            (t, crate::capture::sys::gettid())
         })
         .join()
         .unwrap();

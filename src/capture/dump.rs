@@ -16,17 +16,18 @@
 //! print or lock. All buffers come from the checkpoint's scratch arena,
 //! opened files were opened beforehand, and errors carry no heap data.
 
-use crate::compress::{Level, StaticCompressor};
+use crate::capture::compress::{Level, StaticCompressor};
+use crate::capture::maps::{MapsParser, RegionKind};
+use crate::capture::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
+use crate::capture::park;
+use crate::capture::scratch::{FixedVec, Scratch, ScratchFull};
+use crate::capture::sys::{self, futex_wait, futex_wake, PathBuf, RawFd};
 use crate::image::codec::{CodecError, Encoder};
 use crate::image::format::{
     self, build_record, seal_record_split, RecordChain, RecordKind, FRAME_LEN,
 };
 use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region};
-use crate::maps::{MapsParser, RegionKind};
-use crate::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
-use crate::scratch::{FixedVec, Scratch, ScratchFull};
-use crate::sys::{self, futex_wait, futex_wake, PathBuf, RawFd};
-use crate::{kstate, threads};
+use crate::kstate;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
@@ -174,7 +175,7 @@ fn chunk_record_cap() -> usize {
     FRAME_LEN
         + ChunkHeader::ENCODED_LEN
         + CHUNK_PAGES * ChunkHeader::RUN_LEN
-        + crate::compress::bound(CHUNK_BYTES)
+        + crate::capture::compress::bound(CHUNK_BYTES)
 }
 
 /// Totals and phase times of one dump (all times in nanoseconds, taken
@@ -340,7 +341,7 @@ pub fn worker_hook(round: u32) {
         if ACTIVE.load(Acquire) && help_once(ci) {
             continue;
         }
-        if threads::is_released(round) {
+        if park::is_released(round) {
             return;
         }
         futex_wait(&POSTED_SEQ, seen, Some(50_000_000));
@@ -578,6 +579,8 @@ fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
 
 /// Runs the whole dump. Called in the manager's handler.
 pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
+    #[cfg(feature = "alloc-guard")]
+    super::alloc_guard::breach_if_asked();
     let s = &plan.scratch;
     let page = sys::page_size();
     let (scratch_lo, scratch_hi) = s.range();
@@ -631,15 +634,15 @@ fn dump_all(
     let s = &plan.scratch;
     let t_maps = sys::now_ns();
     let maps_buf = s.bytes(plan.maps_cap)?;
-    let maps_len = crate::maps::read_self_maps(maps_buf).map_err(|e| match e {
-        crate::maps::MapsError::BufferTooSmall(_) => DumpError::TooManyRegions,
+    let maps_len = crate::capture::maps::read_self_maps(maps_buf).map_err(|e| match e {
+        crate::capture::maps::MapsError::BufferTooSmall(_) => DumpError::TooManyRegions,
         _ => DumpError::Maps(sys::Errno(libc::EIO)),
     })?;
     let maps_text: &[u8] = &maps_buf[..maps_len];
     let mut regions = FixedVec::new(s.room::<RegionRec>(MAX_REGIONS)?);
     for ent in MapsParser::new(maps_text) {
         let ent = ent.map_err(|e| match e {
-            crate::maps::MapsError::Malformed(line) => DumpError::MapsLine(line),
+            crate::capture::maps::MapsError::Malformed(line) => DumpError::MapsLine(line),
             _ => DumpError::MapsLine(0),
         })?;
         if ent.kind == RegionKind::Vsyscall || (ent.start >= scratch_lo && ent.end <= scratch_hi) {
@@ -733,7 +736,7 @@ fn dump_all(
             restart_entry: plan.restart_entry,
             restart_mailbox: plan.restart_mailbox,
             restarts: crate::manager::restart_count(),
-            identity: crate::threads::MAILBOX
+            identity: crate::capture::park::MAILBOX
                 .identity
                 .load(core::sync::atomic::Ordering::Acquire) as u32,
         }
@@ -787,11 +790,11 @@ fn dump_all(
     // then (format 1.4) each thread's pending signals in the same order.
     let mut kerr: Option<&'static str> = None;
     let n = build_record(rec, RecordKind::Threads, |e| {
-        let count = threads::parked_slots().count() as u32;
+        let count = park::parked_slots().count() as u32;
         e.u32(count)?;
-        threads::parked_in_image_order().try_for_each(|(t, _)| t.encode(e))?;
+        park::parked_in_image_order().try_for_each(|(t, _)| t.encode(e))?;
         e.u32(count)?;
-        threads::parked_in_image_order().try_for_each(|(_, ktid)| {
+        park::parked_in_image_order().try_for_each(|(_, ktid)| {
             kstate::pending::of_thread(ktid, bufs.text)
                 .map_err(|err| kstate_failure(err, &mut kerr))?
                 .encode(e)
@@ -818,7 +821,7 @@ fn dump_all(
         stats: DumpStats {
             maps_ns,
             kstate_ns,
-            used_pagemap_scan: plan.scanner.method() == crate::pages::ScanMethod::Ioctl,
+            used_pagemap_scan: plan.scanner.method() == crate::capture::pages::ScanMethod::Ioctl,
             ..DumpStats::default()
         },
     };

@@ -142,7 +142,7 @@ fn parse(line: &[u8]) -> Option<MapEntry<'_>> {
     }
     let shared = perms[3] == b's';
     let colon = dev.iter().position(|&c| c == b':')?;
-    let inode = crate::sys::parse_u64(ino)?.0;
+    let inode = crate::capture::sys::parse_u64(ino)?.0;
     let kind = classify(path, shared);
     Some(MapEntry {
         start,
@@ -193,7 +193,7 @@ fn classify(p: &[u8], shared: bool) -> RegionKind {
     }
 }
 pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
-    let fd = crate::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+    let fd = crate::capture::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
         .map_err(|e| MapsError::Io(e.0))?;
     let n = fd.read_full(buf).map_err(|e| MapsError::Io(e.0))?;
     if n == buf.len() {

@@ -32,7 +32,7 @@ impl Scratch {
     /// Maps `len` bytes (rounded up to whole pages). Allocates: call before
     /// suspending.
     pub fn new(len: usize) -> std::io::Result<Scratch> {
-        let page = crate::sys::page_size();
+        let page = crate::capture::sys::page_size();
         let len = len.div_ceil(page) * page;
         // SAFETY: an anonymous private mapping with no address hint.
         let p = unsafe {

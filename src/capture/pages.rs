@@ -20,7 +20,7 @@
 //! Runs while the program's threads are suspended: never allocates, never
 //! locks; the caller passes every buffer.
 
-use crate::sys::RawFd;
+use crate::capture::sys::RawFd;
 
 /// A run of consecutive pages that carry data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -140,7 +140,7 @@ impl PageScanner {
     /// Whether PAGEMAP_SCAN works here (one call over a page of our stack).
     fn probe_ioctl(&self) -> bool {
         let probe = 0u64;
-        let page = crate::sys::page_size() as u64;
+        let page = crate::capture::sys::page_size() as u64;
         let at = core::ptr::addr_of!(probe) as u64 / page * page;
         let mut out = [PageRegion::default(); 1];
         self.ioctl_scan(at, at + page, Want::AnonData, &mut out)
@@ -181,7 +181,7 @@ impl PageScanner {
         let r =
             unsafe { libc::ioctl(self.fd.raw(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
         if r < 0 {
-            return Err(PagesError::Scan(crate::sys::Errno::last().0));
+            return Err(PagesError::Scan(crate::capture::sys::Errno::last().0));
         }
         Ok(((r as usize).min(out.len()), arg.walk_end))
     }
@@ -218,7 +218,7 @@ impl PageScanner {
         if regions.is_empty() {
             return self.scan_read(start, end, want, out, tmp);
         }
-        let page = crate::sys::page_size() as u64;
+        let page = crate::capture::sys::page_size() as u64;
         let mut n = 0usize;
         let mut at = start;
         while at < end {
@@ -270,7 +270,7 @@ impl PageScanner {
         out: &mut [PageRun],
         tmp: &mut [u8],
     ) -> Result<usize, PagesError> {
-        let page = crate::sys::page_size() as u64;
+        let page = crate::capture::sys::page_size() as u64;
         let mut n = 0usize;
         let mut at = start;
         let per = tmp.len() / 8;
