@@ -187,10 +187,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = args.get(1).cloned().unwrap_or_else(|| "ckpt".into());
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let level = args
-        .get(3)
-        .and_then(|s| selfckpt::Level::parse(s))
-        .unwrap_or(selfckpt::Level::Zstd(1));
+    let level = match args.get(3) {
+        Some(s) => s.parse::<selfckpt::Level>()?,
+        None => selfckpt::Level::Zstd(1),
+    };
     let pattern = args.get(4).cloned().unwrap_or_else(|| "mixed".into());
     let ckpt = selfckpt::Checkpointer::builder()
         .dir(&dir)

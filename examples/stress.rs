@@ -112,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--level" => {
                 let l = args.get(i + 1).ok_or("--level L")?;
-                level = Some(selfckpt::Level::parse(l).ok_or("bad level")?);
+                level = Some(l.parse::<selfckpt::Level>()?);
                 i += 1;
             }
             "--idle" => idle = true,

@@ -138,13 +138,7 @@ pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_i
             b = b.keep(c.keep as usize);
         }
         if c.level != -100 {
-            let l = if c.level == 0 {
-                Level::Store
-            } else {
-                Level::parse(&c.level.to_string())
-                    .ok_or_else(|| format!("level {} out of range", c.level))?
-            };
-            b = b.level(l);
+            b = b.level(Level::from_c(c.level).map_err(|e| e.to_string())?);
         }
         if c.workers > 0 {
             b = b.workers(c.workers as usize);

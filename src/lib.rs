@@ -23,7 +23,6 @@ pub mod arch;
 pub mod capi;
 pub mod capture;
 pub mod elfid;
-pub mod envcfg;
 pub mod gate;
 pub mod hooks;
 pub mod image;
@@ -32,7 +31,9 @@ mod lifecycle;
 pub mod logger;
 pub mod manager;
 pub mod preload;
+pub mod request;
 pub mod restore;
+pub mod settings;
 pub mod threads;
 pub mod trigger;
 
@@ -100,6 +101,9 @@ pub struct Builder {
     suspend_timeout_ms: u64,
     term_signal: Option<Signal>,
     interval: Option<std::time::Duration>,
+    /// A malformed tuning variable seen by [`Checkpointer::builder`],
+    /// reported by [`Builder::install`].
+    setting_error: Option<settings::SettingError>,
 }
 
 static RUNTIME: OnceLock<&'static manager::Runtime> = OnceLock::new();
@@ -110,22 +114,14 @@ impl Checkpointer {
     /// level 1, no interval; `SELFCKPT_LEVEL`, `SELFCKPT_WORKERS`,
     /// `SELFCKPT_INTERVAL` (seconds) and `SELFCKPT_SUSPEND_TIMEOUT_MS`
     /// override. [`Builder::from_env`] reads every `SELFCKPT_*` setting.
+    /// A malformed value of one of those is reported by
+    /// [`Builder::install`], naming the variable.
     pub fn builder() -> Builder {
-        let env = |k: &str| std::env::var(k).ok();
-        Builder {
-            dir: PathBuf::from("ckpt"),
-            signal: Signal::SIGUSR1,
-            keep: 3,
-            level: env("SELFCKPT_LEVEL")
-                .and_then(|v| Level::parse(&v))
-                .unwrap_or(Level::Zstd(1)),
-            workers: env("SELFCKPT_WORKERS").and_then(|v| v.parse().ok()),
-            suspend_timeout_ms: env("SELFCKPT_SUSPEND_TIMEOUT_MS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(5000),
-            term_signal: Some(Signal::SIGUSR2),
-            interval: env("SELFCKPT_INTERVAL").and_then(|v| envcfg::parse_seconds(&v)),
-        }
+        settings::apply_tuning(Builder::defaults(), &settings::Environment).unwrap_or_else(|e| {
+            let mut b = Builder::defaults();
+            b.setting_error = Some(e);
+            b
+        })
     }
 
     /// The directory images are written to.
@@ -141,14 +137,32 @@ impl Checkpointer {
 
 impl Builder {
     /// The defaults of [`Checkpointer::builder`], then every `SELFCKPT_*`
-    /// variable that is set (see [`envcfg`]); a malformed value is an error.
+    /// variable that is set (see [`settings`]); a malformed value is an error.
     ///
     /// ```no_run
     /// let _ckpt = selfckpt::Builder::from_env()?.install()?;
     /// # Ok::<(), selfckpt::Error>(())
     /// ```
     pub fn from_env() -> Result<Builder, Error> {
-        envcfg::apply(Checkpointer::builder(), |k| std::env::var(k).ok())
+        Ok(settings::apply(
+            Builder::defaults(),
+            &settings::Environment,
+        )?)
+    }
+
+    /// The defaults alone, no environment.
+    pub(crate) fn defaults() -> Builder {
+        Builder {
+            dir: PathBuf::from("ckpt"),
+            signal: Signal::SIGUSR1,
+            keep: 3,
+            level: Level::Zstd(1),
+            workers: None,
+            suspend_timeout_ms: 5000,
+            term_signal: Some(Signal::SIGUSR2),
+            interval: None,
+            setting_error: None,
+        }
     }
 
     /// Directory for images (created 0700 if missing).
@@ -203,6 +217,9 @@ impl Builder {
         if RUNTIME.get().is_some() {
             return Err(Error::AlreadyInstalled);
         }
+        if let Some(e) = self.setting_error {
+            return Err(e.into());
+        }
         logger::init_if_asked();
         if self.term_signal == Some(self.signal) {
             return Err(Error::Config(format!(
@@ -241,6 +258,7 @@ impl Builder {
             level: self.level,
             workers,
             suspend_timeout_ms: self.suspend_timeout_ms,
+            pagemap_scan: settings::pagemap_scan_allowed()?,
         };
         let runtime: &'static manager::Runtime = Box::leak(Box::new(manager::Runtime::new(
             config,
@@ -252,13 +270,18 @@ impl Builder {
         }
         tids::probe();
         #[cfg(feature = "alloc-guard")]
-        capture::alloc_guard::read_selftest_request();
+        capture::alloc_guard::set_selftest(settings::alloc_guard_selftest()?);
         manager::install_handlers(suspend_signal).map_err(|e| {
             Error::Io(
                 "cannot install the suspend signal handler".into(),
                 e.describe(),
             )
         })?;
+        // selfckpt's threads take only the suspend signal (the checkpoint
+        // thread also the trigger signals it serves): every other signal
+        // the program's threads block stays theirs (pending, or for their
+        // sigwait/signalfd), exactly as without selfckpt.
+        let workers_mask = sys::SavedSignalMask::block_all_but(&[suspend_signal]);
         for i in 0..workers {
             std::thread::Builder::new()
                 .name(format!("selfckpt-w{i}"))
@@ -272,11 +295,17 @@ impl Builder {
                 })
                 .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
         }
+        drop(workers_mask);
+        let triggers = [Some(self.signal as i32), self.term_signal.map(|s| s as i32)];
+        let mut keep: Vec<i32> = triggers.into_iter().flatten().collect();
+        keep.push(suspend_signal);
+        let manager_mask = sys::SavedSignalMask::block_all_but(&keep);
         std::thread::Builder::new()
             .name("selfckpt".into())
             .stack_size(2 << 20)
             .spawn(move || runtime.serve())
             .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
+        drop(manager_mask);
         trigger::install(
             self.signal as i32,
             self.term_signal.map(|s| s as i32),
@@ -338,7 +367,7 @@ pub fn is_installed() -> bool {
 /// running process and `Restarted` when the process is later restarted
 /// from this image.
 pub fn checkpoint() -> Result<Outcome, Error> {
-    let _rt = RUNTIME.get().ok_or(Error::NotInstalled)?;
+    RUNTIME.get().ok_or(Error::NotInstalled)?;
     if gate::closed_here() {
         return Err(Error::Config(
             "checkpoint() called from a hook: a checkpoint is already running".into(),
@@ -347,28 +376,10 @@ pub fn checkpoint() -> Result<Outcome, Error> {
     if gate::held_here() {
         // Waiting here would deadlock: ask, and let it run when the
         // section ends.
-        manager::REQUESTS.fetch_add(1, AcqRel);
-        sys::futex_wake(&manager::REQUESTS, 1);
+        request::ask();
         return Err(Error::Deferred);
     }
-    let ticket = manager::REQUESTS.fetch_add(1, AcqRel).wrapping_add(1);
-    sys::futex_wake(&manager::REQUESTS, 1);
-    loop {
-        let served = manager::SERVED.load(Acquire);
-        if served.wrapping_sub(ticket) as i32 >= 0 {
-            break;
-        }
-        sys::futex_wait(&manager::SERVED, served, None);
-    }
-    let last = _rt
-        .last
-        .lock()
-        .map_err(|_| Error::Config("state lock poisoned".into()))?;
-    match last.as_ref() {
-        Some((_, Ok(o))) => Ok(*o),
-        Some((_, Err(e))) => Err(Error::Checkpoint(e.clone())),
-        None => Err(Error::Config("no checkpoint result".into())),
-    }
+    request::wait(request::ask()).map_err(Error::Checkpoint)
 }
 
 /// How the latest restart kept the process's and threads' ids.

@@ -42,17 +42,20 @@ pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
 
 /// Installs the logger for a Rust program: only if `SELFCKPT_LOG` is set.
 pub fn init_if_asked() {
-    if std::env::var_os("SELFCKPT_LOG").is_some() {
+    if !matches!(crate::settings::log_level(), Ok(None)) {
         init();
     }
 }
 
 /// Installs the logger unless the program has one.
 pub fn init() {
-    let level = std::env::var("SELFCKPT_LOG")
-        .ok()
-        .and_then(|v| parse_level(&v))
-        .unwrap_or(log::LevelFilter::Warn);
+    let level = match crate::settings::log_level() {
+        Ok(l) => l.unwrap_or(log::LevelFilter::Warn),
+        Err(e) => {
+            eprintln!("selfckpt: {e}; logging warnings and errors");
+            log::LevelFilter::Warn
+        }
+    };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }

@@ -13,12 +13,12 @@ use crate::capture::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
 use crate::capture::pages::PageScanner;
 use crate::capture::park::{self, MAILBOX};
 use crate::capture::scratch::Scratch;
-use crate::capture::sys::{self, futex_wake, RawFd};
+use crate::capture::sys::{self, RawFd};
 use crate::image::model::ThreadRole;
 use crate::threads::SuspendFailure;
 use crate::{Error, Outcome};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicU64, Ordering::*};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -34,22 +34,16 @@ pub struct Config {
     pub level: Level,
     pub workers: usize,
     pub suspend_timeout_ms: u64,
+    /// The PAGEMAP_SCAN ioctl may be used (`SELFCKPT_PAGEMAP_SCAN`).
+    pub pagemap_scan: bool,
 }
 
-/// Requests made (futex word): bumped by the trigger signal and the API.
-pub static REQUESTS: AtomicU32 = AtomicU32::new(0);
-/// Requests served (futex word).
-pub static SERVED: AtomicU32 = AtomicU32::new(0);
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
-
-/// Result of the latest checkpoint, with the request count it covered.
-pub type Served = (u32, Result<Outcome, Arc<Error>>);
 
 pub struct Runtime {
     pub config: Config,
     pub program: &'static ProgramInfo,
     pub prog_name: String,
-    pub last: Mutex<Option<Served>>,
     pub last_stats: Mutex<Option<CheckpointStats>>,
     sequence: AtomicU64,
 }
@@ -117,7 +111,6 @@ impl Runtime {
             config,
             program,
             prog_name,
-            last: Mutex::new(None),
             last_stats: Mutex::new(None),
             sequence: AtomicU64::new(0),
         }
@@ -127,22 +120,16 @@ impl Runtime {
     pub fn serve(&'static self) -> ! {
         park::set_role(ThreadRole::Manager);
         loop {
-            let req = REQUESTS.load(Acquire);
-            if req == SERVED.load(Acquire) {
-                crate::trigger::idle_wait(req);
+            let Some(req) = crate::request::take(crate::trigger::idle_timeout_ns()) else {
                 continue;
-            }
+            };
             let result = crate::lifecycle::run(self).map_err(Arc::new);
             match &result {
                 Ok(Outcome::Continued) => log::info!("checkpoint written"),
                 Ok(Outcome::Restarted) => log::info!("restarted from a checkpoint"),
                 Err(e) => log::error!("checkpoint failed: {e}"),
             }
-            if let Ok(mut last) = self.last.lock() {
-                *last = Some((req, result));
-            }
-            SERVED.store(req, Release);
-            futex_wake(&SERVED, i32::MAX);
+            crate::request::served(req, result);
         }
     }
 
@@ -200,7 +187,7 @@ impl Runtime {
         })?;
         let mem = RawFd::open(b"/proc/self/mem\0", libc::O_RDONLY, 0)
             .map_err(|e| Error::Io("cannot open /proc/self/mem".into(), e.describe()))?;
-        let scanner = PageScanner::open().map_err(|e| {
+        let scanner = PageScanner::open(cfg.pagemap_scan).map_err(|e| {
             Error::Io(
                 "cannot open /proc/self/pagemap".into(),
                 std::io::Error::other(e.to_string()),

@@ -37,17 +37,16 @@ extern "C" fn preload_init() {
 pub const PID_WIDTH: usize = 10;
 
 fn install_if_asked() -> Result<(), crate::Error> {
-    let env = |k: &str| std::env::var(k).ok();
-    if env("SELFCKPT_PRELOAD").as_deref() != Some("1") || !in_shared_object() {
+    let asked = crate::settings::preload_request()?;
+    if !asked.asked || !in_shared_object() {
         return Ok(());
     }
     if crate::is_installed() {
         return Ok(());
     }
     let pid = sys::getpid();
-    let ours = env("SELFCKPT_PID").and_then(|v| v.trim().parse::<u32>().ok()) == Some(pid);
-    let children = env("SELFCKPT_CHILDREN").as_deref() == Some("1");
-    if !ours && !children {
+    let ours = asked.pid == Some(pid);
+    if !ours && !asked.children {
         return Ok(());
     }
     crate::logger::init();
@@ -65,12 +64,7 @@ fn install_if_asked() -> Result<(), crate::Error> {
     // the program before the handlers were in place: let them through now
     // (on failure too: the program then runs as it would without us).
     // This is the main thread, whose mask the program's threads inherit.
-    let listed: Vec<i32> = env("SELFCKPT_UNBLOCK")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    sys::change_signal_mask(libc::SIG_UNBLOCK, &listed);
+    sys::change_signal_mask(libc::SIG_UNBLOCK, &asked.unblock);
     installed?;
     log::debug!("installed by LD_PRELOAD");
     Ok(())

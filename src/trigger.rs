@@ -6,16 +6,13 @@
 //! * [`crate::checkpoint`] (a numbered request it waits for);
 //! * an interval: the manager's idle wait times out and makes a request.
 //!
-//! Requests are counted in `manager::REQUESTS` and served in
-//! `manager::SERVED`: a checkpoint serves every request made before it
-//! began, so any number of signals arriving during a checkpoint coalesce
-//! into at most one more.
+//! Each asks through `crate::request` (see there how requests coalesce).
 //!
 //! Must never: do anything in a signal handler but atomics and a futex wake
 //! (async-signal-safe), or touch signals the program did not hand to us.
 
-use crate::capture::sys::{self, futex_wait, futex_wake};
-use crate::manager::REQUESTS;
+use crate::capture::sys;
+use crate::request;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
 
 /// The next checkpoint is followed by an exit.
@@ -28,8 +25,7 @@ static TRIGGER_SIG: AtomicI32 = AtomicI32::new(0);
 static TERM_SIG: AtomicI32 = AtomicI32::new(0);
 
 fn on_trigger() {
-    REQUESTS.fetch_add(1, AcqRel);
-    futex_wake(&REQUESTS, 1);
+    request::ask();
 }
 
 fn on_term() {
@@ -78,7 +74,7 @@ pub fn set_interval(interval: Option<std::time::Duration>) {
     INTERVAL_NS.store(ns, Release);
     rearm();
     // The manager may already sleep without a deadline: let it recompute.
-    futex_wake(&REQUESTS, 1);
+    request::nudge();
 }
 
 /// Starts a new interval (after each checkpoint).
@@ -92,20 +88,22 @@ pub(crate) fn rearm() {
     NEXT_DUE_NS.store(due, Release);
 }
 
-/// The manager's idle wait while `REQUESTS` reads `seen`: returns when a
-/// request arrives or the interval is due (then it makes the request).
-pub(crate) fn idle_wait(seen: u32) {
+/// How long the idle checkpoint thread may wait for a request before the
+/// interval is due (`None`: no interval). When it is due, it asks for the
+/// interval checkpoint itself and returns 0.
+pub(crate) fn idle_timeout_ns() -> Option<u64> {
     let due = NEXT_DUE_NS.load(Acquire);
-    let now = sys::now_ns();
     if due == u64::MAX {
-        futex_wait(&REQUESTS, seen, None);
-    } else if now >= due {
-        NEXT_DUE_NS.store(u64::MAX, Release);
-        log::debug!("interval checkpoint");
-        on_trigger();
-    } else {
-        futex_wait(&REQUESTS, seen, Some(due - now));
+        return None;
     }
+    let now = sys::now_ns();
+    if now < due {
+        return Some(due - now);
+    }
+    NEXT_DUE_NS.store(u64::MAX, Release);
+    log::debug!("interval checkpoint");
+    request::ask();
+    Some(0)
 }
 
 /// Takes the "exit after this checkpoint" flag (cleared, so that an image

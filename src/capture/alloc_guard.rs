@@ -18,11 +18,9 @@ pub struct Guard;
 /// allocates once inside its round (see [`breach_if_asked`]).
 static SELFTEST: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Reads `SELFCKPT_ALLOC_GUARD_SELFTEST=1` (at install, never in a round).
-pub fn read_selftest_request() {
-    if std::env::var_os("SELFCKPT_ALLOC_GUARD_SELFTEST").is_some_and(|v| v == "1") {
-        SELFTEST.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
+/// Arms the self-test (`SELFCKPT_ALLOC_GUARD_SELFTEST=1`, read at install).
+pub fn set_selftest(on: bool) {
+    SELFTEST.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Allocates once if a test asked for it: called by the dump, in the round.

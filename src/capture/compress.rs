@@ -14,9 +14,31 @@ pub enum Level {
     Zstd(i32),
 }
 
-impl Level {
+/// A compression level that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected a compression level: store, fast1..fast7 or 1..19")]
+pub struct LevelError(pub String);
+
+impl std::str::FromStr for Level {
+    type Err = LevelError;
     /// Parses "store", "fast1".."fast7" (zstd -1..-7) or a number 1..19.
-    pub fn parse(s: &str) -> Option<Level> {
+    fn from_str(s: &str) -> Result<Level, LevelError> {
+        Level::parse(s).ok_or_else(|| LevelError(s.to_string()))
+    }
+}
+
+impl Level {
+    /// The C ABI's number: 0 store, 1..19 zstd, -1..-7 zstd's fast modes.
+    pub fn from_c(n: i32) -> Result<Level, LevelError> {
+        match n {
+            0 => Ok(Level::Store),
+            1..=19 | -7..=-1 => Ok(Level::Zstd(n)),
+            _ => Err(LevelError(n.to_string())),
+        }
+    }
+
+    /// Parses "store", "fast1".."fast7" (zstd -1..-7) or a number 1..19.
+    fn parse(s: &str) -> Option<Level> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("store") || s == "0" {
             return Some(Level::Store);
@@ -173,6 +195,31 @@ pub fn decompress_scatter(src: &[u8], dsts: &mut [&mut [u8]]) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_parse_print_and_come_from_c() {
+        for (text, level) in [
+            ("store", Level::Store),
+            ("0", Level::Store),
+            ("fast3", Level::Zstd(-3)),
+            ("1", Level::Zstd(1)),
+            ("19", Level::Zstd(19)),
+        ] {
+            assert_eq!(text.parse::<Level>(), Ok(level), "{text}");
+            assert_eq!(level.to_string().parse::<Level>(), Ok(level));
+        }
+        for bad in ["", "20", "fast8", "fast0", "-8", "zstd", "1.5"] {
+            let e = bad.parse::<Level>().expect_err(bad);
+            assert!(
+                e.to_string().contains("store, fast1..fast7 or 1..19"),
+                "{e}"
+            );
+        }
+        assert_eq!(Level::from_c(0), Ok(Level::Store));
+        assert_eq!(Level::from_c(-7), Ok(Level::Zstd(-7)));
+        assert_eq!(Level::from_c(19), Ok(Level::Zstd(19)));
+        assert!(Level::from_c(20).is_err() && Level::from_c(-8).is_err());
+    }
 
     #[test]
     fn scatter_decompression_fills_each_destination_in_order() {

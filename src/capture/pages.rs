@@ -109,13 +109,12 @@ pub struct PageScanner {
 }
 
 impl PageScanner {
-    /// Opens /proc/self/pagemap and picks PAGEMAP_SCAN when the kernel
-    /// answers it (`SELFCKPT_PAGEMAP_SCAN=0` forces the pagemap reads).
-    /// Call before suspending (opens a file, reads the environment).
-    pub fn open() -> Result<Self, PagesError> {
+    /// Opens /proc/self/pagemap and picks PAGEMAP_SCAN when `allow_scan`
+    /// and the kernel answers it (`SELFCKPT_PAGEMAP_SCAN=0` makes callers
+    /// pass false). Call before suspending (opens a file).
+    pub fn open(allow_scan: bool) -> Result<Self, PagesError> {
         let mut s = Self::open_with(ScanMethod::PagemapRead)?;
-        let refused = std::env::var_os("SELFCKPT_PAGEMAP_SCAN").is_some_and(|v| v == "0");
-        if !refused && s.probe_ioctl() {
+        if allow_scan && s.probe_ioctl() {
             s.method = ScanMethod::Ioctl;
         }
         Ok(s)
@@ -376,7 +375,7 @@ mod tests {
     }
 
     fn scanners() -> Vec<PageScanner> {
-        let auto = PageScanner::open().unwrap();
+        let auto = PageScanner::open(true).unwrap();
         // This kernel (6.18) has PAGEMAP_SCAN: the probe must find it.
         assert_eq!(auto.method(), ScanMethod::Ioctl);
         vec![
@@ -430,7 +429,7 @@ mod tests {
         for i in (0..256).step_by(2) {
             m.write(i, 7);
         }
-        let s = PageScanner::open().unwrap();
+        let s = PageScanner::open(true).unwrap();
         // Room for 3 page_regions per ioctl call: the scan must loop.
         let (mut out, mut tmp) = (vec![PageRun::default(); 200], vec![0u8; 3 * REGION_LEN]);
         let n = s
@@ -466,7 +465,7 @@ mod tests {
         let m = Mapping::anon(8);
         assert_eq!(m.read(3), 0); // maps the shared zero page
         m.write(5, 1);
-        let s = PageScanner::open().unwrap();
+        let s = PageScanner::open(true).unwrap();
         let (mut out, mut tmp) = ([PageRun::default(); 8], vec![0u8; 4096]);
         let n = s
             .scan(m.base(), m.end(), Want::AnonData, &mut out, &mut tmp)

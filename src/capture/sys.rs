@@ -364,6 +364,44 @@ pub fn change_signal_mask(how: i32, signals: &[i32]) {
     }
 }
 
+/// The calling thread's signal mask, restored when dropped.
+pub struct SavedSignalMask(libc::sigset_t);
+
+impl SavedSignalMask {
+    /// Blocks every signal but `keep` and the ones a fault raises
+    /// (blocking those would kill the thread that faults), until dropped.
+    /// Threads started meanwhile inherit this mask: that is how
+    /// selfckpt's own threads are born never taking the program's
+    /// process-directed signals.
+    pub fn block_all_but(keep: &[i32]) -> SavedSignalMask {
+        // SAFETY: building signal sets on the stack and changing this
+        // thread's mask with them.
+        unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for &s in keep.iter().chain(&[
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGILL,
+                libc::SIGTRAP,
+            ]) {
+                libc::sigdelset(&mut set, s);
+            }
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
+            SavedSignalMask(old)
+        }
+    }
+}
+
+impl Drop for SavedSignalMask {
+    fn drop(&mut self) {
+        // SAFETY: puts back the mask saved by `block_all_but`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,8 +27,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
-/// Name of the environment variable holding the key.
-pub const KEY_ENV: &str = "SELFCKPT_KEY";
 pub const ALG_HMAC_SHA256: u32 = 1;
 pub const TAG_LEN: usize = 32;
 /// Payload length of the MAC record.
@@ -53,8 +51,7 @@ impl MacKey {
     /// The key in `SELFCKPT_KEY` (its bytes, taken literally), if set and
     /// not empty.
     pub fn from_env() -> Option<MacKey> {
-        use std::os::unix::ffi::OsStrExt;
-        std::env::var_os(KEY_ENV).and_then(|v| MacKey::new(v.as_bytes()))
+        crate::settings::key().and_then(|k| MacKey::new(&k))
     }
 
     pub fn hmac(&self) -> HmacSha256 {

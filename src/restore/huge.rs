@@ -43,14 +43,14 @@ use crate::capture::maps::RegionKind;
 pub const BLOCK: u64 = 2 << 20;
 
 /// Whether staging should ask for huge pages on this system.
-pub fn wanted(page: u64) -> bool {
-    let forced = std::env::var_os("SELFCKPT_RESTART_THP");
-    if page != 4096 || forced.as_deref().is_some_and(|v| v == "0") {
+/// `forced` is `SELFCKPT_RESTART_THP` (`None`: decide from the system).
+pub fn wanted(page: u64, forced: Option<bool>) -> bool {
+    if page != 4096 || forced == Some(false) {
         return false;
     }
     let madvise = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|s| s.contains("[madvise]"));
-    madvise && (forced.is_some_and(|v| v == "1") || !free_page_reporting())
+    madvise && (forced == Some(true) || !free_page_reporting())
 }
 
 /// Whether a virtio balloon driver that reports free pages to the

@@ -271,7 +271,7 @@ impl Plan {
     /// `2 x threads` chunks wait in between, so memory stays bounded
     /// whatever the image's size.
     pub fn stage_all(&mut self, img: ImageFile) -> Result<StageStats, RestoreError> {
-        let huge_plans = if huge::wanted(self.page) {
+        let huge_plans = if huge::wanted(self.page, crate::settings::restart_thp()?) {
             let file = std::fs::File::open(&self.path)
                 .map_err(|e| RestoreError::Io(format!("cannot open {}", self.path.display()), e))?;
             huge::plan(&self.regions, self.page, |f| {

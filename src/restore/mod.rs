@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 /// Why a restart was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    #[error(transparent)]
+    Setting(#[from] crate::settings::SettingError),
     #[error("{path}: {source}")]
     Image { path: PathBuf, source: ReadError },
     #[error("{path}: the image is for {image}, this machine is {host}")]

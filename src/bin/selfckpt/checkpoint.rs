@@ -127,16 +127,26 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     let env = std::iter::once(a.pid)
         .chain(descendants)
         .map(environ_of)
-        .find(|e| e.iter().any(|(k, _)| k.starts_with("SELFCKPT_")))
+        .find(|e| {
+            e.iter()
+                .any(|(k, _)| selfckpt::settings::VARS.iter().any(|v| v.name == k))
+        })
         .unwrap_or_default();
     let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (sig_text, default) = if a.exit {
         (
-            a.signal.clone().or_else(|| var("SELFCKPT_TERM_SIGNAL")),
+            a.signal
+                .clone()
+                .or_else(|| var(selfckpt::settings::TERM_SIGNAL.name)),
             "USR2",
         )
     } else {
-        (a.signal.clone().or_else(|| var("SELFCKPT_SIGNAL")), "USR1")
+        (
+            a.signal
+                .clone()
+                .or_else(|| var(selfckpt::settings::SIGNAL.name)),
+            "USR1",
+        )
     };
     let sig_text = sig_text.unwrap_or_else(|| default.into());
     let sig = selfckpt::trigger::parse_signal(&sig_text)
@@ -144,7 +154,7 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     let dir = a
         .dir
         .clone()
-        .or_else(|| var("SELFCKPT_DIR").map(PathBuf::from))
+        .or_else(|| var(selfckpt::settings::DIR.name).map(PathBuf::from))
         .or_else(|| {
             std::fs::read_link(format!("/proc/{}/cwd", a.pid))
                 .ok()

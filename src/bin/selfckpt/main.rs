@@ -76,8 +76,8 @@ enum Cmd {
         /// without root, inside a user namespace), `new` (new ids; the library
         /// translates thread ids), `auto` (exact where possible). Also
         /// SELFCKPT_TIDS.
-        #[arg(long, env = "SELFCKPT_TIDS", default_value = "auto", value_parser = ["auto", "exact", "new"])]
-        tids: String,
+        #[arg(long, value_parser = ["auto", "exact", "new"])]
+        tids: Option<String>,
         /// What to do when files the program had open are gone: refuse
         /// the restart, or put /dev/null at their descriptor numbers.
         #[arg(long, default_value = "refuse", value_parser = ["refuse", "devnull"])]
@@ -122,6 +122,13 @@ fn main() -> ExitCode {
             tids,
             missing_fds,
         } => {
+            let tids = match tids.map_or_else(selfckpt::settings::tids, |t| Ok(Some(t))) {
+                Ok(t) => t.unwrap_or_else(|| "auto".into()),
+                Err(e) => {
+                    eprintln!("selfckpt: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let missing = if missing_fds == "devnull" {
                 MissingFds::DevNull
             } else {

@@ -15,6 +15,7 @@
 //! images it could not read without saying so (use `--fresh` to start over).
 
 use selfckpt::image::read::ImageFile;
+use selfckpt::settings;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -40,7 +41,7 @@ pub struct RunArgs {
     keep: usize,
     /// Compression: store, fast1..fast7, or a zstd level 1..19.
     #[arg(long, default_value = "1")]
-    level: String,
+    level: selfckpt::Level,
     /// Also install in forked children (their images go to DIR/children/).
     #[arg(long)]
     children: bool,
@@ -111,12 +112,15 @@ fn needs_nothing(elf: &goblin::elf::Elf) -> bool {
 
 /// libselfckpt.so: `SELFCKPT_LIB`, or next to this binary.
 fn find_lib() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SELFCKPT_LIB") {
-        let p = PathBuf::from(p);
+    if let Some(p) = settings::lib().map_err(|e| e.to_string())? {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("SELFCKPT_LIB={}: no such file", p.display()))
+            Err(format!(
+                "{}={}: no such file",
+                settings::LIB.name,
+                p.display()
+            ))
         };
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
@@ -173,8 +177,6 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             a.term_signal
         ));
     }
-    selfckpt::Level::parse(&a.level)
-        .ok_or_else(|| format!("--level {}: expected store, fast1..fast7 or 1..19", a.level))?;
     // The trigger signals wait, blocked, until the library's handlers are
     // in place: a checkpoint request that comes while we look for images,
     // or while the program's loader runs, must not kill it (their default
@@ -207,7 +209,9 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             }
             // The very code path of `selfckpt restart` (ids policy from
             // SELFCKPT_TIDS, as there).
-            let tids = std::env::var("SELFCKPT_TIDS").unwrap_or_else(|_| "auto".into());
+            let tids = settings::tids()
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| "auto".into());
             return crate::restart(
                 Some(image.clone()),
                 None,
@@ -244,23 +248,23 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let mut cmd = std::process::Command::new(&a.command[0]);
     cmd.args(&a.command[1..])
         .env("LD_PRELOAD", preload)
-        .env("SELFCKPT_PRELOAD", "1")
+        .env(settings::PRELOAD.name, "1")
         .env(
-            "SELFCKPT_PID",
+            settings::PID.name,
             format!(
                 "{:0w$}",
                 std::process::id(),
                 w = selfckpt::preload::PID_WIDTH
             ),
         )
-        .env("SELFCKPT_DIR", &dir)
-        .env("SELFCKPT_SIGNAL", sig.as_str())
-        .env("SELFCKPT_TERM_SIGNAL", &a.term_signal)
-        .env("SELFCKPT_KEEP", a.keep.to_string())
-        .env("SELFCKPT_LEVEL", &a.level)
-        .env("SELFCKPT_CHILDREN", if a.children { "1" } else { "0" })
+        .env(settings::DIR.name, &dir)
+        .env(settings::SIGNAL.name, sig.as_str())
+        .env(settings::TERM_SIGNAL.name, &a.term_signal)
+        .env(settings::KEEP.name, a.keep.to_string())
+        .env(settings::LEVEL.name, a.level.to_string())
+        .env(settings::CHILDREN.name, if a.children { "1" } else { "0" })
         .env(
-            "SELFCKPT_UNBLOCK",
+            settings::UNBLOCK.name,
             triggers
                 .iter()
                 .map(|s| s.to_string())
@@ -268,8 +272,8 @@ pub fn run(a: RunArgs) -> Result<(), String> {
                 .join(","),
         );
     match a.interval {
-        Some(s) if s > 0.0 => cmd.env("SELFCKPT_INTERVAL", s.to_string()),
-        _ => cmd.env_remove("SELFCKPT_INTERVAL"),
+        Some(s) if s > 0.0 => cmd.env(settings::INTERVAL.name, s.to_string()),
+        _ => cmd.env_remove(settings::INTERVAL.name),
     };
     let err = cmd.exec();
     Err(format!("cannot run {}: {err}", prog.display()))
