@@ -65,3 +65,88 @@ fn a_signal_the_program_blocks_everywhere_waits_for_its_signalfd() {
         "stderr: {err}"
     );
 }
+
+fn eintr_run(exe: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(selfckpt());
+    c.arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--")
+        .arg(exe)
+        .args(args);
+    c
+}
+
+/// Threads blocked in calls the kernel does not restart after a handler
+/// (`poll`, `select`, `epoll_wait` with no timeout, `sigsuspend`, `ppoll`
+/// and `select` with 2 s, `sem_timedwait` and absolute `clock_nanosleep`),
+/// each treating EINTR or an early return as fatal: two checkpoints while
+/// they wait must not show; the output equals an uninterrupted run's.
+#[test]
+fn blocking_calls_do_not_see_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("eintr");
+    if !build_c("eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = wait_ok(
+        spawn_to_file(Command::new(&exe).arg("3"), &tmp.path().join("ref")),
+        "reference run",
+    );
+    let want_out = std::fs::read_to_string(tmp.path().join("ref")).unwrap();
+    assert!(want_out.ends_with("eintr ok\n"), "{want_out}{want}");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(&mut eintr_run(&exe, &dir, &["3"]), &out);
+    wait_output(&out);
+    std::thread::sleep(Duration::from_millis(random_ms(100, 500)));
+    kill(&child, libc::SIGUSR1);
+    wait_new_image(&dir, 0);
+    std::thread::sleep(Duration::from_millis(random_ms(100, 700)));
+    kill(&child, libc::SIGUSR1);
+    wait_new_image(&dir, 1);
+    let err = wait_ok(child, "program blocked in system calls");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want_out, "{err}");
+}
+
+/// The same waits (but `epoll_wait`: epoll descriptors do not come back
+/// yet), checkpointed while blocked, killed, and resumed: each thread
+/// re-enters its call and the output equals an uninterrupted run's.
+#[test]
+fn blocking_calls_resume_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("eintr");
+    if !build_c("eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let args = ["3", "no-epoll"];
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).args(args), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut eintr_run(&exe, &dir, &args), &first);
+    wait_output(&first);
+    std::thread::sleep(Duration::from_millis(random_ms(100, 800)));
+    kill(&child, libc::SIGUSR1);
+    let image = wait_new_image(&dir, 0);
+    kill_tree(&mut child, libc::SIGKILL);
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut eintr_run(&exe, &dir, &args), &second),
+        "resumed run",
+    );
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "resumed output differs; stderr: {err}"
+    );
+}

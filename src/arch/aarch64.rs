@@ -70,3 +70,56 @@ pub unsafe fn jump_to_restorer(entry: u64, args: u64, stack_top: u64) -> ! {
 
 /// The signature glibc registers rseq areas with.
 pub const RSEQ_SIG: u32 = 0xd428_bc00;
+
+/// Which of [`frame_syscall`]'s argument registers the return value
+/// overwrote: x0.
+pub const SYSCALL_RET_CLOBBERS: [bool; 6] = [true, false, false, false, false, false];
+
+/// A signal frame seen as a system call's return: (x0, pc, x0..x5; x0
+/// holds the return value, the kernel keeps x1..x5 and x8).
+///
+/// # Safety
+/// `uc` must point to the ucontext the kernel passed to a signal handler.
+pub unsafe fn frame_syscall(uc: *const libc::c_void) -> (i64, u64, [u64; 6]) {
+    let m = &(*(uc as *const libc::ucontext_t)).uc_mcontext;
+    let r = &m.regs;
+    (r[0] as i64, m.pc, [r[0], r[1], r[2], r[3], r[4], r[5]])
+}
+
+/// Whether the instruction before `pc` is `svc #0`.
+pub fn after_syscall_insn(pc: u64) -> bool {
+    // SAFETY: pc is where a thread of this process returned from a system
+    // call, so the instruction before it is in a mapped, readable text page.
+    pc >= 4 && unsafe { core::ptr::read_unaligned((pc - 4) as *const u32) } == 0xd400_0001
+}
+
+/// Makes the frame run system call `nr` again with `args` (x0 was
+/// overwritten by the return value; x8 still holds `nr`).
+///
+/// # Safety
+/// `uc` must point to the ucontext of a frame that returned from `nr` at
+/// its pc (see [`frame_syscall`] and [`after_syscall_insn`]).
+pub unsafe fn rewind_syscall(uc: *mut libc::c_void, nr: i64, args: &[u64; 6]) {
+    let m = &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext;
+    m.pc -= 4;
+    m.regs[0] = args[0];
+    m.regs[8] = nr as u64;
+}
+
+/// Whether system call `nr` with `args` waits for a relative time the
+/// kernel does not update on interruption (see the x86_64 twin).
+pub fn relative_timeout(nr: i64, args: &[u64; 6]) -> bool {
+    const TIMER_ABSTIME: u64 = 1;
+    match nr {
+        libc::SYS_epoll_pwait => args[3] as i32 >= 0,
+        libc::SYS_epoll_pwait2 => args[3] != 0,
+        libc::SYS_nanosleep => true,
+        libc::SYS_clock_nanosleep => args[1] & TIMER_ABSTIME == 0,
+        libc::SYS_rt_sigtimedwait => args[2] != 0,
+        libc::SYS_futex => args[1] & 0x7f == 0 && args[3] != 0,
+        libc::SYS_semtimedop => args[3] != 0,
+        libc::SYS_io_getevents => args[4] != 0,
+        libc::SYS_recvmmsg => args[4] != 0,
+        _ => false,
+    }
+}

@@ -91,3 +91,71 @@ pub unsafe fn jump_to_restorer(entry: u64, args: u64, stack_top: u64) -> ! {
 
 /// The signature glibc registers rseq areas with.
 pub const RSEQ_SIG: u32 = 0x5305_3053;
+
+/// Which of [`frame_syscall`]'s argument registers the return value
+/// overwrote (none on x86_64: it comes back in rax).
+pub const SYSCALL_RET_CLOBBERS: [bool; 6] = [false; 6];
+
+/// A signal frame seen as a system call's return: (rax, rip, the six
+/// argument registers rdi, rsi, rdx, r10, r8, r9, which the kernel keeps).
+///
+/// # Safety
+/// `uc` must point to the ucontext the kernel passed to a signal handler.
+pub unsafe fn frame_syscall(uc: *const libc::c_void) -> (i64, u64, [u64; 6]) {
+    let g = &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs;
+    let r = |i: libc::c_int| g[i as usize] as u64;
+    (
+        r(libc::REG_RAX) as i64,
+        r(libc::REG_RIP),
+        [
+            r(libc::REG_RDI),
+            r(libc::REG_RSI),
+            r(libc::REG_RDX),
+            r(libc::REG_R10),
+            r(libc::REG_R8),
+            r(libc::REG_R9),
+        ],
+    )
+}
+
+/// Whether the two bytes before `pc` are a `syscall` instruction.
+pub fn after_syscall_insn(pc: u64) -> bool {
+    // SAFETY: pc is where a thread of this process returned from a system
+    // call, so the instruction before it is in a mapped, readable text page.
+    pc >= 2 && unsafe { core::ptr::read_unaligned((pc - 2) as *const [u8; 2]) } == [0x0f, 0x05]
+}
+
+/// Makes the frame run system call `nr` again with the same arguments
+/// (what the kernel itself does for `ERESTARTSYS` under `SA_RESTART`).
+///
+/// # Safety
+/// `uc` must point to the ucontext of a frame that returned from `nr` at
+/// its rip (see [`frame_syscall`] and [`after_syscall_insn`]).
+pub unsafe fn rewind_syscall(uc: *mut libc::c_void, nr: i64, _args: &[u64; 6]) {
+    let g = &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs;
+    g[libc::REG_RIP as usize] -= 2;
+    g[libc::REG_RAX as usize] = nr;
+}
+
+/// Whether system call `nr` with `args` waits for a relative time the
+/// kernel does not update on interruption: running it again would wait the
+/// whole time again (`select`, `pselect6` and `ppoll` write the time left
+/// back, so they are rewound).
+pub fn relative_timeout(nr: i64, args: &[u64; 6]) -> bool {
+    const TIMER_ABSTIME: u64 = 1;
+    match nr {
+        libc::SYS_poll => args[2] as i32 >= 0,
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait => args[3] as i32 >= 0,
+        libc::SYS_epoll_pwait2 => args[3] != 0,
+        libc::SYS_nanosleep => true,
+        libc::SYS_clock_nanosleep => args[1] & TIMER_ABSTIME == 0,
+        libc::SYS_rt_sigtimedwait => args[2] != 0,
+        // FUTEX_WAIT's timeout is relative; the BITSET and PI waits' are
+        // absolute.
+        libc::SYS_futex => args[1] & 0x7f == 0 && args[3] != 0,
+        libc::SYS_semtimedop => args[3] != 0,
+        libc::SYS_io_getevents => args[4] != 0,
+        libc::SYS_recvmmsg => args[4] != 0,
+        _ => false,
+    }
+}

@@ -189,10 +189,15 @@ pub fn parked_count() -> u32 {
 extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: errno is this thread's; we restore it before returning.
     let saved_errno = unsafe { *libc::__errno_location() };
+    // A system call the signal interrupted runs again (or its wrapper is
+    // told), late signal or not.
+    // SAFETY: uc is the ucontext the kernel passed to this handler.
+    unsafe { super::interrupted::resume_interrupted(uc) };
     let round = ROUND.load(Acquire);
     let role = current_role();
     if RELEASED.load(Acquire) == round && role != ThreadRole::Manager {
         // A late signal from a round that is already over.
+        super::interrupted::leave_parked();
         return;
     }
     let i = CLAIMED.fetch_add(1, AcqRel) as usize;
@@ -201,6 +206,7 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
         PARKED.fetch_add(1, Release);
         futex_wake(&PARKED, i32::MAX);
         wait_released(round);
+        super::interrupted::leave_parked();
         return;
     }
     record_self(i, role, uc as u64);
@@ -226,6 +232,7 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
         }
         _ => wait_released(round),
     }
+    super::interrupted::leave_parked();
     // SAFETY: restoring this thread's errno.
     unsafe { *libc::__errno_location() = saved_errno };
 }
@@ -306,6 +313,7 @@ pub fn begin_round() -> u32 {
     CLAIMED.store(0, Relaxed);
     PARKED.store(0, Relaxed);
     OVERFLOW.store(false, Relaxed);
+    super::interrupted::begin_round();
     ROUND.store(round, Release);
     round
 }
@@ -318,6 +326,7 @@ pub fn suspend_others(tids: &mut [u32], timeout_ms: u64) -> Result<(), SuspendEr
     let mut signaled = 0usize;
     let deadline = sys::now_ns() + timeout_ms * 1_000_000;
     let mut buf = [0u8; 4096];
+    let mut syscall_line = [0u8; 256];
     loop {
         // Signal every thread we have not signaled yet.
         let mut new = 0;
@@ -330,6 +339,7 @@ pub fn suspend_others(tids: &mut [u32], timeout_ms: u64) -> Result<(), SuspendEr
             if signaled == tids.len() {
                 return false;
             }
+            super::interrupted::note_before_signal(signaled, tid, &mut syscall_line);
             if sys::tgkill(tid, sig).is_ok() {
                 tids[signaled] = tid;
                 signaled += 1;
@@ -530,6 +540,7 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
         libc::syscall(libc::SYS_rseq, s.rseq_addr, s.rseq_len, 0, s.rseq_sig);
     }
     libc::prctl(libc::PR_SET_NAME, s.comm.as_ptr());
+    super::interrupted::leave_parked();
     let index = (slot as usize - SLOTS.as_ptr() as usize) / core::mem::size_of::<ThreadSlot>();
     crate::capture::tids::record(index, s.tid, sys::gettid());
     // This thread's own pending signals, while every signal is blocked.
