@@ -26,6 +26,7 @@ pub mod elfid;
 pub mod gate;
 pub mod hooks;
 pub mod image;
+pub mod interpose;
 pub mod kstate;
 mod lifecycle;
 pub mod logger;
@@ -249,7 +250,7 @@ impl Builder {
             .unwrap_or_else(|| "program".into());
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = self.workers.unwrap_or(cpus).clamp(1, 8);
-        let suspend_signal = libc::SIGRTMAX() - 2;
+        let suspend_signal = interpose::masks::SUSPEND;
         let config = manager::Config {
             dir,
             trigger: self.signal as i32,

@@ -25,6 +25,8 @@ use crate::capture::sys;
 static PRELOAD_INIT: extern "C" fn() = preload_init;
 
 extern "C" fn preload_init() {
+    // Before anything can call a wrapper from a signal handler.
+    crate::interpose::next::resolve_all();
     let _ = std::panic::catch_unwind(|| {
         if let Err(e) = install_if_asked() {
             eprintln!("selfckpt[{}]: not installed: {e}", sys::getpid());

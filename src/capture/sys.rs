@@ -360,7 +360,7 @@ pub fn change_signal_mask(how: i32, signals: &[i32]) {
         for &s in signals {
             libc::sigaddset(&mut set, s);
         }
-        libc::pthread_sigmask(how, &set, core::ptr::null_mut());
+        crate::interpose::next::pthread_sigmask(how, &set, core::ptr::null_mut());
     }
 }
 
@@ -389,7 +389,7 @@ impl SavedSignalMask {
                 libc::sigdelset(&mut set, s);
             }
             let mut old: libc::sigset_t = core::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
+            crate::interpose::next::pthread_sigmask(libc::SIG_SETMASK, &set, &mut old);
             SavedSignalMask(old)
         }
     }
@@ -398,7 +398,13 @@ impl SavedSignalMask {
 impl Drop for SavedSignalMask {
     fn drop(&mut self) {
         // SAFETY: puts back the mask saved by `block_all_but`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+        unsafe {
+            crate::interpose::next::pthread_sigmask(
+                libc::SIG_SETMASK,
+                &self.0,
+                core::ptr::null_mut(),
+            )
+        };
     }
 }
 

@@ -407,7 +407,7 @@ pub fn handover(
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        crate::interpose::next::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in

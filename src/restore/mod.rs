@@ -184,7 +184,7 @@ pub fn block_signals() {
         ] {
             libc::sigdelset(&mut set, s);
         }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        crate::interpose::next::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

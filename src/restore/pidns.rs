@@ -76,7 +76,7 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
 /// (signals that arrived while they were blocked are forwarded now).
 fn forward_signals(to: i32) {
     FORWARD_TO.store(to, Release);
-    for sig in 1..=libc::SIGRTMAX() {
+    for sig in 1..=crate::interpose::masks::KERNEL_SIGRTMAX {
         if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGCHLD) || (32..34).contains(&sig) {
             continue;
         }
@@ -93,7 +93,7 @@ fn forward_signals(to: i32) {
     unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        crate::interpose::next::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
 }
 

@@ -130,12 +130,54 @@ static void *t_abs_sleep(void *a) {
     return a;
 }
 
+static void *t_poll_timed(void *a) {
+    struct pollfd p = {never_pipe[0], POLLIN, 0};
+    double t0 = now();
+    if (poll(&p, 1, 2000) != 0) fail("poll(2 s)");
+    if (now() - t0 < TIMED - 0.01) early("poll", now() - t0);
+    return a;
+}
+
+static int never_ep;
+
+static void *t_epoll_timed(void *a) {
+    struct epoll_event ev;
+    double t0 = now();
+    if (epoll_wait(never_ep, &ev, 1, 2000) != 0) fail("epoll_wait(2 s)");
+    if (now() - t0 < TIMED - 0.01) early("epoll_wait", now() - t0);
+    return a;
+}
+
+static void *t_nanosleep(void *a) {
+    struct timespec req = {2, 0}, rem;
+    double t0 = now();
+    if (nanosleep(&req, &rem) != 0) fail("nanosleep(2 s)");
+    if (now() - t0 < TIMED - 0.01) early("nanosleep", now() - t0);
+    return a;
+}
+
+/* Blocks every signal, as helper threads of real programs do, and waits
+ * in sigtimedwait for one that never comes. */
+static void *t_allmasked_sigtimedwait(void *a) {
+    sigset_t all, want;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    sigemptyset(&want);
+    sigaddset(&want, SIGRTMIN + 3);
+    struct timespec ts = {2, 0};
+    double t0 = now();
+    if (sigtimedwait(&want, NULL, &ts) != -1 || errno != EAGAIN) fail("sigtimedwait(2 s)");
+    if (now() - t0 < TIMED - 0.01) early("sigtimedwait", now() - t0);
+    return a;
+}
+
 struct job { const char *name; void *(*fn)(void *); };
 
 int main(int argc, char **argv) {
     int secs = argc > 1 ? atoi(argv[1]) : 3;
     if (pipe(ready_pipe) || pipe(never_pipe) || pipe(sel_pipe)) fail("pipe");
     epfd = epoll_create1(0);
+    never_ep = epoll_create1(0);
     struct epoll_event ev = {EPOLLIN, {0}};
     if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, ready_pipe[0], &ev)) fail("epoll");
     sem_init(&sem, 0, 0);
@@ -152,11 +194,15 @@ int main(int argc, char **argv) {
         {"epoll_wait", t_epoll},    {"sigsuspend", t_sigsuspend},
         {"ppoll-2s", t_ppoll_timed}, {"select-2s", t_select_timed},
         {"sem_timedwait-2s", t_sem_timed}, {"clock_nanosleep-abs-2s", t_abs_sleep},
+        {"poll-2s", t_poll_timed},  {"nanosleep-2s", t_nanosleep},
+        {"allmasked-sigtimedwait-2s", t_allmasked_sigtimedwait},
+        {"epoll_wait-2s", t_epoll_timed},
     };
     int n = sizeof jobs / sizeof jobs[0];
     if (argc > 2 && strcmp(argv[2], "no-epoll") == 0) {
+        /* the last job and the third are the epoll ones */
         memmove(&jobs[2], &jobs[3], sizeof jobs - 3 * sizeof jobs[0]);
-        n--;
+        n -= 2;
     }
     pthread_t th[16];
     for (int i = 0; i < n; i++) {

@@ -1,0 +1,24 @@
+//! What the program sees of signals and blocking calls: selfckpt's own
+//! versions of a few libc functions, which the program's calls reach
+//! instead of glibc's (the library is linked into the program, or
+//! preloaded: either way its definitions come first), so that
+//! checkpointing stays invisible.
+//!
+//! * [`masks`]: selfckpt reserves the two highest signals (the suspend
+//!   signal and the request channel) the way glibc reserves its own two
+//!   lowest realtime signals: `SIGRTMAX` reads two lower, masks the program
+//!   sets never block them, and no mask, pending set or signalfd the
+//!   program reads or makes holds them.
+//! * [`waits`]: calls with a relative timeout that the suspend signal
+//!   interrupts are called again with the time left (the others are run
+//!   again from the handler: `capture::interrupted`).
+//!
+//! Each wrapper does what glibc's function does when no checkpoint
+//! happens (it calls glibc's, found with `dlsym(RTLD_NEXT)`: [`next`]).
+//! Must never: change what a call returns or does when selfckpt is not
+//! involved, or allocate (several of these are async-signal-safe and may be
+//! called from the program's signal handlers).
+
+pub mod masks;
+pub mod next;
+pub mod waits;

@@ -1,0 +1,74 @@
+//! glibc's own versions of the functions selfckpt wraps, found with
+//! `dlsym(RTLD_NEXT)`. [`resolve_all`] runs in the library's constructor,
+//! so that a first call from a signal handler never has to ask the
+//! dynamic loader (not async-signal-safe); a function still unresolved is
+//! looked up on first use.
+
+use core::sync::atomic::{AtomicUsize, Ordering::*};
+
+/// Looks `name` (NUL-terminated) up once and caches it in `slot`.
+pub fn lookup(slot: &AtomicUsize, name: &[u8]) -> usize {
+    let f = slot.load(Acquire);
+    if f != 0 {
+        return f;
+    }
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+    slot.store(f, Release);
+    f
+}
+
+/// Declares `fn NAME(args) -> ret` calling glibc's `NAME`, and adds it to
+/// [`resolve_all`]. When glibc has no such function the call fails with
+/// `ENOSYS`.
+macro_rules! next_fns {
+    ($($name:ident($($arg:ident: $t:ty),*) -> $r:ty = $fail:expr;)*) => {
+        mod slots {
+            $(#[allow(non_upper_case_globals)]
+            pub static $name: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);)*
+        }
+        $(
+        /// glibc's function of this name.
+        ///
+        /// # Safety
+        /// As for glibc's.
+        pub unsafe fn $name($($arg: $t),*) -> $r {
+            let f = lookup(&slots::$name, concat!(stringify!($name), "\0").as_bytes());
+            if f == 0 {
+                *libc::__errno_location() = libc::ENOSYS;
+                return $fail;
+            }
+            let g: unsafe extern "C" fn($($t),*) -> $r = core::mem::transmute(f);
+            g($($arg),*)
+        }
+        )*
+        /// Resolves every wrapped function (library constructor).
+        pub fn resolve_all() {
+            $(lookup(&slots::$name, concat!(stringify!($name), "\0").as_bytes());)*
+        }
+    };
+}
+
+use libc::{c_int, c_uint, pollfd, siginfo_t, sigset_t, timespec};
+
+next_fns! {
+    poll(fds: *mut pollfd, n: libc::nfds_t, timeout: c_int) -> c_int = -1;
+    ppoll(fds: *mut pollfd, n: libc::nfds_t, t: *const timespec, mask: *const sigset_t) -> c_int = -1;
+    pselect(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *const timespec, mask: *const sigset_t) -> c_int = -1;
+    epoll_wait(ep: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int = -1;
+    epoll_pwait(ep: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int = -1;
+    nanosleep(req: *const timespec, rem: *mut timespec) -> c_int = -1;
+    clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int = libc::ENOSYS;
+    sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, t: *const timespec) -> c_int = -1;
+    sigwaitinfo(set: *const sigset_t, info: *mut siginfo_t) -> c_int = -1;
+    sigwait(set: *const sigset_t, sig: *mut c_int) -> c_int = libc::ENOSYS;
+    sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int = -1;
+    pthread_sigmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int = libc::ENOSYS;
+    sigsuspend(mask: *const sigset_t) -> c_int = -1;
+    sigpending(set: *mut sigset_t) -> c_int = -1;
+    signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int = -1;
+    pthread_attr_setsigmask_np(attr: *mut libc::pthread_attr_t, set: *const sigset_t) -> c_int = libc::ENOSYS;
+    usleep(us: libc::useconds_t) -> c_int = -1;
+    sleep(secs: c_uint) -> c_uint = secs;
+    __libc_current_sigrtmax() -> c_int = 64;
+}
