@@ -20,8 +20,10 @@
 //! ```
 
 pub mod arch;
+pub mod ask;
 pub mod capi;
 pub mod compress;
+pub mod crs;
 pub mod dump;
 pub mod elfid;
 pub mod envcfg;
