@@ -30,7 +30,7 @@ pub mod snapshot;
 pub use snapshot::{Snapshot, COMPONENT};
 
 use crate::{Error, Outcome};
-use std::sync::Once;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// States the component reports (after OPAL CRS's states; the values are
 /// those of the C header and of [`crate::State`] for the hooks).
@@ -161,6 +161,24 @@ pub fn query() -> Result<Priority, CrsError> {
 }
 
 /// The selfckpt component (see the module header).
+///
+/// ```no_run
+/// use selfckpt::crs::{self, CrsComponent, CrsState, SelfckptCrs, Snapshot};
+/// let prio = crs::query()?;
+/// eprintln!("selfckpt priority {} {:?}", prio.value, prio.reasons);
+/// let c = SelfckptCrs;
+/// c.init()?;
+/// let mut snap = Snapshot::new();
+/// snap.set_remote_dir(Some(std::path::Path::new("/shared/ckpt")));
+/// match c.checkpoint(0, &mut snap)? {
+///     CrsState::Restart => println!("restarted from {:?}", snap.reference()),
+///     _ => {
+///         let child = c.restart_child(&snap)?; // a new process from the image
+///         println!("restarted copy runs as {child}");
+///     }
+/// }
+/// # Ok::<(), crs::CrsError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SelfckptCrs;
 
@@ -184,7 +202,7 @@ pub trait CrsComponent {
     fn enable_checkpoint(&self) -> Result<(), CrsError>;
 }
 
-static HOOK: Once = Once::new();
+static INITIALISED: AtomicBool = AtomicBool::new(false);
 
 impl CrsComponent for SelfckptCrs {
     fn name(&self) -> &'static str {
@@ -201,13 +219,8 @@ impl CrsComponent for SelfckptCrs {
                 Err(e) => return Err(CrsError::Install(e.to_string())),
             }
         }
-        // No image may hold a copier thread half-way through a copy.
-        HOOK.call_once(|| {
-            crate::on_checkpoint(|_| {
-                remote::join_all();
-                Ok(())
-            })
-        });
+        remote::join_before_checkpoints();
+        INITIALISED.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -223,7 +236,7 @@ impl CrsComponent for SelfckptCrs {
             snapshot.fill(image, true);
             return Ok(CrsState::Running);
         }
-        if !crate::is_installed() || !HOOK.is_completed() {
+        if !crate::is_installed() || !INITIALISED.load(Ordering::Acquire) {
             return Err(CrsError::NotInitialized);
         }
         let outcome = match crate::checkpoint() {

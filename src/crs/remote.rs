@@ -147,8 +147,22 @@ impl CopyJob {
 /// Copier threads not joined yet.
 static THREADS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
 
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Registers (once) the checkpoint hook that joins every copy first: no
+/// image may hold a copier thread half-way through a copy.
+pub fn join_before_checkpoints() {
+    HOOK.call_once(|| {
+        crate::on_checkpoint(|_| {
+            join_all();
+            Ok(())
+        })
+    });
+}
+
 /// Starts copying `local` to `store` in the background.
 pub fn start(store: Arc<dyn RemoteStore>, local: PathBuf, name: String) -> Arc<CopyJob> {
+    join_before_checkpoints();
     let job = Arc::new(CopyJob {
         state: Mutex::new(CopyState::Running),
         changed: Condvar::new(),
