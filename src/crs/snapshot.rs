@@ -29,6 +29,29 @@ pub struct Snapshot {
     remote: Option<Arc<dyn RemoteStore>>,
     copy: Option<Arc<CopyJob>>,
     cold_start: bool,
+    /// The copy [`Snapshot::from_location`] read in full, as it was then.
+    verified: Option<(PathBuf, FileVersion)>,
+}
+
+/// One version of a file (ctime changes with every write and cannot be
+/// set back): a copy verified once is not read again while it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+}
+
+fn version_of(p: &Path) -> Option<FileVersion> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some(FileVersion {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.size(),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
 }
 
 /// Reads every checksum of the image at `p`.
@@ -134,7 +157,13 @@ impl Snapshot {
                     false
                 }
             };
-            if ok(&here) || there.as_deref().is_some_and(&mut ok) {
+            let good = if ok(&here) {
+                Some(here.clone())
+            } else {
+                there.filter(|t| ok(t))
+            };
+            if let Some(good) = good {
+                s.verified = version_of(&good).map(|v| (absolute(&good), v));
                 for why in &skipped {
                     log::warn!("skipping {why}");
                 }
@@ -191,6 +220,7 @@ impl Snapshot {
             .unwrap_or_default();
         self.reference = Some(name.trim_end_matches(".ckpt").to_string());
         self.cold_start = false;
+        self.verified = None;
         self.copy = match (&self.remote, copy) {
             (Some(store), true) => Some(remote::start(store.clone(), image.clone(), name)),
             _ => None,
@@ -227,14 +257,18 @@ impl Snapshot {
             return Err(CrsError::NotFilled);
         };
         let mut why = Vec::new();
+        let check = |p: &Path| match &self.verified {
+            Some((v, at)) if v == p && version_of(p).as_ref() == Some(at) => Ok(()),
+            _ => verify(p),
+        };
         if let Some(l) = &self.local {
-            match verify(l) {
+            match check(l) {
                 Ok(()) => return Ok(l.clone()),
                 Err(e) => why.push(format!("local copy {}: {e}", l.display())),
             }
         }
         if let Some(store) = &self.remote {
-            match store.fetch(&name).and_then(|p| verify(&p).map(|()| p)) {
+            match store.fetch(&name).and_then(|p| check(&p).map(|()| p)) {
                 Ok(p) => {
                     log::warn!(
                         "{}; restarting from the remote copy {}",
