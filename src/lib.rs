@@ -379,3 +379,17 @@ pub fn restart_identity() -> threads::Identity {
 pub fn restart_count() -> u64 {
     manager::restart_count()
 }
+
+/// The newest image this process committed (durable), if any.
+pub fn last_image() -> Option<PathBuf> {
+    Some(
+        RUNTIME
+            .get()?
+            .last_stats
+            .lock()
+            .ok()?
+            .as_ref()?
+            .path
+            .clone(),
+    )
+}

@@ -244,7 +244,13 @@ impl CrsComponent for SelfckptCrs {
             Err(Error::Deferred) => return Ok(CrsState::Deferred),
             Err(e) => return Err(CrsError::Checkpoint(e.to_string())),
         };
-        let image = crate::manager::image_being_taken().ok_or_else(|| {
+        // Continued: the newest durable image (ours, or one taken right
+        // after it). Restarted: the image this process came back from.
+        let image = match outcome {
+            Outcome::Continued => crate::last_image(),
+            Outcome::Restarted => crate::manager::image_being_taken(),
+        }
+        .ok_or_else(|| {
             CrsError::Checkpoint("the checkpoint named no image (internal error)".into())
         })?;
         Ok(match outcome {
