@@ -111,6 +111,15 @@ fn image_at(stderr: &str, step: u32) -> PathBuf {
     PathBuf::from(line)
 }
 
+/// The "threads N" a run of crs_app reported at its end.
+fn threads(stderr: &str) -> u32 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("crs_app: threads "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no thread count: {stderr}"))
+}
+
 /// Output before the checkpoint (up to stdout's offset in `image`) plus
 /// what the restarted program wrote.
 fn combined(first: &str, image: &Path, second: &str) -> String {
@@ -159,17 +168,42 @@ fn module_checkpoints_itself_and_restarts_as_a_child_and_in_place_from_a_cold_st
     );
     let image = image_at(&err, 7);
     assert_eq!(images(&dir).last(), Some(&image), "the newest image");
+    let nthreads = threads(&err);
 
     // A fresh process that has only the directory: spawn_child = 1, waitpid.
     let (second, err) = restart_child(&p, &dir, None);
     assert!(err.contains("restarted at step 7 from "), "{err}");
     assert!(err.contains("restarts 1"), "{err}");
+    assert_eq!(threads(&err), nthreads, "the restarted program's threads");
     assert_eq!(combined(&first, &image, &second), want);
 
     // Another fresh program: spawn_child = 0, it becomes the program.
     let (third, err) = run_ok(Command::new(&p.exec).arg(&dir), "crs_exec");
     assert!(err.contains("restarted at step 7 from "), "{err}");
+    assert_eq!(threads(&err), nthreads, "the restarted program's threads");
     assert_eq!(combined(&first, &image, &third), want);
+
+    // The same from a program that itself runs under `selfckpt run`
+    // (LD_PRELOAD mode): the restarter it becomes must not install a
+    // checkpointer of its own (with new ids the program would inherit its
+    // threads; exact ids start the program in a fresh child).
+    let (fifth, err) = run_ok(
+        Command::new(selfckpt())
+            .env("SELFCKPT_TIDS", "new")
+            .args(["run", "--dir"])
+            .arg(w.join("run-ck"))
+            .arg("--")
+            .arg(&p.exec)
+            .arg(&dir),
+        "crs_exec under selfckpt run",
+    );
+    assert!(err.contains("restarted at step 7 from "), "{err}");
+    assert_eq!(
+        threads(&err),
+        nthreads,
+        "no checkpointer of the restarter's own"
+    );
+    assert_eq!(combined(&first, &image, &fifth), want);
 
     // An image file names its snapshot as well as its directory does.
     let (fourth, _) = restart_child(&p, &image, None);

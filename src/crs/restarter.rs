@@ -75,6 +75,10 @@ pub fn find() -> Result<PathBuf, String> {
 fn command(bin: &Path, image: &Path) -> Command {
     let mut c = Command::new(bin);
     c.arg("restart").arg(image);
+    // A caller under `selfckpt run` (same pid after exec): the restarter
+    // must not install a checkpointer of its own from the preloaded
+    // library. The restarted program's environment is the image's.
+    c.env_remove("SELFCKPT_PRELOAD");
     c
 }
 

@@ -13,7 +13,7 @@
  *       copy sees state RESTART, checks the snapshot, says so on stderr and
  *       goes on. With REMOTE_DIR, each image is also copied there; the
  *       result of each copy is said on stderr ("remote ok" / "remote
- *       failed: ...").
+ *       failed: ..."). At the end: "restarts N", "threads N" on stderr.
  *   crs_app ckpt-pid PID
  *       Checkpoints another process; prints "image PATH".
  *   crs_app restart-child LOCATION [REMOTE_DIR]
@@ -72,6 +72,19 @@ static int written(void) {
         if (strstr(line, "\"state\":\"continue\""))
             n++;
     fclose(f);
+    return n;
+}
+
+/* This process's threads (/proc/self/status). */
+static int threads(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
     return n;
 }
 
@@ -177,6 +190,7 @@ static int work(int steps, int ms, int ckpt) {
     selfckpt_snapshot_free(snap);
     fprintf(stderr, "crs_app: restarts %llu\n",
             (unsigned long long)selfckpt_restart_count());
+    fprintf(stderr, "crs_app: threads %d\n", threads());
     return 0;
 }
 
