@@ -169,7 +169,8 @@ struct selfckpt_crs_module {
      * program's exit status. It inherits the caller's stdin, stdout and
      * stderr. spawn_child == 0: the restarted program replaces the caller
      * (like exec: same pid; never returns on success); child_pid may be
-     * NULL.
+     * NULL. Process and thread ids: as SELFCKPT_TIDS says (auto: exact
+     * where a PID namespace is possible), as for `selfckpt restart`.
      * Returns 0 (child spawned), or -1: NULL snapshot (or NULL child_pid
      * with spawn_child), snapshot of another component, snapshot naming
      * no image, no intact copy, no `selfckpt` command found. A restart the
