@@ -20,8 +20,10 @@
 //! ```
 
 pub mod arch;
+pub mod ask;
 pub mod capi;
 pub mod capture;
+pub mod crs;
 pub mod elfid;
 pub mod gate;
 pub mod hooks;
@@ -391,4 +393,18 @@ pub fn restart_identity() -> capture::park::Identity {
 /// How many times this process has been restarted from an image.
 pub fn restart_count() -> u64 {
     manager::restart_count()
+}
+
+/// The newest image this process committed (durable), if any.
+pub fn last_image() -> Option<PathBuf> {
+    Some(
+        RUNTIME
+            .get()?
+            .last_stats
+            .lock()
+            .ok()?
+            .as_ref()?
+            .path
+            .clone(),
+    )
 }

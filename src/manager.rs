@@ -39,6 +39,16 @@ pub struct Config {
 }
 
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
+/// The image of the checkpoint in progress, or of the latest one (set
+/// before the threads are suspended, so that a restarted process finds
+/// the image it came back from).
+static TAKING: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The image the latest checkpoint writes or wrote; in a restarted
+/// process, the image it was restarted from.
+pub fn image_being_taken() -> Option<PathBuf> {
+    TAKING.lock().ok()?.clone()
+}
 
 pub struct Runtime {
     pub config: Config,
@@ -154,6 +164,9 @@ impl Runtime {
         );
         let final_path = cfg.dir.join(&name);
         let tmp_path = cfg.dir.join(format!(".{name}.tmp"));
+        if let Ok(mut t) = TAKING.lock() {
+            *t = Some(final_path.clone());
+        }
         let io = |what: &str, p: &Path| {
             let what = format!("{what} {}", p.display());
             move |e: std::io::Error| Error::Io(what, e)

@@ -47,6 +47,7 @@ vars! {
     RESTART_THP = "SELFCKPT_RESTART_THP", "0 or 1", "force huge-page staging at restart off or on";
     TIDS = "SELFCKPT_TIDS", "auto, exact or new", "how a restart keeps process and thread ids";
     LIB = "SELFCKPT_LIB", "a path to libselfckpt.so", "the library selfckpt run injects";
+    BIN = "SELFCKPT_BIN", "a path to the selfckpt command", "the command a CRS restart runs";
     PRELOAD = "SELFCKPT_PRELOAD", "0 or 1", "set by selfckpt run: install from the environment";
     PID = "SELFCKPT_PID", "a process id", "set by selfckpt run: the process to install in";
     CHILDREN = "SELFCKPT_CHILDREN", "0 or 1", "set by selfckpt run --children: install in exec'd children too";
@@ -213,11 +214,13 @@ pub fn tids() -> Result<Option<String>, SettingError> {
 }
 
 /// `SELFCKPT_LIB` (`None`: unset).
-pub fn lib() -> Result<Option<std::path::PathBuf>, SettingError> {
-    use std::os::unix::ffi::OsStringExt;
-    Ok(Environment
-        .get(LIB.name)
-        .map(|v| std::path::PathBuf::from(OsString::from_vec(v.into_vec()))))
+pub fn lib() -> Option<std::path::PathBuf> {
+    Environment.get(LIB.name).map(std::path::PathBuf::from)
+}
+
+/// `SELFCKPT_BIN` (`None`: unset).
+pub fn bin() -> Option<std::path::PathBuf> {
+    Environment.get(BIN.name).map(std::path::PathBuf::from)
 }
 
 /// What `selfckpt run` told the LD_PRELOAD constructor.

@@ -1,21 +1,15 @@
 //! `selfckpt checkpoint PID [--wait] [--timeout S]`: asks a running
 //! program to checkpoint (sends its trigger signal) and, with `--wait`,
-//! waits until the new image is durable and prints its path.
-//!
-//! How it knows: every checkpoint appends one JSON line to
-//! `DIR/stats.jsonl` after the image was renamed into place and the
-//! directory fsynced. `--wait` notes the file's length, sends the signal,
-//! and reads new lines until one from PID (or, for a program restarted in
-//! a PID namespace below PID, its pid there) says `continue`/`term` (path
-//! printed, exit 0) or `error` (exit 1). DIR is `--dir`, else the
-//! program's `SELFCKPT_DIR` (from /proc/PID/environ, as set by `selfckpt
-//! run`), else `ckpt` in the program's working directory.
+//! waits until the new image is durable and prints its path. The work is
+//! the library's (`selfckpt::ask`, shared with the CRS module); this file
+//! only maps the command line onto it.
 //!
 //! Must never: signal a process that is not running selfckpt's handler
 //! without `--force` (SIGUSR1's default action kills).
 
+use selfckpt::ask::{ask, Ask, AskError};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct CheckpointArgs {
@@ -44,175 +38,28 @@ pub struct CheckpointArgs {
 /// Failure of this command, with its exit code.
 pub struct Failed(pub u8, pub String);
 
-fn environ_of(pid: i32) -> Vec<(String, String)> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter_map(|kv| {
-                    let s = String::from_utf8_lossy(kv);
-                    s.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The ids under which PID's program may report in `stats.jsonl`: PID
-/// itself and, for every descendant, each of its pids (`NSpid`). A program
-/// restarted with exact ids runs in a PID namespace below `selfckpt
-/// restart` (the PID the user knows) and reports its checkpoint-time pid.
-/// Also returns the descendants (host pids), whose environment may name
-/// the image directory when PID's own does not.
-fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
-    let mut out = vec![pid as i64];
-    let mut descendants = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let kids =
-            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        for k in kids
-            .split_whitespace()
-            .filter_map(|k| k.parse::<i32>().ok())
-        {
-            let status = std::fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
-            if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
-                out.extend(ns.split_whitespace().filter_map(|v| v.parse::<i64>().ok()));
-            }
-            todo.push(k);
-            descendants.push(k);
-        }
-    }
-    (out, descendants)
-}
-
-/// True if the process has selfckpt loaded (its maps name the library or
-/// it runs a thread named `selfckpt`).
-fn runs_selfckpt(pid: i32) -> bool {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    if maps.contains("libselfckpt") {
-        return true;
-    }
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "selfckpt")
-            })
-        })
-        .unwrap_or(false)
-}
-
-/// True while PID runs (a zombie has ended, though /proc still lists it).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
-}
-
 pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
-    let fail = |m: String| Failed(1, m);
-    if !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
-        return Err(fail(format!("no process {}", a.pid)));
-    }
-    if !a.force && !runs_selfckpt(a.pid) {
-        return Err(fail(format!(
-            "process {} does not run selfckpt (no selfckpt thread, no libselfckpt in its maps); \
-             --force sends the signal anyway",
-            a.pid
-        )));
-    }
-    let (pids, descendants) = report_pids(a.pid);
-    // The first of PID and its descendants that has selfckpt settings.
-    let env = std::iter::once(a.pid)
-        .chain(descendants)
-        .map(environ_of)
-        .find(|e| {
-            e.iter()
-                .any(|(k, _)| selfckpt::settings::VARS.iter().any(|v| v.name == k))
-        })
-        .unwrap_or_default();
-    let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let (sig_text, default) = if a.exit {
-        (
-            a.signal
-                .clone()
-                .or_else(|| var(selfckpt::settings::TERM_SIGNAL.name)),
-            "USR2",
-        )
-    } else {
-        (
-            a.signal
-                .clone()
-                .or_else(|| var(selfckpt::settings::SIGNAL.name)),
-            "USR1",
-        )
+    let req = Ask {
+        pid: a.pid,
+        dir: a.dir,
+        signal: a.signal,
+        exit: a.exit,
+        wait: a.wait,
+        timeout: Duration::try_from_secs_f64(a.timeout.max(0.0)).unwrap_or(Duration::MAX),
+        force: a.force,
+        // As before: whoever may signal the process (root) may ask.
+        same_user: false,
     };
-    let sig_text = sig_text.unwrap_or_else(|| default.into());
-    let sig = selfckpt::trigger::parse_signal(&sig_text)
-        .ok_or_else(|| fail(format!("{sig_text}: not a signal name")))?;
-    let dir = a
-        .dir
-        .clone()
-        .or_else(|| var(selfckpt::settings::DIR.name).map(PathBuf::from))
-        .or_else(|| {
-            std::fs::read_link(format!("/proc/{}/cwd", a.pid))
-                .ok()
-                .map(|c| c.join("ckpt"))
-        });
-    let stats = dir.map(|d| d.join("stats.jsonl"));
-    let start = stats
-        .as_ref()
-        .and_then(|s| std::fs::metadata(s).ok())
-        .map_or(0, |m| m.len());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
-        .map_err(|e| fail(format!("cannot signal {}: {e}", a.pid)))?;
-    if !a.wait {
-        return Ok(());
-    }
-    let stats = stats.ok_or_else(|| fail("cannot tell the image directory: pass --dir".into()))?;
-    let deadline = Instant::now() + Duration::from_secs_f64(a.timeout.max(0.0));
-    loop {
-        let bytes = std::fs::read(&stats).unwrap_or_default();
-        let new = bytes.get(start as usize..).unwrap_or(&[]);
-        for line in new.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(line) else {
-                continue;
-            };
-            if !rec["pid"].as_i64().is_some_and(|p| pids.contains(&p)) {
-                continue;
-            }
-            match rec["state"].as_str() {
-                Some("continue") | Some("term") => {
-                    println!("{}", rec["path"].as_str().unwrap_or(""));
-                    return Ok(());
-                }
-                Some("error") => {
-                    return Err(fail(format!(
-                        "checkpoint of {} failed: {}",
-                        a.pid,
-                        rec["error"].as_str().unwrap_or("?")
-                    )))
-                }
-                _ => {}
-            }
+    match ask(&req) {
+        Ok(Some(path)) => {
+            println!("{}", path.display());
+            Ok(())
         }
-        if !alive(a.pid) {
-            return Err(fail(format!(
-                "process {} ended before reporting a checkpoint",
-                a.pid
-            )));
+        Ok(None) => Ok(()),
+        Err(e @ AskError::Timeout { .. }) => Err(Failed(3, e.to_string())),
+        Err(e @ AskError::NotSelfckpt(_)) => {
+            Err(Failed(1, format!("{e}; --force sends the signal anyway")))
         }
-        if Instant::now() >= deadline {
-            return Err(Failed(
-                3,
-                format!(
-                    "no checkpoint reported in {} within {}s",
-                    stats.display(),
-                    a.timeout
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(e) => Err(Failed(1, e.to_string())),
     }
 }

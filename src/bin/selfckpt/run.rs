@@ -112,7 +112,7 @@ fn needs_nothing(elf: &goblin::elf::Elf) -> bool {
 
 /// libselfckpt.so: `SELFCKPT_LIB`, or next to this binary.
 fn find_lib() -> Result<PathBuf, String> {
-    if let Some(p) = settings::lib().map_err(|e| e.to_string())? {
+    if let Some(p) = settings::lib() {
         return if p.is_file() {
             Ok(p)
         } else {

@@ -1,5 +1,6 @@
 //! The C ABI behind `include/selfckpt.h` (also usable from C++ and from
-//! Fortran through `bind(C)`).
+//! Fortran through `bind(C)`); the CRS module of `include/selfckpt_crs.h`
+//! is in [`crs`].
 //!
 //! Every function catches panics at the boundary and reports failure as a
 //! return value; the text of the last failure on the calling thread is kept
@@ -13,6 +14,8 @@ use core::ffi::{c_char, c_int, c_void};
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub mod crs;
 
 /// `selfckpt_checkpoint` result: the checkpoint was written, going on.
 pub const SELFCKPT_CONTINUE: c_int = State::Continue as c_int;
@@ -28,13 +31,13 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_error(msg: String) {
+pub(crate) fn set_error(msg: String) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
 /// Runs `f`, mapping errors and panics to `fail` and recording the message.
-fn guard<T>(fail: T, f: impl FnOnce() -> Result<T, String>) -> T {
+pub(crate) fn guard<T>(fail: T, f: impl FnOnce() -> Result<T, String>) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(msg)) => {

@@ -1,0 +1,271 @@
+//! Asking another process that runs selfckpt to checkpoint, and waiting
+//! until its new image is durable: what `selfckpt checkpoint PID --wait`
+//! and the CRS module's `checkpoint(pid, ...)` both do.
+//!
+//! How it knows: every checkpoint appends one JSON line to
+//! `DIR/stats.jsonl` after the image was renamed into place and the
+//! directory fsynced. [`ask`] notes the file's length, sends the trigger
+//! signal, and reads new lines until one from PID (or, for a program
+//! restarted in a PID namespace below PID, its pid there) says
+//! `continue`/`term` (the image's path) or `error`. DIR is the one asked
+//! for, else the program's `SELFCKPT_DIR` (from /proc/PID/environ, as set
+//! by `selfckpt run`), else `ckpt` in the program's working directory.
+//!
+//! Ordinary Rust, run in the asking process. Must never: signal a process
+//! that is not running selfckpt's handler unless forced (SIGUSR1's default
+//! action kills), or signal a process of another user when asked to keep
+//! to the caller's own.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to ask of which process.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    /// The process to checkpoint.
+    pub pid: i32,
+    /// Its image directory (None: found from the process).
+    pub dir: Option<PathBuf>,
+    /// The trigger signal's name (None: the program's setting, else USR1
+    /// or, with `exit`, USR2).
+    pub signal: Option<String>,
+    /// Checkpoint and then exit (the term signal).
+    pub exit: bool,
+    /// Wait until the image is durable.
+    pub wait: bool,
+    /// Give up waiting after this long.
+    pub timeout: Duration,
+    /// Signal even if the process does not look like it runs selfckpt.
+    pub force: bool,
+    /// Refuse a process whose real user is not the caller's.
+    pub same_user: bool,
+}
+
+impl Ask {
+    /// Waits for a checkpoint of `pid`, with every other setting at its
+    /// default (found directory and signal, 120 s, same user only).
+    pub fn wait_for(pid: i32) -> Ask {
+        Ask {
+            pid,
+            dir: None,
+            signal: None,
+            exit: false,
+            wait: true,
+            timeout: Duration::from_secs(120),
+            force: false,
+            same_user: true,
+        }
+    }
+}
+
+/// Why the checkpoint of another process failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("no process {0}")]
+    NoProcess(i32),
+    #[error("process {0} does not run selfckpt (no selfckpt thread, no libselfckpt in its maps)")]
+    NotSelfckpt(i32),
+    #[error("process {pid} belongs to user {owner}, not to the caller (user {me}): refused")]
+    OtherUser { pid: i32, owner: u32, me: u32 },
+    #[error("{0}: not a signal name")]
+    BadSignal(String),
+    #[error("cannot signal {0}: {1}")]
+    Signal(i32, nix::errno::Errno),
+    #[error("cannot tell the image directory: pass --dir")]
+    NoDir,
+    #[error("checkpoint of {0} failed: {1}")]
+    Failed(i32, String),
+    #[error("process {0} ended before reporting a checkpoint")]
+    Ended(i32),
+    #[error("no checkpoint reported in {stats} within {secs}s")]
+    Timeout { stats: String, secs: f64 },
+}
+
+fn environ_of(pid: i32) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter_map(|kv| {
+                    let s = String::from_utf8_lossy(kv);
+                    s.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids under which PID's program may report in `stats.jsonl`: PID
+/// itself and, for every descendant, each of its pids (`NSpid`). A program
+/// restarted with exact ids runs in a PID namespace below `selfckpt
+/// restart` (the PID the user knows) and reports its checkpoint-time pid.
+/// Also returns the descendants (host pids), whose environment may name
+/// the image directory when PID's own does not.
+fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
+    let mut out = vec![pid as i64];
+    let mut descendants = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for k in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            let status = std::fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
+            if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+                out.extend(ns.split_whitespace().filter_map(|v| v.parse::<i64>().ok()));
+            }
+            todo.push(k);
+            descendants.push(k);
+        }
+    }
+    (out, descendants)
+}
+
+/// True if the process has selfckpt loaded (its maps name the library or
+/// it runs a thread named `selfckpt`).
+pub fn runs_selfckpt(pid: i32) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    if maps.contains("libselfckpt") {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "selfckpt")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The real user id of PID (first field of `Uid:` in its status).
+fn owner_of(pid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// True while PID runs (a zombie has ended, though /proc still lists it).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// Sends the checkpoint request; with `wait`, returns the path of the
+/// durable image (None without `wait`).
+pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
+    if a.pid <= 0 || !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
+        return Err(AskError::NoProcess(a.pid));
+    }
+    if a.same_user {
+        let me = crate::capture::sys::getuid();
+        match owner_of(a.pid) {
+            Some(owner) if owner != me => {
+                return Err(AskError::OtherUser {
+                    pid: a.pid,
+                    owner,
+                    me,
+                })
+            }
+            Some(_) => {}
+            None => return Err(AskError::NoProcess(a.pid)),
+        }
+    }
+    if !a.force && !runs_selfckpt(a.pid) {
+        return Err(AskError::NotSelfckpt(a.pid));
+    }
+    let (pids, descendants) = report_pids(a.pid);
+    // The first of PID and its descendants that has selfckpt settings.
+    let env = std::iter::once(a.pid)
+        .chain(descendants)
+        .map(environ_of)
+        .find(|e| {
+            e.iter()
+                .any(|(k, _)| crate::settings::VARS.iter().any(|v| v.name == k))
+        })
+        .unwrap_or_default();
+    let var = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (sig_text, default) = if a.exit {
+        (
+            a.signal
+                .clone()
+                .or_else(|| var(crate::settings::TERM_SIGNAL.name)),
+            "USR2",
+        )
+    } else {
+        (
+            a.signal
+                .clone()
+                .or_else(|| var(crate::settings::SIGNAL.name)),
+            "USR1",
+        )
+    };
+    let sig_text = sig_text.unwrap_or_else(|| default.into());
+    let sig = crate::trigger::parse_signal(&sig_text).ok_or(AskError::BadSignal(sig_text))?;
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", a.pid)).ok();
+    let dir = a
+        .dir
+        .clone()
+        .or_else(|| var(crate::settings::DIR.name).map(PathBuf::from))
+        .or_else(|| cwd.as_ref().map(|c| c.join("ckpt")))
+        // A relative SELFCKPT_DIR is the program's, not ours.
+        .map(|d| match &cwd {
+            Some(c) if d.is_relative() && a.dir.is_none() => c.join(d),
+            _ => d,
+        });
+    let stats = dir.map(|d| d.join("stats.jsonl"));
+    let start = stats
+        .as_ref()
+        .and_then(|s| std::fs::metadata(s).ok())
+        .map_or(0, |m| m.len());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
+        .map_err(|e| AskError::Signal(a.pid, e))?;
+    if !a.wait {
+        return Ok(None);
+    }
+    let stats = stats.ok_or(AskError::NoDir)?;
+    // None: a timeout too large to represent, i.e. none.
+    let deadline = Instant::now().checked_add(a.timeout);
+    loop {
+        let bytes = std::fs::read(&stats).unwrap_or_default();
+        let new = bytes.get(start as usize..).unwrap_or(&[]);
+        for line in new.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if !rec["pid"].as_i64().is_some_and(|p| pids.contains(&p)) {
+                continue;
+            }
+            match rec["state"].as_str() {
+                Some("continue") | Some("term") => {
+                    return Ok(Some(PathBuf::from(rec["path"].as_str().unwrap_or(""))));
+                }
+                Some("error") => {
+                    return Err(AskError::Failed(
+                        a.pid,
+                        rec["error"].as_str().unwrap_or("?").to_string(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if !alive(a.pid) {
+            return Err(AskError::Ended(a.pid));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(AskError::Timeout {
+                stats: stats.display().to_string(),
+                secs: a.timeout.as_secs_f64(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
