@@ -8,8 +8,10 @@
 //! `threads ok`.
 //!
 //! `--extra N` adds N threads that nap and compute until the end (for
-//! thread-count tests); `--blocker` adds one that blocks every signal, so
-//! checkpoints must fail cleanly (`--timeout-ms` bounds their wait).
+//! thread-count tests); `--blocker` adds one that blocks every signal with
+//! a raw `rt_sigprocmask` system call (the libc functions cannot block
+//! selfckpt's signals), so checkpoints must fail cleanly (`--timeout-ms`
+//! bounds their wait).
 //!
 //! usage: threads DIR STEPS [--sleep-ms MS] [--checkpoint-at K]... [--extra N]
 //!        [--blocker] [--timeout-ms MS]
@@ -148,11 +150,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .stack_size(128 << 10)
                 .spawn(move || {
                     if block {
-                        // SAFETY: blocking every signal in this thread only.
+                        // SAFETY: blocking every signal in this thread only,
+                        // past libc (whose wrappers keep selfckpt's
+                        // signals deliverable); 8 bytes: the kernel's set.
                         unsafe {
-                            let mut all: libc::sigset_t = std::mem::zeroed();
-                            libc::sigfillset(&mut all);
-                            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                            let all: u64 = !0;
+                            libc::syscall(
+                                libc::SYS_rt_sigprocmask,
+                                libc::SIG_BLOCK,
+                                &all as *const u64,
+                                std::ptr::null_mut::<u64>(),
+                                8usize,
+                            );
                         }
                     }
                     let born = identity();

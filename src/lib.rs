@@ -280,6 +280,16 @@ impl Builder {
                 e.describe(),
             )
         })?;
+        // The trigger handlers first: the checkpoint thread is born with the
+        // trigger signals unblocked, and one may already be pending (`run`
+        // blocks them until now); a request made before the thread runs
+        // waits for it.
+        trigger::install(
+            self.signal as i32,
+            self.term_signal.map(|s| s as i32),
+            self.interval,
+        )
+        .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
         // selfckpt's threads take only the suspend signal (the checkpoint
         // thread also the trigger signals it serves): every other signal
         // the program's threads block stays theirs (pending, or for their
@@ -309,12 +319,6 @@ impl Builder {
             .spawn(move || runtime.serve())
             .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
         drop(manager_mask);
-        trigger::install(
-            self.signal as i32,
-            self.term_signal.map(|s| s as i32),
-            self.interval,
-        )
-        .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
         log::debug!(
             "installed: dir {}, signal {}, interval {:?}",
             runtime.config.dir.display(),
