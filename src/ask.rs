@@ -139,6 +139,21 @@ pub fn runs_selfckpt(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether PID has a handler for `sig` (its `SigCgt` mask).
+pub fn catches(pid: i32, sig: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+}
+
 /// The real user id of PID (first field of `Uid:` in its status).
 fn owner_of(pid: i32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -226,8 +241,20 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
         .as_ref()
         .and_then(|s| std::fs::metadata(s).ok())
         .map_or(0, |m| m.len());
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
-        .map_err(|e| AskError::Signal(a.pid, e))?;
+    if a.signal.is_none() && catches(a.pid, crate::interpose::masks::REQUEST) {
+        // The request channel: it works even when the program took the
+        // trigger signals for itself.
+        let value = libc::sigval {
+            sival_ptr: usize::from(a.exit) as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue with a plain value.
+        if unsafe { libc::sigqueue(a.pid, crate::interpose::masks::REQUEST, value) } != 0 {
+            return Err(AskError::Signal(a.pid, nix::errno::Errno::last()));
+        }
+    } else {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
+            .map_err(|e| AskError::Signal(a.pid, e))?;
+    }
     if !a.wait {
         return Ok(None);
     }

@@ -309,9 +309,8 @@ impl Builder {
                 .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
         }
         drop(workers_mask);
-        let triggers = [Some(self.signal as i32), self.term_signal.map(|s| s as i32)];
-        let mut keep: Vec<i32> = triggers.into_iter().flatten().collect();
-        keep.push(suspend_signal);
+        let mut keep: Vec<i32> = trigger::held_signals().collect();
+        keep.extend([suspend_signal, interpose::masks::REQUEST]);
         let manager_mask = sys::SavedSignalMask::block_all_but(&keep);
         std::thread::Builder::new()
             .name("selfckpt".into())

@@ -51,7 +51,7 @@ pub fn install(signal: i32, hooks: RoundHooks) -> Result<(), sys::Errno> {
         sa.sa_sigaction = park::handler_address();
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigfillset(&mut sa.sa_mask);
-        if libc::sigaction(signal, &sa, core::ptr::null_mut()) != 0 {
+        if crate::interpose::next::sigaction(signal, &sa, core::ptr::null_mut()) != 0 {
             return Err(sys::Errno::last());
         }
     }

@@ -3,16 +3,27 @@
 //! * the trigger signal (SIGUSR1 by default): one more request;
 //! * the term signal (SIGUSR2 by default): a request whose checkpoint is
 //!   followed by `_exit(0)` once the image is durable (state TERM);
+//! * the request channel, selfckpt's reserved signal
+//!   `interpose::masks::REQUEST`, which `selfckpt checkpoint PID` sends
+//!   with `sigqueue` (value 0: checkpoint, 1: checkpoint then exit): it
+//!   works even when the program took the trigger signals for itself;
 //! * [`crate::checkpoint`] (a numbered request it waits for);
 //! * an interval: the manager's idle wait times out and makes a request.
 //!
 //! Each asks through `crate::request` (see there how requests coalesce).
 //!
+//! The trigger and term signals are selfckpt's only while the program does
+//! not want them: one the program already handles at install is left to
+//! it, and one it installs a disposition for later is handed over
+//! ([`hand_over`], from `interpose::dispositions`); selfckpt warns once.
+//!
 //! Must never: do anything in a signal handler but atomics and a futex wake
 //! (async-signal-safe), or touch signals the program did not hand to us.
 
 use crate::capture::sys;
+use crate::interpose::{masks, next};
 use crate::request;
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
 
 /// The next checkpoint is followed by an exit.
@@ -23,29 +34,172 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 static NEXT_DUE_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 static TRIGGER_SIG: AtomicI32 = AtomicI32::new(0);
 static TERM_SIG: AtomicI32 = AtomicI32::new(0);
+/// The signals selfckpt holds now (bit `sig`): trigger and term until the
+/// program takes them.
+static HELD: AtomicU64 = AtomicU64::new(0);
 
-fn on_trigger() {
+/// What the program had for the trigger and term signals before selfckpt
+/// took them (what it reads back until it takes them).
+struct Views(UnsafeCell<[libc::sigaction; 2]>);
+// SAFETY: written only by `install`, before the signals are held (HELD is
+// stored with Release after), read only while they are held.
+unsafe impl Sync for Views {}
+// SAFETY: an all-zero sigaction is SIG_DFL with no flags.
+static VIEWS: Views = Views(UnsafeCell::new(unsafe { core::mem::zeroed() }));
+
+extern "C" fn on_trigger(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     request::ask();
 }
 
-fn on_term() {
+extern "C" fn on_term(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     TERM.store(true, Release);
-    on_trigger();
+    request::ask();
+}
+
+extern "C" fn on_request(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // a sigqueue'd value is an int at offset 24 of the union.
+    let value = unsafe {
+        if (*info).si_code == libc::SI_QUEUE {
+            *((info as *const u8).add(24) as *const i32)
+        } else {
+            0
+        }
+    };
+    if value == 1 {
+        TERM.store(true, Release);
+    }
+    request::ask();
+}
+
+/// Whether selfckpt holds `sig` now (a trigger the program did not take).
+pub fn held(sig: i32) -> bool {
+    (1..64).contains(&sig) && HELD.load(Acquire) & (1 << sig) != 0
+}
+
+/// The disposition the program had for a held signal before selfckpt.
+pub fn program_view(sig: i32) -> libc::sigaction {
+    let i = usize::from(sig != TRIGGER_SIG.load(Relaxed));
+    // SAFETY: see `Views`.
+    unsafe { (*VIEWS.0.get())[i] }
+}
+
+/// The program installed a disposition for `sig`: it is the program's
+/// now. Warns once, on stderr (async-signal-safe: one write).
+pub fn hand_over(sig: i32) {
+    let before = HELD.fetch_and(!(1u64 << sig), AcqRel);
+    if before & (1 << sig) != 0 {
+        warn_taken(sig);
+        // The checkpoint thread stops taking it (`block_handed_over`).
+        request::nudge();
+    }
+}
+
+/// The trigger and term signals selfckpt holds (for the checkpoint
+/// thread's mask).
+pub fn held_signals() -> impl Iterator<Item = i32> {
+    [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)]
+        .into_iter()
+        .filter(|&s| held(s))
+}
+
+/// On the checkpoint thread: blocks the trigger signals the program took,
+/// so that they go to the program's threads only.
+pub(crate) fn block_handed_over() {
+    let taken: [i32; 2] = [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)].map(|s| {
+        if s > 0 && !held(s) {
+            s
+        } else {
+            0
+        }
+    });
+    if taken.iter().any(|&s| s != 0) {
+        // (sigaddset ignores the 0 entries.)
+        sys::change_signal_mask(libc::SIG_BLOCK, &taken);
+    }
+}
+
+fn warn_taken(sig: i32) {
+    let mut msg = [0u8; 320];
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        let take = b.len().min(msg.len() - n);
+        msg[n..n + take].copy_from_slice(&b[..take]);
+        n += take;
+    };
+    put(b"selfckpt: the program handles signal ");
+    let mut digits = [0u8; 4];
+    let mut d = 4;
+    let mut v = sig as u32;
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    put(&digits[d..]);
+    put(match sig {
+        libc::SIGUSR1 => b" (SIGUSR1)".as_slice(),
+        libc::SIGUSR2 => b" (SIGUSR2)",
+        _ => b"",
+    });
+    put(b" itself: it keeps it, and that signal no longer checkpoints; `selfckpt checkpoint PID` still does; \
+another signal: --signal/--term-signal or SELFCKPT_SIGNAL/SELFCKPT_TERM_SIGNAL\n");
+    // SAFETY: writing our own buffer to stderr.
+    unsafe { libc::write(2, msg.as_ptr().cast(), n) };
 }
 
 /// Restores the default action of our signals in a forked child: it has no
 /// checkpoint thread, so it must not swallow them.
 extern "C" fn in_forked_child() {
     for sig in [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)] {
-        if sig > 0 {
+        if held(sig) {
             // SAFETY: signal() with SIG_DFL is async-signal-safe and only
             // changes dispositions we installed ourselves.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            unsafe { next::signal(sig, libc::SIG_DFL) };
         }
+    }
+    HELD.store(0, Release);
+    // SAFETY: as above, for the request channel.
+    unsafe { next::signal(masks::REQUEST, libc::SIG_DFL) };
+}
+
+type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `sig` (bypassing the program's view) and returns
+/// the disposition `sig` had.
+fn take(sig: i32, handler: Handler) -> std::io::Result<libc::sigaction> {
+    // SAFETY: sigaction is plain data; the handlers only touch atomics and
+    // a futex (async-signal-safe).
+    unsafe {
+        let mut act: libc::sigaction = core::mem::zeroed();
+        act.sa_sigaction = handler as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if next::sigaction(sig, &act, &mut old) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(old)
     }
 }
 
-/// Installs the signal handlers and the interval.
+/// The disposition `sig` has now.
+fn current(sig: i32) -> std::io::Result<libc::sigaction> {
+    // SAFETY: a query into a zeroed struct.
+    unsafe {
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if next::sigaction(sig, core::ptr::null(), &mut old) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(old)
+    }
+}
+
+/// Installs the signal handlers and the interval. A trigger signal the
+/// program already handles stays the program's (with a warning).
 pub fn install(
     trigger: i32,
     term: Option<i32>,
@@ -54,14 +208,24 @@ pub fn install(
     TRIGGER_SIG.store(trigger, Relaxed);
     TERM_SIG.store(term.unwrap_or(0), Relaxed);
     set_interval(interval);
-    // SAFETY: the handlers only touch atomics and a futex
-    // (async-signal-safe).
-    unsafe {
-        signal_hook::low_level::register(trigger, on_trigger)?;
-        if let Some(t) = term {
-            signal_hook::low_level::register(t, on_term)?;
+    take(masks::REQUEST, on_request)?;
+    let mut held = 0u64;
+    for (i, sig, handler) in [
+        (0, Some(trigger), on_trigger as Handler),
+        (1, term, on_term),
+    ] {
+        let Some(sig) = sig else { continue };
+        let now = current(sig)?;
+        if now.sa_sigaction != libc::SIG_DFL && now.sa_sigaction != libc::SIG_IGN {
+            warn_taken(sig);
+            continue;
         }
+        // SAFETY: see `Views`: nothing reads it before HELD says so.
+        unsafe { (*VIEWS.0.get())[i] = now };
+        take(sig, handler)?;
+        held |= 1 << sig;
     }
+    HELD.store(held, Release);
     // SAFETY: registers a child-side fork handler that only calls signal().
     unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
     Ok(())

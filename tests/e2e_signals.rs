@@ -136,6 +136,16 @@ fn blocking_calls_resume_after_a_restart() {
     kill(&child, libc::SIGUSR1);
     let image = wait_new_image(&dir, 0);
     kill_tree(&mut child, libc::SIGKILL);
+    let mut first_err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut first_err);
+    }
+    assert!(
+        first_err.contains("handles signal 10 (SIGUSR1) itself")
+            && first_err.contains("handles signal 12 (SIGUSR2) itself"),
+        "no warning that SIGUSR1 and SIGUSR2 are the program's: {first_err}"
+    );
     let offset = fd_offset(&image, 1);
     let second = tmp.path().join("second");
     let err = wait_ok(
@@ -148,5 +158,98 @@ fn blocking_calls_resume_after_a_restart() {
         format!("{}{second}", &first[..offset]),
         want,
         "resumed output differs; stderr: {err}"
+    );
+}
+
+/// `selfckpt checkpoint PID --wait`; the image's path.
+fn checkpoint_wait(pid: u32) -> String {
+    let o = Command::new(selfckpt())
+        .args(["checkpoint", &pid.to_string(), "--wait", "--timeout", "20"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "checkpoint {pid}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A program that owns SIGUSR1 and SIGUSR2 (its handlers count the signals
+/// it sends itself every 5 ms, and check every one arrived): selfckpt
+/// gives both up to it, with a warning, and `checkpoint PID` goes on
+/// through selfckpt's request channel. 20 checkpoints, a kill, a resume
+/// and 3 more checkpoints of the resumed program: counts and output are
+/// exactly an uninterrupted run's, and the program reads back its own
+/// handlers and mask throughout.
+#[test]
+fn a_program_that_owns_the_trigger_signals_keeps_them_and_is_checkpointed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("own_signals");
+    if !build_c("own_signals", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let steps = "900";
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg(steps), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("own_signals ok\n"), "{want}");
+    let dir = tmp.path().join("ck");
+    let run = || {
+        let mut c = Command::new(selfckpt());
+        c.arg("run")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--")
+            .arg(&exe)
+            .arg(steps);
+        c
+    };
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut run(), &first);
+    wait_output(&first);
+    let mut last = String::new();
+    for _ in 0..20 {
+        last = checkpoint_wait(child.id());
+    }
+    kill_tree(&mut child, libc::SIGKILL);
+    let mut first_err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut first_err);
+    }
+    assert!(
+        first_err.contains("handles signal 10 (SIGUSR1) itself")
+            && first_err.contains("handles signal 12 (SIGUSR2) itself"),
+        "no warning that SIGUSR1 and SIGUSR2 are the program's: {first_err}"
+    );
+    let offset = fd_offset(Path::new(&last), 1);
+    let second = tmp.path().join("second");
+    let resumed = spawn_to_file(&mut run(), &second);
+    // Until the restart forwards signals, `checkpoint` would fall back to
+    // the trigger signal, which is the program's own now.
+    let status = format!("/proc/{}/status", resumed.id());
+    wait_for("the resumed run to take requests", 30, || {
+        std::fs::read_to_string(&status).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << 62) != 0)
+        })
+    });
+    for _ in 0..3 {
+        checkpoint_wait(resumed.id());
+    }
+    let err = wait_ok(resumed, "resumed run");
+    let first = std::fs::read_to_string(tmp.path().join("first")).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "stderr: {err}"
     );
 }

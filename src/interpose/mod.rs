@@ -9,6 +9,10 @@
 //!   lowest realtime signals: `SIGRTMAX` reads two lower, masks the program
 //!   sets never block them, and no mask, pending set or signalfd the
 //!   program reads or makes holds them.
+//! * [`dispositions`]: the program's `sigaction` and `signal` never
+//!   reach selfckpt's signals, and a program that installs its own handler
+//!   for a trigger signal gets it (selfckpt then takes requests through its
+//!   reserved channel).
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -19,6 +23,7 @@
 //! involved, or allocate (several of these are async-signal-safe and may be
 //! called from the program's signal handlers).
 
+pub mod dispositions;
 pub mod masks;
 pub mod next;
 pub mod waits;

@@ -71,4 +71,6 @@ next_fns! {
     usleep(us: libc::useconds_t) -> c_int = -1;
     sleep(secs: c_uint) -> c_uint = secs;
     __libc_current_sigrtmax() -> c_int = 64;
+    sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int = -1;
+    signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t = libc::SIG_ERR;
 }

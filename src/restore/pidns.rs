@@ -67,8 +67,27 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     }
     let to = FORWARD_TO.load(Acquire);
     if to > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(to, sig) };
+        // A sigqueue'd signal keeps its value (selfckpt's request channel
+        // tells a checkpoint from a checkpoint-then-exit by it).
+        // SAFETY: kill and rt_sigqueueinfo are async-signal-safe; the
+        // siginfo is the kernel's, with our pid and uid as the sender.
+        unsafe {
+            if code == libc::SI_QUEUE {
+                let mut fwd = *info;
+                let p = &mut fwd as *mut libc::siginfo_t as *mut u8;
+                // siginfo's union: pid at 16, uid at 20.
+                *(p.add(16) as *mut i32) = libc::getpid();
+                *(p.add(20) as *mut u32) = libc::getuid();
+                libc::syscall(
+                    libc::SYS_rt_sigqueueinfo,
+                    to,
+                    sig,
+                    &fwd as *const libc::siginfo_t,
+                );
+            } else {
+                libc::kill(to, sig);
+            }
+        }
     }
 }
 
@@ -86,7 +105,7 @@ fn forward_signals(to: i32) {
             sa.sa_sigaction = forward as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            crate::interpose::next::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
     // SAFETY: unblocking every signal of this single-threaded process.
@@ -222,7 +241,7 @@ fn end_like(status: i32) -> ! {
         // SAFETY: restoring the default action and raising the signal on
         // ourselves, then a fallback exit.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            crate::interpose::next::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
         }
         std::process::exit(128 + sig);
