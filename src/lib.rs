@@ -33,6 +33,7 @@ pub mod logger;
 pub mod manager;
 pub mod preload;
 pub mod restore;
+pub mod restorer_abi;
 pub mod threads;
 pub mod trigger;
 

@@ -7,6 +7,7 @@
 //! clear error without harming anything: staging mappings are private to
 //! this process, and files are only reopened (never created or truncated).
 
+pub mod args;
 pub mod handover;
 pub mod huge;
 pub mod layout;
