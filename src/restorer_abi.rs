@@ -67,7 +67,6 @@ pub struct RestorerArgs {
     /// The program's executable opened for PR_SET_MM_MAP (-1: none);
     /// closed once the map is set.
     pub exe_fd: i64,
-    pub reserved: u64,
     /// Written by the restorer: 1 when PR_SET_MM_MAP had to be retried
     /// without exe_fd (`/proc/self/exe` still names selfckpt).
     pub exe_not_set: u64,
@@ -332,10 +331,10 @@ macro_rules! layout_of {
     };
 }
 
-const ARGS: [Exported; 21] = layout_of!(RestorerArgs, "ARGS":
+const ARGS: [Exported; 20] = layout_of!(RestorerArgs, "ARGS":
     magic, rseq_ptr, rseq_len, rseq_sig, n_unmap, unmap, n_moves, moves, mm_map,
     mm_map_size, n_sigactions, sigactions, n_threads, threads, entry, exe_fd,
-    reserved, exe_not_set, n_pokes, pokes);
+    exe_not_set, n_pokes, pokes);
 const UNMAP: [Exported; 3] = layout_of!(Unmap, "UNMAP": addr, len);
 const MOVE: [Exported; 5] = layout_of!(Move, "MOVE": src, dst, len, prot);
 const MM_MAP: [Exported; 2] = layout_of!(PrctlMmMap, "MM_MAP": exe_fd);
@@ -381,7 +380,7 @@ pub const EXPORTED: [&[Exported]; 9] = [
 // Every table entry is whole u64 words (no padding, the same on both
 // arches): the restarter copies them as plain bytes.
 const _: () = {
-    assert!(size_of::<RestorerArgs>() == 20 * 8);
+    assert!(size_of::<RestorerArgs>() == 19 * 8);
     assert!(size_of::<PrctlMmMap>() == 104);
     assert!(offset_of!(PrctlMmMap, exe_fd) == 100);
     assert!(size_of::<CloneArgs>() == 88);

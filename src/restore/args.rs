@@ -193,7 +193,6 @@ pub fn write(
         threads,
         entry: plan.restart_entry,
         exe_fd: exe_fd as i64,
-        reserved: 0,
         exe_not_set: 0,
         n_pokes,
         pokes,

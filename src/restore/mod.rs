@@ -63,6 +63,14 @@ pub enum RestoreError {
     Unsafe { path: PathBuf, why: String },
     #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
     MissingFiles(String),
+    #[error("{path}: the program's selfckpt library has restart mailbox layout {image}{how}, this restarter writes layout {host}; restart refused (restart it with the selfckpt release the program ran with)")]
+    MailboxLayout {
+        path: PathBuf,
+        image: u32,
+        /// How the image's layout is known, when not from META.
+        how: &'static str,
+        host: u32,
+    },
 }
 
 /// What to do with descriptors whose file is gone.
@@ -127,6 +135,7 @@ pub fn restart(
     let img = ImageFile::open(path).map_err(img_err)?;
     check_ownership(path, &img)?;
     let view = img.view().map_err(img_err)?;
+    check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts.missing_fds)?;
     let identity = match opts.tids {
@@ -290,6 +299,28 @@ fn check_machine(
         });
     }
     Ok(())
+}
+
+/// The restarter writes the library's mailbox and slots (`restorer_abi`):
+/// only one of the same layout.
+fn check_mailbox_layout(path: &Path, meta: &crate::image::model::Meta) -> Result<(), RestoreError> {
+    let host = crate::restorer_abi::MAILBOX_LAYOUT;
+    let (image, how) = match meta.mailbox_layout {
+        Some(layout) => (layout, ""),
+        None => (
+            crate::image::format::MAILBOX_LAYOUT_UNRECORDED,
+            " (an image older than format 1.5, which does not record it)",
+        ),
+    };
+    if image == host {
+        return Ok(());
+    }
+    Err(RestoreError::MailboxLayout {
+        path: path.to_path_buf(),
+        image,
+        how,
+        host,
+    })
 }
 
 fn describe_change(old: &FileStamp, new: &FileStamp) -> String {
