@@ -400,3 +400,51 @@ const _: () = {
     assert!(mailbox::LAYOUT == 72);
     assert!(SLOT_PENDING_OFFSET == 120);
 };
+
+#[cfg(test)]
+mod tests {
+    /// Lines of `src` before its failure path (`.Lfail:`, which builds
+    /// its message on the stack and is no part of the interface) that
+    /// address memory with a literal number instead of a generated name.
+    fn literal_offsets(src: &str) -> Vec<&str> {
+        let body = src.split("\n.Lfail:").next().unwrap_or(src);
+        body.lines()
+            .map(|l| l.split("/*").next().unwrap_or(l))
+            .filter(|l| {
+                let (Some(open), Some(close)) = (l.find('['), l.find(']')) else {
+                    return false;
+                };
+                // [reg + 8], [reg, #8], and aarch64's post-index [reg], #8
+                let inside = l[open..close]
+                    .split(|c: char| "[+-,# \t".contains(c))
+                    .any(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()));
+                let post = l[close..]
+                    .strip_prefix("], #")
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+                inside || post
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_assembly_uses_generated_names_for_every_offset() {
+        for (arch, src) in [
+            ("x86_64", include_str!("../arch/x86_64/restorer.S")),
+            ("aarch64", include_str!("../arch/aarch64/restorer.S")),
+        ] {
+            let bad = literal_offsets(src);
+            assert!(bad.is_empty(), "{arch}: literal offsets: {bad:#?}");
+        }
+        // The check itself sees one.
+        assert_eq!(
+            literal_offsets(
+                "    mov rdi, [r15 + 8]\n    ldr x0, [x19, #8]\n    ldp x0, x1, [x21], #16\n"
+            ),
+            [
+                "    mov rdi, [r15 + 8]",
+                "    ldr x0, [x19, #8]",
+                "    ldp x0, x1, [x21], #16"
+            ]
+        );
+    }
+}

@@ -613,8 +613,9 @@ fn a_1_1_image_reads_with_bytes_present_per_region_unknown() {
 
 /// META's restart mailbox layout (format 1.5): an image whose library has
 /// another layout than this restarter writes is intact (verify and inspect
-/// take it) but restart refuses it, saying both layouts; an image older
-/// than 1.5 records none, stands for layout 1 and still restarts.
+/// take it) but restart refuses it, saying both layouts, as it refuses one
+/// whose memory holds no mailbox of that layout where META says; an image
+/// older than 1.5 records none, stands for layout 1 and still restarts.
 #[test]
 fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
     let f = fixture();
@@ -632,6 +633,35 @@ fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
         msg.contains("restart mailbox layout 2") && msg.contains("this restarter writes layout 1"),
         "{msg}"
     );
+
+    // The image's memory must agree: the mailbox's own layout word (META
+    // pointing 8 bytes early reads its pending word, 0 here) and a
+    // writable place (the restart entry is code).
+    let meta = records(&f.good)[0].payload();
+    let word = |at: usize| u64::from_le_bytes(f.good[at..at + 8].try_into().unwrap());
+    let (mailbox_at, entry_at) = (meta.end - 24, meta.end - 32);
+    let moved = |to: u64| {
+        let mut b = f.good.clone();
+        b[mailbox_at..mailbox_at + 8].copy_from_slice(&to.to_le_bytes());
+        reseal(&mut b);
+        b
+    };
+    for (name, b, expect) in [
+        (
+            "mailbox-early",
+            moved(word(mailbox_at) - 8),
+            "holds layout 0, META says 1",
+        ),
+        (
+            "mailbox-in-code",
+            moved(word(entry_at)),
+            "does not lie in a writable mapping",
+        ),
+    ] {
+        scan_bytes(&b, None).expect("an intact image");
+        let msg = f.restart_refused(name, &f.write_bad(name, &b));
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
 
     // A 1.5 META without it is malformed; a 1.4 one with it has trailing bytes.
     let cut = with_record(&f.good, 1, |p| {

@@ -71,6 +71,8 @@ pub enum RestoreError {
         how: &'static str,
         host: u32,
     },
+    #[error("{path}: the restart mailbox at {at:#x} {why}; restart refused (the image does not match the library that took it)")]
+    Mailbox { path: PathBuf, at: u64, why: String },
 }
 
 /// What to do with descriptors whose file is gone.
@@ -159,6 +161,7 @@ pub fn restart(
     };
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
+    let recorded_layout = view.meta.mailbox_layout;
     drop(view);
     let t0 = std::time::Instant::now();
     let staged = plan.stage_all(img)?;
@@ -170,6 +173,7 @@ pub fn restart(
             t0.elapsed().as_secs_f64()
         );
     }
+    check_staged_mailbox(path, &plan, recorded_layout)?;
     handover::handover(&mut plan, blob, opts)
 }
 
@@ -320,6 +324,42 @@ fn check_mailbox_layout(path: &Path, meta: &crate::image::model::Meta) -> Result
         image,
         how,
         host,
+    })
+}
+
+/// The mailbox the restorer will write, as the image's memory has it: in a
+/// writable region, and (format 1.5) holding the layout META records.
+fn check_staged_mailbox(
+    path: &Path,
+    plan: &layout::Plan,
+    recorded: Option<u32>,
+) -> Result<(), RestoreError> {
+    use crate::restorer_abi::{mailbox, RestartMailbox};
+    let at = plan.restart_mailbox;
+    // Before 1.5 the mailbox ended before its layout word.
+    let len = match recorded {
+        Some(_) => core::mem::size_of::<RestartMailbox>() as u64,
+        None => mailbox::LAYOUT,
+    };
+    let writable = plan.regions.iter().any(|r| {
+        r.staging.is_some()
+            && r.prot & libc::PROT_WRITE as u32 != 0
+            && r.start <= at
+            && at.checked_add(len).is_some_and(|e| e <= r.end)
+    });
+    let why = match (writable, recorded) {
+        (false, _) => "does not lie in a writable mapping of the image".to_string(),
+        (true, None) => return Ok(()),
+        (true, Some(layout)) => match plan.staged_u64(at + mailbox::LAYOUT) {
+            Some(word) if word == layout as u64 => return Ok(()),
+            Some(word) => format!("holds layout {word}, META says {layout}"),
+            None => "cannot be read".to_string(),
+        },
+    };
+    Err(RestoreError::Mailbox {
+        path: path.to_path_buf(),
+        at,
+        why,
     })
 }
 
