@@ -12,15 +12,17 @@
 //! at compile time that the target's `offset_of!` agree with what the
 //! build script computed on the host (`src/bin/selfckpt/blob.rs`).
 //!
-//! Changing the restorer's arguments: add or change the field here, fill
-//! it by name in `restore::handover`, use its `ARGS_*` name in both
-//! `restorer.S` files (and in the harness if it takes part). Changing the
-//! mailbox or the slot's pending word: the same, and bump
-//! [`MAILBOX_LAYOUT`] (images record it; a restarter refuses an image
-//! whose library has another one).
+//! Changing the restorer's arguments: add or change the field here (and
+//! in [`EXPORTED`]'s list), fill it by name in `restore::args`, use its
+//! `ARGS_*` name in both `restorer.S` files (and in the harness if it
+//! takes part). Changing the mailbox or the slot's pending word: the same,
+//! and bump [`MAILBOX_LAYOUT`] (images record it; a restarter refuses an
+//! image whose library has another one).
 //!
 //! Must depend on nothing but `core` (the build script compiles it on its
-//! own) and hold no code that runs anywhere: layouts and constants only.
+//! own): layouts, constants and trivial accessors only, nothing that
+//! allocates (the mailbox is read in the restarted threads before they
+//! are released).
 
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::AtomicU64;
@@ -190,9 +192,12 @@ pub struct CloneArgs {
 /// library has another one. Bump it with any change to either.
 ///
 /// Version 1: the mailbox below (`layout` last, never written by a
-/// restarter) and the slot's pending word at 120. Every library that wrote
-/// an image before format 1.5 has the words a restarter writes at these
-/// offsets (the version word itself came later, at the end).
+/// restarter) and the slot's pending word at 120. Libraries that wrote
+/// images before format 1.5 have the words a restarter writes at these
+/// offsets, as far as their format has them (the pending words came with
+/// 1.4 and are written only when a 1.4 image has pending signals; the
+/// identity word came with 1.1, where 1.0 libraries had an unused word);
+/// the version word itself came last, at the end.
 pub const MAILBOX_LAYOUT: u32 = 1;
 
 /// A mapping the restorer used, for the restarted library to unmap.
