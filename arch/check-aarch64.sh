@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
 # Checks the aarch64 restorer blob (arch/aarch64/restorer.S) on any host:
+#  0. the offsets it uses are generated as the build does: build.rs is
+#     compiled with rustc alone and run with OUT_DIR set to a work directory
+#     (restorer_abi.inc, prepended to the source; restorer_abi.h, for the
+#     harness), from src/restorer_abi.rs (that the assembly uses no
+#     literal offset is a unit test there);
 #  1. it assembles with GNU as, and with LLVM's assembler (what Rust's
 #     global_asm! uses) to the same bytes when llvm-mc is there;
 #  2. it is position-independent: no relocations, no undefined symbols;
@@ -39,15 +44,24 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# 0. The generated offsets, as build.rs writes them for the binary.
+command -v rustc >/dev/null || fail "rustc is needed to generate the restorer's offsets (build.rs)"
+rustc --edition 2021 -o "$work/build-script" build.rs || fail "build.rs does not compile"
+OUT_DIR=$work CARGO_MANIFEST_DIR=$PWD "$work/build-script" >/dev/null || fail "build.rs failed"
+inc=$work/restorer_abi.inc
+[ -s "$inc" ] && [ -s "$work/restorer_abi.h" ] || fail "build.rs wrote no restorer_abi.inc/.h"
+full=$work/restorer-full.S # what global_asm! assembles: the offsets, then the source
+cat "$inc" "$src" >"$full"
+
 # 1. Assemble; Rust's global_asm! takes the file as a format string.
-if grep -n '[{}]' "$src"; then
-    fail "$src has braces, which global_asm! reads as format arguments"
+if grep -n '[{}]' "$full"; then
+    fail "$src or restorer_abi.inc has braces, which global_asm! reads as format arguments"
 fi
-"$as" -o "$work/gnu.o" "$src" || fail "GNU as rejects $src"
+"$as" -o "$work/gnu.o" "$full" || fail "GNU as rejects $src"
 "$objcopy" -O binary -j .restorer "$work/gnu.o" "$work/gnu.bin"
 [ -s "$work/gnu.bin" ] || fail "no .restorer section in $src"
 if command -v llvm-mc >/dev/null; then
-    llvm-mc -triple=aarch64-linux-gnu -filetype=obj -o "$work/llvm.o" "$src" ||
+    llvm-mc -triple=aarch64-linux-gnu -filetype=obj -o "$work/llvm.o" "$full" ||
         fail "LLVM's assembler rejects $src"
     "$objcopy" -O binary -j .restorer "$work/llvm.o" "$work/llvm.bin"
     cmp -s "$work/gnu.bin" "$work/llvm.bin" || fail "GNU as and llvm-mc assemble $src differently"
@@ -87,7 +101,7 @@ EOF
         fi
     done
     if [ -n "$items" ]; then
-        shim "$items" "include_str!(\"$PWD/$src\")" >"$work/blob.rs"
+        shim "$items" "include_str!(\"$inc\"), include_str!(\"$PWD/$src\")" >"$work/blob.rs"
         rustc_obj "$work/blob.rs" "$work/rustc.o" || fail "rustc's global_asm! rejects $src"
         "$objcopy" -O binary -j .restorer "$work/rustc.o" "$work/rustc.bin"
         cmp -s "$work/gnu.bin" "$work/rustc.bin" ||
@@ -125,7 +139,7 @@ if [ $native = no ]; then
     run=(qemu-aarch64)
 fi
 "$gcc" -static -O2 -Wall -Wextra -Werror -fno-stack-protector -o "$work/harness" \
-    tests/aarch64/harness.c "$work/gnu.o" -Wl,-T,linker/restorer.ld ||
+    -I "$work" tests/aarch64/harness.c "$work/gnu.o" -Wl,-T,linker/restorer.ld ||
     fail "cannot build tests/aarch64/harness.c"
 
 rc=0

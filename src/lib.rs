@@ -36,6 +36,7 @@ pub mod manager;
 pub mod preload;
 pub mod request;
 pub mod restore;
+pub mod restorer_abi;
 pub mod settings;
 pub mod threads;
 pub mod trigger;

@@ -223,9 +223,9 @@ impl Runtime {
             restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
         };
         MAILBOX.restarted.store(0, Release);
-        for l in &MAILBOX.leftovers {
-            l[0].store(0, Relaxed);
-            l[1].store(0, Relaxed);
+        for span in MAILBOX.leftovers() {
+            span.addr.store(0, Relaxed);
+            span.len.store(0, Relaxed);
         }
         dump::reset_pipeline();
         // SAFETY: see PlanCell; no handler of ours is running now.

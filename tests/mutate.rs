@@ -107,6 +107,12 @@ impl Fixture {
     }
 }
 
+/// The format this build writes, as inspect shows it.
+fn this_format() -> String {
+    use selfckpt::image::format::{FORMAT_MAJOR, FORMAT_MINOR};
+    format!("{FORMAT_MAJOR}.{FORMAT_MINOR}")
+}
+
 fn must_fail(what: &str, bytes: &[u8]) -> String {
     match std::panic::catch_unwind(|| scan_bytes(bytes, None)) {
         Ok(Ok(_)) => panic!("{what}: accepted"),
@@ -605,6 +611,82 @@ fn a_1_1_image_reads_with_bytes_present_per_region_unknown() {
     );
 }
 
+/// META's restart mailbox layout (format 1.5): an image whose library has
+/// another layout than this restarter writes is intact (verify and inspect
+/// take it) but restart refuses it, saying both layouts, as it refuses one
+/// whose memory holds no mailbox of that layout where META says; an image
+/// older than 1.5 records none, stands for layout 1 and still restarts.
+#[test]
+fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
+    let f = fixture();
+    let (j, text) = f.inspected("layout-1", &f.good);
+    assert_eq!(j["mailbox_layout"], 1, "{j}");
+    assert!(text.contains("mailbox layout 1"), "{text}");
+
+    let other = with_mailbox_layout(&f.good, 2);
+    scan_bytes(&other, None).expect("another layout is no damage");
+    let (j, _) = f.inspected("layout-2", &other);
+    assert_eq!(j["mailbox_layout"], 2, "{j}");
+    let p = f.write_bad("layout-2", &other);
+    let msg = f.restart_refused("layout-2", &p);
+    assert!(
+        msg.contains("restart mailbox layout 2") && msg.contains("this restarter writes layout 1"),
+        "{msg}"
+    );
+
+    // The image's memory must agree: the mailbox's own layout word (META
+    // pointing 8 bytes early reads its pending word, 0 here) and a
+    // writable place (the restart entry is code).
+    let meta = records(&f.good)[0].payload();
+    let word = |at: usize| u64::from_le_bytes(f.good[at..at + 8].try_into().unwrap());
+    let (mailbox_at, entry_at) = (meta.end - 24, meta.end - 32);
+    let moved = |to: u64| {
+        let mut b = f.good.clone();
+        b[mailbox_at..mailbox_at + 8].copy_from_slice(&to.to_le_bytes());
+        reseal(&mut b);
+        b
+    };
+    for (name, b, expect) in [
+        (
+            "mailbox-early",
+            moved(word(mailbox_at) - 8),
+            "holds layout 0, META says 1",
+        ),
+        (
+            "mailbox-in-code",
+            moved(word(entry_at)),
+            "does not lie in a writable mapping",
+        ),
+    ] {
+        scan_bytes(&b, None).expect("an intact image");
+        let msg = f.restart_refused(name, &f.write_bad(name, &b));
+        assert!(msg.contains(expect), "{name}: {msg}");
+    }
+
+    // A 1.5 META without it is malformed; a 1.4 one with it has trailing bytes.
+    let cut = with_record(&f.good, 1, |p| {
+        p.truncate(p.len() - META_MAILBOX_LAYOUT_LEN)
+    });
+    let mut extra = f.good.clone();
+    extra[10..12].copy_from_slice(&4u16.to_le_bytes());
+    reseal(&mut extra);
+    f.all_refused_for(vec![
+        ("meta-cut", cut, "META"),
+        ("meta-extra", extra, "META"),
+    ]);
+
+    let old = as_minor(&f.good, 4);
+    scan_bytes(&old, None).expect("a 1.4 image reads");
+    let (j, text) = f.inspected("format-1.4", &old);
+    assert!(j["mailbox_layout"].is_null(), "{j}");
+    assert!(text.contains("mailbox layout not recorded"), "{text}");
+    let p = f.write_bad("format-1.4", &old);
+    let r = cli(&[OsStr::new("restart"), p.as_os_str()]);
+    assert!(r.status.success(), "1.4 restart: {}", stderr(&r));
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("post-checks ok"), "1.4 restart: {out}");
+}
+
 /// Puts `interval`, `value` (each seconds, microseconds) as timer `index`
 /// (0 real, 1 virtual, 2 prof) into KERNEL's 72 bytes of timers.
 fn set_timer(timers: &mut [u8], index: usize, interval: (u64, u32), value: (u64, u32)) {
@@ -687,7 +769,7 @@ fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
             .collect()
     };
     let (j, line) = inspect_cli("itimers-armed", &armed);
-    assert_eq!(j["format"], "1.4");
+    assert_eq!(j["format"], this_format());
     assert_eq!(seconds(&j), [(0.15, 0.2), (0.0, 0.0), (3.0, 0.0)], "{j}");
     assert_eq!(
         line.as_deref(),
@@ -707,7 +789,8 @@ fn interval_timers_are_shown_and_a_1_2_image_has_them_disarmed() {
     assert_eq!(seconds(&j), [(0.0, 0.0); 3], "{j}");
     assert_eq!(line, None);
 
-    let mut extra = armed.clone();
+    // (META as 1.4 wrote it: what is judged is KERNEL.)
+    let mut extra = as_minor(&armed, 4);
     extra[10..12].copy_from_slice(&2u16.to_le_bytes());
     reseal(&mut extra);
     let m = must_fail("1.2 with timers", &extra);
@@ -797,7 +880,7 @@ fn pending_signals_are_shown_and_a_1_3_image_has_none() {
             .any(|l| l.starts_with("pending ") || l.contains(" pending SIG"))
     };
     let (j, text) = inspect_cli("pending-set", &set);
-    assert_eq!(j["format"], "1.4");
+    assert_eq!(j["format"], this_format());
     assert_eq!(
         j["pending"],
         serde_json::json!(["SIGUSR2", "SIGRTMIN+1"]),
@@ -834,7 +917,8 @@ fn pending_signals_are_shown_and_a_1_3_image_has_none() {
     assert_eq!(j["pending"], serde_json::json!([]), "{j}");
     assert!(!shows_pending(&text), "{text}");
 
-    let mut extra = set.clone();
+    // (META as 1.4 wrote it: what is judged is KERNEL.)
+    let mut extra = as_minor(&set, 4);
     extra[10..12].copy_from_slice(&3u16.to_le_bytes());
     reseal(&mut extra);
     let m = must_fail("1.3 with pending signals", &extra);

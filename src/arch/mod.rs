@@ -1,7 +1,8 @@
 //! Architecture-specific pieces: the thread pointer, the signal frame
 //! layout, the jump back through `rt_sigreturn`, and the CPU features an
 //! image depends on. The restorer blob itself lives in `arch/<arch>/restorer.S`
-//! and is linked into the `selfckpt` binary only (see `crate::blob`).
+//! and is linked into the `selfckpt` binary only (`src/bin/selfckpt/blob.rs`);
+//! its argument block and the offsets it uses come from `crate::restorer_abi`.
 //!
 //! Code here runs inside signal handlers and in restarted threads before
 //! they are released: it must not allocate or take locks.

@@ -739,6 +739,12 @@ fn dump_all(
             identity: crate::capture::park::MAILBOX
                 .identity
                 .load(core::sync::atomic::Ordering::Acquire) as u32,
+            // What the mailbox itself says it is.
+            mailbox_layout: Some(
+                crate::capture::park::MAILBOX
+                    .layout
+                    .load(core::sync::atomic::Ordering::Relaxed) as u32,
+            ),
         }
         .encode(e)
     })?;

@@ -42,17 +42,19 @@ pub enum SuspendError {
 /// One parked thread's record. Written by the thread itself in its handler,
 /// read by the manager after `PARKED` says the thread is done with it.
 /// `pending` is written only by a restart (the restorer pokes the thread's
-/// pending signals there, [`SLOT_PENDING_OFFSET`]) and emptied by the
-/// thread in [`restart_entry`].
+/// pending signals there, `restorer_abi::SLOT_PENDING_OFFSET`) and emptied
+/// by the thread in [`restart_entry`].
 #[repr(C)]
 pub struct ThreadSlot {
     state: UnsafeCell<ThreadState>,
     pending: AtomicU64,
 }
 
-/// Where a slot's pending signals lie, from the slot's address (the image's
-/// `ThreadState::slot`).
-pub const SLOT_PENDING_OFFSET: u64 = core::mem::offset_of!(ThreadSlot, pending) as u64;
+// The one word of a slot a restarter writes lies where the restorer
+// interface says (part of its MAILBOX_LAYOUT).
+const _: () = assert!(
+    core::mem::offset_of!(ThreadSlot, pending) as u64 == crate::restorer_abi::SLOT_PENDING_OFFSET
+);
 
 // SAFETY: a slot is written only by the thread that claimed it (claiming is
 // an atomic fetch_add), and read by others only after that thread published
@@ -450,65 +452,14 @@ fn for_each_task(buf: &mut [u8], mut f: impl FnMut(u32) -> bool) -> Result<(), s
     }
 }
 
-/// Where the restarted library finds the restorer's leftovers and learns
-/// that it was restarted. Its address goes into the image (META); the
-/// restorer writes it ("pokes") after mapping the image.
-#[repr(C)]
-pub struct RestartMailbox {
-    /// Non-zero once a restorer wrote this mailbox.
-    pub restarted: AtomicU64,
-    /// Mappings the restorer used (blob, arguments, stack) to unmap.
-    pub leftovers: [[AtomicU64; 2]; 3],
-    /// How the restart kept process and thread ids ([`Identity`]).
-    pub identity: AtomicU64,
-    /// The signals pending for the whole process at the checkpoint (a
-    /// `SignalSet`; format 1.4), raised again by the restarted manager.
-    pub pending: AtomicU64,
-}
-
-/// Where the mailbox's pending signals lie, from its address (META).
-pub const MAILBOX_PENDING_OFFSET: u64 = core::mem::offset_of!(RestartMailbox, pending) as u64;
-
 /// How a restart kept the process's and threads' ids (mailbox and image
-/// value).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum Identity {
-    /// Never restarted.
-    Original = 0,
-    /// In a PID namespace of its own: the checkpoint-time pid and tids.
-    Exact = 1,
-    /// New pid and tids; the library translates thread ids.
-    NewIds = 2,
-}
+/// value); part of the restorer interface.
+pub use crate::restorer_abi::{Identity, RestartMailbox};
 
-impl Identity {
-    pub fn from_u64(v: u64) -> Identity {
-        match v {
-            1 => Identity::Exact,
-            2 => Identity::NewIds,
-            _ => Identity::Original,
-        }
-    }
-    pub fn describe(self) -> &'static str {
-        match self {
-            Identity::Original => "never restarted",
-            Identity::Exact => "exact pid and tids (PID namespace)",
-            Identity::NewIds => "new pid and tids (thread ids translated)",
-        }
-    }
-}
-
-pub static MAILBOX: RestartMailbox = RestartMailbox {
-    restarted: AtomicU64::new(0),
-    leftovers: [
-        [AtomicU64::new(0), AtomicU64::new(0)],
-        [AtomicU64::new(0), AtomicU64::new(0)],
-        [AtomicU64::new(0), AtomicU64::new(0)],
-    ],
-    identity: AtomicU64::new(0),
-    pending: AtomicU64::new(0),
-};
+/// The library's restart mailbox (layout: `crate::restorer_abi`). Its
+/// address goes into the image (META); the restorer writes it ("pokes")
+/// after mapping the image.
+pub static MAILBOX: RestartMailbox = RestartMailbox::new();
 
 /// Function the manager runs after a restart, before releasing the others.
 static AFTER_RESTART_HOOK: AtomicU64 = AtomicU64::new(0);
@@ -559,8 +510,8 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
             }
             futex_wait(&ARRIVED, a, None);
         }
-        for [addr, len] in &MAILBOX.leftovers {
-            let (a, l) = (addr.load(Acquire), len.load(Acquire));
+        for span in MAILBOX.leftovers() {
+            let (a, l) = (span.addr.load(Acquire), span.len.load(Acquire));
             if a != 0 && l != 0 {
                 libc::munmap(a as *mut libc::c_void, l as usize);
             }

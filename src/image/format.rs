@@ -17,7 +17,8 @@
 //! an optional MAC record (see `mac.rs`); nothing else after END.
 //! A minor version only adds fields at the end of records (1.1: META,
 //! KERNEL; 1.2: END's bytes present per region; 1.3: KERNEL's interval
-//! timers; 1.4: pending signals at the end of KERNEL and THREADS).
+//! timers; 1.4: pending signals at the end of KERNEL and THREADS; 1.5:
+//! the restart mailbox's layout version at the end of META).
 //! ```
 //!
 //! The writer half works on a raw fd and never allocates (it runs while the
@@ -35,7 +36,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 4;
+pub const FORMAT_MINOR: u16 = 5;
 /// The first minor version that may carry a MAC record after END.
 pub const MAC_SINCE_MINOR: u16 = 1;
 /// The first minor version whose END ends with the bytes present per region.
@@ -45,6 +46,13 @@ pub const ITIMERS_SINCE_MINOR: u16 = 3;
 /// The first minor version whose KERNEL ends with the process's pending
 /// signals and whose THREADS ends with each thread's.
 pub const PENDING_SIGNALS_SINCE_MINOR: u16 = 4;
+/// The first minor version whose META ends with the layout version of the
+/// library's restart mailbox.
+pub const MAILBOX_LAYOUT_SINCE_MINOR: u16 = 5;
+/// The mailbox layout an image older than [`MAILBOX_LAYOUT_SINCE_MINOR`]
+/// stands for: the one every library that wrote 1.0 to 1.4 images has
+/// (`restorer_abi::MAILBOX_LAYOUT` 1).
+pub const MAILBOX_LAYOUT_UNRECORDED: u32 = 1;
 pub const FILE_HEADER_LEN: usize = 64;
 pub const FRAME_LEN: usize = 24;
 /// No record may be larger than this; a reader refuses larger lengths

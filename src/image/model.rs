@@ -82,6 +82,10 @@ pub struct Meta<'a> {
     /// How its latest restart kept process and thread ids
     /// (`capture::park::Identity`: 0 never restarted, 1 exact, 2 new ids).
     pub identity: u32,
+    /// Layout version of the library's restart mailbox
+    /// (`restorer_abi::MAILBOX_LAYOUT`; format 1.5). `None` in an older
+    /// image, which stands for `format::MAILBOX_LAYOUT_UNRECORDED`.
+    pub mailbox_layout: Option<u32>,
 }
 
 impl<'a> Meta<'a> {
@@ -99,10 +103,16 @@ impl<'a> Meta<'a> {
         e.u64(self.restart_entry)?;
         e.u64(self.restart_mailbox)?;
         e.u64(self.restarts)?;
-        e.u32(self.identity)
+        e.u32(self.identity)?;
+        match self.mailbox_layout {
+            Some(layout) => e.u32(layout),
+            None => Ok(()),
+        }
     }
 
-    pub fn decode(d: &mut Decoder<'a>) -> Result<Self, CodecError> {
+    /// Decodes the record of an image of format minor `minor`: the mailbox
+    /// layout is there from 1.5 on (and only then).
+    pub fn decode(d: &mut Decoder<'a>, minor: u16) -> Result<Self, CodecError> {
         Ok(Meta {
             created_unix_ns: d.u64()?,
             pid: d.u32()?,
@@ -119,6 +129,11 @@ impl<'a> Meta<'a> {
             // Added in format 1.1: absent from 1.0 records.
             restarts: if d.remaining() > 0 { d.u64()? } else { 0 },
             identity: if d.remaining() > 0 { d.u32()? } else { 0 },
+            mailbox_layout: if minor >= super::format::MAILBOX_LAYOUT_SINCE_MINOR {
+                Some(d.u32()?)
+            } else {
+                None
+            },
         })
     }
 }
@@ -909,6 +924,55 @@ mod tests {
             )
             .unwrap();
         assert_eq!(from_iter, buf);
+    }
+
+    fn meta(mailbox_layout: Option<u32>) -> Meta<'static> {
+        Meta {
+            created_unix_ns: 1,
+            pid: 2,
+            sequence: 3,
+            kernel_release: b"6.1",
+            hostname: b"h",
+            selfckpt_version: b"0.1.0",
+            exe_path: b"/bin/x",
+            exe_build_id: b"\x01\x02",
+            exe_stamp: FileStamp::default(),
+            cpu_xfeatures: 4,
+            restart_entry: 5,
+            restart_mailbox: 6,
+            restarts: 7,
+            identity: 2,
+            mailbox_layout,
+        }
+    }
+
+    fn encoded_meta(m: &Meta) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let mut e = Encoder::new(&mut buf);
+        m.encode(&mut e).unwrap();
+        let n = e.len();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn meta_round_trips_with_the_mailbox_layout_from_1_5_on() {
+        let m = meta(Some(9));
+        let buf = encoded_meta(&m);
+        let mut d = Decoder::new(&buf);
+        assert_eq!(Meta::decode(&mut d, 5).unwrap(), m);
+        d.finish().unwrap();
+        // A 1.4 record has none; a 1.5 one must.
+        let old = encoded_meta(&meta(None));
+        assert_eq!(old.len() + 4, buf.len());
+        let mut d = Decoder::new(&old);
+        assert_eq!(Meta::decode(&mut d, 4).unwrap(), meta(None));
+        d.finish().unwrap();
+        assert!(Meta::decode(&mut Decoder::new(&old), 5).is_err());
+        // A 1.4 record with the field left over is not a 1.4 record.
+        let mut d = Decoder::new(&buf);
+        Meta::decode(&mut d, 4).unwrap();
+        assert!(d.finish().is_err());
     }
 
     #[test]

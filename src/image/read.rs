@@ -225,7 +225,7 @@ impl ImageFile {
     pub fn view(&self) -> Result<ImageView<'_>, ReadError> {
         let page = self.header.page_size as u64;
         let mut d = Decoder::new(&self.meta);
-        let meta = Meta::decode(&mut d).map_err(malformed(0, "META"))?;
+        let meta = Meta::decode(&mut d, self.header.minor).map_err(malformed(0, "META"))?;
         d.finish().map_err(malformed(0, "META"))?;
 
         let mut d = Decoder::new(&self.regions);

@@ -1,30 +1,16 @@
 //! The hand-over to the restorer blob: reopen the image's files, build the
-//! blob's argument block (one mapping, plain u64 words, layout shared with
-//! `arch/<arch>/restorer.S`), copy the blob to a free address, block every
-//! signal, arm the program's interval timers and jump. From
+//! blob's argument block (one mapping: `restorer_abi::RestorerArgs` and its
+//! tables, filled by `super::args`), copy the blob to a free address, block
+//! every signal, arm the program's interval timers and jump. From
 //! `jump_to_restorer` on there is no way back: every check must have been
 //! done before.
-//!
-//! Argument block (`RestorerArgs`, offsets in bytes):
-//! ```text
-//!   0 magic            8 rseq_ptr        16 rseq_len        24 rseq_sig
-//!  32 n_unmap         40 unmap[]         (addr, len)
-//!  48 n_moves         56 moves[]         (src, dst, len, prot | -1)
-//!  64 mm_map          72 mm_map_size     (struct prctl_mm_map, exe_fd at +100)
-//!  80 n_sigactions    88 sigactions[]    (signo, handler, flags, restorer, mask)
-//!  96 n_threads      104 threads[]       (slot, tls, tid_address, entry_sp, want_tid)
-//! 112 entry          120 exe_fd         128 reserved       136 exe_not_set
-//! 144 n_pokes        152 pokes[]         (addr, value)
-//! ```
-//!
-//! The pokes fill the library's restart mailbox and (format 1.4) the
-//! pending signals of the process (mailbox) and of each thread (its slot),
-//! which `capture::park::restart_entry` raises again.
 
+use super::args::{self, Own, Span};
 use super::layout::{own_maps, Plan};
 use super::{RestartOptions, RestoreError};
 use crate::capture::maps::RegionKind;
 use crate::image::model::FdEntry;
+use crate::restorer_abi::Move;
 use std::os::unix::ffi::OsStrExt;
 
 /// The restorer code to copy: its bytes and the offset of its entry.
@@ -33,36 +19,7 @@ pub struct Blob<'a> {
     pub entry: usize,
 }
 
-const ARGS_WORDS: usize = 20;
-const MAGIC: u64 = u64::from_le_bytes(*b"SCKPTARG");
 const STACK_LEN: u64 = 64 << 10;
-
-/// Builds the argument block as u64 words, given the address it will live at.
-struct ArgsBuilder {
-    base: u64,
-    words: Vec<u64>,
-}
-
-impl ArgsBuilder {
-    fn new(base: u64) -> Self {
-        ArgsBuilder {
-            base,
-            words: vec![0; ARGS_WORDS],
-        }
-    }
-    /// Appends an array of words; returns its address.
-    fn array(&mut self, items: &[u64]) -> u64 {
-        let at = self.base + (self.words.len() * 8) as u64;
-        self.words.extend_from_slice(items);
-        at
-    }
-    fn set(&mut self, offset: usize, v: u64) {
-        self.words[offset / 8] = v;
-    }
-    fn bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
-    }
-}
 
 /// Subtracts `keep` ranges from `ranges`.
 fn subtract(ranges: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
@@ -181,15 +138,7 @@ pub fn handover(
     let blob_len = (blob.code.len() as u64).div_ceil(page) * page;
     let blob_at = plan.pick(blob_len)?;
     let stack_at = plan.pick(STACK_LEN)?;
-    let args_len_guess = (ARGS_WORDS as u64 * 8)
-        + 16 * 4096
-        + 32 * plan.regions.len() as u64 * 2
-        + 40 * plan.sigactions.len() as u64
-        + (40 + 16) * plan.threads.len() as u64
-        + 256
-        + plan.auxv.len() as u64
-        + 64;
-    let args_len = (args_len_guess + 16 * 1024 * 16).div_ceil(page) * page;
+    let args_len = args::room(plan).div_ceil(page) * page;
     let args_at = plan.pick(args_len)?;
     map_anon(blob_at, blob_len)?;
     map_anon(stack_at, STACK_LEN)?;
@@ -229,7 +178,13 @@ pub fn handover(
         };
     let own_vdso = group(&mut maps.iter().copied());
     let img_vdso = group(&mut plan.regions.iter().map(|r| (r.start, r.end, r.kind)));
-    let mut moves: Vec<[u64; 4]> = Vec::new();
+    let mut moves: Vec<Move> = Vec::new();
+    let keep_prot = |src, dst, len| Move {
+        src,
+        dst,
+        len,
+        prot: Move::KEEP_PROT,
+    };
     if own_vdso != img_vdso && !own_vdso.is_empty() {
         let overlaps = own_vdso
             .iter()
@@ -243,142 +198,45 @@ pub fn handover(
             let span = own_vdso.last().map_or(0, |l| l.1) - own_vdso[0].0;
             let tmp = plan.pick(span)?;
             for &(src, _, len) in &pairs {
-                moves.push([src, tmp + (src - own_vdso[0].0), len, u64::MAX]);
+                moves.push(keep_prot(src, tmp + (src - own_vdso[0].0), len));
             }
             for &(src, dst, len) in &pairs {
-                moves.push([tmp + (src - own_vdso[0].0), dst, len, u64::MAX]);
+                moves.push(keep_prot(tmp + (src - own_vdso[0].0), dst, len));
             }
         } else {
             for &(src, dst, len) in &pairs {
-                moves.push([src, dst, len, u64::MAX]);
+                moves.push(keep_prot(src, dst, len));
             }
         }
     }
     for r in &plan.regions {
         if let Some(s) = r.staging {
-            moves.push([s, r.start, r.end - r.start, r.prot as u64]);
+            moves.push(Move {
+                src: s,
+                dst: r.start,
+                len: r.end - r.start,
+                prot: r.prot as u64,
+            });
         }
     }
 
-    let mut a = ArgsBuilder::new(args_at);
-    a.set(0, MAGIC);
-    if let Some((ptr, len, sig)) = crate::threads::own_rseq() {
-        a.set(8, ptr);
-        a.set(16, len as u64);
-        a.set(24, sig as u64);
-    }
-    let flat: Vec<u64> = unmap.iter().flat_map(|&(s, e)| [s, e - s]).collect();
-    let p = a.array(&flat);
-    a.set(32, unmap.len() as u64);
-    a.set(40, p);
-    let flat: Vec<u64> = moves.iter().flatten().copied().collect();
-    let p = a.array(&flat);
-    a.set(48, moves.len() as u64);
-    a.set(56, p);
-    // auxv, then struct prctl_mm_map.
-    let mut auxv_words: Vec<u64> = plan
-        .auxv
-        .chunks(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            u64::from_ne_bytes(b)
-        })
-        .collect();
-    auxv_words.truncate(2 * 64);
-    let auxv_at = a.array(&auxv_words);
-    let m = plan.mm;
-    let mm_words = [
-        m.start_code,
-        m.end_code,
-        m.start_data,
-        m.end_data,
-        m.start_brk,
-        m.brk,
-        m.start_stack,
-        m.arg_start,
-        m.arg_end,
-        m.env_start,
-        m.env_end,
-        auxv_at,
-        (auxv_words.len() as u64 * 8) | ((exe_fd as u32 as u64) << 32),
-    ];
-    let p = a.array(&mm_words);
-    a.set(64, p);
-    a.set(72, 104);
-    let flat: Vec<u64> = plan
-        .sigactions
-        .iter()
-        .flat_map(|s| [s.signo as u64, s.handler, s.flags, s.restorer, s.mask])
-        .collect();
-    let p = a.array(&flat);
-    a.set(80, plan.sigactions.len() as u64);
-    a.set(88, p);
-    // The first thread continues as this process: the one whose id was the
-    // process id. In a namespace of our own every thread asks for its id.
-    let pid = plan.pid;
-    let mut threads = plan.threads.clone();
-    threads.sort_by_key(|t| t.tid != pid);
-    let want = |t: &crate::image::model::ThreadState| if plan.exact_ids { t.tid as u64 } else { 0 };
-    let flat: Vec<u64> = threads
-        .iter()
-        .flat_map(|t| [t.slot, t.tls, t.tid_address, t.entry_sp, want(t)])
-        .collect();
-    let p = a.array(&flat);
-    a.set(96, plan.threads.len() as u64);
-    a.set(104, p);
-    a.set(112, plan.restart_entry);
-    a.set(120, exe_fd as i64 as u64);
-    let mb = plan.restart_mailbox;
-    let pokes = [
-        mb + 8,
-        blob_at,
-        mb + 16,
-        blob_len,
-        mb + 24,
-        args_at,
-        mb + 32,
-        args_len,
-        mb + 40,
-        stack_at,
-        mb + 48,
-        STACK_LEN,
-        mb + 56,
-        if plan.exact_ids {
-            crate::capture::park::Identity::Exact as u64
-        } else {
-            crate::capture::park::Identity::NewIds as u64
+    let own = Own {
+        blob: Span {
+            at: blob_at,
+            len: blob_len,
         },
-        mb,
-        1,
-    ];
-    // Pending signals (format 1.4): written where `restart_entry` finds
-    // them; an empty set needs no poke (those words are 0 in the image).
-    let mut pokes = pokes.to_vec();
-    for (t, set) in plan.threads.iter().zip(&plan.thread_pending) {
-        if !set.is_empty() {
-            pokes.extend([t.slot + crate::capture::park::SLOT_PENDING_OFFSET, set.0]);
-        }
-    }
-    if !plan.pending.is_empty() {
-        pokes.extend([
-            mb + crate::capture::park::MAILBOX_PENDING_OFFSET,
-            plan.pending.0,
-        ]);
-    }
-    let p = a.array(&pokes);
-    a.set(144, (pokes.len() / 2) as u64);
-    a.set(152, p);
-    let bytes = a.bytes();
-    if bytes.len() as u64 > args_len {
-        return Err(RestoreError::Io(
-            "restorer arguments".into(),
-            std::io::Error::other(format!("{} bytes do not fit {args_len}", bytes.len())),
-        ));
-    }
-    // SAFETY: both mappings were just created with these sizes, writable.
+        args: Span {
+            at: args_at,
+            len: args_len,
+        },
+        stack: Span {
+            at: stack_at,
+            len: STACK_LEN,
+        },
+    };
+    args::write(plan, &own, &unmap, &moves, exe_fd)?;
+    // SAFETY: the blob's mapping was just created with this size, writable.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), args_at as *mut u8, bytes.len());
         std::ptr::copy_nonoverlapping(blob.code.as_ptr(), blob_at as *mut u8, blob.code.len());
         if libc::mprotect(
             blob_at as *mut libc::c_void,

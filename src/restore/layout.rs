@@ -259,6 +259,22 @@ impl Plan {
         Ok(())
     }
 
+    /// The word at `addr` of the image's memory as staged, if its 8 bytes
+    /// lie in a region staged readable (every kind but shared files is
+    /// staged read-write).
+    pub fn staged_u64(&self, addr: u64) -> Option<u64> {
+        let r = self.regions.iter().find(|r| {
+            r.start <= addr && addr.checked_add(8).is_some_and(|e| e <= r.end) && addr % 8 == 0
+        })?;
+        let at = r.staging? + (addr - r.start);
+        if r.kind == RegionKind::SharedFile && r.prot & libc::PROT_READ as u32 == 0 {
+            return None;
+        }
+        // SAFETY: `at` is 8-aligned and its 8 bytes lie inside the
+        // region's staging mapping, which is ours and readable.
+        Some(unsafe { core::ptr::read_volatile(at as *const u64) })
+    }
+
     pub fn staged_count(&self) -> usize {
         self.regions.iter().filter(|r| r.staging.is_some()).count()
     }

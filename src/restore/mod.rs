@@ -7,6 +7,7 @@
 //! clear error without harming anything: staging mappings are private to
 //! this process, and files are only reopened (never created or truncated).
 
+pub mod args;
 pub mod handover;
 pub mod huge;
 pub mod layout;
@@ -64,6 +65,16 @@ pub enum RestoreError {
     Unsafe { path: PathBuf, why: String },
     #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
     MissingFiles(String),
+    #[error("{path}: the program's selfckpt library has restart mailbox layout {image}{how}, this restarter writes layout {host}; restart refused (restart it with the selfckpt release the program ran with)")]
+    MailboxLayout {
+        path: PathBuf,
+        image: u32,
+        /// How the image's layout is known, when not from META.
+        how: &'static str,
+        host: u32,
+    },
+    #[error("{path}: the restart mailbox at {at:#x} {why}; restart refused (the image does not match the library that took it)")]
+    Mailbox { path: PathBuf, at: u64, why: String },
 }
 
 /// What to do with descriptors whose file is gone.
@@ -128,6 +139,7 @@ pub fn restart(
     let img = ImageFile::open(path).map_err(img_err)?;
     check_ownership(path, &img)?;
     let view = img.view().map_err(img_err)?;
+    check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts.missing_fds)?;
     let identity = match opts.tids {
@@ -151,6 +163,7 @@ pub fn restart(
     };
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
+    let recorded_layout = view.meta.mailbox_layout;
     drop(view);
     let t0 = std::time::Instant::now();
     let staged = plan.stage_all(img)?;
@@ -162,6 +175,7 @@ pub fn restart(
             t0.elapsed().as_secs_f64()
         );
     }
+    check_staged_mailbox(path, &plan, recorded_layout)?;
     handover::handover(&mut plan, blob, opts)
 }
 
@@ -291,6 +305,64 @@ fn check_machine(
         });
     }
     Ok(())
+}
+
+/// The restarter writes the library's mailbox and slots (`restorer_abi`):
+/// only one of the same layout.
+fn check_mailbox_layout(path: &Path, meta: &crate::image::model::Meta) -> Result<(), RestoreError> {
+    let host = crate::restorer_abi::MAILBOX_LAYOUT;
+    let (image, how) = match meta.mailbox_layout {
+        Some(layout) => (layout, ""),
+        None => (
+            crate::image::format::MAILBOX_LAYOUT_UNRECORDED,
+            " (an image older than format 1.5, which does not record it)",
+        ),
+    };
+    if image == host {
+        return Ok(());
+    }
+    Err(RestoreError::MailboxLayout {
+        path: path.to_path_buf(),
+        image,
+        how,
+        host,
+    })
+}
+
+/// The mailbox the restorer will write, as the image's memory has it: in a
+/// writable region, and (format 1.5) holding the layout META records.
+fn check_staged_mailbox(
+    path: &Path,
+    plan: &layout::Plan,
+    recorded: Option<u32>,
+) -> Result<(), RestoreError> {
+    use crate::restorer_abi::{mailbox, RestartMailbox};
+    let at = plan.restart_mailbox;
+    // Before 1.5 the mailbox ended before its layout word.
+    let len = match recorded {
+        Some(_) => core::mem::size_of::<RestartMailbox>() as u64,
+        None => mailbox::LAYOUT,
+    };
+    let writable = plan.regions.iter().any(|r| {
+        r.staging.is_some()
+            && r.prot & libc::PROT_WRITE as u32 != 0
+            && r.start <= at
+            && at.checked_add(len).is_some_and(|e| e <= r.end)
+    });
+    let why = match (writable, recorded) {
+        (false, _) => "does not lie in a writable mapping of the image".to_string(),
+        (true, None) => return Ok(()),
+        (true, Some(layout)) => match plan.staged_u64(at + mailbox::LAYOUT) {
+            Some(word) if word == layout as u64 => return Ok(()),
+            Some(word) => format!("holds layout {word}, META says {layout}"),
+            None => "cannot be read".to_string(),
+        },
+    };
+    Err(RestoreError::Mailbox {
+        path: path.to_path_buf(),
+        at,
+        why,
+    })
 }
 
 fn describe_change(old: &FileStamp, new: &FileStamp) -> String {

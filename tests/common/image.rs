@@ -250,12 +250,28 @@ pub fn with_thread_pending(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u
     })
 }
 
-/// `img`, written by this build (format 1.4), as format 1.`minor` wrote
-/// it: without what that minor lacks (the pending signals at the end of
-/// KERNEL and THREADS before 1.4, the interval timers at the end of KERNEL
-/// before 1.3, the list at the end of END before 1.2), resealed.
+/// Length of the restart mailbox's layout version at the end of META
+/// (format 1.5): one u32.
+pub const META_MAILBOX_LAYOUT_LEN: usize = 4;
+
+/// `img` with META's restart mailbox layout (format 1.5) set to `layout`.
+pub fn with_mailbox_layout(img: &[u8], layout: u32) -> Vec<u8> {
+    with_record(img, 1, |p| {
+        let at = p.len() - META_MAILBOX_LAYOUT_LEN;
+        p[at..].copy_from_slice(&layout.to_le_bytes());
+    })
+}
+
+/// `img`, written by this build (format 1.5), as format 1.`minor` wrote
+/// it: without what that minor lacks (the mailbox layout at the end of
+/// META before 1.5, the pending signals at the end of KERNEL and THREADS
+/// before 1.4, the interval timers at the end of KERNEL before 1.3, the
+/// list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 5 {
+        out = with_record(&out, 1, |p| p.truncate(p.len() - META_MAILBOX_LAYOUT_LEN));
+    }
     if minor < 4 {
         out = with_record(&out, 3, |p| p.truncate(p.len() - KERNEL_PENDING_LEN));
         out = with_thread_pending(&out, |l| l.clear());

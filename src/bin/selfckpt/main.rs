@@ -331,6 +331,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "file_bytes": file_len, "mac": s.mac_present,
             "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
             "restarts": m.restarts, "identity": identity_name(m.identity),
+            "mailbox_layout": m.mailbox_layout,
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
             "selfckpt_version": lossy(m.selfckpt_version),
             "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
@@ -365,12 +366,14 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         selfckpt::elfid::hex(m.exe_build_id)
     );
     println!(
-        "taken      pid {} on {} (kernel {}), sequence {}, selfckpt {}",
+        "taken      pid {} on {} (kernel {}), sequence {}, selfckpt {}, mailbox layout {}",
         m.pid,
         lossy(m.hostname),
         lossy(m.kernel_release),
         m.sequence,
-        lossy(m.selfckpt_version)
+        lossy(m.selfckpt_version),
+        m.mailbox_layout
+            .map_or("not recorded".to_string(), |l| l.to_string())
     );
     if m.restarts > 0 {
         println!(
