@@ -64,31 +64,43 @@ impl ArgsBuilder {
     }
 }
 
-/// Subtracts `keep` ranges from `ranges`.
+/// Subtracts `keep` ranges from `ranges`: what is in `ranges` and in no
+/// `keep` range, in increasing order. Both lists may be in any order and
+/// overlap; sorting them makes this O((n + m) log (n + m)), one sweep.
 fn subtract(ranges: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for &(s, e) in ranges {
-        let mut pieces = vec![(s, e)];
-        for &(ks, ke) in keep {
-            pieces = pieces
-                .into_iter()
-                .flat_map(|(ps, pe)| {
-                    if ke <= ps || ks >= pe {
-                        vec![(ps, pe)]
-                    } else {
-                        let mut v = Vec::new();
-                        if ps < ks {
-                            v.push((ps, ks));
-                        }
-                        if ke < pe {
-                            v.push((ke, pe));
-                        }
-                        v
-                    }
-                })
-                .collect();
+    let sorted_merged = |list: &[(u64, u64)]| {
+        let mut v: Vec<(u64, u64)> = list.iter().copied().filter(|r| r.0 < r.1).collect();
+        v.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+        for (s, e) in v {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
         }
-        out.extend(pieces);
+        merged
+    };
+    let keep = sorted_merged(keep);
+    let mut out = Vec::new();
+    let mut k = 0;
+    for (s, e) in sorted_merged(ranges) {
+        let mut at = s;
+        // Keep ranges wholly before this one can no longer cut anything.
+        while k < keep.len() && keep[k].1 <= at {
+            k += 1;
+        }
+        let mut j = k;
+        while at < e && j < keep.len() && keep[j].0 < e {
+            let (ks, ke) = keep[j];
+            if ks > at {
+                out.push((at, ks));
+            }
+            at = at.max(ke);
+            j += 1;
+        }
+        if at < e {
+            out.push((at, e));
+        }
     }
     out
 }
@@ -430,5 +442,45 @@ mod tests {
     fn subtract_cuts_holes() {
         let r = subtract(&[(0, 100), (200, 300)], &[(10, 20), (250, 400)]);
         assert_eq!(r, vec![(0, 10), (20, 100), (200, 250)]);
+        // Unsorted, overlapping keeps; a keep spanning two ranges.
+        let r = subtract(
+            &[(200, 300), (0, 100), (400, 500)],
+            &[(90, 210), (15, 30), (20, 40), (450, 460)],
+        );
+        assert_eq!(
+            r,
+            vec![(0, 15), (40, 90), (210, 300), (400, 450), (460, 500)]
+        );
+    }
+
+    /// The naive definition, page by page, against the sweep.
+    #[test]
+    fn subtract_matches_its_definition() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            let mut list = |count: u64| -> Vec<(u64, u64)> {
+                (0..rnd(count))
+                    .map(|_| {
+                        let s = rnd(64);
+                        (s, s + rnd(12))
+                    })
+                    .collect()
+            };
+            let (ranges, keep) = (list(6), list(8));
+            let inside = |l: &[(u64, u64)], p: u64| l.iter().any(|&(s, e)| s <= p && p < e);
+            let want: Vec<u64> = (0..80)
+                .filter(|&p| inside(&ranges, p) && !inside(&keep, p))
+                .collect();
+            let got = subtract(&ranges, &keep);
+            let got_pages: Vec<u64> = got.iter().flat_map(|&(s, e)| s..e).collect();
+            assert_eq!(got_pages, want, "{ranges:?} - {keep:?} = {got:?}");
+            assert!(got.windows(2).all(|w| w[0].1 < w[1].0 || w[0].1 == w[1].0));
+        }
     }
 }
