@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -47,4 +48,116 @@ fn sixty_thousand_mappings_restart_quickly() {
     // The release build takes 0.75 s (BENCHMARKS.md); this is a debug
     // build on a shared machine, and includes the program's own check.
     assert!(took < Duration::from_secs(10), "restart took {took:?}");
+}
+
+/// Runs `selfckpt restart ARGS... IMAGE` (60 s at most); returns its output.
+fn restart_with(image: &Path, args: &[&str]) -> std::process::Output {
+    run(
+        Command::new(selfckpt())
+            .arg("restart")
+            .args(args)
+            .arg(image)
+            .env_remove("SELFCKPT_KEY"),
+        Duration::from_secs(60),
+    )
+}
+
+/// The restart was refused before the program ran; returns its stderr.
+fn refused(image: &Path, args: &[&str]) -> String {
+    let o = restart_with(image, args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("restart refused"), "{err}");
+    assert!(o.stdout.is_empty(), "the program ran: {err}");
+    err
+}
+
+/// The program ran to its end after the restart.
+fn resumed(image: &Path, args: &[&str]) {
+    let o = restart_with(image, args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("post-checks ok"),
+        "{out}{}",
+        stderr(&o)
+    );
+}
+
+/// Items 1-3: the smoke program had OUTFILE open for writing. A file the
+/// program itself went on writing is accepted; a replaced file, a symlink,
+/// a FIFO or a file grown by another user is refused (naming fd and path)
+/// and nothing is written to any of them.
+#[test]
+fn restart_never_writes_into_a_file_that_is_not_the_one_that_was_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _exe, of) = smoke_image(tmp.path());
+    // The program's own growth (it ran on after the checkpoint): accepted.
+    resumed(&image, &[]);
+
+    // Log rotation: `mv of of.1`, another service writes a new `of`.
+    let rotated = tmp.path().join("prog.out.1");
+    std::fs::rename(&of, &rotated).unwrap();
+    std::fs::write(&of, b"another service's log\n").unwrap();
+    let before = (
+        std::fs::read(&of).unwrap(),
+        std::fs::read(&rotated).unwrap(),
+    );
+    let err = refused(&image, &[]);
+    assert!(
+        err.contains("is another file now") && err.contains("prog.out"),
+        "{err}"
+    );
+    assert!(err.contains("fd "), "names the descriptor: {err}");
+    assert_eq!(
+        (
+            std::fs::read(&of).unwrap(),
+            std::fs::read(&rotated).unwrap()
+        ),
+        before,
+        "a refused restart wrote into a file"
+    );
+    // The user may accept it.
+    resumed(&image, &["--changed-fds=accept"]);
+
+    // A symlink now at the path: refused, even when accepting changes.
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::remove_file(&of).unwrap();
+    std::os::unix::fs::symlink(&victim, &of).unwrap();
+    for args in [&[][..], &["--changed-fds=accept"][..]] {
+        let err = refused(&image, args);
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    // A FIFO now: refused at once, never blocking in open.
+    std::fs::remove_file(&of).unwrap();
+    let c = std::ffi::CString::new(of.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for args in [&[][..], &["--changed-fds=accept"][..]] {
+        let t0 = Instant::now();
+        let err = refused(&image, args);
+        assert!(err.contains("is now a FIFO"), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(20));
+    }
+
+    // The program's file, grown by another user who now owns it.
+    std::fs::remove_file(&of).unwrap();
+    std::fs::rename(&rotated, &of).unwrap();
+    resumed(&image, &[]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped (owner part): needs root to chown");
+        return;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&of)
+        .unwrap()
+        .write_all(b"appended by uid 65534\n")
+        .unwrap();
+    std::os::unix::fs::chown(&of, Some(65534), None).unwrap();
+    let err = refused(&image, &[]);
+    assert!(err.contains("belongs to uid 65534"), "{err}");
 }

@@ -18,7 +18,7 @@ use selfckpt::capture::park::Identity;
 use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
-use selfckpt::restore::MissingFds;
+use selfckpt::restore::{ChangedFds, MissingFds};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -82,6 +82,12 @@ enum Cmd {
         /// the restart, or put /dev/null at their descriptor numbers.
         #[arg(long, default_value = "refuse", value_parser = ["refuse", "devnull"])]
         missing_fds: String,
+        /// What to do when a path the program had open now names another
+        /// file (replaced, re-created, grown by someone else): refuse the
+        /// restart, or reopen the file there anyway. Symlinks and files of
+        /// another type (a FIFO, a device) are refused either way.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "accept"])]
+        changed_fds: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -121,13 +127,19 @@ fn main() -> ExitCode {
             verbose,
             tids,
             missing_fds,
+            changed_fds,
         } => {
             let missing = if missing_fds == "devnull" {
                 MissingFds::DevNull
             } else {
                 MissingFds::Refuse
             };
-            restart(image, dir, verbose, &tids, missing)
+            let changed = if changed_fds == "accept" {
+                ChangedFds::Accept
+            } else {
+                ChangedFds::Refuse
+            };
+            restart(image, dir, verbose, &tids, missing, changed)
         }
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
@@ -147,6 +159,7 @@ fn restart(
     verbose: bool,
     tids: &str,
     missing_fds: MissingFds,
+    changed_fds: ChangedFds,
 ) -> Result<(), String> {
     // From here on a signal sent to us is meant for the program: it waits
     // pending until the program is back.
@@ -160,6 +173,7 @@ fn restart(
         verbose,
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
+        changed_fds,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},

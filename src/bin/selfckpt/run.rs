@@ -214,6 +214,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
                 a.verbose,
                 &tids,
                 selfckpt::restore::MissingFds::Refuse,
+                selfckpt::restore::ChangedFds::Refuse,
             )
             .map_err(|e| {
                 format!(
