@@ -161,3 +161,81 @@ fn restart_never_writes_into_a_file_that_is_not_the_one_that_was_open() {
     let err = refused(&image, &[]);
     assert!(err.contains("belongs to uid 65534"), "{err}");
 }
+
+/// The process group (field 5 of /proc/PID/stat) of `pid`.
+fn pgrp_of(pid: u32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Item 18: the restarted program leads a process group of its own (its
+/// `kill(0, SIG)` would otherwise reach whoever ran the restart), with new
+/// ids and with exact ids in a PID namespace.
+#[test]
+fn a_restarted_program_leads_a_process_group_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    let o = run(
+        Command::new(example("ckloop")).arg(&dir).args([
+            "3",
+            "--checkpoint-at",
+            "1",
+            "--sleep-ms",
+            "1500",
+            "--mib",
+            "1",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "ckloop: {}", stderr(&o));
+    let image = images(&dir).into_iter().next().expect("an image");
+    // SAFETY: getpgrp has no preconditions.
+    let ours = unsafe { libc::getpgrp() };
+    for tids in ["new", "auto"] {
+        let mut child = spawn_retrying(
+            Command::new(selfckpt())
+                .args(["restart", "--tids", tids])
+                .arg(&image)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        // The program: the restart itself (new ids) or its deepest
+        // descendant (exact ids, two levels below).
+        let mut program = None;
+        wait_for("the restarted program", 20, || {
+            let pid = deepest(child.id());
+            let done = pgrp_of(pid) == Some(pid as i32);
+            program = Some(pid);
+            done
+        });
+        let pid = program.unwrap();
+        assert_ne!(
+            pgrp_of(pid),
+            Some(ours),
+            "--tids {tids}: in the test's group"
+        );
+        kill_tree(&mut child, libc::SIGKILL);
+    }
+}
+
+/// The last descendant of `pid` (itself if it has none).
+fn deepest(pid: u32) -> u32 {
+    let mut at = pid;
+    loop {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{at}/task/{at}/children")).unwrap_or_default();
+        match kids
+            .split_whitespace()
+            .filter_map(|k| k.parse().ok())
+            .last()
+        {
+            Some(k) => at = k,
+            None => return at,
+        }
+    }
+}

@@ -130,6 +130,27 @@ fn map_anon(at: u64, len: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Puts the process that becomes the program in a process group of its
+/// own, so that its `kill(0, SIG)` or `killpg` reaches itself and its
+/// children, never whoever ran the restart (a shell, a test harness). If
+/// the restarter's group had the terminal (`stdin`, a tty, in the
+/// foreground), the new group gets it, so that the program still reads
+/// the terminal and gets its Ctrl-C. A program that was a session leader
+/// is not made one again (the image does not record it): it leads a
+/// group of its own in the restarter's session. Failures are harmless (an
+/// already leading process stays as it is) and ignored.
+fn own_process_group() {
+    // SAFETY: process-group calls on this process and its terminal; every
+    // signal is blocked (SIGTTOU included), so tcsetpgrp from what becomes
+    // a background group does not stop us.
+    unsafe {
+        let was_foreground = libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp();
+        if libc::setpgid(0, 0) == 0 && was_foreground {
+            libc::tcsetpgrp(0, libc::getpid());
+        }
+    }
+}
+
 /// Reopens files, prepares the restorer and jumps. Returns only on failure.
 pub fn handover(
     plan: &mut Plan,
@@ -422,6 +443,7 @@ pub fn handover(
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    own_process_group();
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in
     // both restart paths). A signal one raises early waits, blocked, for
