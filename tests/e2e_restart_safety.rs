@@ -239,3 +239,45 @@ fn deepest(pid: u32) -> u32 {
         }
     }
 }
+
+/// Item 12: with SELFCKPT_KEY set, a forged image (every checksum
+/// recomputed, no key) is refused before restart acts on anything it says:
+/// here its executable's path is a FIFO, which opening would block on.
+#[test]
+fn with_a_key_a_forged_image_is_refused_before_its_paths_are_touched() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("smoke-copy");
+    std::fs::copy(example("smoke"), &exe).unwrap();
+    let o = run(
+        Command::new(&exe)
+            .arg(tmp.path().join("ck"))
+            .arg(tmp.path().join("out"))
+            .args(["6", "--checkpoint-at", "2", "--sleep-ms", "1"])
+            .env("SELFCKPT_KEY", "the key"),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sealed = images(&tmp.path().join("ck")).pop().expect("an image");
+    let mut forged = std::fs::read(&sealed).unwrap();
+    let meta = records(&forged)[0];
+    forged[meta.payload().start] ^= 1;
+    reseal(&mut forged);
+    let fp = tmp.path().join("forged.ckpt");
+    std::fs::write(&fp, &forged).unwrap();
+    std::fs::set_permissions(&fp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    let c = std::ffi::CString::new(exe.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o755) }, 0);
+    let o = run(
+        Command::new(selfckpt())
+            .arg("restart")
+            .arg(&fp)
+            .env("SELFCKPT_KEY", "the key"),
+        Duration::from_secs(20),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("MAC does not match"), "{err}");
+}

@@ -215,6 +215,16 @@ impl ImageFile {
         Ok(img)
     }
 
+    /// Authenticates the whole file under `key` now (see
+    /// [`super::mac::authenticate_file`]); an in-memory image is read
+    /// whole by the reader, which checks its MAC at END.
+    pub fn authenticate(&self, key: &MacKey) -> Result<(), ReadError> {
+        match &self.file {
+            Some(f) => super::mac::authenticate_file(f, key),
+            None => Ok(()),
+        }
+    }
+
     /// After [`ImageFile::read_to_end`]: whether a MAC record followed END
     /// (checked against the key when one was given).
     pub fn mac_present(&self) -> bool {

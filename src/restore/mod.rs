@@ -131,8 +131,15 @@ pub fn restart(
     block_signals();
     let header = crate::image::read::peek_header(path).map_err(img_err)?;
     check_machine(path, &header)?;
-    let img = ImageFile::open(path).map_err(img_err)?;
+    let key = crate::image::mac::MacKey::from_env();
+    let img = ImageFile::open_with_key(path, key.as_ref()).map_err(img_err)?;
     check_ownership(path, &img)?;
+    if let Some(key) = &key {
+        // Every record restart acts on is authenticated before it acts:
+        // before the executable's path is opened, a file stat-ed or a
+        // namespace entered.
+        img.authenticate(key).map_err(img_err)?;
+    }
     let view = img.view().map_err(img_err)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
