@@ -232,7 +232,7 @@ fn deepest(pid: u32) -> u32 {
         match kids
             .split_whitespace()
             .filter_map(|k| k.parse().ok())
-            .last()
+            .next_back()
         {
             Some(k) => at = k,
             None => return at,
