@@ -281,3 +281,84 @@ fn with_a_key_a_forged_image_is_refused_before_its_paths_are_touched() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("MAC does not match"), "{err}");
 }
+
+/// META's payload with its host name and executable path replaced
+/// (created u64, pid u32, sequence u64, then kernel release, host name,
+/// selfckpt version, exe path: u32 length and bytes each, then the rest).
+fn with_meta_strings(img: &[u8], host: &[u8], exe: &[u8]) -> Vec<u8> {
+    with_record(img, 1, |m| {
+        let mut at = 20;
+        let mut take = |m: &Vec<u8>| {
+            let n = u32::from_le_bytes(m[at..at + 4].try_into().unwrap()) as usize;
+            let span = (at, at + 4 + n);
+            at += 4 + n;
+            span
+        };
+        let _kernel = take(m);
+        let host_span = take(m);
+        let _version = take(m);
+        let exe_span = take(m);
+        let enc = |b: &[u8]| [&(b.len() as u32).to_le_bytes()[..], b].concat();
+        let out = [
+            &m[..host_span.0],
+            &enc(host),
+            &m[host_span.1..exe_span.0],
+            &enc(exe),
+            &m[exe_span.1..],
+        ]
+        .concat();
+        *m = out;
+    })
+}
+
+/// Item 17: strings from an image reach the terminal escaped in inspect,
+/// ls and restart's messages: no newline can fake a line, no escape
+/// sequence reaches the terminal.
+#[test]
+fn image_strings_are_escaped_on_the_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _, _) = smoke_image(tmp.path());
+    let fake = b"\nselfckpt: all checks passed\x1b[2K\x1b]0;owned\x07";
+    let host = [&b"host"[..], fake].concat();
+    let exe = [&b"/nonexistent/prog"[..], fake].concat();
+    let bad = with_meta_strings(&std::fs::read(&image).unwrap(), &host, &exe);
+    let dir = tmp.path().join("crafted");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let p = dir.join("crafted.ckpt");
+    std::fs::write(&p, &bad).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let clean = |what: &str, o: &std::process::Output| {
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !bytes.contains(&0x1b) && !bytes.contains(&0x07),
+                "{what} {stream}: raw escape: {text}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.starts_with("selfckpt: all checks passed")),
+                "{what} {stream}: a faked line: {text}"
+            );
+        }
+    };
+    let o = cli(&["inspect".as_ref(), p.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\\x1b[2K"),
+        "escaped, still shown"
+    );
+    clean("inspect", &o);
+    let o = cli(&["ls".as_ref(), dir.as_os_str()]);
+    clean("ls", &o);
+    let o = restart_with(&p, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/prog\\n"),
+        "{}",
+        stderr(&o)
+    );
+    clean("restart", &o);
+}

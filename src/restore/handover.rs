@@ -199,7 +199,7 @@ pub fn handover(
         RestoreError::Io(
             format!(
                 "cannot enter the program's directory {}",
-                cwd.to_string_lossy()
+                crate::image::show::shown(&plan.cwd)
             ),
             e,
         )

@@ -498,7 +498,7 @@ fn stage_err(r: &StagedRegion, name: &[u8], source: std::io::Error) -> RestoreEr
     RestoreError::Stage {
         start: r.start,
         end: r.end,
-        what: format!("{} {}", r.kind.name(), String::from_utf8_lossy(name)),
+        what: format!("{} {}", r.kind.name(), crate::image::show::shown(name)),
         source,
     }
 }

@@ -372,7 +372,7 @@ fn check_files(view: &crate::image::read::ImageView) -> Result<(), RestoreError>
     use std::os::unix::ffi::OsStrExt;
     let meta = &view.meta;
     let exe = Path::new(std::ffi::OsStr::from_bytes(meta.exe_path));
-    let exe_s = exe.display().to_string();
+    let exe_s = crate::image::show::shown(meta.exe_path);
     let now = crate::elfid::stamp(exe).map_err(|e| RestoreError::Executable {
         exe: exe_s.clone(),
         why: format!("cannot be read ({e})"),
@@ -411,7 +411,7 @@ fn check_files(view: &crate::image::read::ImageView) -> Result<(), RestoreError>
             continue;
         }
         let p = Path::new(std::ffi::OsStr::from_bytes(r.path));
-        let file = p.display().to_string();
+        let file = crate::image::show::shown(r.path);
         let now = crate::elfid::stamp(p).map_err(|e| RestoreError::MappedFile {
             file: file.clone(),
             why: format!("cannot be read ({e})"),

@@ -18,6 +18,7 @@ use selfckpt::capture::park::Identity;
 use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
+use selfckpt::image::show::shown;
 use selfckpt::restore::{ChangedFds, MissingFds};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -269,6 +270,9 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Shows what an image holds. In the text form every string from the
+/// image (paths, host name, thread names) is escaped (`image::show`); the
+/// JSON form escapes control characters as JSON does.
 fn inspect(path: &Path, json: bool) -> Result<(), String> {
     let s = scan(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let img = ImageFile::open(path).map_err(|e| e.to_string())?;
@@ -368,16 +372,16 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     );
     println!(
         "program    {}  (build-id {})",
-        lossy(m.exe_path),
+        shown(m.exe_path),
         selfckpt::elfid::hex(m.exe_build_id)
     );
     println!(
         "taken      pid {} on {} (kernel {}), sequence {}, selfckpt {}",
         m.pid,
-        lossy(m.hostname),
-        lossy(m.kernel_release),
+        shown(m.hostname),
+        shown(m.kernel_release),
         m.sequence,
-        lossy(m.selfckpt_version)
+        shown(m.selfckpt_version)
     );
     if m.restarts > 0 {
         println!(
@@ -412,7 +416,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             b.present.map_or("?".into(), human),
             human(b.raw),
             human(b.stored),
-            lossy(r.path)
+            shown(r.path)
         );
     }
     println!("\nthreads ({}):", v.threads.len());
@@ -426,7 +430,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "  tid {:>7} {:16} {:16} ip {:#x} sp {:#x}{}{pending}",
             t.tid,
             ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
-            t.comm_str(),
+            shown(t.comm_str().as_bytes()),
             t.ip,
             t.sp,
             if t.rseq_len != 0 { " rseq" } else { "" }
@@ -440,12 +444,12 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
             f.flags,
             f.offset,
-            lossy(f.path)
+            shown(f.path)
         );
     }
     println!(
         "\nprocess    cwd {}  umask {:03o}  brk {:#x}  {} signal handlers",
-        lossy(v.kernel.process.cwd),
+        shown(v.kernel.process.cwd),
         v.kernel.process.umask,
         v.kernel.process.mm.brk,
         v.kernel.sigactions.len()
