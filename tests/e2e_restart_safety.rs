@@ -362,3 +362,55 @@ fn image_strings_are_escaped_on_the_terminal() {
     );
     clean("restart", &o);
 }
+
+/// Peak resident memory (KiB) of `selfckpt ARGS`, its stdout discarded.
+fn peak_kib(args: &[&std::ffi::OsStr]) -> i64 {
+    let child = Command::new(selfckpt())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for the child spawned above (never waited elsewhere).
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(r, child.id() as i32);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{args:?}: {status:#x}"
+    );
+    ru.ru_maxrss
+}
+
+/// Item 14: `inspect --json` (and `inspect`, `verify`) stay within the
+/// documented bound, 4 x the image's size + 2 x its largest chunk + 16 MiB
+/// (an image of 60 000 regions, 8.9 MB, made `inspect --json` use 160 MB).
+#[test]
+fn readers_stay_within_a_multiple_of_the_image_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    let o = run(
+        Command::new(example("manymaps")).arg(&dir).arg("60000"),
+        Duration::from_secs(120),
+    );
+    assert!(o.status.success(), "manymaps: {}", stderr(&o));
+    let img = images(&dir).pop().expect("an image");
+    let size = std::fs::metadata(&img).unwrap().len() as i64;
+    // Chunks of one page here: the chunk term is 8 KiB.
+    let bound_kib = (4 * size + 2 * 4096) / 1024 + 16 * 1024;
+    for args in [
+        &["inspect", "--json"][..],
+        &["inspect"][..],
+        &["verify"][..],
+    ] {
+        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        argv.push(img.as_os_str());
+        let kib = peak_kib(&argv);
+        assert!(
+            kib <= bound_kib,
+            "{args:?}: {kib} KiB for a {size}-byte image (bound {bound_kib} KiB)"
+        );
+    }
+}

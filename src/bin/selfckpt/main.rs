@@ -270,6 +270,75 @@ fn human(n: u64) -> String {
     }
 }
 
+/// Writes `doc` (an object) with the lists "regions", "threads" and "fds"
+/// appended, one element at a time: each element's JSON is made, written
+/// and dropped, so the output never exists whole in memory (an image of a
+/// million regions made `inspect --json` hold 31 times the image's size).
+fn write_json(
+    doc: serde_json::Value,
+    v: &selfckpt::image::read::ImageView,
+    per_region: &[selfckpt::image::verify::RegionBytes],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let head = serde_json::to_string_pretty(&doc)?;
+    // The object's closing brace is written after the lists.
+    let head = head
+        .trim_end()
+        .strip_suffix('}')
+        .unwrap_or(&head)
+        .trim_end();
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    w.write_all(head.as_bytes())?;
+    fn list<T>(
+        w: &mut impl Write,
+        name: &str,
+        items: impl Iterator<Item = T>,
+        to_json: impl Fn(T) -> serde_json::Value,
+    ) -> std::io::Result<()> {
+        write!(w, ",\n  \"{name}\": [")?;
+        for (i, item) in items.enumerate() {
+            w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+            serde_json::to_writer(&mut *w, &to_json(item))?;
+        }
+        w.write_all(b"\n  ]")
+    }
+    list(
+        &mut w,
+        "regions",
+        v.regions.iter().zip(per_region),
+        |(r, b)| {
+            serde_json::json!({
+                "start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end),
+                "prot": prot_str(r.prot),
+                "kind": RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
+                "path": lossy(r.path), "mapped": r.end - r.start,
+                "present": b.present, "raw": b.raw, "stored": b.stored,
+            })
+        },
+    )?;
+    list(
+        &mut w,
+        "threads",
+        v.threads.iter().zip(&v.thread_pending),
+        |(t, pending)| {
+            serde_json::json!({
+                "tid": t.tid, "role": ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
+                "comm": t.comm_str(), "ip": format!("{:#x}", t.ip), "sp": format!("{:#x}", t.sp),
+                "rseq": t.rseq_len != 0, "pending": pending.names(),
+            })
+        },
+    )?;
+    list(&mut w, "fds", v.kernel.fds.iter(), |f| {
+        serde_json::json!({
+            "fd": f.fd, "kind": FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
+            "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
+        })
+    })?;
+    w.write_all(b"\n}\n")?;
+    w.flush()
+}
+
 /// Shows what an image holds. In the text form every string from the
 /// image (paths, host name, thread names) is escaped (`image::show`); the
 /// JSON form escapes control characters as JSON does.
@@ -279,43 +348,6 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     let v = img.view().map_err(|e| e.to_string())?;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let file_len = img.file_len;
-    let regions: Vec<serde_json::Value> = v
-        .regions
-        .iter()
-        .zip(&s.per_region)
-        .map(|(r, b)| {
-            serde_json::json!({
-                "start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end),
-                "prot": prot_str(r.prot),
-                "kind": RegionKind::from_u32(r.kind).map_or("?", |k| k.name()),
-                "path": lossy(r.path), "mapped": r.end - r.start,
-                "present": b.present, "raw": b.raw, "stored": b.stored,
-            })
-        })
-        .collect();
-    let threads: Vec<serde_json::Value> = v
-        .threads
-        .iter()
-        .zip(&v.thread_pending)
-        .map(|(t, pending)| {
-            serde_json::json!({
-                "tid": t.tid, "role": ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
-                "comm": t.comm_str(), "ip": format!("{:#x}", t.ip), "sp": format!("{:#x}", t.sp),
-                "rseq": t.rseq_len != 0, "pending": pending.names(),
-            })
-        })
-        .collect();
-    let fds: Vec<serde_json::Value> = v
-        .kernel
-        .fds
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "fd": f.fd, "kind": FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
-                "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
-            })
-        })
-        .collect();
     let timers: serde_json::Map<String, serde_json::Value> = v
         .kernel
         .itimers
@@ -352,13 +384,8 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "bytes_mapped": e.bytes_mapped, "bytes_present": e.bytes_present, "bytes_raw": e.bytes_raw,
             "bytes_stored": e.bytes_stored, "zero_pages": e.zero_pages, "chunks": e.chunks,
             "compression_ratio": ratio,
-            "regions": regions, "threads": threads, "fds": fds,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return write_json(doc, &v, &s.per_region).map_err(|e| format!("cannot write: {e}"));
     }
     println!("image      {}", path.display());
     println!(
