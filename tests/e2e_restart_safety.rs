@@ -364,6 +364,8 @@ fn image_strings_are_escaped_on_the_terminal() {
 }
 
 /// Peak resident memory (KiB) of `selfckpt ARGS`, its stdout discarded.
+/// The child is reaped by wait4 (for its rusage), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn peak_kib(args: &[&std::ffi::OsStr]) -> i64 {
     let child = Command::new(selfckpt())
         .args(args)
