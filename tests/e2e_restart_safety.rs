@@ -416,3 +416,56 @@ fn readers_stay_within_a_multiple_of_the_image_size() {
         );
     }
 }
+
+/// Item 19, the `sort -o` case: a program under `selfckpt run` moved its
+/// output file onto fd 1. Resumed by a new `run` with another stdout, it
+/// goes on writing into its file (at its offset), not into the new run's
+/// stdout.
+#[test]
+fn a_resumed_program_keeps_writing_where_it_pointed_its_stdout() {
+    if !have("python3") {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let prog = tmp.path().join("prog.py");
+    std::fs::write(
+        &prog,
+        "import os, time\n\
+         fd = os.open('out.txt', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n\
+         os.dup2(fd, 1)\n\
+         os.close(fd)\n\
+         for i in range(30):\n    os.write(1, b'line %d\\n' % i)\n    time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out.txt");
+    let run_cmd = |stdout: &Path| {
+        let mut c = Command::new(selfckpt());
+        c.current_dir(tmp.path())
+            .args(["run", "--dir", "D", "--", "python3"])
+            .arg(&prog)
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut first = spawn_retrying(&mut run_cmd(&tmp.path().join("run1.out")));
+    wait_for("five lines", 30, || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() >= 5)
+    });
+    let o = run(
+        Command::new(selfckpt()).args(["checkpoint", &first.id().to_string(), "--wait"]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "checkpoint: {}", stderr(&o));
+    kill_tree(&mut first, libc::SIGKILL);
+    let run2 = tmp.path().join("run2.out");
+    let second = spawn_retrying(&mut run_cmd(&run2));
+    let err = wait_ok(second, "the resumed run");
+    let want: String = (0..30).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&run2).unwrap(),
+        "",
+        "went to the new run's stdout"
+    );
+}

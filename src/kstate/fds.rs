@@ -15,8 +15,9 @@
 //! opened for reading or writing, nothing that can block), judged by the
 //! caller's check (is it the file the program had?), then opened through
 //! that very descriptor with `O_NONBLOCK`, so what is opened is what was
-//! judged. Descriptors 0-2 are the
-//! restarter's own (the terminal that ran `restart`). A pipe the process
+//! judged. Descriptors 0-2 are the restarter's own where they were the
+//! original run's stdio (the caller leaves them out, see
+//! `restore::stdio`). A pipe the process
 //! reads from (both ends inside it, or data queued in it) is made anew,
 //! refilled, and its ends put at their numbers. Sockets, pipes to other
 //! processes' ends and other kinds cannot be reopened from a path: they
@@ -215,8 +216,6 @@ pub enum Reopened {
     File,
     /// An end of a pipe made anew (with its queued bytes).
     Pipe,
-    /// Left to the restarter (0, 1, 2).
-    Inherited,
     /// Could not be reopened: /dev/null holds its number.
     Placeholder(String),
 }
@@ -224,8 +223,9 @@ pub enum Reopened {
 /// Flags that must never reach open(2) from an image.
 const NEVER: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL;
 
-/// Reopens every descriptor of the image at its number, pipes with what
-/// was queued in them. Call after the restarter has moved its own
+/// Reopens every descriptor given at its number, pipes with what was
+/// queued in them (the caller leaves out the stdio the program gets from
+/// the restarter). Call after the restarter has moved its own
 /// descriptors above every number in the image.
 /// `check` judges the file found at a path (its lstat) before it is opened;
 /// a file it refuses is not opened (a placeholder holds the number).
@@ -439,9 +439,6 @@ fn install(from: i32, ent: &FdEntry) -> Reopened {
 }
 
 fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
-    if (0..=2).contains(&ent.fd) {
-        return Reopened::Inherited;
-    }
     let kind = FdKind::from_u32(ent.kind).unwrap_or(FdKind::Other);
     let reopenable = matches!(
         kind,

@@ -41,14 +41,13 @@ impl Change {
 }
 
 /// The descriptors this module judges: files, directories and character
-/// devices reopened from their path (above stdio; 0-2 are the restarter's).
+/// devices reopened from their path (the caller leaves out the stdio the
+/// program gets from the restarter, see `restore::stdio`).
 pub fn judged(f: &FdEntry) -> bool {
-    f.fd > 2
-        && matches!(
-            FdKind::from_u32(f.kind),
-            Some(FdKind::Regular | FdKind::Directory | FdKind::CharDevice)
-        )
-        && f.path.starts_with(b"/")
+    matches!(
+        FdKind::from_u32(f.kind),
+        Some(FdKind::Regular | FdKind::Directory | FdKind::CharDevice)
+    ) && f.path.starts_with(b"/")
         && !f.path.ends_with(b" (deleted)")
 }
 

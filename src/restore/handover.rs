@@ -171,9 +171,21 @@ pub fn handover(
         // image file was read completely).
         unsafe { libc::close(fd) };
     }
+    // Descriptors 0-2: the restarter's where they were the original run's
+    // stdio, reopened like any file otherwise.
+    let image_fds: Vec<_> = plan.fds.iter().map(|f| (f.fd, f.stamp)).collect();
+    let fates = super::stdio::fates(&image_fds, opts.original_stdio);
+    let above = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 1;
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
+    let saved = super::stdio::apply(&fates, above);
     let entries: Vec<FdEntry> = plan
         .fds
         .iter()
+        .filter(|f| !(0..=2).contains(&f.fd) || fates[f.fd as usize] == super::stdio::Fate::Reopen)
         .map(|f| FdEntry {
             fd: f.fd,
             kind: f.kind,
@@ -191,7 +203,9 @@ pub fn handover(
     let check = super::reopen_check(opts.changed_fds);
     for (_, what) in crate::kstate::fds::reopen(&entries, &pipes, &check) {
         if let crate::kstate::fds::Reopened::Placeholder(msg) = what {
-            eprintln!("selfckpt: warning: {msg}; /dev/null stands in its place");
+            saved.say(&format!(
+                "selfckpt: warning: {msg}; /dev/null stands in its place"
+            ));
         }
     }
     let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);
@@ -426,12 +440,12 @@ pub fn handover(
         }
     }
     if opts.verbose {
-        eprintln!(
+        saved.say(&format!(
             "selfckpt: handing over: {} unmaps, {} moves, {} threads",
             unmap.len(),
             moves.len(),
             plan.threads.len()
-        );
+        ));
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -450,6 +464,7 @@ pub fn handover(
     // the program's threads.
     crate::kstate::itimers::arm(&plan.itimers)
         .map_err(io("cannot arm the program's interval timers"))?;
+    saved.finish();
     // SAFETY: every check is done; the blob, its stack and its arguments
     // are in place; the restorer takes over the process from here.
     unsafe {

@@ -12,6 +12,7 @@ pub mod handover;
 pub mod huge;
 pub mod layout;
 pub mod pidns;
+pub mod stdio;
 
 use crate::capture::maps::RegionKind;
 use crate::image::format::{arch_name, ARCH_HOST};
@@ -91,6 +92,9 @@ pub struct RestartOptions {
     pub missing_fds: MissingFds,
     /// Descriptors whose path now names another file.
     pub changed_fds: ChangedFds,
+    /// The identities of the stdio of the run that made the image
+    /// (`selfckpt run` records them), if known: see [`stdio`].
+    pub original_stdio: Option<[Option<stdio::Identity>; 3]>,
 }
 
 /// How a restart treats process and thread ids.
@@ -261,9 +265,11 @@ fn check_fds(
     let mut missing = Vec::new();
     let mut changed = Vec::new();
     let mut refused = Vec::new();
+    let fates = stdio_fates(view, opts);
     for f in &view.kernel.fds {
         let kind = FdKind::from_u32(f.kind);
-        if f.fd <= 2
+        let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
+        if inherited
             || !matches!(
                 kind,
                 Some(FdKind::Regular | FdKind::Directory | FdKind::CharDevice)
@@ -317,6 +323,12 @@ fn check_fds(
             Ok(())
         }
     }
+}
+
+/// What descriptors 0-2 of the restarted program will be.
+fn stdio_fates(view: &crate::image::read::ImageView, opts: &RestartOptions) -> [stdio::Fate; 3] {
+    let image: Vec<_> = view.kernel.fds.iter().map(|f| (f.fd, f.stamp)).collect();
+    stdio::fates(&image, opts.original_stdio)
 }
 
 /// The check `fds::reopen` applies to each file as it opens it: the same

@@ -11,6 +11,7 @@ mod checkpoint;
 mod gc;
 mod ls;
 mod run;
+mod stdio_record;
 
 use clap::{Parser, Subcommand};
 use selfckpt::capture::maps::RegionKind;
@@ -140,7 +141,7 @@ fn main() -> ExitCode {
             } else {
                 ChangedFds::Refuse
             };
-            restart(image, dir, verbose, &tids, missing, changed)
+            restart(image, dir, verbose, &tids, missing, changed, None)
         }
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
@@ -161,6 +162,7 @@ fn restart(
     tids: &str,
     missing_fds: MissingFds,
     changed_fds: ChangedFds,
+    original_stdio: Option<[Option<selfckpt::restore::stdio::Identity>; 3]>,
 ) -> Result<(), String> {
     // From here on a signal sent to us is meant for the program: it waits
     // pending until the program is back.
@@ -175,6 +177,7 @@ fn restart(
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
         changed_fds,
+        original_stdio,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
