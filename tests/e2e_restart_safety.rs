@@ -91,8 +91,32 @@ fn resumed(image: &Path, args: &[&str]) {
 fn restart_never_writes_into_a_file_that_is_not_the_one_that_was_open() {
     let tmp = tempfile::tempdir().unwrap();
     let (image, _exe, of) = smoke_image(tmp.path());
-    // The program's own growth (it ran on after the checkpoint): accepted.
+    // The program's own growth (it ran on after the checkpoint): accepted,
+    // and the file really reopened: the steps after the checkpoint, blotted
+    // out here (same size), are written again.
+    let whole = std::fs::read(&of).unwrap();
+    let j = inspect(&image);
+    let ent = j["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/prog.out")))
+        .expect("OUTFILE is open in the image")
+        .clone();
+    let at = (ent["offset"].as_u64().unwrap() as usize).min(whole.len());
+    assert!(
+        at < whole.len(),
+        "the program wrote on after the checkpoint"
+    );
+    let mut blotted = whole.clone();
+    blotted[at..].fill(b'X');
+    std::fs::write(&of, &blotted).unwrap();
     resumed(&image, &[]);
+    assert_eq!(
+        std::fs::read(&of).unwrap(),
+        whole,
+        "the program's file was not written"
+    );
 
     // Log rotation: `mv of of.1`, another service writes a new `of`.
     let rotated = tmp.path().join("prog.out.1");

@@ -491,12 +491,19 @@ fn open_checked(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()>
     let mut via = PathBuf::<48>::new();
     via.push(b"/proc/self/fd/")
         .push_u64(std::os::fd::AsRawFd::as_raw_fd(&probe_fd) as u64);
-    open_at_number(
+    let opened = open_at_number(
         via.as_bytes(),
         flags | libc::O_NONBLOCK | libc::O_NOCTTY,
         ent.fd,
-    )?;
-    drop(probe_fd);
+    );
+    if std::os::fd::AsRawFd::as_raw_fd(&probe_fd) == ent.fd {
+        // The probe took the (free) number itself and the open replaced it
+        // there (dup3): it must not be closed as the probe.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(probe_fd);
+    } else {
+        drop(probe_fd);
+    }
+    opened?;
     let now = sys::fstat(ent.fd).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
         return Err(std::io::Error::other("the file changed while being opened"));
