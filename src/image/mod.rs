@@ -7,4 +7,5 @@ pub mod mac;
 pub mod model;
 pub mod peek;
 pub mod read;
+pub mod show;
 pub mod verify;

@@ -215,6 +215,16 @@ impl ImageFile {
         Ok(img)
     }
 
+    /// Authenticates the whole file under `key` now (see
+    /// [`super::mac::authenticate_file`]); an in-memory image is read
+    /// whole by the reader, which checks its MAC at END.
+    pub fn authenticate(&self, key: &MacKey) -> Result<(), ReadError> {
+        match &self.file {
+            Some(f) => super::mac::authenticate_file(f, key),
+            None => Ok(()),
+        }
+    }
+
     /// After [`ImageFile::read_to_end`]: whether a MAC record followed END
     /// (checked against the key when one was given).
     pub fn mac_present(&self) -> bool {
@@ -467,29 +477,36 @@ fn stores_pages(r: &Region) -> bool {
     )
 }
 
-/// The page ranges stored so far, per region: no page may be stored twice.
-/// This bounds the decoding work of any image by its address space (a
-/// small file cannot make a reader decode the same pages over and over).
+/// Chunks come in increasing (region, page) order (docs/IMAGE_FORMAT.md):
+/// each run starts at or after the end of the previous run, in this chunk
+/// or an earlier one of the same region, and no chunk goes back to a lower
+/// region. So no page is stored twice, which bounds the decoding work of
+/// any image by its address space, and a restarter's decoder threads never
+/// write the same memory. The restarter relies on this reader's check.
 #[derive(Default)]
-struct StoredPages(std::collections::BTreeMap<(u32, u64), u64>);
+struct StoredPages {
+    /// (region, page) just past the last run seen.
+    next: (u32, u64),
+}
 
 impl StoredPages {
     fn add(&mut self, c: &Chunk) -> Result<(), ReadError> {
         let region = c.header.region;
+        let mut at = match region.cmp(&self.next.0) {
+            std::cmp::Ordering::Equal => self.next.1,
+            std::cmp::Ordering::Greater => 0,
+            std::cmp::Ordering::Less => u64::MAX,
+        };
         for run in &c.runs {
-            let (lo, hi) = (run.first_page, run.first_page + run.pages as u64);
-            let before = self.0.range(..=(region, lo)).next_back();
-            let after = self.0.range((region, lo)..).next();
-            let overlaps = before.is_some_and(|(&(r, _), &end)| r == region && end > lo)
-                || after.is_some_and(|(&(r, start), _)| r == region && start < hi);
-            if overlaps {
+            if run.first_page < at {
                 return Err(invalid(format!(
-                    "chunk at byte {}: page {lo} of region {region} is stored twice",
-                    c.offset
+                    "chunk at byte {}: page {} of region {region} is stored twice or out of order (chunks come in increasing region and page order)",
+                    c.offset, run.first_page
                 )));
             }
-            self.0.insert((region, lo), hi);
+            at = run.first_page + run.pages as u64;
         }
+        self.next = (region, at);
         Ok(())
     }
 }
@@ -555,6 +572,7 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
             )));
         }
     }
+    check_mm_map(mm)?;
     let auxv = k.process.auxv.len();
     if auxv > MAX_AUXV_LEN || auxv % 16 != 0 {
         return Err(invalid(format!("the saved auxv is {auxv} bytes")));
@@ -565,6 +583,13 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     for s in &k.sigactions {
         if s.signo == 0 || s.signo > MAX_SIGNAL {
             return Err(invalid(format!("signal action for signal {}", s.signo)));
+        }
+        if s.signo == libc::SIGKILL as u32 || s.signo == libc::SIGSTOP as u32 {
+            return Err(invalid(format!(
+                "signal action for {} ({}): its action cannot be changed, so none is ever recorded",
+                SignalSet::name(s.signo as i32),
+                s.signo
+            )));
         }
     }
     for f in &k.fds {
@@ -577,6 +602,82 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     }
     check_itimers(&k.itimers)?;
     check_pending(k.pending, "the process")
+}
+
+/// Lowest address the kernel lets a process use (`vm.mmap_min_addr`;
+/// 65536 when it cannot be read) and the end of the user address space
+/// (47-bit on x86_64, 48-bit on aarch64; 56-bit if this machine has
+/// 5-level page tables): the bounds PR_SET_MM_MAP checks each address of
+/// the mm layout against.
+fn mm_limits() -> (u64, u64) {
+    static LIMITS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *LIMITS.get_or_init(|| {
+        let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65536u64);
+        let page = crate::capture::sys::page_size() as u64;
+        let la57 = cfg!(target_arch = "x86_64")
+            && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" la57"));
+        let bits = if la57 {
+            56
+        } else if cfg!(target_arch = "aarch64") {
+            48
+        } else {
+            47
+        };
+        (min, (1u64 << bits) - page)
+    })
+}
+
+/// What the restorer's PR_SET_MM_MAP will be given, checked as the kernel
+/// checks it (`validate_prctl_map_addr`): every address at or above
+/// `vm.mmap_min_addr` and below the end of the user address space, the
+/// code range not empty, the data and brk ranges within RLIMIT_DATA. A
+/// failure there comes after the point of no return, so verify and
+/// restart refuse it here.
+fn check_mm_map(mm: &super::model::MmLayout) -> Result<(), ReadError> {
+    let (min, max) = mm_limits();
+    let fields = [
+        ("start_code", mm.start_code),
+        ("end_code", mm.end_code),
+        ("start_data", mm.start_data),
+        ("end_data", mm.end_data),
+        ("start_brk", mm.start_brk),
+        ("brk", mm.brk),
+        ("start_stack", mm.start_stack),
+        ("arg_start", mm.arg_start),
+        ("arg_end", mm.arg_end),
+        ("env_start", mm.env_start),
+        ("env_end", mm.env_end),
+    ];
+    for (name, v) in fields {
+        if v < min || v >= max {
+            return Err(invalid(format!(
+                "the mm layout's {name} {v:#x} lies outside the user address space ({min:#x}-{max:#x})"
+            )));
+        }
+    }
+    if mm.start_code >= mm.end_code {
+        return Err(invalid(format!(
+            "the mm layout's code range {:#x}-{:#x} is empty",
+            mm.start_code, mm.end_code
+        )));
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes one struct rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_DATA, &mut lim) };
+    let data = (mm.brk - mm.start_brk).saturating_add(mm.end_data - mm.start_data);
+    if lim.rlim_cur != libc::RLIM_INFINITY && data > lim.rlim_cur {
+        return Err(invalid(format!(
+            "the program's data and heap ({data} bytes) exceed this process's RLIMIT_DATA ({} bytes)",
+            lim.rlim_cur
+        )));
+    }
+    Ok(())
 }
 
 /// A pending set may hold any signal 1..=64 (every bit of the set names

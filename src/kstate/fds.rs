@@ -10,8 +10,14 @@
 //!
 //! Restore (`reopen`) runs in the restarter: regular files, directories and
 //! character devices are reopened at their old numbers, with their flags
-//! (never O_CREAT/O_TRUNC/O_EXCL) and offsets. Descriptors 0-2 are the
-//! restarter's own (the terminal that ran `restart`). A pipe the process
+//! (never O_CREAT/O_TRUNC/O_EXCL) and offsets. Each is first looked at
+//! through an `O_PATH` descriptor (`probe`: no symlink followed, nothing
+//! opened for reading or writing, nothing that can block), judged by the
+//! caller's check (is it the file the program had?), then opened through
+//! that very descriptor with `O_NONBLOCK`, so what is opened is what was
+//! judged. Descriptors 0-2 are the restarter's own where they were the
+//! original run's stdio (the caller leaves them out, see
+//! `restore::stdio`). A pipe the process
 //! reads from (both ends inside it, or data queued in it) is made anew,
 //! refilled, and its ends put at their numbers. Sockets, pipes to other
 //! processes' ends and other kinds cannot be reopened from a path: they
@@ -210,8 +216,6 @@ pub enum Reopened {
     File,
     /// An end of a pipe made anew (with its queued bytes).
     Pipe,
-    /// Left to the restarter (0, 1, 2).
-    Inherited,
     /// Could not be reopened: /dev/null holds its number.
     Placeholder(String),
 }
@@ -219,18 +223,78 @@ pub enum Reopened {
 /// Flags that must never reach open(2) from an image.
 const NEVER: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL;
 
-/// Reopens every descriptor of the image at its number, pipes with what
-/// was queued in them. Call after the restarter has moved its own
+/// Reopens every descriptor given at its number, pipes with what was
+/// queued in them (the caller leaves out the stdio the program gets from
+/// the restarter). Call after the restarter has moved its own
 /// descriptors above every number in the image.
-pub fn reopen(entries: &[FdEntry], pipes: &[PipeContents]) -> Vec<(i32, Reopened)> {
+/// `check` judges the file found at a path (its lstat) before it is opened;
+/// a file it refuses is not opened (a placeholder holds the number).
+pub fn reopen(entries: &[FdEntry], pipes: &[PipeContents], check: &Check) -> Vec<(i32, Reopened)> {
     let remade = remake_pipes(entries, pipes);
     entries
         .iter()
         .map(|ent| match remade.iter().find(|(fd, _)| *fd == ent.fd) {
             Some((_, r)) => (ent.fd, r.clone()),
-            None => (ent.fd, reopen_one(ent)),
+            None => (ent.fd, reopen_one(ent, check)),
         })
         .collect()
+}
+
+/// Judges the file found at an entry's path before it is opened: `Err`
+/// says why it is not the program's file.
+pub type Check = dyn Fn(&FdEntry, &libc::stat) -> Result<(), String>;
+
+/// Looks at what is at `path` without opening it for reading or writing:
+/// an `O_PATH` descriptor, resolved without following any symlink (a
+/// symlink at the last component is seen as one), and its fstat. Never
+/// blocks (FIFOs and devices are not opened).
+pub fn probe(path: &[u8]) -> std::io::Result<(std::os::fd::OwnedFd, libc::stat)> {
+    use std::os::fd::FromRawFd;
+    let c = CString::new(path).map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
+    // SAFETY: open_how is plain old data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads `how` (of the size given) and the C string.
+    let mut fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    } as i32;
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            // A symlink on the way: it was not one at the checkpoint (the
+            // image holds resolved paths).
+            Some(libc::ELOOP) => {
+                return Err(std::io::Error::other(
+                    "a symbolic link is on its path (there was none at the checkpoint)",
+                ))
+            }
+            // Kernels before 5.6: the last component at least.
+            Some(libc::ENOSYS) => {
+                // SAFETY: c is a valid C string; O_PATH opens nothing.
+                fd = unsafe {
+                    libc::open(
+                        c.as_ptr(),
+                        libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    )
+                };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            _ => return Err(err),
+        }
+    }
+    // SAFETY: fd is a descriptor we just opened and own.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let st = sys::fstat(fd).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+    Ok((owned, st))
 }
 
 fn is_pipe(ent: &FdEntry) -> bool {
@@ -374,10 +438,7 @@ fn install(from: i32, ent: &FdEntry) -> Reopened {
     }
 }
 
-fn reopen_one(ent: &FdEntry) -> Reopened {
-    if (0..=2).contains(&ent.fd) {
-        return Reopened::Inherited;
-    }
+fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
     let kind = FdKind::from_u32(ent.kind).unwrap_or(FdKind::Other);
     let reopenable = matches!(
         kind,
@@ -386,7 +447,7 @@ fn reopen_one(ent: &FdEntry) -> Reopened {
         && !ent.path.ends_with(b" (deleted)");
     let flags = (ent.flags as i32) & !NEVER;
     let result = if reopenable {
-        open_at_number(ent.path, flags, ent.fd).and_then(|()| {
+        open_checked(ent, flags, check).and_then(|()| {
             if kind == FdKind::Regular {
                 // SAFETY: lseek on the descriptor we just installed.
                 let r = unsafe { libc::lseek(ent.fd, ent.offset as i64, libc::SEEK_SET) };
@@ -413,11 +474,45 @@ fn reopen_one(ent: &FdEntry) -> Reopened {
             Reopened::Placeholder(format!(
                 "fd {} ({}): {}",
                 ent.fd,
-                String::from_utf8_lossy(ent.path),
+                crate::image::show::shown(ent.path),
                 err
             ))
         }
     }
+}
+
+/// Opens the entry's file at its number: probed, judged by `check`, then
+/// opened through the probe's descriptor (the very file judged), with
+/// `O_NONBLOCK` while opening (a device must not make open wait) and the
+/// entry's own blocking mode afterwards.
+fn open_checked(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()> {
+    let (probe_fd, st) = probe(ent.path)?;
+    check(ent, &st).map_err(std::io::Error::other)?;
+    let mut via = PathBuf::<48>::new();
+    via.push(b"/proc/self/fd/")
+        .push_u64(std::os::fd::AsRawFd::as_raw_fd(&probe_fd) as u64);
+    let opened = open_at_number(
+        via.as_bytes(),
+        flags | libc::O_NONBLOCK | libc::O_NOCTTY,
+        ent.fd,
+    );
+    if std::os::fd::AsRawFd::as_raw_fd(&probe_fd) == ent.fd {
+        // The probe took the (free) number itself and the open replaced it
+        // there (dup3): it must not be closed as the probe.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(probe_fd);
+    } else {
+        drop(probe_fd);
+    }
+    opened?;
+    let now = sys::fstat(ent.fd).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(std::io::Error::other("the file changed while being opened"));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_SETFL on the descriptor just installed.
+        unsafe { libc::fcntl(ent.fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+    }
+    Ok(())
 }
 
 fn open_at_number(path: &[u8], flags: i32, fd: i32) -> std::io::Result<()> {
@@ -505,7 +600,7 @@ mod tests {
             path: pb,
             stamp: FileStamp::default(),
         };
-        assert_eq!(reopen_one(&ent), Reopened::File);
+        assert_eq!(reopen_one(&ent, &|_, _| Ok(())), Reopened::File);
         // SAFETY: lseek query on the reopened descriptor.
         assert_eq!(unsafe { libc::lseek(987, 0, libc::SEEK_CUR) }, 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me intact");
@@ -516,7 +611,10 @@ mod tests {
             path: b"pipe:[1234]",
             ..ent
         };
-        assert!(matches!(reopen_one(&pipe), Reopened::Placeholder(_)));
+        assert!(matches!(
+            reopen_one(&pipe, &|_, _| Ok(())),
+            Reopened::Placeholder(_)
+        ));
         // SAFETY: closing the placeholder.
         unsafe { libc::close(987) };
     }
@@ -558,7 +656,7 @@ mod tests {
                 ..*x
             })
             .collect();
-        let r = reopen(&moved, &[contents]);
+        let r = reopen(&moved, &[contents], &|_, _| Ok(()));
         assert_eq!(r, vec![(950, Reopened::Pipe), (951, Reopened::Pipe)]);
         // SAFETY: using and closing the remade pipe.
         unsafe {

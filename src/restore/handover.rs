@@ -21,31 +21,43 @@ pub struct Blob<'a> {
 
 const STACK_LEN: u64 = 64 << 10;
 
-/// Subtracts `keep` ranges from `ranges`.
+/// Subtracts `keep` ranges from `ranges`: what is in `ranges` and in no
+/// `keep` range, in increasing order. Both lists may be in any order and
+/// overlap; sorting them makes this O((n + m) log (n + m)), one sweep.
 fn subtract(ranges: &[(u64, u64)], keep: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    for &(s, e) in ranges {
-        let mut pieces = vec![(s, e)];
-        for &(ks, ke) in keep {
-            pieces = pieces
-                .into_iter()
-                .flat_map(|(ps, pe)| {
-                    if ke <= ps || ks >= pe {
-                        vec![(ps, pe)]
-                    } else {
-                        let mut v = Vec::new();
-                        if ps < ks {
-                            v.push((ps, ks));
-                        }
-                        if ke < pe {
-                            v.push((ke, pe));
-                        }
-                        v
-                    }
-                })
-                .collect();
+    let sorted_merged = |list: &[(u64, u64)]| {
+        let mut v: Vec<(u64, u64)> = list.iter().copied().filter(|r| r.0 < r.1).collect();
+        v.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+        for (s, e) in v {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
         }
-        out.extend(pieces);
+        merged
+    };
+    let keep = sorted_merged(keep);
+    let mut out = Vec::new();
+    let mut k = 0;
+    for (s, e) in sorted_merged(ranges) {
+        let mut at = s;
+        // Keep ranges wholly before this one can no longer cut anything.
+        while k < keep.len() && keep[k].1 <= at {
+            k += 1;
+        }
+        let mut j = k;
+        while at < e && j < keep.len() && keep[j].0 < e {
+            let (ks, ke) = keep[j];
+            if ks > at {
+                out.push((at, ks));
+            }
+            at = at.max(ke);
+            j += 1;
+        }
+        if at < e {
+            out.push((at, e));
+        }
     }
     out
 }
@@ -75,6 +87,27 @@ fn map_anon(at: u64, len: u64) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Puts the process that becomes the program in a process group of its
+/// own, so that its `kill(0, SIG)` or `killpg` reaches itself and its
+/// children, never whoever ran the restart (a shell, a test harness). If
+/// the restarter's group had the terminal (`stdin`, a tty, in the
+/// foreground), the new group gets it, so that the program still reads
+/// the terminal and gets its Ctrl-C. A program that was a session leader
+/// is not made one again (the image does not record it): it leads a
+/// group of its own in the restarter's session. Failures are harmless (an
+/// already leading process stays as it is) and ignored.
+fn own_process_group() {
+    // SAFETY: process-group calls on this process and its terminal; every
+    // signal is blocked (SIGTTOU included), so tcsetpgrp from what becomes
+    // a background group does not stop us.
+    unsafe {
+        let was_foreground = libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp();
+        if libc::setpgid(0, 0) == 0 && was_foreground {
+            libc::tcsetpgrp(0, libc::getpid());
+        }
+    }
+}
+
 /// Reopens files, prepares the restorer and jumps. Returns only on failure.
 pub fn handover(
     plan: &mut Plan,
@@ -95,9 +128,21 @@ pub fn handover(
         // image file was read completely).
         unsafe { libc::close(fd) };
     }
+    // Descriptors 0-2: the restarter's where they were the original run's
+    // stdio, reopened like any file otherwise.
+    let image_fds: Vec<_> = plan.fds.iter().map(|f| (f.fd, f.stamp)).collect();
+    let fates = super::stdio::fates(&image_fds, opts.original_stdio);
+    let above = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 1;
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
+    let saved = super::stdio::apply(&fates, above);
     let entries: Vec<FdEntry> = plan
         .fds
         .iter()
+        .filter(|f| !(0..=2).contains(&f.fd) || fates[f.fd as usize] == super::stdio::Fate::Reopen)
         .map(|f| FdEntry {
             fd: f.fd,
             kind: f.kind,
@@ -112,9 +157,12 @@ pub fn handover(
         .iter()
         .map(|(ino, data)| crate::kstate::PipeContents { ino: *ino, data })
         .collect();
-    for (_, what) in crate::kstate::fds::reopen(&entries, &pipes) {
+    let check = super::reopen_check(opts.changed_fds);
+    for (_, what) in crate::kstate::fds::reopen(&entries, &pipes, &check) {
         if let crate::kstate::fds::Reopened::Placeholder(msg) = what {
-            eprintln!("selfckpt: warning: {msg}; /dev/null stands in its place");
+            saved.say(&format!(
+                "selfckpt: warning: {msg}; /dev/null stands in its place"
+            ));
         }
     }
     let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);
@@ -122,7 +170,7 @@ pub fn handover(
         RestoreError::Io(
             format!(
                 "cannot enter the program's directory {}",
-                cwd.to_string_lossy()
+                crate::image::show::shown(&plan.cwd)
             ),
             e,
         )
@@ -250,12 +298,12 @@ pub fn handover(
         }
     }
     if opts.verbose {
-        eprintln!(
+        saved.say(&format!(
             "selfckpt: handing over: {} unmaps, {} moves, {} threads",
             unmap.len(),
             moves.len(),
             plan.threads.len()
-        );
+        ));
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -267,12 +315,14 @@ pub fn handover(
         libc::sigfillset(&mut all);
         crate::interpose::next::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
     }
+    own_process_group();
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in
     // both restart paths). A signal one raises early waits, blocked, for
     // the program's threads.
     crate::kstate::itimers::arm(&plan.itimers)
         .map_err(io("cannot arm the program's interval timers"))?;
+    saved.finish();
     // SAFETY: every check is done; the blob, its stack and its arguments
     // are in place; the restorer takes over the process from here.
     unsafe {
@@ -288,5 +338,45 @@ mod tests {
     fn subtract_cuts_holes() {
         let r = subtract(&[(0, 100), (200, 300)], &[(10, 20), (250, 400)]);
         assert_eq!(r, vec![(0, 10), (20, 100), (200, 250)]);
+        // Unsorted, overlapping keeps; a keep spanning two ranges.
+        let r = subtract(
+            &[(200, 300), (0, 100), (400, 500)],
+            &[(90, 210), (15, 30), (20, 40), (450, 460)],
+        );
+        assert_eq!(
+            r,
+            vec![(0, 15), (40, 90), (210, 300), (400, 450), (460, 500)]
+        );
+    }
+
+    /// The naive definition, page by page, against the sweep.
+    #[test]
+    fn subtract_matches_its_definition() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            let mut list = |count: u64| -> Vec<(u64, u64)> {
+                (0..rnd(count))
+                    .map(|_| {
+                        let s = rnd(64);
+                        (s, s + rnd(12))
+                    })
+                    .collect()
+            };
+            let (ranges, keep) = (list(6), list(8));
+            let inside = |l: &[(u64, u64)], p: u64| l.iter().any(|&(s, e)| s <= p && p < e);
+            let want: Vec<u64> = (0..80)
+                .filter(|&p| inside(&ranges, p) && !inside(&keep, p))
+                .collect();
+            let got = subtract(&ranges, &keep);
+            let got_pages: Vec<u64> = got.iter().flat_map(|&(s, e)| s..e).collect();
+            assert_eq!(got_pages, want, "{ranges:?} - {keep:?} = {got:?}");
+            assert!(got.windows(2).all(|w| w[0].1 <= w[1].0));
+        }
     }
 }

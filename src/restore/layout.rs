@@ -336,10 +336,9 @@ impl Plan {
                 });
             }
             drop(rx);
-            // (region, page) just past the last chunk's last run: chunks
-            // must come in increasing order, so no two touch the same page
-            // and the decoder threads never write the same memory.
-            let mut next = (0u32, 0u64);
+            // The reader checked that chunks come in increasing (region,
+            // page) order, so no two touch the same page and the decoder
+            // threads never write the same memory.
             img.for_each_chunk_deferred(|c| {
                 if abort.load(Relaxed) {
                     return Err(FormatError::Invalid("a chunk could not be decoded".into()));
@@ -351,20 +350,6 @@ impl Plan {
                         c.offset, r.start, r.end
                     ))
                 })?;
-                let mut at = if c.header.region == next.0 { next.1 } else { 0 };
-                if c.header.region < next.0 {
-                    at = u64::MAX;
-                }
-                for run in &c.runs {
-                    if run.first_page < at {
-                        return Err(FormatError::Invalid(format!(
-                            "chunk at byte {}: its pages overlap or precede an earlier chunk's",
-                            c.offset
-                        )));
-                    }
-                    at = run.first_page + run.pages as u64;
-                }
-                next = (c.header.region, at);
                 stats.chunks += 1;
                 stats.bytes += c.header.raw_len as u64;
                 tx.send((base, c))
@@ -529,7 +514,7 @@ fn stage_err(r: &StagedRegion, name: &[u8], source: std::io::Error) -> RestoreEr
     RestoreError::Stage {
         start: r.start,
         end: r.end,
-        what: format!("{} {}", r.kind.name(), String::from_utf8_lossy(name)),
+        what: format!("{} {}", r.kind.name(), crate::image::show::shown(name)),
         source,
     }
 }

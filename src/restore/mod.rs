@@ -8,15 +8,18 @@
 //! this process, and files are only reopened (never created or truncated).
 
 pub mod args;
+pub mod files;
 pub mod handover;
 pub mod huge;
 pub mod layout;
 pub mod pidns;
+pub mod stdio;
 
 use crate::capture::maps::RegionKind;
 use crate::image::format::{arch_name, ARCH_HOST};
 use crate::image::model::FileStamp;
 use crate::image::read::{ImageFile, ReadError};
+pub use files::ChangedFds;
 use std::path::{Path, PathBuf};
 
 /// Why a restart was refused.
@@ -75,6 +78,10 @@ pub enum RestoreError {
     },
     #[error("{path}: the restart mailbox at {at:#x} {why}; restart refused (the image does not match the library that took it)")]
     Mailbox { path: PathBuf, at: u64, why: String },
+    #[error("files the program had open are not the ones at their paths now: {0}; restart refused (the program would write into them at its old offsets; --changed-fds=accept reopens them anyway)")]
+    ChangedFiles(String),
+    #[error("files the program had open cannot be reopened safely: {0}; restart refused")]
+    UnsafeFiles(String),
 }
 
 /// What to do with descriptors whose file is gone.
@@ -96,6 +103,11 @@ pub struct RestartOptions {
     pub tids: TidPolicy,
     /// Descriptors whose file is gone.
     pub missing_fds: MissingFds,
+    /// Descriptors whose path now names another file.
+    pub changed_fds: ChangedFds,
+    /// The identities of the stdio of the run that made the image
+    /// (`selfckpt run` records them), if known: see [`stdio`].
+    pub original_stdio: Option<[Option<stdio::Identity>; 3]>,
 }
 
 /// How a restart treats process and thread ids.
@@ -136,12 +148,19 @@ pub fn restart(
     block_signals();
     let header = crate::image::read::peek_header(path).map_err(img_err)?;
     check_machine(path, &header)?;
-    let img = ImageFile::open(path).map_err(img_err)?;
+    let key = crate::image::mac::MacKey::from_env();
+    let img = ImageFile::open_with_key(path, key.as_ref()).map_err(img_err)?;
     check_ownership(path, &img)?;
+    if let Some(key) = &key {
+        // Every record restart acts on is authenticated before it acts:
+        // before the executable's path is opened, a file stat-ed or a
+        // namespace entered.
+        img.authenticate(key).map_err(img_err)?;
+    }
     let view = img.view().map_err(img_err)?;
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
-    check_fds(&view, opts.missing_fds)?;
+    check_fds(&view, opts)?;
     let identity = match opts.tids {
         TidPolicy::New => pidns::Identity::New("--tids new".into()),
         policy => {
@@ -247,41 +266,99 @@ fn check_ownership(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
     })
 }
 
-/// Every regular file or directory the program had open must still exist
-/// (unless `policy` says to put /dev/null in its place).
-fn check_fds(view: &crate::image::read::ImageView, policy: MissingFds) -> Result<(), RestoreError> {
+/// Every file, directory or device the program had open must still be
+/// there (unless `opts.missing_fds` says to put /dev/null in its place)
+/// and be the one it had open (`files::judge`; unless `opts.changed_fds`
+/// accepts another). Looks through `fds::probe` only: opens nothing for
+/// reading or writing, follows no symlink, never blocks.
+fn check_fds(
+    view: &crate::image::read::ImageView,
+    opts: &RestartOptions,
+) -> Result<(), RestoreError> {
     use crate::image::model::FdKind;
-    use std::os::unix::ffi::OsStrExt;
-    let missing: Vec<String> = view
-        .kernel
-        .fds
-        .iter()
-        .filter(|f| {
-            f.fd > 2
-                && matches!(
-                    FdKind::from_u32(f.kind),
-                    Some(FdKind::Regular | FdKind::Directory)
-                )
-        })
-        .filter(|f| {
-            f.path.ends_with(b" (deleted)")
-                || !f.path.starts_with(b"/")
-                || std::fs::metadata(std::ffi::OsStr::from_bytes(f.path)).is_err()
-        })
-        .map(|f| format!("fd {} {}", f.fd, String::from_utf8_lossy(f.path)))
-        .collect();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    let mut refused = Vec::new();
+    let fates = stdio_fates(view, opts);
+    for f in &view.kernel.fds {
+        let kind = FdKind::from_u32(f.kind);
+        let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
+        if inherited
+            || !matches!(
+                kind,
+                Some(FdKind::Regular | FdKind::Directory | FdKind::CharDevice)
+            )
+        {
+            continue;
+        }
+        if !files::judged(f) {
+            if kind != Some(FdKind::CharDevice) {
+                missing.push(files::describe(f, "is gone (deleted at the checkpoint)"));
+            }
+            continue;
+        }
+        match crate::kstate::fds::probe(f.path) {
+            // A device gone is left to the reopening (a placeholder).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if kind != Some(FdKind::CharDevice) {
+                    missing.push(files::describe(f, "is gone"))
+                }
+            }
+            Err(e) => refused.push(files::describe(f, &format!("cannot be looked at ({e})"))),
+            Ok((_, st)) => match files::judge(f, &st, me) {
+                Ok(()) => {}
+                Err(files::Change::Unsafe(why)) => refused.push(files::describe(f, &why)),
+                Err(files::Change::Changed(why)) => changed.push(files::describe(f, &why)),
+            },
+        }
+    }
+    if !refused.is_empty() {
+        return Err(RestoreError::UnsafeFiles(refused.join("; ")));
+    }
+    if !changed.is_empty() {
+        match opts.changed_fds {
+            ChangedFds::Refuse => return Err(RestoreError::ChangedFiles(changed.join("; "))),
+            ChangedFds::Accept => eprintln!(
+                "selfckpt: warning: reopening files that are not the ones the program had open (--changed-fds=accept): {}",
+                changed.join("; ")
+            ),
+        }
+    }
     if missing.is_empty() {
         return Ok(());
     }
-    match policy {
-        MissingFds::Refuse => Err(RestoreError::MissingFiles(missing.join(", "))),
+    match opts.missing_fds {
+        MissingFds::Refuse => Err(RestoreError::MissingFiles(missing.join("; "))),
         MissingFds::DevNull => {
             eprintln!(
                 "selfckpt: warning: restarting with /dev/null in place of {}",
-                missing.join(", ")
+                missing.join("; ")
             );
             Ok(())
         }
+    }
+}
+
+/// What descriptors 0-2 of the restarted program will be.
+fn stdio_fates(view: &crate::image::read::ImageView, opts: &RestartOptions) -> [stdio::Fate; 3] {
+    let image: Vec<_> = view.kernel.fds.iter().map(|f| (f.fd, f.stamp)).collect();
+    stdio::fates(&image, opts.original_stdio)
+}
+
+/// The check `fds::reopen` applies to each file as it opens it: the same
+/// judgement as [`check_fds`] (a file that changed in between is not
+/// opened; /dev/null holds its number, with a warning).
+pub fn reopen_check(
+    policy: ChangedFds,
+) -> impl Fn(&crate::image::model::FdEntry, &libc::stat) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    move |ent, st| match files::judge(ent, st, me) {
+        Ok(()) => Ok(()),
+        Err(files::Change::Changed(_)) if policy == ChangedFds::Accept => Ok(()),
+        Err(c) => Err(c.why().to_string()),
     }
 }
 
@@ -381,7 +458,7 @@ fn check_files(view: &crate::image::read::ImageView) -> Result<(), RestoreError>
     use std::os::unix::ffi::OsStrExt;
     let meta = &view.meta;
     let exe = Path::new(std::ffi::OsStr::from_bytes(meta.exe_path));
-    let exe_s = exe.display().to_string();
+    let exe_s = crate::image::show::shown(meta.exe_path);
     let now = crate::elfid::stamp(exe).map_err(|e| RestoreError::Executable {
         exe: exe_s.clone(),
         why: format!("cannot be read ({e})"),
@@ -420,7 +497,7 @@ fn check_files(view: &crate::image::read::ImageView) -> Result<(), RestoreError>
             continue;
         }
         let p = Path::new(std::ffi::OsStr::from_bytes(r.path));
-        let file = p.display().to_string();
+        let file = crate::image::show::shown(r.path);
         let now = crate::elfid::stamp(p).map_err(|e| RestoreError::MappedFile {
             file: file.clone(),
             why: format!("cannot be read ({e})"),

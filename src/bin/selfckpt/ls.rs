@@ -6,6 +6,7 @@
 //! Must never: modify DIR.
 
 use selfckpt::image::read::ImageFile;
+use selfckpt::image::show::shown;
 use std::path::{Path, PathBuf};
 
 /// One entry of an image directory.
@@ -41,7 +42,7 @@ pub fn entries(dir: &Path) -> Result<Vec<Entry>, String> {
                 .and_then(|img| {
                     let v = img.view().map_err(|x| x.to_string())?;
                     e.created_unix_ns = v.meta.created_unix_ns;
-                    e.program = String::from_utf8_lossy(v.meta.exe_path).into_owned();
+                    e.program = shown(v.meta.exe_path);
                     e.pid = v.meta.pid;
                     Ok(())
                 }) {
@@ -77,6 +78,8 @@ pub fn utc(ns: u64) -> String {
     )
 }
 
+/// Every name and path is shown escaped (`image::show`): a file name or an
+/// image's executable path cannot fake a line or drive the terminal.
 pub fn ls(dir: &Path) -> Result<(), String> {
     let v = entries(dir)?;
     println!(
@@ -87,7 +90,7 @@ pub fn ls(dir: &Path) -> Result<(), String> {
         let name = e
             .path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| shown(n.as_encoded_bytes()))
             .unwrap_or_default();
         println!(
             "{:19}  {:>10}  {:>7}  {:7}  {:28}  {}",
@@ -107,7 +110,7 @@ pub fn ls(dir: &Path) -> Result<(), String> {
             e.program
         );
         if let Some(p) = &e.problem {
-            println!("    {p}");
+            println!("    {}", shown(p.as_bytes()));
         }
     }
     for t in crate::gc::leftovers(dir) {
@@ -117,7 +120,7 @@ pub fn ls(dir: &Path) -> Result<(), String> {
             "-",
             "-",
             "incomplete",
-            t.display()
+            shown(t.as_os_str().as_encoded_bytes())
         );
     }
     Ok(())

@@ -11,6 +11,7 @@ mod checkpoint;
 mod gc;
 mod ls;
 mod run;
+mod stdio_record;
 
 use clap::{Parser, Subcommand};
 use selfckpt::capture::maps::RegionKind;
@@ -18,7 +19,8 @@ use selfckpt::capture::park::Identity;
 use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
-use selfckpt::restore::MissingFds;
+use selfckpt::image::show::shown;
+use selfckpt::restore::{ChangedFds, MissingFds};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -82,6 +84,12 @@ enum Cmd {
         /// the restart, or put /dev/null at their descriptor numbers.
         #[arg(long, default_value = "refuse", value_parser = ["refuse", "devnull"])]
         missing_fds: String,
+        /// What to do when a path the program had open now names another
+        /// file (replaced, re-created, grown by someone else): refuse the
+        /// restart, or reopen the file there anyway. Symlinks and files of
+        /// another type (a FIFO, a device) are refused either way.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "accept"])]
+        changed_fds: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -121,6 +129,7 @@ fn main() -> ExitCode {
             verbose,
             tids,
             missing_fds,
+            changed_fds,
         } => {
             let tids = match tids.map_or_else(selfckpt::settings::tids, |t| Ok(Some(t))) {
                 Ok(t) => t.unwrap_or_else(|| "auto".into()),
@@ -134,7 +143,12 @@ fn main() -> ExitCode {
             } else {
                 MissingFds::Refuse
             };
-            restart(image, dir, verbose, &tids, missing)
+            let changed = if changed_fds == "accept" {
+                ChangedFds::Accept
+            } else {
+                ChangedFds::Refuse
+            };
+            restart(image, dir, verbose, &tids, missing, changed, None)
         }
         Cmd::Inspect { image, json } => inspect(&image, json),
         Cmd::Verify { image } => verify(&image),
@@ -154,6 +168,8 @@ fn restart(
     verbose: bool,
     tids: &str,
     missing_fds: MissingFds,
+    changed_fds: ChangedFds,
+    original_stdio: Option<[Option<selfckpt::restore::stdio::Identity>; 3]>,
 ) -> Result<(), String> {
     // From here on a signal sent to us is meant for the program: it waits
     // pending until the program is back.
@@ -167,6 +183,8 @@ fn restart(
         verbose,
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
+        changed_fds,
+        original_stdio,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
@@ -262,17 +280,44 @@ fn human(n: u64) -> String {
     }
 }
 
-fn inspect(path: &Path, json: bool) -> Result<(), String> {
-    let s = scan(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let img = ImageFile::open(path).map_err(|e| e.to_string())?;
-    let v = img.view().map_err(|e| e.to_string())?;
+/// Writes `doc` (an object) with the lists "regions", "threads" and "fds"
+/// appended, one element at a time: each element's JSON is made, written
+/// and dropped, so the output never exists whole in memory (an image of a
+/// million regions made `inspect --json` hold 31 times the image's size).
+fn write_json(
+    doc: serde_json::Value,
+    v: &selfckpt::image::read::ImageView,
+    per_region: &[selfckpt::image::verify::RegionBytes],
+) -> std::io::Result<()> {
+    use std::io::Write;
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let file_len = img.file_len;
-    let regions: Vec<serde_json::Value> = v
-        .regions
-        .iter()
-        .zip(&s.per_region)
-        .map(|(r, b)| {
+    let head = serde_json::to_string_pretty(&doc)?;
+    // The object's closing brace is written after the lists.
+    let head = head
+        .trim_end()
+        .strip_suffix('}')
+        .unwrap_or(&head)
+        .trim_end();
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    w.write_all(head.as_bytes())?;
+    fn list<T>(
+        w: &mut impl Write,
+        name: &str,
+        items: impl Iterator<Item = T>,
+        to_json: impl Fn(T) -> serde_json::Value,
+    ) -> std::io::Result<()> {
+        write!(w, ",\n  \"{name}\": [")?;
+        for (i, item) in items.enumerate() {
+            w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+            serde_json::to_writer(&mut *w, &to_json(item))?;
+        }
+        w.write_all(b"\n  ]")
+    }
+    list(
+        &mut w,
+        "regions",
+        v.regions.iter().zip(per_region),
+        |(r, b)| {
             serde_json::json!({
                 "start": format!("{:#x}", r.start), "end": format!("{:#x}", r.end),
                 "prot": prot_str(r.prot),
@@ -280,31 +325,39 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
                 "path": lossy(r.path), "mapped": r.end - r.start,
                 "present": b.present, "raw": b.raw, "stored": b.stored,
             })
-        })
-        .collect();
-    let threads: Vec<serde_json::Value> = v
-        .threads
-        .iter()
-        .zip(&v.thread_pending)
-        .map(|(t, pending)| {
+        },
+    )?;
+    list(
+        &mut w,
+        "threads",
+        v.threads.iter().zip(&v.thread_pending),
+        |(t, pending)| {
             serde_json::json!({
                 "tid": t.tid, "role": ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
                 "comm": t.comm_str(), "ip": format!("{:#x}", t.ip), "sp": format!("{:#x}", t.sp),
                 "rseq": t.rseq_len != 0, "pending": pending.names(),
             })
+        },
+    )?;
+    list(&mut w, "fds", v.kernel.fds.iter(), |f| {
+        serde_json::json!({
+            "fd": f.fd, "kind": FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
+            "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
         })
-        .collect();
-    let fds: Vec<serde_json::Value> = v
-        .kernel
-        .fds
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "fd": f.fd, "kind": FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
-                "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
-            })
-        })
-        .collect();
+    })?;
+    w.write_all(b"\n}\n")?;
+    w.flush()
+}
+
+/// Shows what an image holds. In the text form every string from the
+/// image (paths, host name, thread names) is escaped (`image::show`); the
+/// JSON form escapes control characters as JSON does.
+fn inspect(path: &Path, json: bool) -> Result<(), String> {
+    let s = scan(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let img = ImageFile::open(path).map_err(|e| e.to_string())?;
+    let v = img.view().map_err(|e| e.to_string())?;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let file_len = img.file_len;
     let timers: serde_json::Map<String, serde_json::Value> = v
         .kernel
         .itimers
@@ -342,13 +395,8 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "bytes_mapped": e.bytes_mapped, "bytes_present": e.bytes_present, "bytes_raw": e.bytes_raw,
             "bytes_stored": e.bytes_stored, "zero_pages": e.zero_pages, "chunks": e.chunks,
             "compression_ratio": ratio,
-            "regions": regions, "threads": threads, "fds": fds,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return write_json(doc, &v, &s.per_region).map_err(|e| format!("cannot write: {e}"));
     }
     println!("image      {}", path.display());
     println!(
@@ -362,16 +410,16 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     );
     println!(
         "program    {}  (build-id {})",
-        lossy(m.exe_path),
+        shown(m.exe_path),
         selfckpt::elfid::hex(m.exe_build_id)
     );
     println!(
         "taken      pid {} on {} (kernel {}), sequence {}, selfckpt {}, mailbox layout {}",
         m.pid,
-        lossy(m.hostname),
-        lossy(m.kernel_release),
+        shown(m.hostname),
+        shown(m.kernel_release),
         m.sequence,
-        lossy(m.selfckpt_version),
+        shown(m.selfckpt_version),
         m.mailbox_layout
             .map_or("not recorded".to_string(), |l| l.to_string())
     );
@@ -408,7 +456,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             b.present.map_or("?".into(), human),
             human(b.raw),
             human(b.stored),
-            lossy(r.path)
+            shown(r.path)
         );
     }
     println!("\nthreads ({}):", v.threads.len());
@@ -422,7 +470,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "  tid {:>7} {:16} {:16} ip {:#x} sp {:#x}{}{pending}",
             t.tid,
             ThreadRole::from_u32(t.role).map_or("?", |r| r.name()),
-            t.comm_str(),
+            shown(t.comm_str().as_bytes()),
             t.ip,
             t.sp,
             if t.rseq_len != 0 { " rseq" } else { "" }
@@ -436,12 +484,12 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             FdKind::from_u32(f.kind).map_or("?", |k| k.name()),
             f.flags,
             f.offset,
-            lossy(f.path)
+            shown(f.path)
         );
     }
     println!(
         "\nprocess    cwd {}  umask {:03o}  brk {:#x}  {} signal handlers",
-        lossy(v.kernel.process.cwd),
+        shown(v.kernel.process.cwd),
         v.kernel.process.umask,
         v.kernel.process.mm.brk,
         v.kernel.sigactions.len()

@@ -212,14 +212,23 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             let tids = settings::tids()
                 .map_err(|e| e.to_string())?
                 .unwrap_or_else(|| "auto".into());
+            // The images' stdio is the previous run's; this run's is
+            // recorded for the next resume (put back if this one fails).
+            let original = crate::stdio_record::load(&dir);
+            let _ = crate::stdio_record::save(&dir, None);
             return crate::restart(
                 Some(image.clone()),
                 None,
                 a.verbose,
                 &tids,
                 selfckpt::restore::MissingFds::Refuse,
+                selfckpt::restore::ChangedFds::Refuse,
+                original,
             )
             .map_err(|e| {
+                if let Some(previous) = original {
+                    let _ = crate::stdio_record::save(&dir, Some(previous));
+                }
                 format!(
                     "cannot resume from {}: {e} (run with --fresh to start over)",
                     image.display()
@@ -233,6 +242,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     let lib = find_lib()?;
     let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
     write_private(&record_path, &json)?;
+    crate::stdio_record::save(&dir, None)?;
     let mut preload = lib.as_os_str().to_owned();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
         preload.push(":");
