@@ -26,6 +26,9 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 static NEXT_DUE_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 static TRIGGER_SIG: AtomicI32 = AtomicI32::new(0);
 static TERM_SIG: AtomicI32 = AtomicI32::new(0);
+/// The term signal while a checkpoint that ends in an exit is under way
+/// (0 otherwise): more of it then asks for nothing the process will do.
+static SERVING_TERM: AtomicI32 = AtomicI32::new(0);
 
 fn on_trigger() {
     REQUESTS.fetch_add(1, AcqRel);
@@ -33,6 +36,9 @@ fn on_trigger() {
 }
 
 fn on_term() {
+    if SERVING_TERM.load(Acquire) != 0 {
+        return; // the checkpoint under way already ends in an exit
+    }
     TERM.store(true, Release);
     on_trigger();
 }
@@ -112,6 +118,24 @@ pub(crate) fn idle_wait(seen: u32) {
 /// never holds it set).
 pub(crate) fn take_term() -> bool {
     TERM.swap(false, AcqRel)
+}
+
+/// Marks the start (`true`) or the end of a checkpoint followed by an exit.
+/// While it runs, the term signal that comes again (Slurm, for one, sends
+/// SIGTERM to every process of a job: a restarted program gets it from the
+/// kernel and forwarded by `selfckpt restart`'s processes) belongs to the
+/// process that is about to exit: it asks for nothing more, and the image
+/// must hold it neither as a request nor as a pending signal (the
+/// restarted program would checkpoint and exit at once).
+pub(crate) fn serving_term(on: bool) {
+    let sig = if on { TERM_SIG.load(Relaxed) } else { 0 };
+    SERVING_TERM.store(sig, Release);
+}
+
+/// The term signal if the checkpoint under way ends in an exit, else 0.
+/// Async-signal-safe.
+pub(crate) fn term_being_served() -> i32 {
+    SERVING_TERM.load(Acquire)
 }
 
 /// Parses a signal name or number: "USR1", "SIGUSR1", "10".
