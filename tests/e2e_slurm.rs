@@ -3,7 +3,9 @@
 //! swapped for examples/simulate.rs, survives a time limit, preemption
 //! (`scontrol requeue`, `scancel --batch --signal=USR2`), the loss of its
 //! node and a requeue of every task of a job array; each time the final
-//! output file equals an uninterrupted run's.
+//! output file equals an uninterrupted run's. One more test, without
+//! Slurm, sends a resumed program SIGTERM the way Slurm does (to each of
+//! its processes) and checks that it checkpoints once and runs on after.
 //!
 //! Slurm acts on a ~30 s tick (time limits, `--signal` lead times, node
 //! timeouts): the tests wait for windows, never instants.

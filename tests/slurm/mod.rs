@@ -7,7 +7,9 @@
 //! Which processes are the cluster's: the daemons started here, and every
 //! process whose environment holds this cluster's `SLURM_CONF` (slurmstepd
 //! inherits it from slurmd, the jobs from sbatch). Dropping the cluster
-//! SIGKILLs exactly those.
+//! SIGKILLs exactly those, then removes the directory, or, when the test
+//! failed, renames it to `$TMPDIR/selfckpt-slurm-failed-*` for a look at
+//! the logs and outputs.
 //!
 //! Must never: signal a process it did not start (another cluster, the
 //! machine's own Slurm), or leave one of its daemons running.
@@ -53,7 +55,6 @@ pub struct Job {
     pub restarts: u32,
     pub node: String,
     pub array_task: Option<u32>,
-    pub exit_code: String,
     pub line: String,
 }
 
@@ -71,7 +72,6 @@ impl Job {
             restarts: field("Restarts").parse().unwrap_or(0),
             node: field("BatchHost"),
             array_task: field("ArrayTaskId").parse().ok(),
-            exit_code: field("ExitCode"),
             line: line.to_string(),
         }
     }
@@ -80,7 +80,6 @@ impl Job {
 pub struct Cluster {
     dir: tempfile::TempDir,
     conf: PathBuf,
-    pub nodes: Vec<String>,
     munged: Child,
     slurmctld: Child,
     slurmd: Vec<(String, Child)>,
@@ -194,7 +193,6 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             conf: conf.clone(),
-            nodes: names.clone(),
             munged,
             slurmctld,
             slurmd: Vec::new(),
