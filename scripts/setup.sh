@@ -12,6 +12,10 @@ command -v c++ >/dev/null || want+=(g++)
 command -v bc >/dev/null || want+=(bc)
 command -v awk >/dev/null || want+=(gawk)
 command -v python3 >/dev/null || want+=(python3)
+# A real Slurm for tests/e2e_slurm.rs (a loopback cluster it starts and
+# stops itself; it says skipped where these are missing).
+[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null || want+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || want+=(munge)
 command -v aarch64-linux-gnu-as >/dev/null || need+=(binutils-aarch64-linux-gnu)
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 # the aarch64 restorer harness (arch/check-aarch64.sh): static, run by qemu
@@ -29,7 +33,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ ${#want[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-    echo "setup: installing ${want[*]} (for the LD_PRELOAD tests)"
+    echo "setup: installing ${want[*]} (for the LD_PRELOAD and Slurm tests)"
     { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want[@]}" >/dev/null; } \
         || echo "setup: could not install ${want[*]}: those tests will say skipped" >&2
 fi

@@ -27,10 +27,17 @@ use std::io::Write;
 pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     let term = trigger::take_term();
     let state = if term { State::Term } else { State::Checkpoint };
+    trigger::serving_term(term);
+    if term {
+        trigger::take_term(); // one more that came before the line above
+    }
     gate::close();
     let result = hooks::run_before(state)
         .map_err(Error::Hook)
         .and_then(|()| rt.checkpoint_once());
+    // First thing, also in a restarted process (whose memory says a term
+    // checkpoint is under way): from now on a term signal is a new request.
+    trigger::serving_term(false);
     match &result {
         Ok(Outcome::Continued) => {
             let st = rt.last_stats.lock().ok().and_then(|s| s.clone());

@@ -37,6 +37,9 @@ static TERM_SIG: AtomicI32 = AtomicI32::new(0);
 /// The signals selfckpt holds now (bit `sig`): trigger and term until the
 /// program takes them.
 static HELD: AtomicU64 = AtomicU64::new(0);
+/// The term signal while a checkpoint that ends in an exit is under way
+/// (0 otherwise): more of it then asks for nothing the process will do.
+static SERVING_TERM: AtomicI32 = AtomicI32::new(0);
 
 /// What the program had for the trigger and term signals before selfckpt
 /// took them (what it reads back until it takes them).
@@ -52,6 +55,9 @@ extern "C" fn on_trigger(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::
 }
 
 extern "C" fn on_term(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if SERVING_TERM.load(Acquire) != 0 {
+        return; // the checkpoint under way already ends in an exit
+    }
     TERM.store(true, Release);
     request::ask();
 }
@@ -67,6 +73,9 @@ extern "C" fn on_request(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut lib
         }
     };
     if value == 1 {
+        if SERVING_TERM.load(Acquire) != 0 {
+            return; // the checkpoint under way already ends in an exit
+        }
         TERM.store(true, Release);
     }
     request::ask();
@@ -274,6 +283,24 @@ pub(crate) fn idle_timeout_ns() -> Option<u64> {
 /// never holds it set).
 pub(crate) fn take_term() -> bool {
     TERM.swap(false, AcqRel)
+}
+
+/// Marks the start (`true`) or the end of a checkpoint followed by an exit.
+/// While it runs, the term signal that comes again (Slurm, for one, sends
+/// SIGTERM to every process of a job: a restarted program gets it from the
+/// kernel and forwarded by `selfckpt restart`'s processes) belongs to the
+/// process that is about to exit: it asks for nothing more, and the image
+/// must hold it neither as a request nor as a pending signal (the
+/// restarted program would checkpoint and exit at once).
+pub(crate) fn serving_term(on: bool) {
+    let sig = if on { TERM_SIG.load(Relaxed) } else { 0 };
+    SERVING_TERM.store(sig, Release);
+}
+
+/// The term signal if the checkpoint under way ends in an exit, else 0.
+/// Async-signal-safe.
+pub(crate) fn term_being_served() -> i32 {
+    SERVING_TERM.load(Acquire)
 }
 
 /// Parses a signal name or number: "USR1", "SIGUSR1", "10".

@@ -17,7 +17,11 @@
 //! checkpoint's own; one that came late would only be ignored). The trigger
 //! signal is kept: the one that asked for this checkpoint was taken before
 //! it began, and one more sent during it asks for one more checkpoint, as
-//! it would have in the original process.
+//! it would have in the original process. The term signal is left out of a
+//! checkpoint followed by an exit: the original process exits and never
+//! acts on it, and a restarted one that did would checkpoint and exit at
+//! once, every time (Slurm sends SIGTERM to each process of a job, so a
+//! restarted program gets it more than once).
 //!
 //! Restore ([`raise_own`], [`raise_shared`]) runs in `capture::park::restart_entry`,
 //! in the restarted threads before they are released (every signal
@@ -34,12 +38,17 @@ use crate::capture::sys::{self, PathBuf};
 use crate::image::model::SignalSet;
 
 /// Signals no capture keeps: SIGKILL and SIGSTOP cannot be blocked (and
-/// the reader refuses them), the suspend signal is the checkpoint's own.
+/// the reader refuses them), the suspend signal is the checkpoint's own,
+/// and so is the term signal during a checkpoint followed by an exit.
 fn machinery() -> SignalSet {
-    SignalSet::EMPTY
+    let set = SignalSet::EMPTY
         .with(libc::SIGKILL)
         .with(libc::SIGSTOP)
-        .with(crate::capture::park::suspend_signal())
+        .with(crate::capture::park::suspend_signal());
+    match crate::trigger::term_being_served() {
+        0 => set,
+        term => set.with(term),
+    }
 }
 
 /// The 16 hex digits of `key` ("SigPnd:", "ShdPnd:") in a status file.
