@@ -382,6 +382,23 @@ pub fn change_signal_mask(how: i32, signals: &[i32]) {
     }
 }
 
+/// Blocks every signal in the calling thread, glibc's own two (SIGCANCEL,
+/// SIGSETXID) included, which glibc's functions never block: the raw
+/// system call.
+pub fn block_every_signal() {
+    let all: u64 = !0;
+    // SAFETY: rt_sigprocmask with the kernel's 8-byte set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            core::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+}
+
 /// The calling thread's signal mask, restored when dropped.
 pub struct SavedSignalMask(libc::sigset_t);
 

@@ -8,9 +8,12 @@
 //! that picks signals from `SIGRTMIN..=SIGRTMAX` never meets them. A mask
 //! the program sets (`sigprocmask`, `pthread_sigmask`, `sigsuspend`,
 //! `pthread_attr_setsigmask_np`, the masks of `ppoll`, `pselect`,
-//! `epoll_pwait`) never blocks them, and what it reads back (old masks,
-//! `sigpending`) never shows them; `sigwait*` and `signalfd` never take
-//! them.
+//! `epoll_pwait`) never blocks [`SUSPEND`] (every thread must be able to
+//! park) and always blocks [`REQUEST`] (only the checkpoint thread takes
+//! it, so a request never interrupts a call of the program: install blocks
+//! it in the installing thread, which the program's later threads
+//! inherit). What the program reads back (old masks, `sigpending`) never
+//! shows them; `sigwait*` and `signalfd` never take them.
 //!
 //! Async-signal-safe where glibc's are: no allocation, no locks.
 
@@ -29,7 +32,8 @@ pub fn reserved(sig: c_int) -> bool {
     sig == SUSPEND || sig == REQUEST
 }
 
-/// `set` without selfckpt's signals (a copy; `None` for NULL).
+/// `set` without selfckpt's signals (a copy; `None` for NULL): a set to
+/// wait on or read from.
 ///
 /// # Safety
 /// `set` is NULL or points to a signal set.
@@ -40,6 +44,29 @@ pub unsafe fn without_reserved(set: *const sigset_t) -> Option<sigset_t> {
     let mut s = *set;
     hide(&mut s);
     Some(s)
+}
+
+/// A mask the program sets (`SIG_SETMASK`, or a call's temporary mask),
+/// as the kernel gets it: [`SUSPEND`] never blocked, [`REQUEST`] always.
+///
+/// # Safety
+/// `set` is NULL or points to a signal set.
+pub unsafe fn as_mask(set: *const sigset_t) -> Option<sigset_t> {
+    let mut s = without_reserved(set)?;
+    libc::sigaddset(&mut s, REQUEST);
+    Some(s)
+}
+
+/// The set of a `sigprocmask`-style call with `how`, as the kernel gets
+/// it (see [`as_mask`]: unblocking never unblocks [`REQUEST`]).
+///
+/// # Safety
+/// `set` is NULL or points to a signal set.
+unsafe fn for_how(how: c_int, set: *const sigset_t) -> Option<sigset_t> {
+    match how {
+        libc::SIG_SETMASK => as_mask(set),
+        _ => without_reserved(set),
+    }
 }
 
 /// Removes selfckpt's signals from `set`.
@@ -83,7 +110,7 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const sigset_t,
     old: *mut sigset_t,
 ) -> c_int {
-    let copy = without_reserved(set);
+    let copy = for_how(how, set);
     let r = next::sigprocmask(how, ptr(&copy), old);
     hide_out(old);
     r
@@ -99,7 +126,7 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const sigset_t,
     old: *mut sigset_t,
 ) -> c_int {
-    let copy = without_reserved(set);
+    let copy = for_how(how, set);
     let r = next::pthread_sigmask(how, ptr(&copy), old);
     hide_out(old);
     r
@@ -115,7 +142,7 @@ pub unsafe extern "C" fn pthread_attr_setsigmask_np(
     attr: *mut libc::pthread_attr_t,
     set: *const sigset_t,
 ) -> c_int {
-    let copy = without_reserved(set);
+    let copy = as_mask(set);
     next::pthread_attr_setsigmask_np(attr, ptr(&copy))
 }
 
@@ -126,7 +153,7 @@ pub unsafe extern "C" fn pthread_attr_setsigmask_np(
 /// As for glibc's.
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const sigset_t) -> c_int {
-    let copy = without_reserved(mask);
+    let copy = as_mask(mask);
     next::sigsuspend(ptr(&copy))
 }
 
@@ -193,7 +220,7 @@ mod tests {
                 let mut now: sigset_t = core::mem::zeroed();
                 // glibc's own view, below our wrapper: the kernel's mask.
                 next::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut now);
-                assert!(!member(&now, SUSPEND) && !member(&now, REQUEST));
+                assert!(!member(&now, SUSPEND) && member(&now, REQUEST));
                 assert!(member(&now, libc::SIGUSR1) && member(&now, 40));
                 let mut seen: sigset_t = core::mem::zeroed();
                 sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut seen);
@@ -203,6 +230,10 @@ mod tests {
                 next::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
                 pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut seen);
                 assert!(!member(&seen, SUSPEND));
+                // Unblocking everything leaves the request channel blocked.
+                pthread_sigmask(libc::SIG_UNBLOCK, &all, core::ptr::null_mut());
+                next::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut now);
+                assert!(member(&now, REQUEST) && !member(&now, libc::SIGUSR1));
                 pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
             }
         })

@@ -12,7 +12,7 @@
 //!
 //! Async-signal-safe where glibc's are: no allocation, no locks.
 
-use super::masks::{ptr, without_reserved};
+use super::masks::{as_mask, ptr};
 use super::next;
 use crate::capture::interrupted::{interrupted_count, paused_ns};
 use crate::capture::sys;
@@ -127,7 +127,7 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     mask: *const sigset_t,
 ) -> c_int {
-    let copy = without_reserved(mask);
+    let copy = as_mask(mask);
     retry_ms(timeout, |t| {
         next::epoll_pwait(ep, events, max, t, ptr(&copy))
     })
@@ -145,7 +145,7 @@ pub unsafe extern "C" fn ppoll(
     t: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    let copy = without_reserved(mask);
+    let copy = as_mask(mask);
     next::ppoll(fds, n, t, ptr(&copy))
 }
 
@@ -162,7 +162,7 @@ pub unsafe extern "C" fn pselect(
     t: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    let copy = without_reserved(mask);
+    let copy = as_mask(mask);
     next::pselect(n, r, w, e, t, ptr(&copy))
 }
 
@@ -267,7 +267,7 @@ pub unsafe extern "C" fn sigtimedwait(
     info: *mut libc::siginfo_t,
     t: *const timespec,
 ) -> c_int {
-    let copy = without_reserved(set);
+    let copy = super::masks::without_reserved(set);
     let Some(total) = (!t.is_null()).then(|| ns_of(&*t)).flatten() else {
         return next::sigtimedwait(ptr(&copy), info, t);
     };

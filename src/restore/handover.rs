@@ -308,13 +308,12 @@ pub fn handover(
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // SAFETY: blocking every signal in this single-threaded restarter; each
-    // restored thread gets its own mask back from its signal frame.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        crate::interpose::next::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-    }
+    // Every signal blocked, glibc's own too (its sigprocmask never blocks
+    // SIGCANCEL and SIGSETXID: a pthread_cancel pending at the checkpoint
+    // would then run glibc's cancellation handler inside the restart entry,
+    // whose unwinding finds the restorer's frames and aborts). The restored
+    // threads inherit this mask and get their own back from their frames.
+    crate::capture::sys::block_every_signal();
     own_process_group();
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in
