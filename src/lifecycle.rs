@@ -12,7 +12,10 @@
 //!  open the gate; start the next interval
 //! ```
 //!
-//! Each checkpoint appends one JSON line to `DIR/stats.jsonl`.
+//! Each checkpoint appends one JSON line to `DIR/stats.jsonl` and sends
+//! the same line to a waiting `selfckpt checkpoint --wait` (`notify`).
+//! The reserved descriptors (`fdreserve`) are given back for the
+//! checkpoint and taken again after its line was written.
 //!
 //! Runs on the manager thread only. Must never: run hooks or write the
 //! stats line while the program's threads are suspended (that is all
@@ -21,11 +24,11 @@
 use crate::hooks::{self, State};
 use crate::manager::Runtime;
 use crate::{gate, trigger, Error, Outcome};
-use std::io::Write;
 
 /// Runs one checkpoint with gate, hooks and stats.
 pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     let term = trigger::take_term();
+    crate::fdreserve::release();
     let state = if term { State::Term } else { State::Checkpoint };
     gate::close();
     let result = hooks::run_before(state)
@@ -58,12 +61,14 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
             hooks::run_after(State::Error);
         }
     }
+    crate::fdreserve::fill();
     gate::open();
     trigger::rearm();
     result
 }
 
-/// Appends the record of one checkpoint to `DIR/stats.jsonl`.
+/// Appends the record of one checkpoint to `DIR/stats.jsonl` and tells
+/// the waiter, if any.
 fn append_stats(
     rt: &Runtime,
     state: State,
@@ -90,16 +95,9 @@ fn append_stats(
     if let Some(e) = error {
         rec["error"] = e.into();
     }
-    let path = rt.config.dir.join("stats.jsonl");
     let line = format!("{rec}\n");
-    use std::os::unix::fs::OpenOptionsExt;
-    let res = std::fs::OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = res {
-        log::warn!("cannot append to {}: {e}", path.display());
+    crate::notify::send(line.as_bytes());
+    if let Err(e) = crate::imagedir::append_line(&rt.config.dir, "stats.jsonl", line.as_bytes()) {
+        log::warn!("{e}");
     }
 }

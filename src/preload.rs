@@ -15,6 +15,12 @@
 //!   children are left alone unless `SELFCKPT_CHILDREN=1`, and then write
 //!   to `DIR/children/PROGRAM-PID`, never over the parent's images.
 //!
+//! The process `run` started registers an `atexit` handler that marks the
+//! run ended in `DIR/run.json` (`imagedir::mark_ended`) when it exits
+//! normally, so that the next `selfckpt run` starts fresh. `_exit` (the
+//! checkpoint-then-exit), a signal or a crash leave the run resumable; a
+//! forked child that calls `exit` is not the run (its pid differs).
+//!
 //! Must never: panic or unwind out of the constructor (it runs before
 //! `main` of a foreign program), or install twice.
 
@@ -59,6 +65,7 @@ fn install_if_asked() -> Result<(), crate::Error> {
             .unwrap_or_else(|| "program".into());
         let dir = b.dir.join("children").join(format!("{prog}-{pid}"));
         b = b.dir(dir);
+        crate::imagedir::defer_next_dir();
     }
     let installed = b.install();
     // `selfckpt run` blocked the trigger signals so that none could kill
@@ -71,9 +78,32 @@ fn install_if_asked() -> Result<(), crate::Error> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     sys::change_signal_mask(libc::SIG_UNBLOCK, &listed);
-    installed?;
+    let ckpt = installed?;
+    if ours {
+        let instance = env("SELFCKPT_INSTANCE").unwrap_or_default();
+        if RUN.set((ckpt.dir().to_path_buf(), instance)).is_ok() {
+            // SAFETY: registers a plain extern "C" function.
+            unsafe { libc::atexit(run_ends) };
+        }
+    }
     log::debug!("installed by LD_PRELOAD");
     Ok(())
+}
+
+/// The run's directory and instance token (for [`run_ends`]).
+static RUN: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+
+/// At exit of the process `run` started: the job ended.
+extern "C" fn run_ends() {
+    let _ = std::panic::catch_unwind(|| {
+        let ours = std::env::var("SELFCKPT_PID")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            == Some(sys::getpid());
+        if let (true, Some((dir, instance))) = (ours, RUN.get()) {
+            crate::imagedir::mark_ended(dir, instance);
+        }
+    });
 }
 
 /// True if this function's code is in a shared object rather than in the

@@ -11,8 +11,16 @@
 //! program's `SELFCKPT_DIR` (from /proc/PID/environ, as set by `selfckpt
 //! run`), else `ckpt` in the program's working directory.
 //!
-//! Must never: signal a process that is not running selfckpt's handler
-//! without `--force` (SIGUSR1's default action kills).
+//! The checkpointer also sends that line to the abstract socket
+//! `selfckpt-wait-PID` (see `selfckpt::notify`), which `--wait` binds
+//! before signalling: a failure that could not be written to the image
+//! directory still reaches the waiter at once.
+//!
+//! Must never: signal a process that does not really run selfckpt's
+//! checkpointer (it catches the signal, per `SigCgt` in /proc/PID/status,
+//! and runs the checkpoint thread; or it is `selfckpt restart` forwarding
+//! to such a descendant) without `--force`: the signal's default action
+//! kills.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -86,20 +94,39 @@ fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
     (out, descendants)
 }
 
-/// True if the process has selfckpt loaded (its maps name the library or
-/// it runs a thread named `selfckpt`).
-fn runs_selfckpt(pid: i32) -> bool {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    if maps.contains("libselfckpt") {
-        return true;
-    }
+/// True if `pid` catches `sig` (bit `sig - 1` of `SigCgt`).
+fn catches(pid: i32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| sig >= 1 && mask & (1u64 << (sig - 1)) != 0)
+}
+
+/// True if `pid` runs the checkpoint thread: a thread other than the main
+/// one named `selfckpt`.
+fn has_checkpoint_thread(pid: i32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|rd| {
             rd.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "selfckpt")
+                t.file_name().to_str() != Some(&pid.to_string())
+                    && std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "selfckpt")
             })
         })
         .unwrap_or(false)
+}
+
+/// True if `pid` really runs the checkpointer for `sig`: it catches the
+/// signal and runs the checkpoint thread, or it catches the signal (to
+/// forward it, as `selfckpt restart` does) and a descendant does both.
+fn runs_selfckpt(pid: i32, sig: i32, descendants: &[i32]) -> bool {
+    catches(pid, sig)
+        && (has_checkpoint_thread(pid)
+            || descendants
+                .iter()
+                .any(|&d| catches(d, sig) && has_checkpoint_thread(d)))
 }
 
 /// True while PID runs (a zombie has ended, though /proc still lists it).
@@ -115,17 +142,10 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     if !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
         return Err(fail(format!("no process {}", a.pid)));
     }
-    if !a.force && !runs_selfckpt(a.pid) {
-        return Err(fail(format!(
-            "process {} does not run selfckpt (no selfckpt thread, no libselfckpt in its maps); \
-             --force sends the signal anyway",
-            a.pid
-        )));
-    }
     let (pids, descendants) = report_pids(a.pid);
     // The first of PID and its descendants that has selfckpt settings.
     let env = std::iter::once(a.pid)
-        .chain(descendants)
+        .chain(descendants.iter().copied())
         .map(environ_of)
         .find(|e| e.iter().any(|(k, _)| k.starts_with("SELFCKPT_")))
         .unwrap_or_default();
@@ -141,6 +161,14 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     let sig_text = sig_text.unwrap_or_else(|| default.into());
     let sig = selfckpt::trigger::parse_signal(&sig_text)
         .ok_or_else(|| fail(format!("{sig_text}: not a signal name")))?;
+    if !a.force && !runs_selfckpt(a.pid, sig as i32, &descendants) {
+        return Err(fail(format!(
+            "process {} does not run the selfckpt checkpointer (it does not catch {sig} or has \
+             no selfckpt checkpoint thread), and {sig} would likely kill it; --force sends the \
+             signal anyway",
+            a.pid
+        )));
+    }
     let dir = a
         .dir
         .clone()
@@ -155,6 +183,14 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
         .as_ref()
         .and_then(|s| std::fs::metadata(s).ok())
         .map_or(0, |m| m.len());
+    let listener = a.wait.then(|| selfckpt::notify::Listener::bind(&pids));
+    let owner = std::fs::metadata(format!("/proc/{}", a.pid)).map_or(u32::MAX, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let senders: Vec<i32> = std::iter::once(a.pid)
+        .chain(descendants.iter().copied())
+        .collect();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
         .map_err(|e| fail(format!("cannot signal {}: {e}", a.pid)))?;
     if !a.wait {
@@ -165,7 +201,22 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     loop {
         let bytes = std::fs::read(&stats).unwrap_or_default();
         let new = bytes.get(start as usize..).unwrap_or(&[]);
-        for line in new.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        // Datagrams from the program (credentials checked by the kernel),
+        // then the new lines of stats.jsonl.
+        let told: Vec<Vec<u8>> = listener
+            .as_ref()
+            .map(|l| l.drain())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| senders.contains(&m.pid) && (m.uid == owner || m.uid == 0))
+            .map(|m| m.bytes)
+            .collect();
+        let lines = told
+            .iter()
+            .map(|b| b.as_slice())
+            .chain(new.split(|&c| c == b'\n'))
+            .filter(|l| !l.is_empty());
+        for line in lines {
             let Ok(rec) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };
