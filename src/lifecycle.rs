@@ -41,10 +41,10 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
             append_stats(rt, end, st.as_ref(), None);
             if term {
                 log::info!("checkpoint written; exiting as asked (term signal)");
-                // The image is durable. _exit, not exit: buffered output and
-                // atexit work belong to the process that will be restarted.
-                // SAFETY: ends the process; nothing is left half-done.
-                unsafe { libc::_exit(0) };
+                // The image is durable. exit_group, not exit: buffered
+                // output and atexit work belong to the process that will be
+                // restarted (and the run is not over: see preload).
+                crate::preload::exit_group(0);
             }
             hooks::run_after(State::Continue);
         }

@@ -188,9 +188,14 @@ fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
 /// What the previous run recorded in `dir` says about resuming `new`: the
 /// image to resume from, if any (saying on stderr why it starts fresh
 /// when that is not obvious).
-fn resumable(dir: &Path, new: &RunRecord) -> Result<Option<(PathBuf, u64)>, String> {
-    let Some(old) = RunRecord::load(dir).map_err(|e| e.to_string())? else {
-        return Ok(None);
+fn resumable(dir: &Path, new: &RunRecord) -> Option<(PathBuf, u64)> {
+    let old = match RunRecord::load(dir) {
+        Ok(Some(old)) => old,
+        Ok(None) => return None,
+        Err(e) => {
+            eprintln!("selfckpt: ignoring the run record: {e}; starting fresh");
+            return None;
+        }
     };
     let what = new.command.join(" ");
     if !old.same_job(new) {
@@ -200,16 +205,16 @@ fn resumable(dir: &Path, new: &RunRecord) -> Result<Option<(PathBuf, u64)>, Stri
             old.command.join(" "),
             old.cwd
         );
-        return Ok(None);
+        return None;
     }
     if let Some(ms) = old.ended_unix_ms {
         eprintln!(
             "selfckpt: the previous run of `{what}` ended at {} UTC; starting it fresh",
             crate::ls::utc(ms * 1_000_000)
         );
-        return Ok(None);
+        return None;
     }
-    Ok(newest_image_of(dir, &old.instance))
+    newest_image_of(dir, &old.instance)
 }
 
 pub fn run(a: RunArgs) -> Result<(), String> {
@@ -245,7 +250,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     };
     let record = record_of(&a.command, &prog, imagedir::new_instance())?;
     if !a.fresh {
-        if let Some((image, created)) = resumable(&dir, &record)? {
+        if let Some((image, created)) = resumable(&dir, &record) {
             eprintln!(
                 "selfckpt: resuming {} from {}, taken {} UTC",
                 record.command.join(" "),
