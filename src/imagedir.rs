@@ -461,6 +461,82 @@ pub fn is_proven_damage(e: &crate::image::read::ReadError) -> bool {
     )
 }
 
+/// The commit of a checkpoint-then-exit, prepared before the threads are
+/// suspended so that it runs while they stay parked: no allocation (paths
+/// and the stats line are made now), raw system calls only. Without
+/// SELFCKPT_KEY only (the MAC is computed by code that allocates).
+pub struct TermCommit {
+    tmp: CString,
+    fin: CString,
+    dir: CString,
+    stats: CString,
+    line: Vec<u8>,
+    waiter: Option<std::os::unix::net::SocketAddr>,
+}
+
+impl TermCommit {
+    /// Prepares the commit of `tmp` to `fin` in `dir`, and the stats line.
+    pub fn prepare(tmp: &Path, fin: &Path, dir: &Path, line: Vec<u8>) -> Result<Self, DirError> {
+        Ok(TermCommit {
+            tmp: cpath(tmp)?,
+            fin: cpath(fin)?,
+            dir: cpath(dir)?,
+            stats: cpath(&dir.join("stats.jsonl"))?,
+            line,
+            waiter: crate::notify::address(),
+        })
+    }
+
+    /// fsync, rename, fsync of the directory, then the stats line and the
+    /// waiter's datagram. Allocates nothing. Err: the image is not durable
+    /// (nothing was renamed, or the caller retries the normal commit).
+    pub fn run(&self, image_fd: i32) -> Result<(), crate::capture::sys::Errno> {
+        use crate::capture::sys::Errno;
+        let ok = |r: libc::c_int| if r < 0 { Err(Errno::last()) } else { Ok(()) };
+        // SAFETY: plain system calls on our descriptor and on NUL-terminated
+        // paths we own; nothing is retained.
+        unsafe {
+            ok(libc::fsync(image_fd))?;
+            ok(libc::rename(self.tmp.as_ptr(), self.fin.as_ptr()))?;
+            let d = libc::open(
+                self.dir.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            ok(d)?;
+            let synced = libc::fsync(d);
+            libc::close(d);
+            ok(synced)?;
+            let flags = libc::O_WRONLY
+                | libc::O_APPEND
+                | libc::O_NOFOLLOW
+                | libc::O_NONBLOCK
+                | libc::O_CLOEXEC;
+            let mut f = libc::open(self.stats.as_ptr(), flags);
+            if f < 0 {
+                f = libc::open(
+                    self.stats.as_ptr(),
+                    flags | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                );
+            }
+            if f >= 0 {
+                let mut st: libc::stat = core::mem::zeroed();
+                if libc::fstat(f, &mut st) == 0
+                    && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                    && st.st_uid == euid()
+                {
+                    libc::write(f, self.line.as_ptr().cast(), self.line.len());
+                }
+                libc::close(f);
+            }
+        }
+        if let Some(a) = &self.waiter {
+            crate::notify::send_to(a, &self.line);
+        }
+        Ok(())
+    }
+}
+
 /// What an image file says about itself, when it is a regular file of ours
 /// whose records up to THREADS read well.
 pub struct OwnImage {

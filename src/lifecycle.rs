@@ -5,7 +5,9 @@
 //!  close the gate (wait for critical sections)   state CHECKPOINT | TERM
 //!  on_checkpoint hooks, in order ──error──┐
 //!  checkpoint_once                        │
-//!    ├─ Continued: stats line; TERM? _exit(0)
+//!    │  (TERM without a key: committed, stats line, exit_group(0) while
+//!    │   the threads stay parked; they never run past the image)
+//!    ├─ Continued: stats line; TERM? exit_group(0)
 //!    │             on_continue hooks (reverse)      state CONTINUE
 //!    ├─ Restarted: on_restart hooks (reverse)       state RESTART
 //!    └─ Err ──────────────────────────────┴─> on_continue hooks, state ERROR
@@ -33,7 +35,7 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     gate::close();
     let result = hooks::run_before(state)
         .map_err(Error::Hook)
-        .and_then(|()| rt.checkpoint_once());
+        .and_then(|()| rt.checkpoint_once(term));
     match &result {
         Ok(Outcome::Continued) => {
             let st = rt.last_stats.lock().ok().and_then(|s| s.clone());

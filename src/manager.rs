@@ -149,7 +149,10 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn checkpoint_once(&self) -> Result<Outcome, Error> {
+    /// One checkpoint. With `term` (checkpoint-then-exit) and no
+    /// SELFCKPT_KEY, the image is committed while the program's threads stay
+    /// parked and the process exits there (`imagedir::TermCommit`).
+    pub(crate) fn checkpoint_once(&self, term: bool) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
         // A setuid/setgid program's memory holds what its caller must not
@@ -224,6 +227,24 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
+        let term_commit = match term && crate::image::mac::MacKey::from_env().is_none() {
+            true => {
+                let line = serde_json::json!({
+                    "time_unix_ms": created / 1_000_000,
+                    "pid": sys::getpid(),
+                    "program": self.prog_name,
+                    "state": "term",
+                    "path": final_path.display().to_string(),
+                });
+                Some(crate::imagedir::TermCommit::prepare(
+                    &tmp_path,
+                    &final_path,
+                    &cfg.dir,
+                    format!("{line}\n").into_bytes(),
+                )?)
+            }
+            false => None,
+        };
         let mut tids = vec![0u32; park::MAX_THREADS];
         let prepare_ns = sys::now_ns() - t_start;
 
@@ -243,6 +264,14 @@ impl Runtime {
                 core::mem::forget(plan);
                 RESTARTS.fetch_add(1, AcqRel);
                 return Ok(Outcome::Restarted);
+            }
+            // SAFETY: see PlanCell; the handler has finished.
+            let (plan, result) = unsafe { (&*PLAN.0.get(), &*PLAN.1.get()) };
+            if let (Some(tc), Some(plan), Some(Ok(_))) = (&term_commit, plan, result) {
+                // Checkpoint-then-exit: the threads never run again.
+                if tc.run(plan.image.raw()).is_ok() {
+                    crate::preload::exit_group(0);
+                }
             }
         }
         let t_dumped = sys::now_ns();

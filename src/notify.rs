@@ -19,14 +19,24 @@ pub fn name(pid: u32) -> String {
     format!("selfckpt-wait-{pid}")
 }
 
+/// The waiter's address for this process (made ahead when the send must
+/// not allocate).
+pub fn address() -> Option<SocketAddr> {
+    SocketAddr::from_abstract_name(name(crate::capture::sys::getpid())).ok()
+}
+
 /// Sends `line` to the waiter of this process, if there is one.
 pub fn send(line: &[u8]) {
-    let Ok(addr) = SocketAddr::from_abstract_name(name(crate::capture::sys::getpid())) else {
-        return;
-    };
+    if let Some(addr) = address() {
+        send_to(&addr, line);
+    }
+}
+
+/// Sends `line` to `addr`. Does not allocate (socket, sendto, close).
+pub fn send_to(addr: &SocketAddr, line: &[u8]) {
     if let Ok(s) = UnixDatagram::unbound() {
         let _ = s.set_nonblocking(true);
-        let _ = s.send_to_addr(line, &addr);
+        let _ = s.send_to_addr(line, addr);
     }
 }
 

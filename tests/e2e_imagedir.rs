@@ -451,3 +451,40 @@ fn children_leave_no_empty_directories_and_gc_removes_them() {
     let out = gc(&dir, "1", None);
     assert!(!empty.exists(), "gc left {}: {out}", empty.display());
 }
+
+// Item 20: after a checkpoint-then-exit the program does not run past the
+// image: its output ends exactly where the image's stdout offset says.
+#[test]
+fn checkpoint_then_exit_keeps_the_threads_parked_until_the_exit() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    let out = t.path().join("out.txt");
+    for round in 0..3 {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Command::new(example("ckloop"));
+        c.arg(&dir)
+            .args(["100000000", "--mib", "1", "--sleep-ms", "0"])
+            .stdin(Stdio::null());
+        let child = spawn_out(&mut c, &out);
+        wait_for("output", 30, || {
+            std::fs::metadata(&out).is_ok_and(|m| m.len() > 10_000)
+        });
+        let o = run(
+            Command::new(selfckpt())
+                .args(["checkpoint", &child.id().to_string(), "--exit", "--wait"])
+                .arg("--dir")
+                .arg(&dir),
+            Duration::from_secs(60),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (st, err) = finish(child, "ckloop after --exit");
+        assert_eq!(st.code(), Some(0), "{err}");
+        let image = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        let len = std::fs::metadata(&out).unwrap().len() as usize;
+        assert_eq!(
+            len,
+            fd_offset(&image, 1),
+            "round {round}: the program wrote past its image"
+        );
+    }
+}
