@@ -488,3 +488,37 @@ fn checkpoint_then_exit_keeps_the_threads_parked_until_the_exit() {
         );
     }
 }
+
+// Item 7: prune orders by what the images say, not by names or the clock:
+// an image whose name says "far future" (the clock went back since) is
+// still the oldest and goes first.
+#[test]
+fn prune_orders_by_sequence_not_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    let child = Command::new(example("ckloop"))
+        .arg(&dir)
+        .args(["100000", "--mib", "1", "--sleep-ms", "5", "--keep", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the directory", 30, || dir.exists());
+    let take = || {
+        let o = ckpt_wait(child.id(), &dir, "30");
+        assert!(o.status.success(), "{}", stderr(&o));
+        PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+    };
+    let first = take();
+    let name = first.file_name().unwrap().to_string_lossy().into_owned();
+    let ms = &name["ckloop-".len().."ckloop-".len() + 13];
+    let future = dir.join(name.replacen(ms, "9999999999999", 1));
+    std::fs::rename(&first, &future).unwrap();
+    let second = take();
+    let third = take();
+    kill9(child);
+    let mut want = vec![second, third];
+    want.sort();
+    assert_eq!(images(&dir), want, "kept by name instead of by sequence");
+}
