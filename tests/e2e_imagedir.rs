@@ -274,6 +274,26 @@ fn gc_never_removes_what_it_cannot_prove_damaged_or_others_files() {
     }
     let before = images(&dir);
     assert_eq!(before.len(), 2);
+    // Run by a user who cannot read the images (EACCES): nothing is
+    // "damaged", nothing removed, no failure.
+    for p in [t.path(), dir.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = run(
+        std::os::unix::process::CommandExt::uid(
+            Command::new(selfckpt())
+                .arg("gc")
+                .arg(&dir)
+                .args(["--keep", "1"]),
+            65534,
+        ),
+        Duration::from_secs(60),
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "gc as another user: {text}");
+    assert!(!text.contains("damaged"), "{text}");
+    assert_eq!(images(&dir), before, "{text}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = gc(&dir, "5", Some("some key"));
     assert_eq!(
         images(&dir),
