@@ -1,7 +1,8 @@
 //! The checkpoint thread: waits for requests (signal or API), and runs one
 //! checkpoint at a time: prepare (allocations, files), suspend the other
 //! threads, dump inside its own handler, resume, then commit the image
-//! (fsync, rename, fsync the directory) and prune old generations.
+//! and prune old generations (both in `imagedir`, which also names the
+//! image and creates its locked temporary file).
 //!
 //! `lifecycle::run` wraps each checkpoint in the critical-section gate,
 //! the hooks and the stats line. `prepare` and `commit` are ordinary Rust. Between `suspend_others` and

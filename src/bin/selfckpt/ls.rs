@@ -1,7 +1,9 @@
 //! `selfckpt ls DIR`: the images in DIR, oldest first, with the time they
 //! were taken (UTC), their size, program and PID, and whether every
-//! checksum verifies. Leftover temporary files of unfinished checkpoints
-//! are listed as `incomplete`.
+//! checksum verifies: `valid`, `DAMAGED` (proven: a checksum or structure
+//! failure) or `unknown` (could not be read, authenticated or understood).
+//! Temporary files whose writer is gone (lock free) are listed as
+//! `incomplete`.
 //!
 //! Must never: modify DIR.
 
