@@ -544,3 +544,52 @@ fn prune_orders_by_sequence_not_by_name() {
     want.sort();
     assert_eq!(images(&dir), want, "kept by name instead of by sequence");
 }
+
+// Item 5: a different executable at the same path is another program.
+#[test]
+fn run_does_not_resume_when_the_executable_was_replaced() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let dir = w.join("ck");
+    let exe = w.join("mysh");
+    std::fs::copy("/bin/sh", &exe).unwrap();
+    lib("libselfckpt.so");
+    let job = |out: &Path| {
+        let mut c = Command::new(selfckpt());
+        c.current_dir(w)
+            .arg("run")
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--")
+            .arg(&exe)
+            .args(["-c", &counter(40)])
+            .stdin(Stdio::null());
+        spawn_out(&mut c, out)
+    };
+    let first = w.join("first.txt");
+    let child = job(&first);
+    wait_for("a few lines", 30, || {
+        std::fs::read_to_string(&first).is_ok_and(|s| s.lines().count() >= 5)
+    });
+    let o = ckpt_wait(child.id(), &dir, "30");
+    assert!(o.status.success(), "{}", stderr(&o));
+    kill9(child);
+    // Another build of "the same" program: a new inode at that path.
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::copy("/bin/sh", &exe).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&exe)
+        .unwrap()
+        .set_len(std::fs::metadata("/bin/sh").unwrap().len() + 1)
+        .unwrap();
+    let second = w.join("second.txt");
+    let (st, err) = finish(job(&second), "the rerun");
+    assert!(st.success(), "{st}: {err}");
+    let out = std::fs::read_to_string(&second).unwrap();
+    assert!(
+        out.starts_with("0\n1\n"),
+        "resumed another executable's image: {err}"
+    );
+    assert!(!err.contains("resuming"), "{err}");
+}
