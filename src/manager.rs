@@ -115,6 +115,8 @@ pub fn restart_count() -> u64 {
 
 impl Runtime {
     pub fn new(config: Config, program: &'static ProgramInfo, prog_name: String) -> Runtime {
+        // At install, before the program can use up its descriptors.
+        crate::fdreserve::fill();
         Runtime {
             config,
             program,
@@ -129,7 +131,6 @@ impl Runtime {
     /// The manager thread's body.
     pub fn serve(&'static self) -> ! {
         park::set_role(ThreadRole::Manager);
-        crate::fdreserve::fill();
         loop {
             let req = REQUESTS.load(Acquire);
             if req == SERVED.load(Acquire) {

@@ -53,6 +53,21 @@ fn ckpt_wait(pid: u32, dir: &Path, timeout: &str) -> std::process::Output {
     )
 }
 
+/// Waits until `pid` runs the checkpointer: its checkpoint thread exists
+/// and it catches SIGUSR1 and SIGUSR2.
+fn wait_installed(pid: u32) {
+    wait_for("the checkpointer installed", 30, || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let cgt = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        let both = 1 << (libc::SIGUSR1 - 1) | 1 << (libc::SIGUSR2 - 1);
+        cgt & both == both
+    });
+}
+
 fn kill9(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -384,8 +399,7 @@ fn wait_hears_a_failure_at_once_and_checkpoints_survive_an_fd_limit() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the directory", 30, || dir.exists());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_installed(child.id());
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
     let t0 = Instant::now();
@@ -488,6 +502,7 @@ fn checkpoint_then_exit_keeps_the_threads_parked_until_the_exit() {
             .args(["100000000", "--mib", "1", "--sleep-ms", "0"])
             .stdin(Stdio::null());
         let child = spawn_out(&mut c, &out);
+        wait_installed(child.id());
         wait_for("output", 30, || {
             std::fs::metadata(&out).is_ok_and(|m| m.len() > 10_000)
         });
@@ -526,7 +541,7 @@ fn prune_orders_by_sequence_not_by_name() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the directory", 30, || dir.exists());
+    wait_installed(child.id());
     let take = || {
         let o = ckpt_wait(child.id(), &dir, "30");
         assert!(o.status.success(), "{}", stderr(&o));

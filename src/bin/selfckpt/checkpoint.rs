@@ -94,14 +94,20 @@ fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
     (out, descendants)
 }
 
-/// True if `pid` catches `sig` (bit `sig - 1` of `SigCgt`).
-fn catches(pid: i32, sig: i32) -> bool {
+/// True if signal `sig` is in the mask `field` (`SigCgt`, `SigBlk`) of
+/// /proc/PID/status.
+fn in_mask(pid: i32, field: &str, sig: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|mask| sig >= 1 && mask & (1u64 << (sig - 1)) != 0)
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+}
+
+/// True if `pid` catches `sig`.
+fn catches(pid: i32, sig: i32) -> bool {
+    in_mask(pid, "SigCgt:", sig)
 }
 
 /// True if `pid` runs the checkpoint thread: a thread other than the main
@@ -122,11 +128,17 @@ fn has_checkpoint_thread(pid: i32) -> bool {
 /// signal and runs the checkpoint thread, or it catches the signal (to
 /// forward it, as `selfckpt restart` does) and a descendant does both.
 fn runs_selfckpt(pid: i32, sig: i32, descendants: &[i32]) -> bool {
-    catches(pid, sig)
-        && (has_checkpoint_thread(pid)
-            || descendants
-                .iter()
-                .any(|&d| catches(d, sig) && has_checkpoint_thread(d)))
+    // `selfckpt run` blocks the trigger signals until the library's
+    // handlers are in place: one sent meanwhile waits, harmless.
+    let starting = in_mask(pid, "SigBlk:", sig)
+        && std::fs::read_to_string(format!("/proc/{pid}/environ"))
+            .is_ok_and(|e| e.contains("SELFCKPT_PRELOAD=1"));
+    starting
+        || catches(pid, sig)
+            && (has_checkpoint_thread(pid)
+                || descendants
+                    .iter()
+                    .any(|&d| catches(d, sig) && has_checkpoint_thread(d)))
 }
 
 /// True while PID runs (a zombie has ended, though /proc still lists it).
@@ -161,12 +173,25 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
     let sig_text = sig_text.unwrap_or_else(|| default.into());
     let sig = selfckpt::trigger::parse_signal(&sig_text)
         .ok_or_else(|| fail(format!("{sig_text}: not a signal name")))?;
-    if !a.force && !runs_selfckpt(a.pid, sig as i32, &descendants) {
+    // Looked at a few times over 200 ms: a process still installing gets
+    // that long.
+    let runs = || runs_selfckpt(a.pid, sig as i32, &descendants);
+    let runs = (0..10).any(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        runs()
+    });
+    if !a.force && !runs {
         return Err(fail(format!(
-            "process {} does not run the selfckpt checkpointer (it does not catch {sig} or has \
-             no selfckpt checkpoint thread), and {sig} would likely kill it; --force sends the \
-             signal anyway",
-            a.pid
+            "process {} does not run the selfckpt checkpointer ({}), and {sig} would likely \
+             kill it; --force sends the signal anyway",
+            a.pid,
+            if catches(a.pid, sig as i32) {
+                "it has no selfckpt checkpoint thread"
+            } else {
+                "it does not catch the signal"
+            }
         )));
     }
     let dir = a
