@@ -475,16 +475,34 @@ pub struct TermCommit {
 }
 
 impl TermCommit {
-    /// Prepares the commit of `tmp` to `fin` in `dir`, and the stats line.
-    pub fn prepare(tmp: &Path, fin: &Path, dir: &Path, line: Vec<u8>) -> Result<Self, DirError> {
-        Ok(TermCommit {
+    /// Prepares the commit of `tmp` to `fin` (in the same directory) and
+    /// the stats line of `prog`'s image created at `created_ns`; None when
+    /// SELFCKPT_KEY is set (the MAC needs the ordinary commit).
+    pub fn prepare(
+        tmp: &Path,
+        fin: &Path,
+        prog: &str,
+        created_ns: u64,
+    ) -> Result<Option<Self>, DirError> {
+        if crate::image::mac::MacKey::from_env().is_some() {
+            return Ok(None);
+        }
+        let dir = fin.parent().unwrap_or(Path::new("."));
+        let line = serde_json::json!({
+            "time_unix_ms": created_ns / 1_000_000,
+            "pid": crate::capture::sys::getpid(),
+            "program": prog,
+            "state": "term",
+            "path": fin.display().to_string(),
+        });
+        Ok(Some(TermCommit {
             tmp: cpath(tmp)?,
             fin: cpath(fin)?,
             dir: cpath(dir)?,
             stats: cpath(&dir.join("stats.jsonl"))?,
-            line,
+            line: format!("{line}\n").into_bytes(),
             waiter: crate::notify::address(),
-        })
+        }))
     }
 
     /// fsync, rename, fsync of the directory, then the stats line and the

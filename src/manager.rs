@@ -229,24 +229,17 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
-        let term_commit = match term && crate::image::mac::MacKey::from_env().is_none() {
-            true => {
-                let line = serde_json::json!({
-                    "time_unix_ms": created / 1_000_000,
-                    "pid": sys::getpid(),
-                    "program": self.prog_name,
-                    "state": "term",
-                    "path": final_path.display().to_string(),
-                });
-                Some(crate::imagedir::TermCommit::prepare(
+        let term_commit = term
+            .then(|| {
+                crate::imagedir::TermCommit::prepare(
                     &tmp_path,
                     &final_path,
-                    &cfg.dir,
-                    format!("{line}\n").into_bytes(),
-                )?)
-            }
-            false => None,
-        };
+                    &self.prog_name,
+                    created,
+                )
+            })
+            .transpose()?
+            .flatten();
         let mut tids = vec![0u32; park::MAX_THREADS];
         let prepare_ns = sys::now_ns() - t_start;
 
