@@ -608,3 +608,65 @@ fn run_does_not_resume_when_the_executable_was_replaced() {
     );
     assert!(!err.contains("resuming"), "{err}");
 }
+
+fn temps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".ckpt.tmp"))
+        .collect()
+}
+
+// Item 10, as it happens: a writer killed mid-checkpoint, its image
+// restarted with exact ids (so the restarted program has the dead
+// writer's pid): its next checkpoint removes the dead writer's temp file.
+#[test]
+fn a_dead_writers_temp_goes_even_after_an_exact_id_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ck");
+    let mut child = Command::new(example("ckloop"))
+        .arg(&dir)
+        .args(["400", "--mib", "96", "--sleep-ms", "20"])
+        .args(["--checkpoint-at", "0", "--checkpoint-at", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first image", 60, || images(&dir).len() == 1);
+    wait_for("the second image's temp file", 60, || !temps(&dir).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    let left = temps(&dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let first = images(&dir).pop().unwrap();
+    let mut restarted = Command::new(selfckpt())
+        .args(["restart", "--tids", "exact"])
+        .arg(&first)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while images(&dir).len() < 2 && Instant::now() < deadline {
+        if restarted.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = images(&dir).len() >= 2;
+    kill_tree(&mut restarted, libc::SIGKILL);
+    let (_, err) = finish(restarted, "the restarted ckloop");
+    if !done && err.contains("exact") {
+        println!("skipped: exact ids refused here: {err}");
+        return;
+    }
+    assert!(done, "the restarted program took no checkpoint: {err}");
+    let now = temps(&dir);
+    assert!(
+        !now.iter().any(|n| left.contains(n)),
+        "the dead writer's temp is still there: {now:?}"
+    );
+}
