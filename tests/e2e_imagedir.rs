@@ -635,7 +635,9 @@ fn a_dead_writers_temp_goes_even_after_an_exact_id_restart() {
         .spawn()
         .unwrap();
     wait_for("the first image", 60, || images(&dir).len() == 1);
-    wait_for("the second image's temp file", 60, || !temps(&dir).is_empty());
+    wait_for("the second image's temp file", 60, || {
+        !temps(&dir).is_empty()
+    });
     let _ = child.kill();
     let _ = child.wait();
     let left = temps(&dir);
