@@ -63,8 +63,8 @@ impl Ask {
 pub enum AskError {
     #[error("no process {0}")]
     NoProcess(i32),
-    #[error("process {0} does not run selfckpt (no selfckpt thread, no libselfckpt in its maps)")]
-    NotSelfckpt(i32),
+    #[error("process {0} does not run the selfckpt checkpointer ({1}), and a signal would likely kill it")]
+    NotSelfckpt(i32, &'static str),
     #[error("process {pid} belongs to user {owner}, not to the caller (user {me}): refused")]
     OtherUser { pid: i32, owner: u32, me: u32 },
     #[error("{0}: not a signal name")]
@@ -121,6 +121,48 @@ fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
         }
     }
     (out, descendants)
+}
+
+/// True if signal `sig` is in the mask `field` (`SigCgt`, `SigBlk`) of
+/// /proc/PID/status.
+fn in_mask(pid: i32, field: &str, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+}
+
+/// True if `pid` runs the checkpoint thread: a thread other than the main
+/// one named `selfckpt`.
+fn has_checkpoint_thread(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten().any(|t| {
+                t.file_name().to_str() != Some(&pid.to_string())
+                    && std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "selfckpt")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// True if `pid` really runs the checkpointer for `sig`: it catches the
+/// signal and runs the checkpoint thread, or it catches the signal (to
+/// forward it, as `selfckpt restart` does) and a descendant does both, or
+/// `selfckpt run` started it and still blocks `sig` until the library's
+/// handlers are in place (one sent meanwhile waits, harmless).
+fn runs_checkpointer(pid: i32, sig: i32, descendants: &[i32]) -> bool {
+    let starting = in_mask(pid, "SigBlk:", sig)
+        && std::fs::read_to_string(format!("/proc/{pid}/environ"))
+            .is_ok_and(|e| e.contains("SELFCKPT_PRELOAD=1"));
+    starting
+        || catches(pid, sig)
+            && (has_checkpoint_thread(pid)
+                || descendants
+                    .iter()
+                    .any(|&d| catches(d, sig) && has_checkpoint_thread(d)))
 }
 
 /// True if the process has selfckpt loaded (its maps name the library or
@@ -194,13 +236,10 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
             None => return Err(AskError::NoProcess(a.pid)),
         }
     }
-    if !a.force && !runs_selfckpt(a.pid) {
-        return Err(AskError::NotSelfckpt(a.pid));
-    }
     let (pids, descendants) = report_pids(a.pid);
     // The first of PID and its descendants that has selfckpt settings.
     let env = std::iter::once(a.pid)
-        .chain(descendants)
+        .chain(descendants.iter().copied())
         .map(environ_of)
         .find(|e| {
             e.iter()
@@ -225,6 +264,28 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
     };
     let sig_text = sig_text.unwrap_or_else(|| default.into());
     let sig = crate::trigger::parse_signal(&sig_text).ok_or(AskError::BadSignal(sig_text))?;
+    let request = crate::interpose::masks::REQUEST;
+    // Looked at a few times over 200 ms: a process still installing gets
+    // that long. The request channel first (it works even when the program
+    // took the trigger signals for itself), unless a signal was named.
+    let mut channel = false;
+    let runs = (0..10).any(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        channel = a.signal.is_none() && runs_checkpointer(a.pid, request, &descendants);
+        channel || runs_checkpointer(a.pid, sig as i32, &descendants)
+    });
+    if !a.force && !runs {
+        return Err(AskError::NotSelfckpt(
+            a.pid,
+            if catches(a.pid, sig as i32) {
+                "it has no selfckpt checkpoint thread"
+            } else {
+                "it does not catch the signal"
+            },
+        ));
+    }
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", a.pid)).ok();
     let dir = a
         .dir
@@ -241,9 +302,14 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
         .as_ref()
         .and_then(|s| std::fs::metadata(s).ok())
         .map_or(0, |m| m.len());
-    if a.signal.is_none() && catches(a.pid, crate::interpose::masks::REQUEST) {
-        // The request channel: it works even when the program took the
-        // trigger signals for itself.
+    // Bound before the signal: the outcome comes as a datagram too, even
+    // when it could not be written to the image directory.
+    let listener = a.wait.then(|| crate::notify::Listener::bind(&pids));
+    let owner = owner_of(a.pid).unwrap_or(u32::MAX);
+    let senders: Vec<i32> = std::iter::once(a.pid)
+        .chain(descendants.iter().copied())
+        .collect();
+    if channel {
         let value = libc::sigval {
             sival_ptr: usize::from(a.exit) as *mut libc::c_void,
         };
@@ -264,7 +330,22 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
     loop {
         let bytes = std::fs::read(&stats).unwrap_or_default();
         let new = bytes.get(start as usize..).unwrap_or(&[]);
-        for line in new.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        // Datagrams from the program (credentials checked by the kernel),
+        // then the new lines of stats.jsonl.
+        let told: Vec<Vec<u8>> = listener
+            .as_ref()
+            .map(|l| l.drain())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| senders.contains(&m.pid) && (m.uid == owner || m.uid == 0))
+            .map(|m| m.bytes)
+            .collect();
+        let lines = told
+            .iter()
+            .map(|b| b.as_slice())
+            .chain(new.split(|&c| c == b'\n'))
+            .filter(|l| !l.is_empty());
+        for line in lines {
             let Ok(rec) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };

@@ -25,14 +25,17 @@ pub mod capi;
 pub mod capture;
 pub mod crs;
 pub mod elfid;
+pub mod fdreserve;
 pub mod gate;
 pub mod hooks;
 pub mod image;
+pub mod imagedir;
 pub mod interpose;
 pub mod kstate;
 mod lifecycle;
 pub mod logger;
 pub mod manager;
+pub mod notify;
 pub mod preload;
 pub mod request;
 pub mod restore;
@@ -231,14 +234,9 @@ impl Builder {
                 self.signal
             )));
         }
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| Error::Io(format!("cannot create {}", self.dir.display()), e))?;
-        let dir = std::fs::canonicalize(&self.dir)
-            .map_err(|e| Error::Io(format!("cannot resolve {}", self.dir.display()), e))?;
+        // Made and checked (imagedir::check_safe) now, or before the first
+        // image for a forked child's directory.
+        let dir = imagedir::prepare(&self.dir, imagedir::take_lazy())?;
         let exe = std::fs::read_link("/proc/self/exe")
             .map_err(|e| Error::Io("cannot read /proc/self/exe".into(), e))?;
         let program = dump::ProgramInfo {

@@ -5,14 +5,19 @@
 //!  close the gate (wait for critical sections)   state CHECKPOINT | TERM
 //!  on_checkpoint hooks, in order ──error──┐
 //!  checkpoint_once                        │
-//!    ├─ Continued: stats line; TERM? _exit(0)
+//!    │  (TERM without a key: committed, stats line, exit_group(0) while
+//!    │   the threads stay parked; they never run past the image)
+//!    ├─ Continued: stats line; TERM? exit_group(0)
 //!    │             on_continue hooks (reverse)      state CONTINUE
 //!    ├─ Restarted: on_restart hooks (reverse)       state RESTART
 //!    └─ Err ──────────────────────────────┴─> on_continue hooks, state ERROR
 //!  open the gate; start the next interval
 //! ```
 //!
-//! Each checkpoint appends one JSON line to `DIR/stats.jsonl`.
+//! Each checkpoint appends one JSON line to `DIR/stats.jsonl` and sends
+//! the same line to a waiting `selfckpt checkpoint --wait` (`notify`).
+//! The reserved descriptors (`fdreserve`) are given back for the
+//! checkpoint and taken again after its line was written.
 //!
 //! Runs on the manager thread only. Must never: run hooks or write the
 //! stats line while the program's threads are suspended (that is all
@@ -21,11 +26,11 @@
 use crate::hooks::{self, State};
 use crate::manager::Runtime;
 use crate::{gate, trigger, Error, Outcome};
-use std::io::Write;
 
 /// Runs one checkpoint with gate, hooks and stats.
 pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     let term = trigger::take_term();
+    crate::fdreserve::release();
     let state = if term { State::Term } else { State::Checkpoint };
     trigger::serving_term(term);
     if term {
@@ -34,7 +39,7 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     gate::close();
     let result = hooks::run_before(state)
         .map_err(Error::Hook)
-        .and_then(|()| rt.checkpoint_once());
+        .and_then(|()| rt.checkpoint_once(term));
     // First thing, also in a restarted process (whose memory says a term
     // checkpoint is under way): from now on a term signal is a new request.
     trigger::serving_term(false);
@@ -45,10 +50,10 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
             append_stats(rt, end, st.as_ref(), None);
             if term {
                 log::info!("checkpoint written; exiting as asked (term signal)");
-                // The image is durable. _exit, not exit: buffered output and
-                // atexit work belong to the process that will be restarted.
-                // SAFETY: ends the process; nothing is left half-done.
-                unsafe { libc::_exit(0) };
+                // The image is durable. exit_group, not exit: buffered
+                // output and atexit work belong to the process that will be
+                // restarted (and the run is not over: see preload).
+                crate::preload::exit_group(0);
             }
             hooks::run_after(State::Continue);
         }
@@ -65,12 +70,14 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
             hooks::run_after(State::Error);
         }
     }
+    crate::fdreserve::fill();
     gate::open();
     trigger::rearm();
     result
 }
 
-/// Appends the record of one checkpoint to `DIR/stats.jsonl`.
+/// Appends the record of one checkpoint to `DIR/stats.jsonl` and tells
+/// the waiter, if any.
 fn append_stats(
     rt: &Runtime,
     state: State,
@@ -97,16 +104,9 @@ fn append_stats(
     if let Some(e) = error {
         rec["error"] = e.into();
     }
-    let path = rt.config.dir.join("stats.jsonl");
     let line = format!("{rec}\n");
-    use std::os::unix::fs::OpenOptionsExt;
-    let res = std::fs::OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = res {
-        log::warn!("cannot append to {}: {e}", path.display());
+    crate::notify::send(line.as_bytes());
+    if let Err(e) = crate::imagedir::append_line(&rt.config.dir, "stats.jsonl", line.as_bytes()) {
+        log::warn!("{e}");
     }
 }

@@ -1,7 +1,8 @@
 //! The checkpoint thread: waits for requests (signal or API), and runs one
 //! checkpoint at a time: prepare (allocations, files), suspend the other
 //! threads, dump inside its own handler, resume, then commit the image
-//! (fsync, rename, fsync the directory) and prune old generations.
+//! and prune old generations (both in `imagedir`, which also names the
+//! image and creates its locked temporary file).
 //!
 //! `lifecycle::run` wraps each checkpoint in the critical-section gate,
 //! the hooks and the stats line. `prepare` and `commit` are ordinary Rust. Between `suspend_others` and
@@ -19,8 +20,6 @@ use crate::threads::SuspendFailure;
 use crate::{Error, Outcome};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering::*};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +54,9 @@ pub struct Runtime {
     pub program: &'static ProgramInfo,
     pub prog_name: String,
     pub last_stats: Mutex<Option<CheckpointStats>>,
+    /// Token in this process's image names (see `imagedir`); kept across
+    /// restarts, as all memory is.
+    pub instance: String,
     sequence: AtomicU64,
 }
 
@@ -117,11 +119,14 @@ pub fn restart_count() -> u64 {
 
 impl Runtime {
     pub fn new(config: Config, program: &'static ProgramInfo, prog_name: String) -> Runtime {
+        // At install, before the program can use up its descriptors.
+        crate::fdreserve::fill();
         Runtime {
             config,
             program,
             prog_name,
             last_stats: Mutex::new(None),
+            instance: crate::imagedir::instance_from_env(),
             sequence: AtomicU64::new(0),
         }
     }
@@ -144,7 +149,10 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn checkpoint_once(&self) -> Result<Outcome, Error> {
+    /// One checkpoint. With `term` (checkpoint-then-exit) and no
+    /// SELFCKPT_KEY, the image is committed while the program's threads stay
+    /// parked and the process exits there (`imagedir::TermCommit`).
+    pub(crate) fn checkpoint_once(&self, term: bool) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
         // A setuid/setgid program's memory holds what its caller must not
@@ -155,16 +163,17 @@ impl Runtime {
                 "checkpoint refused: the program runs setuid or setgid (AT_SECURE)".into(),
             ));
         }
+        crate::imagedir::ready(&cfg.dir)?;
         let sequence = self.sequence.fetch_add(1, AcqRel) + 1;
         let created = sys::realtime_ns();
-        let name = format!(
-            "{}-{:013}-{}.ckpt",
-            self.prog_name,
+        let name = crate::imagedir::image_name(
+            &self.prog_name,
             created / 1_000_000,
-            sys::getpid()
+            &self.instance,
+            sys::getpid(),
         );
         let final_path = cfg.dir.join(&name);
-        let tmp_path = cfg.dir.join(format!(".{name}.tmp"));
+        let tmp_path = cfg.dir.join(crate::imagedir::temp_name(&name));
         if let Ok(mut t) = TAKING.lock() {
             *t = Some(final_path.clone());
         }
@@ -186,19 +195,7 @@ impl Runtime {
             record_cap,
         ))
         .map_err(io("cannot map scratch memory for", &final_path))?;
-        let ctmp = CString::new(tmp_path.as_os_str().as_bytes())
-            .map_err(|_| Error::Config("image path contains a NUL byte".into()))?;
-        let image = RawFd::open(
-            ctmp.as_bytes_with_nul(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        )
-        .map_err(|e| {
-            Error::Io(
-                format!("cannot create {}", tmp_path.display()),
-                e.describe(),
-            )
-        })?;
+        let image = crate::imagedir::create_temp(&tmp_path)?;
         let mem = RawFd::open(b"/proc/self/mem\0", libc::O_RDONLY, 0)
             .map_err(|e| Error::Io("cannot open /proc/self/mem".into(), e.describe()))?;
         let scanner = PageScanner::open(cfg.pagemap_scan).map_err(|e| {
@@ -233,6 +230,17 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
+        let term_commit = term
+            .then(|| {
+                crate::imagedir::TermCommit::prepare(
+                    &tmp_path,
+                    &final_path,
+                    &self.prog_name,
+                    created,
+                )
+            })
+            .transpose()?
+            .flatten();
         let mut tids = vec![0u32; park::MAX_THREADS];
         let prepare_ns = sys::now_ns() - t_start;
 
@@ -253,6 +261,14 @@ impl Runtime {
                 RESTARTS.fetch_add(1, AcqRel);
                 return Ok(Outcome::Restarted);
             }
+            // SAFETY: see PlanCell; the handler has finished.
+            let (plan, result) = unsafe { (&*PLAN.0.get(), &*PLAN.1.get()) };
+            if let (Some(tc), Some(plan), Some(Ok(_))) = (&term_commit, plan, result) {
+                // Checkpoint-then-exit: the threads never run again.
+                if tc.run(plan.image.raw()).is_ok() {
+                    crate::preload::exit_group(0);
+                }
+            }
         }
         let t_dumped = sys::now_ns();
         park::release(round);
@@ -260,7 +276,8 @@ impl Runtime {
         let t_resumed = sys::now_ns();
         // SAFETY: see PlanCell; the handler has finished.
         let (plan, result) = unsafe { ((*PLAN.0.get()).take(), (*PLAN.1.get()).take()) };
-        drop(plan);
+        // The image's descriptor holds the writer lock: keep it to commit.
+        let image = plan.map(|p| p.image);
         if let Some(err) = refused {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(Error::Suspend(SuspendFailure::after_release(err)));
@@ -277,11 +294,16 @@ impl Runtime {
             }
         };
         let t_commit = sys::now_ns();
-        commit(&tmp_path, &final_path, &cfg.dir).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp_path);
-        })?;
+        let image = image.ok_or_else(|| Error::Config("the dump plan vanished".into()))?;
+        crate::imagedir::commit(image, &tmp_path, &final_path, &cfg.dir)?;
         let fsync_ns = sys::now_ns() - t_commit;
-        prune(&cfg.dir, &self.prog_name, cfg.keep);
+        crate::imagedir::prune(
+            &cfg.dir,
+            &self.prog_name,
+            &self.instance,
+            &self.program.exe_path,
+            cfg.keep,
+        );
         let st = CheckpointStats {
             path: final_path,
             dump: stats,
@@ -298,75 +320,5 @@ impl Runtime {
             *l = Some(st);
         }
         Ok(Outcome::Continued)
-    }
-}
-
-/// Makes the image durable under its final name.
-fn commit(tmp: &Path, fin: &Path, dir: &Path) -> Result<(), Error> {
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp)
-        .map_err(|e| Error::Io(format!("cannot reopen {}", tmp.display()), e))?;
-    // With SELFCKPT_KEY set, authenticate the image (see image/mac.rs).
-    if let Some(key) = crate::image::mac::MacKey::from_env() {
-        crate::image::mac::seal_file(&mut f, &key).map_err(|e| {
-            Error::Io(
-                format!("cannot add the MAC to {}", tmp.display()),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-    }
-    f.sync_all()
-        .map_err(|e| Error::Io(format!("cannot fsync {}", tmp.display()), e))?;
-    std::fs::rename(tmp, fin)
-        .map_err(|e| Error::Io(format!("cannot rename to {}", fin.display()), e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::Io(format!("cannot fsync directory {}", dir.display()), e))
-}
-
-/// Keeps the newest `keep` images of this program in `dir`.
-fn prune(dir: &Path, prog: &str, keep: usize) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!("{prog}-");
-    let mut names: Vec<_> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix) && n.ends_with(".ckpt"))
-        .collect();
-    names.sort();
-    let n = names.len();
-    for old in names.into_iter().take(n.saturating_sub(keep.max(1))) {
-        let _ = std::fs::remove_file(dir.join(old));
-    }
-    remove_stale_temps(dir, prog);
-}
-
-/// Removes temporary images (`.PROG-MS-PID.ckpt.tmp`) left by processes of
-/// this program that died while writing (SIGKILL, power loss). A temp file
-/// of a live process, ours or another's, is never touched.
-fn remove_stale_temps(dir: &Path, prog: &str) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!(".{prog}-");
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name
-            .strip_prefix(&prefix)
-            .and_then(|n| n.strip_suffix(".ckpt.tmp"))
-        else {
-            continue;
-        };
-        let Some(pid) = stem.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            log::warn!("removing {name}, left by process {pid} which died while writing it");
-            let _ = std::fs::remove_file(e.path());
-        }
     }
 }

@@ -15,6 +15,16 @@
 //!   children are left alone unless `SELFCKPT_CHILDREN=1`, and then write
 //!   to `DIR/children/PROGRAM-PID`, never over the parent's images.
 //!
+//! The process `run` started marks the run ended in `DIR/run.json`
+//! (`imagedir::mark_ended`) when it exits by itself, so that the next
+//! `selfckpt run` starts fresh: through an `atexit` handler (`exit`) and
+//! through this library's `_exit`, which interposes libc's (shells such as
+//! dash end with `_exit`) and then makes the `exit_group` system call. A
+//! signal, a crash or the checkpoint-then-exit (which calls `exit_group`
+//! itself) leave the run resumable; a forked child is not the run (its pid
+//! differs), and for it `_exit` does nothing else (no allocation: it may
+//! run in a `vfork` child).
+//!
 //! Must never: panic or unwind out of the constructor (it runs before
 //! `main` of a foreign program), or install twice.
 
@@ -60,6 +70,7 @@ fn install_if_asked() -> Result<(), crate::Error> {
             .unwrap_or_else(|| "program".into());
         let dir = b.dir.join("children").join(format!("{prog}-{pid}"));
         b = b.dir(dir);
+        crate::imagedir::defer_next_dir();
     }
     let installed = b.install();
     // `selfckpt run` blocked the trigger signals so that none could kill
@@ -67,9 +78,54 @@ fn install_if_asked() -> Result<(), crate::Error> {
     // (on failure too: the program then runs as it would without us).
     // This is the main thread, whose mask the program's threads inherit.
     sys::change_signal_mask(libc::SIG_UNBLOCK, &asked.unblock);
-    installed?;
+    let ckpt = installed?;
+    if ours {
+        RUN_PID.store(pid, core::sync::atomic::Ordering::Release);
+        let instance = crate::settings::instance().unwrap_or_default();
+        if RUN.set((ckpt.dir().to_path_buf(), instance)).is_ok() {
+            // SAFETY: registers a plain extern "C" function.
+            unsafe { libc::atexit(run_ends) };
+        }
+    }
     log::debug!("installed by LD_PRELOAD");
     Ok(())
+}
+
+/// The run's directory and instance token (for [`run_ends`]).
+static RUN: std::sync::OnceLock<(std::path::PathBuf, String)> = std::sync::OnceLock::new();
+
+/// The pid of the process `run` started (0: not in `run` mode).
+static RUN_PID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// libc's `_exit`, interposed: the run ended (see the module header).
+///
+/// # Safety
+/// As libc's `_exit`: ends the process.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: libc::c_int) -> ! {
+    let run = RUN_PID.load(core::sync::atomic::Ordering::Acquire);
+    if run != 0 && run == sys::getpid() {
+        run_ends();
+    }
+    exit_group(status)
+}
+
+/// Ends the process now (`exit_group`), without marking the run ended.
+pub(crate) fn exit_group(status: libc::c_int) -> ! {
+    loop {
+        // SAFETY: exit_group never returns; no memory is passed.
+        unsafe { libc::syscall(libc::SYS_exit_group, status as libc::c_long) };
+    }
+}
+
+/// At exit of the process `run` started: the job ended.
+extern "C" fn run_ends() {
+    let _ = std::panic::catch_unwind(|| {
+        let ours = crate::settings::preload_request().is_ok_and(|r| r.pid == Some(sys::getpid()));
+        if let (true, Some((dir, instance))) = (ours, RUN.get()) {
+            crate::imagedir::mark_ended(dir, instance);
+        }
+    });
 }
 
 /// True if this function's code is in a shared object rather than in the
@@ -99,6 +155,9 @@ extern "C" {
 /// place to the new PID, so that a later exec in this process installs
 /// again (no allocation: the string keeps its length).
 pub(crate) fn after_restart() {
+    if RUN_PID.load(core::sync::atomic::Ordering::Acquire) != 0 {
+        RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
+    }
     let key = b"SELFCKPT_PID=";
     let mut digits = [b'0'; PID_WIDTH];
     let mut v = sys::getpid();

@@ -50,6 +50,7 @@ vars! {
     BIN = "SELFCKPT_BIN", "a path to the selfckpt command", "the command a CRS restart runs";
     PRELOAD = "SELFCKPT_PRELOAD", "0 or 1", "set by selfckpt run: install from the environment";
     PID = "SELFCKPT_PID", "a process id", "set by selfckpt run: the process to install in";
+    INSTANCE = "SELFCKPT_INSTANCE", "a run token", "set by selfckpt run: the token its images carry";
     CHILDREN = "SELFCKPT_CHILDREN", "0 or 1", "set by selfckpt run --children: install in exec'd children too";
     UNBLOCK = "SELFCKPT_UNBLOCK", "comma-separated signal numbers", "set by selfckpt run: signals to unblock once installed";
     ALLOC_GUARD_SELFTEST = "SELFCKPT_ALLOC_GUARD_SELFTEST", "0 or 1", "test builds: make the next dump allocate once (proves the guard)";
@@ -216,6 +217,12 @@ pub fn tids() -> Result<Option<String>, SettingError> {
 /// `SELFCKPT_LIB` (`None`: unset).
 pub fn lib() -> Option<std::path::PathBuf> {
     Environment.get(LIB.name).map(std::path::PathBuf::from)
+}
+
+/// `SELFCKPT_INSTANCE` (`None`: unset or not UTF-8; the caller checks
+/// its shape).
+pub fn instance() -> Option<String> {
+    Environment.get(INSTANCE.name)?.into_string().ok()
 }
 
 /// `SELFCKPT_BIN` (`None`: unset).

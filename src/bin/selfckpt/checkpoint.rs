@@ -4,8 +4,16 @@
 //! the library's (`selfckpt::ask`, shared with the CRS module); this file
 //! only maps the command line onto it.
 //!
-//! Must never: signal a process that is not running selfckpt's handler
-//! without `--force` (SIGUSR1's default action kills).
+//! The checkpointer also sends that line to the abstract socket
+//! `selfckpt-wait-PID` (see `selfckpt::notify`), which `--wait` binds
+//! before signalling: a failure that could not be written to the image
+//! directory still reaches the waiter at once.
+//!
+//! Must never: signal a process that does not really run selfckpt's
+//! checkpointer (it catches the signal, per `SigCgt` in /proc/PID/status,
+//! and runs the checkpoint thread; or it is `selfckpt restart` forwarding
+//! to such a descendant) without `--force`: the signal's default action
+//! kills.
 
 use selfckpt::ask::{ask, Ask, AskError};
 use std::path::PathBuf;
@@ -57,7 +65,7 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
         }
         Ok(None) => Ok(()),
         Err(e @ AskError::Timeout { .. }) => Err(Failed(3, e.to_string())),
-        Err(e @ AskError::NotSelfckpt(_)) => {
+        Err(e @ AskError::NotSelfckpt(..)) => {
             Err(Failed(1, format!("{e}; --force sends the signal anyway")))
         }
         Err(e) => Err(Failed(1, e.to_string())),

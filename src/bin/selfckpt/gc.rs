@@ -1,64 +1,48 @@
 //! `selfckpt gc DIR --keep N`: keeps the newest N valid images of each
-//! program in DIR and removes the rest: older images, damaged images, and
-//! temporary files left by checkpoints whose process is gone.
+//! program in DIR and removes the rest: older valid images, images proven
+//! damaged (a checksum or structure failure), temporary files whose writer
+//! is gone (its lock on the file is free), and empty `children/*`
+//! directories.
 //!
-//! Must never: remove the newest valid image of a program, or the
-//! temporary file of a checkpoint that may still be running (its PID is
-//! alive).
+//! Must never: remove the newest valid image of a program; count as
+//! damaged an image it merely could not read (permissions), authenticate
+//! (SELFCKPT_KEY set, no MAC or another key's) or understand (a newer
+//! format); remove a file or directory the user does not own, or a symlink
+//! or other non-regular file; or remove the temporary file of a checkpoint
+//! still being written (its writer holds the lock, whatever its pid says).
 
+use selfckpt::imagedir::{self, euid};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// `.NAME-MS-PID.ckpt.tmp` files whose process no longer exists.
-pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some(stem) = name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(".ckpt.tmp"))
-            else {
-                return false;
-            };
-            let pid = stem.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-            pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-        })
-        .collect()
-}
-
-pub fn gc(dir: &Path, keep: usize, dry_run: bool) -> Result<(), String> {
+pub fn gc(dir: &std::path::Path, keep: usize, dry_run: bool) -> Result<(), String> {
     if keep == 0 {
         return Err("--keep must be at least 1".into());
     }
+    let me = euid();
     let entries = crate::ls::entries(dir)?;
     let mut doomed: Vec<(PathBuf, &str)> = Vec::new();
     let mut by_program: HashMap<&str, Vec<&crate::ls::Entry>> = HashMap::new();
-    for e in &entries {
-        if e.problem.is_some() {
-            doomed.push((e.path.clone(), "damaged"));
-        } else {
-            by_program.entry(&e.program).or_default().push(e);
+    for e in entries.iter().filter(|e| e.regular && e.owner == me) {
+        match (&e.problem, e.damaged) {
+            (None, _) => by_program.entry(&e.program).or_default().push(e),
+            (Some(_), true) => doomed.push((e.path.clone(), "damaged")),
+            (Some(why), false) => println!("kept (cannot tell: {why}) {}", e.path.display()),
         }
     }
     for list in by_program.values() {
-        // `entries` is oldest first.
+        // `entries` is oldest first (META time, then sequence).
         for e in list.iter().take(list.len().saturating_sub(keep)) {
             doomed.push((e.path.clone(), "old"));
         }
     }
-    for t in leftovers(dir) {
+    for t in imagedir::stale_temps(dir, None) {
         doomed.push((t, "incomplete"));
     }
     let mut freed = 0u64;
+    let mut count = 0usize;
     for (p, why) in &doomed {
-        let size = std::fs::metadata(p).map_or(0, |m| m.len());
+        let size = std::fs::symlink_metadata(p).map_or(0, |m| m.len());
         if dry_run {
             println!("would remove ({why}) {}", p.display());
         } else {
@@ -66,11 +50,25 @@ pub fn gc(dir: &Path, keep: usize, dry_run: bool) -> Result<(), String> {
             println!("removed ({why}) {}", p.display());
         }
         freed += size;
+        count += 1;
+    }
+    let empty = imagedir::empty_child_dirs(dir);
+    for d in &empty {
+        if dry_run {
+            println!("would remove (empty) {}", d.display());
+        } else if std::fs::remove_dir(d).is_ok() {
+            println!("removed (empty) {}", d.display());
+        }
+    }
+    if !dry_run && !empty.is_empty() {
+        // Only succeeds when nothing is left in it.
+        let _ = std::fs::remove_dir(dir.join("children"));
     }
     println!(
-        "{} {} file(s), {}",
+        "{} {count} file(s), {} empty director{}, {}",
         if dry_run { "would free" } else { "freed" },
-        doomed.len(),
+        empty.len(),
+        if empty.len() == 1 { "y" } else { "ies" },
         crate::human(freed)
     );
     Ok(())

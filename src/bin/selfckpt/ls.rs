@@ -1,7 +1,9 @@
 //! `selfckpt ls DIR`: the images in DIR, oldest first, with the time they
 //! were taken (UTC), their size, program and PID, and whether every
-//! checksum verifies. Leftover temporary files of unfinished checkpoints
-//! are listed as `incomplete`.
+//! checksum verifies: `valid`, `DAMAGED` (proven: a checksum or structure
+//! failure) or `unknown` (could not be read, authenticated or understood).
+//! Temporary files whose writer is gone (lock free) are listed as
+//! `incomplete`.
 //!
 //! Must never: modify DIR.
 
@@ -14,10 +16,18 @@ pub struct Entry {
     pub path: PathBuf,
     pub size: u64,
     pub created_unix_ns: u64,
+    pub sequence: u64,
     pub program: String,
     pub pid: u32,
+    /// Owner of the file (its own, not a symlink's target).
+    pub owner: u32,
+    /// A regular file (not a symlink, FIFO or device).
+    pub regular: bool,
     /// None if valid, else why not.
     pub problem: Option<String>,
+    /// The problem is proven damage (a checksum or structure failure), not
+    /// "cannot read" or "cannot authenticate".
+    pub damaged: bool,
 }
 
 /// Reads every `.ckpt` in `dir` (checksums verified), oldest first.
@@ -27,33 +37,46 @@ pub fn entries(dir: &Path) -> Result<Vec<Entry>, String> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-        .map(|path| {
-            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let mut e = Entry {
-                path: path.clone(),
-                size,
-                created_unix_ns: 0,
-                program: String::new(),
-                pid: 0,
-                problem: None,
-            };
-            match ImageFile::open(&path)
-                .map_err(|x| x.to_string())
-                .and_then(|img| {
-                    let v = img.view().map_err(|x| x.to_string())?;
-                    e.created_unix_ns = v.meta.created_unix_ns;
-                    e.program = shown(v.meta.exe_path);
-                    e.pid = v.meta.pid;
-                    Ok(())
-                }) {
-                Ok(()) => e.problem = crate::scan(&path).err(),
-                Err(x) => e.problem = Some(x),
-            }
-            e
-        })
+        .map(|path| entry(&path))
         .collect();
-    v.sort_by(|a, b| (a.created_unix_ns, &a.path).cmp(&(b.created_unix_ns, &b.path)));
+    v.sort_by(|a, b| {
+        (a.created_unix_ns, a.sequence, &a.path).cmp(&(b.created_unix_ns, b.sequence, &b.path))
+    });
     Ok(v)
+}
+
+fn entry(path: &Path) -> Entry {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).ok();
+    let mut e = Entry {
+        path: path.to_path_buf(),
+        size: md.as_ref().map_or(0, |m| m.len()),
+        created_unix_ns: 0,
+        sequence: 0,
+        program: String::new(),
+        pid: 0,
+        owner: md.as_ref().map_or(u32::MAX, |m| m.uid()),
+        regular: md.as_ref().is_some_and(|m| m.is_file()),
+        problem: None,
+        damaged: false,
+    };
+    if !e.regular {
+        e.problem = Some("not a regular file (left alone)".into());
+        return e;
+    }
+    let checked = ImageFile::open(path).and_then(|img| {
+        let v = img.view()?;
+        e.created_unix_ns = v.meta.created_unix_ns;
+        e.sequence = v.meta.sequence;
+        e.program = shown(v.meta.exe_path);
+        e.pid = v.meta.pid;
+        selfckpt::image::verify::scan(ImageFile::open(path)?).map(|_| ())
+    });
+    if let Err(x) = checked {
+        e.damaged = selfckpt::imagedir::is_proven_damage(&x);
+        e.problem = Some(x.to_string());
+    }
+    e
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ns.
@@ -101,10 +124,10 @@ pub fn ls(dir: &Path) -> Result<(), String> {
             },
             crate::human(e.size),
             e.pid,
-            if e.problem.is_none() {
-                "valid"
-            } else {
-                "DAMAGED"
+            match (&e.problem, e.damaged) {
+                (None, _) => "valid",
+                (Some(_), true) => "DAMAGED",
+                (Some(_), false) => "unknown",
             },
             name,
             e.program
@@ -113,7 +136,7 @@ pub fn ls(dir: &Path) -> Result<(), String> {
             println!("    {}", shown(p.as_bytes()));
         }
     }
-    for t in crate::gc::leftovers(dir) {
+    for t in selfckpt::imagedir::stale_temps(dir, None) {
         println!(
             "{:19}  {:>10}  {:>7}  {:7}  {}",
             "-",

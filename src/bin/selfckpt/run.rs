@@ -6,18 +6,28 @@
 //! `selfckpt run -- prog & kill -USR1 $!` reaches the program. A restart
 //! also happens in this process (`restart` becomes the program).
 //!
-//! Which images belong to "that program": an image whose executable is
-//! PROG (after PATH lookup and symlinks), or any image in DIR when DIR's
-//! `run.json` records the same command line (for wrapper scripts that exec
-//! the real program, such as pyenv shims).
+//! Which images belong to "that program": `run.json` (see
+//! `selfckpt::imagedir::RunRecord`) records the job `run` started: the
+//! executable (resolved, with its device, inode, size and mtime), the
+//! command line, the working directory, and an instance token that the
+//! started program (and whatever it execs: wrapper scripts such as pyenv
+//! shims) writes into its image names. A later `run` resumes only when
+//! all of these match and the job did not end, and then only from images
+//! carrying that token. When the program exits (not when it is killed or
+//! takes its checkpoint-then-exit), the library marks the record ended:
+//! the next `run` starts fresh and says so. A resume always says, on one
+//! stderr line, what it resumes from.
 //!
-//! Must never: restart an image of another program, or start fresh over
-//! images it could not read without saying so (use `--fresh` to start over).
+//! Must never: restart an image of another program, another job or
+//! another directory's command, resume a job that ended, or start fresh
+//! over images it could not read without saying so (use `--fresh` to
+//! start over).
 
-use selfckpt::image::read::ImageFile;
+use selfckpt::imagedir::{self, RunRecord};
 use selfckpt::settings;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +58,10 @@ pub struct RunArgs {
     /// Start the program from the beginning even if DIR holds an image.
     #[arg(long)]
     fresh: bool,
+    /// When resuming, what to do when files the program had open are
+    /// gone: refuse, or put /dev/null at their descriptor numbers.
+    #[arg(long, default_value = "refuse", value_parser = ["refuse", "devnull"])]
+    missing_fds: String,
     /// Say what is being done on stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -56,19 +70,28 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-/// `run.json`: the command line that made the images in DIR.
-#[derive(serde::Serialize, serde::Deserialize, PartialEq)]
-struct RunRecord {
-    command: Vec<String>,
-}
-
-fn record_of(cmd: &[OsString]) -> RunRecord {
-    RunRecord {
+/// The record of the job this command would start.
+fn record_of(cmd: &[OsString], prog: &Path, instance: String) -> Result<RunRecord, String> {
+    let st = std::fs::metadata(prog).map_err(|e| format!("{}: {e}", prog.display()))?;
+    let cwd = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| format!("cannot tell the working directory: {e}"))?;
+    Ok(RunRecord {
+        instance,
+        exe: prog.display().to_string(),
+        exe_id: (
+            st.dev(),
+            st.ino(),
+            st.size(),
+            st.mtime() * 1_000_000_000 + st.mtime_nsec(),
+        ),
         command: cmd
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-    }
+        cwd: cwd.display().to_string(),
+        ended_unix_ms: None,
+    })
 }
 
 /// PROG as the kernel will run it: PATH lookup, then symlinks resolved.
@@ -140,30 +163,62 @@ fn find_lib() -> Result<PathBuf, String> {
     ))
 }
 
-/// The newest valid image in `dir` that belongs to `prog` (see the module
-/// header). Damaged images are reported and skipped.
-fn newest_image_of(dir: &Path, prog: &Path, same_command: bool) -> Option<PathBuf> {
-    let mut images: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+/// The newest valid image in `dir` of the run `instance` (its token in
+/// the name, a regular file of ours), by what the images say (META time,
+/// then sequence). Damaged images are reported and skipped.
+fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
+    let mut images: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-        .filter_map(|p| {
-            let img = ImageFile::open(&p).ok()?;
-            let v = img.view().ok()?;
-            let exe = PathBuf::from(std::ffi::OsStr::from_bytes(v.meta.exe_path));
-            let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
-            (same_command || exe == prog).then_some((v.meta.created_unix_ns, p.clone()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(imagedir::parse_name)
+                .is_some_and(|(_, _, inst, _)| inst == instance)
         })
+        .filter_map(|e| imagedir::read_own_image(&e.path()))
+        .map(|i| ((i.created_unix_ns, i.sequence), i.path))
         .collect();
     images.sort();
-    for (_, p) in images.into_iter().rev() {
+    for ((created, _), p) in images.into_iter().rev() {
         match crate::scan(&p) {
-            Ok(_) => return Some(p),
+            Ok(_) => return Some((p, created)),
             Err(e) => eprintln!("selfckpt: skipping damaged image {}: {e}", p.display()),
         }
     }
     None
+}
+
+/// What the previous run recorded in `dir` says about resuming `new`: the
+/// image to resume from, if any (saying on stderr why it starts fresh
+/// when that is not obvious).
+fn resumable(dir: &Path, new: &RunRecord) -> Option<(PathBuf, u64)> {
+    let old = match RunRecord::load(dir) {
+        Ok(Some(old)) => old,
+        Ok(None) => return None,
+        Err(e) => {
+            eprintln!("selfckpt: ignoring the run record: {e}; starting fresh");
+            return None;
+        }
+    };
+    let what = new.command.join(" ");
+    if !old.same_job(new) {
+        eprintln!(
+            "selfckpt: {} was used by another job ({} in {}); starting `{what}` fresh",
+            dir.display(),
+            old.command.join(" "),
+            old.cwd
+        );
+        return None;
+    }
+    if let Some(ms) = old.ended_unix_ms {
+        eprintln!(
+            "selfckpt: the previous run of `{what}` ended at {} UTC; starting it fresh",
+            crate::ls::utc(ms * 1_000_000)
+        );
+        return None;
+    }
+    newest_image_of(dir, &old.instance)
 }
 
 pub fn run(a: RunArgs) -> Result<(), String> {
@@ -189,24 +244,21 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .collect();
     selfckpt::capture::sys::change_signal_mask(libc::SIG_BLOCK, &triggers);
     let prog = resolve(Path::new(&a.command[0]))?;
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&a.dir)
-        .map_err(|e| format!("cannot create {}: {e}", a.dir.display()))?;
-    let dir = std::fs::canonicalize(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
-    let record_path = dir.join("run.json");
-    let record = record_of(&a.command);
+    let dir = imagedir::ensure(&a.dir).map_err(|e| e.to_string())?;
+    let missing = if a.missing_fds == "devnull" {
+        selfckpt::restore::MissingFds::DevNull
+    } else {
+        selfckpt::restore::MissingFds::Refuse
+    };
+    let record = record_of(&a.command, &prog, imagedir::new_instance())?;
     if !a.fresh {
-        let same_command = std::fs::read(&record_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok())
-            .is_some_and(|r| r == record);
-        if let Some(image) = newest_image_of(&dir, &prog, same_command) {
-            if a.verbose {
-                eprintln!("selfckpt: resuming from {}", image.display());
-            }
+        if let Some((image, created)) = resumable(&dir, &record) {
+            eprintln!(
+                "selfckpt: resuming {} from {}, taken {} UTC",
+                record.command.join(" "),
+                image.display(),
+                crate::ls::utc(created)
+            );
             // The very code path of `selfckpt restart` (ids policy from
             // SELFCKPT_TIDS, as there).
             let tids = settings::tids()
@@ -221,7 +273,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
                 None,
                 a.verbose,
                 &tids,
-                selfckpt::restore::MissingFds::Refuse,
+                missing,
                 selfckpt::restore::ChangedFds::Refuse,
                 original,
             )
@@ -240,8 +292,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         return Err(format!("cannot checkpoint {}: {why}", prog.display()));
     }
     let lib = find_lib()?;
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
-    write_private(&record_path, &json)?;
+    record.store(&dir).map_err(|e| e.to_string())?;
     crate::stdio_record::save(&dir, None)?;
     let mut preload = lib.as_os_str().to_owned();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|o| !o.is_empty()) {
@@ -268,6 +319,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
             ),
         )
         .env(settings::DIR.name, &dir)
+        .env(settings::INSTANCE.name, &record.instance)
         .env(settings::SIGNAL.name, sig.as_str())
         .env(settings::TERM_SIGNAL.name, &a.term_signal)
         .env(settings::KEEP.name, a.keep.to_string())
@@ -287,17 +339,4 @@ pub fn run(a: RunArgs) -> Result<(), String> {
     };
     let err = cmd.exec();
     Err(format!("cannot run {}: {err}", prog.display()))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
