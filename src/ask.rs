@@ -63,7 +63,9 @@ impl Ask {
 pub enum AskError {
     #[error("no process {0}")]
     NoProcess(i32),
-    #[error("process {0} does not run the selfckpt checkpointer ({1}), and a signal would likely kill it")]
+    #[error(
+        "process {0} does not run selfckpt's checkpointer ({1}), and a signal would likely kill it"
+    )]
     NotSelfckpt(i32, &'static str),
     #[error("process {pid} belongs to user {owner}, not to the caller (user {me}): refused")]
     OtherUser { pid: i32, owner: u32, me: u32 },
@@ -156,7 +158,7 @@ fn has_checkpoint_thread(pid: i32) -> bool {
 fn runs_checkpointer(pid: i32, sig: i32, descendants: &[i32]) -> bool {
     let starting = in_mask(pid, "SigBlk:", sig)
         && std::fs::read_to_string(format!("/proc/{pid}/environ"))
-            .is_ok_and(|e| e.contains("SELFCKPT_PRELOAD=1"));
+            .is_ok_and(|e| e.contains(&format!("{}=1", crate::settings::PRELOAD.name)));
     starting
         || catches(pid, sig)
             && (has_checkpoint_thread(pid)
