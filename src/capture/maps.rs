@@ -177,7 +177,9 @@ fn classify(p: &[u8], shared: bool) -> RegionKind {
     if p.starts_with(b"/dev/zero") || p.starts_with(b"/memfd:") || p.starts_with(b"[anon_shmem") {
         return if shared { SharedAnon } else { Anon };
     }
-    if p.starts_with(b"/dev/") {
+    // /dev/shm is a tmpfs: POSIX shared memory and semaphores
+    // (`shm_open`, `sem_open`) are files there, not devices.
+    if p.starts_with(b"/dev/") && !p.starts_with(b"/dev/shm/") {
         return Device;
     }
     if p.starts_with(b"anon_inode:") {
@@ -263,6 +265,11 @@ mod tests {
             (
                 "7f56-7f57 rw-s 00000000 00:05 9  /dev/dri/card0",
                 RegionKind::Device,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:1a 9  /dev/shm/sem.mp-1x2y",
+                RegionKind::SharedFile,
                 3,
             ),
             (

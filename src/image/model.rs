@@ -253,6 +253,17 @@ impl FdKind {
             FdKind::Other => "other",
         }
     }
+    /// The kind with its article, for messages ("a pipe").
+    pub fn noun(self) -> &'static str {
+        match self {
+            FdKind::Regular => "a regular file",
+            FdKind::Directory => "a directory",
+            FdKind::CharDevice => "a character device",
+            FdKind::Pipe => "a pipe",
+            FdKind::Socket => "a socket",
+            FdKind::Other => "a kernel object of another kind (anon_inode)",
+        }
+    }
 }
 
 /// One open file descriptor.

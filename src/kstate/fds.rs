@@ -459,8 +459,8 @@ fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
         })
     } else {
         Err(std::io::Error::other(format!(
-            "a {} cannot be reopened from a path",
-            kind.name()
+            "{} cannot be reopened from a path",
+            kind.noun()
         )))
     };
     match result {

@@ -188,7 +188,11 @@ fn restart(
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
         Ok(never) => match never {},
-        Err(e) => Err(format!("restart refused: {e}")),
+        // Said once: most refusals already end with "restart refused".
+        Err(e) => Err(match e.to_string() {
+            m if m.contains("restart refused") => m,
+            m => format!("restart refused: {m}"),
+        }),
     }
 }
 
