@@ -136,18 +136,57 @@ fn in_mask(pid: i32, field: &str, sig: i32) -> bool {
         .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
 }
 
-/// True if `pid` runs the checkpoint thread: a thread other than the main
-/// one named `selfckpt`.
-fn has_checkpoint_thread(pid: i32) -> bool {
+/// The checkpoint thread of `pid`: a thread other than the main one named
+/// `selfckpt`.
+fn checkpoint_thread(pid: i32) -> Option<i32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten().any(|t| {
-                t.file_name().to_str() != Some(&pid.to_string())
-                    && std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.trim() == "selfckpt")
-            })
+        .ok()?
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&tid| {
+            tid != pid
+                && std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .is_ok_and(|c| c.trim() == "selfckpt")
         })
-        .unwrap_or(false)
+}
+
+/// True if `pid` runs the checkpoint thread.
+fn has_checkpoint_thread(pid: i32) -> bool {
+    checkpoint_thread(pid).is_some()
+}
+
+/// Sends the request channel's signal to the checkpoint thread of `pid` or
+/// of the first descendant that runs one (a restart's program), with
+/// `value` (1: checkpoint then exit). Thread-directed: no thread of the
+/// program is interrupted by it.
+fn send_request(pid: i32, descendants: &[i32], value: i32) -> Result<(), nix::errno::Errno> {
+    let (tgid, tid) = std::iter::once(pid)
+        .chain(descendants.iter().copied())
+        .find_map(|p| checkpoint_thread(p).map(|t| (p, t)))
+        .ok_or(nix::errno::Errno::ESRCH)?;
+    // SAFETY: a zeroed siginfo with the fields rt_tgsigqueueinfo reads
+    // (the union at offset 16: pid, uid, value) filled in.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = core::mem::zeroed();
+        info.si_signo = crate::interpose::masks::REQUEST;
+        info.si_code = libc::SI_QUEUE;
+        let p = &mut info as *mut libc::siginfo_t as *mut u8;
+        *(p.add(16) as *mut i32) = libc::getpid();
+        *(p.add(20) as *mut u32) = libc::getuid();
+        *(p.add(24) as *mut i32) = value;
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            tgid,
+            tid,
+            crate::interpose::masks::REQUEST,
+            &info as *const libc::siginfo_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last())
+    }
 }
 
 /// True if `pid` really runs the checkpointer for `sig`: it catches the
@@ -312,13 +351,8 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
         .chain(descendants.iter().copied())
         .collect();
     if channel {
-        let value = libc::sigval {
-            sival_ptr: usize::from(a.exit) as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue with a plain value.
-        if unsafe { libc::sigqueue(a.pid, crate::interpose::masks::REQUEST, value) } != 0 {
-            return Err(AskError::Signal(a.pid, nix::errno::Errno::last()));
-        }
+        send_request(a.pid, &descendants, i32::from(a.exit))
+            .map_err(|e| AskError::Signal(a.pid, e))?;
     } else {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid), sig)
             .map_err(|e| AskError::Signal(a.pid, e))?;

@@ -293,10 +293,6 @@ impl Builder {
         // thread also the trigger signals it serves): every other signal
         // the program's threads block stays theirs (pending, or for their
         // sigwait/signalfd), exactly as without selfckpt.
-        // The request channel reaches the checkpoint thread only: blocked
-        // here, in the thread that installs (the program's later threads
-        // inherit it, and `interpose::masks` keeps it blocked).
-        sys::change_signal_mask(libc::SIG_BLOCK, &[interpose::masks::REQUEST]);
         let workers_mask = sys::SavedSignalMask::block_all_but(&[suspend_signal]);
         for i in 0..workers {
             std::thread::Builder::new()

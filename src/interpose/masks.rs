@@ -8,12 +8,11 @@
 //! that picks signals from `SIGRTMIN..=SIGRTMAX` never meets them. A mask
 //! the program sets (`sigprocmask`, `pthread_sigmask`, `sigsuspend`,
 //! `pthread_attr_setsigmask_np`, the masks of `ppoll`, `pselect`,
-//! `epoll_pwait`) never blocks [`SUSPEND`] (every thread must be able to
-//! park) and always blocks [`REQUEST`] (only the checkpoint thread takes
-//! it, so a request never interrupts a call of the program: install blocks
-//! it in the installing thread, which the program's later threads
-//! inherit). What the program reads back (old masks, `sigpending`) never
-//! shows them; `sigwait*` and `signalfd` never take them.
+//! `epoll_pwait`) never blocks them (every thread must be able to park;
+//! requests are sent to the checkpoint thread itself, thread-directed, so
+//! they never interrupt a call of the program). What the program reads
+//! back (old masks, `sigpending`) never shows them; `sigwait*` and
+//! `signalfd` never take them.
 //!
 //! Async-signal-safe where glibc's are: no allocation, no locks.
 
@@ -46,27 +45,14 @@ pub unsafe fn without_reserved(set: *const sigset_t) -> Option<sigset_t> {
     Some(s)
 }
 
-/// A mask the program sets (`SIG_SETMASK`, or a call's temporary mask),
-/// as the kernel gets it: [`SUSPEND`] never blocked, [`REQUEST`] always.
+/// A mask the program sets (`SIG_SETMASK`, `SIG_BLOCK`, or a call's
+/// temporary mask), as the kernel gets it: never blocking selfckpt's
+/// signals.
 ///
 /// # Safety
 /// `set` is NULL or points to a signal set.
 pub unsafe fn as_mask(set: *const sigset_t) -> Option<sigset_t> {
-    let mut s = without_reserved(set)?;
-    libc::sigaddset(&mut s, REQUEST);
-    Some(s)
-}
-
-/// The set of a `sigprocmask`-style call with `how`, as the kernel gets
-/// it (see [`as_mask`]: unblocking never unblocks [`REQUEST`]).
-///
-/// # Safety
-/// `set` is NULL or points to a signal set.
-unsafe fn for_how(how: c_int, set: *const sigset_t) -> Option<sigset_t> {
-    match how {
-        libc::SIG_SETMASK => as_mask(set),
-        _ => without_reserved(set),
-    }
+    without_reserved(set)
 }
 
 /// Removes selfckpt's signals from `set`.
@@ -110,7 +96,7 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const sigset_t,
     old: *mut sigset_t,
 ) -> c_int {
-    let copy = for_how(how, set);
+    let copy = as_mask(set);
     let r = next::sigprocmask(how, ptr(&copy), old);
     hide_out(old);
     r
@@ -126,7 +112,7 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const sigset_t,
     old: *mut sigset_t,
 ) -> c_int {
-    let copy = for_how(how, set);
+    let copy = as_mask(set);
     let r = next::pthread_sigmask(how, ptr(&copy), old);
     hide_out(old);
     r
@@ -220,7 +206,7 @@ mod tests {
                 let mut now: sigset_t = core::mem::zeroed();
                 // glibc's own view, below our wrapper: the kernel's mask.
                 next::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut now);
-                assert!(!member(&now, SUSPEND) && member(&now, REQUEST));
+                assert!(!member(&now, SUSPEND) && !member(&now, REQUEST));
                 assert!(member(&now, libc::SIGUSR1) && member(&now, 40));
                 let mut seen: sigset_t = core::mem::zeroed();
                 sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut seen);
@@ -230,10 +216,6 @@ mod tests {
                 next::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
                 pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut seen);
                 assert!(!member(&seen, SUSPEND));
-                // Unblocking everything leaves the request channel blocked.
-                pthread_sigmask(libc::SIG_UNBLOCK, &all, core::ptr::null_mut());
-                next::pthread_sigmask(libc::SIG_SETMASK, core::ptr::null(), &mut now);
-                assert!(member(&now, REQUEST) && !member(&now, libc::SIGUSR1));
                 pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
             }
         })
