@@ -121,7 +121,7 @@ fn blocking_calls_resume_after_a_restart() {
         return;
     }
     lib("libselfckpt.so");
-    let args = ["3", "no-epoll"];
+    let args = ["3"];
     let reference = tmp.path().join("ref");
     wait_ok(
         spawn_to_file(Command::new(&exe).args(args), &reference),

@@ -79,6 +79,74 @@ fn for_each_fd(
     }
 }
 
+/// Calls `f` with the number and the fdinfo text of every descriptor not
+/// skipped whose /proc/self/fd link is `link` (e.g.
+/// `anon_inode:[eventfd]`). The text is `Err(EFBIG)` when it does not fit
+/// `bufs.text`. Fixed buffers only: no allocation.
+pub fn for_each_linked(
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+    link: &[u8],
+    mut f: impl FnMut(i32, Result<&[u8], sys::Errno>) -> Result<(), KstateError>,
+) -> Result<(), KstateError> {
+    for_each_fd(skip_fd, |fd| {
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/self/fd/").push_u64(fd as u64);
+        match sys::readlink(p.as_cstr_bytes(), bufs.path) {
+            Ok(n) if &bufs.path[..n] == link => {}
+            _ => return Ok(()),
+        }
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/self/fdinfo/").push_u64(fd as u64);
+        match sys::read_file(p.as_cstr_bytes(), bufs.text) {
+            Ok(n) => f(fd, Ok(&bufs.text[..n])),
+            // Closed meanwhile: not there.
+            Err(sys::Errno(libc::ENOENT)) => Ok(()),
+            Err(e) => f(fd, Err(e)),
+        }
+    })
+}
+
+/// The `flags:` of an fdinfo text (octal), 0 if absent.
+pub fn info_flags(info: &[u8]) -> u32 {
+    sys::field(info, b"flags:")
+        .and_then(sys::parse_octal)
+        .unwrap_or(0) as u32
+}
+
+/// Puts the new descriptor `tmp` at `fd` (closing `tmp`), close-on-exec as
+/// `flags` (the fdinfo flags) say. For objects made anew at restart.
+pub fn install_at(tmp: i32, fd: i32, flags: u32) -> std::io::Result<()> {
+    if tmp < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let cloexec = if flags as i32 & libc::O_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    if tmp == fd {
+        // SAFETY: F_SETFD on the descriptor just made.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                if cloexec != 0 { libc::FD_CLOEXEC } else { 0 },
+            )
+        };
+        return Ok(());
+    }
+    // SAFETY: dup3 onto a number the restarter has freed; tmp is ours.
+    let r = unsafe { libc::dup3(tmp, fd, cloexec) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing our temporary descriptor.
+    unsafe { libc::close(tmp) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
+}
+
 /// Encodes the count and every descriptor not skipped.
 pub fn encode_all(
     e: &mut Encoder,

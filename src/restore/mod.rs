@@ -68,6 +68,8 @@ pub enum RestoreError {
     Unsafe { path: PathBuf, why: String },
     #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
     MissingFiles(String),
+    #[error("restart refused: not restorable: {0}")]
+    NotRestorable(String),
     #[error("{path}: the program's selfckpt library has restart mailbox layout {image}{how}, this restarter writes layout {host}; restart refused (restart it with the selfckpt release the program ran with)")]
     MailboxLayout {
         path: PathBuf,
@@ -161,6 +163,10 @@ pub fn restart(
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
+    let unrestorable = view.kernel.events.problems_here();
+    if !unrestorable.is_empty() {
+        return Err(RestoreError::NotRestorable(unrestorable.join("; ")));
+    }
     let identity = match opts.tids {
         TidPolicy::New => pidns::Identity::New("--tids new".into()),
         policy => {

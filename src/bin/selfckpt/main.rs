@@ -20,6 +20,7 @@ use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
 use selfckpt::image::show::shown;
+use selfckpt::kstate::{epoll, eventfd, signalfd, timerfd};
 use selfckpt::restore::{ChangedFds, MissingFds};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -280,8 +281,9 @@ fn human(n: u64) -> String {
     }
 }
 
-/// Writes `doc` (an object) with the lists "regions", "threads" and "fds"
-/// appended, one element at a time: each element's JSON is made, written
+/// Writes `doc` (an object) with the lists "regions", "threads", "fds",
+/// the event and timer descriptors ("eventfds", "timerfds", "signalfds",
+/// "epolls") and "not_restorable" appended, one element at a time: each element's JSON is made, written
 /// and dropped, so the output never exists whole in memory (an image of a
 /// million regions made `inspect --json` hold 31 times the image's size).
 fn write_json(
@@ -345,6 +347,58 @@ fn write_json(
             "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
         })
     })?;
+    let ev = &v.kernel.events;
+    list(&mut w, "eventfds", ev.eventfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "count": x.count,
+            "semaphore": match x.semaphore {
+                eventfd::SEMAPHORE => serde_json::Value::Bool(true),
+                eventfd::NOT_SEMAPHORE => serde_json::Value::Bool(false),
+                _ => serde_json::Value::Null,
+            },
+        })
+    })?;
+    let ts = |t: timerfd::TimeSpec| t.sec as f64 + t.nsec as f64 / 1e9;
+    list(&mut w, "timerfds", ev.timerfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "clock": timerfd::clock_name(x.clock),
+            "settime_flags": x.settime_flags, "value": ts(x.value), "interval": ts(x.interval),
+            "ticks": x.ticks,
+        })
+    })?;
+    list(&mut w, "signalfds", ev.signalfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags),
+            "mask": signalfd::signal_names(x.mask),
+        })
+    })?;
+    list(&mut w, "epolls", ev.epolls.iter(), |x| {
+        let regs: Vec<serde_json::Value> = x
+            .registrations
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "fd": r.tfd, "events": format!("{:#x}", r.events),
+                    "data": format!("{:#x}", r.data),
+                    "state": match r.state {
+                        epoll::TFD_SAME => "same",
+                        epoll::TFD_CLOSED => "closed",
+                        _ => "another file",
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "complete": x.truncated == 0,
+            "registrations": regs,
+        })
+    })?;
+    list(
+        &mut w,
+        "not_restorable",
+        ev.problems().into_iter(),
+        serde_json::Value::String,
+    )?;
     w.write_all(b"\n}\n")?;
     w.flush()
 }
@@ -486,6 +540,20 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             f.offset,
             shown(f.path)
         );
+    }
+    let ev = v.kernel.events.describe();
+    if !ev.is_empty() {
+        println!("\nevent and timer descriptors:");
+        for line in ev {
+            println!("  {line}");
+        }
+    }
+    let problems = v.kernel.events.problems();
+    if !problems.is_empty() {
+        println!("\nnot restorable ({}):", problems.len());
+        for p in problems {
+            println!("  {p}");
+        }
     }
     println!(
         "\nprocess    cwd {}  umask {:03o}  brk {:#x}  {} signal handlers",
