@@ -11,42 +11,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-
-fn build_c(name: &str, out: &Path) -> bool {
-    if !have("cc") {
-        eprintln!("skipped: no C compiler (cc) to build tests/c/{name}.c");
-        return false;
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-Werror", "-o"])
-        .arg(out)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cc failed on {}", src.display());
-    true
-}
-
-fn run(exe: &Path, dir: &Path, tids: &str) -> Command {
-    let mut c = Command::new(selfckpt());
-    c.env("SELFCKPT_TIDS", tids)
-        .arg("run")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--")
-        .arg(exe);
-    c
-}
-
-fn wait_line(path: &Path, line: &str) {
-    wait_for(line, 30, || {
-        std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l == line))
-    });
-}
 
 #[test]
 fn event_and_timer_descriptors_come_back_under_both_id_paths() {
@@ -66,13 +31,7 @@ fn event_and_timer_descriptors_come_back_under_both_id_paths() {
     assert!(want.contains("fdinfo same\n"), "{want}");
     for tids in ["exact", "new"] {
         let dir = tmp.path().join(format!("ck-{tids}"));
-        let first = tmp.path().join(format!("first-{tids}"));
-        let mut child = spawn_to_file(&mut run(&exe, &dir, tids), &first);
-        wait_line(&first, "waiting");
-        std::thread::sleep(Duration::from_millis(random_ms(100, 600)));
-        kill(&child, libc::SIGUSR1);
-        let image = wait_new_image(&dir, 0);
-        kill_tree(&mut child, libc::SIGKILL);
+        let (image, first) = eventfds_image(&exe, &dir, tids, &[]);
         let j = inspect(&image);
         // The program's three, and the idle epoll's.
         assert_eq!(j["eventfds"].as_array().unwrap().len(), 4, "{j}");
@@ -96,7 +55,7 @@ fn event_and_timer_descriptors_come_back_under_both_id_paths() {
         let offset = fd_offset(&image, 1);
         let second = tmp.path().join(format!("second-{tids}"));
         let (status, err) = finish(
-            spawn_to_file(&mut run(&exe, &dir, tids), &second),
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[]), &second),
             "resumed run",
         );
         if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
@@ -115,4 +74,47 @@ fn event_and_timer_descriptors_come_back_under_both_id_paths() {
             assert!(!err.contains(bad), "--tids {tids}: {err}");
         }
     }
+}
+
+/// The program's edge-triggered registration names a descriptor number it
+/// closed afterwards (the file still open at another number, the number
+/// then reused for another file): the
+/// checkpoint names it as not restorable (`inspect`, text and JSON) and
+/// the resume refuses it, naming it, without running the program.
+#[test]
+fn a_registration_whose_number_was_closed_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("eventfds");
+    if !build_c("eventfds", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &["stale"]);
+    let j = inspect(&image);
+    let named = j["not_restorable"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{j}");
+    let what = named[0].as_str().unwrap();
+    // The number was taken again afterwards (by the program's idle
+    // epoll): kcmp tells it is another file.
+    assert!(
+        what.contains("epoll: the watched descriptor 5 names another file"),
+        "{what}"
+    );
+    assert!(inspect_text(&image).contains(what), "text inspect names it");
+    let second = tmp.path().join("second");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["stale"]), &second),
+        "resumed run",
+    );
+    assert!(!status.success(), "the resume ran: {err}");
+    assert!(
+        err.contains("restart refused: not restorable") && err.contains(what),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&second).unwrap(),
+        "",
+        "the program ran"
+    );
 }

@@ -11,22 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn build_c(name: &str, out: &Path) -> bool {
-    if !have("cc") {
-        eprintln!("skipped: no C compiler (cc) to build tests/c/{name}.c");
-        return false;
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
-        .arg(out)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cc failed on {}", src.display());
-    true
-}
-
 /// `run --signal URG --term-signal none`: SIGUSR2 is the program's alone.
 /// It blocks it everywhere and reads it from a signalfd; a checkpoint is
 /// taken in between; both signals sent must be read, and the program must

@@ -21,6 +21,7 @@
 //! one-shot registration that already fired is re-armed for `EPOLLERR`
 //! and `EPOLLHUP` only (epoll_ctl always adds them).
 
+use super::unrestorable::Why;
 use super::{fds, CaptureBuffers, KstateError};
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -101,23 +102,17 @@ impl Epoll {
 
     /// Why it cannot come back as it was, one line per reason.
     pub fn problems(&self) -> Vec<String> {
+        use super::unrestorable::sentence;
         let mut out = Vec::new();
         if self.truncated != 0 {
-            out.push(format!(
-                "fd {} epoll: too many registrations to capture",
-                self.fd
-            ));
+            out.push(sentence(self.fd, 0, Why::EpollTruncated));
         }
         for r in &self.registrations {
-            let why = match r.state {
-                TFD_SAME => continue,
-                TFD_CLOSED => "was closed after it was registered",
-                _ => "names another file than the one registered (closed or dup'ed after it was registered)",
-            };
-            out.push(format!(
-                "fd {} epoll: the watched descriptor {} {why}",
-                self.fd, r.tfd
-            ));
+            match r.state {
+                TFD_SAME => {}
+                TFD_CLOSED => out.push(sentence(self.fd, r.tfd, Why::TfdClosed)),
+                _ => out.push(sentence(self.fd, r.tfd, Why::TfdOther)),
+            }
         }
         out
     }
@@ -250,6 +245,9 @@ pub fn encode_all(
                 })
             }
         };
+        if !complete {
+            super::unrestorable::note(fd, 0, Why::EpollTruncated);
+        }
         e.i32(fd)?;
         e.u32(fds::info_flags(info))?;
         e.u8(u8::from(!complete))?;
@@ -266,13 +264,19 @@ pub fn encode_all(
                 .take(i)
                 .filter(|l| parse_line(l).is_some_and(|p| p.0 == tfd))
                 .count() as u32;
+            let state = state_of(fd, tfd, toff, ino, sdev);
+            match state {
+                TFD_CLOSED => super::unrestorable::note(fd, tfd, Why::TfdClosed),
+                TFD_OTHER => super::unrestorable::note(fd, tfd, Why::TfdOther),
+                _ => {}
+            }
             encode_reg(
                 e,
                 &Registration {
                     tfd,
                     events,
                     data,
-                    state: state_of(fd, tfd, toff, ino, sdev),
+                    state,
                 },
             )?;
             n += 1;

@@ -58,10 +58,7 @@ impl EventFd {
     /// Why it cannot come back as it was, if it cannot.
     pub fn problem(&self) -> Option<String> {
         (self.semaphore == SEMAPHORE_UNKNOWN).then(|| {
-            format!(
-                "fd {} eventfd: the kernel does not say whether it is a semaphore",
-                self.fd
-            )
+            super::unrestorable::sentence(self.fd, 0, super::unrestorable::Why::SemaphoreUnknown)
         })
     }
 
@@ -114,7 +111,10 @@ pub fn encode_all(
         let semaphore = match sys::field(info, b"eventfd-semaphore:").and_then(sys::parse_u64) {
             Some((0, _)) => NOT_SEMAPHORE,
             Some(_) => SEMAPHORE,
-            None => SEMAPHORE_UNKNOWN,
+            None => {
+                super::unrestorable::note(fd, 0, super::unrestorable::Why::SemaphoreUnknown);
+                SEMAPHORE_UNKNOWN
+            }
         };
         EventFd {
             fd,

@@ -18,6 +18,7 @@ pub mod pending;
 pub mod sigactions;
 pub mod signalfd;
 pub mod timerfd;
+pub mod unrestorable;
 
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -103,6 +104,7 @@ impl EventObjects {
         bufs: &mut CaptureBuffers,
         skip_fd: &dyn Fn(i32) -> bool,
     ) -> Result<(), KstateError> {
+        unrestorable::clear();
         eventfd::encode_all(e, bufs, skip_fd)?;
         timerfd::encode_all(e, bufs, skip_fd)?;
         signalfd::encode_all(e, bufs, skip_fd)?;

@@ -8,7 +8,9 @@
  * checks what it holds: its /proc/self/fdinfo lines as before the wait,
  * readiness, counts, flags. Prints the same in an uninterrupted run.
  *
- * usage: eventfds */
+ * usage: eventfds [stale]  (stale: the descriptor number the edge-triggered
+ *        registration names is closed after registering, its file kept
+ *        open at another number: that registration cannot come back) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -103,7 +105,7 @@ static void add(int i, uint32_t events, uint64_t data) {
     if (epoll_ctl(fd[EP], EPOLL_CTL_ADD, fd[i], &ev)) fail("epoll_ctl");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     sigset_t m;
     sigemptyset(&m);
@@ -148,6 +150,11 @@ int main(void) {
     add(GO, EPOLLIN | EPOLLET, 0x4444);
     add(T_PERIODIC, EPOLLIN, 0x5555);
     add(T_EXPIRED, EPOLLIN, 0x6666);
+    if (argc > 1 && !strcmp(argv[1], "stale")) {
+        int moved = dup(fd[GO]);
+        if (moved < 0 || close(fd[GO])) fail("stale");
+        fd[GO] = moved;
+    }
     usleep(50000); /* both 1 ms timers expired once */
     ready("drain-edges"); /* the edge-triggered ones report their edge now */
 
