@@ -94,8 +94,8 @@ fn blocking_calls_do_not_see_a_checkpoint() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want_out, "{err}");
 }
 
-/// The same waits (but `epoll_wait`: epoll descriptors do not come back
-/// yet), checkpointed while blocked, killed, and resumed: each thread
+/// The same waits (the epoll ones on epoll descriptors made anew, with
+/// their registrations), checkpointed while blocked, killed, and resumed: each thread
 /// re-enters its call and the output equals an uninterrupted run's.
 #[test]
 fn blocking_calls_resume_after_a_restart() {
