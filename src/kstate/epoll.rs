@@ -335,4 +335,50 @@ mod tests {
         );
         assert_eq!(parse_line(b"tfd: x events: 1 data: 2"), None);
     }
+
+    #[test]
+    fn registrations_come_back_and_a_closed_number_is_marked() {
+        // SAFETY: test descriptors and registrations with valid events.
+        let (ep, ready, gone) = unsafe {
+            let ep = libc::epoll_create1(0);
+            let ready = libc::eventfd(1, 0);
+            let gone = libc::eventfd(0, 0);
+            for (fd, events, data) in [
+                (ready, libc::EPOLLIN as u32 | libc::EPOLLET as u32, 0xabcd),
+                (gone, libc::EPOLLIN as u32, 7),
+            ] {
+                let mut ev = libc::epoll_event { events, u64: data };
+                assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev), 0);
+            }
+            // Still registered (a copy keeps the file open), number closed.
+            let copy = libc::dup(gone);
+            libc::close(gone);
+            (ep, ready, copy)
+        };
+        let out = super::super::captured(|e, bufs| encode_all(e, bufs, &|x| x != ep));
+        let mut d = Decoder::new(&out);
+        assert_eq!(d.u32().unwrap(), 1);
+        let got = Epoll::decode(&mut d).unwrap();
+        assert_eq!(got.registrations.len(), 2);
+        let r = got.registrations.iter().find(|r| r.data == 0xabcd).unwrap();
+        assert_eq!((r.tfd, r.state), (ready, TFD_SAME));
+        assert_ne!(r.events & libc::EPOLLET as u32, 0);
+        let stale = got.registrations.iter().find(|r| r.data == 7).unwrap();
+        // Closed, or already reused by a test running alongside.
+        assert_ne!(stale.state, TFD_SAME);
+        assert_eq!(got.problems().len(), 1, "{:?}", got.problems());
+        let back = Epoll { fd: 974, ..got };
+        restore(&back).unwrap();
+        assert!(register(&back).is_empty());
+        // SAFETY: waiting on the restored epoll; closing the test's fds.
+        unsafe {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            assert_eq!(libc::epoll_wait(974, &mut ev, 1, 0), 1);
+            let data = ev.u64;
+            assert_eq!(data, 0xabcd);
+            for fd in [ep, ready, gone, 974] {
+                libc::close(fd);
+            }
+        }
+    }
 }

@@ -164,19 +164,8 @@ mod tests {
     fn an_eventfd_is_captured_and_comes_back_with_its_counter_and_mode() {
         // SAFETY: creating a test eventfd.
         let fd = unsafe { libc::eventfd(5, libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK) };
-        let mut out = vec![0u8; 4096];
-        let (mut t, mut p) = ([0u8; 4096], [0u8; 256]);
-        let (mut a, mut c) = ([0u8; 16], [0u8; 16]);
-        let mut bufs = CaptureBuffers {
-            text: &mut t,
-            path: &mut p,
-            auxv: &mut a,
-            cwd: &mut c,
-        };
-        let mut e = Encoder::new(&mut out);
-        encode_all(&mut e, &mut bufs, &|x| x != fd).unwrap();
-        let n = e.len();
-        let mut d = Decoder::new(&out[..n]);
+        let out = super::super::captured(|e, bufs| encode_all(e, bufs, &|x| x != fd));
+        let mut d = Decoder::new(&out);
         assert_eq!(d.u32().unwrap(), 1);
         let got = EventFd::decode(&mut d).unwrap();
         assert_eq!(got.count, 5);

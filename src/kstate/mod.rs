@@ -217,6 +217,28 @@ impl EventObjects {
     }
 }
 
+/// What `f` encodes with fresh capture buffers (unit tests of the capture
+/// halves).
+#[cfg(test)]
+pub(crate) fn captured(
+    f: impl FnOnce(&mut Encoder, &mut CaptureBuffers) -> Result<(), KstateError>,
+) -> Vec<u8> {
+    let mut out = vec![0u8; 1 << 16];
+    let (mut t, mut p) = (vec![0u8; 65536], vec![0u8; 4096]);
+    let (mut a, mut c) = ([0u8; 16], [0u8; 16]);
+    let mut bufs = CaptureBuffers {
+        text: &mut t,
+        path: &mut p,
+        auxv: &mut a,
+        cwd: &mut c,
+    };
+    let mut e = Encoder::new(&mut out);
+    f(&mut e, &mut bufs).unwrap();
+    let n = e.len();
+    out.truncate(n);
+    out
+}
+
 /// What was queued in a pipe the process reads from (KERNEL record,
 /// format 1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -339,4 +339,72 @@ mod tests {
         assert_eq!(parse_pair(b"(2, 1000000000)"), None);
         assert_eq!(parse_pair(b"2, 3"), None);
     }
+
+    fn spec(interval: (i64, i64), value: (i64, i64)) -> libc::itimerspec {
+        libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: interval.0,
+                tv_nsec: interval.1,
+            },
+            it_value: libc::timespec {
+                tv_sec: value.0,
+                tv_nsec: value.1,
+            },
+        }
+    }
+
+    #[test]
+    fn timers_come_back_armed_with_their_unread_expirations() {
+        // SAFETY: test timers, armed with valid specs.
+        let (abs, due) = unsafe {
+            let abs = libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_CLOEXEC);
+            let due = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK);
+            let mut now: libc::timespec = std::mem::zeroed();
+            libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+            let at = spec((0, 0), (now.tv_sec + 60, 0));
+            libc::timerfd_settime(abs, libc::TFD_TIMER_ABSTIME, &at, std::ptr::null_mut());
+            // Periodic, every 100 s, first after 1 ms.
+            let every = spec((100, 0), (0, 1_000_000));
+            libc::timerfd_settime(due, 0, &every, std::ptr::null_mut());
+            (abs, due)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let out = super::super::captured(|e, bufs| encode_all(e, bufs, &|x| x != abs && x != due));
+        let mut d = Decoder::new(&out);
+        assert_eq!(d.u32().unwrap(), 2);
+        let got: Vec<TimerFd> = (0..2).map(|_| TimerFd::decode(&mut d).unwrap()).collect();
+        let a = got.iter().find(|t| t.fd == abs).unwrap();
+        let p = got.iter().find(|t| t.fd == due).unwrap();
+        assert_eq!(a.settime_flags, libc::TFD_TIMER_ABSTIME as u32);
+        assert!(a.value.sec > 1_000_000_000, "absolute: {}", a.value);
+        assert_eq!((p.ticks, p.interval.sec), (1, 100));
+        // Moved on to its next expiry, not shown as due.
+        assert!(p.value.sec >= 99, "{}", p.value);
+        if !ticks_settable() {
+            eprintln!("skipped: restoring ticks: this kernel has no TFD_IOC_SET_TICKS");
+            return;
+        }
+        for (t, at) in [(a, 975), (p, 976)] {
+            restore(&TimerFd { fd: at, ..*t }).unwrap();
+        }
+        // SAFETY: reading the restored timers.
+        unsafe {
+            let mut cur: libc::itimerspec = std::mem::zeroed();
+            libc::timerfd_gettime(975, &mut cur);
+            assert!(
+                (50..=60).contains(&cur.it_value.tv_sec),
+                "{}",
+                cur.it_value.tv_sec
+            );
+            assert_ne!(libc::fcntl(975, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            let mut ticks = 0u64;
+            assert_eq!(libc::read(976, (&mut ticks as *mut u64).cast(), 8), 8);
+            assert_eq!(ticks, 1);
+            libc::timerfd_gettime(976, &mut cur);
+            assert_eq!(cur.it_interval.tv_sec, 100);
+            for fd in [abs, due, 975, 976] {
+                libc::close(fd);
+            }
+        }
+    }
 }
