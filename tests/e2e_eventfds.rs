@@ -80,7 +80,9 @@ fn event_and_timer_descriptors_come_back_under_both_id_paths() {
 /// closed afterwards (the file still open at another number, the number
 /// then reused for another file): the
 /// checkpoint names it as not restorable (`inspect`, text and JSON) and
-/// the resume refuses it, naming it, without running the program.
+/// the resume refuses it, naming it, without running the program;
+/// `restart --unrestorable=fresh` runs it with an epoll without that
+/// registration.
 #[test]
 fn a_registration_whose_number_was_closed_is_named_and_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -190,12 +190,19 @@ impl EventObjects {
 
     /// Makes every object anew at its number, then adds the epoll
     /// registrations (call once every other descriptor is back). Returns
-    /// what failed, one line each (the number is left free).
+    /// what failed, one line each (a timerfd whose expirations cannot be
+    /// given back stays, without them; anything else that fails leaves its
+    /// number free). What the image marks as not restorable (a stale
+    /// registration) is left out: `restore` refused it unless told to
+    /// restart with fresh stand-ins.
     pub fn restore(&self) -> Vec<String> {
         let mut failed = Vec::new();
         let mut note = |what: &str, fd: i32, r: std::io::Result<()>| {
             if let Err(e) = r {
-                failed.push(format!("fd {fd} {what}: cannot be made anew: {e}"));
+                // SAFETY: F_GETFD only asks whether the number is open.
+                let there = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                let how = if there { "" } else { "cannot be made anew: " };
+                failed.push(format!("fd {fd} {what}: {how}{e}"));
             }
         };
         for x in &self.eventfds {

@@ -286,7 +286,8 @@ pub fn ticks_settable() -> bool {
     }
 }
 
-/// Makes the timerfd anew at its number, armed, with its unread expirations.
+/// Makes the timerfd anew at its number, armed, with its unread
+/// expirations (an error about those leaves the timer there without them).
 pub fn restore(t: &TimerFd) -> std::io::Result<()> {
     let flags = t.flags as i32 & (libc::O_NONBLOCK | libc::O_CLOEXEC);
     // SAFETY: timerfd_create has no memory preconditions.
@@ -313,14 +314,20 @@ pub fn restore(t: &TimerFd) -> std::io::Result<()> {
             return Err(fail(tmp));
         }
     }
+    fds::install_at(tmp, t.fd, t.flags)?;
     if t.ticks > 0 {
         // SAFETY: the ioctl reads one u64.
-        let r = unsafe { libc::ioctl(tmp, TFD_IOC_SET_TICKS as _, &t.ticks as *const u64) };
+        let r = unsafe { libc::ioctl(t.fd, TFD_IOC_SET_TICKS as _, &t.ticks as *const u64) };
         if r != 0 {
-            return Err(fail(tmp));
+            // The timer stays (a fresh stand-in, as the restart was told).
+            return Err(std::io::Error::other(format!(
+                "its {} unread expirations are lost: {}",
+                t.ticks,
+                std::io::Error::last_os_error()
+            )));
         }
     }
-    fds::install_at(tmp, t.fd, t.flags)
+    Ok(())
 }
 
 #[cfg(test)]

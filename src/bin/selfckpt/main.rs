@@ -91,6 +91,14 @@ enum Cmd {
         /// another type (a FIFO, a device) are refused either way.
         #[arg(long, default_value = "refuse", value_parser = ["refuse", "accept"])]
         changed_fds: String,
+        /// What to do with event and timer descriptors that cannot come
+        /// back as they were (`inspect` lists them under "not
+        /// restorable"): refuse the restart, or make a fresh one of the
+        /// same kind (an epoll without the registrations that cannot come
+        /// back, an eventfd of unknown mode as a plain one, a timerfd
+        /// without the expirations it cannot be given), with a warning.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "fresh"])]
+        unrestorable: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -131,7 +139,11 @@ fn main() -> ExitCode {
             tids,
             missing_fds,
             changed_fds,
+            unrestorable,
         } => {
+            if unrestorable == "fresh" {
+                FRESH_STAND_INS.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let tids = match tids.map_or_else(selfckpt::settings::tids, |t| Ok(Some(t))) {
                 Ok(t) => t.unwrap_or_else(|| "auto".into()),
                 Err(e) => {
@@ -163,6 +175,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// `restart --unrestorable=fresh` (a resume by `run` always refuses).
+static FRESH_STAND_INS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn restart(
     image: Option<PathBuf>,
     dir: Option<PathBuf>,
@@ -185,6 +200,11 @@ fn restart(
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
         changed_fds,
+        unrestorable: if FRESH_STAND_INS.load(std::sync::atomic::Ordering::Relaxed) {
+            selfckpt::restore::Unrestorable::Fresh
+        } else {
+            selfckpt::restore::Unrestorable::Refuse
+        },
         original_stdio,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
