@@ -125,20 +125,30 @@ impl TimerFd {
 
     /// One line of `inspect`.
     pub fn describe(&self) -> String {
-        format!(
-            "fd {} timerfd clock {} {} {} interval {} ticks {}{}",
-            self.fd,
-            clock_name(self.clock),
-            if self.abstime() { "at" } else { "left" },
-            self.value,
-            self.interval,
-            self.ticks,
-            super::eventfd::flag_words(self.flags)
-        ) + if self.settime_flags & libc::TFD_TIMER_CANCEL_ON_SET as u32 != 0 {
+        let when = if self.value.is_zero() {
+            "disarmed".to_string()
+        } else if self.abstime() {
+            format!("at {}", self.value)
+        } else {
+            format!("left {}", self.value)
+        };
+        let every = if self.interval.is_zero() {
+            String::new()
+        } else {
+            format!(" every {}", self.interval)
+        };
+        let cancel = if self.settime_flags & libc::TFD_TIMER_CANCEL_ON_SET as u32 != 0 {
             " cancel-on-set"
         } else {
             ""
-        }
+        };
+        format!(
+            "fd {} timerfd clock {} {when}{every} ticks {}{cancel}{}",
+            self.fd,
+            clock_name(self.clock),
+            self.ticks,
+            super::eventfd::flag_words(self.flags)
+        )
     }
 }
 

@@ -107,7 +107,10 @@ enum Cmd {
         /// ("real", "virtual", "prof"), each with "value" (time left) and
         /// "interval" (period) in seconds, 0 when not set. Signals pending
         /// for the process are under "pending", each thread's under its
-        /// "pending" (names: "SIGUSR2", "SIGRTMIN+1").
+        /// "pending" (names: "SIGUSR2", "SIGRTMIN+1"). Event and timer
+        /// descriptors are under "eventfds", "timerfds", "signalfds" and
+        /// "epolls" (with their "registrations"); what a restart cannot
+        /// bring back under "not_restorable" (sentences).
         #[arg(long)]
         json: bool,
     },
