@@ -1337,6 +1337,16 @@ fn event_descriptors_with_values_the_kernel_cannot_have_are_refused() {
         "{msg}"
     );
 
+    // An eventfd whose mode a kernel before 6.7 does not show: the same.
+    let unknown = with_events(&good, |e| e.eventfds[0].semaphore = 2);
+    let (j, _) = f.inspected("semaphore-unknown", &unknown);
+    assert!(j["eventfds"][0]["semaphore"].is_null(), "{j}");
+    let named = j["not_restorable"][0].as_str().unwrap().to_string();
+    assert!(named.contains("whether it is a semaphore"), "{j}");
+    let p = f.write_bad("semaphore-unknown", &unknown);
+    let msg = f.restart_refused("semaphore-unknown", &p);
+    assert!(msg.contains(&named), "{msg}");
+
     // As 1.5 wrote it: no event descriptors; it reads.
     let old = as_minor(&good, 5);
     let img = selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), old.clone(), None)
