@@ -610,13 +610,15 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
 fn check_events(k: &KernelState) -> Result<(), ReadError> {
     use crate::kstate::{epoll, eventfd, timerfd};
     let ev = &k.events;
+    let others: std::collections::HashSet<i32> = k
+        .fds
+        .iter()
+        .filter(|f| f.kind == crate::image::model::FdKind::Other as u32)
+        .map(|f| f.fd)
+        .collect();
     let mut seen = std::collections::HashSet::new();
     for fd in ev.fds() {
-        let listed = k
-            .fds
-            .iter()
-            .any(|f| f.fd == fd && f.kind == crate::image::model::FdKind::Other as u32);
-        if !listed {
+        if !others.contains(&fd) {
             return Err(invalid(format!(
                 "event descriptor fd {fd} is not in the descriptor list as an other"
             )));

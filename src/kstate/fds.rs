@@ -21,7 +21,12 @@
 //! reads from (both ends inside it, or data queued in it) is made anew,
 //! refilled, and its ends put at their numbers. Sockets, pipes to other
 //! processes' ends and other kinds cannot be reopened from a path: they
-//! are replaced by /dev/null so the number stays taken, and reported.
+//! are replaced by /dev/null so the number stays taken, and reported. The
+//! event and timer descriptors are not reopened here: their own modules
+//! (`eventfd`, `timerfd`, `signalfd`, `epoll`) make them anew from what an
+//! image of format 1.6 on records, found through [`for_each_linked`] at
+//! capture and put at their numbers with [`install_at`] (the caller leaves
+//! them out of [`reopen`]).
 
 use super::{CaptureBuffers, KstateError, PipeContents};
 use crate::capture::sys::{self, PathBuf, RawFd};

@@ -140,7 +140,7 @@ pub fn handover(
     }
     let saved = super::stdio::apply(&fates, above);
     // The event and timer descriptors are made anew below, not reopened.
-    let made_anew = plan.events.fds();
+    let made_anew: std::collections::HashSet<i32> = plan.events.fds().into_iter().collect();
     let entries: Vec<FdEntry> = plan
         .fds
         .iter()
