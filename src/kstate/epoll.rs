@@ -241,7 +241,7 @@ pub fn encode_all(
 ) -> Result<(), KstateError> {
     let at = e.reserve_u32()?;
     let mut count = 0u32;
-    fds::for_each_linked(bufs, skip_fd, LINK, |fd, info| {
+    fds::for_each_linked(bufs, skip_fd, LINK, &|_| {}, |fd, info| {
         let (info, complete) = match info {
             Ok(info) => (info, true),
             Err(sys::Errno(libc::EFBIG)) => (&[][..], false),

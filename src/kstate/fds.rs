@@ -86,12 +86,14 @@ fn for_each_fd(
 
 /// Calls `f` with the number and the fdinfo text of every descriptor not
 /// skipped whose /proc/self/fd link is `link` (e.g.
-/// `anon_inode:[eventfd]`). The text is `Err(EFBIG)` when it does not fit
+/// `anon_inode:[eventfd]`), after `prepare` with its number (before its
+/// fdinfo is read). The text is `Err(EFBIG)` when it does not fit
 /// `bufs.text`. Fixed buffers only: no allocation.
 pub fn for_each_linked(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
     link: &[u8],
+    prepare: &dyn Fn(i32),
     mut f: impl FnMut(i32, Result<&[u8], sys::Errno>) -> Result<(), KstateError>,
 ) -> Result<(), KstateError> {
     for_each_fd(skip_fd, |fd| {
@@ -101,6 +103,7 @@ pub fn for_each_linked(
             Ok(n) if &bufs.path[..n] == link => {}
             _ => return Ok(()),
         }
+        prepare(fd);
         let mut p = PathBuf::<48>::new();
         p.push(b"/proc/self/fdinfo/").push_u64(fd as u64);
         match sys::read_file(p.as_cstr_bytes(), bufs.text) {

@@ -203,40 +203,32 @@ fn add(a: TimeSpec, b: TimeSpec) -> TimeSpec {
     }
 }
 
+/// A periodic timer that expired is moved on to its next expiry (and its
+/// overruns counted in its ticks) only when read or asked: its fdinfo
+/// would show it with no time left. timerfd_gettime moves it on and
+/// changes nothing the program can see.
+fn move_on(fd: i32) {
+    // SAFETY: itimerspec is plain old data; zeroed is a valid value.
+    let mut cur: libc::itimerspec = unsafe { core::mem::zeroed() };
+    // SAFETY: raw timerfd_gettime writing one itimerspec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_timerfd_gettime,
+            fd,
+            &mut cur as *mut libc::itimerspec,
+        )
+    };
+}
+
 /// Encodes the count and every timerfd not skipped. No allocation.
 pub fn encode_all(
     e: &mut Encoder,
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    // A periodic timer that expired is moved on to its next expiry (and
-    // its overruns counted in its ticks) only when read or asked: fdinfo
-    // would show it with no time left. timerfd_gettime moves it on and
-    // changes nothing the program can see.
-    fds::for_each_linked(bufs, skip_fd, LINK, |fd, _| {
-        let mut cur = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-        };
-        // SAFETY: raw timerfd_gettime writing one itimerspec.
-        unsafe {
-            libc::syscall(
-                libc::SYS_timerfd_gettime,
-                fd,
-                &mut cur as *mut libc::itimerspec,
-            )
-        };
-        Ok(())
-    })?;
     let at = e.reserve_u32()?;
     let mut count = 0u32;
-    fds::for_each_linked(bufs, skip_fd, LINK, |fd, info| {
+    fds::for_each_linked(bufs, skip_fd, LINK, &move_on, |fd, info| {
         let info = info.map_err(|errno| KstateError::Read {
             what: "a timerfd's fdinfo",
             errno,
