@@ -11,22 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn build_c(name: &str, out: &Path) -> bool {
-    if !have("cc") {
-        eprintln!("skipped: no C compiler (cc) to build tests/c/{name}.c");
-        return false;
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-    let st = Command::new("cc")
-        .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
-        .arg(out)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cc failed on {}", src.display());
-    true
-}
-
 /// `run --signal URG --term-signal none`: SIGUSR2 is the program's alone.
 /// It blocks it everywhere and reads it from a signalfd; a checkpoint is
 /// taken in between; both signals sent must be read, and the program must
@@ -110,8 +94,8 @@ fn blocking_calls_do_not_see_a_checkpoint() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want_out, "{err}");
 }
 
-/// The same waits (but `epoll_wait`: epoll descriptors do not come back
-/// yet), checkpointed while blocked, killed, and resumed: each thread
+/// The same waits (the epoll ones on epoll descriptors made anew, with
+/// their registrations), checkpointed while blocked, killed, and resumed: each thread
 /// re-enters its call and the output equals an uninterrupted run's.
 #[test]
 fn blocking_calls_resume_after_a_restart() {
@@ -121,7 +105,7 @@ fn blocking_calls_resume_after_a_restart() {
         return;
     }
     lib("libselfckpt.so");
-    let args = ["3", "no-epoll"];
+    let args = ["3"];
     let reference = tmp.path().join("ref");
     wait_ok(
         spawn_to_file(Command::new(&exe).args(args), &reference),

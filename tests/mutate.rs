@@ -1179,3 +1179,180 @@ fn what_the_restorer_would_refuse_verify_refuses_and_restart_dir_skips() {
         assert!(stderr(&o).contains("skipping"), "{name}: {}", stderr(&o));
     }
 }
+
+/// `img` (format 1.6) with its event and timer descriptors replaced by
+/// what `edit` makes of them (decoded and encoded again by the crate).
+fn with_events(img: &[u8], edit: impl FnOnce(&mut selfckpt::kstate::EventObjects)) -> Vec<u8> {
+    let rec = records(img).into_iter().find(|r| r.kind == 3).unwrap();
+    let payload = &img[rec.payload()];
+    let mut d = selfckpt::image::codec::Decoder::new(payload);
+    let mut ev = selfckpt::kstate::KernelState::decode(&mut d, minor_of(img))
+        .unwrap()
+        .events;
+    edit(&mut ev);
+    with_kernel_events(img, |tail| {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut e = selfckpt::image::codec::Encoder::new(&mut buf);
+        ev.encode(&mut e).unwrap();
+        let n = e.len();
+        *tail = buf[..n].to_vec();
+    })
+}
+
+/// An image of `tests/c/eventfds.c` (every kind of event and timer
+/// descriptor) with bad values in each field, checksums recomputed: the
+/// reader, verify, inspect and restart refuse each, naming the object; the
+/// image as 1.5 wrote it (no event descriptors) still reads. With
+/// SELFCKPT_WRITE_SEEDS=DIR, the image cut down to one chunk is written
+/// there as the fuzz seed `seed-3-events.ckpt`.
+#[test]
+fn event_descriptors_with_values_the_kernel_cannot_have_are_refused() {
+    use selfckpt::kstate::EventObjects;
+    let f = fixture();
+    let exe = f.dir.join("eventfds");
+    if !build_c("eventfds", &exe) {
+        return;
+    }
+    let (image, _) = eventfds_image(&exe, &f.dir.join("ev"), "new", &[]);
+    let good = std::fs::read(&image).unwrap();
+    scan_bytes(&good, None).expect("the eventfds image verifies");
+    // The fuzz seed that starts from these fields in use: the image cut
+    // down to its smallest chunk.
+    let smallest = records(&good)
+        .iter()
+        .filter(|r| r.kind == 5)
+        .enumerate()
+        .min_by_key(|(_, r)| r.len)
+        .map(|(i, _)| i)
+        .unwrap();
+    let seed = keep_chunks(&good, &[smallest]);
+    scan_bytes(&seed, None).expect("the events seed verifies");
+    if let Some(dir) = std::env::var_os("SELFCKPT_WRITE_SEEDS") {
+        std::fs::write(Path::new(&dir).join("seed-3-events.ckpt"), &seed).unwrap();
+    }
+    type Edit = Box<dyn Fn(&mut EventObjects)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "eventfd-count-max",
+            Box::new(|e| e.eventfds[0].count = u64::MAX),
+            "above the largest an eventfd holds",
+        ),
+        (
+            "eventfd-semaphore-3",
+            Box::new(|e| e.eventfds[0].semaphore = 3),
+            "semaphore mode 3",
+        ),
+        (
+            "eventfd-flags",
+            Box::new(|e| e.eventfds[0].flags |= libc::O_APPEND as u32),
+            "which it cannot have",
+        ),
+        (
+            "eventfd-fd-not-listed",
+            Box::new(|e| e.eventfds[0].fd = 999),
+            "fd 999 is not in the descriptor list",
+        ),
+        (
+            "eventfd-on-a-file",
+            Box::new(|e| e.eventfds[0].fd = 1),
+            "fd 1 is not in the descriptor list",
+        ),
+        (
+            "eventfd-twice",
+            Box::new(|e| {
+                let dup = e.eventfds[0];
+                e.eventfds.push(dup)
+            }),
+            "listed twice",
+        ),
+        (
+            "timerfd-clock",
+            Box::new(|e| e.timerfds[0].clock = 3),
+            "timerfd has clock 3",
+        ),
+        (
+            "timerfd-settime-flags",
+            Box::new(|e| e.timerfds[0].settime_flags = 4),
+            "settime flags",
+        ),
+        (
+            "timerfd-nsec",
+            Box::new(|e| e.timerfds[0].interval.nsec = 1_000_000_000),
+            "which a timer cannot hold",
+        ),
+        (
+            "timerfd-sec",
+            Box::new(|e| e.timerfds[0].value.sec = u64::MAX),
+            "which a timer cannot hold",
+        ),
+        (
+            "signalfd-flags",
+            Box::new(|e| e.signalfds[0].flags = 0o100),
+            "signalfd has flags",
+        ),
+        (
+            "epoll-truncated-2",
+            Box::new(|e| e.epolls[0].truncated = 2),
+            "truncation mark 2",
+        ),
+        (
+            "epoll-negative-tfd",
+            Box::new(|e| e.epolls[0].registrations[0].tfd = -1),
+            "watches descriptor -1",
+        ),
+        (
+            "epoll-watches-itself",
+            Box::new(|e| {
+                let fd = e.epolls[0].fd;
+                e.epolls[0].registrations[0].tfd = fd
+            }),
+            "watches descriptor",
+        ),
+        (
+            "epoll-state-3",
+            Box::new(|e| e.epolls[0].registrations[0].state = 3),
+            "has state 3",
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(name, edit, expect)| (name, with_events(&good, edit), expect))
+        .collect();
+    f.all_refused_for(cases);
+    // Cut short: a 1.6 KERNEL without its lists is malformed.
+    let cut = with_kernel_events(&good, |t| t.truncate(t.len() - 1));
+    f.all_refused_for(vec![("events-cut", cut, "KERNEL")]);
+
+    // Valid, but not restorable: inspect names it, restart refuses it.
+    let stale = with_events(&good, |e| e.epolls[0].registrations[0].state = 1);
+    scan_bytes(&stale, None).expect("a stale registration is a valid image");
+    let (j, text) = f.inspected("stale", &stale);
+    let named = j["not_restorable"][0].as_str().unwrap().to_string();
+    assert!(named.contains("was closed after it was registered"), "{j}");
+    assert!(text.contains(&named), "{text}");
+    let p = f.write_bad("stale", &stale);
+    let msg = f.restart_refused("stale", &p);
+    assert!(
+        msg.contains("not restorable") && msg.contains(&named),
+        "{msg}"
+    );
+
+    // An eventfd whose mode a kernel before 6.7 does not show: the same.
+    let unknown = with_events(&good, |e| e.eventfds[0].semaphore = 2);
+    let (j, _) = f.inspected("semaphore-unknown", &unknown);
+    assert!(j["eventfds"][0]["semaphore"].is_null(), "{j}");
+    let named = j["not_restorable"][0].as_str().unwrap().to_string();
+    assert!(named.contains("whether it is a semaphore"), "{j}");
+    let p = f.write_bad("semaphore-unknown", &unknown);
+    let msg = f.restart_refused("semaphore-unknown", &p);
+    assert!(msg.contains(&named), "{msg}");
+
+    // As 1.5 wrote it: no event descriptors; it reads.
+    let old = as_minor(&good, 5);
+    let img = selfckpt::image::read::ImageFile::from_bytes(Path::new("x"), old.clone(), None)
+        .expect("a 1.5 image reads");
+    assert_eq!(img.view().unwrap().kernel.events, EventObjects::default());
+    let (j, _) = f.inspected("format-1.5", &old);
+    assert_eq!(j["format"], "1.5");
+    assert_eq!(j["eventfds"].as_array().unwrap().len(), 0, "{j}");
+}

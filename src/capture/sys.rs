@@ -340,6 +340,20 @@ pub fn parse_u64(s: &[u8]) -> Option<(u64, &[u8])> {
     Some((v, &s[digits..]))
 }
 
+/// Parses a hexadecimal number at the start of `s` (no `0x`); returns it
+/// and the rest.
+pub fn parse_hex(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let v = s[..digits].iter().fold(0u64, |v, &c| {
+        let d = (c as char).to_digit(16).unwrap_or(0) as u64;
+        (v << 4) | d
+    });
+    Some((v, &s[digits..]))
+}
+
 /// Parses an octal number at the start of `s`.
 pub fn parse_octal(s: &[u8]) -> Option<u64> {
     let digits = s.iter().take_while(|c| (b'0'..=b'7').contains(c)).count();

@@ -601,7 +601,112 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
         }
     }
     check_itimers(&k.itimers)?;
-    check_pending(k.pending, "the process")
+    check_pending(k.pending, "the process")?;
+    check_events(k)
+}
+
+/// The event and timer descriptors (format 1.6): each at a number the
+/// descriptor list holds as an `other`, once; values the kernel can have.
+fn check_events(k: &KernelState) -> Result<(), ReadError> {
+    use crate::kstate::{epoll, eventfd, timerfd};
+    let ev = &k.events;
+    let others: std::collections::HashSet<i32> = k
+        .fds
+        .iter()
+        .filter(|f| f.kind == crate::image::model::FdKind::Other as u32)
+        .map(|f| f.fd)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for fd in ev.fds() {
+        if !others.contains(&fd) {
+            return Err(invalid(format!(
+                "event descriptor fd {fd} is not in the descriptor list as an other"
+            )));
+        }
+        if !seen.insert(fd) {
+            return Err(invalid(format!("event descriptor fd {fd} is listed twice")));
+        }
+    }
+    let flags_ok =
+        |f: u32| f & !((libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_CLOEXEC) as u32) == 0;
+    let bad_flags = |what: &str, fd: i32, f: u32| {
+        invalid(format!(
+            "fd {fd} {what} has flags {f:#o}, which it cannot have"
+        ))
+    };
+    for x in &ev.eventfds {
+        if !flags_ok(x.flags) {
+            return Err(bad_flags("eventfd", x.fd, x.flags));
+        }
+        if x.count == u64::MAX {
+            return Err(invalid(format!(
+                "fd {} eventfd has count {:#x}, above the largest an eventfd holds",
+                x.fd, x.count
+            )));
+        }
+        if x.semaphore > eventfd::SEMAPHORE_UNKNOWN {
+            return Err(invalid(format!(
+                "fd {} eventfd has semaphore mode {}",
+                x.fd, x.semaphore
+            )));
+        }
+    }
+    for x in &ev.timerfds {
+        if !flags_ok(x.flags) {
+            return Err(bad_flags("timerfd", x.fd, x.flags));
+        }
+        if !timerfd::CLOCKS.contains(&x.clock) {
+            return Err(invalid(format!(
+                "fd {} timerfd has clock {}",
+                x.fd, x.clock
+            )));
+        }
+        if x.settime_flags & !timerfd::SETTIME_FLAGS != 0 {
+            return Err(invalid(format!(
+                "fd {} timerfd has settime flags {:#o}",
+                x.fd, x.settime_flags
+            )));
+        }
+        for (name, t) in [("time", x.value), ("interval", x.interval)] {
+            if t.nsec >= 1_000_000_000 || t.sec > MAX_TIMER_SECS {
+                return Err(invalid(format!(
+                    "fd {} timerfd has {name} {}s {}ns, which a timer cannot hold",
+                    x.fd, t.sec, t.nsec
+                )));
+            }
+        }
+    }
+    for x in &ev.signalfds {
+        if !flags_ok(x.flags) {
+            return Err(bad_flags("signalfd", x.fd, x.flags));
+        }
+    }
+    for x in &ev.epolls {
+        if !flags_ok(x.flags) {
+            return Err(bad_flags("epoll", x.fd, x.flags));
+        }
+        if x.truncated > 1 {
+            return Err(invalid(format!(
+                "fd {} epoll has truncation mark {}",
+                x.fd, x.truncated
+            )));
+        }
+        for r in &x.registrations {
+            if r.tfd < 0 || r.tfd == x.fd {
+                return Err(invalid(format!(
+                    "fd {} epoll watches descriptor {}",
+                    x.fd, r.tfd
+                )));
+            }
+            if r.state >= epoll::TFD_STATES {
+                return Err(invalid(format!(
+                    "fd {} epoll registration of fd {} has state {}",
+                    x.fd, r.tfd, r.state
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lowest address the kernel lets a process use (`vm.mmap_min_addr`;

@@ -21,7 +21,12 @@
 //! reads from (both ends inside it, or data queued in it) is made anew,
 //! refilled, and its ends put at their numbers. Sockets, pipes to other
 //! processes' ends and other kinds cannot be reopened from a path: they
-//! are replaced by /dev/null so the number stays taken, and reported.
+//! are replaced by /dev/null so the number stays taken, and reported. The
+//! event and timer descriptors are not reopened here: their own modules
+//! (`eventfd`, `timerfd`, `signalfd`, `epoll`) make them anew from what an
+//! image of format 1.6 on records, found through [`for_each_linked`] at
+//! capture and put at their numbers with [`install_at`] (the caller leaves
+//! them out of [`reopen`]).
 
 use super::{CaptureBuffers, KstateError, PipeContents};
 use crate::capture::sys::{self, PathBuf, RawFd};
@@ -77,6 +82,77 @@ fn for_each_fd(
             }
         }
     }
+}
+
+/// Calls `f` with the number and the fdinfo text of every descriptor not
+/// skipped whose /proc/self/fd link is `link` (e.g.
+/// `anon_inode:[eventfd]`), after `prepare` with its number (before its
+/// fdinfo is read). The text is `Err(EFBIG)` when it does not fit
+/// `bufs.text`. Fixed buffers only: no allocation.
+pub fn for_each_linked(
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+    link: &[u8],
+    prepare: &dyn Fn(i32),
+    mut f: impl FnMut(i32, Result<&[u8], sys::Errno>) -> Result<(), KstateError>,
+) -> Result<(), KstateError> {
+    for_each_fd(skip_fd, |fd| {
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/self/fd/").push_u64(fd as u64);
+        match sys::readlink(p.as_cstr_bytes(), bufs.path) {
+            Ok(n) if &bufs.path[..n] == link => {}
+            _ => return Ok(()),
+        }
+        prepare(fd);
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/self/fdinfo/").push_u64(fd as u64);
+        match sys::read_file(p.as_cstr_bytes(), bufs.text) {
+            Ok(n) => f(fd, Ok(&bufs.text[..n])),
+            // Closed meanwhile: not there.
+            Err(sys::Errno(libc::ENOENT)) => Ok(()),
+            Err(e) => f(fd, Err(e)),
+        }
+    })
+}
+
+/// The `flags:` of an fdinfo text (octal), 0 if absent.
+pub fn info_flags(info: &[u8]) -> u32 {
+    sys::field(info, b"flags:")
+        .and_then(sys::parse_octal)
+        .unwrap_or(0) as u32
+}
+
+/// Puts the new descriptor `tmp` at `fd` (closing `tmp`), close-on-exec as
+/// `flags` (the fdinfo flags) say. For objects made anew at restart.
+pub fn install_at(tmp: i32, fd: i32, flags: u32) -> std::io::Result<()> {
+    if tmp < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let cloexec = if flags as i32 & libc::O_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    if tmp == fd {
+        // SAFETY: F_SETFD on the descriptor just made.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                if cloexec != 0 { libc::FD_CLOEXEC } else { 0 },
+            )
+        };
+        return Ok(());
+    }
+    // SAFETY: dup3 onto a number the restarter has freed; tmp is ours.
+    let r = unsafe { libc::dup3(tmp, fd, cloexec) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing our temporary descriptor.
+    unsafe { libc::close(tmp) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// Encodes the count and every descriptor not skipped.

@@ -1,22 +1,30 @@
 //! Kernel-side state of the process that is not in its memory: signal
 //! dispositions, open files (and what is queued in the pipes the process
 //! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv), the
-//! interval timers, the signals pending for the process.
+//! interval timers, the signals pending for the process, the event and
+//! timer descriptors (eventfd, timerfd, signalfd, epoll: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
 //! and must never allocate. Restore helpers run in the restarter, before the
 //! hand-over, and are ordinary Rust.
 
+pub mod epoll;
+pub mod eventfd;
 pub mod fds;
 pub mod itimers;
 pub mod mm;
 pub mod pending;
 pub mod sigactions;
+pub mod signalfd;
+pub mod timerfd;
+pub mod unrestorable;
 
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
-use crate::image::format::{ITIMERS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR};
+use crate::image::format::{
+    EVENT_FDS_SINCE_MINOR, ITIMERS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR,
+};
 use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction, SignalSet};
 use thiserror::Error;
 
@@ -76,7 +84,166 @@ pub fn encode_kernel_record(
     fds::encode_pipe_contents(e, skip_fd)?;
     itimers::capture()?.encode(e)?;
     pending::shared(bufs.text)?.encode(e)?;
-    Ok(())
+    EventObjects::capture(e, bufs, skip_fd)
+}
+
+/// The event and timer descriptors (KERNEL record, format 1.6): made anew
+/// at restart at their numbers, each by its own module.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventObjects {
+    pub eventfds: Vec<eventfd::EventFd>,
+    pub timerfds: Vec<timerfd::TimerFd>,
+    pub signalfds: Vec<signalfd::SignalFd>,
+    pub epolls: Vec<epoll::Epoll>,
+}
+
+impl EventObjects {
+    /// Encodes the four lists straight from the kernel. No allocation.
+    fn capture(
+        e: &mut Encoder,
+        bufs: &mut CaptureBuffers,
+        skip_fd: &dyn Fn(i32) -> bool,
+    ) -> Result<(), KstateError> {
+        unrestorable::clear();
+        eventfd::encode_all(e, bufs, skip_fd)?;
+        timerfd::encode_all(e, bufs, skip_fd)?;
+        signalfd::encode_all(e, bufs, skip_fd)?;
+        epoll::encode_all(e, bufs, skip_fd)
+    }
+
+    pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.u32(self.eventfds.len() as u32)?;
+        self.eventfds.iter().try_for_each(|x| x.encode(e))?;
+        e.u32(self.timerfds.len() as u32)?;
+        self.timerfds.iter().try_for_each(|x| x.encode(e))?;
+        e.u32(self.signalfds.len() as u32)?;
+        self.signalfds.iter().try_for_each(|x| x.encode(e))?;
+        e.u32(self.epolls.len() as u32)?;
+        self.epolls.iter().try_for_each(|x| x.encode(e))
+    }
+
+    pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let n = d.count(eventfd::EventFd::ENCODED_LEN)?;
+        let eventfds = (0..n)
+            .map(|_| eventfd::EventFd::decode(d))
+            .collect::<Result<_, _>>()?;
+        let n = d.count(timerfd::TimerFd::ENCODED_LEN)?;
+        let timerfds = (0..n)
+            .map(|_| timerfd::TimerFd::decode(d))
+            .collect::<Result<_, _>>()?;
+        let n = d.count(signalfd::SignalFd::ENCODED_LEN)?;
+        let signalfds = (0..n)
+            .map(|_| signalfd::SignalFd::decode(d))
+            .collect::<Result<_, _>>()?;
+        let n = d.count(epoll::Epoll::MIN_ENCODED_LEN)?;
+        let epolls = (0..n)
+            .map(|_| epoll::Epoll::decode(d))
+            .collect::<Result<_, _>>()?;
+        Ok(EventObjects {
+            eventfds,
+            timerfds,
+            signalfds,
+            epolls,
+        })
+    }
+
+    /// Every descriptor number these objects hold.
+    pub fn fds(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.eventfds.iter().map(|x| x.fd).collect();
+        v.extend(self.timerfds.iter().map(|x| x.fd));
+        v.extend(self.signalfds.iter().map(|x| x.fd));
+        v.extend(self.epolls.iter().map(|x| x.fd));
+        v
+    }
+
+    /// What cannot come back as it was, one line per object or
+    /// registration, as the image says (the checkpoint saw it so).
+    pub fn problems(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.eventfds.iter().filter_map(|x| x.problem()).collect();
+        v.extend(self.epolls.iter().flat_map(|x| x.problems()));
+        v
+    }
+
+    /// What cannot come back on this machine: [`Self::problems`] and the
+    /// timerfds with unread expirations this kernel cannot give back.
+    pub fn problems_here(&self) -> Vec<String> {
+        let mut v = self.problems();
+        if self.timerfds.iter().any(|t| t.ticks > 0) && !timerfd::ticks_settable() {
+            v.extend(self.timerfds.iter().filter(|t| t.ticks > 0).map(|t| {
+                format!(
+                    "fd {} timerfd: {} unread expirations, which this kernel cannot give back (no TFD_IOC_SET_TICKS)",
+                    t.fd, t.ticks
+                )
+            }));
+        }
+        v
+    }
+
+    /// Lines of `inspect`, one per object (and registration).
+    pub fn describe(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.eventfds.iter().map(|x| x.describe()).collect();
+        v.extend(self.timerfds.iter().map(|x| x.describe()));
+        v.extend(self.signalfds.iter().map(|x| x.describe()));
+        v.extend(self.epolls.iter().flat_map(|x| x.describe()));
+        v
+    }
+
+    /// Makes every object anew at its number, then adds the epoll
+    /// registrations (call once every other descriptor is back). Returns
+    /// what failed, one line each (a timerfd whose expirations cannot be
+    /// given back stays, without them; anything else that fails leaves its
+    /// number free). What the image marks as not restorable (a stale
+    /// registration) is left out: `restore` refused it unless told to
+    /// restart with fresh stand-ins.
+    pub fn restore(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut note = |what: &str, fd: i32, r: std::io::Result<()>| {
+            if let Err(e) = r {
+                // SAFETY: F_GETFD only asks whether the number is open.
+                let there = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+                let how = if there { "" } else { "cannot be made anew: " };
+                failed.push(format!("fd {fd} {what}: {how}{e}"));
+            }
+        };
+        for x in &self.eventfds {
+            note("eventfd", x.fd, eventfd::restore(x));
+        }
+        for x in &self.timerfds {
+            note("timerfd", x.fd, timerfd::restore(x));
+        }
+        for x in &self.signalfds {
+            note("signalfd", x.fd, signalfd::restore(x));
+        }
+        for x in &self.epolls {
+            note("epoll", x.fd, epoll::restore(x));
+        }
+        for x in &self.epolls {
+            failed.extend(epoll::register(x));
+        }
+        failed
+    }
+}
+
+/// What `f` encodes with fresh capture buffers (unit tests of the capture
+/// halves).
+#[cfg(test)]
+pub(crate) fn captured(
+    f: impl FnOnce(&mut Encoder, &mut CaptureBuffers) -> Result<(), KstateError>,
+) -> Vec<u8> {
+    let mut out = vec![0u8; 1 << 16];
+    let (mut t, mut p) = (vec![0u8; 65536], vec![0u8; 4096]);
+    let (mut a, mut c) = ([0u8; 16], [0u8; 16]);
+    let mut bufs = CaptureBuffers {
+        text: &mut t,
+        path: &mut p,
+        auxv: &mut a,
+        cwd: &mut c,
+    };
+    let mut e = Encoder::new(&mut out);
+    f(&mut e, &mut bufs).unwrap();
+    let n = e.len();
+    out.truncate(n);
+    out
 }
 
 /// What was queued in a pipe the process reads from (KERNEL record,
@@ -101,6 +268,8 @@ pub struct KernelState<'a> {
     /// Format 1.4: signals pending for the whole process; empty in older
     /// images.
     pub pending: SignalSet,
+    /// Format 1.6: the event and timer descriptors; none in older images.
+    pub events: EventObjects,
 }
 
 impl<'a> KernelState<'a> {
@@ -118,13 +287,15 @@ impl<'a> KernelState<'a> {
             e.bytes(p.data)
         })?;
         self.itimers.encode(e)?;
-        self.pending.encode(e)
+        self.pending.encode(e)?;
+        self.events.encode(e)
     }
 
     /// Decodes the record of an image of format minor `minor`: pipe
     /// contents may be there from 1.1 on (they are optional before 1.3,
     /// required from then on, like the interval timers that follow them);
-    /// from 1.4 on the process's pending signals end the record.
+    /// from 1.4 on the process's pending signals follow, from 1.6 on the
+    /// event and timer descriptors end the record.
     pub fn decode(d: &mut Decoder<'a>, minor: u16) -> Result<Self, CodecError> {
         let process = ProcessState::decode(d)?;
         let n = d.count(SigAction::ENCODED_LEN)?;
@@ -156,6 +327,11 @@ impl<'a> KernelState<'a> {
         } else {
             SignalSet::EMPTY
         };
+        let events = if minor >= EVENT_FDS_SINCE_MINOR {
+            EventObjects::decode(d)?
+        } else {
+            EventObjects::default()
+        };
         d.finish()?;
         Ok(KernelState {
             process,
@@ -164,6 +340,7 @@ impl<'a> KernelState<'a> {
             pipes,
             itimers,
             pending,
+            events,
         })
     }
 }
@@ -213,6 +390,7 @@ mod tests {
             }],
             itimers,
             pending: SignalSet::EMPTY.with(libc::SIGUSR2).with(34),
+            events: EventObjects::default(),
         }
     }
 
@@ -230,13 +408,16 @@ mod tests {
         let k = kernel();
         let buf = encoded(&k);
         let mut d = Decoder::new(&buf);
-        assert_eq!(KernelState::decode(&mut d, 4).unwrap(), k);
+        assert_eq!(KernelState::decode(&mut d, 6).unwrap(), k);
         assert_eq!(d.remaining(), 0);
     }
 
     #[test]
     fn kernel_before_1_3_has_timers_disarmed_and_a_1_3_kernel_needs_them() {
-        let full = encoded(&kernel());
+        let v16 = encoded(&kernel());
+        // Up to the pending signals (1.4 and 1.5): without the (empty)
+        // event descriptors' four counts.
+        let full = &v16[..v16.len() - 16];
         let with = &full[..full.len() - SignalSet::ENCODED_LEN];
         let without = &with[..with.len() - IntervalTimers::ENCODED_LEN];
         let old = KernelState {
@@ -281,7 +462,10 @@ mod tests {
 
     #[test]
     fn kernel_before_1_4_has_no_pending_signals_and_a_1_4_kernel_needs_them() {
-        let full = encoded(&kernel());
+        let v16 = encoded(&kernel());
+        // Up to the pending signals (1.4 and 1.5): without the (empty)
+        // event descriptors' four counts.
+        let full = &v16[..v16.len() - 16];
         let v13 = &full[..full.len() - SignalSet::ENCODED_LEN];
         let got = KernelState::decode(&mut Decoder::new(v13), 3).unwrap();
         assert_eq!(
@@ -293,7 +477,7 @@ mod tests {
         );
         // A 1.3 KERNEL with the set is one with trailing bytes.
         assert!(matches!(
-            KernelState::decode(&mut Decoder::new(&full), 3),
+            KernelState::decode(&mut Decoder::new(full), 3),
             Err(CodecError::Trailing { .. })
         ));
         for short in [v13, &full[..full.len() - 4]] {

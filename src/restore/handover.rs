@@ -139,10 +139,13 @@ pub fn handover(
         let _ = std::io::stderr().flush();
     }
     let saved = super::stdio::apply(&fates, above);
+    // The event and timer descriptors are made anew below, not reopened.
+    let made_anew: std::collections::HashSet<i32> = plan.events.fds().into_iter().collect();
     let entries: Vec<FdEntry> = plan
         .fds
         .iter()
         .filter(|f| !(0..=2).contains(&f.fd) || fates[f.fd as usize] == super::stdio::Fate::Reopen)
+        .filter(|f| !made_anew.contains(&f.fd))
         .map(|f| FdEntry {
             fd: f.fd,
             kind: f.kind,
@@ -164,6 +167,11 @@ pub fn handover(
                 "selfckpt: warning: {msg}; /dev/null stands in its place"
             ));
         }
+    }
+    // Every other descriptor is back: the epoll registrations can point
+    // at their numbers.
+    for msg in plan.events.restore() {
+        saved.say(&format!("selfckpt: warning: {msg}"));
     }
     let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);
     std::env::set_current_dir(cwd).map_err(|e| {

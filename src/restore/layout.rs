@@ -54,6 +54,8 @@ pub struct Plan {
     pub fds: Vec<OwnedFd>,
     /// What was queued in the pipes the process reads: (inode, bytes).
     pub pipes: Vec<(u64, Vec<u8>)>,
+    /// The event and timer descriptors, made anew after the files.
+    pub events: crate::kstate::EventObjects,
     pub cwd: Vec<u8>,
     pub umask: u32,
     /// The interval timers, armed right before the jump.
@@ -144,6 +146,7 @@ impl Plan {
                 .iter()
                 .map(|p| (p.ino, p.data.to_vec()))
                 .collect(),
+            events: view.kernel.events.clone(),
             cwd: view.kernel.process.cwd.to_vec(),
             umask: view.kernel.process.umask,
             itimers: view.kernel.itimers,

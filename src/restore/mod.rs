@@ -68,6 +68,8 @@ pub enum RestoreError {
     Unsafe { path: PathBuf, why: String },
     #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
     MissingFiles(String),
+    #[error("restart refused: not restorable: {0} (use --unrestorable=fresh to restart with fresh stand-ins)")]
+    NotRestorable(String),
     #[error("{path}: the program's selfckpt library has restart mailbox layout {image}{how}, this restarter writes layout {host}; restart refused (restart it with the selfckpt release the program ran with)")]
     MailboxLayout {
         path: PathBuf,
@@ -94,6 +96,20 @@ pub enum MissingFds {
     DevNull,
 }
 
+/// What to do with event and timer descriptors that cannot come back as
+/// they were (`kstate::EventObjects::problems_here`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unrestorable {
+    /// Refuse the restart, naming them.
+    #[default]
+    Refuse,
+    /// Restart with a fresh object of the same kind (and a warning naming
+    /// what it lacks): an epoll without the registrations that cannot come
+    /// back, an eventfd of unknown mode as a plain one, a timerfd without
+    /// the expirations it cannot be given.
+    Fresh,
+}
+
 /// Options of `selfckpt restart`.
 #[derive(Clone, Debug, Default)]
 pub struct RestartOptions {
@@ -105,6 +121,8 @@ pub struct RestartOptions {
     pub missing_fds: MissingFds,
     /// Descriptors whose path now names another file.
     pub changed_fds: ChangedFds,
+    /// Event and timer descriptors that cannot come back as they were.
+    pub unrestorable: Unrestorable,
     /// The identities of the stdio of the run that made the image
     /// (`selfckpt run` records them), if known: see [`stdio`].
     pub original_stdio: Option<[Option<stdio::Identity>; 3]>,
@@ -161,6 +179,18 @@ pub fn restart(
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
+    let unrestorable = view.kernel.events.problems_here();
+    if !unrestorable.is_empty() {
+        match opts.unrestorable {
+            Unrestorable::Refuse => {
+                return Err(RestoreError::NotRestorable(unrestorable.join("; ")))
+            }
+            Unrestorable::Fresh => eprintln!(
+                "selfckpt: warning: restarting with fresh stand-ins (--unrestorable=fresh) for what cannot come back: {}",
+                unrestorable.join("; ")
+            ),
+        }
+    }
     let identity = match opts.tids {
         TidPolicy::New => pidns::Identity::New("--tids new".into()),
         policy => {

@@ -4,9 +4,7 @@
  * as many real programs do. A checkpoint (or a restart) must be invisible:
  * no call returns early, fails, or returns before its timeout.
  *
- * usage: eintr SECONDS [no-epoll]  (the untimed waits end after SECONDS;
- *        no-epoll leaves out the epoll_wait thread, for restarts, which do
- *        not bring epoll descriptors back yet)
+ * usage: eintr SECONDS  (the untimed waits end after SECONDS)
  * prints "ready" once every thread is blocked, then one "ok NAME" line per
  * thread in a fixed order, and "eintr ok"; exits 1 on any EINTR or early
  * return, with a line saying which.
@@ -199,11 +197,6 @@ int main(int argc, char **argv) {
         {"epoll_wait-2s", t_epoll_timed},
     };
     int n = sizeof jobs / sizeof jobs[0];
-    if (argc > 2 && strcmp(argv[2], "no-epoll") == 0) {
-        /* the last job and the third are the epoll ones */
-        memmove(&jobs[2], &jobs[3], sizeof jobs - 3 * sizeof jobs[0]);
-        n -= 2;
-    }
     pthread_t th[16];
     for (int i = 0; i < n; i++) {
         pthread_create(&th[i], NULL, jobs[i].fn, NULL);

@@ -214,21 +214,59 @@ pub fn with_end(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// 1.4, after the interval timers): one u64 mask.
 pub const KERNEL_PENDING_LEN: usize = 8;
 
+/// The image's format minor (header bytes 10-11).
+pub fn minor_of(img: &[u8]) -> u16 {
+    u16::from_le_bytes([img[10], img[11]])
+}
+
+/// Length of the event and timer descriptors that end a KERNEL payload
+/// of format 1.`minor` (1.6 on; 0 before): the payload is decoded with
+/// the crate's own decoder and the lists encoded again.
+pub fn kernel_events_len(payload: &[u8], minor: u16) -> usize {
+    if minor < 6 {
+        return 0;
+    }
+    let mut d = selfckpt::image::codec::Decoder::new(payload);
+    let k = selfckpt::kstate::KernelState::decode(&mut d, minor).expect("KERNEL decodes");
+    let mut buf = vec![0u8; payload.len()];
+    let mut e = selfckpt::image::codec::Encoder::new(&mut buf);
+    k.events.encode(&mut e).unwrap();
+    e.len()
+}
+
+/// Where the event and timer descriptors start in `img`'s KERNEL payload
+/// `p` (its end before 1.6).
+fn events_at(img: &[u8], p: &[u8]) -> usize {
+    p.len() - kernel_events_len(p, minor_of(img))
+}
+
 /// `img` with the interval timers of KERNEL (before the pending signals)
 /// replaced by what `edit` makes of them (72 bytes, see
 /// [`KERNEL_ITIMERS_LEN`]).
 pub fn with_itimers(img: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     with_record(img, 3, |p| {
-        let at = p.len() - KERNEL_PENDING_LEN - KERNEL_ITIMERS_LEN;
+        let at = events_at(img, p) - KERNEL_PENDING_LEN - KERNEL_ITIMERS_LEN;
         edit(&mut p[at..at + KERNEL_ITIMERS_LEN]);
     })
 }
 
-/// `img` with the process's pending signals (end of KERNEL) set to `mask`.
+/// `img` with the process's pending signals (before the event
+/// descriptors, at the end of KERNEL before 1.6) set to `mask`.
 pub fn with_kernel_pending(img: &[u8], mask: u64) -> Vec<u8> {
     with_record(img, 3, |p| {
-        let at = p.len() - KERNEL_PENDING_LEN;
-        p[at..].copy_from_slice(&mask.to_le_bytes());
+        let at = events_at(img, p) - KERNEL_PENDING_LEN;
+        p[at..at + KERNEL_PENDING_LEN].copy_from_slice(&mask.to_le_bytes());
+    })
+}
+
+/// `img` with the event and timer descriptors at the end of KERNEL
+/// (format 1.6) replaced by what `edit` makes of them.
+pub fn with_kernel_events(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_record(img, 3, |p| {
+        let at = events_at(img, p);
+        let mut tail = p.split_off(at);
+        edit(&mut tail);
+        p.extend_from_slice(&tail);
     })
 }
 
@@ -262,13 +300,16 @@ pub fn with_mailbox_layout(img: &[u8], layout: u32) -> Vec<u8> {
     })
 }
 
-/// `img`, written by this build (format 1.5), as format 1.`minor` wrote
+/// `img`, written by this build (format 1.6), as format 1.`minor` wrote
 /// it: without what that minor lacks (the mailbox layout at the end of
 /// META before 1.5, the pending signals at the end of KERNEL and THREADS
 /// before 1.4, the interval timers at the end of KERNEL before 1.3, the
 /// list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 6 {
+        out = with_kernel_events(&out, |t| t.clear());
+    }
     if minor < 5 {
         out = with_record(&out, 1, |p| p.truncate(p.len() - META_MAILBOX_LAYOUT_LEN));
     }

@@ -295,3 +295,56 @@ pub fn restart_both_ways(image: &Path, prefix: &str, mut check: impl FnMut(&str,
         check(identity, line, took);
     }
 }
+
+/// Builds `tests/c/NAME.c` into `out` (`-Wall -Werror -pthread`); false,
+/// having said `skipped:`, where there is no C compiler.
+pub fn build_c(name: &str, out: &Path) -> bool {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (cc) to build tests/c/{name}.c");
+        return false;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc failed on {}", src.display());
+    true
+}
+
+/// `selfckpt run --dir DIR -- EXE ARGS` with `SELFCKPT_TIDS=TIDS` (the ids
+/// policy of a resume).
+pub fn run_cmd(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(selfckpt());
+    c.env("SELFCKPT_TIDS", tids)
+        .arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--")
+        .arg(exe)
+        .args(args);
+    c
+}
+
+/// Waits until the file at `path` has the line `line`.
+pub fn wait_line(path: &Path, line: &str) {
+    wait_for(line, 30, || {
+        std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l == line))
+    });
+}
+
+/// Runs `tests/c/eventfds.c` (built at `exe`) under `selfckpt run` in
+/// `dir`, checkpoints it while it waits, kills it: the image, and the
+/// file its output went to.
+pub fn eventfds_image(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    let out = dir.with_extension("first");
+    let mut child = spawn_to_file(&mut run_cmd(exe, dir, tids, args), &out);
+    wait_line(&out, "waiting");
+    std::thread::sleep(Duration::from_millis(random_ms(100, 600)));
+    kill(&child, libc::SIGUSR1);
+    let image = wait_new_image(dir, 0);
+    kill_tree(&mut child, libc::SIGKILL);
+    (image, out)
+}

@@ -20,6 +20,7 @@ use selfckpt::image::format::arch_name;
 use selfckpt::image::model::{FdKind, ThreadRole};
 use selfckpt::image::read::ImageFile;
 use selfckpt::image::show::shown;
+use selfckpt::kstate::{epoll, eventfd, signalfd, timerfd};
 use selfckpt::restore::{ChangedFds, MissingFds};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,6 +91,14 @@ enum Cmd {
         /// another type (a FIFO, a device) are refused either way.
         #[arg(long, default_value = "refuse", value_parser = ["refuse", "accept"])]
         changed_fds: String,
+        /// What to do with event and timer descriptors that cannot come
+        /// back as they were (`inspect` lists them under "not
+        /// restorable"): refuse the restart, or make a fresh one of the
+        /// same kind (an epoll without the registrations that cannot come
+        /// back, an eventfd of unknown mode as a plain one, a timerfd
+        /// without the expirations it cannot be given), with a warning.
+        #[arg(long, default_value = "refuse", value_parser = ["refuse", "fresh"])]
+        unrestorable: String,
     },
     /// Show what an image holds.
     Inspect {
@@ -98,7 +107,10 @@ enum Cmd {
         /// ("real", "virtual", "prof"), each with "value" (time left) and
         /// "interval" (period) in seconds, 0 when not set. Signals pending
         /// for the process are under "pending", each thread's under its
-        /// "pending" (names: "SIGUSR2", "SIGRTMIN+1").
+        /// "pending" (names: "SIGUSR2", "SIGRTMIN+1"). Event and timer
+        /// descriptors are under "eventfds", "timerfds", "signalfds" and
+        /// "epolls" (with their "registrations"); what a restart cannot
+        /// bring back under "not_restorable" (sentences).
         #[arg(long)]
         json: bool,
     },
@@ -130,7 +142,11 @@ fn main() -> ExitCode {
             tids,
             missing_fds,
             changed_fds,
+            unrestorable,
         } => {
+            if unrestorable == "fresh" {
+                FRESH_STAND_INS.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let tids = match tids.map_or_else(selfckpt::settings::tids, |t| Ok(Some(t))) {
                 Ok(t) => t.unwrap_or_else(|| "auto".into()),
                 Err(e) => {
@@ -162,6 +178,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// `restart --unrestorable=fresh` (a resume by `run` always refuses).
+static FRESH_STAND_INS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn restart(
     image: Option<PathBuf>,
     dir: Option<PathBuf>,
@@ -184,6 +203,11 @@ fn restart(
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
         changed_fds,
+        unrestorable: if FRESH_STAND_INS.load(std::sync::atomic::Ordering::Relaxed) {
+            selfckpt::restore::Unrestorable::Fresh
+        } else {
+            selfckpt::restore::Unrestorable::Refuse
+        },
         original_stdio,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
@@ -284,8 +308,9 @@ fn human(n: u64) -> String {
     }
 }
 
-/// Writes `doc` (an object) with the lists "regions", "threads" and "fds"
-/// appended, one element at a time: each element's JSON is made, written
+/// Writes `doc` (an object) with the lists "regions", "threads", "fds",
+/// the event and timer descriptors ("eventfds", "timerfds", "signalfds",
+/// "epolls") and "not_restorable" appended, one element at a time: each element's JSON is made, written
 /// and dropped, so the output never exists whole in memory (an image of a
 /// million regions made `inspect --json` hold 31 times the image's size).
 fn write_json(
@@ -349,6 +374,58 @@ fn write_json(
             "path": lossy(f.path), "flags": format!("{:#o}", f.flags), "offset": f.offset,
         })
     })?;
+    let ev = &v.kernel.events;
+    list(&mut w, "eventfds", ev.eventfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "count": x.count,
+            "semaphore": match x.semaphore {
+                eventfd::SEMAPHORE => serde_json::Value::Bool(true),
+                eventfd::NOT_SEMAPHORE => serde_json::Value::Bool(false),
+                _ => serde_json::Value::Null,
+            },
+        })
+    })?;
+    let ts = |t: timerfd::TimeSpec| t.sec as f64 + t.nsec as f64 / 1e9;
+    list(&mut w, "timerfds", ev.timerfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "clock": timerfd::clock_name(x.clock),
+            "settime_flags": x.settime_flags, "value": ts(x.value), "interval": ts(x.interval),
+            "ticks": x.ticks,
+        })
+    })?;
+    list(&mut w, "signalfds", ev.signalfds.iter(), |x| {
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags),
+            "mask": signalfd::signal_names(x.mask),
+        })
+    })?;
+    list(&mut w, "epolls", ev.epolls.iter(), |x| {
+        let regs: Vec<serde_json::Value> = x
+            .registrations
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "fd": r.tfd, "events": format!("{:#x}", r.events),
+                    "data": format!("{:#x}", r.data),
+                    "state": match r.state {
+                        epoll::TFD_SAME => "same",
+                        epoll::TFD_CLOSED => "closed",
+                        _ => "another file",
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "fd": x.fd, "flags": format!("{:#o}", x.flags), "complete": x.truncated == 0,
+            "registrations": regs,
+        })
+    })?;
+    list(
+        &mut w,
+        "not_restorable",
+        ev.problems().into_iter(),
+        serde_json::Value::String,
+    )?;
     w.write_all(b"\n}\n")?;
     w.flush()
 }
@@ -490,6 +567,20 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             f.offset,
             shown(f.path)
         );
+    }
+    let ev = v.kernel.events.describe();
+    if !ev.is_empty() {
+        println!("\nevent and timer descriptors:");
+        for line in ev {
+            println!("  {line}");
+        }
+    }
+    let problems = v.kernel.events.problems();
+    if !problems.is_empty() {
+        println!("\nnot restorable ({}):", problems.len());
+        for p in problems {
+            println!("  {p}");
+        }
     }
     println!(
         "\nprocess    cwd {}  umask {:03o}  brk {:#x}  {} signal handlers",

@@ -1,0 +1,119 @@
+//! What the last capture found that cannot come back at restart (an
+//! eventfd whose semaphore mode the kernel does not show, an epoll
+//! registration whose descriptor number no longer names the registered
+//! file, an epoll too large to capture), noted while the program's threads
+//! are suspended and logged once they run again ([`log_last`]).
+//!
+//! The noting half ([`note`], [`clear`]) runs in the suspended world:
+//! atomics in a fixed table, never an allocation. The image holds the same
+//! facts (`inspect` shows them, restart refuses them): this table is only
+//! for the checkpoint's log line.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// What is noted of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// An eventfd whose semaphore mode is unknown.
+    SemaphoreUnknown,
+    /// An epoll whose fdinfo did not fit the capture's buffer.
+    EpollTruncated,
+    /// An epoll registration whose number was closed (`tfd` in the note).
+    TfdClosed,
+    /// An epoll registration whose number names another file.
+    TfdOther,
+}
+
+const WHYS: [Why; 4] = [
+    Why::SemaphoreUnknown,
+    Why::EpollTruncated,
+    Why::TfdClosed,
+    Why::TfdOther,
+];
+
+/// Most notes kept (the image holds them all).
+const MAX: usize = 32;
+static COUNT: AtomicU32 = AtomicU32::new(0);
+static NOTES: [AtomicU64; MAX] = [const { AtomicU64::new(0) }; MAX];
+
+/// Forgets the notes of an earlier capture. No allocation.
+pub fn clear() {
+    COUNT.store(0, Ordering::Relaxed);
+}
+
+/// Notes one object (`tfd` for a registration, else 0). No allocation.
+pub fn note(fd: i32, tfd: i32, why: Why) {
+    let i = COUNT.fetch_add(1, Ordering::Relaxed) as usize;
+    if i < MAX {
+        let packed = ((fd as u32 as u64) << 32)
+            | ((tfd as u32 as u64 & 0xff_ffff) << 8)
+            | WHYS.iter().position(|w| *w == why).unwrap_or(0) as u64;
+        NOTES[i].store(packed, Ordering::Relaxed);
+    }
+}
+
+/// The notes of the last capture, as sentences.
+pub fn last() -> Vec<String> {
+    let n = COUNT.load(Ordering::Relaxed) as usize;
+    let mut out: Vec<String> = NOTES[..n.min(MAX)]
+        .iter()
+        .map(|a| {
+            let v = a.load(Ordering::Relaxed);
+            let (fd, tfd) = ((v >> 32) as i32, ((v >> 8) & 0xff_ffff) as i32);
+            sentence(fd, tfd, WHYS[(v & 0xff) as usize % WHYS.len()])
+        })
+        .collect();
+    if n > MAX {
+        out.push(format!("and {} more (see `selfckpt inspect`)", n - MAX));
+    }
+    out
+}
+
+/// The sentence naming one object (`inspect`, the log, restart's refusal).
+pub fn sentence(fd: i32, tfd: i32, why: Why) -> String {
+    match why {
+        Why::SemaphoreUnknown => {
+            format!("fd {fd} eventfd: the kernel does not say whether it is a semaphore")
+        }
+        Why::EpollTruncated => format!("fd {fd} epoll: too many registrations to capture"),
+        Why::TfdClosed => format!(
+            "fd {fd} epoll: the watched descriptor {tfd} was closed after it was registered"
+        ),
+        Why::TfdOther => format!(
+            "fd {fd} epoll: the watched descriptor {tfd} names another file than the one registered (closed or dup'ed after it was registered)"
+        ),
+    }
+}
+
+/// Logs (a warning) what the last capture found that cannot come back.
+/// Call once the program's threads run again, after a checkpoint.
+pub fn log_last() {
+    let notes = last();
+    if !notes.is_empty() {
+        log::warn!(
+            "the checkpoint holds what a restart cannot bring back (restart will refuse it): {}",
+            notes.join("; ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_come_back_as_sentences() {
+        clear();
+        note(12, 5, Why::TfdClosed);
+        note(3, 0, Why::SemaphoreUnknown);
+        let l = last();
+        assert_eq!(l.len(), 2);
+        assert!(
+            l[0].contains("fd 12 epoll: the watched descriptor 5 was closed"),
+            "{l:?}"
+        );
+        assert!(l[1].contains("fd 3 eventfd"), "{l:?}");
+        clear();
+        assert!(last().is_empty());
+    }
+}
