@@ -100,6 +100,12 @@ fn append_stats(
         rec["zero_pages"] = d.zero_pages.into();
         rec["pause_ms"] = (st.pause_ns as f64 / 1e6).into();
         rec["total_ms"] = (st.total_ns as f64 / 1e6).into();
+        // Named at checkpoint time: what a restart of this image refuses.
+        let notes = crate::kstate::unrestorable::last();
+        if !notes.is_empty() {
+            crate::kstate::unrestorable::log_last();
+            rec["not_restorable"] = notes.into();
+        }
     }
     if let Some(e) = error {
         rec["error"] = e.into();

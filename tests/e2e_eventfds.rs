@@ -104,6 +104,14 @@ fn a_registration_whose_number_was_closed_is_named_and_refused() {
         "{what}"
     );
     assert!(inspect_text(&image).contains(what), "text inspect names it");
+    // ... and the checkpoint said so when it was taken (stats.jsonl).
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.contains("not_restorable") && l.contains(what)),
+        "stats.jsonl does not name it: {stats}"
+    );
     let second = tmp.path().join("second");
     let (status, err) = finish(
         spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["stale"]), &second),
