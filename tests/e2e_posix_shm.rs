@@ -93,14 +93,7 @@ fn posix_shared_memory_and_semaphores_come_back_as_the_same_files() {
     // A named semaphore: checkpointed, restart refused by name.
     let out = tmp.path().join("named");
     let child = spawn_to_file(
-        Command::new(selfckpt())
-            .arg("run")
-            .arg("--dir")
-            .arg(tmp.path().join("ck-named"))
-            .arg("--")
-            .arg(&exe)
-            .arg(&name)
-            .arg("named-sem"),
+        &mut selfckpt_run(&tmp.path().join("ck-named"), &exe, &[&name, "named-sem"]),
         &out,
     );
     wait_output(&out);

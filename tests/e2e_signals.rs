@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -50,17 +49,6 @@ fn a_signal_the_program_blocks_everywhere_waits_for_its_signalfd() {
     );
 }
 
-fn eintr_run(exe: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(selfckpt());
-    c.arg("run")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--")
-        .arg(exe)
-        .args(args);
-    c
-}
-
 /// Threads blocked in calls the kernel does not restart after a handler
 /// (`poll`, `select`, `epoll_wait` with no timeout, `sigsuspend`, `ppoll`
 /// and `select` with 2 s, `sem_timedwait` and absolute `clock_nanosleep`),
@@ -82,7 +70,7 @@ fn blocking_calls_do_not_see_a_checkpoint() {
     assert!(want_out.ends_with("eintr ok\n"), "{want_out}{want}");
     let dir = tmp.path().join("ck");
     let out = tmp.path().join("out");
-    let child = spawn_to_file(&mut eintr_run(&exe, &dir, &["3"]), &out);
+    let child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["3"]), &out);
     wait_output(&out);
     std::thread::sleep(Duration::from_millis(random_ms(100, 500)));
     kill(&child, libc::SIGUSR1);
@@ -114,7 +102,7 @@ fn blocking_calls_resume_after_a_restart() {
     let want = std::fs::read_to_string(&reference).unwrap();
     let dir = tmp.path().join("ck");
     let first = tmp.path().join("first");
-    let mut child = spawn_to_file(&mut eintr_run(&exe, &dir, &args), &first);
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &first);
     wait_output(&first);
     std::thread::sleep(Duration::from_millis(random_ms(100, 800)));
     kill(&child, libc::SIGUSR1);
@@ -123,7 +111,7 @@ fn blocking_calls_resume_after_a_restart() {
     let offset = fd_offset(&image, 1);
     let second = tmp.path().join("second");
     let err = wait_ok(
-        spawn_to_file(&mut eintr_run(&exe, &dir, &args), &second),
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &second),
         "resumed run",
     );
     let first = std::fs::read_to_string(&first).unwrap();
@@ -133,20 +121,6 @@ fn blocking_calls_resume_after_a_restart() {
         want,
         "resumed output differs; stderr: {err}"
     );
-}
-
-/// `selfckpt checkpoint PID --wait`; the image's path.
-fn checkpoint_wait(pid: u32) -> String {
-    let o = Command::new(selfckpt())
-        .args(["checkpoint", &pid.to_string(), "--wait", "--timeout", "20"])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "checkpoint {pid}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// A program that owns SIGUSR1 and SIGUSR2 (its handlers count the signals
@@ -173,20 +147,11 @@ fn a_program_that_owns_the_trigger_signals_keeps_them_and_is_checkpointed() {
     let want = std::fs::read_to_string(&reference).unwrap();
     assert!(want.ends_with("own_signals ok\n"), "{want}");
     let dir = tmp.path().join("ck");
-    let run = || {
-        let mut c = Command::new(selfckpt());
-        c.arg("run")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--")
-            .arg(&exe)
-            .arg(steps);
-        c
-    };
+    let run = || selfckpt_run(&dir, &exe, &[steps]);
     let first = tmp.path().join("first");
     let mut child = spawn_to_file(&mut run(), &first);
     wait_output(&first);
-    let mut last = String::new();
+    let mut last = std::path::PathBuf::new();
     for _ in 0..20 {
         last = checkpoint_wait(child.id());
     }
@@ -201,7 +166,7 @@ fn a_program_that_owns_the_trigger_signals_keeps_them_and_is_checkpointed() {
             && first_err.contains("handles signal 12 (SIGUSR2) itself"),
         "no warning that SIGUSR1 and SIGUSR2 are the program's: {first_err}"
     );
-    let offset = fd_offset(Path::new(&last), 1);
+    let offset = fd_offset(&last, 1);
     let second = tmp.path().join("second");
     let resumed = spawn_to_file(&mut run(), &second);
     // Until the restart forwards signals, `checkpoint` would fall back to
@@ -246,20 +211,11 @@ fn a_cancellation_pending_at_the_checkpoint_happens_after_the_restart() {
     lib("libselfckpt.so");
     let dir = tmp.path().join("ck");
     let out = tmp.path().join("out");
-    let mut child = spawn_to_file(
-        Command::new(selfckpt())
-            .arg("run")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--")
-            .arg(&exe)
-            .arg("pending"),
-        &out,
-    );
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["pending"]), &out);
     wait_output(&out);
     let image = checkpoint_wait(child.id());
     kill_tree(&mut child, libc::SIGKILL);
-    let image = Path::new(&image);
+    let image = image.as_path();
     let pending = inspect(image);
     assert!(
         pending["threads"]
@@ -287,16 +243,7 @@ fn cancelling_threads_in_a_loop_survives_restarts() {
     let dir = tmp.path().join("ck");
     for cycle in 0..10 {
         let out = tmp.path().join(format!("out{cycle}"));
-        let mut child = spawn_to_file(
-            Command::new(selfckpt())
-                .arg("run")
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--")
-                .arg(&exe)
-                .arg("1000000"),
-            &out,
-        );
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["1000000"]), &out);
         std::thread::sleep(Duration::from_millis(random_ms(200, 600)));
         checkpoint_wait(child.id());
         std::thread::sleep(Duration::from_millis(random_ms(100, 500)));

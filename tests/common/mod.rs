@@ -348,3 +348,31 @@ pub fn eventfds_image(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> (Pat
     kill_tree(&mut child, libc::SIGKILL);
     (image, out)
 }
+
+/// `selfckpt run --dir DIR -- PROG ARGS...` (to spawn, or to run again:
+/// a rerun resumes from DIR's newest image).
+pub fn selfckpt_run(dir: &Path, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+    let mut c = Command::new(selfckpt());
+    c.arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--")
+        .arg(prog)
+        .args(args);
+    c
+}
+
+/// `selfckpt checkpoint PID --wait` (the request channel); the durable
+/// image's path. Panics with the command's message on failure.
+pub fn checkpoint_wait(pid: u32) -> PathBuf {
+    let o = Command::new(selfckpt())
+        .args(["checkpoint", &pid.to_string(), "--wait", "--timeout", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "checkpoint {pid}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
