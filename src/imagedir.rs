@@ -471,21 +471,23 @@ pub struct TermCommit {
     stats: CString,
     line: Vec<u8>,
     waiter: Option<std::os::unix::net::SocketAddr>,
+    /// With SELFCKPT_KEY: the key and the read buffer the MAC is computed
+    /// with (allocated here, before the threads are parked).
+    seal: Option<(crate::image::mac::MacKey, Vec<u8>)>,
 }
 
 impl TermCommit {
     /// Prepares the commit of `tmp` to `fin` (in the same directory) and
-    /// the stats line of `prog`'s image created at `created_ns`; None when
-    /// SELFCKPT_KEY is set (the MAC needs the ordinary commit).
+    /// the stats line of `prog`'s image created at `created_ns` (with
+    /// SELFCKPT_KEY set, the MAC record is appended first, allocation-free:
+    /// `mac::seal_fd`).
     pub fn prepare(
         tmp: &Path,
         fin: &Path,
         prog: &str,
         created_ns: u64,
     ) -> Result<Option<Self>, DirError> {
-        if crate::image::mac::MacKey::from_env().is_some() {
-            return Ok(None);
-        }
+        let seal = crate::image::mac::MacKey::from_env().map(|k| (k, vec![0u8; 1 << 20]));
         let dir = fin.parent().unwrap_or(Path::new("."));
         let line = serde_json::json!({
             "time_unix_ms": created_ns / 1_000_000,
@@ -501,15 +503,19 @@ impl TermCommit {
             stats: cpath(&dir.join("stats.jsonl"))?,
             line: format!("{line}\n").into_bytes(),
             waiter: crate::notify::address(),
+            seal,
         }))
     }
 
     /// fsync, rename, fsync of the directory, then the stats line and the
     /// waiter's datagram. Allocates nothing. Err: the image is not durable
     /// (nothing was renamed, or the caller retries the normal commit).
-    pub fn run(&self, image_fd: i32) -> Result<(), crate::capture::sys::Errno> {
+    pub fn run(&mut self, image_fd: i32) -> Result<(), crate::capture::sys::Errno> {
         use crate::capture::sys::Errno;
         let ok = |r: libc::c_int| if r < 0 { Err(Errno::last()) } else { Ok(()) };
+        if let Some((key, buf)) = &mut self.seal {
+            crate::image::mac::seal_fd(image_fd, key, buf).map_err(Errno)?;
+        }
         // SAFETY: plain system calls on our descriptor and on NUL-terminated
         // paths we own; nothing is retained.
         unsafe {

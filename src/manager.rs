@@ -149,9 +149,10 @@ impl Runtime {
         }
     }
 
-    /// One checkpoint. With `term` (checkpoint-then-exit) and no
-    /// SELFCKPT_KEY, the image is committed while the program's threads stay
-    /// parked and the process exits there (`imagedir::TermCommit`).
+    /// One checkpoint. With `term` (checkpoint-then-exit) the image is
+    /// committed (and, with SELFCKPT_KEY, sealed) while the program's
+    /// threads stay parked, and the process exits there
+    /// (`imagedir::TermCommit`).
     pub(crate) fn checkpoint_once(&self, term: bool) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
         let cfg = &self.config;
@@ -230,7 +231,7 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
-        let term_commit = term
+        let mut term_commit = term
             .then(|| {
                 crate::imagedir::TermCommit::prepare(
                     &tmp_path,
@@ -263,7 +264,7 @@ impl Runtime {
             }
             // SAFETY: see PlanCell; the handler has finished.
             let (plan, result) = unsafe { (&*PLAN.0.get(), &*PLAN.1.get()) };
-            if let (Some(tc), Some(plan), Some(Ok(_))) = (&term_commit, plan, result) {
+            if let (Some(tc), Some(plan), Some(Ok(_))) = (term_commit.as_mut(), plan, result) {
                 // Checkpoint-then-exit: the threads never run again.
                 if tc.run(plan.image.raw()).is_ok() {
                     crate::preload::exit_group(0);

@@ -489,18 +489,26 @@ fn children_leave_no_empty_directories_and_gc_removes_them() {
 }
 
 // Item 20: after a checkpoint-then-exit the program does not run past the
-// image: its output ends exactly where the image's stdout offset says.
+// image: its output ends exactly where the image's stdout offset says,
+// with SELFCKPT_KEY set too (the MAC is then computed while the threads
+// stay parked) and the sealed image verifies.
 #[test]
 fn checkpoint_then_exit_keeps_the_threads_parked_until_the_exit() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("ck");
     let out = t.path().join("out.txt");
-    for round in 0..3 {
+    for (round, key) in [None, None, Some("e2e-key"), Some("e2e-key")]
+        .into_iter()
+        .enumerate()
+    {
         let _ = std::fs::remove_dir_all(&dir);
         let mut c = Command::new(example("ckloop"));
         c.arg(&dir)
             .args(["100000000", "--mib", "1", "--sleep-ms", "0"])
             .stdin(Stdio::null());
+        if let Some(k) = key {
+            c.env("SELFCKPT_KEY", k);
+        }
         let child = spawn_out(&mut c, &out);
         wait_installed(child.id());
         wait_for("output", 30, || {
@@ -523,6 +531,19 @@ fn checkpoint_then_exit_keeps_the_threads_parked_until_the_exit() {
             fd_offset(&image, 1),
             "round {round}: the program wrote past its image"
         );
+        if let Some(k) = key {
+            let v = Command::new(selfckpt())
+                .env("SELFCKPT_KEY", k)
+                .arg("verify")
+                .arg(&image)
+                .output()
+                .unwrap();
+            assert!(
+                v.status.success(),
+                "round {round}: sealed image: {}",
+                stderr(&v)
+            );
+        }
     }
 }
 

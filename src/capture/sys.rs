@@ -214,6 +214,12 @@ impl RawFd {
         check(r as libc::c_long)
     }
 
+    pub fn pwrite(&self, buf: &[u8], offset: u64) -> SysResult<usize> {
+        // SAFETY: the pointer and length describe buf.
+        let r = unsafe { libc::pwrite(self.0, buf.as_ptr().cast(), buf.len(), offset as i64) };
+        check(r as libc::c_long)
+    }
+
     pub fn fsync(&self) -> SysResult<()> {
         // SAFETY: fsync takes an fd.
         check(unsafe { libc::fsync(self.0) } as libc::c_long).map(|_| ())

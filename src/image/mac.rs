@@ -155,6 +155,45 @@ pub fn seal_file(f: &mut std::fs::File, key: &MacKey) -> Result<(), FormatError>
     Ok(())
 }
 
+/// [`seal_file`] for the suspended world: appends the MAC record to the
+/// complete image behind descriptor `fd` (opened read-write, header
+/// already at a minor that knows MAC records: every image this build
+/// writes) with positioned reads into `buf` and one positioned write.
+/// Allocates nothing (the HMAC state lives on the stack). `Err(errno)`:
+/// nothing usable was appended.
+pub fn seal_fd(fd: i32, key: &MacKey, buf: &mut [u8]) -> Result<(), i32> {
+    // Borrowed: the caller keeps (and closes) the descriptor.
+    let raw = core::mem::ManuallyDrop::new(crate::capture::sys::RawFd(fd));
+    let mut mac = key.hmac();
+    let mut at = 0u64;
+    loop {
+        let n = raw.pread(buf, at).map_err(|e| e.0)?;
+        if n == 0 {
+            break;
+        }
+        mac.update(&buf[..n]);
+        at += n as u64;
+    }
+    let tag = mac.finalize().into_bytes();
+    let mut rec = [0u8; super::format::FRAME_LEN + MAC_PAYLOAD_LEN];
+    let n = build_record(&mut rec, RecordKind::Mac, |e| {
+        e.u32(ALG_HMAC_SHA256)?;
+        e.bytes_raw(&tag)
+    })
+    .map_err(|_| libc::EINVAL)?;
+    let mut done = 0;
+    while done < n {
+        let w = raw
+            .pwrite(&rec[done..n], at + done as u64)
+            .map_err(|e| e.0)?;
+        if w == 0 {
+            return Err(libc::EIO);
+        }
+        done += w;
+    }
+    Ok(())
+}
+
 /// Authenticates the whole file `f` under `key` before anything in it is
 /// believed: its last record must be a MAC record whose tag is the HMAC of
 /// every byte before it. One sequential read, nothing decoded, nothing
