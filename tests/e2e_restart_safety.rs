@@ -247,6 +247,69 @@ fn a_restarted_program_leads_a_process_group_of_its_own() {
     }
 }
 
+/// Field `n` after the command name in /proc/PID/stat (0: state, 1 ppid,
+/// 2 pgrp, 3 session).
+fn stat_field(pid: u32, n: usize) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(n)?
+        .parse()
+        .ok()
+}
+
+/// Item 18, the rest: a program that led its session (it ran under
+/// `setsid`) leads a session of its own again after an exact-ids restart
+/// (META records the role, format 1.7); `inspect` says so.
+#[test]
+fn a_restarted_session_leader_leads_a_session_again() {
+    if !have("setsid") {
+        eprintln!("skipped: no setsid command (util-linux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    let o = run(
+        Command::new("setsid")
+            .arg("--wait")
+            .arg(example("ckloop"))
+            .arg(&dir)
+            .args([
+                "3",
+                "--checkpoint-at",
+                "1",
+                "--sleep-ms",
+                "1500",
+                "--mib",
+                "1",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "ckloop under setsid: {}", stderr(&o));
+    let image = images(&dir).into_iter().next().expect("an image");
+    assert!(
+        inspect_text(&image).contains("session    session leader"),
+        "{}",
+        inspect_text(&image)
+    );
+    let mut child = spawn_retrying(
+        Command::new(selfckpt())
+            .args(["restart", "--tids", "exact"])
+            .arg(&image)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let mut seen = None;
+    wait_for("the restarted program to lead a session", 20, || {
+        let pid = deepest(child.id());
+        // Field 3 after the name: the session id (as the host sees it).
+        seen = stat_field(pid, 3).map(|sid| (pid, sid));
+        seen.is_some_and(|(pid, sid)| pid != child.id() && sid == pid as i32)
+    });
+    kill_tree(&mut child, libc::SIGKILL);
+}
+
 /// The last descendant of `pid` (itself if it has none).
 fn deepest(pid: u32) -> u32 {
     let mut at = pid;

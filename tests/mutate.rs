@@ -645,7 +645,8 @@ fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
     // writable place (the restart entry is code).
     let meta = records(&f.good)[0].payload();
     let word = |at: usize| u64::from_le_bytes(f.good[at..at + 8].try_into().unwrap());
-    let (mailbox_at, entry_at) = (meta.end - 24, meta.end - 32);
+    let tail = META_SESSION_ROLE_LEN;
+    let (mailbox_at, entry_at) = (meta.end - 24 - tail, meta.end - 32 - tail);
     let moved = |to: u64| {
         let mut b = f.good.clone();
         b[mailbox_at..mailbox_at + 8].copy_from_slice(&to.to_le_bytes());
@@ -680,6 +681,19 @@ fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
         ("meta-cut", cut, "META"),
         ("meta-extra", extra, "META"),
     ]);
+
+    // META's session role (1.7): shown; a value that is no role refused.
+    let (j, text) = f.inspected("session-role", &f.good);
+    assert!(j["session_role"].is_string(), "{j}");
+    assert!(text.contains("\nsession    "), "{text}");
+    f.all_refused_for(vec![(
+        "session-role-3",
+        with_session_role(&f.good, 3),
+        "session role 3",
+    )]);
+    let six = as_minor(&f.good, 6);
+    scan_bytes(&six, None).expect("a 1.6 image reads");
+    assert!(f.inspected("format-1.6", &six).0["session_role"].is_null());
 
     let old = as_minor(&f.good, 4);
     scan_bytes(&old, None).expect("a 1.4 image reads");

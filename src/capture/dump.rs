@@ -745,6 +745,7 @@ fn dump_all(
                     .layout
                     .load(core::sync::atomic::Ordering::Relaxed) as u32,
             ),
+            session_role: Some(sys::session_role()),
         }
         .encode(e)
     })?;

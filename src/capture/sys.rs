@@ -402,6 +402,27 @@ pub fn change_signal_mask(how: i32, signals: &[i32]) {
     }
 }
 
+/// The process's place in its session (`image::model::SESSION_*`): raw
+/// `getsid`/`getpgid`, no allocation.
+pub fn session_role() -> u8 {
+    use crate::image::model::{GROUP_LEADER, SESSION_LEADER, SESSION_MEMBER};
+    // SAFETY: getsid(0), getpgid(0) and getpid take and return integers.
+    let (sid, pgid, pid) = unsafe {
+        (
+            libc::syscall(libc::SYS_getsid, 0),
+            libc::syscall(libc::SYS_getpgid, 0),
+            libc::syscall(libc::SYS_getpid),
+        )
+    };
+    if sid == pid {
+        SESSION_LEADER
+    } else if pgid == pid {
+        GROUP_LEADER
+    } else {
+        SESSION_MEMBER
+    }
+}
+
 /// Blocks every signal in the calling thread, glibc's own two (SIGCANCEL,
 /// SIGSETXID) included, which glibc's functions never block: the raw
 /// system call.

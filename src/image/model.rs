@@ -86,7 +86,19 @@ pub struct Meta<'a> {
     /// (`restorer_abi::MAILBOX_LAYOUT`; format 1.5). `None` in an older
     /// image, which stands for `format::MAILBOX_LAYOUT_UNRECORDED`.
     pub mailbox_layout: Option<u32>,
+    /// The process's place in its session and process group at the
+    /// checkpoint (format 1.7; `None` in an older image): [`SESSION_MEMBER`],
+    /// [`GROUP_LEADER`] or [`SESSION_LEADER`].
+    pub session_role: Option<u8>,
 }
+
+/// `Meta::session_role`: in another process's group.
+pub const SESSION_MEMBER: u8 = 0;
+/// `Meta::session_role`: the leader of its process group, not of its
+/// session.
+pub const GROUP_LEADER: u8 = 1;
+/// `Meta::session_role`: the leader of its session (and so of its group).
+pub const SESSION_LEADER: u8 = 2;
 
 impl<'a> Meta<'a> {
     pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
@@ -104,8 +116,11 @@ impl<'a> Meta<'a> {
         e.u64(self.restart_mailbox)?;
         e.u64(self.restarts)?;
         e.u32(self.identity)?;
-        match self.mailbox_layout {
-            Some(layout) => e.u32(layout),
+        if let Some(layout) = self.mailbox_layout {
+            e.u32(layout)?;
+        }
+        match self.session_role {
+            Some(role) => e.u8(role),
             None => Ok(()),
         }
     }
@@ -131,6 +146,11 @@ impl<'a> Meta<'a> {
             identity: if d.remaining() > 0 { d.u32()? } else { 0 },
             mailbox_layout: if minor >= super::format::MAILBOX_LAYOUT_SINCE_MINOR {
                 Some(d.u32()?)
+            } else {
+                None
+            },
+            session_role: if minor >= super::format::SESSION_ROLE_SINCE_MINOR {
+                Some(d.u8()?)
             } else {
                 None
             },
@@ -954,6 +974,7 @@ mod tests {
             restarts: 7,
             identity: 2,
             mailbox_layout,
+            session_role: None,
         }
     }
 
@@ -984,6 +1005,25 @@ mod tests {
         let mut d = Decoder::new(&buf);
         Meta::decode(&mut d, 4).unwrap();
         assert!(d.finish().is_err());
+    }
+
+    #[test]
+    fn meta_round_trips_with_the_session_role_from_1_7_on() {
+        let m = Meta {
+            session_role: Some(SESSION_LEADER),
+            ..meta(Some(1))
+        };
+        let buf = encoded_meta(&m);
+        let mut d = Decoder::new(&buf);
+        assert_eq!(Meta::decode(&mut d, 7).unwrap(), m);
+        d.finish().unwrap();
+        // A 1.6 record has none; a 1.7 one must.
+        let old = encoded_meta(&meta(Some(1)));
+        assert_eq!(old.len() + 1, buf.len());
+        let mut d = Decoder::new(&old);
+        assert_eq!(Meta::decode(&mut d, 6).unwrap(), meta(Some(1)));
+        d.finish().unwrap();
+        assert!(Meta::decode(&mut Decoder::new(&old), 7).is_err());
     }
 
     #[test]

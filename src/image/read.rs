@@ -237,6 +237,14 @@ impl ImageFile {
         let mut d = Decoder::new(&self.meta);
         let meta = Meta::decode(&mut d, self.header.minor).map_err(malformed(0, "META"))?;
         d.finish().map_err(malformed(0, "META"))?;
+        if let Some(role) = meta
+            .session_role
+            .filter(|&r| r > super::model::SESSION_LEADER)
+        {
+            return Err(invalid(format!(
+                "META session role {role} is not 0, 1 or 2"
+            )));
+        }
 
         let mut d = Decoder::new(&self.regions);
         let n = d

@@ -93,10 +93,19 @@ fn map_anon(at: u64, len: u64) -> Result<(), RestoreError> {
 /// the restarter's group had the terminal (`stdin`, a tty, in the
 /// foreground), the new group gets it, so that the program still reads
 /// the terminal and gets its Ctrl-C. A program that was a session leader
-/// is not made one again (the image does not record it): it leads a
-/// group of its own in the restarter's session. Failures are harmless (an
-/// already leading process stays as it is) and ignored.
-fn own_process_group() {
+/// (META, format 1.7) leads a session of its own again (`setsid`: it then
+/// has no controlling terminal, as a daemon that called `setsid` had none
+/// of the restarter's); where that is impossible (with `--tids new` the
+/// restarter itself may already lead its group) it says so and leads a
+/// group of its own. Other failures are harmless and ignored.
+fn own_process_group(role: Option<u8>) {
+    if role == Some(crate::image::model::SESSION_LEADER) {
+        // SAFETY: setsid takes no arguments. Where it fails, the caller
+        // has warned already (`session_leader_warning`).
+        if unsafe { libc::setsid() } >= 0 {
+            return;
+        }
+    }
     // SAFETY: process-group calls on this process and its terminal; every
     // signal is blocked (SIGTTOU included), so tcsetpgrp from what becomes
     // a background group does not stop us.
@@ -105,6 +114,23 @@ fn own_process_group() {
         if libc::setpgid(0, 0) == 0 && was_foreground {
             libc::tcsetpgrp(0, libc::getpid());
         }
+    }
+}
+
+/// Before anything of the program's is in place (its descriptors may be
+/// this process's stdio later): says so when the program led its session
+/// and this restart cannot make it lead one again (`setsid` fails for a
+/// process that already leads its group, as `selfckpt restart --tids new`
+/// started from a shell does).
+pub fn session_leader_warning(role: Option<u8>) {
+    // SAFETY: getpgrp and getpid take no arguments.
+    let leads_group = unsafe { libc::getpgrp() == libc::getpid() };
+    if role == Some(crate::image::model::SESSION_LEADER) && leads_group {
+        eprintln!(
+            "selfckpt: warning: the program led its session; this restart leads its process \
+             group and cannot make it lead a session again (`--tids exact` can): it leads a \
+             process group of its own"
+        );
     }
 }
 
@@ -322,7 +348,7 @@ pub fn handover(
     // whose unwinding finds the restorer's frames and aborts). The restored
     // threads inherit this mask and get their own back from their frames.
     crate::capture::sys::block_every_signal();
-    own_process_group();
+    own_process_group(plan.session_role);
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in
     // both restart paths). A signal one raises early waits, blocked, for

@@ -72,6 +72,8 @@ pub struct Plan {
     pub pid: u32,
     pub restart_entry: u64,
     pub restart_mailbox: u64,
+    /// The process's place in its session at the checkpoint (META, 1.7).
+    pub session_role: Option<u8>,
     pub exe_path: Vec<u8>,
     /// Per region: file offset and path (or name).
     offsets: Vec<u64>,
@@ -157,6 +159,7 @@ impl Plan {
             pid: view.meta.pid,
             restart_entry: view.meta.restart_entry,
             restart_mailbox: view.meta.restart_mailbox,
+            session_role: view.meta.session_role,
             exe_path: view.meta.exe_path.to_vec(),
             offsets: view.regions.iter().map(|r| r.offset).collect(),
             names: view.regions.iter().map(|r| r.path.to_vec()).collect(),

@@ -225,6 +225,7 @@ pub fn restart(
         );
     }
     check_staged_mailbox(path, &plan, recorded_layout)?;
+    handover::session_leader_warning(plan.session_role);
     handover::handover(&mut plan, blob, opts)
 }
 

@@ -291,22 +291,41 @@ pub fn with_thread_pending(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u
 /// Length of the restart mailbox's layout version at the end of META
 /// (format 1.5): one u32.
 pub const META_MAILBOX_LAYOUT_LEN: usize = 4;
+/// META's session role (format 1.7): after the mailbox layout.
+pub const META_SESSION_ROLE_LEN: usize = 1;
 
 /// `img` with META's restart mailbox layout (format 1.5) set to `layout`.
 pub fn with_mailbox_layout(img: &[u8], layout: u32) -> Vec<u8> {
+    let after = if minor_of(img) >= 7 {
+        META_SESSION_ROLE_LEN
+    } else {
+        0
+    };
     with_record(img, 1, |p| {
-        let at = p.len() - META_MAILBOX_LAYOUT_LEN;
-        p[at..].copy_from_slice(&layout.to_le_bytes());
+        let at = p.len() - after - META_MAILBOX_LAYOUT_LEN;
+        p[at..at + META_MAILBOX_LAYOUT_LEN].copy_from_slice(&layout.to_le_bytes());
     })
 }
 
-/// `img`, written by this build (format 1.6), as format 1.`minor` wrote
-/// it: without what that minor lacks (the mailbox layout at the end of
+/// `img` (format 1.7 or later) with META's session role set to `role`.
+pub fn with_session_role(img: &[u8], role: u8) -> Vec<u8> {
+    with_record(img, 1, |p| {
+        let at = p.len() - META_SESSION_ROLE_LEN;
+        p[at] = role;
+    })
+}
+
+/// `img`, written by this build (format 1.7), as format 1.`minor` wrote
+/// it: without what that minor lacks (the session role at the end of META
+/// before 1.7, the event descriptors before 1.6, the mailbox layout at the end of
 /// META before 1.5, the pending signals at the end of KERNEL and THREADS
 /// before 1.4, the interval timers at the end of KERNEL before 1.3, the
 /// list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 7 {
+        out = with_record(&out, 1, |p| p.truncate(p.len() - META_SESSION_ROLE_LEN));
+    }
     if minor < 6 {
         out = with_kernel_events(&out, |t| t.clear());
     }

@@ -220,6 +220,15 @@ fn restart(
     }
 }
 
+/// The process's place in its session, for `inspect`.
+fn session_role_name(role: u8) -> &'static str {
+    match role {
+        selfckpt::image::model::SESSION_LEADER => "session leader",
+        selfckpt::image::model::GROUP_LEADER => "process group leader",
+        _ => "member of another process's group",
+    }
+}
+
 /// Short name of how the latest restart kept ids, for `inspect --json`.
 fn identity_name(v: u32) -> &'static str {
     match Identity::from_u64(v as u64) {
@@ -466,6 +475,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "created_unix_ns": m.created_unix_ns, "pid": m.pid, "sequence": m.sequence,
             "restarts": m.restarts, "identity": identity_name(m.identity),
             "mailbox_layout": m.mailbox_layout,
+            "session_role": m.session_role.map(session_role_name),
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
             "selfckpt_version": lossy(m.selfckpt_version),
             "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
@@ -504,6 +514,9 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
         m.mailbox_layout
             .map_or("not recorded".to_string(), |l| l.to_string())
     );
+    if let Some(role) = m.session_role {
+        println!("session    {}", session_role_name(role));
+    }
     if m.restarts > 0 {
         println!(
             "restarted  {} time(s); latest restart: {}",
