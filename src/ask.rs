@@ -206,35 +206,9 @@ fn runs_checkpointer(pid: i32, sig: i32, descendants: &[i32]) -> bool {
                     .any(|&d| catches(d, sig) && has_checkpoint_thread(d)))
 }
 
-/// True if the process has selfckpt loaded (its maps name the library or
-/// it runs a thread named `selfckpt`).
-pub fn runs_selfckpt(pid: i32) -> bool {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    if maps.contains("libselfckpt") {
-        return true;
-    }
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|rd| {
-            rd.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "selfckpt")
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Whether PID has a handler for `sig` (its `SigCgt` mask).
 pub fn catches(pid: i32, sig: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+    in_mask(pid, "SigCgt:", sig)
 }
 
 /// The real user id of PID (first field of `Uid:` in its status).

@@ -188,13 +188,33 @@ fn restart_never_writes_into_a_file_that_is_not_the_one_that_was_open() {
 
 /// The process group (field 5 of /proc/PID/stat) of `pid`.
 fn pgrp_of(pid: u32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s.rsplit_once(") ")?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+    stat_field(pid, 2)
+}
+
+/// An image of `ckloop` taken at step 1 of 3, 1.5 s apart (so a restart
+/// of it runs 3 s), run directly or under `wrapper` (`setsid --wait`).
+fn slow_ckloop_image(dir: &Path, wrapper: Option<&[&str]>) -> std::path::PathBuf {
+    let args = [
+        "3",
+        "--checkpoint-at",
+        "1",
+        "--sleep-ms",
+        "1500",
+        "--mib",
+        "1",
+    ];
+    let mut cmd = match wrapper {
+        Some(w) => {
+            let mut c = Command::new(w[0]);
+            c.args(&w[1..]).arg(example("ckloop"));
+            c
+        }
+        None => Command::new(example("ckloop")),
+    };
+    cmd.arg(dir).args(args);
+    let o = run(&mut cmd, Duration::from_secs(60));
+    assert!(o.status.success(), "ckloop ({wrapper:?}): {}", stderr(&o));
+    images(dir).into_iter().next().expect("an image")
 }
 
 /// Item 18: the restarted program leads a process group of its own (its
@@ -203,21 +223,7 @@ fn pgrp_of(pid: u32) -> Option<i32> {
 #[test]
 fn a_restarted_program_leads_a_process_group_of_its_own() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ck");
-    let o = run(
-        Command::new(example("ckloop")).arg(&dir).args([
-            "3",
-            "--checkpoint-at",
-            "1",
-            "--sleep-ms",
-            "1500",
-            "--mib",
-            "1",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(o.status.success(), "ckloop: {}", stderr(&o));
-    let image = images(&dir).into_iter().next().expect("an image");
+    let image = slow_ckloop_image(&tmp.path().join("ck"), None);
     // SAFETY: getpgrp has no preconditions.
     let ours = unsafe { libc::getpgrp() };
     for tids in ["new", "auto"] {
@@ -269,25 +275,7 @@ fn a_restarted_session_leader_leads_a_session_again() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ck");
-    let o = run(
-        Command::new("setsid")
-            .arg("--wait")
-            .arg(example("ckloop"))
-            .arg(&dir)
-            .args([
-                "3",
-                "--checkpoint-at",
-                "1",
-                "--sleep-ms",
-                "1500",
-                "--mib",
-                "1",
-            ]),
-        Duration::from_secs(60),
-    );
-    assert!(o.status.success(), "ckloop under setsid: {}", stderr(&o));
-    let image = images(&dir).into_iter().next().expect("an image");
+    let image = slow_ckloop_image(&tmp.path().join("ck"), Some(&["setsid", "--wait"]));
     assert!(
         inspect_text(&image).contains("session    session leader"),
         "{}",
