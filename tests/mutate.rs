@@ -1370,3 +1370,104 @@ fn event_descriptors_with_values_the_kernel_cannot_have_are_refused() {
     assert_eq!(j["format"], "1.5");
     assert_eq!(j["eventfds"].as_array().unwrap().len(), 0, "{j}");
 }
+
+/// One entry of KERNEL's object list (format 1.8): kind, flags, payload.
+fn object_entry(kind: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = kind.to_le_bytes().to_vec();
+    v.extend(flags.to_le_bytes());
+    v.extend((payload.len() as u32).to_le_bytes());
+    v.extend(payload);
+    v
+}
+
+/// `img` with `entry` put first in KERNEL's object list.
+fn with_object(img: &[u8], entry: &[u8]) -> Vec<u8> {
+    with_kernel_objects(img, |t| {
+        let mut v = entry.to_vec();
+        v.extend_from_slice(t);
+        *t = v;
+    })
+}
+
+/// KERNEL's tagged object list (format 1.8): a kind this build does not
+/// know is refused by name unless the entry says it may be skipped; a
+/// not-restorable object is named by inspect, refused by restart, and
+/// accepted only by `--unrestorable` naming its kind; a 1.7 image reads.
+#[test]
+fn kernel_objects_unknown_refused_not_restorable_named_old_images_read() {
+    let f = fixture();
+    let (j, _) = f.inspected("objects", &f.good);
+    assert!(j["objects"].as_array().is_some(), "{j}");
+
+    let unknown = with_object(&f.good, &object_entry(0x7abc, 0, b"xyz"));
+    let damaged = with_kernel_objects(&f.good, |t| t.truncate(t.len() - 1));
+    f.all_refused_for(vec![
+        ("object-unknown", unknown, "newer selfckpt"),
+        ("objects-cut", damaged, "KERNEL"),
+    ]);
+
+    let skippable = with_object(&f.good, &object_entry(0x7abc, 1, b"xyz"));
+    scan_bytes(&skippable, None).expect("a skippable unknown object is a valid image");
+    let (j, text) = f.inspected("object-skippable", &skippable);
+    assert_eq!(j["objects"][0]["kind"], "0x7abc", "{j}");
+    assert!(text.contains("does not know"), "{text}");
+
+    let mut payload = 9i32.to_le_bytes().to_vec();
+    for s in [
+        &b"socket"[..],
+        b"socket TCP 10.0.0.2:5432 (peer outside the process)",
+    ] {
+        payload.extend((s.len() as u32).to_le_bytes());
+        payload.extend(s);
+    }
+    let named = with_object(&f.good, &object_entry(1, 0, &payload));
+    scan_bytes(&named, None).expect("a not-restorable object is a valid image");
+    let (j, text) = f.inspected("not-restorable", &named);
+    let sentence = "fd 9 socket TCP 10.0.0.2:5432 (peer outside the process)";
+    assert_eq!(j["not_restorable"][0], sentence, "{j}");
+    assert!(
+        text.contains(sentence) && text.contains("--unrestorable=socket"),
+        "{text}"
+    );
+    let p = f.write_bad("not-restorable", &named);
+    let msg = f.restart_refused("not-restorable", &p);
+    assert!(
+        msg.contains(sentence) && msg.contains("--unrestorable=socket"),
+        "{msg}"
+    );
+    let r = cli(&[
+        OsStr::new("restart"),
+        OsStr::new("--unrestorable=epoll"),
+        p.as_os_str(),
+    ]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "another kind's stand-in: {}",
+        stderr(&r)
+    );
+    assert!(stderr(&r).contains(sentence), "{}", stderr(&r));
+    let r = cli(&[
+        OsStr::new("restart"),
+        OsStr::new("--unrestorable=Bad Kind"),
+        p.as_os_str(),
+    ]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("is not a kind"), "{}", stderr(&r));
+
+    let seven = as_minor(&f.good, 7);
+    scan_bytes(&seven, None).expect("a 1.7 image reads");
+    let (j, _) = f.inspected("format-1.7", &seven);
+    assert_eq!(j["format"], "1.7");
+    assert_eq!(j["objects"].as_array().map(Vec::len), Some(0), "{j}");
+
+    // Accepted by kind: the program goes on (this changes its file, so last).
+    let r = cli(&[
+        OsStr::new("restart"),
+        OsStr::new("--unrestorable=socket"),
+        p.as_os_str(),
+    ]);
+    assert!(r.status.success(), "--unrestorable=socket: {}", stderr(&r));
+    assert!(stderr(&r).contains(sentence), "{}", stderr(&r));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("post-checks ok"));
+}

@@ -36,7 +36,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 7;
+pub const FORMAT_MINOR: u16 = 8;
 /// The first minor version that may carry a MAC record after END.
 pub const MAC_SINCE_MINOR: u16 = 1;
 /// The first minor version whose END ends with the bytes present per region.
@@ -55,6 +55,9 @@ pub const EVENT_FDS_SINCE_MINOR: u16 = 6;
 /// The first minor version whose META ends with the process's place in its
 /// session (`Meta::session_role`).
 pub const SESSION_ROLE_SINCE_MINOR: u16 = 7;
+/// The first minor version whose KERNEL ends with the tagged object list
+/// (`kstate::objects`).
+pub const OBJECTS_SINCE_MINOR: u16 = 8;
 /// The mailbox layout an image older than [`MAILBOX_LAYOUT_SINCE_MINOR`]
 /// stands for: the one every library that wrote 1.0 to 1.4 images has
 /// (`restorer_abi::MAILBOX_LAYOUT` 1).

@@ -610,7 +610,18 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     }
     check_itimers(&k.itimers)?;
     check_pending(k.pending, "the process")?;
-    check_events(k)
+    check_events(k)?;
+    k.objects.check().map_err(invalid)?;
+    let events: std::collections::HashSet<i32> = k.events.fds().into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    for fd in k.objects.fds() {
+        if events.contains(&fd) || !seen.insert(fd) {
+            return Err(invalid(format!(
+                "fd {fd} is made anew by two kernel objects"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The event and timer descriptors (format 1.6): each at a number the

@@ -14,6 +14,7 @@ pub mod eventfd;
 pub mod fds;
 pub mod itimers;
 pub mod mm;
+pub mod objects;
 pub mod pending;
 pub mod sigactions;
 pub mod signalfd;
@@ -23,7 +24,7 @@ pub mod unrestorable;
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 use crate::image::format::{
-    EVENT_FDS_SINCE_MINOR, ITIMERS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR,
+    EVENT_FDS_SINCE_MINOR, ITIMERS_SINCE_MINOR, OBJECTS_SINCE_MINOR, PENDING_SIGNALS_SINCE_MINOR,
 };
 use crate::image::model::{FdEntry, IntervalTimers, ProcessState, SigAction, SignalSet};
 use thiserror::Error;
@@ -84,7 +85,20 @@ pub fn encode_kernel_record(
     fds::encode_pipe_contents(e, skip_fd)?;
     itimers::capture()?.encode(e)?;
     pending::shared(bufs.text)?.encode(e)?;
-    EventObjects::capture(e, bufs, skip_fd)
+    EventObjects::capture(e, bufs, skip_fd)?;
+    capture_objects(e, bufs, skip_fd)
+}
+
+/// The tagged object list (format 1.8): each kind's capture half writes
+/// its entries, then the list's end. No allocation.
+fn capture_objects(
+    e: &mut Encoder,
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    let _ = (&bufs, skip_fd);
+    objects::end(e)?;
+    Ok(())
 }
 
 /// The event and timer descriptors (KERNEL record, format 1.6): made anew
@@ -156,24 +170,34 @@ impl EventObjects {
         v
     }
 
-    /// What cannot come back as it was, one line per object or
-    /// registration, as the image says (the checkpoint saw it so).
-    pub fn problems(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.eventfds.iter().filter_map(|x| x.problem()).collect();
-        v.extend(self.epolls.iter().flat_map(|x| x.problems()));
+    /// What cannot come back as it was, one per object or registration,
+    /// as the image says (the checkpoint saw it so).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut v: Vec<Problem> = self
+            .eventfds
+            .iter()
+            .filter_map(|x| x.problem())
+            .map(|t| Problem::new("eventfd", t))
+            .collect();
+        v.extend(
+            self.epolls
+                .iter()
+                .flat_map(|x| x.problems())
+                .map(|t| Problem::new("epoll", t)),
+        );
         v
     }
 
     /// What cannot come back on this machine: [`Self::problems`] and the
     /// timerfds with unread expirations this kernel cannot give back.
-    pub fn problems_here(&self) -> Vec<String> {
+    pub fn problems_here(&self) -> Vec<Problem> {
         let mut v = self.problems();
         if self.timerfds.iter().any(|t| t.ticks > 0) && !timerfd::ticks_settable() {
             v.extend(self.timerfds.iter().filter(|t| t.ticks > 0).map(|t| {
-                format!(
+                Problem::new("timerfd", format!(
                     "fd {} timerfd: {} unread expirations, which this kernel cannot give back (no TFD_IOC_SET_TICKS)",
                     t.fd, t.ticks
-                )
+                ))
             }));
         }
         v
@@ -224,6 +248,30 @@ impl EventObjects {
     }
 }
 
+/// Something an image holds that a restart cannot bring back as it was:
+/// the kind `restart --unrestorable=KIND` names to accept its stand-in,
+/// and a sentence naming the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: String,
+    pub text: String,
+}
+
+impl Problem {
+    pub fn new(kind: &str, text: String) -> Self {
+        Problem {
+            kind: kind.to_string(),
+            text,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// What `f` encodes with fresh capture buffers (unit tests of the capture
 /// halves).
 #[cfg(test)]
@@ -270,9 +318,26 @@ pub struct KernelState<'a> {
     pub pending: SignalSet,
     /// Format 1.6: the event and timer descriptors; none in older images.
     pub events: EventObjects,
+    /// Format 1.8: the tagged object list; empty in older images.
+    pub objects: objects::Objects,
 }
 
 impl<'a> KernelState<'a> {
+    /// What the checkpoint saw cannot come back: the event descriptors'
+    /// and the object list's.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut v = self.events.problems();
+        v.extend(self.objects.problems());
+        v
+    }
+
+    /// What cannot come back on this machine.
+    pub fn problems_here(&self) -> Vec<Problem> {
+        let mut v = self.events.problems_here();
+        v.extend(self.objects.problems());
+        v
+    }
+
     /// Encodes the record as this build writes it (the checkpoint itself
     /// encodes straight from the kernel: `encode_kernel_record`).
     pub fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
@@ -288,14 +353,16 @@ impl<'a> KernelState<'a> {
         })?;
         self.itimers.encode(e)?;
         self.pending.encode(e)?;
-        self.events.encode(e)
+        self.events.encode(e)?;
+        self.objects.encode(e)
     }
 
     /// Decodes the record of an image of format minor `minor`: pipe
     /// contents may be there from 1.1 on (they are optional before 1.3,
     /// required from then on, like the interval timers that follow them);
     /// from 1.4 on the process's pending signals follow, from 1.6 on the
-    /// event and timer descriptors end the record.
+    /// event and timer descriptors, from 1.8 on the tagged object list ends
+    /// the record.
     pub fn decode(d: &mut Decoder<'a>, minor: u16) -> Result<Self, CodecError> {
         let process = ProcessState::decode(d)?;
         let n = d.count(SigAction::ENCODED_LEN)?;
@@ -332,6 +399,11 @@ impl<'a> KernelState<'a> {
         } else {
             EventObjects::default()
         };
+        let objects = if minor >= OBJECTS_SINCE_MINOR {
+            objects::Objects::decode(d)?
+        } else {
+            objects::Objects::default()
+        };
         d.finish()?;
         Ok(KernelState {
             process,
@@ -341,6 +413,7 @@ impl<'a> KernelState<'a> {
             itimers,
             pending,
             events,
+            objects,
         })
     }
 }
@@ -391,7 +464,16 @@ mod tests {
             itimers,
             pending: SignalSet::EMPTY.with(libc::SIGUSR2).with(34),
             events: EventObjects::default(),
+            objects: objects::Objects::default(),
         }
+    }
+
+    /// The record as a 1.6 or 1.7 image has it: without the (empty)
+    /// object list's END entry.
+    fn encoded_v16(k: &KernelState) -> Vec<u8> {
+        let mut b = encoded(k);
+        b.truncate(b.len() - 8);
+        b
     }
 
     fn encoded(k: &KernelState) -> Vec<u8> {
@@ -408,13 +490,38 @@ mod tests {
         let k = kernel();
         let buf = encoded(&k);
         let mut d = Decoder::new(&buf);
-        assert_eq!(KernelState::decode(&mut d, 6).unwrap(), k);
+        assert_eq!(KernelState::decode(&mut d, 8).unwrap(), k);
         assert_eq!(d.remaining(), 0);
+        let v16 = encoded_v16(&k);
+        assert_eq!(KernelState::decode(&mut Decoder::new(&v16), 7).unwrap(), k);
+    }
+
+    #[test]
+    fn kernel_from_1_8_ends_with_the_object_list() {
+        let k = KernelState {
+            objects: objects::Objects {
+                items: vec![objects::Object::NotRestorable(objects::NotRestorable {
+                    fd: 4,
+                    kind: "socket".into(),
+                    text: "socket".into(),
+                })],
+            },
+            ..kernel()
+        };
+        let buf = encoded(&k);
+        assert_eq!(KernelState::decode(&mut Decoder::new(&buf), 8).unwrap(), k);
+        // A 1.8 record without the list, and a 1.7 one with it.
+        let v17 = encoded_v16(&kernel());
+        assert!(KernelState::decode(&mut Decoder::new(&v17), 8).is_err());
+        assert!(matches!(
+            KernelState::decode(&mut Decoder::new(&buf), 7),
+            Err(CodecError::Trailing { .. })
+        ));
     }
 
     #[test]
     fn kernel_before_1_3_has_timers_disarmed_and_a_1_3_kernel_needs_them() {
-        let v16 = encoded(&kernel());
+        let v16 = encoded_v16(&kernel());
         // Up to the pending signals (1.4 and 1.5): without the (empty)
         // event descriptors' four counts.
         let full = &v16[..v16.len() - 16];
@@ -462,7 +569,7 @@ mod tests {
 
     #[test]
     fn kernel_before_1_4_has_no_pending_signals_and_a_1_4_kernel_needs_them() {
-        let v16 = encoded(&kernel());
+        let v16 = encoded_v16(&kernel());
         // Up to the pending signals (1.4 and 1.5): without the (empty)
         // event descriptors' four counts.
         let full = &v16[..v16.len() - 16];

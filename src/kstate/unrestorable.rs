@@ -9,7 +9,7 @@
 //! facts (`inspect` shows them, restart refuses them): this table is only
 //! for the checkpoint's log line.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// What is noted of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +52,49 @@ pub fn note(fd: i32, tfd: i32, why: Why) {
     }
 }
 
+/// Longest sentence kept of a [`note_text`] (the image holds it whole).
+const TEXT_MAX: usize = 240;
+/// Marks a note whose words are in [`TEXTS`] (its low byte).
+const TEXT_NOTE: u64 = 0xff;
+static TEXTS: [[AtomicU8; TEXT_MAX]; MAX] = [const { [const { AtomicU8::new(0) }; TEXT_MAX] }; MAX];
+static TEXT_LENS: [AtomicU32; MAX] = [const { AtomicU32::new(0) }; MAX];
+
+/// Notes one object in words (`fd` -1 for none): what the kernel-object
+/// capture halves write as a `NotRestorable` entry. No allocation.
+pub fn note_text(fd: i32, text: &[u8]) {
+    let i = COUNT.fetch_add(1, Ordering::Relaxed) as usize;
+    if i < MAX {
+        let n = text.len().min(TEXT_MAX);
+        for (slot, b) in TEXTS[i].iter().zip(&text[..n]) {
+            slot.store(*b, Ordering::Relaxed);
+        }
+        TEXT_LENS[i].store(n as u32, Ordering::Relaxed);
+        NOTES[i].store(((fd as u32 as u64) << 32) | TEXT_NOTE, Ordering::Relaxed);
+    }
+}
+
 /// The notes of the last capture, as sentences.
 pub fn last() -> Vec<String> {
     let n = COUNT.load(Ordering::Relaxed) as usize;
     let mut out: Vec<String> = NOTES[..n.min(MAX)]
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let v = a.load(Ordering::Relaxed);
             let (fd, tfd) = ((v >> 32) as i32, ((v >> 8) & 0xff_ffff) as i32);
+            if v & 0xff == TEXT_NOTE {
+                let len = TEXT_LENS[i].load(Ordering::Relaxed) as usize;
+                let words: Vec<u8> = TEXTS[i][..len]
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect();
+                let words = String::from_utf8_lossy(&words);
+                return if fd >= 0 {
+                    format!("fd {fd} {words}")
+                } else {
+                    words.into_owned()
+                };
+            }
             sentence(fd, tfd, WHYS[(v & 0xff) as usize % WHYS.len()])
         })
         .collect();
@@ -113,6 +148,14 @@ mod tests {
             "{l:?}"
         );
         assert!(l[1].contains("fd 3 eventfd"), "{l:?}");
+        note_text(9, b"socket TCP 10.0.0.2:5432 (peer outside the process)");
+        note_text(-1, b"a POSIX timer");
+        let l = last();
+        assert_eq!(
+            l[2],
+            "fd 9 socket TCP 10.0.0.2:5432 (peer outside the process)"
+        );
+        assert_eq!(l[3], "a POSIX timer");
         clear();
         assert!(last().is_empty());
     }

@@ -165,8 +165,18 @@ pub fn handover(
         let _ = std::io::stderr().flush();
     }
     let saved = super::stdio::apply(&fates, above);
-    // The event and timer descriptors are made anew below, not reopened.
-    let made_anew: std::collections::HashSet<i32> = plan.events.fds().into_iter().collect();
+    use crate::kstate::objects::Stage;
+    for msg in plan.objects.restore(Stage::Early) {
+        saved.say(&format!("selfckpt: warning: {msg}"));
+    }
+    // The event and timer descriptors and the kernel objects are made
+    // anew below, not reopened.
+    let made_anew: std::collections::HashSet<i32> = plan
+        .events
+        .fds()
+        .into_iter()
+        .chain(plan.objects.fds())
+        .collect();
     let entries: Vec<FdEntry> = plan
         .fds
         .iter()
@@ -194,9 +204,15 @@ pub fn handover(
             ));
         }
     }
+    for msg in plan.objects.restore(Stage::Descriptors) {
+        saved.say(&format!("selfckpt: warning: {msg}"));
+    }
     // Every other descriptor is back: the epoll registrations can point
     // at their numbers.
     for msg in plan.events.restore() {
+        saved.say(&format!("selfckpt: warning: {msg}"));
+    }
+    for msg in plan.objects.restore(Stage::Late) {
         saved.say(&format!("selfckpt: warning: {msg}"));
     }
     let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);

@@ -56,6 +56,8 @@ pub struct Plan {
     pub pipes: Vec<(u64, Vec<u8>)>,
     /// The event and timer descriptors, made anew after the files.
     pub events: crate::kstate::EventObjects,
+    /// The tagged kernel objects (format 1.8).
+    pub objects: crate::kstate::objects::Objects,
     pub cwd: Vec<u8>,
     pub umask: u32,
     /// The interval timers, armed right before the jump.
@@ -149,6 +151,7 @@ impl Plan {
                 .map(|p| (p.ino, p.data.to_vec()))
                 .collect(),
             events: view.kernel.events.clone(),
+            objects: view.kernel.objects.clone(),
             cwd: view.kernel.process.cwd.to_vec(),
             umask: view.kernel.process.umask,
             itimers: view.kernel.itimers,

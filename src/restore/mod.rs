@@ -68,8 +68,8 @@ pub enum RestoreError {
     Unsafe { path: PathBuf, why: String },
     #[error("files the program had open are gone: {0}; restart refused (use --missing-fds=devnull to restart with /dev/null in their place)")]
     MissingFiles(String),
-    #[error("restart refused: not restorable: {0} (use --unrestorable=fresh to restart with fresh stand-ins)")]
-    NotRestorable(String),
+    #[error("restart refused: not restorable: {text} (use --unrestorable={kinds} to restart with their stand-ins, or --unrestorable=fresh for every kind)")]
+    NotRestorable { text: String, kinds: String },
     #[error("{path}: the program's selfckpt library has restart mailbox layout {image}{how}, this restarter writes layout {host}; restart refused (restart it with the selfckpt release the program ran with)")]
     MailboxLayout {
         path: PathBuf,
@@ -96,18 +96,58 @@ pub enum MissingFds {
     DevNull,
 }
 
-/// What to do with event and timer descriptors that cannot come back as
-/// they were (`kstate::EventObjects::problems_here`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What to do with kernel objects that cannot come back as they were
+/// (`kstate::KernelState::problems_here`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Unrestorable {
     /// Refuse the restart, naming them.
     #[default]
     Refuse,
-    /// Restart with a fresh object of the same kind (and a warning naming
-    /// what it lacks): an epoll without the registrations that cannot come
-    /// back, an eventfd of unknown mode as a plain one, a timerfd without
-    /// the expirations it cannot be given.
+    /// Restart with each object's stand-in (and a warning naming what it
+    /// lacks): an epoll without the registrations that cannot come back,
+    /// an eventfd of unknown mode as a plain one, a timerfd without the
+    /// expirations it cannot be given...
     Fresh,
+    /// Stand-ins for these kinds only (`--unrestorable=epoll,socket`).
+    Kinds(Vec<String>),
+}
+
+impl Unrestorable {
+    /// `refuse`, `fresh`, or a comma-separated list of kinds.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "refuse" => Ok(Unrestorable::Refuse),
+            "fresh" => Ok(Unrestorable::Fresh),
+            list => {
+                let kinds: Vec<String> = list.split(',').map(str::to_string).collect();
+                match kinds.iter().find(|k| {
+                    k.is_empty() || !k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                }) {
+                    Some(bad) => Err(format!(
+                        "--unrestorable: {bad:?} is not a kind (refuse, fresh, or kinds such as epoll,socket: `selfckpt inspect` names them)"
+                    )),
+                    None => Ok(Unrestorable::Kinds(kinds)),
+                }
+            }
+        }
+    }
+
+    /// Whether a problem of `kind` may be restarted with its stand-in.
+    pub fn accepts(&self, kind: &str) -> bool {
+        match self {
+            Unrestorable::Refuse => false,
+            Unrestorable::Fresh => true,
+            Unrestorable::Kinds(k) => k.iter().any(|x| x == kind),
+        }
+    }
+}
+
+/// Problems, one sentence each, joined.
+fn joined(p: &[crate::kstate::Problem]) -> String {
+    p.iter()
+        .map(|p| p.text.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Options of `selfckpt restart`.
@@ -179,17 +219,24 @@ pub fn restart(
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
-    let unrestorable = view.kernel.events.problems_here();
-    if !unrestorable.is_empty() {
-        match opts.unrestorable {
-            Unrestorable::Refuse => {
-                return Err(RestoreError::NotRestorable(unrestorable.join("; ")))
-            }
-            Unrestorable::Fresh => eprintln!(
-                "selfckpt: warning: restarting with fresh stand-ins (--unrestorable=fresh) for what cannot come back: {}",
-                unrestorable.join("; ")
-            ),
-        }
+    let (accepted, refused): (Vec<_>, Vec<_>) = view
+        .kernel
+        .problems_here()
+        .into_iter()
+        .partition(|p| opts.unrestorable.accepts(&p.kind));
+    if !refused.is_empty() {
+        let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();
+        kinds.dedup();
+        return Err(RestoreError::NotRestorable {
+            text: joined(&refused),
+            kinds: kinds.join(","),
+        });
+    }
+    if !accepted.is_empty() {
+        eprintln!(
+            "selfckpt: warning: restarting with stand-ins (--unrestorable) for what cannot come back: {}",
+            joined(&accepted)
+        );
     }
     let identity = match opts.tids {
         TidPolicy::New => pidns::Identity::New("--tids new".into()),

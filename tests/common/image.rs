@@ -219,25 +219,32 @@ pub fn minor_of(img: &[u8]) -> u16 {
     u16::from_le_bytes([img[10], img[11]])
 }
 
-/// Length of the event and timer descriptors that end a KERNEL payload
-/// of format 1.`minor` (1.6 on; 0 before): the payload is decoded with
-/// the crate's own decoder and the lists encoded again.
-pub fn kernel_events_len(payload: &[u8], minor: u16) -> usize {
+/// Lengths of the event and timer descriptors (1.6 on; 0 before) and of
+/// the object list (1.8 on; 0 before) that end a KERNEL payload of format
+/// 1.`minor`: the payload is decoded with the crate's own decoder and the
+/// lists encoded again.
+pub fn kernel_tail_lens(payload: &[u8], minor: u16) -> (usize, usize) {
     if minor < 6 {
-        return 0;
+        return (0, 0);
     }
     let mut d = selfckpt::image::codec::Decoder::new(payload);
     let k = selfckpt::kstate::KernelState::decode(&mut d, minor).expect("KERNEL decodes");
     let mut buf = vec![0u8; payload.len()];
     let mut e = selfckpt::image::codec::Encoder::new(&mut buf);
     k.events.encode(&mut e).unwrap();
-    e.len()
+    let events = e.len();
+    if minor < 8 {
+        return (events, 0);
+    }
+    k.objects.encode(&mut e).unwrap();
+    (events, e.len() - events)
 }
 
 /// Where the event and timer descriptors start in `img`'s KERNEL payload
-/// `p` (its end before 1.6).
+/// `p` (where the record ends before 1.6).
 fn events_at(img: &[u8], p: &[u8]) -> usize {
-    p.len() - kernel_events_len(p, minor_of(img))
+    let (events, objects) = kernel_tail_lens(p, minor_of(img));
+    p.len() - events - objects
 }
 
 /// `img` with the interval timers of KERNEL (before the pending signals)
@@ -263,8 +270,22 @@ pub fn with_kernel_pending(img: &[u8], mask: u64) -> Vec<u8> {
 /// (format 1.6) replaced by what `edit` makes of them.
 pub fn with_kernel_events(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     with_record(img, 3, |p| {
+        let (events, _) = kernel_tail_lens(p, minor_of(img));
         let at = events_at(img, p);
         let mut tail = p.split_off(at);
+        let objects = tail.split_off(events);
+        edit(&mut tail);
+        p.extend_from_slice(&tail);
+        p.extend_from_slice(&objects);
+    })
+}
+
+/// `img` with the object list that ends KERNEL (format 1.8) replaced by
+/// what `edit` makes of it.
+pub fn with_kernel_objects(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_record(img, 3, |p| {
+        let (_, objects) = kernel_tail_lens(p, minor_of(img));
+        let mut tail = p.split_off(p.len() - objects);
         edit(&mut tail);
         p.extend_from_slice(&tail);
     })
@@ -323,6 +344,11 @@ pub fn with_session_role(img: &[u8], role: u8) -> Vec<u8> {
 /// list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 8 {
+        out = with_kernel_objects(&out, |t| t.clear());
+        // What follows reads the record as the 1.7 it now is.
+        out[10..12].copy_from_slice(&7u16.to_le_bytes());
+    }
     if minor < 7 {
         out = with_record(&out, 1, |p| p.truncate(p.len() - META_SESSION_ROLE_LEN));
     }

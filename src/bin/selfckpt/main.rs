@@ -97,7 +97,10 @@ enum Cmd {
         /// same kind (an epoll without the registrations that cannot come
         /// back, an eventfd of unknown mode as a plain one, a timerfd
         /// without the expirations it cannot be given), with a warning.
-        #[arg(long, default_value = "refuse", value_parser = ["refuse", "fresh"])]
+        /// Also a comma-separated list of the kinds whose stand-ins are
+        /// accepted (`--unrestorable=epoll,socket`; `inspect` names each
+        /// object's kind).
+        #[arg(long, default_value = "refuse")]
         unrestorable: String,
     },
     /// Show what an image holds.
@@ -144,8 +147,14 @@ fn main() -> ExitCode {
             changed_fds,
             unrestorable,
         } => {
-            if unrestorable == "fresh" {
-                FRESH_STAND_INS.store(true, std::sync::atomic::Ordering::Relaxed);
+            match selfckpt::restore::Unrestorable::parse(&unrestorable) {
+                Ok(u) => {
+                    let _ = STAND_INS.set(u);
+                }
+                Err(e) => {
+                    eprintln!("selfckpt: {e}");
+                    return ExitCode::from(2);
+                }
             }
             let tids = match tids.map_or_else(selfckpt::settings::tids, |t| Ok(Some(t))) {
                 Ok(t) => t.unwrap_or_else(|| "auto".into()),
@@ -178,8 +187,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `restart --unrestorable=fresh` (a resume by `run` always refuses).
-static FRESH_STAND_INS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `restart --unrestorable=...` (a resume by `run` always refuses).
+static STAND_INS: std::sync::OnceLock<selfckpt::restore::Unrestorable> = std::sync::OnceLock::new();
 
 fn restart(
     image: Option<PathBuf>,
@@ -203,11 +212,7 @@ fn restart(
         tids: selfckpt::restore::TidPolicy::parse(tids).ok_or("--tids: auto, exact or new")?,
         missing_fds,
         changed_fds,
-        unrestorable: if FRESH_STAND_INS.load(std::sync::atomic::Ordering::Relaxed) {
-            selfckpt::restore::Unrestorable::Fresh
-        } else {
-            selfckpt::restore::Unrestorable::Refuse
-        },
+        unrestorable: STAND_INS.get().cloned().unwrap_or_default(),
         original_stdio,
     };
     match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
@@ -431,9 +436,15 @@ fn write_json(
     })?;
     list(
         &mut w,
+        "objects",
+        v.kernel.objects.json().into_iter(),
+        |x| x,
+    )?;
+    list(
+        &mut w,
         "not_restorable",
-        ev.problems().into_iter(),
-        serde_json::Value::String,
+        v.kernel.problems().into_iter(),
+        |p| serde_json::Value::String(p.text),
     )?;
     w.write_all(b"\n}\n")?;
     w.flush()
@@ -588,11 +599,18 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             println!("  {line}");
         }
     }
-    let problems = v.kernel.events.problems();
+    let objects = v.kernel.objects.describe();
+    if !objects.is_empty() {
+        println!("\nkernel objects:");
+        for line in objects {
+            println!("  {line}");
+        }
+    }
+    let problems = v.kernel.problems();
     if !problems.is_empty() {
         println!("\nnot restorable ({}):", problems.len());
         for p in problems {
-            println!("  {p}");
+            println!("  {}  [--unrestorable={}]", p.text, p.kind);
         }
     }
     println!(
