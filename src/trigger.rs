@@ -50,11 +50,15 @@ unsafe impl Sync for Views {}
 // SAFETY: an all-zero sigaction is SIG_DFL with no flags.
 static VIEWS: Views = Views(UnsafeCell::new(unsafe { core::mem::zeroed() }));
 
-extern "C" fn on_trigger(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_trigger(_: libc::c_int, _: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: uc is the context the kernel passed to this handler.
+    unsafe { crate::capture::interrupted::note_trigger_interruption(uc) };
     request::ask();
 }
 
-extern "C" fn on_term(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn on_term(_: libc::c_int, _: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: uc is the context the kernel passed to this handler.
+    unsafe { crate::capture::interrupted::note_trigger_interruption(uc) };
     if SERVING_TERM.load(Acquire) != 0 {
         return; // the checkpoint under way already ends in an exit
     }

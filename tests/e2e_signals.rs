@@ -255,3 +255,80 @@ fn cancelling_threads_in_a_loop_survives_restarts() {
         kill_tree(&mut child, libc::SIGKILL);
     }
 }
+
+/// `kill -USR1` (the trigger signal, delivered to the main thread) in the
+/// middle of `poll`, `select`, `epoll_wait`, `ppoll` without a timeout,
+/// `sigsuspend`, `msgrcv`, `semop`, `sigwaitinfo`, and of 1 s `nanosleep`,
+/// `poll`, `semtimedop` and `sleep`: each checkpoint asked for that way
+/// is invisible (no EINTR, no early return), while the program's own
+/// signals still end `pause` and `sigsuspend` (also when SIGUSR1 comes at
+/// the same instant). The output equals a run without selfckpt, and the
+/// checkpoints were taken.
+#[test]
+fn kill_usr1_checkpoints_never_end_a_call_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("trigger_eintr");
+    if !build_c("trigger_eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = std::fs::read_to_string({
+        let r = tmp.path().join("ref");
+        wait_ok(
+            spawn_to_file(Command::new(&exe).arg("quiet"), &r),
+            "reference run",
+        );
+        r
+    })
+    .unwrap();
+    assert!(want.ends_with("trigger-eintr ok\n"), "{want}");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &out),
+        "program blocked in calls while SIGUSR1 comes",
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    let taken = stats.lines().filter(|l| !l.contains("\"error\"")).count();
+    assert!(taken >= 6, "only {taken} checkpoints were taken: {stats}");
+}
+
+/// The same, killed after its fourth checkpoint and resumed: the resumed
+/// program goes on in its call and ends as the uninterrupted run.
+#[test]
+fn kill_usr1_checkpoints_resume_in_the_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("trigger_eintr");
+    if !build_c("trigger_eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg("quiet"), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &first);
+    for n in 0..4 {
+        wait_new_image(&dir, n);
+    }
+    kill_tree(&mut child, libc::SIGKILL);
+    let image = images(&dir).pop().unwrap();
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &second),
+        "resumed run",
+    );
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "resumed output differs; stderr: {err}"
+    );
+}

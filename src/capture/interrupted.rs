@@ -168,6 +168,22 @@ pub unsafe fn resume_interrupted(uc: *mut libc::c_void) {
     }
 }
 
+/// In the handler of a trigger signal selfckpt holds (SIGUSR1, SIGUSR2
+/// sent with `kill`): if its frame shows a system call that the signal
+/// ended with `EINTR`, counts it, so that the libc-level wrappers of
+/// `crate::interpose::waits` make the call again (with the time left).
+/// The call cannot be rewound here: the frame does not say which call it
+/// was. Async-signal-safe.
+///
+/// # Safety
+/// `uc` must be the ucontext the kernel passed to this signal handler.
+pub unsafe fn note_trigger_interruption(uc: *mut libc::c_void) {
+    let (ret, pc, _) = arch::frame_syscall(uc);
+    if ret == -(libc::EINTR as i64) && arch::after_syscall_insn(pc) {
+        INTERRUPTED.with(|c| c.set(c.get() + 1));
+    }
+}
+
 /// In the handler, on leaving (released, or restarted): counts the time
 /// parked.
 pub fn leave_parked() {
@@ -178,8 +194,9 @@ pub fn leave_parked() {
     }
 }
 
-/// How many relative-timeout calls of this thread the suspend signal
-/// interrupted so far.
+/// How many calls of this thread selfckpt's signals interrupted so far
+/// in a way the wrappers must make good (relative-timeout calls the
+/// suspend signal interrupted, any call a trigger signal interrupted).
 pub fn interrupted_count() -> u64 {
     INTERRUPTED.with(|c| c.get())
 }

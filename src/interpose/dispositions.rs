@@ -10,13 +10,137 @@
 //!   (`selfckpt checkpoint PID` uses it). Until then the program reads
 //!   back the disposition it had before selfckpt took the signal.
 //!
+//! * A handler the program installs runs through [`trampoline`], which
+//!   counts, per thread, the program's handlers that ran
+//!   ([`program_handlers_run`]) before calling it. The wrappers of
+//!   `interpose::waits` read the count: a call that ended with `EINTR`
+//!   while only selfckpt's signals ran is made again, one a program handler
+//!   interrupted returns `EINTR` to the program, as without selfckpt. The
+//!   program reads back its own handler and flags; the kernel (and so the
+//!   image) holds the trampoline, which is in the library's memory and comes
+//!   back with it.
+//!
 //! Async-signal-safe (`sigaction` and `signal` may be called from
 //! handlers): no allocation, no locks.
 
 use super::masks::reserved;
 use super::next;
 use crate::trigger;
+use core::cell::Cell;
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
 use libc::{c_int, sighandler_t};
+
+/// The program's handler of each signal that runs through the trampoline
+/// (0: none), and the flags it was installed with.
+static HANDLERS: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+static FLAGS: [AtomicI32; 65] = [const { AtomicI32::new(0) }; 65];
+
+thread_local! {
+    /// Program handlers that ran on this thread so far.
+    static RUN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many of the program's signal handlers ran on this thread so far.
+pub fn program_handlers_run() -> u64 {
+    RUN.with(|c| c.get())
+}
+
+type InfoHandler = unsafe extern "C-unwind" fn(c_int, *mut libc::siginfo_t, *mut libc::c_void);
+type PlainHandler = unsafe extern "C-unwind" fn(c_int);
+
+/// What the kernel calls for a program's handler: counts it, then calls
+/// it with what the kernel gave (the same siginfo and context, so a
+/// handler that edits its context edits the real one). May be unwound
+/// through (`siglongjmp`, a foreign exception).
+unsafe extern "C-unwind" fn trampoline(
+    sig: c_int,
+    info: *mut libc::siginfo_t,
+    uc: *mut libc::c_void,
+) {
+    RUN.with(|c| c.set(c.get() + 1));
+    let Some(i) = slot(sig) else { return };
+    let h = HANDLERS[i].load(Acquire);
+    if h == 0 {
+        return;
+    }
+    if FLAGS[i].load(Relaxed) & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program installed h as an SA_SIGINFO handler.
+        let f: InfoHandler = core::mem::transmute(h);
+        f(sig, info, uc)
+    } else {
+        // SAFETY: the program installed h as a plain handler.
+        let f: PlainHandler = core::mem::transmute(h);
+        f(sig)
+    }
+}
+
+fn slot(sig: c_int) -> Option<usize> {
+    (1..=64).contains(&sig).then_some(sig as usize)
+}
+
+fn is_handler(h: sighandler_t) -> bool {
+    h != libc::SIG_DFL && h != libc::SIG_IGN && h != libc::SIG_ERR
+}
+
+/// The action the kernel gets for the program's `act`: the trampoline in
+/// place of a handler (noted first, so a signal that comes in between
+/// finds it).
+unsafe fn as_kernel_action(sig: c_int, act: &libc::sigaction) -> libc::sigaction {
+    let Some(i) = slot(sig).filter(|_| is_handler(act.sa_sigaction)) else {
+        return *act;
+    };
+    FLAGS[i].store(act.sa_flags, Relaxed);
+    HANDLERS[i].store(act.sa_sigaction, Release);
+    let mut k = *act;
+    k.sa_sigaction = trampoline as *const () as usize;
+    k.sa_flags |= libc::SA_SIGINFO;
+    k
+}
+
+/// The program's handler and flags noted for `sig` now.
+fn noted(sig: c_int) -> (usize, c_int) {
+    slot(sig).map_or((0, 0), |i| {
+        (HANDLERS[i].load(Acquire), FLAGS[i].load(Relaxed))
+    })
+}
+
+/// The action as the program installed it, from what the kernel has
+/// (`noted`: what was noted for it when the kernel got it).
+fn as_program_action(k: &mut libc::sigaction, noted: (usize, c_int)) {
+    if k.sa_sigaction == trampoline as *const () as usize {
+        k.sa_sigaction = noted.0;
+        k.sa_flags = (k.sa_flags & !libc::SA_SIGINFO) | (noted.1 & libc::SA_SIGINFO);
+    }
+}
+
+/// Installs the program's `act` (may be NULL: a query) for `sig`.
+unsafe fn program_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let mut prev: libc::sigaction = core::mem::zeroed();
+    let before = noted(sig);
+    let r = match act.as_ref() {
+        Some(a) => {
+            let k = as_kernel_action(sig, a);
+            next::sigaction(sig, &k, &mut prev)
+        }
+        None => next::sigaction(sig, core::ptr::null(), &mut prev),
+    };
+    if r != 0 {
+        // Not installed: what is noted stays what the kernel has.
+        if let Some(i) = slot(sig) {
+            FLAGS[i].store(before.1, Relaxed);
+            HANDLERS[i].store(before.0, Release);
+        }
+    }
+    if r == 0 && !old.is_null() {
+        as_program_action(&mut prev, before);
+        *old = prev;
+    }
+    r
+}
 
 /// `sigaction(2)` as the program sees it.
 ///
@@ -35,7 +159,7 @@ pub unsafe extern "C" fn sigaction(
     if trigger::held(sig) {
         let before = trigger::program_view(sig);
         if !act.is_null() {
-            let r = next::sigaction(sig, act, core::ptr::null_mut());
+            let r = program_sigaction(sig, act, core::ptr::null_mut());
             if r != 0 {
                 return r;
             }
@@ -46,7 +170,7 @@ pub unsafe extern "C" fn sigaction(
         }
         return 0;
     }
-    next::sigaction(sig, act, old)
+    program_sigaction(sig, act, old)
 }
 
 /// Installs `handler` with `flags` through [`sigaction`]; the old handler.
@@ -120,5 +244,54 @@ mod tests {
             let mut old: libc::sigaction = core::mem::zeroed();
             assert_eq!(sigaction(libc::SIGWINCH, core::ptr::null(), &mut old), 0);
         }
+    }
+
+    static SEEN: AtomicI32 = AtomicI32::new(0);
+    extern "C" fn plain(sig: c_int) {
+        SEEN.store(sig, SeqCst);
+    }
+    extern "C" fn with_info(sig: c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel's siginfo for a signal this thread raised.
+        let code = unsafe { (*info).si_code };
+        SEEN.store(sig * 1000 + i32::from(code == libc::SI_TKILL), SeqCst);
+    }
+
+    #[test]
+    fn program_handlers_run_counted_and_read_back_as_installed() {
+        std::thread::spawn(|| {
+            // SAFETY: installing handlers for otherwise unused signals of
+            // this test process and raising them on this thread.
+            unsafe {
+                let sig = libc::SIGRTMIN() + 7;
+                assert_eq!(signal(sig, plain as *const () as usize), libc::SIG_DFL);
+                let n = program_handlers_run();
+                libc::raise(sig);
+                assert_eq!(SEEN.load(SeqCst), sig);
+                assert_eq!(program_handlers_run(), n + 1);
+                // The program reads back its own handler and flags; the
+                // kernel has the trampoline.
+                let mut old: libc::sigaction = core::mem::zeroed();
+                sigaction(sig, core::ptr::null(), &mut old);
+                assert_eq!(old.sa_sigaction, plain as *const () as usize);
+                assert_eq!(old.sa_flags & libc::SA_SIGINFO, 0);
+                assert_eq!(old.sa_flags & libc::SA_RESTART, libc::SA_RESTART);
+                let mut k: libc::sigaction = core::mem::zeroed();
+                next::sigaction(sig, core::ptr::null(), &mut k);
+                assert_eq!(k.sa_sigaction, trampoline as *const () as usize);
+
+                let mut act: libc::sigaction = core::mem::zeroed();
+                act.sa_sigaction = with_info as *const () as usize;
+                act.sa_flags = libc::SA_SIGINFO;
+                sigaction(sig, &act, &mut old);
+                assert_eq!(old.sa_sigaction, plain as *const () as usize);
+                libc::raise(sig);
+                assert_eq!(SEEN.load(SeqCst), sig * 1000 + 1, "siginfo passed on");
+                assert_eq!(signal(sig, libc::SIG_DFL), with_info as *const () as usize);
+                next::sigaction(sig, core::ptr::null(), &mut k);
+                assert_eq!(k.sa_sigaction, libc::SIG_DFL);
+            }
+        })
+        .join()
+        .unwrap();
     }
 }

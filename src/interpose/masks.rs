@@ -140,7 +140,7 @@ pub unsafe extern "C" fn pthread_attr_setsigmask_np(
 #[no_mangle]
 pub unsafe extern "C" fn sigsuspend(mask: *const sigset_t) -> c_int {
     let copy = as_mask(mask);
-    next::sigsuspend(ptr(&copy))
+    super::waits::again(|| next::sigsuspend(ptr(&copy)))
 }
 
 /// `sigpending(2)`, without selfckpt's signals.
@@ -182,7 +182,7 @@ pub unsafe extern "C" fn sigwait(set: *const sigset_t, sig: *mut c_int) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn sigwaitinfo(set: *const sigset_t, info: *mut libc::siginfo_t) -> c_int {
     let copy = without_reserved(set);
-    next::sigwaitinfo(ptr(&copy), info)
+    super::waits::again(|| next::sigwaitinfo(ptr(&copy), info))
 }
 
 #[cfg(test)]

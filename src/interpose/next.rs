@@ -73,4 +73,10 @@ next_fns! {
     __libc_current_sigrtmax() -> c_int = 64;
     sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int = -1;
     signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t = libc::SIG_ERR;
+    select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *mut libc::timeval) -> c_int = -1;
+    pause() -> c_int = -1;
+    msgrcv(id: c_int, msg: *mut libc::c_void, size: libc::size_t, typ: libc::c_long, flags: c_int) -> libc::ssize_t = -1;
+    msgsnd(id: c_int, msg: *const libc::c_void, size: libc::size_t, flags: c_int) -> c_int = -1;
+    semop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t) -> c_int = -1;
+    semtimedop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t, t: *const timespec) -> c_int = -1;
 }

@@ -1,17 +1,28 @@
-//! Waits with a relative timeout that a checkpoint must not cut short or
-//! stretch. The suspend handler puts most interrupted calls back itself
+//! Blocking calls that selfckpt's signals must not end early.
+//!
+//! The suspend handler puts most interrupted calls back itself
 //! (`capture::interrupted`); these it cannot, since the kernel forgets the
 //! time left: `poll` and `epoll_wait`/`epoll_pwait` with a timeout,
-//! `nanosleep`, relative `clock_nanosleep`, `usleep`, `sleep` and
-//! `sigtimedwait`. Each wrapper here notes its deadline and, when the
-//! suspend signal (and nothing else) interrupted the call, calls again
+//! `nanosleep`, relative `clock_nanosleep`, `usleep`, `sleep`,
+//! `sigtimedwait`, `semtimedop`. Each wrapper here notes its deadline and,
+//! when selfckpt's signals (and no handler of the program:
+//! `dispositions::program_handlers_run`) interrupted the call, calls again
 //! with the time left, not counting the time the thread was parked (so a
 //! 2 s wait lasts 2 s plus the pause, also across a restart).
+//!
+//! A trigger signal sent with `kill` (SIGUSR1, SIGUSR2, while selfckpt
+//! holds them) runs its handler on whichever thread the kernel picks, and
+//! cannot put the call back: the wrappers make every call they wrap again
+//! when that handler (and no handler of the program) ended it with
+//! `EINTR`: also `poll`, `select`, `epoll_wait` without a timeout,
+//! `ppoll`, `pselect`, `sigsuspend`, `pause`, `sigwaitinfo`, `msgrcv`,
+//! `msgsnd`, `semop`.
 //! Also: the masks of `ppoll`, `pselect` and `epoll_pwait` never block
 //! selfckpt's signals.
 //!
 //! Async-signal-safe where glibc's are: no allocation, no locks.
 
+use super::dispositions::program_handlers_run;
 use super::masks::{as_mask, ptr};
 use super::next;
 use crate::capture::interrupted::{interrupted_count, paused_ns};
@@ -24,6 +35,7 @@ struct Wait {
     start_ns: u64,
     paused_at_start: u64,
     interruptions: u64,
+    program_handlers: u64,
 }
 
 impl Wait {
@@ -33,17 +45,25 @@ impl Wait {
             start_ns: sys::now_ns(),
             paused_at_start: paused_ns(),
             interruptions: interrupted_count(),
+            program_handlers: program_handlers_run(),
         }
     }
 
-    /// Whether the call just failed with EINTR because of the suspend
-    /// signal only: then it must be made again.
+    /// Whether the call just failed with EINTR because of selfckpt's
+    /// signals only: then it must be made again.
     fn interrupted_by_us(&mut self, failed: bool) -> bool {
         // SAFETY: reading this thread's errno.
         let eintr = failed && unsafe { *libc::__errno_location() } == libc::EINTR;
-        let n = interrupted_count();
-        let ours = eintr && n != self.interruptions;
+        self.ours(eintr)
+    }
+
+    /// Whether an interruption (`eintr`) was selfckpt's only; notes the
+    /// counts for the next call.
+    fn ours(&mut self, eintr: bool) -> bool {
+        let (n, p) = (interrupted_count(), program_handlers_run());
+        let ours = eintr && n != self.interruptions && p == self.program_handlers;
         self.interruptions = n;
+        self.program_handlers = p;
         ours
     }
 
@@ -77,9 +97,11 @@ fn ns_of(t: &timespec) -> Option<u64> {
 /// Calls `call` with the timeout in milliseconds (`ms` > 0) until the
 /// suspend signal is not what ended it.
 fn retry_ms(ms: c_int, mut call: impl FnMut(c_int) -> c_int) -> c_int {
-    if ms <= 0 {
-        // No wait, or no timeout (the handler puts that one back).
+    if ms == 0 {
         return call(ms);
+    }
+    if ms < 0 {
+        return again(|| call(ms));
     }
     let mut w = Wait::new(ms as u64 * 1_000_000);
     let mut left = ms;
@@ -89,6 +111,39 @@ fn retry_ms(ms: c_int, mut call: impl FnMut(c_int) -> c_int) -> c_int {
             return r;
         }
         left = w.left_ms();
+    }
+}
+
+/// Calls `call` (returning -1 and errno on failure) again while only
+/// selfckpt's signals ended it with `EINTR` (calls without a timeout, or
+/// whose time left the kernel keeps in the caller's arguments).
+pub(crate) fn again(mut call: impl FnMut() -> c_int) -> c_int {
+    let mut w = Wait::new(0);
+    loop {
+        let r = call();
+        if !w.interrupted_by_us(r == -1) {
+            return r;
+        }
+    }
+}
+
+/// Calls `call` with a relative timeout `t` (NULL: none) again with the
+/// time left while only selfckpt's signals ended it with `EINTR`.
+///
+/// # Safety
+/// `t` is NULL or points to a timespec.
+unsafe fn again_timed(t: *const timespec, mut call: impl FnMut(*const timespec) -> c_int) -> c_int {
+    let Some(total) = (!t.is_null()).then(|| ns_of(&*t)).flatten() else {
+        return again(|| call(t));
+    };
+    let mut w = Wait::new(total);
+    let mut ask = *t;
+    loop {
+        let r = call(&ask);
+        if !w.interrupted_by_us(r == -1) {
+            return r;
+        }
+        ask = w.left_timespec();
     }
 }
 
@@ -146,7 +201,7 @@ pub unsafe extern "C" fn ppoll(
     mask: *const sigset_t,
 ) -> c_int {
     let copy = as_mask(mask);
-    next::ppoll(fds, n, t, ptr(&copy))
+    again_timed(t, |t| next::ppoll(fds, n, t, ptr(&copy)))
 }
 
 /// `pselect(2)`; its mask never blocks selfckpt's signals.
@@ -163,7 +218,94 @@ pub unsafe extern "C" fn pselect(
     mask: *const sigset_t,
 ) -> c_int {
     let copy = as_mask(mask);
-    next::pselect(n, r, w, e, t, ptr(&copy))
+    again_timed(t, |t| next::pselect(n, r, w, e, t, ptr(&copy)))
+}
+
+/// `select(2)` (Linux updates its timeout to the time left, and leaves the
+/// sets alone when it fails, so the same arguments make the call again).
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    t: *mut libc::timeval,
+) -> c_int {
+    again(|| next::select(n, r, w, e, t))
+}
+
+/// `pause(2)`.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn pause() -> c_int {
+    again(|| next::pause())
+}
+
+/// `msgrcv(2)`.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn msgrcv(
+    id: c_int,
+    msg: *mut libc::c_void,
+    size: libc::size_t,
+    typ: libc::c_long,
+    flags: c_int,
+) -> libc::ssize_t {
+    let mut got: libc::ssize_t = 0;
+    again(|| {
+        got = next::msgrcv(id, msg, size, typ, flags);
+        if got < 0 {
+            -1
+        } else {
+            0
+        }
+    });
+    got
+}
+
+/// `msgsnd(2)`.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn msgsnd(
+    id: c_int,
+    msg: *const libc::c_void,
+    size: libc::size_t,
+    flags: c_int,
+) -> c_int {
+    again(|| next::msgsnd(id, msg, size, flags))
+}
+
+/// `semop(2)`.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn semop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t) -> c_int {
+    again(|| next::semop(id, ops, n))
+}
+
+/// `semtimedop(2)`: its timeout is relative, and the kernel forgets the
+/// time left.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn semtimedop(
+    id: c_int,
+    ops: *mut libc::sembuf,
+    n: libc::size_t,
+    t: *const timespec,
+) -> c_int {
+    again_timed(t, |t| next::semtimedop(id, ops, n, t))
 }
 
 /// Sleeps `req` (relative) on `clock`; `Err(errno)` when something else
@@ -176,14 +318,9 @@ unsafe fn sleep_relative(clock: libc::clockid_t, req: &timespec, rem: *mut times
     let mut ask = *req;
     loop {
         let e = next::clock_nanosleep(clock, 0, &ask, rem);
-        if e != libc::EINTR {
+        if !w.ours(e == libc::EINTR) {
             return e;
         }
-        let n = interrupted_count();
-        if n == w.interruptions {
-            return e;
-        }
-        w.interruptions = n;
         ask = w.left_timespec();
     }
 }
@@ -268,18 +405,7 @@ pub unsafe extern "C" fn sigtimedwait(
     t: *const timespec,
 ) -> c_int {
     let copy = super::masks::without_reserved(set);
-    let Some(total) = (!t.is_null()).then(|| ns_of(&*t)).flatten() else {
-        return next::sigtimedwait(ptr(&copy), info, t);
-    };
-    let mut w = Wait::new(total);
-    let mut ask = *t;
-    loop {
-        let r = next::sigtimedwait(ptr(&copy), info, &ask);
-        if !w.interrupted_by_us(r == -1) {
-            return r;
-        }
-        ask = w.left_timespec();
-    }
+    again_timed(t, |t| next::sigtimedwait(ptr(&copy), info, t))
 }
 
 #[cfg(test)]

@@ -73,8 +73,9 @@ mod tests {
     #[test]
     fn reads_an_installed_handler_and_skips_kill() {
         extern "C" fn h(_: libc::c_int) {}
-        // SAFETY: installing a trivial handler for SIGURG in a test process.
-        unsafe { libc::signal(libc::SIGURG, h as *const () as usize) };
+        // SAFETY: installing a trivial handler for SIGURG in a test process
+        // (glibc's, not the program's view that puts a trampoline there).
+        unsafe { crate::interpose::next::signal(libc::SIGURG, h as *const () as usize) };
         let a = read(libc::SIGURG as u32).unwrap();
         assert_eq!(a.handler, h as *const () as usize as u64);
         assert!(!is_default(&a));
