@@ -332,3 +332,47 @@ fn kill_usr1_checkpoints_resume_in_the_call() {
         "resumed output differs; stderr: {err}"
     );
 }
+
+/// The same program linked with `libselfckpt.a` (it installs the
+/// checkpointer itself): the static library's wrappers and trampoline are
+/// in use, and `kill -USR1` checkpoints are as invisible.
+#[test]
+fn kill_usr1_checkpoints_are_invisible_with_the_static_library() {
+    if !have("cc") {
+        eprintln!("skipped: no C compiler (cc) to build tests/c/trigger_eintr.c");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = tmp.path().join("trigger_eintr_linked");
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-Werror", "-pthread", "-DLINKED", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/trigger_eintr.c"))
+        .arg(lib("libselfckpt.a"))
+        .args(["-ldl", "-lm", "-lrt", "-lgcc_s", "-o"])
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc -DLINKED trigger_eintr.c libselfckpt.a");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg("quiet"), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("trigger-eintr ok\n"), "{want}");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let err = wait_ok(
+        spawn_to_file(
+            Command::new(&exe).arg("send").env("SELFCKPT_DIR", &dir),
+            &out,
+        ),
+        "statically linked program blocked in calls while SIGUSR1 comes",
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    let taken = stats.lines().filter(|l| !l.contains("\"error\"")).count();
+    assert!(taken >= 6, "only {taken} checkpoints were taken: {stats}");
+}

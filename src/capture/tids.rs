@@ -17,7 +17,7 @@
 //! lock; the table is fixed-size atomics.
 
 use crate::capture::park::MAX_THREADS;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering::*};
 
 /// Checkpoint-time id -> kernel id, one pair per restored thread slot.
 static VIRT: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
@@ -26,12 +26,9 @@ static REAL: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREAD
 static TRANSLATING: AtomicBool = AtomicBool::new(false);
 /// Offset of glibc's tid word from the thread pointer (i64::MIN: unknown).
 static TID_OFFSET: AtomicI64 = AtomicI64::new(i64::MIN);
-/// glibc's own pthread_kill, found with `dlsym(RTLD_NEXT)` at install.
-static NEXT_PTHREAD_KILL: AtomicU64 = AtomicU64::new(0);
-static NEXT_PTHREAD_SIGQUEUE: AtomicU64 = AtomicU64::new(0);
 
-/// Learns where glibc keeps a thread's id and finds glibc's functions.
-/// Called at install, from an ordinary thread.
+/// Learns where glibc keeps a thread's id. Called at install, from an
+/// ordinary thread.
 pub fn probe() {
     let mut addr: u64 = 0;
     // SAFETY: PR_GET_TID_ADDRESS writes one pointer.
@@ -43,13 +40,6 @@ pub fn probe() {
             let off = addr.wrapping_sub(crate::arch::thread_pointer()) as i64;
             TID_OFFSET.store(off, Release);
         }
-    }
-    // SAFETY: dlsym with RTLD_NEXT and NUL-terminated names.
-    unsafe {
-        let k = libc::dlsym(libc::RTLD_NEXT, c"pthread_kill".as_ptr());
-        NEXT_PTHREAD_KILL.store(k as u64, Release);
-        let q = libc::dlsym(libc::RTLD_NEXT, c"pthread_sigqueue".as_ptr());
-        NEXT_PTHREAD_SIGQUEUE.store(q as u64, Release);
     }
 }
 
@@ -154,18 +144,9 @@ pub unsafe extern "C" fn pthread_kill(thread: libc::pthread_t, sig: libc::c_int)
             }
         }
     }
-    let next = NEXT_PTHREAD_KILL.load(Acquire);
-    if next == 0 {
-        // Not probed yet: the thread's own word is right (no restart happened).
-        return match thread_tid(thread) {
-            Some(t) if libc::syscall(libc::SYS_tgkill, libc::getpid(), t, sig) == 0 => 0,
-            Some(_) => errno(),
-            None => libc::ESRCH,
-        };
-    }
-    let f: unsafe extern "C" fn(libc::pthread_t, libc::c_int) -> libc::c_int =
-        core::mem::transmute(next as usize);
-    f(thread, sig)
+    // glibc's own (also before the checkpointer is installed, or when it
+    // never is: a program linked with the static library).
+    crate::interpose::next::pthread_kill(thread, sig)
 }
 
 /// `pthread_sigqueue(3)`: glibc's own, unless the target's id was translated.
@@ -201,13 +182,7 @@ pub unsafe extern "C" fn pthread_sigqueue(
             }
         }
     }
-    let next = NEXT_PTHREAD_SIGQUEUE.load(Acquire);
-    if next == 0 {
-        return libc::ENOSYS;
-    }
-    let f: unsafe extern "C" fn(libc::pthread_t, libc::c_int, libc::sigval) -> libc::c_int =
-        core::mem::transmute(next as usize);
-    f(thread, sig, value)
+    crate::interpose::next::pthread_sigqueue(thread, sig, value)
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
  * without selfckpt, where SIGUSR1 would end the program)
  * prints "ok NAME" per call and "trigger-eintr ok"; exits 1 with a FAIL
  * line on any early return.
+ * Built with -DLINKED (and libselfckpt.a), it installs the checkpointer
+ * itself (selfckpt_init, SELFCKPT_DIR) instead of being run under
+ * `selfckpt run`: the static library's wrappers are the ones in use.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +31,9 @@
 #include <sys/sem.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef LINKED
+#include "selfckpt.h"
+#endif
 
 static int send_usr1;
 static int wake[2], never[2];
@@ -119,6 +125,12 @@ static void timed(const char *what, double t0) {
 
 int main(int argc, char **argv) {
     send_usr1 = argc > 1 && strcmp(argv[1], "send") == 0;
+#ifdef LINKED
+    if (send_usr1 && selfckpt_init() != 0) {
+        printf("FAIL selfckpt_init: %s\n", selfckpt_last_error());
+        return 1;
+    }
+#endif
     main_thread = pthread_self();
     if (pipe(wake) || pipe(never)) fail("pipe");
     msq = msgget(IPC_PRIVATE, 0600);
