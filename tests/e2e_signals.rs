@@ -258,7 +258,8 @@ fn cancelling_threads_in_a_loop_survives_restarts() {
 
 /// `kill -USR1` (the trigger signal, delivered to the main thread) in the
 /// middle of `poll`, `select`, `epoll_wait`, `ppoll` without a timeout,
-/// `sigsuspend`, `msgrcv`, `semop`, `sigwaitinfo`, and of 1 s `nanosleep`,
+/// `sigsuspend`, `msgrcv`, `semop`, `sigwaitinfo`, `read`, `waitpid`, a raw
+/// `FUTEX_WAIT`, and of 1 s `nanosleep`,
 /// `poll`, `semtimedop` and `sleep`: each checkpoint asked for that way
 /// is invisible (no EINTR, no early return), while the program's own
 /// signals still end `pause` and `sigsuspend` (also when SIGUSR1 comes at
@@ -375,4 +376,45 @@ fn kill_usr1_checkpoints_are_invisible_with_the_static_library() {
     let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
     let taken = stats.lines().filter(|l| !l.contains("\"error\"")).count();
     assert!(taken >= 6, "only {taken} checkpoints were taken: {stats}");
+}
+
+/// The same calls, with `selfckpt checkpoint PID` (the suspend signal
+/// parks the main thread inside each call) every 150-400 ms instead of
+/// `kill -USR1`: the output equals a run without selfckpt.
+#[test]
+fn checkpoint_pid_never_ends_a_call_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("trigger_eintr");
+    if !build_c("trigger_eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg("quiet"), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["quiet"]), &out);
+    wait_output(&out);
+    let mut taken = 0;
+    while child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(random_ms(150, 400)));
+        let o = Command::new(selfckpt())
+            .args([
+                "checkpoint",
+                &child.id().to_string(),
+                "--wait",
+                "--timeout",
+                "60",
+            ])
+            .output()
+            .unwrap();
+        taken += usize::from(o.status.success());
+    }
+    let err = wait_ok(child, "program blocked in calls while checkpointed");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
+    assert!(taken >= 6, "only {taken} checkpoints were taken");
 }

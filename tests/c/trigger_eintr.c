@@ -31,6 +31,9 @@
 #include <sys/sem.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #ifdef LINKED
 #include "selfckpt.h"
 #endif
@@ -69,7 +72,9 @@ static void sleep_ms(int ms) {
 
 enum { S_POLL, S_SELECT, S_EPOLL, S_PPOLL, S_SIGSUSPEND, S_MSGRCV, S_SEMOP,
        S_SIGWAITINFO, S_NANOSLEEP, S_POLL_TIMED, S_SEMTIMEDOP, S_SLEEP,
-       S_PAUSE_OWN, S_COUNT };
+       S_READ, S_WAITPID, S_FUTEX, S_PAUSE_OWN, S_COUNT };
+
+static atomic_int futex_word;
 
 /* Sends SIGUSR1 in the middle of each step's call, then ends the call the
  * way it ends without selfckpt. */
@@ -83,8 +88,12 @@ static void *helper(void *a) {
         if (send_usr1 && s != S_PAUSE_OWN) kill(getpid(), SIGUSR1);
         sleep_ms(250);
         switch (s) {
-        case S_POLL: case S_SELECT: case S_EPOLL: case S_PPOLL:
+        case S_POLL: case S_SELECT: case S_EPOLL: case S_PPOLL: case S_READ:
             if (write(wake[1], "x", 1) != 1) fail("write");
+            break;
+        case S_FUTEX:
+            atomic_store(&futex_word, 1);
+            syscall(SYS_futex, &futex_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
             break;
         case S_SIGSUSPEND: case S_PAUSE_OWN:
             pthread_kill(main_thread, SIGRTMIN + 1);
@@ -243,6 +252,32 @@ int main(int argc, char **argv) {
             if (sleep(1) != 0) fail("sleep(1)");
             timed("sleep", t0);
             ok("sleep");
+            break;
+        case S_READ: {
+            char c;
+            if (read(wake[0], &c, 1) != 1) fail("read(pipe)");
+            ok("read");
+            break;
+        }
+        case S_WAITPID: {
+            pid_t child = fork();
+            if (child < 0) fail("fork");
+            if (child == 0) {
+                sleep_ms(400);
+                _exit(7);
+            }
+            int st;
+            if (waitpid(child, &st, 0) != child) fail("waitpid");
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 7) fail("waitpid status");
+            ok("waitpid");
+            break;
+        }
+        case S_FUTEX:
+            while (atomic_load(&futex_word) == 0) {
+                long r = syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+                if (r != 0 && errno != EAGAIN) fail("futex(FUTEX_WAIT)");
+            }
+            ok("futex");
             break;
         case S_PAUSE_OWN: {
             /* The program's own handler ends pause(), as without selfckpt. */
