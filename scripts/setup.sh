@@ -15,6 +15,7 @@ command -v python3 >/dev/null || want+=(python3)
 # real programs the transparency tests checkpoint (tests/e2e_real_programs.rs)
 command -v xz >/dev/null || want+=(xz-utils)
 command -v node >/dev/null || want+=(nodejs)
+command -v javac >/dev/null || want+=(openjdk-17-jdk-headless)
 # A real Slurm for tests/e2e_slurm.rs (a loopback cluster it starts and
 # stops itself; it says skipped where these are missing).
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null || want+=(slurm-wlm)

@@ -7,6 +7,10 @@
 //!   worker threads block every signal;
 //! * Node.js: SIGUSR1 starts its inspector, a helper thread blocks every
 //!   signal, and libuv waits in `epoll_wait` on eventfds.
+//! * a Java virtual machine (HotSpot): some twenty threads (JIT
+//!   compilers, garbage collector), its own SIGSEGV, SIGQUIT and SIGUSR2
+//!   handlers, gigabytes of reserved address space;
+//! * CPython with threads.
 //!
 //! Each prints `skipped: <reason>` when the program is not installed.
 
@@ -125,5 +129,80 @@ fn node_resumes_exactly() {
         "node",
         &[script.to_str().unwrap()],
         Duration::from_millis(1500),
+    );
+}
+
+#[test]
+fn java_resumes_exactly() {
+    if !have("javac") || !have("java") {
+        eprintln!("skipped: no Java compiler (javac) or java is installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("Count.java"),
+        "public class Count {\n\
+           public static void main(String[] a) throws Exception {\n\
+             long sum = 0;\n\
+             java.util.HashMap<Integer, Long> m = new java.util.HashMap<>();\n\
+             for (int i = 0; i < 30; i++) {\n\
+               for (int j = 0; j < 200000; j++) { m.put(j % 5000, (long) j * i); sum += m.get(j % 5000); }\n\
+               System.out.println(\"step \" + i + \" \" + sum);\n\
+               Thread.sleep(100);\n\
+             }\n\
+             System.out.println(\"java done \" + sum);\n\
+           }\n\
+         }\n",
+    )
+    .unwrap();
+    let o = Command::new("javac")
+        .arg("Count.java")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let cp = tmp.path().to_str().unwrap().to_string();
+    checkpoint_kill_resume(
+        tmp.path(),
+        "java",
+        &["-cp", &cp, "Count"],
+        Duration::from_millis(2000),
+    );
+}
+
+#[test]
+fn python_with_threads_resumes_exactly() {
+    if !have("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("count.py");
+    std::fs::write(
+        &script,
+        "import hashlib, threading, time\n\
+         h = hashlib.sha256(); data = {}\n\
+         def work(k):\n\
+         \x20   for i in range(20000): data[(k, i % 100)] = i\n\
+         for r in range(25):\n\
+         \x20   t = [threading.Thread(target=work, args=(k,)) for k in range(3)]\n\
+         \x20   [x.start() for x in t]; [x.join() for x in t]\n\
+         \x20   h.update(str(r).encode() * 1000)\n\
+         \x20   print('step', r, h.hexdigest()[:16], len(data), flush=True)\n\
+         \x20   time.sleep(0.1)\n\
+         print('python done')\n",
+    )
+    .unwrap();
+    checkpoint_kill_resume(
+        tmp.path(),
+        "python3",
+        &[script.to_str().unwrap()],
+        Duration::from_millis(1200),
     );
 }
