@@ -751,9 +751,10 @@ fn dump_all(
                 readable: r.prot & libc::PROT_READ as u32 != 0,
             })
         });
+        let carved = forked::carve(s, fp)?;
         match forked::copy_shadow(s, fp, &plan.scanner, &plan.mem, shadowed, runs, tmp) {
             Err(why) => fallback = Some(why),
-            Ok(shadow) => match forked::fork(s, fp) {
+            Ok(shadow) => match forked::fork(carved, fp) {
                 Err(_) => fallback = Some("the dumping child could not be made (clone3)"),
                 Ok(forked::Fork::Parent(child)) => {
                     let stats = DumpStats {

@@ -36,8 +36,10 @@
 //!   the child's main thread: only error messages can suffer).
 //! * Copy-on-write is measured in the child (`CowMeter`): growth of its
 //!   `Private_Clean + Private_Dirty` in `/proc/self/smaps_rollup` since the
-//!   fork, i.e. pages that stopped being shared with the parent (the
-//!   parent wrote them, or unmapped them, or the child wrote its own
+//!   fork, less the scratch arena's pages only the child maps (its
+//!   chunks, stacks and compressor workspaces: pagemap's "exclusively
+//!   mapped" bit), i.e. pages that stopped being shared with the parent
+//!   (the parent wrote them, or unmapped them, or the child wrote its own
 //!   stack and statics: a few pages). Over the limit the child stops and
 //!   the checkpoint fails cleanly.
 //!
@@ -48,7 +50,7 @@
 
 use crate::capture::dump::{DumpError, DumpStats};
 use crate::capture::pages::{PageRun, PageScanner, PagesError, ScanMethod, Want};
-use crate::capture::scratch::Scratch;
+use crate::capture::scratch::{FixedVec, Scratch};
 use crate::capture::sys::{self, RawFd};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -59,6 +61,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 pub const CHILD_STACK: usize = 256 << 10;
 /// Most runs the shadow can hold.
 pub const MAX_SHADOW_RUNS: usize = 65_536;
+/// Bytes of pagemap entries the meter reads at a time.
+const PAGEMAP_BUF: usize = 64 << 10;
 /// Chunks between two copy-on-write measurements.
 const COW_EVERY_CHUNKS: u32 = 32;
 /// The child's exit code when it found itself orphaned at birth.
@@ -86,6 +90,7 @@ impl ForkPlan {
             + self.workers * (CHILD_STACK + page) * 2
             + self.maps_cap
             + 3 * page
+            + PAGEMAP_BUF
             + core::mem::size_of::<Report>()
             + 4 * 64
     }
@@ -148,11 +153,12 @@ pub fn copy_shadow<'a>(
 ) -> Result<Shadow<'a>, &'static str> {
     const TOO_BIG: &str = "the shared memory grew beyond what was set aside for it";
     let page = sys::page_size();
+    let mut runs = FixedVec::new(
+        s.room::<ShadowRun>(MAX_SHADOW_RUNS)
+            .map_err(|_| "no room for the shadow's runs")?,
+    );
     let data = s.bytes(plan.shadow_cap).map_err(|_| TOO_BIG)?;
-    let runs = s
-        .slice::<ShadowRun>(MAX_SHADOW_RUNS)
-        .map_err(|_| "no room for the shadow's runs")?;
-    let (mut n_runs, mut used) = (0usize, 0usize);
+    let mut used = 0usize;
     for r in regions {
         let mut at = r.start;
         while at < r.end {
@@ -166,9 +172,6 @@ pub fn copy_shadow<'a>(
                 if used + bytes > data.len() {
                     return Err(TOO_BIG);
                 }
-                if n_runs == runs.len() {
-                    return Err("the shared memory is in too many pieces");
-                }
                 let dst = &mut data[used..used + bytes];
                 if r.readable {
                     // SAFETY: the run lies in a readable mapping that
@@ -178,20 +181,20 @@ pub fn copy_shadow<'a>(
                 } else if !matches!(mem.pread(dst, run.addr), Ok(n) if n == bytes) {
                     return Err("an unreadable shared mapping could not be read");
                 }
-                runs[n_runs] = ShadowRun {
+                runs.push(ShadowRun {
                     region: r.region,
                     addr: run.addr,
                     pages: run.pages,
                     at: used,
-                };
-                n_runs += 1;
+                })
+                .map_err(|_| "the shared memory is in too many pieces")?;
                 used += bytes;
             }
             at = next;
         }
     }
     Ok(Shadow {
-        runs: &runs[..n_runs],
+        runs: runs.into_mut_slice(),
         data: &data[..used],
     })
 }
@@ -255,10 +258,17 @@ struct CloneArgs {
     tls: u64,
 }
 
-/// Forks the dumping child. In the child, returns `Fork::Child` (the
-/// caller writes the pages and ends with [`ChildSide::exit`], never
-/// returning); in the parent `Fork::Parent`. `Err`: no child was made.
-pub fn fork<'a>(s: &'a Scratch, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> {
+/// The child's buffers, carved before the shadow.
+pub struct Carved<'a> {
+    range: (u64, u64),
+    report: &'a Report,
+    maps: &'a mut [u8],
+    rollup: &'a mut [u8],
+    stacks: usize,
+}
+
+/// Carves the child's buffers out of the arena.
+pub fn carve<'a>(s: &'a Scratch, plan: &ForkPlan) -> Result<Carved<'a>, DumpError> {
     let page = sys::page_size();
     const _: () = assert!(core::mem::align_of::<Report>() <= 64);
     let report = s
@@ -276,11 +286,31 @@ pub fn fork<'a>(s: &'a Scratch, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> 
         &*report
     };
     let maps = s.bytes(plan.maps_cap)?;
-    let rollup = s.bytes(2 * page)?;
+    let rollup = s.bytes(2 * page + PAGEMAP_BUF)?;
     let stacks = s.bytes(plan.workers * (CHILD_STACK + page) + page)?;
     // Page-aligned start for the guard pages.
     let base = stacks.as_mut_ptr() as usize;
     let stacks = base.div_ceil(page) * page;
+    Ok(Carved {
+        range: s.range(),
+        report,
+        maps,
+        rollup,
+        stacks,
+    })
+}
+
+/// Forks the dumping child. In the child, returns `Fork::Child` (the
+/// caller writes the pages and ends with [`ChildSide::exit`], never
+/// returning); in the parent `Fork::Parent`. `Err`: no child was made.
+pub fn fork<'a>(c: Carved<'a>, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> {
+    let Carved {
+        range: s_range,
+        report,
+        maps,
+        rollup,
+        stacks,
+    } = c;
     let parent = sys::getpid();
     let mut pidfd: i32 = -1;
     let args = CloneArgs {
@@ -334,6 +364,8 @@ pub fn fork<'a>(s: &'a Scratch, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> 
             buf: core::ptr::null_mut(),
             buf_len: 0,
             report,
+            scratch: s_range,
+            pagemap: RawFd::open(b"/proc/self/pagemap\0", libc::O_RDONLY, 0).ok(),
         },
     };
     side.cow.buf = side.rollup.as_mut_ptr();
@@ -441,20 +473,57 @@ pub struct CowMeter {
     buf: *mut u8,
     buf_len: usize,
     report: *const Report,
+    /// The scratch arena: its pages only the child maps (its chunks,
+    /// stacks, compressor workspaces) are the dump's own memory, not
+    /// copies, and are left out.
+    scratch: (u64, u64),
+    pagemap: Option<RawFd>,
 }
 
 impl CowMeter {
+    /// The child's private bytes, less those of the scratch arena.
     fn private_bytes(&self) -> Option<u64> {
-        // SAFETY: buf is the child's rollup buffer, carved from scratch.
+        // SAFETY: buf is the child's meter buffer, carved from scratch.
         let buf = unsafe { core::slice::from_raw_parts_mut(self.buf, self.buf_len) };
-        let n = sys::read_file(b"/proc/self/smaps_rollup\0", buf).ok()?;
-        let text = &buf[..n];
+        let (text_buf, entries) = buf.split_at_mut(self.buf_len - PAGEMAP_BUF);
+        let n = sys::read_file(b"/proc/self/smaps_rollup\0", text_buf).ok()?;
+        let text = &text_buf[..n];
         let kib = |key: &[u8]| {
             sys::field(text, key)
                 .and_then(sys::parse_u64)
                 .map(|(v, _)| v)
         };
-        Some((kib(b"Private_Clean:")? + kib(b"Private_Dirty:")?) * 1024)
+        let private = (kib(b"Private_Clean:")? + kib(b"Private_Dirty:")?) * 1024;
+        Some(private.saturating_sub(self.scratch_own_bytes(entries)))
+    }
+
+    /// Bytes of scratch pages mapped by the child alone (pagemap bit 56,
+    /// "exclusively mapped", with bit 63, present).
+    fn scratch_own_bytes(&self, entries: &mut [u8]) -> u64 {
+        let Some(fd) = &self.pagemap else {
+            return 0;
+        };
+        let page = sys::page_size() as u64;
+        let (lo, hi) = self.scratch;
+        let (mut at, mut own) = (lo / page, 0u64);
+        while at < hi / page {
+            let want = (((hi / page - at) * 8) as usize).min(entries.len());
+            let Ok(n) = fd.pread(&mut entries[..want], at * 8) else {
+                return own * page;
+            };
+            if n < 8 {
+                break;
+            }
+            own += entries[..n / 8 * 8]
+                .chunks_exact(8)
+                .filter(|e| {
+                    let v = u64::from_ne_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                    v & (1 << 63) != 0 && v & (1 << 56) != 0
+                })
+                .count() as u64;
+            at += (n / 8) as u64;
+        }
+        own * page
     }
 
     fn measure(&self) -> Result<u64, DumpError> {
