@@ -429,3 +429,79 @@ fn a_full_disk_in_the_child_fails_the_checkpoint_cleanly() {
     common::kill(&prog, libc::SIGKILL);
     let _ = prog.wait();
 }
+
+#[test]
+fn selfckpt_run_forked_checkpoints_an_unmodified_c_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pthreads");
+    if !common::build_c("pthreads", &exe) {
+        return;
+    }
+    let dir = tmp.path().join("img");
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--forked", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg("1500");
+    let out_path = tmp.path().join("out");
+    let prog = common::spawn_to_file(&mut cmd, &out_path);
+    std::thread::sleep(Duration::from_millis(300));
+    let image = common::checkpoint_wait(prog.id());
+    assert_forked(&last_stats(&dir));
+    common::wait_ok(prog, "forked run");
+    let first = std::fs::read_to_string(&out_path).unwrap();
+    assert!(first.contains("pthreads ok"), "{first}");
+    let out = common::run(
+        Command::new(selfckpt()).arg("restart").arg(&image),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("pthreads ok"),
+        "restart: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
+    if !common::have("cc") {
+        eprintln!("skipped: no C compiler (cc) to build tests/c/forked_cfg.c");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = tmp.path().join("forked_cfg");
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/forked_cfg.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(common::lib("libselfckpt.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc forked_cfg.c");
+    for (args, expect) in [
+        (&[][..], "continued forked:true"),
+        (&["v1"][..], "continued forked:false"),
+    ] {
+        let dir = tmp.path().join(format!("img{}", args.len()));
+        let out = common::run(
+            Command::new(&exe)
+                .arg(&dir)
+                .args(args)
+                .env_remove("SELFCKPT_FORKED"),
+            Duration::from_secs(60),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(expect),
+            "forked_cfg {args:?}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        restart(Path::new(last_stats(&dir)["path"].as_str().unwrap()));
+    }
+}
