@@ -63,6 +63,12 @@ struct selfckpt_config {
                                 (-100: default) */
     uint32_t workers;        /* compression threads (0: one per CPU) */
     double interval_seconds; /* also checkpoint this often (0: never) */
+    int forked;              /* 1: forked checkpoints (the program pauses
+                                only to fork; a copy-on-write child writes
+                                the image), 0: not, -1: SELFCKPT_FORKED or
+                                off. Added after interval_seconds: a
+                                program built with the older, shorter
+                                struct still works */
 };
 
 /* Sets every field of *cfg to "unset". */

@@ -26,6 +26,7 @@ pub mod capture;
 pub mod crs;
 pub mod elfid;
 pub mod fdreserve;
+pub mod forking;
 pub mod gate;
 pub mod hooks;
 pub mod image;
@@ -108,6 +109,9 @@ pub struct Builder {
     suspend_timeout_ms: u64,
     term_signal: Option<Signal>,
     interval: Option<std::time::Duration>,
+    forked: bool,
+    cow_limit: u64,
+    fork_timeout_ms: u64,
     /// A malformed tuning variable seen by [`Checkpointer::builder`],
     /// reported by [`Builder::install`].
     setting_error: Option<settings::SettingError>,
@@ -168,6 +172,9 @@ impl Builder {
             suspend_timeout_ms: 5000,
             term_signal: Some(Signal::SIGUSR2),
             interval: None,
+            forked: false,
+            cow_limit: 0,
+            fork_timeout_ms: 3_600_000,
             setting_error: None,
         }
     }
@@ -218,6 +225,38 @@ impl Builder {
         self
     }
 
+    /// Forked checkpoints (default off; `SELFCKPT_FORKED`): the program
+    /// is stopped only to capture its kernel state and fork; a
+    /// copy-on-write child writes the image while the program runs, and
+    /// [`checkpoint`] returns once the image is durable. Costs memory: up
+    /// to the program's whole written memory again if it rewrites all of
+    /// it during the dump (see [`Builder::cow_limit`]).
+    ///
+    /// ```no_run
+    /// let _ckpt = selfckpt::Checkpointer::builder().forked(true).install()?;
+    /// # Ok::<(), selfckpt::Error>(())
+    /// ```
+    pub fn forked(mut self, on: bool) -> Self {
+        self.forked = on;
+        self
+    }
+
+    /// Forked mode: abandon a checkpoint once the memory copied on write
+    /// while the child dumps passes `bytes` (0, the default: no limit;
+    /// `SELFCKPT_COW_LIMIT_MB`). The older images stay.
+    pub fn cow_limit(mut self, bytes: u64) -> Self {
+        self.cow_limit = bytes;
+        self
+    }
+
+    /// Forked mode: kill a dumping child still writing after `t` and fail
+    /// that checkpoint (default 1 hour, zero: no limit;
+    /// `SELFCKPT_FORK_TIMEOUT`).
+    pub fn fork_timeout(mut self, t: std::time::Duration) -> Self {
+        self.fork_timeout_ms = t.as_millis() as u64;
+        self
+    }
+
     /// Starts the checkpoint thread and the workers and installs the signal
     /// handlers.
     pub fn install(self) -> Result<Checkpointer, Error> {
@@ -261,6 +300,9 @@ impl Builder {
             workers,
             suspend_timeout_ms: self.suspend_timeout_ms,
             pagemap_scan: settings::pagemap_scan_allowed()?,
+            forked: self.forked,
+            cow_limit: self.cow_limit,
+            fork_timeout_ms: self.fork_timeout_ms,
         };
         let runtime: &'static manager::Runtime = Box::leak(Box::new(manager::Runtime::new(
             config,

@@ -100,6 +100,13 @@ fn append_stats(
         rec["zero_pages"] = d.zero_pages.into();
         rec["pause_ms"] = (st.pause_ns as f64 / 1e6).into();
         rec["total_ms"] = (st.total_ns as f64 / 1e6).into();
+        rec["forked"] = st.forked.into();
+        if st.forked {
+            rec["cow_bytes"] = st.cow_bytes.into();
+        }
+        if let Some(why) = &st.fork_fallback {
+            rec["fork_fallback"] = why.as_str().into();
+        }
         // Named at checkpoint time: what a restart of this image refuses.
         let notes = crate::kstate::unrestorable::last();
         if !notes.is_empty() {

@@ -10,7 +10,8 @@
 //! buffers the plan carved out beforehand.
 
 use crate::capture::compress::Level;
-use crate::capture::dump::{self, DumpError, DumpPlan, DumpStats, ProgramInfo};
+use crate::capture::dump::{self, DumpError, DumpOutcome, DumpPlan, DumpStats, ProgramInfo};
+use crate::capture::forked::ForkPlan;
 use crate::capture::pages::PageScanner;
 use crate::capture::park::{self, MAILBOX};
 use crate::capture::scratch::Scratch;
@@ -35,6 +36,12 @@ pub struct Config {
     pub suspend_timeout_ms: u64,
     /// The PAGEMAP_SCAN ioctl may be used (`SELFCKPT_PAGEMAP_SCAN`).
     pub pagemap_scan: bool,
+    /// Forked checkpoints (`SELFCKPT_FORKED`).
+    pub forked: bool,
+    /// Forked: most copy-on-write bytes (0: no limit).
+    pub cow_limit: u64,
+    /// Forked: how long the dumping child may write (0: no limit).
+    pub fork_timeout_ms: u64,
 }
 
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -80,11 +87,18 @@ pub struct CheckpointStats {
     pub fsync_ns: u64,
     /// From the request being taken up to the image committed and pruned.
     pub total_ns: u64,
+    /// Whether a forked child wrote the pages (the pause ended at the fork).
+    pub forked: bool,
+    /// Forked: bytes copied on write while the child held the snapshot.
+    pub cow_bytes: u64,
+    /// Forked mode was asked for, but this checkpoint dumped in the pause:
+    /// why.
+    pub fork_fallback: Option<String>,
 }
 
 struct PlanCell(
     UnsafeCell<Option<DumpPlan>>,
-    UnsafeCell<Option<Result<DumpStats, DumpError>>>,
+    UnsafeCell<Option<Result<DumpOutcome, DumpError>>>,
 );
 // SAFETY: only the manager thread touches the cell (in its loop and in its
 // own signal handler, which interrupts nothing that holds a reference).
@@ -189,12 +203,34 @@ impl Runtime {
             .len();
         let maps_cap = maps_len * 4 + (256 << 10);
         let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;
-        let scratch = Scratch::new(DumpPlan::scratch_needed(
-            cfg.level,
-            cfg.workers,
-            maps_cap,
-            record_cap,
-        ))
+        let (fork, mut fork_fallback) = match (cfg.forked, term) {
+            (false, _) => (None, None),
+            // The process exits after this image: nothing to fork for.
+            (true, true) => (None, None),
+            (true, false) => match crate::forking::survey() {
+                Ok(sv) if sv.refusal.is_none() => (
+                    Some(ForkPlan {
+                        shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
+                        cow_limit: cfg.cow_limit,
+                        workers: cfg.workers,
+                        maps_cap,
+                    }),
+                    None,
+                ),
+                Ok(sv) => (None, sv.refusal),
+                Err(e) => (None, Some(format!("cannot read /proc/self/smaps: {e}"))),
+            },
+        };
+        if let Some(why) = &fork_fallback {
+            log::info!("this checkpoint is not forked (it dumps in the pause): {why}");
+        }
+        let needed =
+            DumpPlan::scratch_needed(cfg.level, cfg.workers, maps_cap, record_cap, fork.as_ref());
+        let scratch = if fork.is_some() {
+            Scratch::new_shared(needed)
+        } else {
+            Scratch::new(needed)
+        }
         .map_err(io("cannot map scratch memory for", &final_path))?;
         let image = crate::imagedir::create_temp(&tmp_path)?;
         let mem = RawFd::open(b"/proc/self/mem\0", libc::O_RDONLY, 0)
@@ -219,6 +255,7 @@ impl Runtime {
             program: self.program,
             restart_entry: park::restart_entry_address(),
             restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
+            fork,
         };
         MAILBOX.restarted.store(0, Release);
         for span in MAILBOX.leftovers() {
@@ -264,7 +301,9 @@ impl Runtime {
             }
             // SAFETY: see PlanCell; the handler has finished.
             let (plan, result) = unsafe { (&*PLAN.0.get(), &*PLAN.1.get()) };
-            if let (Some(tc), Some(plan), Some(Ok(_))) = (term_commit.as_mut(), plan, result) {
+            if let (Some(tc), Some(plan), Some(Ok(DumpOutcome::Written(_)))) =
+                (term_commit.as_mut(), plan, result)
+            {
                 // Checkpoint-then-exit: the threads never run again.
                 if tc.run(plan.image.raw()).is_ok() {
                     crate::preload::exit_group(0);
@@ -277,12 +316,37 @@ impl Runtime {
         let t_resumed = sys::now_ns();
         // SAFETY: see PlanCell; the handler has finished.
         let (plan, result) = unsafe { ((*PLAN.0.get()).take(), (*PLAN.1.get()).take()) };
-        // The image's descriptor holds the writer lock: keep it to commit.
-        let image = plan.map(|p| p.image);
         if let Some(err) = refused {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(Error::Suspend(SuspendFailure::after_release(err)));
         }
+        // Forked: the program runs again; wait for the child (the plan's
+        // scratch holds its report, its image descriptor the writer lock).
+        let (forked, mut cow_bytes) = (matches!(result, Some(Ok(DumpOutcome::Forked(..)))), 0);
+        let result = match result {
+            Some(Ok(DumpOutcome::Forked(child, head))) => {
+                log::debug!("forked checkpoint: child {} writes the pages", child.pid());
+                Some(child.wait(cfg.fork_timeout_ms).map(|done| {
+                    cow_bytes = done.cow_bytes;
+                    DumpStats {
+                        maps_ns: head.maps_ns,
+                        kstate_ns: head.kstate_ns,
+                        ..done.stats
+                    }
+                }))
+            }
+            Some(Ok(DumpOutcome::Written(stats))) => {
+                if let Some(why) = stats.fork_fallback {
+                    log::info!("this checkpoint dumped in the pause, not forked: {why}");
+                    fork_fallback = Some(why.to_string());
+                }
+                Some(Ok(stats))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        // The image's descriptor holds the writer lock: keep it to commit.
+        let image = plan.map(|p| p.image);
         let stats = match result {
             Some(Ok(stats)) => stats,
             Some(Err(e)) => {
@@ -315,6 +379,9 @@ impl Runtime {
             resume_ns: t_resumed - t_dumped,
             fsync_ns,
             total_ns: sys::now_ns() - t_start,
+            forked,
+            cow_bytes,
+            fork_fallback,
         };
         log::debug!("{st:?}");
         if let Ok(mut l) = self.last_stats.lock() {

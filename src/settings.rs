@@ -40,6 +40,9 @@ vars! {
     KEEP = "SELFCKPT_KEEP", "a number of images", "how many images to keep";
     LEVEL = "SELFCKPT_LEVEL", "store, fast1..fast7 or 1..19", "compression";
     WORKERS = "SELFCKPT_WORKERS", "a number of threads", "compression threads";
+    FORKED = "SELFCKPT_FORKED", "0 or 1", "1: forked checkpoints (the program pauses only to fork; a copy-on-write child writes the image)";
+    COW_LIMIT_MB = "SELFCKPT_COW_LIMIT_MB", "megabytes (0: none)", "forked: abandon a checkpoint once this much memory was copied on write";
+    FORK_TIMEOUT = "SELFCKPT_FORK_TIMEOUT", "seconds (0: none)", "forked: kill a dumping child still writing after this long (default 3600)";
     SUSPEND_TIMEOUT_MS = "SELFCKPT_SUSPEND_TIMEOUT_MS", "milliseconds", "how long a checkpoint waits for every thread to stop";
     LOG = "SELFCKPT_LOG", "off, error, warn, info, debug or trace", "what selfckpt logs on stderr";
     KEY = "SELFCKPT_KEY", "a secret (its bytes)", "authenticate images with HMAC-SHA256";
@@ -143,7 +146,7 @@ fn term(s: &str) -> Option<Option<crate::Signal>> {
 }
 
 /// The tuning settings [`crate::Checkpointer::builder`] honours: level,
-/// workers, interval, suspend timeout.
+/// workers, interval, suspend timeout, forked mode and its limits.
 pub(crate) fn apply_tuning(mut b: Builder, src: &dyn Source) -> Result<Builder, SettingError> {
     if let Some(l) = read_from(src, &LEVEL, |v| v.parse::<Level>().ok())? {
         b.level = l;
@@ -153,6 +156,15 @@ pub(crate) fn apply_tuning(mut b: Builder, src: &dyn Source) -> Result<Builder, 
     }
     if let Some(i) = read_from(src, &INTERVAL, parse_seconds)? {
         b.interval = i;
+    }
+    if let Some(on) = read_from(src, &FORKED, flag)? {
+        b.forked = on;
+    }
+    if let Some(mb) = read_from(src, &COW_LIMIT_MB, |v| v.parse::<u64>().ok())? {
+        b.cow_limit = mb.saturating_mul(1 << 20);
+    }
+    if let Some(t) = read_from(src, &FORK_TIMEOUT, parse_seconds)? {
+        b.fork_timeout_ms = t.map_or(0, |d| (d.as_millis() as u64).max(1));
     }
     if let Some(ms) = read_from(src, &SUSPEND_TIMEOUT_MS, |v| {
         v.parse().ok().filter(|&n| n > 0)

@@ -62,7 +62,12 @@ pub struct SelfckptConfig {
     pub level: c_int,
     pub workers: u32,
     pub interval_seconds: f64,
+    /// Added in version 2 of the struct: 1 forked, 0 not, -1 unset.
+    pub forked: c_int,
 }
+
+/// `struct_size` of the first version (before `forked`): still accepted.
+const CONFIG_V1_SIZE: usize = core::mem::offset_of!(SelfckptConfig, forked);
 
 /// Fills `cfg` with the defaults (every field "unset").
 ///
@@ -84,6 +89,7 @@ pub unsafe extern "C" fn selfckpt_config_init(cfg: *mut SelfckptConfig) {
             level: -100,
             workers: 0,
             interval_seconds: 0.0,
+            forked: -1,
         })
     };
 }
@@ -120,9 +126,12 @@ pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_i
         }
         // SAFETY: the caller passes a valid config.
         let c = unsafe { &*cfg };
-        if (c.struct_size as usize) < core::mem::size_of::<SelfckptConfig>() {
+        let size = c.struct_size as usize;
+        if size < CONFIG_V1_SIZE || size > core::mem::size_of::<SelfckptConfig>() {
             return Err("selfckpt_init_config: call selfckpt_config_init first".into());
         }
+        // A program built against the first header has no `forked`.
+        let forked = (size >= core::mem::size_of::<SelfckptConfig>()).then_some(c.forked);
         let mut b = Builder::from_env().map_err(|e| e.to_string())?;
         if !c.dir.is_null() {
             // SAFETY: the caller passes a NUL-terminated string.
@@ -145,6 +154,12 @@ pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_i
         }
         if c.workers > 0 {
             b = b.workers(c.workers as usize);
+        }
+        match forked {
+            Some(1) => b = b.forked(true),
+            Some(0) => b = b.forked(false),
+            Some(-1) | None => {}
+            Some(v) => return Err(format!("selfckpt_config.forked = {v}: expected 0, 1 or -1")),
         }
         if c.interval_seconds > 0.0 && c.interval_seconds.is_finite() {
             b = b.interval(std::time::Duration::from_secs_f64(c.interval_seconds));

@@ -17,6 +17,7 @@
 //! opened files were opened beforehand, and errors carry no heap data.
 
 use crate::capture::compress::{Level, StaticCompressor};
+use crate::capture::forked::{self, Child, ForkPlan, Shadow, Shadowed};
 use crate::capture::maps::{MapsParser, RegionKind};
 use crate::capture::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
 use crate::capture::park;
@@ -71,6 +72,20 @@ pub enum DumpError {
     Scratch(ScratchFull),
     #[error("could not set up zstd level {0}")]
     Compressor(i32),
+    #[error("cannot fork the dumping child: {0}")]
+    Fork(sys::Errno),
+    #[error("mapping {start:#x}-{end:#x} is not in the forked child (MADV_DONTFORK?); take this checkpoint without SELFCKPT_FORKED")]
+    NotInChild { start: u64, end: u64 },
+    #[error("copy-on-write reached {reached} bytes, over the limit of {limit} (SELFCKPT_COW_LIMIT_MB): checkpoint abandoned")]
+    CowLimit { limit: u64, reached: u64 },
+    #[error(
+        "the dumping child was still writing after {secs} s (SELFCKPT_FORK_TIMEOUT) and was killed"
+    )]
+    ChildTimeout { secs: u64 },
+    #[error("the dumping child was killed by signal {signal}")]
+    ChildKilled { signal: i32 },
+    #[error("the dumping child exited with code {code} before finishing the image")]
+    ChildExited { code: i32 },
 }
 
 impl From<CodecError> for DumpError {
@@ -127,6 +142,18 @@ pub struct DumpPlan {
     pub program: &'static ProgramInfo,
     pub restart_entry: u64,
     pub restart_mailbox: u64,
+    /// Forked mode: a child writes the pages (`capture::forked`).
+    pub fork: Option<ForkPlan>,
+}
+
+/// What a dump ended with.
+#[derive(Debug)]
+pub enum DumpOutcome {
+    /// The image was written, in the pause.
+    Written(DumpStats),
+    /// The metadata was written in the pause; a child writes the pages
+    /// (the parent waits for it after release: [`Child::wait`]).
+    Forked(Child, DumpStats),
 }
 
 impl DumpPlan {
@@ -136,6 +163,7 @@ impl DumpPlan {
         workers: usize,
         maps_cap: usize,
         record_cap: usize,
+        fork: Option<&ForkPlan>,
     ) -> usize {
         let slots = slot_count(workers);
         let per_slot = CHUNK_BYTES
@@ -150,6 +178,7 @@ impl DumpPlan {
             + SCAN_RUNS * core::mem::size_of::<PageRun>()
             + 4 * 65536
             + (1 << 20)
+            + fork.map_or(0, ForkPlan::scratch_needed)
     }
 
     /// Whether `fd` is one of the dump's own descriptors.
@@ -212,6 +241,8 @@ pub struct DumpStats {
     pub wait_ns: u64,
     /// Whether pages were found with the PAGEMAP_SCAN ioctl.
     pub used_pagemap_scan: bool,
+    /// Forked mode asked for, but this dump ran in the pause: why.
+    pub fork_fallback: Option<&'static str>,
 }
 
 /// A region as the dump sees it (plain data, lives in scratch).
@@ -348,6 +379,21 @@ pub fn worker_hook(round: u32) {
     }
 }
 
+/// What a compression thread of a forked dump's child does: compress
+/// with compressor `ci` until the pipeline stops.
+pub(crate) fn child_worker_loop(ci: usize) {
+    loop {
+        let seen = POSTED_SEQ.load(Acquire);
+        if help_once(ci) {
+            continue;
+        }
+        if !ACTIVE.load(Acquire) {
+            return;
+        }
+        futex_wait(&POSTED_SEQ, seen, Some(50_000_000));
+    }
+}
+
 /// Builds the complete CHUNK record for a filled slot in its output buffer.
 fn encode_chunk(d: &mut SlotData, comp: &mut Option<StaticCompressor>) {
     // SAFETY: the slot's buffers were carved from scratch for this slot and
@@ -462,6 +508,8 @@ struct Gatherer<'a> {
     cur_runs: usize,
     manager_ci: usize,
     stats: DumpStats,
+    /// In a forked dump's child: copy-on-write measured as chunks go.
+    cow: Option<&'a mut forked::CowMeter>,
 }
 
 impl Gatherer<'_> {
@@ -523,7 +571,28 @@ impl Gatherer<'_> {
         self.fill += 1;
         self.cur_len = 0;
         self.cur_runs = 0;
+        if let Some(cow) = self.cow.as_deref_mut() {
+            cow.after_chunk()?;
+        }
         self.ready_slot()
+    }
+
+    /// Takes one page of region `ri` (starting at `start`): left out if
+    /// `skip_zero` and all zero, else added to the current chunk.
+    fn offer(
+        &mut self,
+        ri: usize,
+        start: u64,
+        addr: u64,
+        bytes: &[u8],
+        skip_zero: bool,
+    ) -> Result<(), DumpError> {
+        if skip_zero && is_zero_page(bytes) {
+            self.stats.zero_pages += 1;
+            return Ok(());
+        }
+        self.stats.bytes_raw += bytes.len() as u64;
+        self.add_page(ri as u32, (addr - start) / bytes.len() as u64, bytes)
     }
 
     /// Appends one page (already read) of region `ri` at page index `page`.
@@ -567,7 +636,7 @@ impl Gatherer<'_> {
 
 /// What to store of a region of this kind; None: nothing (its content
 /// comes from elsewhere at restart) or refused.
-fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
+pub(crate) fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
     match kind {
         RegionKind::Anon | RegionKind::Heap | RegionKind::Stack => Some(Want::AnonData),
         RegionKind::PrivateFile if deleted => Some(Want::AllResident),
@@ -578,7 +647,7 @@ fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
 }
 
 /// Runs the whole dump. Called in the manager's handler.
-pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
+pub fn run(plan: &DumpPlan) -> Result<DumpOutcome, DumpError> {
     #[cfg(feature = "alloc-guard")]
     super::alloc_guard::breach_if_asked();
     let s = &plan.scratch;
@@ -611,17 +680,54 @@ pub fn run(plan: &DumpPlan) -> Result<DumpStats, DumpError> {
     ACTIVE.store(true, Release);
 
     let result = dump_all(plan, n_slots, page, scratch_lo, scratch_hi);
+    stop_pipeline(n_slots);
+    result
+}
 
+/// Stops the pipeline: no new jobs, and every job still being compressed
+/// finished before its buffers go away.
+fn stop_pipeline(n_slots: usize) {
     ACTIVE.store(false, Release);
     wake_workers();
-    // Wait for any job still being compressed before its buffers go away.
     for slot in SLOTS.iter().take(n_slots) {
         while slot.state.load(Acquire) == TAKEN {
             let seen = DONE_SEQ.load(Acquire);
             futex_wait(&DONE_SEQ, seen, Some(1_000_000));
         }
     }
-    result
+}
+
+/// The image up to the pages: what must be read while the threads are
+/// parked (in forked mode too: descriptors, signals, thread contexts).
+struct Head<'a> {
+    regions: &'a mut [RegionRec],
+    maps_text: &'a [u8],
+    w: Writer<'a>,
+    rec: &'a mut [u8],
+    maps_ns: u64,
+    kstate_ns: u64,
+}
+
+impl Head<'_> {
+    fn path_of(&self, r: &RegionRec) -> &[u8] {
+        &self.maps_text[r.path_at..r.path_at + r.path_len]
+    }
+
+    /// What to store of region `r` (see [`want_for`]).
+    fn want(&self, r: &RegionRec) -> Option<Want> {
+        let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+        want_for(kind, self.path_of(r).ends_with(b" (deleted)"))
+    }
+}
+
+/// Where the page phase reads pages from.
+struct PageSource<'a> {
+    scanner: &'a PageScanner,
+    mem: &'a RawFd,
+    /// Forked: the pages copied in the pause (regions wanting
+    /// `AllResident` are stored from here).
+    shadow: Option<&'a Shadow<'a>>,
+    cow: Option<&'a mut forked::CowMeter>,
 }
 
 fn dump_all(
@@ -630,7 +736,65 @@ fn dump_all(
     page: usize,
     scratch_lo: u64,
     scratch_hi: u64,
-) -> Result<DumpStats, DumpError> {
+) -> Result<DumpOutcome, DumpError> {
+    let head = write_head(plan, scratch_lo, scratch_hi)?;
+    let mut fallback = None;
+    if let Some(fp) = &plan.fork {
+        let s = &plan.scratch;
+        let runs = s.slice::<PageRun>(SCAN_RUNS)?;
+        let tmp = s.bytes(65536)?;
+        let shadowed = head.regions.iter().enumerate().filter_map(|(ri, r)| {
+            (head.want(r) == Some(Want::AllResident)).then_some(Shadowed {
+                region: ri as u32,
+                start: r.start,
+                end: r.end,
+                readable: r.prot & libc::PROT_READ as u32 != 0,
+            })
+        });
+        let carved = forked::carve(s, fp)?;
+        match forked::copy_shadow(s, fp, &plan.scanner, &plan.mem, shadowed, runs, tmp) {
+            Err(why) => fallback = Some(why),
+            Ok(shadow) => match forked::fork(carved, fp) {
+                Err(_) => fallback = Some("the dumping child could not be made (clone3)"),
+                Ok(forked::Fork::Parent(child)) => {
+                    let stats = DumpStats {
+                        maps_ns: head.maps_ns,
+                        kstate_ns: head.kstate_ns,
+                        ..DumpStats::default()
+                    };
+                    return Ok(DumpOutcome::Forked(child, stats));
+                }
+                Ok(forked::Fork::Child(mut side)) => {
+                    let result = (|| {
+                        side.check_maps(head.regions.iter().map(|r| (r.start, r.end)))?;
+                        let (scanner, mem) = side.open_own(plan.scanner.method())?;
+                        side.start_workers()?;
+                        let src = PageSource {
+                            scanner: &scanner,
+                            mem: &mem,
+                            shadow: Some(&shadow),
+                            cow: Some(&mut side.cow),
+                        };
+                        write_pages(plan, head, src, n_slots, page)
+                    })();
+                    stop_pipeline(n_slots);
+                    side.exit(result)
+                }
+            },
+        }
+    }
+    let src = PageSource {
+        scanner: &plan.scanner,
+        mem: &plan.mem,
+        shadow: None,
+        cow: None,
+    };
+    let mut stats = write_pages(plan, head, src, n_slots, page)?;
+    stats.fork_fallback = fallback;
+    Ok(DumpOutcome::Written(stats))
+}
+
+fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<'_>, DumpError> {
     let s = &plan.scratch;
     let t_maps = sys::now_ns();
     let maps_buf = s.bytes(plan.maps_cap)?;
@@ -692,7 +856,7 @@ fn dump_all(
                 .map_err(|_| DumpError::TooManyRegions)?;
         }
     }
-    let regions = regions.as_mut_slice();
+    let regions = regions.into_mut_slice();
     let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
 
     let mut w = Writer {
@@ -814,6 +978,33 @@ fn dump_all(
     w.record(&rec[..n])?;
     let maps_ns = sys::now_ns() - t_maps - kstate_ns;
 
+    Ok(Head {
+        regions,
+        maps_text,
+        w,
+        rec,
+        maps_ns,
+        kstate_ns,
+    })
+}
+
+fn write_pages(
+    plan: &DumpPlan,
+    head: Head<'_>,
+    src: PageSource<'_>,
+    n_slots: usize,
+    page: usize,
+) -> Result<DumpStats, DumpError> {
+    let s = &plan.scratch;
+    let Head {
+        regions,
+        maps_text,
+        w,
+        rec,
+        maps_ns,
+        kstate_ns,
+    } = head;
+    let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
     // Pages.
     let t_pages = sys::now_ns();
     let mut g = Gatherer {
@@ -828,9 +1019,10 @@ fn dump_all(
         stats: DumpStats {
             maps_ns,
             kstate_ns,
-            used_pagemap_scan: plan.scanner.method() == crate::capture::pages::ScanMethod::Ioctl,
+            used_pagemap_scan: src.scanner.method() == crate::capture::pages::ScanMethod::Ioctl,
             ..DumpStats::default()
         },
+        cow: src.cow,
     };
     g.ready_slot()?;
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
@@ -847,10 +1039,21 @@ fn dump_all(
         // A zero page may be left out only where the restorer's fresh
         // memory reads as zero; over a file mapping it would show the file.
         let skip_zero = want != Want::PrivateFileWritten;
+        if let Some(shadow) = src.shadow.filter(|_| want == Want::AllResident) {
+            for run in shadow.runs_of(ri as u32) {
+                r.present += run.pages * page as u64;
+                g.stats.bytes_present += run.pages * page as u64;
+                for p in 0..run.pages {
+                    let addr = run.addr + p * page as u64;
+                    g.offer(ri, r.start, addr, shadow.page(run, p, page), skip_zero)?;
+                }
+            }
+            continue;
+        }
         let mut at = r.start;
         while at < r.end {
             let t_scan = sys::now_ns();
-            let scanned = plan.scanner.scan(at, r.end, want, runs, tmp);
+            let scanned = src.scanner.scan(at, r.end, want, runs, tmp);
             g.stats.scan_ns += sys::now_ns() - t_scan;
             let (n, next) = match scanned {
                 Ok(n) => (n, r.end),
@@ -873,17 +1076,12 @@ fn dump_all(
                         // that nobody unmaps while the program is suspended.
                         unsafe { core::slice::from_raw_parts(addr as *const u8, page) }
                     } else {
-                        plan.mem
+                        src.mem
                             .pread(pagebuf, addr)
                             .map_err(|errno| DumpError::ReadMemory { addr, errno })?;
                         pagebuf
                     };
-                    if skip_zero && is_zero_page(bytes) {
-                        g.stats.zero_pages += 1;
-                        continue;
-                    }
-                    g.stats.bytes_raw += page as u64;
-                    g.add_page(ri as u32, (addr - r.start) / page as u64, bytes)?;
+                    g.offer(ri, r.start, addr, bytes, skip_zero)?;
                 }
             }
             at = next;

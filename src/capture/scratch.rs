@@ -1,4 +1,5 @@
-//! Scratch memory for one checkpoint: a private anonymous mapping made
+//! Scratch memory for one checkpoint: an anonymous mapping (private, or
+//! shared with the dumping child of a forked checkpoint) made
 //! before the program's threads are suspended, carved into fixed-size
 //! slices while they are. The mapping is left out of the image and unmapped
 //! after the threads are resumed.
@@ -32,15 +33,27 @@ impl Scratch {
     /// Maps `len` bytes (rounded up to whole pages). Allocates: call before
     /// suspending.
     pub fn new(len: usize) -> std::io::Result<Scratch> {
+        Self::map(len, libc::MAP_PRIVATE)
+    }
+
+    /// Like [`Scratch::new`], but the pages are shared with a forked
+    /// child (`MAP_SHARED`): what a dumping child writes into the arena
+    /// (its chunks, its report) costs no copy-on-write and reaches the
+    /// parent (`capture::forked`).
+    pub fn new_shared(len: usize) -> std::io::Result<Scratch> {
+        Self::map(len, libc::MAP_SHARED)
+    }
+
+    fn map(len: usize, sharing: i32) -> std::io::Result<Scratch> {
         let page = crate::capture::sys::page_size();
         let len = len.div_ceil(page) * page;
-        // SAFETY: an anonymous private mapping with no address hint.
+        // SAFETY: an anonymous mapping with no address hint.
         let p = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                sharing | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -173,6 +186,11 @@ impl<'a, T: Copy> FixedVec<'a, T> {
         unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<T>(), self.len) }
     }
     pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: the first `len` slots were written by `push`.
+        unsafe { core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<T>(), self.len) }
+    }
+    /// The pushed values, for as long as the room they live in.
+    pub fn into_mut_slice(self) -> &'a mut [T] {
         // SAFETY: the first `len` slots were written by `push`.
         unsafe { core::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<T>(), self.len) }
     }

@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// Compression: store, fast1..fast7, or a zstd level 1..19.
     #[arg(long, default_value = "1")]
     level: selfckpt::Level,
+    /// Forked checkpoints: the program pauses only to fork; a
+    /// copy-on-write child writes the image (SELFCKPT_FORKED=1).
+    #[arg(long)]
+    forked: bool,
     /// Also install in forked children (their images go to DIR/children/).
     #[arg(long)]
     children: bool,
@@ -325,6 +329,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .env(settings::KEEP.name, a.keep.to_string())
         .env(settings::LEVEL.name, a.level.to_string())
         .env(settings::CHILDREN.name, if a.children { "1" } else { "0" })
+        .env(settings::FORKED.name, if a.forked { "1" } else { "0" })
         .env(
             settings::UNBLOCK.name,
             triggers

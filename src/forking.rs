@@ -1,0 +1,113 @@
+//! Before a forked checkpoint (ordinary Rust, on the checkpoint thread,
+//! before the threads are suspended): reads `/proc/self/smaps` and says
+//! whether this checkpoint can fork, and how much memory the pause must
+//! copy for the child (`capture::forked`'s shadow).
+//!
+//! A region the child would not see as the program does makes this one
+//! checkpoint dump in the pause instead, and says why (the log and the
+//! stats line's `fork_fallback`): `MADV_DONTFORK` (VmFlags `dc`: not in
+//! the child at all) and `MADV_WIPEONFORK` (`wf`: zeros in the child).
+//! Shared anonymous memory and private mappings of deleted files are
+//! copied in the pause (their size is the shadow).
+//!
+//! Must never: run while the program's threads are parked (it allocates).
+
+use crate::capture::maps::{MapsParser, RegionKind};
+use crate::capture::pages::Want;
+
+/// What `/proc/self/smaps` says about forking now.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Why this checkpoint cannot fork, naming the mapping.
+    pub refusal: Option<String>,
+    /// Bytes of the regions whose pages the pause copies.
+    pub shadow_bytes: u64,
+}
+
+/// Reads `/proc/self/smaps`.
+pub fn survey() -> std::io::Result<Survey> {
+    Ok(survey_text(&std::fs::read("/proc/self/smaps")?))
+}
+
+/// The shadow to set aside for `shadow_bytes` found at prepare time: room
+/// for some growth before the suspend (beyond it the dump runs in the
+/// pause).
+pub fn shadow_room(shadow_bytes: u64) -> usize {
+    (shadow_bytes + shadow_bytes / 4 + (1 << 20)) as usize
+}
+
+fn survey_text(text: &[u8]) -> Survey {
+    let mut out = Survey::default();
+    let mut current: Option<(u64, u64, String)> = None;
+    for line in text.split(|&c| c == b'\n') {
+        if let Some(flags) = line.strip_prefix(b"VmFlags:") {
+            let Some((start, end, path)) = &current else {
+                continue;
+            };
+            let has = |f: &[u8]| flags.split(|&c| c == b' ').any(|w| w == f);
+            let what = if has(b"dc") {
+                Some("MADV_DONTFORK (the forked child would not have it)")
+            } else if has(b"wf") {
+                Some("MADV_WIPEONFORK (the forked child would see zeros)")
+            } else {
+                None
+            };
+            if let (Some(what), None) = (what, &out.refusal) {
+                out.refusal = Some(format!("mapping {start:#x}-{end:#x} {path}is {what}"));
+            }
+            continue;
+        }
+        // A mapping's first line: "start-end perms offset dev inode path".
+        let mut one = line.to_vec();
+        one.push(b'\n');
+        let Some(Ok(e)) = MapsParser::new(&one).next() else {
+            continue;
+        };
+        let deleted = e.path.ends_with(b" (deleted)");
+        if crate::capture::dump::want_for(e.kind, deleted) == Some(Want::AllResident)
+            && e.kind != RegionKind::Vsyscall
+        {
+            out.shadow_bytes += e.end - e.start;
+        }
+        let path = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!("({}) ", String::from_utf8_lossy(e.path))
+        };
+        current = Some((e.start, e.end, path));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::survey_text;
+
+    const SMAPS: &str = "\
+5555-6666 rw-p 00000000 00:00 0                                  [heap]
+Size:                 68 kB
+VmFlags: rd wr mr mw me ac
+7000-8000 rw-s 00000000 00:01 1234                               /dev/zero (deleted)
+Size:                  4 kB
+VmFlags: rd wr sh mr mw me ms
+9000-a000 rw-p 00000000 00:00 0 
+Size:                  4 kB
+VmFlags: rd wr mr mw me ac ";
+
+    #[test]
+    fn shared_memory_is_counted_and_plain_memory_forks() {
+        let s = survey_text(SMAPS.as_bytes());
+        assert_eq!(s.refusal, None);
+        assert_eq!(s.shadow_bytes, 0x1000);
+    }
+
+    #[test]
+    fn dontfork_and_wipeonfork_regions_are_named() {
+        for (flag, word) in [("dc", "MADV_DONTFORK"), ("wf", "MADV_WIPEONFORK")] {
+            let text = SMAPS.replace("me ac ", &format!("me ac {flag}"));
+            let s = survey_text(text.as_bytes());
+            let why = s.refusal.unwrap_or_default();
+            assert!(why.contains("0x9000-0xa000") && why.contains(word), "{why}");
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! End-to-end: forked checkpoints (`SELFCKPT_FORKED=1`). The program is
+//! released at the fork and a copy-on-write child writes the image:
+//! restarts are exact for every pattern and level, single- and
+//! multi-threaded; threads rewriting their memory at full speed during
+//! the dump come back with exactly the memory of the instant of the fork;
+//! the program never sees the child (no SIGCHLD, nothing to wait for);
+//! and the faults (child killed, parent gone, disk full, copy-on-write
+//! over its limit, child too slow) fail the checkpoint cleanly, leave the
+//! older images valid and let the next checkpoint work.
+
+mod common;
+
+use common::{example, images, selfckpt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FORKED: (&str, &str) = ("SELFCKPT_FORKED", "1");
+
+/// The last line of DIR/stats.jsonl.
+fn last_stats(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap_or_default();
+    let line = text.lines().last().unwrap_or("null");
+    serde_json::from_str(line).unwrap()
+}
+
+fn stats_lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("stats.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// `selfckpt restart IMAGE`: its stdout (it must succeed).
+fn restart(image: &Path) -> String {
+    let out = common::run(
+        Command::new(selfckpt()).arg("restart").arg(image),
+        Duration::from_secs(90),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("restarted ok"),
+        "restart of {}: {text} {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn verify(image: &Path) {
+    let out = Command::new(selfckpt())
+        .arg("verify")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The checkpoint's stats line must say it was forked, with its figures.
+fn assert_forked(st: &serde_json::Value) {
+    assert_eq!(st["state"], "continue", "{st}");
+    assert_eq!(st["forked"], true, "{st}");
+    assert!(st["cow_bytes"].is_u64(), "{st}");
+    let (pause, total) = (
+        st["pause_ms"].as_f64().unwrap(),
+        st["total_ms"].as_f64().unwrap(),
+    );
+    assert!(pause <= total, "{st}");
+}
+
+#[test]
+fn forked_restarts_are_exact_for_every_pattern_and_level() {
+    let cases = [
+        "random",
+        "text",
+        "zerotouched",
+        "untouched",
+        "mixed",
+        "sparse",
+    ]
+    .iter()
+    .flat_map(|p| ["store", "1"].map(|l| (*p, l)))
+    .chain([("mixed", "fast3"), ("mixed", "3")]);
+    for (pattern, level) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("img");
+        let out = Command::new(example("bigmem"))
+            .args([dir.to_str().unwrap(), "16", level, pattern])
+            .env(FORKED.0, FORKED.1)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bigmem {level} {pattern}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st = last_stats(&dir);
+        assert_forked(&st);
+        restart(Path::new(st["path"].as_str().unwrap()));
+    }
+}
+
+/// Runs `forkwriter MIB WRITERS self` (it checkpoints itself); the
+/// image's stats line and the original's output.
+fn self_checkpoint(
+    dir: &Path,
+    mib: &str,
+    writers: &str,
+    env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
+    let out = common::run(
+        Command::new(example("forkwriter"))
+            .args([mib, writers, "self"])
+            .env("SELFCKPT_DIR", dir)
+            .env(FORKED.0, FORKED.1)
+            .envs(env.iter().copied()),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "forkwriter: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (last_stats(dir), text)
+}
+
+#[test]
+fn threads_writing_at_full_speed_come_back_with_the_memory_of_the_fork() {
+    for (level, writers) in [("1", "2"), ("store", "3"), ("1", "0")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("img");
+        let (st, text) = self_checkpoint(&dir, "96", writers, &[("SELFCKPT_LEVEL", level)]);
+        assert_forked(&st);
+        // The program never saw its checkpoint's child.
+        assert!(
+            text.contains("continued sigchld 0 reaped 0 odd 0 wait -1"),
+            "{text}"
+        );
+        if writers != "0" {
+            // The writers rewrote their memory while the child dumped it:
+            // the copies are counted.
+            let cow = st["cow_bytes"].as_u64().unwrap();
+            assert!(cow >= 8 << 20, "cow_bytes {cow} with writers: {st}");
+        }
+        restart(Path::new(st["path"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn shared_memory_written_during_the_dump_is_stored_as_it_was_at_the_fork() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let (st, _) = self_checkpoint(&dir, "32", "2", &[("FORKWRITER_SHARED", "1")]);
+    assert_forked(&st);
+    assert!(st.get("fork_fallback").is_none(), "{st}");
+    restart(Path::new(st["path"].as_str().unwrap()));
+}
+
+#[test]
+fn a_dontfork_region_makes_the_checkpoint_dump_in_the_pause_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let (st, _) = self_checkpoint(&dir, "16", "1", &[("FORKWRITER_DONTFORK", "1")]);
+    assert_eq!(st["state"], "continue", "{st}");
+    assert_eq!(st["forked"], false, "{st}");
+    let why = st["fork_fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("MADV_DONTFORK"), "{st}");
+    restart(Path::new(st["path"].as_str().unwrap()));
+}
+
+// ---------------------------------------------------------------------------
+// Faults.
+
+/// `forkwriter MIB WRITERS hold` in forked mode, ready.
+fn hold(dir: &Path, mib: &str, writers: &str, env: &[(&str, &str)]) -> Child {
+    let mut child = Command::new(example("forkwriter"))
+        .args([mib, writers, "hold"])
+        .env("SELFCKPT_DIR", dir)
+        .env(FORKED.0, FORKED.1)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+/// `selfckpt checkpoint PID --wait`: the image, or the error it printed.
+fn checkpoint(pid: u32) -> Result<PathBuf, String> {
+    let o = Command::new(selfckpt())
+        .args(["checkpoint", &pid.to_string(), "--wait", "--timeout", "60"])
+        .output()
+        .unwrap();
+    if o.status.success() {
+        Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// The dumping child of `parent` (named `selfckpt-dump`), if there is one.
+fn dump_child(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+        (comm.ends_with("(selfckpt-dump") && ppid == parent).then_some(pid)
+    })
+}
+
+/// Every process named `selfckpt-dump` that has a file of `dir` open.
+fn dumpers_in(dir: &Path) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.trim() == "selfckpt-dump"
+                && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                    fds.flatten()
+                        .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t.starts_with(dir)))
+                })
+        })
+        .collect()
+}
+
+/// Waits for the dumping child of `parent` to appear.
+fn wait_dump_child(parent: u32) -> u32 {
+    let t = Instant::now();
+    loop {
+        if let Some(c) = dump_child(parent) {
+            return c;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no dumping child appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+}
+
+/// Level 19 makes the child slow enough (a second or so for 8 MiB) to be
+/// caught while it writes.
+const SLOW: (&str, &str) = ("SELFCKPT_LEVEL", "19");
+
+#[test]
+fn a_killed_dumping_child_fails_the_checkpoint_and_the_next_one_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let mut prog = hold(&dir, "4", "1", &[SLOW, ("SELFCKPT_KEEP", "5")]);
+    let pid = prog.id();
+    let first = checkpoint(pid).unwrap();
+    assert_forked(&last_stats(&dir));
+    // The second: its child is killed while it writes.
+    let asker = std::thread::spawn(move || checkpoint(pid));
+    let child = wait_dump_child(pid);
+    // SAFETY: a signal to the child we found.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    let err = asker.join().unwrap().unwrap_err();
+    assert!(err.contains("killed by signal 9"), "{err}");
+    let st = last_stats(&dir);
+    assert_eq!(st["state"], "error", "{st}");
+    assert!(alive(pid), "the program died with its checkpoint's child");
+    assert_eq!(images(&dir), vec![first.clone()]);
+    assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
+    verify(&first);
+    // The next checkpoint works, and both images restart.
+    let third = checkpoint(pid).unwrap();
+    assert_forked(&last_stats(&dir));
+    common::kill(&prog, libc::SIGKILL);
+    let _ = prog.wait();
+    for image in [&first, &third] {
+        restart(image);
+    }
+}
+
+#[test]
+fn the_dumping_child_dies_with_its_parent_and_leaves_no_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let mut prog = hold(&dir, "8", "1", &[SLOW]);
+    let pid = prog.id();
+    // SAFETY: the trigger signal to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+    let child = wait_dump_child(pid);
+    common::kill(&prog, libc::SIGKILL);
+    let _ = prog.wait();
+    let t = Instant::now();
+    while alive(child) || !dumpers_in(&dir).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the dumping child {child} outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(images(&dir).is_empty(), "{:?}", images(&dir));
+    // What is left is a temporary file, which nothing takes for an image.
+    let ls = Command::new(selfckpt())
+        .arg("ls")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listed
+            .lines()
+            .filter(|l| l.contains(".ckpt"))
+            .all(|l| l.contains("incomplete") && l.ends_with(".tmp")),
+        "{listed}"
+    );
+}
+
+#[test]
+fn a_slow_child_is_killed_after_the_fork_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let mut prog = hold(&dir, "8", "1", &[SLOW, ("SELFCKPT_FORK_TIMEOUT", "0.2")]);
+    let err = checkpoint(prog.id()).unwrap_err();
+    assert!(err.contains("SELFCKPT_FORK_TIMEOUT"), "{err}");
+    assert!(alive(prog.id()));
+    assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
+    assert!(dump_child(prog.id()).is_none());
+    common::kill(&prog, libc::SIGKILL);
+    let _ = prog.wait();
+}
+
+#[test]
+fn copy_on_write_over_the_limit_abandons_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    // Without writers the image is taken; with them rewriting 64 MiB
+    // during a slow dump, the copies pass 8 MiB.
+    let mut prog = hold(
+        &dir,
+        "64",
+        "2",
+        &[("SELFCKPT_COW_LIMIT_MB", "8"), ("SELFCKPT_LEVEL", "9")],
+    );
+    let err = checkpoint(prog.id()).unwrap_err();
+    assert!(err.contains("copy-on-write"), "{err}");
+    let st = last_stats(&dir);
+    assert_eq!(st["state"], "error", "{st}");
+    assert!(alive(prog.id()));
+    assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
+    common::kill(&prog, libc::SIGKILL);
+    let _ = prog.wait();
+}
+
+/// A tmpfs mounted for one test, lazily unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_in_the_child_fails_the_checkpoint_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("small");
+    // Room for the metadata the pause writes, not for the pages.
+    let _fs = match Tmpfs::mount(&dir, "1m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot mount a small tmpfs: {e}");
+            return;
+        }
+    };
+    let mut prog = hold(&dir, "32", "1", &[("SELFCKPT_LEVEL", "store")]);
+    let before = stats_lines(&dir);
+    let err = checkpoint(prog.id()).unwrap_err();
+    assert!(err.contains("No space left"), "{err}");
+    let st = last_stats(&dir);
+    assert!(stats_lines(&dir) > before && st["state"] == "error", "{st}");
+    assert!(alive(prog.id()));
+    assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
+    common::kill(&prog, libc::SIGKILL);
+    let _ = prog.wait();
+}
+
+#[test]
+fn selfckpt_run_forked_checkpoints_an_unmodified_c_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pthreads");
+    if !common::build_c("pthreads", &exe) {
+        return;
+    }
+    let dir = tmp.path().join("img");
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--forked", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg("1500");
+    let out_path = tmp.path().join("out");
+    let prog = common::spawn_to_file(&mut cmd, &out_path);
+    std::thread::sleep(Duration::from_millis(300));
+    let image = common::checkpoint_wait(prog.id());
+    assert_forked(&last_stats(&dir));
+    common::wait_ok(prog, "forked run");
+    let first = std::fs::read_to_string(&out_path).unwrap();
+    assert!(first.contains("pthreads ok"), "{first}");
+    let out = common::run(
+        Command::new(selfckpt()).arg("restart").arg(&image),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("pthreads ok"),
+        "restart: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
+    if !common::have("cc") {
+        eprintln!("skipped: no C compiler (cc) to build tests/c/forked_cfg.c");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = tmp.path().join("forked_cfg");
+    let st = Command::new("cc")
+        .args(["-O1", "-Wall", "-Werror", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/forked_cfg.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(common::lib("libselfckpt.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lgcc_s"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "cc forked_cfg.c");
+    for (args, expect) in [
+        (&[][..], "continued forked:true"),
+        (&["v1"][..], "continued forked:false"),
+    ] {
+        let dir = tmp.path().join(format!("img{}", args.len()));
+        let out = common::run(
+            Command::new(&exe)
+                .arg(&dir)
+                .args(args)
+                .env_remove("SELFCKPT_FORKED"),
+            Duration::from_secs(60),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(expect),
+            "forked_cfg {args:?}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        restart(Path::new(last_stats(&dir)["path"].as_str().unwrap()));
+    }
+}
