@@ -612,6 +612,22 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     check_pending(k.pending, "the process")?;
     check_events(k)?;
     k.objects.check().map_err(invalid)?;
+    // A pipe's descriptors are pipes in the descriptor list.
+    for o in &k.objects.items {
+        if let crate::kstate::objects::Object::Pipe(p) = o {
+            for fd in p.fds() {
+                if !k
+                    .fds
+                    .iter()
+                    .any(|f| f.fd == fd && f.kind == crate::image::model::FdKind::Pipe as u32)
+                {
+                    return Err(invalid(format!(
+                        "fd {fd} is an end of a pipe but not a pipe in the descriptor list"
+                    )));
+                }
+            }
+        }
+    }
     let events: std::collections::HashSet<i32> = k.events.fds().into_iter().collect();
     let mut seen = std::collections::HashSet::new();
     for fd in k.objects.fds() {

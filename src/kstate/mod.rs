@@ -16,6 +16,7 @@ pub mod itimers;
 pub mod mm;
 pub mod objects;
 pub mod pending;
+pub mod pipes;
 pub mod sigactions;
 pub mod signalfd;
 pub mod timerfd;
@@ -82,7 +83,7 @@ pub fn encode_kernel_record(
     .encode(e)?;
     sigactions::encode_all(e)?;
     fds::encode_all(e, bufs, skip_fd)?;
-    fds::encode_pipe_contents(e, skip_fd)?;
+    fds::encode_pipe_contents(e)?;
     itimers::capture()?.encode(e)?;
     pending::shared(bufs.text)?.encode(e)?;
     EventObjects::capture(e, bufs, skip_fd)?;
@@ -96,7 +97,7 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = (&bufs, skip_fd);
+    pipes::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }
