@@ -170,3 +170,93 @@ fn a_pipe_to_another_process_is_named_refused_and_its_stand_in_is_closed() {
     let third = std::fs::read_to_string(&third).unwrap();
     assert_eq!(format!("{}{third}", &first[..offset]), want, "{err}");
 }
+
+#[test]
+fn a_deleted_file_and_a_deleted_cwd_come_back_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("deleted");
+    if !build_c("deleted", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        d.to_str().unwrap().to_string()
+    };
+    let want = reference(&exe, &[&work("ref-dir")], &tmp.path().join("ref"));
+    for line in [
+        "append: offset 0 flags 6001 cloexec 1",
+        "links 0 size 200000 mode 640",
+        "read 187655 bytes from the offset, 0 wrong",
+        "read back 9: appended",
+        "create in cwd: No such file or directory",
+    ] {
+        assert!(want.contains(line), "{line}: {want}");
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let wd = work(&format!("wd-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[&wd], |image| {
+            let j = inspect(image);
+            assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+            let text = inspect_text(image);
+            assert!(
+                text.contains("/data 200000 bytes saved: fd 3 read-write at 12345"),
+                "{text}"
+            );
+        }) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+        // Nothing was left with a name where the file was.
+        assert_eq!(std::fs::read_dir(&wd).unwrap().count(), 0, "{wd}");
+    }
+}
+
+#[test]
+fn a_deleted_file_too_large_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("deleted");
+    if !build_c("deleted", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let wd = tmp.path().join("wd");
+    std::fs::create_dir(&wd).unwrap();
+    let dir = tmp.path().join("ck");
+    let out = dir.with_extension("first");
+    let mut cmd = run_cmd(&exe, &dir, "new", &[wd.to_str().unwrap(), "5000"]);
+    cmd.env("SELFCKPT_MAX_DELETED_FILE", "4096");
+    let mut child = spawn_to_file(&mut cmd, &out);
+    wait_line(&out, "waiting");
+    kill(&child, libc::SIGUSR1);
+    let image = wait_new_image(&dir, 0);
+    wait_stats_line(&dir, &image);
+    kill_tree(&mut child, libc::SIGKILL);
+    let j = inspect(&image);
+    let named = j["not_restorable"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        named.contains("/data (5000 bytes) is larger than SELFCKPT_MAX_DELETED_FILE (4096 bytes)"),
+        "{j}"
+    );
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt())
+                .args(["restart", "--tids", "new"])
+                .arg(&image),
+            &tmp.path().join("second"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("restart refused: not restorable")
+            && err.contains(&named)
+            && err.contains("--unrestorable=deleted_file"),
+        "{err}"
+    );
+}

@@ -552,6 +552,62 @@ fn open_at_number(path: &[u8], flags: i32, fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Temporaries of an object made at restart, numbered above every number
+/// of the object's (so that
+/// installing one end never lands on a temporary closed afterwards);
+/// closed when dropped.
+pub(crate) struct Temps(Vec<i32>, i32);
+
+impl Temps {
+    /// Temporaries above `max` (the object's highest number).
+    pub(crate) fn new(max: i32) -> Self {
+        Temps(Vec::new(), max + 1)
+    }
+
+    /// Takes `fd` (a temporary just made) above the object's numbers.
+    pub(crate) fn keep(&mut self, fd: std::io::Result<i32>) -> std::io::Result<i32> {
+        let fd = fd?;
+        // SAFETY: duplicating and closing the temporary just made.
+        let moved = unsafe {
+            let m = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, self.1);
+            libc::close(fd);
+            m
+        };
+        if moved < 0 {
+            return Err(last_err());
+        }
+        self.0.push(moved);
+        Ok(moved)
+    }
+}
+
+impl Drop for Temps {
+    fn drop(&mut self) {
+        for &fd in &self.0 {
+            // SAFETY: closing temporaries this module opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+pub(crate) fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Opens `/proc/self/fd/<via>` with `flags` (another open file
+/// description of the same file), close-on-exec and non-blocking (the
+/// caller sets the status flags it wants with `F_SETFL`).
+pub(crate) fn reopen_via(via: i32, flags: i32) -> std::io::Result<i32> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{via}"))
+        .map_err(|_| std::io::Error::other("bad path"))?;
+    // SAFETY: a valid C string; no O_CREAT, so no mode.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! and must never allocate. Restore helpers run in the restarter, before the
 //! hand-over, and are ordinary Rust.
 
+pub mod deleted;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
@@ -98,6 +99,7 @@ fn capture_objects(
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
     pipes::capture(e, bufs, skip_fd)?;
+    deleted::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

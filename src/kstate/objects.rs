@@ -35,13 +35,21 @@ pub enum Kind {
     /// A pipe or FIFO with its descriptors and queued bytes
     /// (`kstate::pipes`).
     Pipe = 0x0200,
+    /// A deleted-but-open regular file with its contents
+    /// (`kstate::deleted`).
+    DeletedFile = 0x0201,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable, Kind::Pipe]
-            .into_iter()
-            .find(|k| *k as u16 == v)
+        [
+            Kind::End,
+            Kind::NotRestorable,
+            Kind::Pipe,
+            Kind::DeletedFile,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
     }
 }
 
@@ -111,6 +119,7 @@ pub enum Object {
     NotRestorable(NotRestorable),
     // Files and pipes.
     Pipe(super::pipes::Pipe),
+    DeletedFile(super::deleted::Deleted),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -141,6 +150,7 @@ impl Objects {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
+                Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -182,6 +192,9 @@ impl Objects {
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
                 Some(Kind::Pipe) => Object::Pipe(super::pipes::Pipe::decode(&mut p)?),
+                Some(Kind::DeletedFile) => {
+                    Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -205,6 +218,7 @@ impl Objects {
             .iter()
             .flat_map(|o| match o {
                 Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
+                Object::DeletedFile(x) => x.fds().collect(),
                 Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
             })
             .collect()
@@ -239,6 +253,7 @@ impl Objects {
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
                 )),
                 Object::Pipe(x) => Some(x.describe()),
+                Object::DeletedFile(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
             })
             .collect()
@@ -253,6 +268,7 @@ impl Objects {
                     "kind": "not_restorable", "fd": x.fd, "what": x.kind, "text": x.text,
                 }),
                 Object::Pipe(x) => x.json(),
+                Object::DeletedFile(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -268,6 +284,7 @@ impl Objects {
                     return Err(format!("a not-restorable object names fd {}", x.fd));
                 }
                 Object::Pipe(x) => x.check()?,
+                Object::DeletedFile(x) => x.check()?,
                 _ => {}
             }
         }
@@ -287,6 +304,10 @@ impl Objects {
                     super::pipes::restore(x).unwrap_or_else(|e| vec![e])
                 }
                 Object::Pipe(_) => Vec::new(),
+                Object::DeletedFile(x) if stage == Stage::Descriptors => {
+                    super::deleted::restore(x).unwrap_or_else(|e| vec![e])
+                }
+                Object::DeletedFile(_) => Vec::new(),
                 Object::Unknown { .. } => Vec::new(),
             })
             .collect()

@@ -26,6 +26,7 @@
 //! /dev/null. Descriptors 0-2 keep `restore::stdio`'s policy: a pipe with
 //! an end at 0-2 has its other descriptors made copies of that end.
 
+use super::fds::{last_err, reopen_via, Temps};
 use super::{CaptureBuffers, KstateError};
 use crate::capture::sys::{self, PathBuf, RawFd};
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -499,10 +500,7 @@ fn capture_one(
     }
     for x in ends {
         let mut text = [0u8; 200];
-        let mut t = Text {
-            buf: &mut text,
-            len: 0,
-        };
+        let mut t = super::unrestorable::Words::new(&mut text);
         if named {
             t.push(b"FIFO ");
             let path = &bufs.path[..path_len];
@@ -516,24 +514,10 @@ fn capture_one(
             libc::O_WRONLY => b"write end)",
             _ => b"read-write end)",
         });
-        let len = t.len;
+        let len = t.len();
         super::objects::NotRestorable::capture(e, x.fd, KIND, &text[..len])?;
     }
     Ok(())
-}
-
-/// A sentence built in a fixed buffer.
-struct Text<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Text<'_> {
-    fn push(&mut self, s: &[u8]) {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
-        self.len += n;
-    }
 }
 
 /// Most packets of a packet-mode pipe recorded (a pipe holds at most one
@@ -615,60 +599,11 @@ fn probe_pipe() -> Result<[RawFd; 2], KstateError> {
 
 // ---- Restore (the restarter: ordinary Rust) ----
 
-/// Temporaries, numbered above every number of the pipe's (so that
-/// installing one end never lands on a temporary closed afterwards);
-/// closed when dropped.
-struct Held(Vec<i32>, i32);
-
-impl Held {
-    /// Takes `fd` (a temporary just made, or -1) above the pipe's numbers.
-    fn keep(&mut self, fd: std::io::Result<i32>) -> std::io::Result<i32> {
-        let fd = fd?;
-        // SAFETY: duplicating and closing the temporary just made.
-        let moved = unsafe {
-            let m = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, self.1);
-            libc::close(fd);
-            m
-        };
-        if moved < 0 {
-            return Err(last_err());
-        }
-        self.0.push(moved);
-        Ok(moved)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        for &fd in &self.0 {
-            // SAFETY: closing temporaries this module opened.
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-fn last_err() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-/// Opens `/proc/self/fd/<via>` with `flags` (another open file
-/// description of the same pipe), close-on-exec.
-fn reopen_via(via: i32, flags: i32) -> std::io::Result<i32> {
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{via}"))
-        .map_err(|_| std::io::Error::other("bad path"))?;
-    // SAFETY: a valid C string; no O_CREAT, so no mode.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if fd < 0 {
-        return Err(last_err());
-    }
-    Ok(fd)
-}
-
 /// The pipe to open the descriptions of: (a descriptor of it open for
 /// reading and writing, whether it is the FIFO at the path). A FIFO with
 /// both sides inside whose path still names it is opened there; anything
 /// else is a new pipe.
-fn pipe_to_use(p: &Pipe, held: &mut Held, warn: &mut Vec<String>) -> std::io::Result<i32> {
+fn pipe_to_use(p: &Pipe, held: &mut Temps, warn: &mut Vec<String>) -> std::io::Result<i32> {
     if !p.path.is_empty() && p.peer == PEER_INSIDE {
         match super::fds::probe(&p.path) {
             Ok((probe, st))
@@ -717,10 +652,7 @@ pub fn restore(p: &Pipe) -> Result<Vec<String>, String> {
     if p.with_stdio() {
         return Ok(copy_stdio(p));
     }
-    let mut held = Held(
-        Vec::new(),
-        p.ends.iter().map(|x| x.fd).max().unwrap_or(2) + 1,
-    );
+    let mut held = Temps::new(p.ends.iter().map(|x| x.fd).max().unwrap_or(2));
     let rw = pipe_to_use(p, &mut held, &mut warn).map_err(|e| format!("{}: {e}", name(first)))?;
     // SAFETY: F_GETPIPE_SZ / F_SETPIPE_SZ on our descriptor.
     unsafe {
