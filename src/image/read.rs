@@ -612,19 +612,21 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     check_pending(k.pending, "the process")?;
     check_events(k)?;
     k.objects.check().map_err(invalid)?;
-    // A pipe's descriptors are pipes in the descriptor list.
+    // A pipe's descriptors are pipes in the descriptor list, a deleted
+    // file's regular files.
     for o in &k.objects.items {
-        if let crate::kstate::objects::Object::Pipe(p) = o {
-            for fd in p.fds() {
-                if !k
-                    .fds
-                    .iter()
-                    .any(|f| f.fd == fd && f.kind == crate::image::model::FdKind::Pipe as u32)
-                {
-                    return Err(invalid(format!(
-                        "fd {fd} is an end of a pipe but not a pipe in the descriptor list"
-                    )));
-                }
+        use crate::image::model::FdKind;
+        use crate::kstate::objects::Object;
+        let (fds, kind, what): (Vec<i32>, _, _) = match o {
+            Object::Pipe(p) => (p.fds().collect(), FdKind::Pipe, "a pipe"),
+            Object::DeletedFile(x) => (x.fds().collect(), FdKind::Regular, "a regular file"),
+            _ => continue,
+        };
+        for fd in fds {
+            if !k.fds.iter().any(|f| f.fd == fd && f.kind == kind as u32) {
+                return Err(invalid(format!(
+                    "fd {fd} of a kernel object is not {what} in the descriptor list"
+                )));
             }
         }
     }
