@@ -260,3 +260,53 @@ fn a_deleted_file_too_large_is_named_and_refused() {
         "{err}"
     );
 }
+
+/// A real program: Python's sqlite3 in WAL mode, in the middle of a
+/// transaction holding a temporary table that spilled to an unlinked file
+/// (sqlite's `etilqs_*`), opened with O_NOFOLLOW as sqlite opens its
+/// files: checkpointed, killed, resumed; the transaction commits and the
+/// database checks out, exactly as in an uninterrupted run.
+#[test]
+fn sqlite_in_wal_mode_holds_a_transaction_and_an_unlinked_file_across_a_restart() {
+    let have_sqlite = Command::new("python3")
+        .args(["-c", "import sqlite3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_sqlite {
+        eprintln!("skipped: no python3 with its sqlite3 module");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/sqlite_wal.py");
+    let script = script.to_str().unwrap();
+    let ref_db = tmp.path().join("ref.sqlite");
+    let want = reference(
+        Path::new("python3"),
+        &[script, ref_db.to_str().unwrap()],
+        &tmp.path().join("ref"),
+    );
+    assert!(
+        want.starts_with("holds an unlinked file: True\n") && want.ends_with("sqlite ok\n"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let db = tmp.path().join(format!("{tids}.sqlite"));
+        let Some((got, err)) = resumed(
+            Path::new("python3"),
+            &dir,
+            tids,
+            &[script, db.to_str().unwrap()],
+            |image| {
+                let j = inspect(image);
+                assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+                assert!(inspect_text(image).contains("etilqs_"), "no unlinked file");
+            },
+        ) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+        assert!(!err.contains("/dev/null"), "--tids {tids}: {err}");
+    }
+}

@@ -499,9 +499,12 @@ fn open_checked(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()>
     let mut via = PathBuf::<48>::new();
     via.push(b"/proc/self/fd/")
         .push_u64(std::os::fd::AsRawFd::as_raw_fd(&probe_fd) as u64);
+    // Without O_NOFOLLOW (a program's own, sqlite's for one): the
+    // /proc/self/fd link is the magic link to the very file judged, which
+    // O_NOFOLLOW would refuse (ELOOP); the probe followed no symlink.
     let opened = open_at_number(
         via.as_bytes(),
-        flags | libc::O_NONBLOCK | libc::O_NOCTTY,
+        (flags & !libc::O_NOFOLLOW) | libc::O_NONBLOCK | libc::O_NOCTTY,
         ent.fd,
     );
     if std::os::fd::AsRawFd::as_raw_fd(&probe_fd) == ent.fd {
@@ -665,6 +668,14 @@ mod tests {
             stamp: FileStamp::default(),
         };
         assert_eq!(reopen_one(&ent, &|_, _| Ok(())), Reopened::File);
+        // SAFETY: closing the reopened descriptor.
+        unsafe { libc::close(987) };
+        // A program's O_NOFOLLOW (sqlite opens so) is no reason to refuse.
+        let nofollow = FdEntry {
+            flags: (libc::O_RDWR | libc::O_NOFOLLOW) as u32,
+            ..ent
+        };
+        assert_eq!(reopen_one(&nofollow, &|_, _| Ok(())), Reopened::File);
         // SAFETY: lseek query on the reopened descriptor.
         assert_eq!(unsafe { libc::lseek(987, 0, libc::SEEK_CUR) }, 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me intact");
