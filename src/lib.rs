@@ -313,6 +313,9 @@ impl Builder {
             return Err(Error::AlreadyInstalled);
         }
         tids::probe();
+        if let Some(max) = settings::max_deleted_file()? {
+            kstate::deleted::set_max(max);
+        }
         #[cfg(feature = "alloc-guard")]
         capture::alloc_guard::set_selftest(settings::alloc_guard_selftest()?);
         manager::install_handlers(suspend_signal).map_err(|e| {

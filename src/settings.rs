@@ -56,6 +56,7 @@ vars! {
     INSTANCE = "SELFCKPT_INSTANCE", "a run token", "set by selfckpt run: the token its images carry";
     CHILDREN = "SELFCKPT_CHILDREN", "0 or 1", "set by selfckpt run --children: install in exec'd children too";
     UNBLOCK = "SELFCKPT_UNBLOCK", "comma-separated signal numbers", "set by selfckpt run: signals to unblock once installed";
+    MAX_DELETED_FILE = "SELFCKPT_MAX_DELETED_FILE", "a number of bytes", "largest deleted-but-open file whose contents a checkpoint saves (default 1048576)";
     ALLOC_GUARD_SELFTEST = "SELFCKPT_ALLOC_GUARD_SELFTEST", "0 or 1", "test builds: make the next dump allocate once (proves the guard)";
 }
 
@@ -193,6 +194,11 @@ pub fn apply(b: Builder, src: &dyn Source) -> Result<Builder, SettingError> {
         b = b.keep(n);
     }
     Ok(b)
+}
+
+/// `SELFCKPT_MAX_DELETED_FILE` (`None`: unset).
+pub fn max_deleted_file() -> Result<Option<u64>, SettingError> {
+    read(&MAX_DELETED_FILE, |v| v.parse().ok())
 }
 
 /// `SELFCKPT_LOG` (`None`: unset).

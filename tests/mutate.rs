@@ -1471,3 +1471,86 @@ fn kernel_objects_unknown_refused_not_restorable_named_old_images_read() {
     assert!(stderr(&r).contains(sentence), "{}", stderr(&r));
     assert!(String::from_utf8_lossy(&r.stdout).contains("post-checks ok"));
 }
+
+/// A pipe object (kind 0x0200): dev, ino, size, peer, path, data,
+/// packets, and one end (fd, desc).
+fn pipe_object(size: u32, data: &[u8], fd: i32, desc: u32) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend(1u64.to_le_bytes());
+    p.extend(2u64.to_le_bytes());
+    p.extend(size.to_le_bytes());
+    p.push(0);
+    p.extend(0u32.to_le_bytes());
+    p.extend((data.len() as u32).to_le_bytes());
+    p.extend(data);
+    p.extend(0u32.to_le_bytes());
+    p.extend(1u32.to_le_bytes());
+    p.extend(fd.to_le_bytes());
+    p.extend(desc.to_le_bytes());
+    p.extend(0u32.to_le_bytes());
+    p.extend(0i32.to_le_bytes());
+    p.extend(0i32.to_le_bytes());
+    p.push(0);
+    p.extend(0i32.to_le_bytes());
+    object_entry(0x0200, 0, &p)
+}
+
+/// A deleted-file object (kind 0x0201) with one end at fd 900.
+fn deleted_object(size: u64, saved: u8, data: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend(1u64.to_le_bytes());
+    p.extend(2u64.to_le_bytes());
+    p.extend(0o100600u32.to_le_bytes());
+    p.extend(size.to_le_bytes());
+    p.push(saved);
+    p.extend(6u32.to_le_bytes());
+    p.extend(b"/tmp/x");
+    p.extend((data.len() as u32).to_le_bytes());
+    p.extend(data);
+    p.extend(1u32.to_le_bytes());
+    p.extend(900i32.to_le_bytes());
+    p.extend(0u32.to_le_bytes());
+    p.extend(2u32.to_le_bytes());
+    p.extend(0u64.to_le_bytes());
+    object_entry(0x0201, 0, &p)
+}
+
+/// Pipe and deleted-file objects (kinds 0x0200, 0x0201) with values no
+/// kernel gives are refused by the reader and the CLI, naming them.
+#[test]
+fn pipe_and_deleted_file_objects_with_impossible_values_are_refused() {
+    let f = fixture();
+    let obj = |e: Vec<u8>| with_object(&f.good, &e);
+    f.all_refused_for(vec![
+        (
+            "pipe-overfull",
+            obj(pipe_object(4, b"0123456789", 900, 0)),
+            "10 bytes queued in a pipe of 4 bytes",
+        ),
+        (
+            "pipe-desc-ahead",
+            obj(pipe_object(4096, b"", 900, 3)),
+            "fd 900 has impossible values",
+        ),
+        (
+            "pipe-not-a-pipe",
+            obj(pipe_object(4096, b"", 900, 0)),
+            "fd 900 of a kernel object is not a pipe",
+        ),
+        (
+            "deleted-short",
+            obj(deleted_object(100, 1, b"abc")),
+            "3 bytes saved of 100",
+        ),
+        (
+            "deleted-saved-flag",
+            obj(deleted_object(3, 7, b"abc")),
+            "saved flag of a deleted file",
+        ),
+        (
+            "deleted-not-a-file",
+            obj(deleted_object(3, 1, b"abc")),
+            "fd 900 of a kernel object is not a regular file",
+        ),
+    ]);
+}

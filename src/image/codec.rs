@@ -51,6 +51,11 @@ impl<'a> Encoder<'a> {
         self.pos == 0
     }
 
+    /// Room left in the buffer.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     /// The bytes written so far.
     pub fn written(&self) -> &[u8] {
         &self.buf[..self.pos]

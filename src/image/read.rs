@@ -612,6 +612,24 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     check_pending(k.pending, "the process")?;
     check_events(k)?;
     k.objects.check().map_err(invalid)?;
+    // A pipe's descriptors are pipes in the descriptor list, a deleted
+    // file's regular files.
+    for o in &k.objects.items {
+        use crate::image::model::FdKind;
+        use crate::kstate::objects::Object;
+        let (fds, kind, what): (Vec<i32>, _, _) = match o {
+            Object::Pipe(p) => (p.fds().collect(), FdKind::Pipe, "a pipe"),
+            Object::DeletedFile(x) => (x.fds().collect(), FdKind::Regular, "a regular file"),
+            _ => continue,
+        };
+        for fd in fds {
+            if !k.fds.iter().any(|f| f.fd == fd && f.kind == kind as u32) {
+                return Err(invalid(format!(
+                    "fd {fd} of a kernel object is not {what} in the descriptor list"
+                )));
+            }
+        }
+    }
     let events: std::collections::HashSet<i32> = k.events.fds().into_iter().collect();
     let mut seen = std::collections::HashSet::new();
     for fd in k.objects.fds() {

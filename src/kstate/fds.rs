@@ -4,9 +4,9 @@
 //! descriptor's link, fstat and fdinfo (offset, flags) into fixed buffers:
 //! it runs while threads are suspended and must not allocate.
 //!
-//! Pipes the process reads from also get their queued bytes captured
-//! (`encode_pipe_contents`, with tee(2), leaving the program's pipe as it
-//! was).
+//! Pipes and FIFOs are captured and made again by `kstate::pipes` (an
+//! object entry each, from format 1.8 on); the pipe contents list of
+//! older images is still read and given back here.
 //!
 //! Restore (`reopen`) runs in the restarter: regular files, directories and
 //! character devices are reopened at their old numbers, with their flags
@@ -17,7 +17,7 @@
 //! that very descriptor with `O_NONBLOCK`, so what is opened is what was
 //! judged. Descriptors 0-2 are the restarter's own where they were the
 //! original run's stdio (the caller leaves them out, see
-//! `restore::stdio`). A pipe the process
+//! `restore::stdio`). In an image older than 1.8, a pipe the process
 //! reads from (both ends inside it, or data queued in it) is made anew,
 //! refilled, and its ends put at their numbers. Sockets, pipes to other
 //! processes' ends and other kinds cannot be reopened from a path: they
@@ -48,7 +48,7 @@ pub fn kind_of(mode: u32) -> FdKind {
 
 /// Calls `f` with every descriptor number in /proc/self/fd but the
 /// directory's own and those `skip_fd` names.
-fn for_each_fd(
+pub(crate) fn for_each_fd(
     skip_fd: &dyn Fn(i32) -> bool,
     mut f: impl FnMut(i32) -> Result<(), KstateError>,
 ) -> Result<(), KstateError> {
@@ -173,81 +173,13 @@ pub fn encode_all(
     Ok(())
 }
 
-/// Most distinct pipes whose contents one checkpoint captures.
-const MAX_PIPES: usize = 64;
-
-/// Encodes what is queued in every pipe the process reads from (above
-/// stdio): count, then (inode, bytes) per non-empty pipe. The bytes are
-/// copied with `tee(2)` into a probe pipe made here, so the program's pipe
-/// keeps them; nothing is allocated.
-pub fn encode_pipe_contents(
-    e: &mut Encoder,
-    skip_fd: &dyn Fn(i32) -> bool,
-) -> Result<(), KstateError> {
-    let at = e.reserve_u32()?;
-    let mut seen = [0u64; MAX_PIPES];
-    let mut count = 0usize;
-    let mut probe: Option<[RawFd; 2]> = None;
-    for_each_fd(skip_fd, |fd| {
-        let Ok(st) = sys::fstat(fd) else {
-            return Ok(());
-        };
-        // SAFETY: fcntl(F_GETFL) on a descriptor of ours.
-        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if fd <= 2
-            || st.st_mode & libc::S_IFMT != libc::S_IFIFO
-            || fl < 0
-            || fl & libc::O_ACCMODE != libc::O_RDONLY
-            || seen[..count].contains(&st.st_ino)
-        {
-            return Ok(());
-        }
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued <= 0 {
-            return Ok(());
-        }
-        if count == MAX_PIPES {
-            return Err(KstateError::Pipe("more than 64 pipes hold data"));
-        }
-        let queued = queued as usize;
-        if probe.is_none() {
-            probe = Some(probe_pipe()?);
-        }
-        let Some([rd, wr]) = &probe else {
-            return Err(KstateError::Pipe("no probe pipe"));
-        };
-        // SAFETY: F_SETPIPE_SZ on our probe pipe, then tee between two pipes.
-        let copied = unsafe {
-            if libc::fcntl(wr.raw(), libc::F_GETPIPE_SZ) < queued as i32
-                && libc::fcntl(wr.raw(), libc::F_SETPIPE_SZ, queued as i32) < 0
-            {
-                return Err(KstateError::Pipe("a pipe holds more than a pipe may"));
-            }
-            libc::tee(fd, wr.raw(), queued, libc::SPLICE_F_NONBLOCK)
-        };
-        if copied != queued as isize {
-            return Err(KstateError::Pipe("tee copied less than the pipe holds"));
-        }
-        e.u64(st.st_ino)?;
-        e.bytes_with(queued, |buf| rd.read_full(buf))?
-            .map_err(|_| KstateError::Pipe("cannot read the probe pipe"))?;
-        seen[count] = st.st_ino;
-        count += 1;
-        Ok(())
-    })?;
-    e.patch_u32(at, count as u32);
+/// The pipe contents list of KERNEL (format 1.1): written empty from 1.8
+/// on, where each pipe's queued bytes are in its object entry
+/// (`kstate::pipes`); an older image's list is read and given back by
+/// [`reopen`]. No allocation.
+pub fn encode_pipe_contents(e: &mut Encoder) -> Result<(), KstateError> {
+    e.u32(0)?;
     Ok(())
-}
-
-/// A non-blocking pipe to tee into: [read end, write end].
-fn probe_pipe() -> Result<[RawFd; 2], KstateError> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(KstateError::Pipe("cannot create a probe pipe"));
-    }
-    Ok([RawFd::from_raw(fds[0]), RawFd::from_raw(fds[1])])
 }
 
 /// Encodes one descriptor; false if it vanished meanwhile.
@@ -567,9 +499,12 @@ fn open_checked(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()>
     let mut via = PathBuf::<48>::new();
     via.push(b"/proc/self/fd/")
         .push_u64(std::os::fd::AsRawFd::as_raw_fd(&probe_fd) as u64);
+    // Without O_NOFOLLOW (a program's own, sqlite's for one): the
+    // /proc/self/fd link is the magic link to the very file judged, which
+    // O_NOFOLLOW would refuse (ELOOP); the probe followed no symlink.
     let opened = open_at_number(
         via.as_bytes(),
-        flags | libc::O_NONBLOCK | libc::O_NOCTTY,
+        (flags & !libc::O_NOFOLLOW) | libc::O_NONBLOCK | libc::O_NOCTTY,
         ent.fd,
     );
     if std::os::fd::AsRawFd::as_raw_fd(&probe_fd) == ent.fd {
@@ -620,6 +555,62 @@ fn open_at_number(path: &[u8], flags: i32, fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Temporaries of an object made at restart, numbered above every number
+/// of the object's (so that
+/// installing one end never lands on a temporary closed afterwards);
+/// closed when dropped.
+pub(crate) struct Temps(Vec<i32>, i32);
+
+impl Temps {
+    /// Temporaries above `max` (the object's highest number).
+    pub(crate) fn new(max: i32) -> Self {
+        Temps(Vec::new(), max + 1)
+    }
+
+    /// Takes `fd` (a temporary just made) above the object's numbers.
+    pub(crate) fn keep(&mut self, fd: std::io::Result<i32>) -> std::io::Result<i32> {
+        let fd = fd?;
+        // SAFETY: duplicating and closing the temporary just made.
+        let moved = unsafe {
+            let m = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, self.1);
+            libc::close(fd);
+            m
+        };
+        if moved < 0 {
+            return Err(last_err());
+        }
+        self.0.push(moved);
+        Ok(moved)
+    }
+}
+
+impl Drop for Temps {
+    fn drop(&mut self) {
+        for &fd in &self.0 {
+            // SAFETY: closing temporaries this module opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+pub(crate) fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Opens `/proc/self/fd/<via>` with `flags` (another open file
+/// description of the same file), close-on-exec and non-blocking (the
+/// caller sets the status flags it wants with `F_SETFL`).
+pub(crate) fn reopen_via(via: i32, flags: i32) -> std::io::Result<i32> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{via}"))
+        .map_err(|_| std::io::Error::other("bad path"))?;
+    // SAFETY: a valid C string; no O_CREAT, so no mode.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,7 +629,7 @@ mod tests {
         };
         let mut e = Encoder::new(&mut out);
         encode_all(&mut e, &mut bufs, skip).unwrap();
-        encode_pipe_contents(&mut e, skip).unwrap();
+        encode_pipe_contents(&mut e).unwrap();
         let n = e.len();
         out.truncate(n);
         out
@@ -677,6 +668,14 @@ mod tests {
             stamp: FileStamp::default(),
         };
         assert_eq!(reopen_one(&ent, &|_, _| Ok(())), Reopened::File);
+        // SAFETY: closing the reopened descriptor.
+        unsafe { libc::close(987) };
+        // A program's O_NOFOLLOW (sqlite opens so) is no reason to refuse.
+        let nofollow = FdEntry {
+            flags: (libc::O_RDWR | libc::O_NOFOLLOW) as u32,
+            ..ent
+        };
+        assert_eq!(reopen_one(&nofollow, &|_, _| Ok(())), Reopened::File);
         // SAFETY: lseek query on the reopened descriptor.
         assert_eq!(unsafe { libc::lseek(987, 0, libc::SEEK_CUR) }, 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me intact");
@@ -695,45 +694,29 @@ mod tests {
         unsafe { libc::close(987) };
     }
 
+    /// An image older than 1.8 holds pipe contents in KERNEL's list: they
+    /// are given back (the capture of 1.8 on is `kstate::pipes`').
     #[test]
-    fn pipe_contents_are_captured_without_consuming_and_given_back_at_restart() {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 writes two descriptors.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        let [rd, wr] = fds;
-        // SAFETY: writing to our pipe.
-        assert_eq!(unsafe { libc::write(wr, b"queued".as_ptr().cast(), 6) }, 6);
-        let out = capture(&|fd: i32| fd != rd && fd != wr);
-        let mut d = Decoder::new(&out);
-        let count = d.count(FdEntry::MIN_ENCODED_LEN).unwrap();
-        let ents: Vec<_> = (0..count)
-            .map(|_| FdEntry::decode(&mut d).unwrap())
-            .collect();
-        assert_eq!(d.count(12).unwrap(), 1, "one pipe holds data");
-        let contents = PipeContents {
-            ino: d.u64().unwrap(),
-            data: d.bytes().unwrap(),
+    fn pipe_contents_of_an_older_image_are_given_back_at_restart() {
+        let end = |fd, flags: i32| FdEntry {
+            fd,
+            kind: FdKind::Pipe as u32,
+            flags: flags as u32,
+            offset: 0,
+            path: b"pipe:[77]",
+            stamp: FileStamp {
+                ino: 77,
+                ..FileStamp::default()
+            },
         };
-        assert_eq!(contents.data, b"queued");
-        // The program's pipe still holds its bytes.
-        let mut buf = [0u8; 16];
-        // SAFETY: reading our pipe.
-        assert_eq!(unsafe { libc::read(rd, buf.as_mut_ptr().cast(), 16) }, 6);
-        // SAFETY: closing our pipe.
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
-        // Give it back at other numbers, as a restart would.
-        let moved: Vec<FdEntry> = ents
-            .iter()
-            .map(|x| FdEntry {
-                fd: if x.fd == rd { 950 } else { 951 },
-                ..*x
-            })
-            .collect();
-        let r = reopen(&moved, &[contents], &|_, _| Ok(()));
+        let ents = [end(950, libc::O_RDONLY), end(951, libc::O_WRONLY)];
+        let contents = PipeContents {
+            ino: 77,
+            data: b"queued",
+        };
+        let r = reopen(&ents, &[contents], &|_, _| Ok(()));
         assert_eq!(r, vec![(950, Reopened::Pipe), (951, Reopened::Pipe)]);
+        let mut buf = [0u8; 16];
         // SAFETY: using and closing the remade pipe.
         unsafe {
             assert_eq!(libc::write(951, b"+more".as_ptr().cast(), 5), 5);

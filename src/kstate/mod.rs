@@ -9,6 +9,7 @@
 //! and must never allocate. Restore helpers run in the restarter, before the
 //! hand-over, and are ordinary Rust.
 
+pub mod deleted;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
@@ -16,6 +17,7 @@ pub mod itimers;
 pub mod mm;
 pub mod objects;
 pub mod pending;
+pub mod pipes;
 pub mod sigactions;
 pub mod signalfd;
 pub mod timerfd;
@@ -82,7 +84,7 @@ pub fn encode_kernel_record(
     .encode(e)?;
     sigactions::encode_all(e)?;
     fds::encode_all(e, bufs, skip_fd)?;
-    fds::encode_pipe_contents(e, skip_fd)?;
+    fds::encode_pipe_contents(e)?;
     itimers::capture()?.encode(e)?;
     pending::shared(bufs.text)?.encode(e)?;
     EventObjects::capture(e, bufs, skip_fd)?;
@@ -96,7 +98,8 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = (&bufs, skip_fd);
+    pipes::capture(e, bufs, skip_fd)?;
+    deleted::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -31,13 +31,25 @@ pub enum Kind {
     /// Something the checkpoint saw and cannot bring back, in words
     /// ([`NotRestorable`]).
     NotRestorable = 1,
+    // Files and pipes (0x0200-0x02ff).
+    /// A pipe or FIFO with its descriptors and queued bytes
+    /// (`kstate::pipes`).
+    Pipe = 0x0200,
+    /// A deleted-but-open regular file with its contents
+    /// (`kstate::deleted`).
+    DeletedFile = 0x0201,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable]
-            .into_iter()
-            .find(|k| *k as u16 == v)
+        [
+            Kind::End,
+            Kind::NotRestorable,
+            Kind::Pipe,
+            Kind::DeletedFile,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
     }
 }
 
@@ -105,6 +117,9 @@ impl NotRestorable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
     NotRestorable(NotRestorable),
+    // Files and pipes.
+    Pipe(super::pipes::Pipe),
+    DeletedFile(super::deleted::Deleted),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -134,6 +149,8 @@ impl Objects {
         for o in &self.items {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
+                Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
+                Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -174,6 +191,10 @@ impl Objects {
             let mut p = Decoder::new(d.take(len)?);
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
+                Some(Kind::Pipe) => Object::Pipe(super::pipes::Pipe::decode(&mut p)?),
+                Some(Kind::DeletedFile) => {
+                    Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -193,7 +214,14 @@ impl Objects {
     /// The descriptors the objects make anew at restart (not reopened by
     /// path).
     pub fn fds(&self) -> Vec<i32> {
-        Vec::new()
+        self.items
+            .iter()
+            .flat_map(|o| match o {
+                Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
+                Object::DeletedFile(x) => x.fds().collect(),
+                Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
+            })
+            .collect()
     }
 
     /// What the checkpoint said cannot come back, one sentence each,
@@ -224,6 +252,8 @@ impl Objects {
                 Object::Unknown { kind, len } => Some(format!(
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
                 )),
+                Object::Pipe(x) => Some(x.describe()),
+                Object::DeletedFile(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
             })
             .collect()
@@ -237,6 +267,8 @@ impl Objects {
                 Object::NotRestorable(x) => serde_json::json!({
                     "kind": "not_restorable", "fd": x.fd, "what": x.kind, "text": x.text,
                 }),
+                Object::Pipe(x) => x.json(),
+                Object::DeletedFile(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -247,10 +279,13 @@ impl Objects {
     /// Values a kernel can have, checked before a restart acts on them.
     pub fn check(&self) -> Result<(), String> {
         for o in &self.items {
-            if let Object::NotRestorable(x) = o {
-                if x.fd < -1 {
+            match o {
+                Object::NotRestorable(x) if x.fd < -1 => {
                     return Err(format!("a not-restorable object names fd {}", x.fd));
                 }
+                Object::Pipe(x) => x.check()?,
+                Object::DeletedFile(x) => x.check()?,
+                _ => {}
             }
         }
         Ok(())
@@ -259,14 +294,21 @@ impl Objects {
     /// Makes the objects of `stage` again; returns what failed, one line
     /// each. Each kind is made in one stage.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        let _ = stage;
         self.items
             .iter()
-            .filter_map(|o| match o {
+            .flat_map(|o| match o {
                 // Named at checkpoint time: the restart refused it, or was
                 // told to go on with its stand-in.
-                Object::NotRestorable(_) => None,
-                Object::Unknown { .. } => None,
+                Object::NotRestorable(_) => Vec::new(),
+                Object::Pipe(x) if stage == Stage::Descriptors => {
+                    super::pipes::restore(x).unwrap_or_else(|e| vec![e])
+                }
+                Object::Pipe(_) => Vec::new(),
+                Object::DeletedFile(x) if stage == Stage::Descriptors => {
+                    super::deleted::restore(x).unwrap_or_else(|e| vec![e])
+                }
+                Object::DeletedFile(_) => Vec::new(),
+                Object::Unknown { .. } => Vec::new(),
             })
             .collect()
     }

@@ -73,6 +73,48 @@ pub fn note_text(fd: i32, text: &[u8]) {
     }
 }
 
+/// A sentence built in a fixed buffer (the capture halves' texts of
+/// `NotRestorable` entries): what does not fit is cut. No allocation.
+pub struct Words<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Words<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Words { buf, len: 0 }
+    }
+
+    pub fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+
+    /// Appends `v` in decimal.
+    pub fn push_u64(&mut self, mut v: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The notes of the last capture, as sentences.
 pub fn last() -> Vec<String> {
     let n = COUNT.load(Ordering::Relaxed) as usize;

@@ -134,6 +134,39 @@ pub fn session_leader_warning(role: Option<u8>) {
     }
 }
 
+/// Enters the program's working directory. One that was deleted (its
+/// path ends with the kernel's " (deleted)"; it was empty, as `rmdir`
+/// wants) is made a deleted directory again: a new directory, beside
+/// where it was if that directory still exists, else in the temporary
+/// directory, entered and removed at once (the program then gets ENOENT
+/// from `getcwd` and from creating files there, as it did).
+fn enter_cwd(cwd: &[u8]) -> std::io::Result<()> {
+    let Some(gone) = cwd.strip_suffix(b" (deleted)") else {
+        return std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));
+    };
+    let gone = std::path::Path::new(std::ffi::OsStr::from_bytes(gone));
+    let parent = gone
+        .parent()
+        .filter(|p| p.is_dir())
+        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let mut last = std::io::Error::other("no name free");
+    for _ in 0..8 {
+        let dir = parent.join(format!(
+            ".selfckpt-cwd-{:016x}",
+            crate::kstate::deleted::random()
+        ));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            last = e;
+            continue;
+        }
+        let entered = std::env::set_current_dir(&dir);
+        // Removed while entered: the process's directory is now deleted.
+        let removed = std::fs::remove_dir(&dir);
+        return entered.and(removed);
+    }
+    Err(last)
+}
+
 /// Reopens files, prepares the restorer and jumps. Returns only on failure.
 pub fn handover(
     plan: &mut Plan,
@@ -215,8 +248,7 @@ pub fn handover(
     for msg in plan.objects.restore(Stage::Late) {
         saved.say(&format!("selfckpt: warning: {msg}"));
     }
-    let cwd = std::ffi::OsStr::from_bytes(&plan.cwd);
-    std::env::set_current_dir(cwd).map_err(|e| {
+    enter_cwd(&plan.cwd).map_err(|e| {
         RestoreError::Io(
             format!(
                 "cannot enter the program's directory {}",

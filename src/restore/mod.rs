@@ -360,7 +360,12 @@ fn check_fds(
     let mut changed = Vec::new();
     let mut refused = Vec::new();
     let fates = stdio_fates(view, opts);
+    // Made anew by their objects (deleted files), not reopened by path.
+    let made = view.kernel.objects.fds();
     for f in &view.kernel.fds {
+        if made.contains(&f.fd) {
+            continue;
+        }
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited

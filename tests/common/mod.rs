@@ -13,7 +13,37 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn selfckpt() -> PathBuf {
+    inherit_nothing();
     PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"))
+}
+
+/// Marks close-on-exec, once, every descriptor above 2 this test process
+/// was given by whoever started it (cargo's jobserver pipe, a CI runner's
+/// descriptors): they are not the tested program's own, and a pipe to
+/// another process is refused at restart by default. Every command a test
+/// builds goes through [`selfckpt`] or is started after it.
+fn inherit_nothing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .filter(|&fd| fd > 2)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in fds {
+            // SAFETY: fcntl on a descriptor of this process (one that was
+            // the directory listing's is closed by now: EBADF, harmless).
+            unsafe {
+                let f = libc::fcntl(fd, libc::F_GETFD);
+                if f >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, f | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    });
 }
 
 /// An example program (built by `cargo build --examples`).
@@ -345,8 +375,18 @@ pub fn eventfds_image(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> (Pat
     std::thread::sleep(Duration::from_millis(random_ms(100, 600)));
     kill(&child, libc::SIGUSR1);
     let image = wait_new_image(dir, 0);
+    wait_stats_line(dir, &image);
     kill_tree(&mut child, libc::SIGKILL);
     (image, out)
+}
+
+/// Waits until `dir`'s stats.jsonl has the line of `image` (written just
+/// after the image appears: a program killed before has none).
+pub fn wait_stats_line(dir: &Path, image: &Path) {
+    let name = image.file_name().unwrap().to_string_lossy().into_owned();
+    wait_for("the image's stats.jsonl line", 30, || {
+        std::fs::read_to_string(dir.join("stats.jsonl")).is_ok_and(|t| t.contains(&name))
+    });
 }
 
 /// `selfckpt run --dir DIR -- PROG ARGS...` (to spawn, or to run again:

@@ -1,0 +1,92 @@
+/* Deleted-but-open files and a deleted working directory across a
+ * checkpoint (issue 14).
+ *
+ * usage: deleted DIR [BYTES]
+ *   Writes BYTES (default 200000) of a pattern into DIR/data, opened
+ *   read-write at offset 12345, again write-only with O_APPEND, and dup'ed;
+ *   then unlinks it, and enters DIR/sub and removes it. Waits 2 s (the
+ *   checkpoint comes then), then prints: each descriptor's offset and
+ *   flags, the file's link count, size and mode, the bytes read from the
+ *   offset (checked against the pattern), an appended line read back
+ *   through the first descriptor, and what getcwd and creating a file in
+ *   the working directory give.
+ *
+ * Prints the same in an uninterrupted run. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void fail(const char *what) {
+    printf("FAIL %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static char at(size_t i) { return (char)(i * 13 + 5); }
+
+static void show(const char *name, int fd) {
+    int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0) fail(name);
+    printf("%s: offset %ld flags %o cloexec %d\n", name, (long)lseek(fd, 0, SEEK_CUR),
+           fl & (O_ACCMODE | O_APPEND | O_NONBLOCK), !!(fdfl & FD_CLOEXEC));
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) {
+        fprintf(stderr, "usage: deleted DIR [BYTES]\n");
+        return 2;
+    }
+    size_t bytes = argc > 2 ? (size_t)atol(argv[2]) : 200000;
+    char path[4096], sub[4096];
+    snprintf(path, sizeof path, "%s/data", argv[1]);
+    snprintf(sub, sizeof sub, "%s/sub", argv[1]);
+    int a = open(path, O_RDWR | O_CREAT | O_TRUNC, 0640);
+    if (a < 0) fail("open");
+    char *buf = malloc(bytes + 1);
+    for (size_t i = 0; i < bytes; i++) buf[i] = at(i);
+    if (write(a, buf, bytes) != (ssize_t)bytes) fail("write");
+    if (lseek(a, 12345, SEEK_SET) != 12345) fail("lseek");
+    int b = open(path, O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+    if (b < 0) fail("open append");
+    int c = dup(a);
+    if (unlink(path) != 0) fail("unlink");
+    if (mkdir(sub, 0700) != 0 || chdir(sub) != 0 || rmdir(sub) != 0) fail("cwd");
+
+    printf("waiting\n");
+    struct timespec t = {2, 0};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
+
+    show("rdwr", a);
+    show("append", b);
+    show("dup", c);
+    struct stat st;
+    if (fstat(a, &st) != 0) fail("fstat");
+    printf("links %ld size %ld mode %o\n", (long)st.st_nlink, (long)st.st_size,
+           st.st_mode & 07777);
+    size_t want = bytes - 12345, got = 0, bad = 0;
+    while (got < want) {
+        ssize_t n = read(a, buf, want - got);
+        if (n <= 0) fail("read");
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != at(12345 + got + (size_t)i)) bad++;
+        got += (size_t)n;
+    }
+    printf("read %zu bytes from the offset, %zu wrong\n", got, bad);
+    if (write(b, "appended\n", 9) != 9) fail("append");
+    ssize_t n = read(c, buf, 64);
+    printf("read back %zd: %.*s", n, (int)(n > 0 ? n : 0), buf);
+    char cwd[4096];
+    errno = 0;
+    printf("getcwd: %s\n", getcwd(cwd, sizeof cwd) ? "a path" : strerror(errno));
+    int f = open("new-file", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    printf("create in cwd: %s\n", f >= 0 ? "made" : strerror(errno));
+    printf("deleted ok\n");
+    return 0;
+}
