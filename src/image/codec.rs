@@ -51,6 +51,16 @@ impl<'a> Encoder<'a> {
         self.pos == 0
     }
 
+    /// Bytes still free in the buffer.
+    pub fn room(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Forgets what was written from `at` on (`at` at most [`Self::len`]).
+    pub fn truncate(&mut self, at: usize) {
+        self.pos = self.pos.min(at);
+    }
+
     /// The bytes written so far.
     pub fn written(&self) -> &[u8] {
         &self.buf[..self.pos]

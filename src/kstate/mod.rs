@@ -18,6 +18,8 @@ pub mod objects;
 pub mod pending;
 pub mod sigactions;
 pub mod signalfd;
+pub mod sockdiag;
+pub mod sockets;
 pub mod timerfd;
 pub mod unrestorable;
 
@@ -96,7 +98,7 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = (&bufs, skip_fd);
+    sockets::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -31,11 +31,13 @@ pub enum Kind {
     /// Something the checkpoint saw and cannot bring back, in words
     /// ([`NotRestorable`]).
     NotRestorable = 1,
+    /// A socket ([`super::sockets::Socket`]).
+    Socket = 0x0300,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable]
+        [Kind::End, Kind::NotRestorable, Kind::Socket]
             .into_iter()
             .find(|k| *k as u16 == v)
     }
@@ -105,6 +107,7 @@ impl NotRestorable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
     NotRestorable(NotRestorable),
+    Socket(super::sockets::Socket),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -134,6 +137,7 @@ impl Objects {
         for o in &self.items {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
+                Object::Socket(x) => entry(e, Kind::Socket, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -174,6 +178,7 @@ impl Objects {
             let mut p = Decoder::new(d.take(len)?);
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
+                Some(Kind::Socket) => Object::Socket(super::sockets::Socket::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -193,7 +198,13 @@ impl Objects {
     /// The descriptors the objects make anew at restart (not reopened by
     /// path).
     pub fn fds(&self) -> Vec<i32> {
-        Vec::new()
+        self.items
+            .iter()
+            .filter_map(|o| match o {
+                Object::Socket(x) => Some(x.fd),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What the checkpoint said cannot come back, one sentence each,
@@ -225,6 +236,7 @@ impl Objects {
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
                 )),
                 Object::NotRestorable(_) => None,
+                Object::Socket(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -237,6 +249,7 @@ impl Objects {
                 Object::NotRestorable(x) => serde_json::json!({
                     "kind": "not_restorable", "fd": x.fd, "what": x.kind, "text": x.text,
                 }),
+                Object::Socket(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -247,10 +260,12 @@ impl Objects {
     /// Values a kernel can have, checked before a restart acts on them.
     pub fn check(&self) -> Result<(), String> {
         for o in &self.items {
-            if let Object::NotRestorable(x) = o {
-                if x.fd < -1 {
+            match o {
+                Object::NotRestorable(x) if x.fd < -1 => {
                     return Err(format!("a not-restorable object names fd {}", x.fd));
                 }
+                Object::Socket(x) => x.check()?,
+                _ => {}
             }
         }
         Ok(())
@@ -259,16 +274,25 @@ impl Objects {
     /// Makes the objects of `stage` again; returns what failed, one line
     /// each. Each kind is made in one stage.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        let _ = stage;
-        self.items
-            .iter()
-            .filter_map(|o| match o {
-                // Named at checkpoint time: the restart refused it, or was
-                // told to go on with its stand-in.
-                Object::NotRestorable(_) => None,
-                Object::Unknown { .. } => None,
-            })
-            .collect()
+        let mut failed = Vec::new();
+        // Sockets: with the descriptors.
+        if stage == Stage::Descriptors {
+            let socks: Vec<&super::sockets::Socket> = self
+                .items
+                .iter()
+                .filter_map(|o| match o {
+                    Object::Socket(x) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            if !socks.is_empty() {
+                failed.extend(super::sockets::restore_all(&socks));
+            }
+        }
+        // A NotRestorable entry was named at checkpoint time: the restart
+        // refused it, or was told to go on with its stand-in (a socket's
+        // is made with the sockets above).
+        failed
     }
 }
 
