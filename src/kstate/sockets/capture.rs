@@ -186,6 +186,11 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                 } else if d.peer != 0 {
                     why = Some(b" (peer outside the process)");
                     ROLE_OUTSIDE
+                } else if d.state == 1 && stype != libc::SOCK_DGRAM && d.shutdown == 0 {
+                    // Connected, the peer not accepted yet (it has no
+                    // inode): in a listener's queue, ours or another's.
+                    why = Some(b" (peer outside the process, or not accepted yet)");
+                    ROLE_OUTSIDE
                 } else if d.state == 1 {
                     // Connected once, the peer closed since.
                     ROLE_HUNG_UP
