@@ -68,6 +68,10 @@ fn sockets_come_back_under_both_id_paths() {
         );
         assert!(text.contains("(listening) backlog 7"), "{text}");
         let offset = fd_offset(&image, 1);
+        if tids == "new" {
+            // Gone: the listener's socket file is made again.
+            std::fs::remove_file(sockdir.join("listener.sock")).unwrap();
+        }
         let second = tmp.path().join(format!("second-{tids}"));
         let (status, err) = finish(
             spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg]), &second),
@@ -89,6 +93,42 @@ fn sockets_come_back_under_both_id_paths() {
             assert!(!err.contains(bad), "--tids {tids}: {err}");
         }
     }
+}
+
+/// The path of the program's UNIX listener is another file at restart:
+/// it is left alone (nothing written, nothing removed), the restart says
+/// so and the listener is not bound.
+#[test]
+fn a_listeners_path_taken_by_another_file_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sockets");
+    if !build_c("sockets", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let sockdir = tmp.path().join("socks");
+    std::fs::create_dir(&sockdir).unwrap();
+    let arg = sockdir.to_str().unwrap();
+    let (_, _) = image_of(&exe, &dir, "new", &[arg]);
+    let path = sockdir.join("listener.sock");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"precious").unwrap();
+    let second = tmp.path().join("second");
+    let (_, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[arg]), &second),
+        "resumed run",
+    );
+    assert!(
+        err.contains(&format!(
+            "{} is now another file, left alone",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    let out = std::fs::read_to_string(&second).unwrap();
+    assert!(out.contains("unix listener file: missing"), "{out}{err}");
 }
 
 /// A TCP server on loopback answering "ping N" lines with "pong N",

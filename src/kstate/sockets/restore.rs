@@ -39,10 +39,18 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                         made.insert(p.ino, b);
                         a
                     }),
-                    None => Err(format!("socket fd {}: its peer is not in the image", s.fd)),
+                    // Its peer was at 0-2 (the restarter's stdio now):
+                    // the connection is lost.
+                    None => {
+                        failed.push(format!(
+                            "socket fd {}: its peer was the program's stdio; it comes back hung up",
+                            s.fd
+                        ));
+                        make_pair(s, None, above).map(|(a, _)| a)
+                    }
                 },
                 ROLE_HUNG_UP => make_pair(s, None, above).map(|(a, _)| a),
-                ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above),
+                ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
                 _ => fresh(s, above),
             };
@@ -326,8 +334,10 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
 }
 
 /// A listener, bound socket or a datagram socket connected to a bound
-/// one of the process's, made again on its address.
-fn make_bound(s: &Socket, above: i32) -> Result<i32, String> {
+/// one of the process's, made again on its address. Where it cannot be
+/// bound, listen or connect again, it stays as it could be made (its
+/// number taken by a socket of its family and type), said in `warn`.
+fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
     let fd = new_socket(s, above)?;
     let r = (|| {
         let unix = s.family as i32 == libc::AF_UNIX;
@@ -377,8 +387,7 @@ fn make_bound(s: &Socket, above: i32) -> Result<i32, String> {
         Ok(())
     })();
     if let Err(e) = r {
-        close(fd);
-        return Err(e);
+        warn.push(e);
     }
     Ok(fd)
 }
