@@ -203,8 +203,8 @@ impl Socket {
     /// Values a kernel can have.
     pub fn check(&self) -> Result<(), String> {
         let name = format!("socket fd {}", self.fd);
-        if self.fd < 0 {
-            return Err(format!("{name}: a negative descriptor number"));
+        if self.fd <= 2 {
+            return Err(format!("{name}: sockets at 0-2 follow the stdio rules"));
         }
         if self.role as usize >= ROLE_NAMES.len() {
             return Err(format!("{name}: role {} is none", self.role));
