@@ -235,6 +235,20 @@ int main(int argc, char **argv) {
     struct named u4_name = name_of(u4);
     fcntl(u4, F_SETFL, 0);
 
+    /* A bound UNIX datagram socket with messages queued, one connected
+     * to it (its peer is one-way), and a second number for a socketpair
+     * end. */
+    struct sockaddr_un ud = {.sun_family = AF_UNIX};
+    snprintf(ud.sun_path, sizeof ud.sun_path, "%s/dgram.sock", argv[1]);
+    unlink(ud.sun_path);
+    int ub = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (bind(ub, (struct sockaddr *)&ud, sizeof ud)) fail("bind dgram");
+    int uk = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (connect(uk, (struct sockaddr *)&ud, sizeof ud)) fail("connect dgram");
+    put(uk, "to bound", 8);
+    put(uk, big, 2000);
+    int twin = dup(st[1]);
+
     int fresh = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
     struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
@@ -259,6 +273,15 @@ int main(int argc, char **argv) {
     printf("seqpacket 0 writes: %zd (%s)\n", wr, wr < 0 && errno == EPIPE ? "EPIPE" : "?");
     put(st[0], "more", 4);
     drain("stream 1 reads more", st[1]);
+
+    drain("bound dgram reads", ub);
+    put(uk, "after", 5);
+    drain("bound dgram reads after", ub);
+    put(twin, "via the twin", 12);
+    drain("stream 0 reads the twin's", st[0]);
+    close(twin);
+    put(st[1], "still open", 10);
+    drain("stream 0 reads after closing the twin", st[0]);
 
     drain("unix client reads", uc);
     drain("unix accepted reads", ua);

@@ -191,8 +191,10 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                     // inode): in a listener's queue, ours or another's.
                     why = Some(b" (peer outside the process, or not accepted yet)");
                     ROLE_OUTSIDE
-                } else if d.state == 1 {
-                    // Connected once, the peer closed since.
+                } else if d.state == 1 && !(stype == libc::SOCK_DGRAM && is_named(local)) {
+                    // Connected once, the peer closed since (a bound
+                    // datagram socket others connected to is established
+                    // too: it is bound again).
                     ROLE_HUNG_UP
                 } else if is_named(local) {
                     ROLE_BOUND
