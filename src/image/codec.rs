@@ -56,6 +56,11 @@ impl<'a> Encoder<'a> {
         self.buf.len() - self.pos
     }
 
+    /// Forgets what was written from `at` on (`at` at most [`Self::len`]).
+    pub fn truncate(&mut self, at: usize) {
+        self.pos = self.pos.min(at);
+    }
+
     /// The bytes written so far.
     pub fn written(&self) -> &[u8] {
         &self.buf[..self.pos]

@@ -20,6 +20,8 @@ pub mod pending;
 pub mod pipes;
 pub mod sigactions;
 pub mod signalfd;
+pub mod sockdiag;
+pub mod sockets;
 pub mod timerfd;
 pub mod unrestorable;
 
@@ -100,6 +102,7 @@ fn capture_objects(
 ) -> Result<(), KstateError> {
     pipes::capture(e, bufs, skip_fd)?;
     deleted::capture(e, bufs, skip_fd)?;
+    sockets::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -38,19 +38,24 @@ pub enum Kind {
     /// A deleted-but-open regular file with its contents
     /// (`kstate::deleted`).
     DeletedFile = 0x0201,
+    /// A socket ([`super::sockets::Socket`]).
+    Socket = 0x0300,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [
-            Kind::End,
-            Kind::NotRestorable,
-            Kind::Pipe,
-            Kind::DeletedFile,
-        ]
-        .into_iter()
-        .find(|k| *k as u16 == v)
+        Self::ALL.into_iter().find(|k| *k as u16 == v)
     }
+
+    /// Every kind, one per line (merges of kinds added in parallel stay
+    /// trivial).
+    const ALL: [Kind; 5] = [
+        Kind::End,
+        Kind::NotRestorable,
+        Kind::Pipe,
+        Kind::DeletedFile,
+        Kind::Socket,
+    ];
 }
 
 /// Writes one entry whose payload `f` encodes. No allocation.
@@ -120,6 +125,7 @@ pub enum Object {
     // Files and pipes.
     Pipe(super::pipes::Pipe),
     DeletedFile(super::deleted::Deleted),
+    Socket(super::sockets::Socket),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -151,6 +157,7 @@ impl Objects {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
                 Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
+                Object::Socket(x) => entry(e, Kind::Socket, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -195,6 +202,7 @@ impl Objects {
                 Some(Kind::DeletedFile) => {
                     Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
                 }
+                Some(Kind::Socket) => Object::Socket(super::sockets::Socket::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -219,6 +227,7 @@ impl Objects {
             .flat_map(|o| match o {
                 Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
                 Object::DeletedFile(x) => x.fds().collect(),
+                Object::Socket(x) => vec![x.fd],
                 Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
             })
             .collect()
@@ -255,6 +264,7 @@ impl Objects {
                 Object::Pipe(x) => Some(x.describe()),
                 Object::DeletedFile(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
+                Object::Socket(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -269,6 +279,7 @@ impl Objects {
                 }),
                 Object::Pipe(x) => x.json(),
                 Object::DeletedFile(x) => x.json(),
+                Object::Socket(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -285,6 +296,7 @@ impl Objects {
                 }
                 Object::Pipe(x) => x.check()?,
                 Object::DeletedFile(x) => x.check()?,
+                Object::Socket(x) => x.check()?,
                 _ => {}
             }
         }
@@ -294,7 +306,8 @@ impl Objects {
     /// Makes the objects of `stage` again; returns what failed, one line
     /// each. Each kind is made in one stage.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        self.items
+        let mut failed: Vec<String> = self
+            .items
             .iter()
             .flat_map(|o| match o {
                 // Named at checkpoint time: the restart refused it, or was
@@ -308,9 +321,29 @@ impl Objects {
                     super::deleted::restore(x).unwrap_or_else(|e| vec![e])
                 }
                 Object::DeletedFile(_) => Vec::new(),
+                // Made together, below.
+                Object::Socket(_) => Vec::new(),
                 Object::Unknown { .. } => Vec::new(),
             })
-            .collect()
+            .collect();
+        // Sockets: with the descriptors.
+        if stage == Stage::Descriptors {
+            let socks: Vec<&super::sockets::Socket> = self
+                .items
+                .iter()
+                .filter_map(|o| match o {
+                    Object::Socket(x) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            if !socks.is_empty() {
+                failed.extend(super::sockets::restore_all(&socks));
+            }
+        }
+        // A NotRestorable entry was named at checkpoint time: the restart
+        // refused it, or was told to go on with its stand-in (a socket's
+        // is made with the sockets above).
+        failed
     }
 }
 

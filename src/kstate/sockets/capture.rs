@@ -1,0 +1,470 @@
+//! The capture half of the sockets (see `super`): runs while the
+//! program's threads are suspended. getsockopt, getsockname, getpeername
+//! into the stack, unix_diag for a UNIX socket's peer, the queued data
+//! peeked straight into the record buffer. It must never allocate.
+
+use super::super::{sockdiag, CaptureBuffers, KstateError};
+use super::*;
+use crate::capture::sys;
+use crate::image::codec::{CodecError, Encoder};
+
+/// The /proc/self/fd link of a socket starts so.
+const LINK: &[u8] = b"socket:[";
+/// Most sockets one checkpoint looks at.
+const MAX_SOCKETS: usize = 512;
+/// Most bytes queued in the process's UNIX sockets one checkpoint keeps.
+pub const MAX_QUEUED: usize = 4 << 20;
+/// Most messages queued on one socket one checkpoint keeps.
+const MAX_MESSAGES: u32 = 65_536;
+
+pub(super) fn getopt(fd: i32, level: i32, name: i32) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int into `v`, its size given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        v
+    } else {
+        0
+    }
+}
+
+pub(super) fn setopt(fd: i32, level: i32, name: i32, v: i32) -> i32 {
+    // SAFETY: setsockopt reads one int from `v`.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    }
+}
+
+/// getsockname (`peer` false) or getpeername into `buf`: its length, 0
+/// for none.
+fn name_of(fd: i32, peer: bool, buf: &mut [u8; 128]) -> usize {
+    let mut len = buf.len() as libc::socklen_t;
+    let p = buf.as_mut_ptr().cast::<libc::sockaddr>();
+    // SAFETY: the kernel writes at most `len` bytes of address into buf.
+    let r = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return 0;
+    }
+    (len as usize).min(buf.len())
+}
+
+/// State of the capture across sockets: inodes of the process's sockets,
+/// those whose queue is written already, and the bytes kept so far.
+struct Seen {
+    inos: [u64; MAX_SOCKETS],
+    n: usize,
+    queued: [u64; MAX_SOCKETS],
+    nq: usize,
+    bytes: usize,
+}
+
+/// Writes one socket entry per socket descriptor not skipped (and a
+/// NotRestorable entry for what cannot come back). No allocation.
+pub fn capture(
+    e: &mut Encoder,
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    let mut seen = Seen {
+        inos: [0; MAX_SOCKETS],
+        n: 0,
+        queued: [0; MAX_SOCKETS],
+        nq: 0,
+        bytes: 0,
+    };
+    super::super::fds::for_each_fd(skip_fd, |fd| {
+        if let Ok(st) = sys::fstat(fd) {
+            if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && seen.n < MAX_SOCKETS {
+                seen.inos[seen.n] = st.st_ino;
+                seen.n += 1;
+            }
+        }
+        Ok(())
+    })?;
+    if seen.n == 0 {
+        return Ok(());
+    }
+    super::super::fds::for_each_fd(skip_fd, |fd| {
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/self/fd/").push_u64(fd as u64);
+        match sys::readlink(p.as_cstr_bytes(), bufs.path) {
+            // Descriptors 0-2 are the restarter's stdio or reopened as
+            // files (restore::stdio), as pipes there are.
+            Ok(n) if fd > 2 && bufs.path[..n].starts_with(LINK) => capture_one(e, fd, &mut seen),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// Writes one socket's entry. No allocation.
+fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateError> {
+    let Ok(st) = sys::fstat(fd) else {
+        return Ok(());
+    };
+    let ino = st.st_ino;
+    let family = getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+    let stype = getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE);
+    let protocol = getopt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL);
+    let mut local = [0u8; 128];
+    let mut remote = [0u8; 128];
+    let nl = name_of(fd, false, &mut local);
+    let nr = name_of(fd, true, &mut remote);
+    let (local, remote) = (&local[..nl], &remote[..nr]);
+    let sol = |name| getopt(fd, libc::SOL_SOCKET, name) != 0;
+    let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+    let tcp = inet && stype == libc::SOCK_STREAM;
+    let opts = Options {
+        rcvbuf: getopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF),
+        sndbuf: getopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF),
+        reuseaddr: sol(libc::SO_REUSEADDR),
+        reuseport: sol(libc::SO_REUSEPORT),
+        keepalive: sol(libc::SO_KEEPALIVE),
+        passcred: family == libc::AF_UNIX && sol(libc::SO_PASSCRED),
+        nodelay: tcp && getopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY) != 0,
+        v6only: family == libc::AF_INET6 && getopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0,
+    };
+    // SAFETY: fcntl queries on a descriptor of the process.
+    let (fl, fdfl) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    let flags = (fl.max(0) as u32)
+        | if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
+            libc::O_CLOEXEC as u32
+        } else {
+            0
+        };
+    let mut s = Head {
+        fd,
+        flags,
+        ino,
+        family: family as u16,
+        stype: stype as u16,
+        protocol: protocol as u16,
+        role: ROLE_OTHER,
+        shutdown: 0,
+        peer: 0,
+        backlog: 0,
+        opts,
+        vfs: (0, 0),
+    };
+    let mut why: Option<&[u8]> = None;
+    match family {
+        libc::AF_UNIX => match sockdiag::unix(ino) {
+            Ok(d) => {
+                s.shutdown = d.shutdown & 3;
+                s.vfs = d.vfs;
+                s.peer = d.peer;
+                s.role = if d.state == sockdiag::STATE_LISTEN {
+                    s.backlog = d.backlog;
+                    ROLE_LISTEN
+                } else if d.peer != 0 && seen.inos[..seen.n].contains(&d.peer) {
+                    ROLE_PAIR
+                } else if d.peer != 0 {
+                    why = Some(b" (peer outside the process)");
+                    ROLE_OUTSIDE
+                } else if d.state == 1 && stype != libc::SOCK_DGRAM && d.shutdown == 0 {
+                    // Connected, the peer not accepted yet (it has no
+                    // inode): in a listener's queue, ours or another's.
+                    why = Some(b" (peer outside the process, or not accepted yet)");
+                    ROLE_OUTSIDE
+                } else if d.state == 1 && !(stype == libc::SOCK_DGRAM && is_named(local)) {
+                    // Connected once, the peer closed since (a bound
+                    // datagram socket others connected to is established
+                    // too: it is bound again).
+                    ROLE_HUNG_UP
+                } else if is_named(local) {
+                    ROLE_BOUND
+                } else {
+                    ROLE_FRESH
+                };
+            }
+            Err(_) => {
+                why = Some(b" (the kernel does not show its peer: no unix_diag)");
+                s.role = ROLE_OTHER;
+            }
+        },
+        libc::AF_INET | libc::AF_INET6 if stype == libc::SOCK_STREAM => {
+            let state = tcp_state(fd);
+            s.role = match state {
+                Some((10, backlog)) => {
+                    s.backlog = backlog;
+                    ROLE_LISTEN
+                }
+                Some((7, _)) if is_named(local) => ROLE_BOUND,
+                Some((7, _)) => ROLE_FRESH,
+                _ => {
+                    why = Some(b" (peer outside the process)");
+                    ROLE_OUTSIDE
+                }
+            };
+        }
+        libc::AF_INET | libc::AF_INET6 if stype == libc::SOCK_DGRAM => {
+            s.role = if is_named(local) {
+                ROLE_BOUND
+            } else {
+                ROLE_FRESH
+            };
+        }
+        libc::AF_NETLINK => s.role = ROLE_BOUND,
+        _ => {
+            why = Some(b" (a kind of socket selfckpt does not bring back)");
+            s.role = ROLE_OTHER;
+        }
+    }
+    // The data queued to a UNIX socket that comes back.
+    let keep_queue = family == libc::AF_UNIX
+        && matches!(s.role, ROLE_PAIR | ROLE_HUNG_UP | ROLE_BOUND)
+        && !seen.queued[..seen.nq].contains(&ino);
+    if keep_queue && seen.nq < MAX_SOCKETS {
+        seen.queued[seen.nq] = ino;
+        seen.nq += 1;
+    }
+    let at = e.len();
+    let mut budget = MAX_QUEUED.saturating_sub(seen.bytes);
+    let before = budget;
+    let q = keep_queue.then_some(Queue {
+        fd,
+        stype,
+        eof: s.shutdown & 1 != 0,
+    });
+    let lost = write_entry(e, &s, local, remote, q, &mut budget)?;
+    if lost.is_some() {
+        // Written again without the queue the capture could not keep.
+        e.truncate(at);
+        write_entry(e, &s, local, remote, None, &mut budget)?;
+    } else {
+        seen.bytes += before - budget;
+    }
+    if let Some(w) = why.or(lost) {
+        let mut t = PathBuf::<400>::new();
+        t.push(b"socket ");
+        words(&mut t, s.family, s.stype, local, remote);
+        t.push(w);
+        super::super::objects::NotRestorable::capture(e, fd, "socket", t.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A queue to read: the socket, its type, whether it is shut for reading.
+#[derive(Clone, Copy)]
+struct Queue {
+    fd: i32,
+    stype: i32,
+    eof: bool,
+}
+
+/// Writes one entry, with the queue `q` holds (else none): why the queue
+/// cannot be kept, if it cannot (the entry is then to be written again
+/// without). No allocation.
+fn write_entry(
+    e: &mut Encoder,
+    s: &Head,
+    local: &[u8],
+    remote: &[u8],
+    q: Option<Queue>,
+    budget: &mut usize,
+) -> Result<Option<&'static [u8]>, CodecError> {
+    let mut lost = None;
+    super::super::objects::entry(e, super::super::objects::Kind::Socket, 0, |e| {
+        s.encode(e)?;
+        e.bytes(local)?;
+        e.bytes(remote)?;
+        match q {
+            Some(q) => lost = peek_queue(e, q, budget)?.err(),
+            None => e.u32(0)?,
+        }
+        Ok::<(), CodecError>(())
+    })?;
+    Ok(lost)
+}
+
+/// The head of an entry: [`Socket`] without its addresses and queue.
+pub(super) struct Head {
+    pub(super) fd: i32,
+    pub(super) flags: u32,
+    pub(super) ino: u64,
+    pub(super) family: u16,
+    pub(super) stype: u16,
+    pub(super) protocol: u16,
+    pub(super) role: u8,
+    pub(super) shutdown: u8,
+    pub(super) peer: u64,
+    pub(super) backlog: u32,
+    pub(super) opts: Options,
+    pub(super) vfs: (u64, u64),
+}
+
+impl Head {
+    pub(super) fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+        e.i32(self.fd)?;
+        e.u32(self.flags)?;
+        e.u64(self.ino)?;
+        e.u16(self.family)?;
+        e.u16(self.stype)?;
+        e.u16(self.protocol)?;
+        e.u8(self.role)?;
+        e.u8(self.shutdown)?;
+        e.u64(self.peer)?;
+        e.u32(self.backlog)?;
+        e.i32(self.opts.rcvbuf)?;
+        e.i32(self.opts.sndbuf)?;
+        e.u8(self.opts.bits())?;
+        e.u64(self.vfs.0)?;
+        e.u64(self.vfs.1)
+    }
+}
+
+/// A TCP socket's state and, listening, its backlog (`TCP_INFO`:
+/// `tcpi_sacked` holds a listener's backlog).
+fn tcp_state(fd: i32) -> Option<(u8, u32)> {
+    // SAFETY: tcp_info is plain old data.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some((info.tcpi_state, info.tcpi_sacked))
+}
+
+/// Writes what is queued to the socket (count, then each message)
+/// without taking it from the program: `MSG_PEEK` from offset 0 with
+/// `SO_PEEK_OFF`, the program's peek offset put back. `Ok(Err(why))`
+/// when it cannot be kept. No allocation.
+fn peek_queue(
+    e: &mut Encoder,
+    q: Queue,
+    budget: &mut usize,
+) -> Result<Result<(), &'static [u8]>, CodecError> {
+    let old_off = getopt(q.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF);
+    if setopt(q.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0) != 0 {
+        return Ok(Err(b" (its queued data cannot be read: no SO_PEEK_OFF)"));
+    }
+    let r = peek_into(e, q, budget);
+    setopt(q.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old_off);
+    r
+}
+
+fn peek_into(
+    e: &mut Encoder,
+    q: Queue,
+    budget: &mut usize,
+) -> Result<Result<(), &'static [u8]>, CodecError> {
+    let stream = q.stype == libc::SOCK_STREAM;
+    let mut inq: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(q.fd, libc::FIONREAD, &mut inq) };
+    let at = e.reserve_u32()?;
+    let mut count = 0u32;
+    let mut total = 0usize;
+    loop {
+        let max = (*budget).min(e.remaining().saturating_sub(4096));
+        let item = e.len();
+        let (mut got, mut flags, mut rights) = (-1isize, 0, false);
+        let _ = e.bytes_with(max, |buf| {
+            (got, flags, rights) = peek_one(q.fd, buf, stream);
+            usize::try_from(got).map_err(|_| ())
+        })?;
+        if got < 0 {
+            // Nothing more queued.
+            break;
+        }
+        if got as usize > max || flags & libc::MSG_TRUNC != 0 {
+            return Ok(Err(b" (more data queued than a checkpoint keeps)"));
+        }
+        if rights || flags & libc::MSG_CTRUNC != 0 {
+            return Ok(Err(b" (descriptors in flight in its queue)"));
+        }
+        // End of file: a stream's (or a shut seqpacket's once every byte
+        // is read) empty answer is not a message.
+        if got == 0 && (stream || (q.eof && total >= inq.max(0) as usize)) {
+            e.truncate(item);
+            break;
+        }
+        *budget -= got as usize;
+        total += got as usize;
+        count += 1;
+        if count >= MAX_MESSAGES {
+            return Ok(Err(b" (more messages queued than a checkpoint keeps)"));
+        }
+    }
+    e.patch_u32(at, count);
+    Ok(Ok(()))
+}
+
+/// Peeks the next message (or stream bytes) into `buf`: (length or -1,
+/// recvmsg's flags, whether descriptors came with it). Descriptors the peek installs (SCM_RIGHTS) are closed
+/// again and reported. No allocation.
+fn peek_one(fd: i32, buf: &mut [u8], stream: bool) -> (isize, i32, bool) {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut ctl = [0u64; 64];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&ctl) as _;
+    let trunc = if stream { 0 } else { libc::MSG_TRUNC };
+    // SAFETY: recvmsg writes into our buffer and control area, of the
+    // sizes given.
+    let n = unsafe {
+        libc::recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | trunc,
+        )
+    };
+    if n < 0 {
+        return (-1, 0, false);
+    }
+    let mut rights = false;
+    // SAFETY: walking the control messages the kernel wrote into `ctl`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                rights = true;
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    libc::close(data.add(i).read_unaligned());
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    (n, msg.msg_flags, rights)
+}

@@ -1,0 +1,515 @@
+//! The restore half of the sockets (see `super`): runs in the restarter
+//! with the descriptors, ordinary Rust. Each socket is made anew above
+//! every number the image uses, then put at its numbers.
+
+use super::capture::{getopt, setopt};
+use super::*;
+
+fn err(what: String) -> impl Fn(std::io::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+fn last(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Makes every socket anew at its numbers; returns what failed, one line
+/// each (a number whose socket cannot be made stays free).
+pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
+    let above = socks.iter().map(|s| s.fd).max().unwrap_or(2) + 1;
+    // One socket per inode, made once; its descriptors all get it.
+    let mut made: std::collections::HashMap<u64, i32> = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    let first = |ino: u64| socks.iter().find(|s| s.ino == ino).copied();
+    // Connections inside the process first (a pair is made at once), then
+    // what is bound, then what connects to a bound UNIX socket.
+    for pass in 0..2 {
+        for s in socks {
+            if made.contains_key(&s.ino) || first(s.ino).map(|f| f.fd) != Some(s.fd) {
+                continue;
+            }
+            let late = s.role == ROLE_PAIR
+                && first(s.peer).is_some_and(|p| p.peer != s.ino && p.stype == s.stype);
+            if late != (pass == 1) {
+                continue;
+            }
+            let r = match s.role {
+                ROLE_PAIR if !late => match first(s.peer) {
+                    Some(p) => make_pair(s, Some(p), above).map(|(a, b)| {
+                        made.insert(p.ino, b);
+                        a
+                    }),
+                    // Its peer was at 0-2 (the restarter's stdio now):
+                    // the connection is lost.
+                    None => {
+                        failed.push(format!(
+                            "socket fd {}: its peer was the program's stdio; it comes back hung up",
+                            s.fd
+                        ));
+                        make_pair(s, None, above).map(|(a, _)| a)
+                    }
+                },
+                ROLE_HUNG_UP => make_pair(s, None, above).map(|(a, _)| a),
+                ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
+                ROLE_OUTSIDE => dropped(s, above),
+                _ => fresh(s, above),
+            };
+            match r {
+                Ok(fd) => {
+                    made.insert(s.ino, fd);
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+    for s in socks {
+        if let Some(&tmp) = made.get(&s.ino) {
+            // SAFETY: duplicating the made socket for this number.
+            let copy = unsafe { libc::fcntl(tmp, libc::F_DUPFD_CLOEXEC, above) };
+            let r = super::super::fds::install_at(copy, s.fd, s.flags).map_err(err(format!(
+                "socket fd {}: cannot put it at its number",
+                s.fd
+            )));
+            if let Err(e) = r {
+                failed.push(e);
+                continue;
+            }
+            // SAFETY: F_SETFL on the installed socket: its blocking mode.
+            unsafe { libc::fcntl(s.fd, libc::F_SETFL, s.flags as i32 & libc::O_NONBLOCK) };
+        }
+    }
+    for (_, tmp) in made {
+        // SAFETY: closing the made sockets (their installed copies stay).
+        unsafe { libc::close(tmp) };
+    }
+    failed
+}
+
+/// `fd` moved at `above` or higher (close-on-exec), the original closed.
+fn lift(fd: i32, above: i32) -> Result<i32, String> {
+    if fd < 0 {
+        return Err(last("cannot make a socket"));
+    }
+    // SAFETY: duplicating and closing our own new descriptor.
+    let up = unsafe {
+        let up = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+        libc::close(fd);
+        up
+    };
+    if up < 0 {
+        return Err(last("cannot move a socket"));
+    }
+    Ok(up)
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing a descriptor of ours.
+    unsafe { libc::close(fd) };
+}
+
+/// Sets the options a socket had (before it is bound: `SO_REUSEPORT`
+/// and `IPV6_V6ONLY` must be).
+fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
+    let o = &s.opts;
+    let name = format!("socket fd {}", s.fd);
+    let set = |level, opt, v: i32, what: &str| {
+        if setopt(fd, level, opt, v) != 0 {
+            Err(last(&format!("{name}: cannot set {what}")))
+        } else {
+            Ok(())
+        }
+    };
+    // The kernel doubles what is set: half of what it said.
+    for (opt, force, v, what) in [
+        (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, o.rcvbuf, "SO_RCVBUF"),
+        (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, o.sndbuf, "SO_SNDBUF"),
+    ] {
+        if v > 0
+            && getopt(fd, libc::SOL_SOCKET, opt) != v
+            && setopt(fd, libc::SOL_SOCKET, force, v / 2) != 0
+        {
+            set(libc::SOL_SOCKET, opt, v / 2, what)?;
+        }
+    }
+    let inet = matches!(s.family as i32, libc::AF_INET | libc::AF_INET6);
+    if inet || s.family as i32 == libc::AF_UNIX {
+        set(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            o.reuseaddr as i32,
+            "SO_REUSEADDR",
+        )?;
+    }
+    if inet {
+        set(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            o.reuseport as i32,
+            "SO_REUSEPORT",
+        )?;
+    }
+    if o.keepalive {
+        set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1, "SO_KEEPALIVE")?;
+    }
+    if o.passcred {
+        set(libc::SOL_SOCKET, libc::SO_PASSCRED, 1, "SO_PASSCRED")?;
+    }
+    if o.nodelay {
+        set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
+    }
+    if s.family as i32 == libc::AF_INET6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            o.v6only as i32,
+            "IPV6_V6ONLY",
+        )?;
+    }
+    Ok(())
+}
+
+fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
+    // SAFETY: socket(2) has no memory preconditions.
+    let fd = unsafe {
+        libc::socket(
+            s.family as i32,
+            s.stype as i32 | libc::SOCK_CLOEXEC,
+            s.protocol as i32,
+        )
+    };
+    let fd = lift(fd, above).map_err(|e| format!("socket fd {}: {e}", s.fd))?;
+    if let Err(e) = set_options(fd, s) {
+        close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// A socket not bound, not connected, with its options.
+fn fresh(s: &Socket, above: i32) -> Result<i32, String> {
+    new_socket(s, above)
+}
+
+/// Sends `s`'s queue again from `from` (its peer's new end), message by
+/// message, then applies the shutdown bits of `s` on `to`.
+fn refill(s: &Socket, from: i32) -> Result<(), String> {
+    for m in &s.queue {
+        let mut off = 0;
+        loop {
+            // SAFETY: sending from our buffer on our new socket.
+            let n = unsafe {
+                libc::send(
+                    from,
+                    m[off..].as_ptr().cast(),
+                    m.len() - off,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                return Err(last(&format!(
+                    "socket fd {}: cannot queue its data again",
+                    s.fd
+                )));
+            }
+            off += n as usize;
+            if off >= m.len() || s.stype as i32 != libc::SOCK_STREAM {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shut(s: &Socket, fd: i32) {
+    let how = match s.shutdown & 3 {
+        1 => Some(libc::SHUT_RD),
+        2 => Some(libc::SHUT_WR),
+        3 => Some(libc::SHUT_RDWR),
+        _ => None,
+    };
+    if let Some(how) = how {
+        // SAFETY: shutdown on our new socket.
+        unsafe { libc::shutdown(fd, how) };
+    }
+}
+
+/// Both ends of a connection inside the process (`p` None: the peer
+/// closed since, its end is closed again once the queue is refilled).
+fn make_pair(s: &Socket, p: Option<&Socket>, above: i32) -> Result<(i32, i32), String> {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            s.stype as i32 | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(last(&format!("socket fd {}: cannot make a pair", s.fd)));
+    }
+    let a = lift(sv[0], above)?;
+    let b = lift(sv[1], above)?;
+    let r = (|| {
+        set_options(a, s)?;
+        if let Some(p) = p {
+            set_options(b, p)?;
+        }
+        refill(s, b)?;
+        if let Some(p) = p {
+            refill(p, a)?;
+            shut(p, b);
+        }
+        shut(s, a);
+        Ok(())
+    })();
+    if let Err(e) = r {
+        close(a);
+        close(b);
+        return Err(e);
+    }
+    if p.is_none() {
+        close(b);
+    }
+    Ok((a, b))
+}
+
+fn sockaddr(a: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = a.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copying at most the storage's size into it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            a.as_ptr(),
+            (&mut st as *mut libc::sockaddr_storage).cast(),
+            n,
+        )
+    };
+    (st, n as libc::socklen_t)
+}
+
+/// The path of a path-bound UNIX address (None: unnamed or abstract).
+fn unix_path(a: &[u8]) -> Option<&[u8]> {
+    let p = a.get(2..)?;
+    if p.is_empty() || p[0] == 0 {
+        return None;
+    }
+    Some(&p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())])
+}
+
+/// Makes way for binding a UNIX socket at `path`: nothing to do if the
+/// path is free; the program's own socket file (the inode the checkpoint
+/// saw) is removed to be made again; anything else is left alone and the
+/// bind refused.
+fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = crate::image::show::shown(path);
+    if !path.starts_with(b"/") {
+        return Err(format!(
+            "socket fd {}: its relative path {shown} is not bound again",
+            s.fd
+        ));
+    }
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    match std::fs::symlink_metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("socket fd {}: {shown}: {e}", s.fd)),
+        Ok(m) => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if m.file_type().is_socket() && (m.ino(), m.dev()) == s.vfs && s.vfs.0 != 0 {
+                std::fs::remove_file(p).map_err(err(format!(
+                    "socket fd {}: cannot remove the old {shown}",
+                    s.fd
+                )))
+            } else {
+                Err(format!(
+                    "socket fd {}: {shown} is now another file, left alone: the socket is not bound",
+                    s.fd
+                ))
+            }
+        }
+    }
+}
+
+/// A listener, bound socket or a datagram socket connected to a bound
+/// one of the process's, made again on its address. Where it cannot be
+/// bound, listen or connect again, it stays as it could be made (its
+/// number taken by a socket of its family and type), said in `warn`.
+fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
+    let fd = new_socket(s, above)?;
+    let r = (|| {
+        let unix = s.family as i32 == libc::AF_UNIX;
+        if is_named(&s.local) {
+            if let Some(path) = unix.then(|| unix_path(&s.local)).flatten() {
+                make_way(s, path)?;
+            }
+            let mut local = s.local.clone();
+            if s.family as i32 == libc::AF_NETLINK && local.len() >= 8 {
+                // The kernel picks the port id again (it was the old pid).
+                local[4..8].copy_from_slice(&0u32.to_ne_bytes());
+            }
+            // Bound with SO_REUSEADDR as CRIU does, the program's value after.
+            setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            let (a, n) = sockaddr(&local);
+            // SAFETY: bind reads `n` bytes of the address.
+            let r = unsafe { libc::bind(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
+            if r != 0 {
+                return Err(last(&format!("socket fd {}: cannot bind it again", s.fd)));
+            }
+            setopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                s.opts.reuseaddr as i32,
+            );
+        }
+        if s.role == ROLE_LISTEN {
+            // SAFETY: listen on our new socket.
+            if unsafe { libc::listen(fd, s.backlog as i32) } != 0 {
+                return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
+            }
+        } else if !s.remote.is_empty() && (s.role == ROLE_PAIR || !unix) {
+            let (a, n) = sockaddr(&s.remote);
+            // SAFETY: connect reads `n` bytes of the address.
+            let r = unsafe { libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
+            if r != 0 {
+                return Err(last(&format!(
+                    "socket fd {}: cannot connect it again",
+                    s.fd
+                )));
+            }
+        }
+        if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
+            send_to_self(s, above)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        warn.push(e);
+    }
+    Ok(fd)
+}
+
+/// Queues a bound UNIX datagram socket's messages again, sent from a
+/// socket of its type to its name (the senders' addresses are not kept).
+fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
+    let plain = Socket {
+        opts: Options::default(),
+        ..s.clone()
+    };
+    let tmp = new_socket(&plain, above)?;
+    let (a, n) = sockaddr(&s.local);
+    for m in &s.queue {
+        // SAFETY: sendto from our buffer to an address of the size given.
+        let r = unsafe {
+            libc::sendto(
+                tmp,
+                m.as_ptr().cast(),
+                m.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                (&a as *const libc::sockaddr_storage).cast(),
+                n,
+            )
+        };
+        if r < 0 {
+            let e = last(&format!("socket fd {}: cannot queue its data again", s.fd));
+            close(tmp);
+            return Err(e);
+        }
+    }
+    close(tmp);
+    Ok(())
+}
+
+/// The stand-in of a socket whose peer was outside: its family and type,
+/// failing on use as a dropped connection does (TCP: reset by the peer,
+/// read ECONNRESET, write EPIPE; UNIX: the peer closed, read end of file,
+/// write EPIPE).
+fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
+    let name = format!("socket fd {}", s.fd);
+    if s.family as i32 == libc::AF_UNIX {
+        return make_pair(s, None, above).map(|(a, _)| a);
+    }
+    if s.stype as i32 != libc::SOCK_STREAM {
+        return fresh(s, above);
+    }
+    let v6 = s.family as i32 == libc::AF_INET6;
+    let loopback: Vec<u8> = if v6 {
+        let mut a = vec![0u8; 28];
+        a[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        a[23] = 1;
+        a
+    } else {
+        let mut a = vec![0u8; 16];
+        a[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        a
+    };
+    let plain = Socket {
+        opts: Options::default(),
+        ..s.clone()
+    };
+    let lis = new_socket(&plain, above)?;
+    let cli = new_socket(s, above).inspect_err(|_| close(lis))?;
+    let r = (|| {
+        let (a, n) = sockaddr(&loopback);
+        // SAFETY: bind, listen, getsockname, connect and accept on our
+        // sockets with addresses of the sizes given.
+        unsafe {
+            let sa = (&a as *const libc::sockaddr_storage).cast();
+            if libc::bind(lis, sa, n) != 0 || libc::listen(lis, 1) != 0 {
+                return Err(last(&format!(
+                    "{name}: cannot make its stand-in (loopback)"
+                )));
+            }
+            let mut bound: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            libc::getsockname(
+                lis,
+                (&mut bound as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            );
+            if libc::connect(cli, (&bound as *const libc::sockaddr_storage).cast(), len) != 0 {
+                return Err(last(&format!("{name}: cannot make its stand-in")));
+            }
+            let srv = libc::accept4(
+                lis,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
+            if srv < 0 {
+                return Err(last(&format!("{name}: cannot make its stand-in")));
+            }
+            // Closed with a zero linger: the peer resets the connection.
+            let lg = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            libc::setsockopt(
+                srv,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&lg as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+            libc::close(srv);
+            // The reset is there before the program reads.
+            let mut pfd = libc::pollfd {
+                fd: cli,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            libc::poll(&mut pfd, 1, 1000);
+        }
+        Ok(())
+    })();
+    close(lis);
+    if let Err(e) = r {
+        close(cli);
+        return Err(e);
+    }
+    Ok(cli)
+}

@@ -1,0 +1,304 @@
+//! Sockets come back (issue 14): `tests/c/sockets.c` holds socketpairs
+//! with data queued both ways, a UNIX connection made through a
+//! path-bound listener, an abstract listener, TCP listeners, bound UDP
+//! sockets, an unbound socket and a netlink socket; it is checkpointed
+//! while it waits, killed, and resumed by `selfckpt run` under both id
+//! paths. What it prints after the wait (queued bytes and message
+//! boundaries, options read back, addresses, listeners accepting, UDP
+//! receiving) must be exactly an uninterrupted run's. A TCP connection to
+//! a server outside the process is named at checkpoint time (stats.jsonl,
+//! inspect), the restart refuses it, and `--unrestorable=socket` gives
+//! the program a dropped connection (`tests/c/sock_outside.c`).
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+/// Runs `exe ARGS` under `selfckpt run` in `dir`, checkpoints it once it
+/// prints "waiting", kills it: the image and the file its output went to.
+fn image_of(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    tids: &str,
+    args: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = dir.with_extension("first");
+    let mut child = spawn_to_file(&mut run_cmd(exe, dir, tids, args), &out);
+    wait_line(&out, "waiting");
+    std::thread::sleep(std::time::Duration::from_millis(random_ms(50, 400)));
+    kill(&child, libc::SIGUSR1);
+    let image = wait_new_image(dir, 0);
+    kill_tree(&mut child, libc::SIGKILL);
+    (image, out)
+}
+
+#[test]
+fn sockets_come_back_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sockets");
+    if !build_c("sockets", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    let ref_dir = tmp.path().join("ref-dir");
+    std::fs::create_dir(&ref_dir).unwrap();
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg(&ref_dir), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("sockets ok\n"), "{want}");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let sockdir = tmp.path().join(format!("socks-{tids}"));
+        std::fs::create_dir(&sockdir).unwrap();
+        let arg = sockdir.to_str().unwrap();
+        let (image, first) = image_of(&exe, &dir, tids, &[arg]);
+        let j = inspect(&image);
+        let objects = j["objects"].as_array().unwrap_or_else(|| panic!("{j}"));
+        let sockets: Vec<_> = objects.iter().filter(|o| o["kind"] == "socket").collect();
+        assert!(sockets.len() >= 14, "{j}");
+        assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+        let text = inspect_text(&image);
+        assert!(
+            text.contains("socket UNIX seqpacket (pair) queued 105 bytes in 2 message(s) shut-rd"),
+            "{text}"
+        );
+        assert!(text.contains("(listening) backlog 7"), "{text}");
+        let offset = fd_offset(&image, 1);
+        if tids == "new" {
+            // Gone: the listener's socket file is made again.
+            std::fs::remove_file(sockdir.join("listener.sock")).unwrap();
+        }
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg]), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        for bad in ["socket fd", "(socket:["] {
+            assert!(!err.contains(bad), "--tids {tids}: {err}");
+        }
+    }
+}
+
+/// The path of the program's UNIX listener is another file at restart:
+/// it is left alone (nothing written, nothing removed), the restart says
+/// so and the listener is not bound.
+#[test]
+fn a_listeners_path_taken_by_another_file_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sockets");
+    if !build_c("sockets", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let sockdir = tmp.path().join("socks");
+    std::fs::create_dir(&sockdir).unwrap();
+    let arg = sockdir.to_str().unwrap();
+    let (_, _) = image_of(&exe, &dir, "new", &[arg]);
+    let path = sockdir.join("listener.sock");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"precious").unwrap();
+    let second = tmp.path().join("second");
+    let (_, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[arg]), &second),
+        "resumed run",
+    );
+    assert!(
+        err.contains(&format!(
+            "{} is now another file, left alone",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    let out = std::fs::read_to_string(&second).unwrap();
+    assert!(out.contains("unix listener file: missing"), "{out}{err}");
+}
+
+/// A TCP server on loopback answering "ping N" lines with "pong N",
+/// each connection on its own thread: its address.
+fn echo_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                for line in BufReader::new(c).lines().map_while(Result::ok) {
+                    let reply = line.replace("ping", "pong");
+                    if writeln!(w, "{reply}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_outside");
+    if !build_c("sock_outside", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let addr = echo_server();
+    let daemon_path = tmp.path().join("daemon.sock");
+    let daemon = std::os::unix::net::UnixListener::bind(&daemon_path).unwrap();
+    // The daemon accepts (a connection it has not accepted yet is named
+    // so: "or not accepted yet").
+    let accepted = std::thread::spawn(move || daemon.accept().map(|(s, _)| s));
+    let port = addr.port().to_string();
+    let dpath = daemon_path.to_str().unwrap();
+    let dir = tmp.path().join("ck");
+    let (image, _) = image_of(&exe, &dir, "new", &[&port, dpath]);
+    drop(accepted.join().unwrap());
+    let j = inspect(&image);
+    let named: Vec<&str> = j["not_restorable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(named.len(), 2, "{j}");
+    let tcp = named.iter().find(|t| t.contains("TCP")).unwrap();
+    assert!(
+        tcp.contains(&format!("-> 127.0.0.1:{port} (peer outside the process)"))
+            && tcp.starts_with("fd 3 socket TCP 127.0.0.1:"),
+        "{tcp}"
+    );
+    let unix = named.iter().find(|t| t.contains("UNIX")).unwrap();
+    assert!(
+        unix.contains(&format!(
+            "socket UNIX stream -> {dpath} (peer outside the process)"
+        )),
+        "{unix}"
+    );
+    assert!(inspect_text(&image).contains(tcp), "text inspect names it");
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.contains("not_restorable") && l.contains(tcp)),
+        "stats.jsonl does not name it: {stats}"
+    );
+    // Refused by default, the program not run.
+    let out = tmp.path().join("refused");
+    let (status, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&image), &out),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("restart refused: not restorable") && err.contains(tcp),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "",
+        "the program ran"
+    );
+    // With the stand-ins: dropped connections.
+    for tids in ["exact", "new"] {
+        let out = tmp.path().join(format!("stand-in-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(
+                Command::new(selfckpt())
+                    .args(["restart", "--unrestorable=socket", "--tids", tids])
+                    .arg(&image),
+                &out,
+            ),
+            "restart with stand-ins",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "--tids {tids}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "tcp: family inet type 1\n\
+             tcp: read: ECONNRESET\n\
+             tcp: read: 0 (end of file)\n\
+             tcp: write: EPIPE\n\
+             unix: family unix type 1\n\
+             unix: read: 0 (end of file)\n\
+             unix: read: 0 (end of file)\n\
+             unix: write: EPIPE\n\
+             outside ok\n",
+            "--tids {tids}: {err}"
+        );
+    }
+}
+
+/// examples/reconnect.rs: a client whose connection to a server is
+/// dropped by the restart (`--unrestorable=socket`) connects again in its
+/// `on_restart` hook and goes on: its output is an uninterrupted run's.
+#[test]
+fn the_on_restart_hook_reconnects_a_dropped_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = echo_server().to_string();
+    let exe = example("reconnect");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(
+            Command::new(&exe).arg(tmp.path().join("ref-ck")).arg(&addr),
+            &reference,
+        ),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("pong 9\ndone\n"), "{want}");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let first = tmp.path().join(format!("first-{tids}"));
+        let mut child = spawn_to_file(Command::new(&exe).arg(&dir).arg(&addr), &first);
+        wait_line(&first, "pong 3");
+        kill(&child, libc::SIGUSR1);
+        let image = wait_new_image(&dir, 0);
+        kill_tree(&mut child, libc::SIGKILL);
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(
+                Command::new(selfckpt())
+                    .args(["restart", "--unrestorable=socket", "--tids", tids])
+                    .arg(&image),
+                &second,
+            ),
+            "restart",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "--tids {tids}: {err}");
+        assert!(err.contains("reconnect: connected again"), "{err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: {err}"
+        );
+    }
+}
