@@ -48,7 +48,7 @@ pub fn kind_of(mode: u32) -> FdKind {
 
 /// Calls `f` with every descriptor number in /proc/self/fd but the
 /// directory's own and those `skip_fd` names.
-fn for_each_fd(
+pub fn for_each_fd(
     skip_fd: &dyn Fn(i32) -> bool,
     mut f: impl FnMut(i32) -> Result<(), KstateError>,
 ) -> Result<(), KstateError> {

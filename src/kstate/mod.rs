@@ -13,6 +13,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod fds;
 pub mod itimers;
+pub mod memfd;
 pub mod mm;
 pub mod objects;
 pub mod pending;
@@ -96,7 +97,7 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = (&bufs, skip_fd);
+    memfd::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -31,11 +31,13 @@ pub enum Kind {
     /// Something the checkpoint saw and cannot bring back, in words
     /// ([`NotRestorable`]).
     NotRestorable = 1,
+    /// A memfd descriptor ([`super::memfd::Memfd`]; kmem).
+    Memfd = 0x0100,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable]
+        [Kind::End, Kind::NotRestorable, Kind::Memfd]
             .into_iter()
             .find(|k| *k as u16 == v)
     }
@@ -105,6 +107,7 @@ impl NotRestorable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
     NotRestorable(NotRestorable),
+    Memfd(super::memfd::Memfd),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -134,6 +137,7 @@ impl Objects {
         for o in &self.items {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
+                Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -174,6 +178,7 @@ impl Objects {
             let mut p = Decoder::new(d.take(len)?);
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
+                Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -193,7 +198,23 @@ impl Objects {
     /// The descriptors the objects make anew at restart (not reopened by
     /// path).
     pub fn fds(&self) -> Vec<i32> {
-        Vec::new()
+        self.items
+            .iter()
+            .filter_map(|o| match o {
+                // Put at their numbers by `restore::shared`.
+                Object::Memfd(x) => Some(x.fd),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The memfd descriptors (made again with the memory by
+    /// `restore::shared`).
+    pub fn memfds(&self) -> impl Iterator<Item = &super::memfd::Memfd> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Memfd(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// What the checkpoint said cannot come back, one sentence each,
@@ -225,6 +246,7 @@ impl Objects {
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
                 )),
                 Object::NotRestorable(_) => None,
+                Object::Memfd(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -240,6 +262,7 @@ impl Objects {
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
+                Object::Memfd(x) => x.json(),
             })
             .collect()
     }
@@ -251,6 +274,9 @@ impl Objects {
                 if x.fd < -1 {
                     return Err(format!("a not-restorable object names fd {}", x.fd));
                 }
+            }
+            if let Object::Memfd(x) = o {
+                x.check()?;
             }
         }
         Ok(())
@@ -267,6 +293,8 @@ impl Objects {
                 // told to go on with its stand-in.
                 Object::NotRestorable(_) => None,
                 Object::Unknown { .. } => None,
+                // Made with the memory (`restore::shared`).
+                Object::Memfd(_) => None,
             })
             .collect()
     }
