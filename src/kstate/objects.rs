@@ -277,6 +277,9 @@ impl Objects {
             }
             if let Object::Memfd(x) = o {
                 x.check()?;
+                if self.memfds().filter(|m| m.fd == x.fd).count() > 1 {
+                    return Err(format!("two memfd entries for fd {}", x.fd));
+                }
             }
         }
         Ok(())

@@ -98,7 +98,13 @@ impl SharedObjects {
             } else {
                 (r.stamp.dev, r.stamp.ino)
             };
-            let extent = (r.offset + (r.end - r.start)).div_ceil(page) * page;
+            // A hostile offset makes a size no address range fits
+            // (refused when staged), never an overflow.
+            let extent = r
+                .offset
+                .saturating_add(r.end - r.start)
+                .div_ceil(page)
+                .saturating_mul(page);
             let at = s.object(dev, ino, source_of(kind, r.path));
             s.objs[at].size = s.objs[at].size.max(extent);
             s.of_region.push(Some(at));
