@@ -721,7 +721,6 @@ fn dump_all(
         let pieces = outside((ent.start, ent.end), (scratch_lo, scratch_hi));
         let what = match ent.kind {
             RegionKind::Device => Some("device mapping"),
-            RegionKind::SysvShm => Some("System V shared memory segment"),
             RegionKind::Special => Some("special kernel mapping (anon_inode)"),
             _ => None,
         };

@@ -293,22 +293,25 @@ fn data_run(fd: i32, pos: u64) -> Option<(u64, u64)> {
 }
 
 /// Whether the mappings of object `key` in /proc/self/maps cover its
-/// bytes [0, size) (then their chunks carry its data). Reads the maps
-/// into `buf` (a process with more maps than fit: not covered).
+/// bytes [0, size) (then their chunks carry its data). Reads the maps in
+/// pieces of `buf`; more than 64 mappings of it: not covered.
 fn covered_by_mappings(buf: &mut [u8], key: (u64, u64), size: u64) -> bool {
-    let Ok(n) = crate::capture::maps::read_self_maps(buf) else {
-        return false;
-    };
     let mut spans = [(0u64, 0u64); 64];
     let mut k = 0;
-    for ent in crate::capture::maps::MapsParser::new(&buf[..n]).flatten() {
+    let mut fits = true;
+    let walked = crate::capture::maps::for_each_self_map(buf, |ent| {
         if libc::makedev(ent.dev_major, ent.dev_minor) == key.0 && ent.inode == key.1 {
             if k == spans.len() {
+                fits = false;
                 return false;
             }
             spans[k] = (ent.offset, ent.offset + (ent.end - ent.start));
             k += 1;
         }
+        true
+    });
+    if walked.is_err() || !fits {
+        return false;
     }
     let spans = &mut spans[..k];
     spans.sort_unstable();

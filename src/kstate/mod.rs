@@ -19,6 +19,7 @@ pub mod objects;
 pub mod pending;
 pub mod sigactions;
 pub mod signalfd;
+pub mod sysvshm;
 pub mod timerfd;
 pub mod unrestorable;
 
@@ -98,6 +99,7 @@ fn capture_objects(
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
     memfd::capture(e, bufs, skip_fd)?;
+    sysvshm::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }

@@ -33,11 +33,13 @@ pub enum Kind {
     NotRestorable = 1,
     /// A memfd descriptor ([`super::memfd::Memfd`]; kmem).
     Memfd = 0x0100,
+    /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
+    SysvShm = 0x0101,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable, Kind::Memfd]
+        [Kind::End, Kind::NotRestorable, Kind::Memfd, Kind::SysvShm]
             .into_iter()
             .find(|k| *k as u16 == v)
     }
@@ -108,6 +110,7 @@ impl NotRestorable {
 pub enum Object {
     NotRestorable(NotRestorable),
     Memfd(super::memfd::Memfd),
+    SysvShm(super::sysvshm::SysvShm),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -138,6 +141,7 @@ impl Objects {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
+                Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -179,6 +183,7 @@ impl Objects {
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
                 Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
+                Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -206,6 +211,15 @@ impl Objects {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The System V segments (made again with the memory by
+    /// `restore::shared`).
+    pub fn sysv_segments(&self) -> impl Iterator<Item = &super::sysvshm::SysvShm> {
+        self.items.iter().filter_map(|o| match o {
+            Object::SysvShm(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The memfd descriptors (made again with the memory by
@@ -247,6 +261,7 @@ impl Objects {
                 )),
                 Object::NotRestorable(_) => None,
                 Object::Memfd(x) => Some(x.describe()),
+                Object::SysvShm(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -263,6 +278,7 @@ impl Objects {
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
                 Object::Memfd(x) => x.json(),
+                Object::SysvShm(x) => x.json(),
             })
             .collect()
     }
@@ -281,6 +297,12 @@ impl Objects {
                     return Err(format!("two memfd entries for fd {}", x.fd));
                 }
             }
+            if let Object::SysvShm(x) = o {
+                x.check()?;
+                if self.sysv_segments().filter(|m| m.shmid == x.shmid).count() > 1 {
+                    return Err(format!("two entries for System V segment {}", x.shmid));
+                }
+            }
         }
         Ok(())
     }
@@ -297,7 +319,7 @@ impl Objects {
                 Object::NotRestorable(_) => None,
                 Object::Unknown { .. } => None,
                 // Made with the memory (`restore::shared`).
-                Object::Memfd(_) => None,
+                Object::Memfd(_) | Object::SysvShm(_) => None,
             })
             .collect()
     }

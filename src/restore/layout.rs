@@ -169,6 +169,12 @@ impl Plan {
             shared: super::shared::SharedObjects::new(
                 &view.regions,
                 &view.kernel.objects.memfds().cloned().collect::<Vec<_>>(),
+                &view
+                    .kernel
+                    .objects
+                    .sysv_segments()
+                    .copied()
+                    .collect::<Vec<_>>(),
                 page,
             ),
             offsets: view.regions.iter().map(|r| r.offset).collect(),

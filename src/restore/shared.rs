@@ -19,6 +19,7 @@
 use super::RestoreError;
 use crate::capture::maps::RegionKind;
 use crate::kstate::memfd::Memfd;
+use crate::kstate::sysvshm::{SysvShm, SHM_DEST};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Where an object comes from.
@@ -30,6 +31,8 @@ enum Source {
     Memfd(Vec<u8>),
     /// An unlinked file of this name in /dev/shm.
     DevShm(Vec<u8>),
+    /// A System V segment (its entry; None: the image has none).
+    Sysv(Option<SysvShm>),
 }
 
 struct Obj {
@@ -79,6 +82,7 @@ impl SharedObjects {
     pub fn new(
         regions: &[crate::image::model::Region],
         memfds: &[Memfd],
+        segments: &[SysvShm],
         page: u64,
     ) -> SharedObjects {
         let mut s = SharedObjects {
@@ -87,8 +91,7 @@ impl SharedObjects {
         };
         for (i, r) in regions.iter().enumerate() {
             let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
-            if !crate::capture::dump::is_shared_object(kind, r.path) || kind == RegionKind::SysvShm
-            {
+            if !crate::capture::dump::is_shared_object(kind, r.path) {
                 s.of_region.push(None);
                 continue;
             }
@@ -105,7 +108,16 @@ impl SharedObjects {
                 .saturating_add(r.end - r.start)
                 .div_ceil(page)
                 .saturating_mul(page);
-            let at = s.object(dev, ino, source_of(kind, r.path));
+            let source = if kind == RegionKind::SysvShm {
+                Source::Sysv(segments.iter().find(|g| g.shmid as u64 == ino).copied())
+            } else {
+                source_of(kind, r.path)
+            };
+            let at = s.object(dev, ino, source);
+            if let Source::Sysv(Some(g)) = &s.objs[at].source {
+                let size = g.size.div_ceil(page).saturating_mul(page);
+                s.objs[at].size = s.objs[at].size.max(size);
+            }
             s.objs[at].size = s.objs[at].size.max(extent);
             s.of_region.push(Some(at));
         }
@@ -151,6 +163,14 @@ impl SharedObjects {
             return Ok(());
         };
         let o = &mut self.objs[oi];
+        if let Source::Sysv(seg) = &o.source {
+            let seg = seg.ok_or_else(|| {
+                std::io::Error::other("the image has no entry for this System V segment")
+            })?;
+            attach_segment(&seg, at)?;
+            o.master = Some((at, o.size));
+            return Ok(());
+        }
         if o.fd.is_none() && o.source != Source::Anon {
             o.fd = Some(make_object(&o.source, o.size, o.seals)?);
             write_data(o, &self.memfds)?;
@@ -199,7 +219,10 @@ impl SharedObjects {
     /// Makes the objects no region maps (memfd descriptors only).
     pub fn make_unmapped(&mut self) -> Result<(), RestoreError> {
         for o in &mut self.objs {
-            if o.fd.is_none() && o.master.is_none() && o.source != Source::Anon {
+            if o.fd.is_none()
+                && o.master.is_none()
+                && matches!(o.source, Source::Memfd(_) | Source::DevShm(_))
+            {
                 let fd = make_object(&o.source, o.size, o.seals)
                     .map_err(|e| RestoreError::Io(describe(o), e))?;
                 o.fd = Some(fd);
@@ -308,7 +331,68 @@ fn describe(o: &Obj) -> String {
         Source::Anon => format!("shared memory of {} bytes", o.size),
         Source::Memfd(n) => format!("memfd {}", crate::image::show::shown(n)),
         Source::DevShm(n) => format!("/dev/shm/{} (deleted)", crate::image::show::shown(n)),
+        Source::Sysv(g) => format!(
+            "System V segment {}",
+            g.map_or_else(
+                || "?".to_string(),
+                |g| format!("{} key {:#x}", g.shmid, g.key)
+            )
+        ),
     }
+}
+
+/// Makes the segment again and attaches it at `at` (free, taken). With
+/// its key where it had one and no other process was attached (where one
+/// was, the stand-in `--unrestorable=sysv_shm` accepted: a private
+/// segment), marked for removal at once (`IPC_RMID`) when private. A
+/// segment with its key that exists already is taken only if it is the
+/// very segment (same id and size) and nobody is attached to it (the one
+/// the killed program left); any other is refused.
+fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<()> {
+    let private =
+        seg.key == libc::IPC_PRIVATE || seg.mode & SHM_DEST != 0 || seg.shared_with_others();
+    let key = if private { libc::IPC_PRIVATE } else { seg.key };
+    let perm = (seg.mode & 0o777) as i32;
+    // SAFETY: shmget has no memory preconditions.
+    let mut id = unsafe {
+        libc::shmget(
+            key,
+            seg.size as usize,
+            libc::IPC_CREAT | libc::IPC_EXCL | perm,
+        )
+    };
+    if id < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+        // SAFETY: as above; then IPC_STAT into a valid out-pointer.
+        let old = unsafe { libc::shmget(key, 0, 0) };
+        let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+        let same = old == seg.shmid
+            // SAFETY: IPC_STAT into a valid out-pointer.
+            && unsafe { libc::shmctl(old, libc::IPC_STAT, &mut ds) } == 0
+            && ds.shm_nattch == 0
+            && ds.shm_segsz as u64 == seg.size;
+        if !same {
+            return Err(std::io::Error::other(format!(
+                "a System V segment with key {:#x} exists already and is not the program's                  (remove it with `ipcrm -M {:#x}` if it is a leftover)",
+                seg.key, seg.key
+            )));
+        }
+        id = old;
+    }
+    if id < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: attaches the segment at `at`, a range reserved as free.
+    let p = unsafe { libc::shmat(id, at as *const libc::c_void, 0) };
+    if p as isize == -1 || p as u64 != at {
+        return Err(std::io::Error::last_os_error());
+    }
+    if private {
+        // A private segment is found by no one else (its id is new): it
+        // goes away with its last attachment, as one marked so did.
+        // SAFETY: marks our new segment for removal once detached.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) };
+    }
+    Ok(())
 }
 
 /// A new object of `size` bytes: a memfd (sealable if it had seals), or an
@@ -317,7 +401,9 @@ fn make_object(source: &Source, size: u64, seals: u32) -> std::io::Result<OwnedF
     let fd = match source {
         Source::DevShm(name) => devshm_file(name).or_else(|_| memfd(name, 0))?,
         Source::Memfd(name) => memfd(name, seals)?,
-        Source::Anon => return Err(std::io::Error::other("shared anonymous memory has no file")),
+        Source::Anon | Source::Sysv(_) => {
+            return Err(std::io::Error::other("this shared memory has no file"))
+        }
     };
     // SAFETY: ftruncate on the descriptor just made.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) } != 0 {
