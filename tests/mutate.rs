@@ -1648,3 +1648,91 @@ fn socket_objects_shown_and_hostile_values_refused() {
         ),
     ]);
 }
+
+/// A memfd entry (kind 0x0100) with these fields.
+fn memfd_entry(fd: i32, size: u64, seals: u32, name: &[u8], data: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut p = fd.to_le_bytes().to_vec();
+    p.extend(2u32.to_le_bytes()); // O_RDWR
+    p.extend(0u64.to_le_bytes()); // offset
+    p.extend(1u64.to_le_bytes()); // dev
+    p.extend(77u64.to_le_bytes()); // ino
+    p.extend(size.to_le_bytes());
+    p.extend(seals.to_le_bytes());
+    p.extend((name.len() as u32).to_le_bytes());
+    p.extend(name);
+    p.extend((data.len() as u32).to_le_bytes());
+    for (off, b) in data {
+        p.extend(off.to_le_bytes());
+        p.extend((b.len() as u32).to_le_bytes());
+        p.extend(*b);
+    }
+    object_entry(0x0100, 0, &p)
+}
+
+/// Memfd entries (kind 0x0100): a good one is shown by inspect; seals no
+/// kernel has, data beyond the object's size or out of order, a name
+/// memfd_create refuses, two entries for one descriptor are refused by
+/// name before anything is made.
+#[test]
+fn hostile_memfd_entries_are_refused_by_name() {
+    let f = fixture();
+    let good = with_object(
+        &f.good,
+        &memfd_entry(40, 8192, 0x6, b"buf", &[(4096, b"hi")]),
+    );
+    scan_bytes(&good, None).expect("a memfd entry is a valid image");
+    let (j, text) = f.inspected("memfd", &good);
+    assert_eq!(j["objects"][0]["kind"], "memfd", "{j}");
+    assert_eq!(j["objects"][0]["seals"], 6, "{j}");
+    assert!(
+        text.contains(
+            "fd 40 memfd buf size 8192 offset 0 seals shrink,grow (2 bytes of data held)"
+        ),
+        "{text}"
+    );
+    let twice = with_object(&good, &memfd_entry(40, 4096, 0, b"other", &[]));
+    f.all_refused_for(vec![
+        (
+            "memfd-seals",
+            with_object(&f.good, &memfd_entry(40, 4096, 0x1000, b"buf", &[])),
+            "memfd entry for fd 40: unknown seals",
+        ),
+        (
+            "memfd-data-beyond",
+            with_object(&f.good, &memfd_entry(40, 4096, 0, b"buf", &[(4095, b"ab")])),
+            "beyond its size",
+        ),
+        (
+            "memfd-data-order",
+            with_object(
+                &f.good,
+                &memfd_entry(40, 8192, 0, b"buf", &[(4096, b"a"), (0, b"b")]),
+            ),
+            "out of order",
+        ),
+        (
+            "memfd-data-wraps",
+            with_object(
+                &f.good,
+                &memfd_entry(40, 4096, 0, b"buf", &[(u64::MAX, b"a")]),
+            ),
+            "beyond its size",
+        ),
+        (
+            "memfd-name",
+            with_object(&f.good, &memfd_entry(40, 4096, 0, b"a/b", &[])),
+            "a name memfd_create would refuse",
+        ),
+        (
+            "memfd-size",
+            with_object(&f.good, &memfd_entry(40, u64::MAX, 0, b"buf", &[])),
+            "out of range",
+        ),
+        (
+            "memfd-negative-fd",
+            with_object(&f.good, &memfd_entry(-3, 4096, 0, b"buf", &[])),
+            "a negative descriptor",
+        ),
+        ("memfd-twice", twice, "two memfd entries for fd 40"),
+    ]);
+}

@@ -641,9 +641,74 @@ pub(crate) fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
         RegionKind::Anon | RegionKind::Heap | RegionKind::Stack => Some(Want::AnonData),
         RegionKind::PrivateFile if deleted => Some(Want::AllResident),
         RegionKind::PrivateFile => Some(Want::PrivateFileWritten),
-        RegionKind::SharedAnon => Some(Want::AllResident),
+        RegionKind::SharedAnon | RegionKind::SysvShm => Some(Want::AllResident),
+        RegionKind::SharedFile if deleted => Some(Want::AllResident),
         _ => None,
     }
+}
+
+/// Whether a mapping maps a shared memory object whose contents the image
+/// holds: shared anonymous memory, a memfd, a System V segment, a shared
+/// file that is gone (an unlinked `/dev/shm` file). Its region's stamp
+/// names the object (device and inode), so that a restart makes one object
+/// for all its mappings; its pages are stored once per object offset.
+pub fn is_shared_object(kind: RegionKind, path: &[u8]) -> bool {
+    match kind {
+        RegionKind::SharedAnon | RegionKind::SysvShm => true,
+        RegionKind::SharedFile => path.ends_with(b" (deleted)"),
+        _ => false,
+    }
+}
+
+/// The stamp of a shared object's mapping: its device and inode from the
+/// maps line (size, mtime and mode are not looked at for these).
+fn shared_object_stamp(ent: &crate::capture::maps::MapEntry) -> FileStamp {
+    FileStamp {
+        dev: libc::makedev(ent.dev_major, ent.dev_minor),
+        ino: ent.inode,
+        ..FileStamp::default()
+    }
+}
+
+/// A deleted shared file mapping whose file is still linked under another
+/// name (`capture::relink`): that name, written into `out` (the room after
+/// the maps text), and the file's stamp. The region is then an ordinary
+/// shared file mapping of that name.
+fn linked_elsewhere(
+    ent: &crate::capture::maps::MapEntry,
+    out: &mut [u8],
+) -> Option<(usize, FileStamp)> {
+    if ent.kind != RegionKind::SharedFile || !ent.path.ends_with(b" (deleted)") {
+        return None;
+    }
+    let dev = libc::makedev(ent.dev_major, ent.dev_minor);
+    let n = crate::capture::relink::linked_name(ent.path, dev, ent.inode, out)?;
+    let mut p = PathBuf::<4200>::new();
+    p.push(&out[..n]);
+    let st = sys::stat_path(p.as_cstr_bytes()).ok()?;
+    Some((n, FileStamp::from_stat(&st)))
+}
+
+/// Whether the object page at `offset` of region `ri` (a shared object's
+/// mapping) was stored already through an earlier mapping of the same
+/// object (an alias), so that each object page is stored once.
+fn stored_through_alias(regions: &[RegionRec], ri: usize, offset: u64) -> bool {
+    let r = &regions[ri];
+    regions[..ri].iter().any(|o| {
+        o.stamp.ino == r.stamp.ino
+            && o.stamp.dev == r.stamp.dev
+            && o.kind == r.kind
+            && o.offset <= offset
+            && offset < o.offset + (o.end - o.start)
+    })
+}
+
+/// Whether an earlier region maps the same shared object as region `ri`.
+fn has_earlier_alias(regions: &[RegionRec], ri: usize) -> bool {
+    let r = &regions[ri];
+    regions[..ri]
+        .iter()
+        .any(|o| o.stamp.ino == r.stamp.ino && o.stamp.dev == r.stamp.dev && o.kind == r.kind)
 }
 
 /// Runs the whole dump. Called in the manager's handler.
@@ -752,7 +817,7 @@ fn dump_all(
             })
         });
         let carved = forked::carve(s, fp)?;
-        match forked::copy_shadow(s, fp, &plan.scanner, &plan.mem, shadowed, runs, tmp) {
+        match forked::copy_shadow(s, fp, &plan.mem, shadowed, runs, tmp) {
             Err(why) => fallback = Some(why),
             Ok(shadow) => match forked::fork(carved, fp) {
                 Err(_) => fallback = Some("the dumping child could not be made (clone3)"),
@@ -802,7 +867,9 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         crate::capture::maps::MapsError::BufferTooSmall(_) => DumpError::TooManyRegions,
         _ => DumpError::Maps(sys::Errno(libc::EIO)),
     })?;
-    let maps_text: &[u8] = &maps_buf[..maps_len];
+    let (maps_text, spare) = maps_buf.split_at_mut(maps_len);
+    let maps_text: &[u8] = maps_text;
+    let mut spare_used = 0usize;
     let mut regions = FixedVec::new(s.room::<RegionRec>(MAX_REGIONS)?);
     for ent in MapsParser::new(maps_text) {
         let ent = ent.map_err(|e| match e {
@@ -818,7 +885,6 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         let pieces = outside((ent.start, ent.end), (scratch_lo, scratch_hi));
         let what = match ent.kind {
             RegionKind::Device => Some("device mapping"),
-            RegionKind::SysvShm => Some("System V shared memory segment"),
             RegionKind::Special => Some("special kernel mapping (anon_inode)"),
             _ => None,
         };
@@ -829,9 +895,17 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
                 what,
             });
         }
-        let path_at = ent.path.as_ptr() as usize - maps_text.as_ptr() as usize;
+        let mut path_at = ent.path.as_ptr() as usize - maps_text.as_ptr() as usize;
+        let mut path_len = ent.path.len();
         let mut stamp = FileStamp::default();
-        if matches!(ent.kind, RegionKind::PrivateFile | RegionKind::SharedFile)
+        if let Some((n, st)) = linked_elsewhere(&ent, &mut spare[spare_used..]) {
+            path_at = maps_len + spare_used;
+            path_len = n;
+            spare_used += n;
+            stamp = st;
+        } else if is_shared_object(ent.kind, ent.path) {
+            stamp = shared_object_stamp(&ent);
+        } else if matches!(ent.kind, RegionKind::PrivateFile | RegionKind::SharedFile)
             && !ent.path.ends_with(b" (deleted)")
         {
             let mut statbuf = PathBuf::<4200>::new();
@@ -849,7 +923,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
                     kind: ent.kind as u32,
                     offset: ent.offset + (start - ent.start),
                     path_at,
-                    path_len: ent.path.len(),
+                    path_len,
                     stamp,
                     present: 0,
                 })
@@ -857,7 +931,10 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         }
     }
     let regions = regions.into_mut_slice();
-    let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
+    // The maps text, and after it the names of shared files found linked
+    // elsewhere (`linked_elsewhere`).
+    let paths: &[u8] = &maps_buf[..maps_len + spare_used];
+    let path_of = |r: &RegionRec| &paths[r.path_at..r.path_at + r.path_len];
 
     let mut w = Writer {
         fd: &plan.image,
@@ -980,7 +1057,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
 
     Ok(Head {
         regions,
-        maps_text,
+        maps_text: paths,
         w,
         rec,
         maps_ns,
@@ -1028,7 +1105,14 @@ fn write_pages(
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
     let tmp = s.bytes(65536)?;
     let pagebuf = s.bytes(page)?;
-    for (ri, r) in regions.iter_mut().enumerate() {
+    let every_shared_page = crate::capture::pages::swap_configured(tmp);
+    for ri in 0..regions.len() {
+        let shared = is_shared_object(
+            RegionKind::from_u32(regions[ri].kind).unwrap_or(RegionKind::Anon),
+            path_of(&regions[ri]),
+        );
+        let aliased = shared && has_earlier_alias(regions, ri);
+        let r = &regions[ri];
         let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
         g.stats.regions += 1;
         let Some(want) = want_for(kind, path_of(r).ends_with(b" (deleted)")) else {
@@ -1039,21 +1123,30 @@ fn write_pages(
         // A zero page may be left out only where the restorer's fresh
         // memory reads as zero; over a file mapping it would show the file.
         let skip_zero = want != Want::PrivateFileWritten;
+        let mut present = 0u64;
         if let Some(shadow) = src.shadow.filter(|_| want == Want::AllResident) {
             for run in shadow.runs_of(ri as u32) {
-                r.present += run.pages * page as u64;
+                present += run.pages * page as u64;
                 g.stats.bytes_present += run.pages * page as u64;
                 for p in 0..run.pages {
                     let addr = run.addr + p * page as u64;
+                    if aliased && stored_through_alias(regions, ri, r.offset + (addr - r.start)) {
+                        continue;
+                    }
                     g.offer(ri, r.start, addr, shadow.page(run, p, page), skip_zero)?;
                 }
             }
+            regions[ri].present = present;
             continue;
         }
         let mut at = r.start;
         while at < r.end {
             let t_scan = sys::now_ns();
-            let scanned = src.scanner.scan(at, r.end, want, runs, tmp);
+            let scanned = if shared {
+                crate::capture::pages::resident_shared(at, r.end, every_shared_page, runs, tmp)
+            } else {
+                src.scanner.scan(at, r.end, want, runs, tmp)
+            };
             g.stats.scan_ns += sys::now_ns() - t_scan;
             let (n, next) = match scanned {
                 Ok(n) => (n, r.end),
@@ -1067,10 +1160,13 @@ fn write_pages(
                 }
             };
             for run in &runs[..n] {
-                r.present += run.pages * page as u64;
+                present += run.pages * page as u64;
                 g.stats.bytes_present += run.pages * page as u64;
                 for p in 0..run.pages {
                     let addr = run.addr + p * page as u64;
+                    if aliased && stored_through_alias(regions, ri, r.offset + (addr - r.start)) {
+                        continue;
+                    }
                     let bytes: &[u8] = if readable {
                         // SAFETY: addr is a present page of a readable mapping
                         // that nobody unmaps while the program is suspended.
@@ -1086,6 +1182,7 @@ fn write_pages(
             }
             at = next;
         }
+        regions[ri].present = present;
     }
     g.finish()?;
     g.stats.pages_ns = sys::now_ns() - t_pages;

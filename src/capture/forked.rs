@@ -49,7 +49,7 @@
 //! release (ordinary context, but allocates nothing either).
 
 use crate::capture::dump::{DumpError, DumpStats};
-use crate::capture::pages::{PageRun, PageScanner, PagesError, ScanMethod, Want};
+use crate::capture::pages::{PageRun, PageScanner, PagesError, ScanMethod};
 use crate::capture::scratch::{FixedVec, Scratch};
 use crate::capture::sys::{self, RawFd};
 use core::cell::UnsafeCell;
@@ -138,14 +138,13 @@ pub struct Shadowed {
     pub readable: bool,
 }
 
-/// Copies every resident page of `regions` (found with the parent's
-/// scanner, read directly or through the parent's /proc/self/mem) into
+/// Copies every resident page of `regions` (shared objects: found as
+/// `pages::resident_shared` finds them, read directly or through the parent's /proc/self/mem) into
 /// the shadow. `Err(reason)`: they do not fit (the dump then runs in the
 /// pause, not forked).
 pub fn copy_shadow<'a>(
     s: &'a Scratch,
     plan: &ForkPlan,
-    scanner: &PageScanner,
     mem: &RawFd,
     regions: impl Iterator<Item = Shadowed>,
     runs_buf: &mut [PageRun],
@@ -159,14 +158,18 @@ pub fn copy_shadow<'a>(
     );
     let data = s.bytes(plan.shadow_cap).map_err(|_| TOO_BIG)?;
     let mut used = 0usize;
+    // Shared objects: their pages are found as the dump finds them (pages
+    // written through another mapping of the object count too).
+    let every = crate::capture::pages::swap_configured(tmp);
     for r in regions {
         let mut at = r.start;
         while at < r.end {
-            let (n, next) = match scanner.scan(at, r.end, Want::AllResident, runs_buf, tmp) {
-                Ok(n) => (n, r.end),
-                Err(PagesError::OutOfRuns { resume_at }) => (runs_buf.len(), resume_at),
-                Err(_) => return Err("the pages of a shared mapping could not be scanned"),
-            };
+            let (n, next) =
+                match crate::capture::pages::resident_shared(at, r.end, every, runs_buf, tmp) {
+                    Ok(n) => (n, r.end),
+                    Err(PagesError::OutOfRuns { resume_at }) => (runs_buf.len(), resume_at),
+                    Err(_) => return Err("the pages of a shared mapping could not be scanned"),
+                };
             for run in &runs_buf[..n] {
                 let bytes = run.pages as usize * page;
                 if used + bytes > data.len() {

@@ -204,6 +204,40 @@ pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
     Ok(n)
 }
 
+/// Calls `f` with every line of /proc/self/maps, read in pieces of `buf`
+/// (a line longer than `buf` ends the walk): for maps too large for one
+/// buffer. No allocation.
+pub fn for_each_self_map(
+    buf: &mut [u8],
+    mut f: impl FnMut(&MapEntry) -> bool,
+) -> Result<(), MapsError> {
+    let fd = crate::capture::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+        .map_err(|e| MapsError::Io(e.0))?;
+    let mut kept = 0usize;
+    loop {
+        let n = fd
+            .read_full(&mut buf[kept..])
+            .map_err(|e| MapsError::Io(e.0))?;
+        let have = kept + n;
+        let upto = match buf[..have].iter().rposition(|&c| c == b'\n') {
+            Some(i) => i + 1,
+            None if n == 0 => have,
+            None => return Err(MapsError::BufferTooSmall(have)),
+        };
+        for ent in MapsParser::new(&buf[..upto]) {
+            let ent = ent?;
+            if !f(&ent) {
+                return Ok(());
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        buf.copy_within(upto..have, 0);
+        kept = have - upto;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +348,14 @@ mod tests {
             .collect();
         assert_eq!(kinds.iter().filter(|k| **k == RegionKind::Stack).count(), 1);
         assert_eq!(kinds.iter().filter(|k| **k == RegionKind::Vdso).count(), 1);
+        let mut stacks = 0;
+        let mut piece = [0u8; 300];
+        for_each_self_map(&mut piece, |e| {
+            stacks += usize::from(e.kind == RegionKind::Stack);
+            true
+        })
+        .unwrap();
+        assert_eq!(stacks, 1);
         let mut small = [0u8; 64];
         assert!(matches!(
             read_self_maps(&mut small),

@@ -28,6 +28,7 @@ pub mod interrupted;
 pub mod maps;
 pub mod pages;
 pub mod park;
+pub mod relink;
 pub mod scratch;
 pub mod sys;
 pub mod tids;

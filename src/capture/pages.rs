@@ -314,6 +314,74 @@ impl PageScanner {
     }
 }
 
+/// The pages of [start, end) of a shared mapping (shared anonymous
+/// memory, memfd, tmpfs, System V segment) that hold data of the object
+/// it maps: `mincore` answers for the object (its page cache), not for
+/// this mapping's page tables, so a page written through another mapping
+/// of the same object (an alias) is found here too. With `every`, every
+/// page is taken (a system with swap: a shared page swapped out is in no
+/// page cache and `mincore` would miss it); the caller leaves out pages
+/// that read as zero. `tmp` holds the `mincore` vector. No allocation.
+pub fn resident_shared(
+    start: u64,
+    end: u64,
+    every: bool,
+    out: &mut [PageRun],
+    tmp: &mut [u8],
+) -> Result<usize, PagesError> {
+    let page = crate::capture::sys::page_size() as u64;
+    let mut n = 0usize;
+    let mut at = start;
+    let mut push = |addr: u64, pages: u64, n: &mut usize| {
+        if *n > 0 && out[*n - 1].addr + out[*n - 1].pages * page == addr {
+            out[*n - 1].pages += pages;
+            return Ok(());
+        }
+        if *n == out.len() {
+            return Err(PagesError::OutOfRuns { resume_at: addr });
+        }
+        out[*n] = PageRun { addr, pages };
+        *n += 1;
+        Ok(())
+    };
+    if every {
+        push(start, (end - start) / page, &mut n)?;
+        return Ok(n);
+    }
+    while at < end {
+        let cnt = (((end - at) / page) as usize).min(tmp.len());
+        // SAFETY: mincore reads no memory of ours but writes `cnt` bytes
+        // into `tmp`, which has at least that many.
+        let r = unsafe {
+            libc::mincore(
+                at as *mut libc::c_void,
+                cnt * page as usize,
+                tmp.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(PagesError::Io(crate::capture::sys::Errno::last().0));
+        }
+        for (i, &v) in tmp[..cnt].iter().enumerate() {
+            if v & 1 != 0 {
+                push(at + i as u64 * page, 1, &mut n)?;
+            }
+        }
+        at += cnt as u64 * page;
+    }
+    Ok(n)
+}
+
+/// Whether the system has swap configured (`/proc/swaps` lists a device
+/// after its header). Reads into `tmp`; no allocation.
+pub fn swap_configured(tmp: &mut [u8]) -> bool {
+    match crate::capture::sys::read_file(b"/proc/swaps\0", tmp) {
+        Ok(n) => tmp[..n].iter().filter(|&&c| c == b'\n').count() > 1,
+        // Unknown: assume there is, and read every page.
+        Err(_) => true,
+    }
+}
+
 /// Whether every byte of `p` is zero. Compares 256 bytes at a time as
 /// words (the compiler turns the OR-reduction into SIMD) and stops at the
 /// first block that is not zero, so a data page usually costs one block.
@@ -331,6 +399,46 @@ pub fn is_zero_page(p: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_page_written_through_an_alias_is_found_in_the_other_mapping() {
+        let page = crate::capture::sys::page_size();
+        // SAFETY: test mappings of our own: a shared anonymous object of
+        // four pages and an alias of it (mremap with old size 0).
+        unsafe {
+            let a = libc::mmap(
+                core::ptr::null_mut(),
+                4 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(a, libc::MAP_FAILED);
+            let b = libc::mremap(a, 0, 4 * page, libc::MREMAP_MAYMOVE);
+            assert_ne!(b, libc::MAP_FAILED);
+            *(a as *mut u8).add(2 * page) = 7;
+            let mut runs = [super::PageRun::default(); 8];
+            let mut tmp = [0u8; 64];
+            let n = super::resident_shared(
+                b as u64,
+                b as u64 + 4 * page as u64,
+                false,
+                &mut runs,
+                &mut tmp,
+            )
+            .unwrap();
+            assert_eq!(
+                &runs[..n],
+                &[super::PageRun {
+                    addr: b as u64 + 2 * page as u64,
+                    pages: 1
+                }]
+            );
+            libc::munmap(a, 4 * page);
+            libc::munmap(b, 4 * page);
+        }
+    }
+
     use super::*;
 
     const PAGE: usize = 4096;

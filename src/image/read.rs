@@ -479,10 +479,13 @@ impl ImageFile {
 /// region kinds in docs/IMAGE_FORMAT.md).
 fn stores_pages(r: &Region) -> bool {
     use crate::capture::maps::RegionKind::*;
-    matches!(
-        crate::capture::maps::RegionKind::from_u32(r.kind),
-        Some(Anon | Heap | Stack | PrivateFile | SharedAnon)
-    )
+    match crate::capture::maps::RegionKind::from_u32(r.kind) {
+        Some(Anon | Heap | Stack | PrivateFile | SharedAnon | SysvShm) => true,
+        // A shared file that was gone at the checkpoint: a shared object
+        // whose contents the image holds.
+        Some(SharedFile) => r.path.ends_with(b" (deleted)"),
+        _ => false,
+    }
 }
 
 /// Chunks come in increasing (region, page) order (docs/IMAGE_FORMAT.md):

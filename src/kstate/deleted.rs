@@ -258,7 +258,7 @@ pub fn capture(
             return Ok(());
         };
         let id = (st.st_dev, st.st_ino);
-        if !is_deleted(&st) || seen[..count].contains(&id) {
+        if !is_deleted(&st) || seen[..count].contains(&id) || super::memfd::is_memfd(fd) {
             return Ok(());
         }
         if count == MAX_FILES {

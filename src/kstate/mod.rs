@@ -14,6 +14,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod fds;
 pub mod itimers;
+pub mod memfd;
 pub mod mm;
 pub mod objects;
 pub mod pending;
@@ -22,6 +23,7 @@ pub mod sigactions;
 pub mod signalfd;
 pub mod sockdiag;
 pub mod sockets;
+pub mod sysvshm;
 pub mod timerfd;
 pub mod unrestorable;
 
@@ -103,6 +105,8 @@ fn capture_objects(
     pipes::capture(e, bufs, skip_fd)?;
     deleted::capture(e, bufs, skip_fd)?;
     sockets::capture(e, bufs, skip_fd)?;
+    memfd::capture(e, bufs, skip_fd)?;
+    sysvshm::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }

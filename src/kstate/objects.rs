@@ -40,6 +40,10 @@ pub enum Kind {
     DeletedFile = 0x0201,
     /// A socket ([`super::sockets::Socket`]).
     Socket = 0x0300,
+    /// A memfd descriptor ([`super::memfd::Memfd`]; kmem).
+    Memfd = 0x0100,
+    /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
+    SysvShm = 0x0101,
 }
 
 impl Kind {
@@ -49,9 +53,11 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::End,
         Kind::NotRestorable,
+        Kind::Memfd,
+        Kind::SysvShm,
         Kind::Pipe,
         Kind::DeletedFile,
         Kind::Socket,
@@ -126,6 +132,8 @@ pub enum Object {
     Pipe(super::pipes::Pipe),
     DeletedFile(super::deleted::Deleted),
     Socket(super::sockets::Socket),
+    Memfd(super::memfd::Memfd),
+    SysvShm(super::sysvshm::SysvShm),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -158,6 +166,8 @@ impl Objects {
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
                 Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
                 Object::Socket(x) => entry(e, Kind::Socket, 0, |e| x.encode(e))?,
+                Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
+                Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -203,6 +213,8 @@ impl Objects {
                     Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
                 }
                 Some(Kind::Socket) => Object::Socket(super::sockets::Socket::decode(&mut p)?),
+                Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
+                Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -228,9 +240,31 @@ impl Objects {
                 Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
                 Object::DeletedFile(x) => x.fds().collect(),
                 Object::Socket(x) => vec![x.fd],
-                Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
+                // Put at their numbers by `restore::shared`.
+                Object::Memfd(x) => vec![x.fd],
+                Object::NotRestorable(_) | Object::SysvShm(_) | Object::Unknown { .. } => {
+                    Vec::new()
+                }
             })
             .collect()
+    }
+
+    /// The System V segments (made again with the memory by
+    /// `restore::shared`).
+    pub fn sysv_segments(&self) -> impl Iterator<Item = &super::sysvshm::SysvShm> {
+        self.items.iter().filter_map(|o| match o {
+            Object::SysvShm(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The memfd descriptors (made again with the memory by
+    /// `restore::shared`).
+    pub fn memfds(&self) -> impl Iterator<Item = &super::memfd::Memfd> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Memfd(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// What the checkpoint said cannot come back, one sentence each,
@@ -265,6 +299,8 @@ impl Objects {
                 Object::DeletedFile(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
                 Object::Socket(x) => Some(x.describe()),
+                Object::Memfd(x) => Some(x.describe()),
+                Object::SysvShm(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -283,6 +319,8 @@ impl Objects {
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
+                Object::Memfd(x) => x.json(),
+                Object::SysvShm(x) => x.json(),
             })
             .collect()
     }
@@ -298,6 +336,18 @@ impl Objects {
                 Object::DeletedFile(x) => x.check()?,
                 Object::Socket(x) => x.check()?,
                 _ => {}
+            }
+            if let Object::Memfd(x) = o {
+                x.check()?;
+                if self.memfds().filter(|m| m.fd == x.fd).count() > 1 {
+                    return Err(format!("two memfd entries for fd {}", x.fd));
+                }
+            }
+            if let Object::SysvShm(x) = o {
+                x.check()?;
+                if self.sysv_segments().filter(|m| m.shmid == x.shmid).count() > 1 {
+                    return Err(format!("two entries for System V segment {}", x.shmid));
+                }
             }
         }
         Ok(())
@@ -323,6 +373,8 @@ impl Objects {
                 Object::DeletedFile(_) => Vec::new(),
                 // Made together, below.
                 Object::Socket(_) => Vec::new(),
+                // Made with the memory (`restore::shared`).
+                Object::Memfd(_) | Object::SysvShm(_) => Vec::new(),
                 Object::Unknown { .. } => Vec::new(),
             })
             .collect();

@@ -175,12 +175,16 @@ pub fn handover(
 ) -> Result<std::convert::Infallible, RestoreError> {
     let page = plan.page;
 
-    // Files: close ours (above stdio), reopen the image's at their numbers.
+    // Files: close ours (above stdio, but the shared memory objects',
+    // moved above the program's numbers), reopen the image's at their
+    // numbers.
+    let objects_above = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 1;
+    let object_fds = plan.shared.lift_fds(objects_above);
     let ours: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map_err(io("cannot list /proc/self/fd"))?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 && !object_fds.contains(&fd))
         .collect();
     for fd in ours {
         // SAFETY: closing our own descriptors; none is in use any more (the
@@ -236,6 +240,9 @@ pub fn handover(
                 "selfckpt: warning: {msg}; /dev/null stands in its place"
             ));
         }
+    }
+    for msg in plan.shared.install_fds() {
+        saved.say(&format!("selfckpt: warning: {msg}"));
     }
     for msg in plan.objects.restore(Stage::Descriptors) {
         saved.say(&format!("selfckpt: warning: {msg}"));

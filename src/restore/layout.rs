@@ -77,6 +77,8 @@ pub struct Plan {
     /// The process's place in its session at the checkpoint (META, 1.7).
     pub session_role: Option<u8>,
     pub exe_path: Vec<u8>,
+    /// The shared memory objects the regions map, one per object.
+    pub shared: super::shared::SharedObjects,
     /// Per region: file offset and path (or name).
     offsets: Vec<u64>,
     names: Vec<Vec<u8>>,
@@ -164,6 +166,17 @@ impl Plan {
             restart_mailbox: view.meta.restart_mailbox,
             session_role: view.meta.session_role,
             exe_path: view.meta.exe_path.to_vec(),
+            shared: super::shared::SharedObjects::new(
+                &view.regions,
+                &view.kernel.objects.memfds().cloned().collect::<Vec<_>>(),
+                &view
+                    .kernel
+                    .objects
+                    .sysv_segments()
+                    .copied()
+                    .collect::<Vec<_>>(),
+                page,
+            ),
             offsets: view.regions.iter().map(|r| r.offset).collect(),
             names: view.regions.iter().map(|r| r.path.to_vec()).collect(),
         };
@@ -315,6 +328,7 @@ impl Plan {
                 huge::prepare(at, r.end - r.start, self.page, hp);
             }
         }
+        self.shared.make_unmapped()?;
         let page = self.page;
         let threads = decode_threads();
         let mut stats = StageStats {
@@ -384,7 +398,10 @@ impl Plan {
         let source = match failed.into_inner().ok().flatten() {
             Some(e) => e,
             None => match read {
-                Ok(_) => return Ok(stats),
+                Ok(_) => {
+                    self.finish_shared()?;
+                    return Ok(stats);
+                }
                 Err(e) => e,
             },
         };
@@ -407,7 +424,40 @@ impl Plan {
         }
     }
 
+    /// Stages region `i` as an alias of its shared object (made, and
+    /// mapped whole, with its first region).
+    fn stage_shared(&mut self, i: usize, name: &[u8]) -> Result<(), RestoreError> {
+        let r = self.regions[i].clone();
+        if let Some(size) = self.shared.master_needed(i) {
+            let at = self.pick(size)?;
+            self.shared
+                .make_master(i, at)
+                .map_err(|e| stage_err(&r, name, e))?;
+        }
+        let len = r.end - r.start;
+        let at = self.pick(len)?;
+        self.shared
+            .alias(i, self.offset_of(i), len, at)
+            .map_err(|e| stage_err(&r, name, e))?;
+        self.regions[i].staging = Some(at);
+        Ok(())
+    }
+
+    /// After filling: the shared objects' masters go, seals come back.
+    fn finish_shared(&mut self) -> Result<(), RestoreError> {
+        let staged: Vec<Option<(u64, u64, u64)>> = self
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.staging.map(|s| (s, r.end - r.start, self.offset_of(i))))
+            .collect();
+        self.shared.finish(&staged)
+    }
+
     fn stage_region(&mut self, i: usize, name: &[u8]) -> Result<(), RestoreError> {
+        if self.shared.is_shared(i) {
+            return self.stage_shared(i, name);
+        }
         let r = self.regions[i].clone();
         let deleted = name.ends_with(b" (deleted)");
         let len = r.end - r.start;

@@ -13,6 +13,7 @@ pub mod handover;
 pub mod huge;
 pub mod layout;
 pub mod pidns;
+pub mod shared;
 pub mod stdio;
 
 use crate::capture::maps::RegionKind;
@@ -360,12 +361,14 @@ fn check_fds(
     let mut changed = Vec::new();
     let mut refused = Vec::new();
     let fates = stdio_fates(view, opts);
-    // Made anew by their objects (deleted files), not reopened by path.
-    let made = view.kernel.objects.fds();
-    for f in &view.kernel.fds {
-        if made.contains(&f.fd) {
-            continue;
-        }
+    // Descriptors made anew (memfds, deleted files: by their objects).
+    let made_anew = view.kernel.objects.fds();
+    for f in view
+        .kernel
+        .fds
+        .iter()
+        .filter(|f| !made_anew.contains(&f.fd))
+    {
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited

@@ -1,0 +1,521 @@
+//! Shared memory objects at restart: every region of the image that maps a
+//! shared object (shared anonymous memory, a memfd, an unlinked tmpfs file;
+//! `capture::dump::is_shared_object`) names it by its stamp (device,
+//! inode). One object is made per name — a fresh shared anonymous mapping,
+//! a memfd with the same name, an unlinked file in /dev/shm with the same
+//! name — and mapped whole once in the restarter (the master); each region
+//! is staged as an alias of the master at its object offset (`mremap`
+//! with old size 0), so that every address the object had maps the same
+//! pages again and writes through one show through all. The restorer
+//! moves the aliases into place like any staging mapping.
+//!
+//! The memfd entries of the object list (`kstate::memfd`) give an
+//! object's exact size, seals and data outside its mappings, and their
+//! descriptors are put at their numbers with their flags and offsets.
+//!
+//! Ordinary Rust in the restarter; nothing here is irreversible before the
+//! hand-over (the masters and descriptors are the restarter's).
+
+use super::RestoreError;
+use crate::capture::maps::RegionKind;
+use crate::kstate::memfd::Memfd;
+use crate::kstate::sysvshm::{SysvShm, SHM_DEST};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Where an object comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// `MAP_SHARED | MAP_ANONYMOUS` memory (`/dev/zero (deleted)`).
+    Anon,
+    /// A memfd of this name.
+    Memfd(Vec<u8>),
+    /// An unlinked file of this name in /dev/shm.
+    DevShm(Vec<u8>),
+    /// A System V segment (its entry; None: the image has none).
+    Sysv(Option<SysvShm>),
+}
+
+struct Obj {
+    dev: u64,
+    ino: u64,
+    source: Source,
+    size: u64,
+    seals: u32,
+    fd: Option<OwnedFd>,
+    master: Option<(u64, u64)>,
+}
+
+/// The shared objects of one image and, per region, its object's index.
+#[derive(Default)]
+pub struct SharedObjects {
+    objs: Vec<Obj>,
+    of_region: Vec<Option<usize>>,
+    memfds: Vec<Memfd>,
+}
+
+impl std::fmt::Debug for SharedObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedObjects({})", self.objs.len())
+    }
+}
+
+/// What a region's path says its object is.
+fn source_of(kind: RegionKind, path: &[u8]) -> Source {
+    let base = path.strip_suffix(b" (deleted)").unwrap_or(path);
+    if kind == RegionKind::SharedFile {
+        let name = base.rsplit(|&c| c == b'/').next().unwrap_or(b"shared");
+        return if base.starts_with(b"/dev/shm/") {
+            Source::DevShm(name.to_vec())
+        } else {
+            Source::Memfd(name.to_vec())
+        };
+    }
+    match base.strip_prefix(b"/memfd:") {
+        Some(name) => Source::Memfd(name.to_vec()),
+        None => Source::Anon,
+    }
+}
+
+impl SharedObjects {
+    /// Groups the regions (kind, start, end, offset, path, stamp) by the
+    /// object they map; `memfds` add objects with descriptors.
+    pub fn new(
+        regions: &[crate::image::model::Region],
+        memfds: &[Memfd],
+        segments: &[SysvShm],
+        page: u64,
+    ) -> SharedObjects {
+        let mut s = SharedObjects {
+            memfds: memfds.to_vec(),
+            ..SharedObjects::default()
+        };
+        for (i, r) in regions.iter().enumerate() {
+            let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+            if !crate::capture::dump::is_shared_object(kind, r.path) {
+                s.of_region.push(None);
+                continue;
+            }
+            // Images before 1.8 name no object: each region is one.
+            let (dev, ino) = if r.stamp.ino == 0 {
+                (u64::MAX, i as u64)
+            } else {
+                (r.stamp.dev, r.stamp.ino)
+            };
+            // A hostile offset makes a size no address range fits
+            // (refused when staged), never an overflow.
+            let extent = r
+                .offset
+                .saturating_add(r.end - r.start)
+                .div_ceil(page)
+                .saturating_mul(page);
+            let source = if kind == RegionKind::SysvShm {
+                Source::Sysv(segments.iter().find(|g| g.shmid as u64 == ino).copied())
+            } else {
+                source_of(kind, r.path)
+            };
+            let at = s.object(dev, ino, source);
+            if let Source::Sysv(Some(g)) = &s.objs[at].source {
+                let size = g.size.div_ceil(page).saturating_mul(page);
+                s.objs[at].size = s.objs[at].size.max(size);
+            }
+            s.objs[at].size = s.objs[at].size.max(extent);
+            s.of_region.push(Some(at));
+        }
+        for m in memfds {
+            let at = s.object(m.dev, m.ino, Source::Memfd(m.name.clone()));
+            let o = &mut s.objs[at];
+            o.size = o.size.max(m.size);
+            o.seals |= m.seals;
+        }
+        s
+    }
+
+    fn object(&mut self, dev: u64, ino: u64, source: Source) -> usize {
+        if let Some(i) = self.objs.iter().position(|o| o.dev == dev && o.ino == ino) {
+            return i;
+        }
+        self.objs.push(Obj {
+            dev,
+            ino,
+            source,
+            size: 0,
+            seals: 0,
+            fd: None,
+            master: None,
+        });
+        self.objs.len() - 1
+    }
+
+    /// Whether region `i` is staged as an alias of a shared object.
+    pub fn is_shared(&self, i: usize) -> bool {
+        self.of_region.get(i).copied().flatten().is_some()
+    }
+
+    /// The size of region `i`'s object's master mapping, if it has none yet.
+    pub fn master_needed(&self, i: usize) -> Option<u64> {
+        let o = &self.objs[self.of_region.get(i).copied().flatten()?];
+        o.master.is_none().then_some(o.size)
+    }
+
+    /// Makes region `i`'s object and maps it whole at `at` (free, taken).
+    pub fn make_master(&mut self, i: usize, at: u64) -> std::io::Result<()> {
+        let Some(oi) = self.of_region.get(i).copied().flatten() else {
+            return Ok(());
+        };
+        let o = &mut self.objs[oi];
+        if let Source::Sysv(seg) = &o.source {
+            let seg = seg.ok_or_else(|| {
+                std::io::Error::other("the image has no entry for this System V segment")
+            })?;
+            attach_segment(&seg, at)?;
+            o.master = Some((at, o.size));
+            return Ok(());
+        }
+        if o.fd.is_none() && o.source != Source::Anon {
+            o.fd = Some(make_object(&o.source, o.size, o.seals)?);
+            write_data(o, &self.memfds)?;
+        }
+        let fd = o.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+        let flags = if fd < 0 {
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS
+        } else {
+            libc::MAP_SHARED
+        };
+        map_fixed(at, o.size, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0)?;
+        o.master = Some((at, o.size));
+        Ok(())
+    }
+
+    /// Stages region `i` (object offset `offset`, `len` bytes) at `at` as
+    /// an alias of its object's master.
+    pub fn alias(&self, i: usize, offset: u64, len: u64, at: u64) -> std::io::Result<()> {
+        let Some(oi) = self.of_region.get(i).copied().flatten() else {
+            return Err(std::io::Error::other("not a shared object"));
+        };
+        let Some((m, size)) = self.objs[oi].master else {
+            return Err(std::io::Error::other("its object is not made"));
+        };
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(std::io::Error::other("it lies beyond its object"));
+        }
+        // SAFETY: duplicates part of our own shared master mapping onto
+        // `at`, a range reserved as free (MREMAP_FIXED replaces nothing of
+        // anyone's).
+        let p = unsafe {
+            libc::mremap(
+                (m + offset) as *mut libc::c_void,
+                0,
+                len as usize,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                at as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != at {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Makes the objects no region maps (memfd descriptors only).
+    pub fn make_unmapped(&mut self) -> Result<(), RestoreError> {
+        for o in &mut self.objs {
+            if o.fd.is_none()
+                && o.master.is_none()
+                && matches!(o.source, Source::Memfd(_) | Source::DevShm(_))
+            {
+                let fd = make_object(&o.source, o.size, o.seals)
+                    .map_err(|e| RestoreError::Io(describe(o), e))?;
+                o.fd = Some(fd);
+                write_data(o, &self.memfds).map_err(|e| RestoreError::Io(describe(o), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Once every region is staged and filled: unmaps the masters; seals
+    /// the objects that had seals (mapping again read-only from a
+    /// read-only descriptor the staged regions of an object sealed against
+    /// writing, which the kernel requires). `staged` lists each region's
+    /// (staging address, length, object offset).
+    pub fn finish(&mut self, staged: &[Option<(u64, u64, u64)>]) -> Result<(), RestoreError> {
+        for o in &mut self.objs {
+            if let Some((at, len)) = o.master.take() {
+                // SAFETY: our own master mapping, made by `make_master`.
+                unsafe { libc::munmap(at as *mut libc::c_void, len as usize) };
+            }
+        }
+        for (oi, o) in self.objs.iter().enumerate() {
+            let Some(fd) = &o.fd else { continue };
+            if o.seals == 0 {
+                continue;
+            }
+            if o.seals & (libc::F_SEAL_WRITE as u32) != 0 {
+                let ro =
+                    reopen(fd, libc::O_RDONLY).map_err(|e| RestoreError::Io(describe(o), e))?;
+                for (i, s) in staged.iter().enumerate() {
+                    let Some((at, len, off)) = *s else { continue };
+                    if self.of_region.get(i).copied().flatten() == Some(oi) {
+                        map_fixed_replace(at, len, ro.as_raw_fd(), off)
+                            .map_err(|e| RestoreError::Io(describe(o), e))?;
+                    }
+                }
+            }
+            // SAFETY: F_ADD_SEALS on our own memfd.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, o.seals as i32) } != 0 {
+                return Err(RestoreError::Io(
+                    format!("{}: cannot seal it again", describe(o)),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the objects' descriptors to numbers at or above `min` (above
+    /// every number the program's descriptors take), returning them.
+    pub fn lift_fds(&mut self, min: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        for o in &mut self.objs {
+            let Some(fd) = o.fd.take() else { continue };
+            // SAFETY: F_DUPFD_CLOEXEC on our own descriptor.
+            let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+            if n >= 0 {
+                // SAFETY: `n` was just made and nothing else owns it.
+                o.fd = Some(unsafe { OwnedFd::from_raw_fd(n) });
+                out.push(n);
+            } else {
+                o.fd = Some(fd);
+            }
+        }
+        out
+    }
+
+    /// Puts every memfd descriptor at its number, with its access mode,
+    /// status flags and offset, then closes the restarter's own
+    /// descriptors of the objects. Returns what failed, one line each.
+    pub fn install_fds(&mut self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for m in &self.memfds {
+            let Some(o) = self.objs.iter().find(|o| o.dev == m.dev && o.ino == m.ino) else {
+                continue;
+            };
+            let Some(fd) = &o.fd else {
+                bad.push(format!("fd {} (memfd): its object was not made", m.fd));
+                continue;
+            };
+            let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOATIME;
+            let r = reopen(fd, m.flags as i32 & keep).and_then(|f| {
+                // SAFETY: lseek on the descriptor just opened.
+                if unsafe { libc::lseek(f.as_raw_fd(), m.offset as i64, libc::SEEK_SET) } < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                crate::kstate::fds::install_at(
+                    std::os::fd::IntoRawFd::into_raw_fd(f),
+                    m.fd,
+                    m.flags,
+                )
+            });
+            if let Err(e) = r {
+                bad.push(format!("fd {} (memfd): {e}", m.fd));
+            }
+        }
+        for o in &mut self.objs {
+            o.fd = None;
+        }
+        bad
+    }
+}
+
+fn describe(o: &Obj) -> String {
+    match &o.source {
+        Source::Anon => format!("shared memory of {} bytes", o.size),
+        Source::Memfd(n) => format!("memfd {}", crate::image::show::shown(n)),
+        Source::DevShm(n) => format!("/dev/shm/{} (deleted)", crate::image::show::shown(n)),
+        Source::Sysv(g) => format!(
+            "System V segment {}",
+            g.map_or_else(
+                || "?".to_string(),
+                |g| format!("{} key {:#x}", g.shmid, g.key)
+            )
+        ),
+    }
+}
+
+/// Makes the segment again and attaches it at `at` (free, taken). With
+/// its key where it had one and no other process was attached (where one
+/// was, the stand-in `--unrestorable=sysv_shm` accepted: a private
+/// segment), marked for removal at once (`IPC_RMID`) when private. A
+/// segment with its key that exists already is taken only if it is the
+/// very segment (same id and size) and nobody is attached to it (the one
+/// the killed program left); any other is refused.
+fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<()> {
+    let private =
+        seg.key == libc::IPC_PRIVATE || seg.mode & SHM_DEST != 0 || seg.shared_with_others();
+    let key = if private { libc::IPC_PRIVATE } else { seg.key };
+    let perm = (seg.mode & 0o777) as i32;
+    // SAFETY: shmget has no memory preconditions.
+    let mut id = unsafe {
+        libc::shmget(
+            key,
+            seg.size as usize,
+            libc::IPC_CREAT | libc::IPC_EXCL | perm,
+        )
+    };
+    if id < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+        // SAFETY: as above; then IPC_STAT into a valid out-pointer.
+        let old = unsafe { libc::shmget(key, 0, 0) };
+        let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+        let same = old == seg.shmid
+            // SAFETY: IPC_STAT into a valid out-pointer.
+            && unsafe { libc::shmctl(old, libc::IPC_STAT, &mut ds) } == 0
+            && ds.shm_nattch == 0
+            && ds.shm_segsz as u64 == seg.size;
+        if !same {
+            return Err(std::io::Error::other(format!(
+                "a System V segment with key {:#x} exists already and is not the program's                  (remove it with `ipcrm -M {:#x}` if it is a leftover)",
+                seg.key, seg.key
+            )));
+        }
+        id = old;
+    }
+    if id < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: attaches the segment at `at`, a range reserved as free.
+    let p = unsafe { libc::shmat(id, at as *const libc::c_void, 0) };
+    if p as isize == -1 || p as u64 != at {
+        return Err(std::io::Error::last_os_error());
+    }
+    if private {
+        // A private segment is found by no one else (its id is new): it
+        // goes away with its last attachment, as one marked so did.
+        // SAFETY: marks our new segment for removal once detached.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) };
+    }
+    Ok(())
+}
+
+/// A new object of `size` bytes: a memfd (sealable if it had seals), or an
+/// unlinked file in /dev/shm (a memfd where /dev/shm cannot have one).
+fn make_object(source: &Source, size: u64, seals: u32) -> std::io::Result<OwnedFd> {
+    let fd = match source {
+        Source::DevShm(name) => devshm_file(name).or_else(|_| memfd(name, 0))?,
+        Source::Memfd(name) => memfd(name, seals)?,
+        Source::Anon | Source::Sysv(_) => {
+            return Err(std::io::Error::other("this shared memory has no file"))
+        }
+    };
+    // SAFETY: ftruncate on the descriptor just made.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn memfd(name: &[u8], seals: u32) -> std::io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).map_err(|_| std::io::Error::other("a name with NUL"))?;
+    let mut flags = libc::MFD_CLOEXEC;
+    // A memfd made without MFD_ALLOW_SEALING has F_SEAL_SEAL only: one
+    // made with it gets that back from `finish`.
+    if seals != 0 {
+        flags |= libc::MFD_ALLOW_SEALING;
+    }
+    // SAFETY: memfd_create with a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new file `/dev/shm/NAME`, unlinked at once (so that the maps show it
+/// as it was: `/dev/shm/NAME (deleted)`); never one that exists.
+fn devshm_file(name: &[u8]) -> std::io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new("/dev/shm").join(std::ffi::OsStr::from_bytes(name));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(f.into())
+}
+
+/// Writes the data the memfd entries hold for object `o`.
+fn write_data(o: &Obj, memfds: &[Memfd]) -> std::io::Result<()> {
+    let Some(fd) = &o.fd else { return Ok(()) };
+    for m in memfds.iter().filter(|m| m.dev == o.dev && m.ino == o.ino) {
+        for (off, b) in &m.data {
+            let mut done = 0usize;
+            while done < b.len() {
+                // SAFETY: pwrite from our buffer into our new object.
+                let n = unsafe {
+                    libc::pwrite(
+                        fd.as_raw_fd(),
+                        b[done..].as_ptr().cast(),
+                        b.len() - done,
+                        (*off + done as u64) as i64,
+                    )
+                };
+                if n <= 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                done += n as usize;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Another open of the object with `flags` (access mode and status flags).
+fn reopen(fd: &OwnedFd, flags: i32) -> std::io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
+    // SAFETY: open of a NUL-terminated path; O_CLOEXEC added.
+    let n = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `n` was just made and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+fn map_fixed(at: u64, len: u64, prot: i32, flags: i32, fd: i32, off: u64) -> std::io::Result<()> {
+    // SAFETY: a new mapping at an address reserved as free
+    // (MAP_FIXED_NOREPLACE refuses to replace anything).
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            len as usize,
+            prot,
+            flags | libc::MAP_FIXED_NOREPLACE,
+            fd,
+            off as i64,
+        )
+    };
+    if p == libc::MAP_FAILED || p as u64 != at {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Maps a staged region again, read-only from `fd`, in place of itself.
+fn map_fixed_replace(at: u64, len: u64, fd: i32, off: u64) -> std::io::Result<()> {
+    // SAFETY: replaces our own staging mapping at `at` (same range) with
+    // a read-only mapping of the same object.
+    let p = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            off as i64,
+        )
+    };
+    if p == libc::MAP_FAILED || p as u64 != at {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
