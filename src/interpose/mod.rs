@@ -13,6 +13,9 @@
 //!   reach selfckpt's signals, and a program that installs its own handler
 //!   for a trigger signal gets it (selfckpt then takes requests through its
 //!   reserved channel).
+//! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
+//!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
+//!   and `timer_settime` notes which timers are absolute.
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -26,4 +29,5 @@
 pub mod dispositions;
 pub mod masks;
 pub mod next;
+pub mod timers;
 pub mod waits;

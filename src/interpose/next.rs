@@ -73,4 +73,7 @@ next_fns! {
     __libc_current_sigrtmax() -> c_int = 64;
     sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int = -1;
     signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t = libc::SIG_ERR;
+    timer_create(clock: libc::clockid_t, evp: *mut libc::sigevent, out: *mut libc::timer_t) -> c_int = -1;
+    timer_settime(t: libc::timer_t, flags: c_int, new: *const libc::itimerspec, old: *mut libc::itimerspec) -> c_int = -1;
+    timer_delete(t: libc::timer_t) -> c_int = -1;
 }

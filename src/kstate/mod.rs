@@ -16,6 +16,7 @@ pub mod itimers;
 pub mod mm;
 pub mod objects;
 pub mod pending;
+pub mod posix_timers;
 pub mod sigactions;
 pub mod signalfd;
 pub mod timerfd;
@@ -96,7 +97,8 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = (&bufs, skip_fd);
+    let _ = skip_fd;
+    posix_timers::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }
@@ -334,7 +336,7 @@ impl<'a> KernelState<'a> {
     /// What cannot come back on this machine.
     pub fn problems_here(&self) -> Vec<Problem> {
         let mut v = self.events.problems_here();
-        v.extend(self.objects.problems());
+        v.extend(self.objects.problems_here());
         v
     }
 

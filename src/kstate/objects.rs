@@ -31,11 +31,14 @@ pub enum Kind {
     /// Something the checkpoint saw and cannot bring back, in words
     /// ([`NotRestorable`]).
     NotRestorable = 1,
+    /// A POSIX timer (`kstate::posix_timers`): made again in the restarted
+    /// process itself, once its threads exist.
+    PosixTimer = 0x0400,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable]
+        [Kind::End, Kind::NotRestorable, Kind::PosixTimer]
             .into_iter()
             .find(|k| *k as u16 == v)
     }
@@ -105,6 +108,7 @@ impl NotRestorable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
     NotRestorable(NotRestorable),
+    PosixTimer(super::posix_timers::PosixTimer),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -134,6 +138,7 @@ impl Objects {
         for o in &self.items {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
+                Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -174,6 +179,9 @@ impl Objects {
             let mut p = Decoder::new(d.take(len)?);
             let item = match Kind::from_u16(kind) {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
+                Some(Kind::PosixTimer) => {
+                    Object::PosixTimer(super::posix_timers::PosixTimer::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -208,6 +216,23 @@ impl Objects {
             .collect()
     }
 
+    /// What cannot come back on this machine: [`Self::problems`] and what
+    /// this kernel lacks for an object.
+    pub fn problems_here(&self) -> Vec<super::Problem> {
+        let mut v = self.problems();
+        let timers: Vec<_> = self.posix_timers().collect();
+        v.extend(super::posix_timers::problems_here(&timers));
+        v
+    }
+
+    /// The POSIX timers of the list.
+    pub fn posix_timers(&self) -> impl Iterator<Item = &super::posix_timers::PosixTimer> {
+        self.items.iter().filter_map(|o| match o {
+            Object::PosixTimer(x) => Some(x),
+            _ => None,
+        })
+    }
+
     fn sentence(x: &NotRestorable) -> String {
         if x.fd >= 0 {
             format!("fd {} {}", x.fd, x.text)
@@ -225,6 +250,7 @@ impl Objects {
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
                 )),
                 Object::NotRestorable(_) => None,
+                Object::PosixTimer(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -237,6 +263,7 @@ impl Objects {
                 Object::NotRestorable(x) => serde_json::json!({
                     "kind": "not_restorable", "fd": x.fd, "what": x.kind, "text": x.text,
                 }),
+                Object::PosixTimer(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -253,6 +280,16 @@ impl Objects {
                 }
             }
         }
+        let timers: Vec<_> = self.posix_timers().collect();
+        if timers.len() > super::posix_timers::MAX_TIMERS {
+            return Err(format!("{} POSIX timers", timers.len()));
+        }
+        for (i, t) in timers.iter().enumerate() {
+            t.check()?;
+            if timers[..i].iter().any(|u| u.id == t.id) {
+                return Err(format!("POSIX timer {} is there twice", t.id));
+            }
+        }
         Ok(())
     }
 
@@ -266,6 +303,9 @@ impl Objects {
                 // Named at checkpoint time: the restart refused it, or was
                 // told to go on with its stand-in.
                 Object::NotRestorable(_) => None,
+                // Made again by the restarted process itself, once its
+                // threads exist (`posix_timers::after_restart`).
+                Object::PosixTimer(_) => None,
                 Object::Unknown { .. } => None,
             })
             .collect()
