@@ -271,6 +271,7 @@ impl Builder {
             return Err(Error::AlreadyInstalled);
         }
         tids::probe();
+        kstate::process_attrs::note_start();
         #[cfg(feature = "alloc-guard")]
         capture::alloc_guard::set_selftest(settings::alloc_guard_selftest()?);
         manager::install_handlers(suspend_signal).map_err(|e| {

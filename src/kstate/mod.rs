@@ -17,6 +17,8 @@ pub mod mm;
 pub mod objects;
 pub mod pending;
 pub mod posix_timers;
+pub mod process_attrs;
+pub mod rlimits;
 pub mod sigactions;
 pub mod signalfd;
 pub mod timerfd;
@@ -99,6 +101,8 @@ fn capture_objects(
 ) -> Result<(), KstateError> {
     let _ = skip_fd;
     posix_timers::capture(e, bufs)?;
+    rlimits::capture(e)?;
+    process_attrs::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }

@@ -34,13 +34,25 @@ pub enum Kind {
     /// A POSIX timer (`kstate::posix_timers`): made again in the restarted
     /// process itself, once its threads exist.
     PosixTimer = 0x0400,
+    /// The resource limits (`kstate::rlimits`): early in the restarter,
+    /// the rest in the restarted process.
+    Rlimits = 0x0401,
+    /// prctl and /proc attributes of the process (`kstate::process_attrs`):
+    /// early, `DUMPABLE` late.
+    ProcessAttrs = 0x0402,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable, Kind::PosixTimer]
-            .into_iter()
-            .find(|k| *k as u16 == v)
+        [
+            Kind::End,
+            Kind::NotRestorable,
+            Kind::PosixTimer,
+            Kind::Rlimits,
+            Kind::ProcessAttrs,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
     }
 }
 
@@ -109,6 +121,8 @@ impl NotRestorable {
 pub enum Object {
     NotRestorable(NotRestorable),
     PosixTimer(super::posix_timers::PosixTimer),
+    Rlimits(super::rlimits::Rlimits),
+    ProcessAttrs(super::process_attrs::ProcessAttrs),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -139,6 +153,8 @@ impl Objects {
             match o {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
+                Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
+                Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -182,6 +198,10 @@ impl Objects {
                 Some(Kind::PosixTimer) => {
                     Object::PosixTimer(super::posix_timers::PosixTimer::decode(&mut p)?)
                 }
+                Some(Kind::Rlimits) => Object::Rlimits(super::rlimits::Rlimits::decode(&mut p)?),
+                Some(Kind::ProcessAttrs) => {
+                    Object::ProcessAttrs(super::process_attrs::ProcessAttrs::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -222,7 +242,22 @@ impl Objects {
         let mut v = self.problems();
         let timers: Vec<_> = self.posix_timers().collect();
         v.extend(super::posix_timers::problems_here(&timers));
+        for o in &self.items {
+            match o {
+                Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
+                Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
+                _ => {}
+            }
+        }
         v
+    }
+
+    /// The resource limits of the list, if the checkpoint wrote them.
+    pub fn rlimits(&self) -> Option<&super::rlimits::Rlimits> {
+        self.items.iter().find_map(|o| match o {
+            Object::Rlimits(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The POSIX timers of the list.
@@ -251,6 +286,8 @@ impl Objects {
                 )),
                 Object::NotRestorable(_) => None,
                 Object::PosixTimer(x) => Some(x.describe()),
+                Object::Rlimits(x) => Some(x.describe()),
+                Object::ProcessAttrs(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -264,6 +301,8 @@ impl Objects {
                     "kind": "not_restorable", "fd": x.fd, "what": x.kind, "text": x.text,
                 }),
                 Object::PosixTimer(x) => x.json(),
+                Object::Rlimits(x) => x.json(),
+                Object::ProcessAttrs(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -280,6 +319,13 @@ impl Objects {
                 }
             }
         }
+        for o in &self.items {
+            match o {
+                Object::Rlimits(x) => x.check()?,
+                Object::ProcessAttrs(x) => x.check()?,
+                _ => {}
+            }
+        }
         let timers: Vec<_> = self.posix_timers().collect();
         if timers.len() > super::posix_timers::MAX_TIMERS {
             return Err(format!("{} POSIX timers", timers.len()));
@@ -294,21 +340,29 @@ impl Objects {
     }
 
     /// Makes the objects of `stage` again; returns what failed, one line
-    /// each. Each kind is made in one stage.
+    /// each.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        let _ = stage;
-        self.items
-            .iter()
-            .filter_map(|o| match o {
-                // Named at checkpoint time: the restart refused it, or was
-                // told to go on with its stand-in.
-                Object::NotRestorable(_) => None,
-                // Made again by the restarted process itself, once its
-                // threads exist (`posix_timers::after_restart`).
-                Object::PosixTimer(_) => None,
-                Object::Unknown { .. } => None,
-            })
-            .collect()
+        let mut failed = Vec::new();
+        for o in &self.items {
+            match (o, stage) {
+                (Object::Rlimits(x), Stage::Early) => {
+                    failed.extend(super::rlimits::restore_early(x));
+                }
+                (Object::ProcessAttrs(x), Stage::Early) => {
+                    failed.extend(super::process_attrs::restore_early(x));
+                }
+                (Object::ProcessAttrs(x), Stage::Late) => {
+                    failed.extend(super::process_attrs::restore_late(x));
+                }
+                _ => {}
+            }
+        }
+        // Not here: a not-restorable object (named at checkpoint time:
+        // the restart refused it, or was told to go on with its
+        // stand-in); the POSIX timers and the late limits, made by the
+        // restarted process itself once its threads exist
+        // (`posix_timers::after_restart`, `rlimits::after_restart`).
+        failed
     }
 }
 
