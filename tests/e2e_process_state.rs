@@ -197,3 +197,65 @@ fn seccomp_filters_are_named_and_refused_unless_left_out() {
     assert!(out.contains("seccomp mode 0\n"), "{out}");
     assert!(out.ends_with("process state ok\n"), "{out}");
 }
+
+/// inotify (issue 14): `tests/c/inotify.c` watches a directory and two
+/// files (one by a relative path), with a hole in the watch numbers; after
+/// a restart under both id paths the events of what it does then come
+/// with the same watch numbers and masks as in an uninterrupted run.
+#[test]
+fn inotify_watches_come_back_with_their_numbers_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("inotify");
+    if !build_c("inotify", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let watched = |name: &str| tmp.path().join(format!("watched-{name}"));
+    let r = watched("ref");
+    let want = reference(&exe, &tmp.path().join("ref"), &[r.to_str().unwrap()]);
+    assert!(want.ends_with("inotify ok\n"), "{want}");
+    assert!(want.contains("watches 1 2 4, flags nonblock\n"), "{want}");
+    assert_eq!(want.matches("event wd ").count(), 4, "{want}");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let w = watched(tids);
+        let args = [w.to_str().unwrap()];
+        let (image, first) = eventfds_image(&exe, &dir, tids, &args);
+        let j = inspect(&image);
+        let ino = j["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "inotify")
+            .unwrap_or_else(|| panic!("{j}"));
+        let wds: Vec<i64> = ino["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["wd"].as_i64().unwrap())
+            .collect();
+        assert_eq!(wds.len(), 3, "{j}");
+        assert!(wds.contains(&4) && !wds.contains(&3), "{j}");
+        assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+        assert!(inspect_text(&image).contains("inotify, 3 watches nonblock"));
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &args), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(!err.contains("inotify:"), "--tids {tids}: {err}");
+    }
+}

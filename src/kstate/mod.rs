@@ -12,6 +12,7 @@
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
+pub mod inotify;
 pub mod itimers;
 pub mod mm;
 pub mod objects;
@@ -99,10 +100,10 @@ fn capture_objects(
     bufs: &mut CaptureBuffers,
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
-    let _ = skip_fd;
     posix_timers::capture(e, bufs)?;
     rlimits::capture(e)?;
     process_attrs::capture(e, bufs)?;
+    inotify::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -40,6 +40,9 @@ pub enum Kind {
     /// prctl and /proc attributes of the process (`kstate::process_attrs`):
     /// early, `DUMPABLE` late.
     ProcessAttrs = 0x0402,
+    /// An inotify descriptor and its watches (`kstate::inotify`): with
+    /// the descriptors.
+    Inotify = 0x0403,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::PosixTimer,
             Kind::Rlimits,
             Kind::ProcessAttrs,
+            Kind::Inotify,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -123,6 +127,7 @@ pub enum Object {
     PosixTimer(super::posix_timers::PosixTimer),
     Rlimits(super::rlimits::Rlimits),
     ProcessAttrs(super::process_attrs::ProcessAttrs),
+    Inotify(super::inotify::Inotify),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -155,6 +160,7 @@ impl Objects {
                 Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
                 Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
                 Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
+                Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -202,6 +208,7 @@ impl Objects {
                 Some(Kind::ProcessAttrs) => {
                     Object::ProcessAttrs(super::process_attrs::ProcessAttrs::decode(&mut p)?)
                 }
+                Some(Kind::Inotify) => Object::Inotify(super::inotify::Inotify::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -221,7 +228,13 @@ impl Objects {
     /// The descriptors the objects make anew at restart (not reopened by
     /// path).
     pub fn fds(&self) -> Vec<i32> {
-        Vec::new()
+        self.items
+            .iter()
+            .filter_map(|o| match o {
+                Object::Inotify(x) => Some(x.fd),
+                _ => None,
+            })
+            .collect()
     }
 
     /// What the checkpoint said cannot come back, one sentence each,
@@ -246,6 +259,7 @@ impl Objects {
             match o {
                 Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
                 Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
+                Object::Inotify(x) => v.extend(super::inotify::problems_here(x)),
                 _ => {}
             }
         }
@@ -280,14 +294,15 @@ impl Objects {
     pub fn describe(&self) -> Vec<String> {
         self.items
             .iter()
-            .filter_map(|o| match o {
-                Object::Unknown { kind, len } => Some(format!(
+            .flat_map(|o| match o {
+                Object::Unknown { kind, len } => vec![format!(
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
-                )),
-                Object::NotRestorable(_) => None,
-                Object::PosixTimer(x) => Some(x.describe()),
-                Object::Rlimits(x) => Some(x.describe()),
-                Object::ProcessAttrs(x) => Some(x.describe()),
+                )],
+                Object::NotRestorable(_) => Vec::new(),
+                Object::PosixTimer(x) => vec![x.describe()],
+                Object::Rlimits(x) => vec![x.describe()],
+                Object::ProcessAttrs(x) => vec![x.describe()],
+                Object::Inotify(x) => x.describe(),
             })
             .collect()
     }
@@ -303,6 +318,7 @@ impl Objects {
                 Object::PosixTimer(x) => x.json(),
                 Object::Rlimits(x) => x.json(),
                 Object::ProcessAttrs(x) => x.json(),
+                Object::Inotify(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -323,6 +339,7 @@ impl Objects {
             match o {
                 Object::Rlimits(x) => x.check()?,
                 Object::ProcessAttrs(x) => x.check()?,
+                Object::Inotify(x) => x.check()?,
                 _ => {}
             }
         }
@@ -350,6 +367,9 @@ impl Objects {
                 }
                 (Object::ProcessAttrs(x), Stage::Early) => {
                     failed.extend(super::process_attrs::restore_early(x));
+                }
+                (Object::Inotify(x), Stage::Descriptors) => {
+                    failed.extend(super::inotify::restore(x));
                 }
                 (Object::ProcessAttrs(x), Stage::Late) => {
                     failed.extend(super::process_attrs::restore_late(x));
