@@ -316,6 +316,7 @@ impl Builder {
         if let Some(max) = settings::max_deleted_file()? {
             kstate::deleted::set_max(max);
         }
+        kstate::process_attrs::note_start();
         #[cfg(feature = "alloc-guard")]
         capture::alloc_guard::set_selftest(settings::alloc_guard_selftest()?);
         manager::install_handlers(suspend_signal).map_err(|e| {

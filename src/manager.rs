@@ -114,9 +114,18 @@ fn manager_hook() {
     }
 }
 
+/// What the manager does in a restarted process before releasing the
+/// others: the dump pipeline is reset, the POSIX timers made again, the
+/// resource limits that could have stopped the restart set.
+fn after_restart() {
+    dump::reset_pipeline();
+    crate::kstate::posix_timers::after_restart();
+    crate::kstate::rlimits::after_restart();
+}
+
 /// Installs the suspend handler with the manager's and workers' hooks.
 pub fn install_handlers(suspend_signal: i32) -> Result<(), sys::Errno> {
-    park::set_after_restart_hook(dump::reset_pipeline);
+    park::set_after_restart_hook(after_restart);
     crate::threads::install(
         suspend_signal,
         park::RoundHooks {

@@ -1736,3 +1736,57 @@ fn hostile_memfd_entries_are_refused_by_name() {
         ("memfd-twice", twice, "two memfd entries for fd 40"),
     ]);
 }
+
+/// A POSIX timer entry (object kind 0x0400): id, clock, notify, signal,
+/// value, thread, flags, time left, period, overrun.
+fn posix_timer_entry(id: i32, clock: i32, notify: u32, signo: u32) -> Vec<u8> {
+    let mut p = id.to_le_bytes().to_vec();
+    p.extend(clock.to_le_bytes());
+    p.extend(notify.to_le_bytes());
+    p.extend(signo.to_le_bytes());
+    p.extend(0x1234u64.to_le_bytes());
+    p.extend(0u32.to_le_bytes());
+    p.extend(0u32.to_le_bytes());
+    p.extend(5u64.to_le_bytes());
+    p.extend(0u32.to_le_bytes());
+    p.extend(0u64.to_le_bytes());
+    p.extend(250_000_000u32.to_le_bytes());
+    p.extend(3i32.to_le_bytes());
+    object_entry(0x0400, 0, &p)
+}
+
+/// POSIX timers in the object list: shown by inspect; a clock no timer
+/// can be on, a signal that does not exist, an unknown notification or
+/// the same id twice is refused before anything is in place.
+#[test]
+fn posix_timer_objects_shown_and_hostile_ones_refused() {
+    let f = fixture();
+    let good = with_object(&f.good, &posix_timer_entry(4, 1, 0, 40));
+    scan_bytes(&good, None).expect("a POSIX timer is a valid image");
+    let (j, text) = f.inspected("posix-timer", &good);
+    assert_eq!(j["objects"][0]["kind"], "posix_timer", "{j}");
+    assert_eq!(j["objects"][0]["id"], 4, "{j}");
+    assert!(
+        text.contains("POSIX timer 4: CLOCK_MONOTONIC SIGEV_SIGNAL signal 40, left 5.000000000s every 0.250000000s, overrun 3"),
+        "{text}"
+    );
+    let twice = with_object(&good, &posix_timer_entry(4, 0, 1, 0));
+    f.all_refused_for(vec![
+        (
+            "posix-timer-clock",
+            with_object(&f.good, &posix_timer_entry(4, 3, 0, 40)),
+            "POSIX timer 4: clock 3",
+        ),
+        (
+            "posix-timer-signal",
+            with_object(&f.good, &posix_timer_entry(4, 1, 0, 65)),
+            "signal 65",
+        ),
+        (
+            "posix-timer-notify",
+            with_object(&f.good, &posix_timer_entry(4, 1, 3, 40)),
+            "notification of a POSIX timer",
+        ),
+        ("posix-timer-twice", twice, "POSIX timer 4 is there twice"),
+    ]);
+}

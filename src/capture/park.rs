@@ -243,6 +243,9 @@ extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
 fn record_self(i: usize, role: ThreadRole, uc: u64) {
     let s = slot_state(i);
     KTID[i].store(sys::gettid(), Relaxed);
+    if role == ThreadRole::Main {
+        crate::kstate::process_attrs::note_main_thread();
+    }
     s.tid = crate::capture::tids::program_tid();
     s.role = role as u32;
     s.slot = &SLOTS[i] as *const ThreadSlot as u64;

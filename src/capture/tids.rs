@@ -76,6 +76,17 @@ pub fn kernel_tid(tid: u32) -> u32 {
         .map_or(tid, |i| REAL[i].load(Acquire))
 }
 
+/// The id the program knows for the thread the kernel calls `real` (the
+/// reverse of [`kernel_tid`]).
+pub fn program_tid_of(real: u32) -> u32 {
+    if !translating() {
+        return real;
+    }
+    (0..MAX_THREADS)
+        .find(|&i| REAL[i].load(Acquire) == real && VIRT[i].load(Acquire) != 0)
+        .map_or(real, |i| VIRT[i].load(Acquire))
+}
+
 /// The calling thread's id as the program knows it.
 pub fn program_tid() -> u32 {
     let off = TID_OFFSET.load(Acquire);

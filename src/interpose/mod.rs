@@ -13,6 +13,11 @@
 //!   reach selfckpt's signals, and a program that installs its own handler
 //!   for a trigger signal gets it (selfckpt then takes requests through its
 //!   reserved channel).
+//! * [`inotify`]: `inotify_add_watch` notes each watch's path, which the
+//!   kernel does not keep.
+//! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
+//!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
+//!   and `timer_settime` notes which timers are absolute.
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -24,6 +29,8 @@
 //! called from the program's signal handlers).
 
 pub mod dispositions;
+pub mod inotify;
 pub mod masks;
 pub mod next;
+pub mod timers;
 pub mod waits;

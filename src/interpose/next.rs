@@ -81,4 +81,8 @@ next_fns! {
     msgsnd(id: c_int, msg: *const libc::c_void, size: libc::size_t, flags: c_int) -> c_int = -1;
     semop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t) -> c_int = -1;
     semtimedop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t, t: *const timespec) -> c_int = -1;
+    timer_create(clock: libc::clockid_t, evp: *mut libc::sigevent, out: *mut libc::timer_t) -> c_int = -1;
+    timer_settime(t: libc::timer_t, flags: c_int, new: *const libc::itimerspec, old: *mut libc::itimerspec) -> c_int = -1;
+    timer_delete(t: libc::timer_t) -> c_int = -1;
+    inotify_add_watch(fd: c_int, path: *const libc::c_char, mask: u32) -> c_int = -1;
 }

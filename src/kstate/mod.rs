@@ -13,12 +13,16 @@ pub mod deleted;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
+pub mod inotify;
 pub mod itimers;
 pub mod memfd;
 pub mod mm;
 pub mod objects;
 pub mod pending;
 pub mod pipes;
+pub mod posix_timers;
+pub mod process_attrs;
+pub mod rlimits;
 pub mod sigactions;
 pub mod signalfd;
 pub mod sockdiag;
@@ -107,6 +111,10 @@ fn capture_objects(
     sockets::capture(e, bufs, skip_fd)?;
     memfd::capture(e, bufs, skip_fd)?;
     sysvshm::capture(e, bufs)?;
+    posix_timers::capture(e, bufs)?;
+    rlimits::capture(e)?;
+    process_attrs::capture(e, bufs)?;
+    inotify::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }
@@ -344,7 +352,7 @@ impl<'a> KernelState<'a> {
     /// What cannot come back on this machine.
     pub fn problems_here(&self) -> Vec<Problem> {
         let mut v = self.events.problems_here();
-        v.extend(self.objects.problems());
+        v.extend(self.objects.problems_here());
         v
     }
 

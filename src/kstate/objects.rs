@@ -44,6 +44,18 @@ pub enum Kind {
     Memfd = 0x0100,
     /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
     SysvShm = 0x0101,
+    /// A POSIX timer (`kstate::posix_timers`): made again in the restarted
+    /// process itself, once its threads exist.
+    PosixTimer = 0x0400,
+    /// The resource limits (`kstate::rlimits`): early in the restarter,
+    /// the rest in the restarted process.
+    Rlimits = 0x0401,
+    /// prctl and /proc attributes of the process (`kstate::process_attrs`):
+    /// early, `DUMPABLE` late.
+    ProcessAttrs = 0x0402,
+    /// An inotify descriptor and its watches (`kstate::inotify`): with
+    /// the descriptors.
+    Inotify = 0x0403,
 }
 
 impl Kind {
@@ -53,7 +65,7 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 11] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -61,6 +73,10 @@ impl Kind {
         Kind::Pipe,
         Kind::DeletedFile,
         Kind::Socket,
+        Kind::PosixTimer,
+        Kind::Rlimits,
+        Kind::ProcessAttrs,
+        Kind::Inotify,
     ];
 }
 
@@ -134,6 +150,10 @@ pub enum Object {
     Socket(super::sockets::Socket),
     Memfd(super::memfd::Memfd),
     SysvShm(super::sysvshm::SysvShm),
+    PosixTimer(super::posix_timers::PosixTimer),
+    Rlimits(super::rlimits::Rlimits),
+    ProcessAttrs(super::process_attrs::ProcessAttrs),
+    Inotify(super::inotify::Inotify),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -168,6 +188,10 @@ impl Objects {
                 Object::Socket(x) => entry(e, Kind::Socket, 0, |e| x.encode(e))?,
                 Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
                 Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
+                Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
+                Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
+                Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
+                Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -215,6 +239,14 @@ impl Objects {
                 Some(Kind::Socket) => Object::Socket(super::sockets::Socket::decode(&mut p)?),
                 Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
                 Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
+                Some(Kind::PosixTimer) => {
+                    Object::PosixTimer(super::posix_timers::PosixTimer::decode(&mut p)?)
+                }
+                Some(Kind::Rlimits) => Object::Rlimits(super::rlimits::Rlimits::decode(&mut p)?),
+                Some(Kind::ProcessAttrs) => {
+                    Object::ProcessAttrs(super::process_attrs::ProcessAttrs::decode(&mut p)?)
+                }
+                Some(Kind::Inotify) => Object::Inotify(super::inotify::Inotify::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -242,9 +274,8 @@ impl Objects {
                 Object::Socket(x) => vec![x.fd],
                 // Put at their numbers by `restore::shared`.
                 Object::Memfd(x) => vec![x.fd],
-                Object::NotRestorable(_) | Object::SysvShm(_) | Object::Unknown { .. } => {
-                    Vec::new()
-                }
+                Object::Inotify(x) => vec![x.fd],
+                _ => Vec::new(),
             })
             .collect()
     }
@@ -279,6 +310,39 @@ impl Objects {
             .collect()
     }
 
+    /// What cannot come back on this machine: [`Self::problems`] and what
+    /// this kernel lacks for an object.
+    pub fn problems_here(&self) -> Vec<super::Problem> {
+        let mut v = self.problems();
+        let timers: Vec<_> = self.posix_timers().collect();
+        v.extend(super::posix_timers::problems_here(&timers));
+        for o in &self.items {
+            match o {
+                Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
+                Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
+                Object::Inotify(x) => v.extend(super::inotify::problems_here(x)),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The resource limits of the list, if the checkpoint wrote them.
+    pub fn rlimits(&self) -> Option<&super::rlimits::Rlimits> {
+        self.items.iter().find_map(|o| match o {
+            Object::Rlimits(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The POSIX timers of the list.
+    pub fn posix_timers(&self) -> impl Iterator<Item = &super::posix_timers::PosixTimer> {
+        self.items.iter().filter_map(|o| match o {
+            Object::PosixTimer(x) => Some(x),
+            _ => None,
+        })
+    }
+
     fn sentence(x: &NotRestorable) -> String {
         if x.fd >= 0 {
             format!("fd {} {}", x.fd, x.text)
@@ -291,16 +355,20 @@ impl Objects {
     pub fn describe(&self) -> Vec<String> {
         self.items
             .iter()
-            .filter_map(|o| match o {
-                Object::Unknown { kind, len } => Some(format!(
+            .flat_map(|o| match o {
+                Object::Unknown { kind, len } => vec![format!(
                     "an object of kind {kind:#06x} ({len} bytes) this selfckpt does not know; a restart leaves it out"
-                )),
-                Object::Pipe(x) => Some(x.describe()),
-                Object::DeletedFile(x) => Some(x.describe()),
-                Object::NotRestorable(_) => None,
-                Object::Socket(x) => Some(x.describe()),
-                Object::Memfd(x) => Some(x.describe()),
-                Object::SysvShm(x) => Some(x.describe()),
+                )],
+                Object::NotRestorable(_) => Vec::new(),
+                Object::Pipe(x) => vec![x.describe()],
+                Object::DeletedFile(x) => vec![x.describe()],
+                Object::Socket(x) => vec![x.describe()],
+                Object::Memfd(x) => vec![x.describe()],
+                Object::SysvShm(x) => vec![x.describe()],
+                Object::PosixTimer(x) => vec![x.describe()],
+                Object::Rlimits(x) => vec![x.describe()],
+                Object::ProcessAttrs(x) => vec![x.describe()],
+                Object::Inotify(x) => x.describe(),
             })
             .collect()
     }
@@ -316,6 +384,10 @@ impl Objects {
                 Object::Pipe(x) => x.json(),
                 Object::DeletedFile(x) => x.json(),
                 Object::Socket(x) => x.json(),
+                Object::PosixTimer(x) => x.json(),
+                Object::Rlimits(x) => x.json(),
+                Object::ProcessAttrs(x) => x.json(),
+                Object::Inotify(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -350,35 +422,55 @@ impl Objects {
                 }
             }
         }
+        for o in &self.items {
+            match o {
+                Object::Rlimits(x) => x.check()?,
+                Object::ProcessAttrs(x) => x.check()?,
+                Object::Inotify(x) => x.check()?,
+                _ => {}
+            }
+        }
+        let timers: Vec<_> = self.posix_timers().collect();
+        if timers.len() > super::posix_timers::MAX_TIMERS {
+            return Err(format!("{} POSIX timers", timers.len()));
+        }
+        for (i, t) in timers.iter().enumerate() {
+            t.check()?;
+            if timers[..i].iter().any(|u| u.id == t.id) {
+                return Err(format!("POSIX timer {} is there twice", t.id));
+            }
+        }
         Ok(())
     }
 
     /// Makes the objects of `stage` again; returns what failed, one line
-    /// each. Each kind is made in one stage.
+    /// each.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        let mut failed: Vec<String> = self
-            .items
-            .iter()
-            .flat_map(|o| match o {
-                // Named at checkpoint time: the restart refused it, or was
-                // told to go on with its stand-in.
-                Object::NotRestorable(_) => Vec::new(),
-                Object::Pipe(x) if stage == Stage::Descriptors => {
-                    super::pipes::restore(x).unwrap_or_else(|e| vec![e])
+        let mut failed = Vec::new();
+        for o in &self.items {
+            match (o, stage) {
+                (Object::Rlimits(x), Stage::Early) => {
+                    failed.extend(super::rlimits::restore_early(x));
                 }
-                Object::Pipe(_) => Vec::new(),
-                Object::DeletedFile(x) if stage == Stage::Descriptors => {
-                    super::deleted::restore(x).unwrap_or_else(|e| vec![e])
+                (Object::ProcessAttrs(x), Stage::Early) => {
+                    failed.extend(super::process_attrs::restore_early(x));
                 }
-                Object::DeletedFile(_) => Vec::new(),
-                // Made together, below.
-                Object::Socket(_) => Vec::new(),
-                // Made with the memory (`restore::shared`).
-                Object::Memfd(_) | Object::SysvShm(_) => Vec::new(),
-                Object::Unknown { .. } => Vec::new(),
-            })
-            .collect();
-        // Sockets: with the descriptors.
+                (Object::Pipe(x), Stage::Descriptors) => {
+                    failed.extend(super::pipes::restore(x).unwrap_or_else(|e| vec![e]));
+                }
+                (Object::DeletedFile(x), Stage::Descriptors) => {
+                    failed.extend(super::deleted::restore(x).unwrap_or_else(|e| vec![e]));
+                }
+                (Object::Inotify(x), Stage::Descriptors) => {
+                    failed.extend(super::inotify::restore(x));
+                }
+                (Object::ProcessAttrs(x), Stage::Late) => {
+                    failed.extend(super::process_attrs::restore_late(x));
+                }
+                _ => {}
+            }
+        }
+        // Sockets: with the descriptors, all together.
         if stage == Stage::Descriptors {
             let socks: Vec<&super::sockets::Socket> = self
                 .items
@@ -392,9 +484,13 @@ impl Objects {
                 failed.extend(super::sockets::restore_all(&socks));
             }
         }
-        // A NotRestorable entry was named at checkpoint time: the restart
-        // refused it, or was told to go on with its stand-in (a socket's
-        // is made with the sockets above).
+        // Not here: a not-restorable object (named at checkpoint time:
+        // the restart refused it, or was told to go on with its
+        // stand-in; a socket's is made with the sockets above); memfds and
+        // System V segments, made with the memory (`restore::shared`); the
+        // POSIX timers and the late limits, made by the restarted process
+        // itself once its threads exist (`posix_timers::after_restart`,
+        // `rlimits::after_restart`).
         failed
     }
 }

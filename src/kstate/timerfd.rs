@@ -58,11 +58,11 @@ impl TimeSpec {
             tv_nsec: self.nsec as libc::c_long,
         }
     }
-    fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+    pub(crate) fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
         e.u64(self.sec)?;
         e.u32(self.nsec)
     }
-    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+    pub(crate) fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
         Ok(TimeSpec {
             sec: d.u64()?,
             nsec: d.u32()?,
@@ -177,7 +177,7 @@ fn parse_pair(s: &[u8]) -> Option<TimeSpec> {
 }
 
 /// The time now on `clock` (the alarm clocks read their base clock).
-fn now(clock: u32) -> TimeSpec {
+pub(crate) fn now(clock: u32) -> TimeSpec {
     let base = match clock as i32 {
         libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
         libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
@@ -195,7 +195,7 @@ fn now(clock: u32) -> TimeSpec {
     }
 }
 
-fn add(a: TimeSpec, b: TimeSpec) -> TimeSpec {
+pub(crate) fn add(a: TimeSpec, b: TimeSpec) -> TimeSpec {
     let ns = a.nsec + b.nsec;
     TimeSpec {
         sec: a.sec + b.sec + (ns / 1_000_000_000) as u64,

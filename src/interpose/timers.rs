@@ -1,0 +1,436 @@
+//! POSIX timers as the program makes them: `timer_create`,
+//! `timer_settime` and `timer_delete`.
+//!
+//! * `SIGEV_THREAD`: glibc runs these from a helper thread it makes itself
+//!   (not through a call selfckpt can see) with every signal blocked, so
+//!   the suspend signal could never park it and no checkpoint could be
+//!   taken. selfckpt does what glibc does with a helper of its own that
+//!   blocks every signal but the suspend signal: the kernel timer sends
+//!   `SIGTIMER` (glibc's own, 32) to the helper (`SIGEV_THREAD_ID`, the
+//!   value pointing at the timer's record), and the helper starts, for each
+//!   expiry, a detached thread with the attributes the program gave, which
+//!   calls the program's function with its value (its signal mask: the
+//!   helper's, `SIGTIMER` unblocked, as glibc's). The `timer_t` is the
+//!   kernel id, as glibc's is for the other kinds, so timer_settime,
+//!   timer_gettime and timer_getoverrun are glibc's. The helper is an
+//!   ordinary thread of the program: it is checkpointed and restarted with
+//!   the others, and its timers (`kstate::posix_timers`) signal it again
+//!   after a restart, by its new id if it has one.
+//! * `timer_settime`: notes which timers were set with `TIMER_ABSTIME`
+//!   (the kernel does not say), so that a restart keeps their absolute
+//!   expiry. A timer set through the raw system call counts as relative.
+//!
+//! Must never: change what these calls return or do, or allocate or lock
+//! in [`helper_tid`] and [`abstime`] (the capture asks them while threads
+//! are parked).
+
+use super::next;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use libc::{c_int, c_void, clockid_t, itimerspec, sigevent, timer_t};
+
+/// The signal the kernel timers of `SIGEV_THREAD` send to the helper:
+/// glibc's SIGTIMER (its first reserved real-time signal), which no
+/// program can block, catch or wait for through glibc.
+pub const SIGTIMER: i32 = 32;
+
+/// Timer ids whose `TIMER_ABSTIME` selfckpt keeps track of.
+const ABSTIME_IDS: usize = 4096;
+static ABSTIME: [AtomicU64; ABSTIME_IDS / 64] = [const { AtomicU64::new(0) }; ABSTIME_IDS / 64];
+
+/// The helper's id as the program knows it (0: not started).
+static HELPER: AtomicU32 = AtomicU32::new(0);
+/// Set while the helper is being started.
+static STARTING: AtomicBool = AtomicBool::new(false);
+
+/// The live `SIGEV_THREAD` timers' records (addresses; 0: free).
+const MAX: usize = crate::kstate::posix_timers::MAX_TIMERS;
+static LIVE: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
+/// Held while an expiry is dispatched and while a record is freed, so that
+/// no expiry reads a freed record.
+static DISPATCH: AtomicBool = AtomicBool::new(false);
+
+/// What the program asked for: its function, value and thread attributes.
+struct Record {
+    kernel_id: i32,
+    function: extern "C" fn(libc::sigval),
+    value: libc::sigval,
+    attr: libc::pthread_attr_t,
+}
+
+/// One expiry's function and value, for the thread that runs it.
+struct Call {
+    function: extern "C" fn(libc::sigval),
+    value: libc::sigval,
+}
+
+/// The helper's id (as the program knows it), or 0. No allocation.
+pub fn helper_tid() -> u32 {
+    HELPER.load(Acquire)
+}
+
+/// Whether timer `id` was last set with `TIMER_ABSTIME`. No allocation.
+pub fn abstime(id: i32) -> bool {
+    let i = id as usize;
+    id >= 0 && i < ABSTIME_IDS && ABSTIME[i / 64].load(Relaxed) & (1 << (i % 64)) != 0
+}
+
+fn note_abstime(id: i32, on: bool) {
+    let i = id as usize;
+    if id >= 0 && i < ABSTIME_IDS {
+        let bit = 1u64 << (i % 64);
+        if on {
+            ABSTIME[i / 64].fetch_or(bit, Relaxed);
+        } else {
+            ABSTIME[i / 64].fetch_and(!bit, Relaxed);
+        }
+    }
+}
+
+/// The kernel id in a `timer_t` (glibc 2.34+ keeps it there for every
+/// timer but its own SIGEV_THREAD ones, which have the sign bit set).
+fn kernel_id(t: timer_t) -> Option<i32> {
+    let v = t as isize;
+    (0..=i32::MAX as isize).contains(&v).then_some(v as i32)
+}
+
+fn lock() {
+    while DISPATCH
+        .compare_exchange_weak(false, true, Acquire, Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+}
+
+fn unlock() {
+    DISPATCH.store(false, Release);
+}
+
+/// Raw rt_sigprocmask on the calling thread (glibc's refuses SIGTIMER).
+fn set_mask(how: c_int, set: u64) {
+    // SAFETY: raw rt_sigprocmask with an 8-byte kernel signal set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            &set as *const u64,
+            core::ptr::null_mut::<u64>(),
+            8,
+        )
+    };
+}
+
+fn bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+extern "C" fn run_expiry(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: the helper made `arg` with Box::into_raw for this thread.
+    let call = unsafe { Box::from_raw(arg as *mut Call) };
+    set_mask(libc::SIG_UNBLOCK, bit(SIGTIMER));
+    (call.function)(call.value);
+    core::ptr::null_mut()
+}
+
+/// The helper: waits for SIGTIMER, starts a thread per expiry of a live
+/// timer. An expiry that came back as an ordinary signal after a restart
+/// (no timer information) is left: the restart made its timer due again.
+extern "C" fn helper(_: *mut c_void) -> *mut c_void {
+    let suspend = crate::capture::park::suspend_signal();
+    let mut keep = bit(libc::SIGSEGV) | bit(libc::SIGBUS) | bit(libc::SIGFPE) | bit(libc::SIGILL);
+    if suspend > 0 {
+        keep |= bit(suspend);
+    }
+    set_mask(libc::SIG_SETMASK, !keep);
+    HELPER.store(crate::capture::tids::program_tid(), Release);
+    let wanted = bit(SIGTIMER);
+    loop {
+        // SAFETY: siginfo_t is plain old data.
+        let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
+        // SAFETY: raw rt_sigtimedwait on one signal, no timeout.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &wanted as *const u64,
+                &mut si as *mut libc::siginfo_t,
+                core::ptr::null::<libc::timespec>(),
+                8,
+            )
+        };
+        if r != SIGTIMER as libc::c_long || si.si_code != libc::SI_TIMER {
+            continue;
+        }
+        // SAFETY: a SI_TIMER siginfo carries the timer's value.
+        let at = unsafe { si.si_value().sival_ptr } as usize;
+        lock();
+        if at != 0 && LIVE.iter().any(|l| l.load(Acquire) == at) {
+            // SAFETY: a live record, not freed while DISPATCH is held.
+            let rec = unsafe { &*(at as *const Record) };
+            let call = Box::into_raw(Box::new(Call {
+                function: rec.function,
+                value: rec.value,
+            }));
+            // SAFETY: pthread_t is an integer; the attributes are the
+            // record's, initialised by timer_create.
+            unsafe {
+                let mut th: libc::pthread_t = core::mem::zeroed();
+                if libc::pthread_create(&mut th, &rec.attr, run_expiry, call.cast()) != 0 {
+                    drop(Box::from_raw(call));
+                }
+            }
+        }
+        unlock();
+    }
+}
+
+extern "C" fn after_fork_child() {
+    // Timers are not inherited: the child starts afresh.
+    HELPER.store(0, Release);
+    STARTING.store(false, Release);
+    DISPATCH.store(false, Release);
+    for l in &LIVE {
+        l.store(0, Release);
+    }
+}
+
+/// Starts the helper once (and once more in a forked child). Returns its
+/// kernel id, or None.
+fn ensure_helper() -> Option<i32> {
+    loop {
+        let h = HELPER.load(Acquire);
+        if h != 0 {
+            return Some(crate::capture::tids::kernel_tid(h) as i32);
+        }
+        if STARTING
+            .compare_exchange(false, true, AcqRel, Acquire)
+            .is_ok()
+        {
+            break;
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    // SAFETY: attributes on the stack, initialised and destroyed here; the
+    // helper runs for the life of the process.
+    let ok = unsafe {
+        static ATFORK: AtomicBool = AtomicBool::new(false);
+        if !ATFORK.swap(true, AcqRel) {
+            libc::pthread_atfork(None, None, Some(after_fork_child));
+        }
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
+        let mut th: libc::pthread_t = core::mem::zeroed();
+        let r = libc::pthread_create(&mut th, &attr, helper, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        r == 0
+    };
+    if !ok {
+        STARTING.store(false, Release);
+        return None;
+    }
+    while HELPER.load(Acquire) == 0 {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    Some(crate::capture::tids::kernel_tid(HELPER.load(Acquire)) as i32)
+}
+
+/// The kernel's `struct sigevent` with a target thread.
+#[repr(C)]
+struct KernelSigevent {
+    value: u64,
+    signo: c_int,
+    notify: c_int,
+    tid: c_int,
+    pad: [c_int; 11],
+}
+
+/// The attributes a `SIGEV_THREAD` thread is started with: the program's
+/// (`sigev_notify_attributes`), detached.
+///
+/// # Safety
+/// `from` is null or initialised attributes.
+unsafe fn copy_attr(from: *const libc::pthread_attr_t) -> libc::pthread_attr_t {
+    extern "C" {
+        fn pthread_attr_getsigmask_np(
+            a: *const libc::pthread_attr_t,
+            s: *mut libc::sigset_t,
+        ) -> c_int;
+    }
+    let mut a: libc::pthread_attr_t = core::mem::zeroed();
+    libc::pthread_attr_init(&mut a);
+    if !from.is_null() {
+        let mut size = 0;
+        if libc::pthread_attr_getstacksize(from, &mut size) == 0 {
+            libc::pthread_attr_setstacksize(&mut a, size);
+        }
+        if libc::pthread_attr_getguardsize(from, &mut size) == 0 {
+            libc::pthread_attr_setguardsize(&mut a, size);
+        }
+        let mut v = 0;
+        if libc::pthread_attr_getinheritsched(from, &mut v) == 0 {
+            libc::pthread_attr_setinheritsched(&mut a, v);
+        }
+        if libc::pthread_attr_getschedpolicy(from, &mut v) == 0 {
+            libc::pthread_attr_setschedpolicy(&mut a, v);
+        }
+        let mut p: libc::sched_param = core::mem::zeroed();
+        if libc::pthread_attr_getschedparam(from, &mut p) == 0 {
+            libc::pthread_attr_setschedparam(&mut a, &p);
+        }
+        let mut cpus: libc::cpu_set_t = core::mem::zeroed();
+        let n = core::mem::size_of::<libc::cpu_set_t>();
+        if libc::pthread_attr_getaffinity_np(from, n, &mut cpus) == 0 {
+            libc::pthread_attr_setaffinity_np(&mut a, n, &cpus);
+        }
+        let mut mask: libc::sigset_t = core::mem::zeroed();
+        // 0: a mask was set (PTHREAD_ATTR_NO_SIGMASK_NP is 1).
+        if pthread_attr_getsigmask_np(from, &mut mask) == 0 {
+            super::masks::pthread_attr_setsigmask_np(&mut a, &mask);
+        }
+    }
+    libc::pthread_attr_setdetachstate(&mut a, libc::PTHREAD_CREATE_DETACHED);
+    a
+}
+
+/// glibc's conversion of the CPU-time clocks to the kernel's ids.
+fn kernel_clock(clock: clockid_t) -> clockid_t {
+    match clock {
+        libc::CLOCK_PROCESS_CPUTIME_ID => -6,
+        libc::CLOCK_THREAD_CPUTIME_ID => -2,
+        c => c,
+    }
+}
+
+/// A `SIGEV_THREAD` timer (see the module header).
+///
+/// # Safety
+/// As timer_create's: `evp` a valid sigevent, `out` writable.
+unsafe fn create_thread_timer(clock: clockid_t, evp: *const sigevent, out: *mut timer_t) -> c_int {
+    let Some(helper) = ensure_helper() else {
+        *libc::__errno_location() = libc::EAGAIN;
+        return -1;
+    };
+    if LIVE.iter().all(|l| l.load(Acquire) != 0) {
+        *libc::__errno_location() = libc::EAGAIN;
+        return -1;
+    }
+    // The union after sigev_notify: the function, then the attributes.
+    let un = (evp as *const u8).add(16) as *const usize;
+    let function: extern "C" fn(libc::sigval) = core::mem::transmute(*un);
+    let attr = *un.add(1) as *const libc::pthread_attr_t;
+    let rec = Box::into_raw(Box::new(Record {
+        kernel_id: -1,
+        function,
+        value: (*evp).sigev_value,
+        attr: copy_attr(attr),
+    }));
+    let ev = KernelSigevent {
+        value: rec as u64,
+        signo: SIGTIMER,
+        notify: libc::SIGEV_THREAD_ID,
+        tid: helper,
+        pad: [0; 11],
+    };
+    let mut id: c_int = 0;
+    let r = libc::syscall(
+        libc::SYS_timer_create,
+        kernel_clock(clock),
+        &ev as *const KernelSigevent,
+        &mut id as *mut c_int,
+    );
+    if r != 0 {
+        let errno = *libc::__errno_location();
+        let mut rec = Box::from_raw(rec);
+        libc::pthread_attr_destroy(&mut rec.attr);
+        *libc::__errno_location() = errno;
+        return -1;
+    }
+    (*rec).kernel_id = id;
+    let placed = LIVE
+        .iter()
+        .any(|l| l.compare_exchange(0, rec as usize, AcqRel, Acquire).is_ok());
+    if !placed {
+        libc::syscall(libc::SYS_timer_delete, id);
+        let mut rec = Box::from_raw(rec);
+        libc::pthread_attr_destroy(&mut rec.attr);
+        *libc::__errno_location() = libc::EAGAIN;
+        return -1;
+    }
+    note_abstime(id, false);
+    *out = id as usize as timer_t;
+    0
+}
+
+/// timer_create(3).
+///
+/// # Safety
+/// As glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn timer_create(
+    clock: clockid_t,
+    evp: *mut sigevent,
+    out: *mut timer_t,
+) -> c_int {
+    if !evp.is_null() && (*evp).sigev_notify == libc::SIGEV_THREAD {
+        return create_thread_timer(clock, evp, out);
+    }
+    let r = next::timer_create(clock, evp, out);
+    if r == 0 {
+        if let Some(id) = kernel_id(*out) {
+            note_abstime(id, false);
+        }
+    }
+    r
+}
+
+/// timer_settime(3): glibc's, noting `TIMER_ABSTIME`.
+///
+/// # Safety
+/// As glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn timer_settime(
+    t: timer_t,
+    flags: c_int,
+    new: *const itimerspec,
+    old: *mut itimerspec,
+) -> c_int {
+    let r = next::timer_settime(t, flags, new, old);
+    if r == 0 {
+        if let Some(id) = kernel_id(t) {
+            note_abstime(id, flags & libc::TIMER_ABSTIME != 0);
+        }
+    }
+    r
+}
+
+/// timer_delete(3): glibc's, then a `SIGEV_THREAD` timer's record goes.
+///
+/// # Safety
+/// As glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn timer_delete(t: timer_t) -> c_int {
+    let r = next::timer_delete(t);
+    if r != 0 {
+        return r;
+    }
+    let Some(id) = kernel_id(t) else {
+        return r;
+    };
+    note_abstime(id, false);
+    lock();
+    for l in &LIVE {
+        let at = l.load(Acquire);
+        // SAFETY: a live record (freed only here, under DISPATCH).
+        if at != 0 && (*(at as *const Record)).kernel_id == id {
+            l.store(0, Release);
+            let mut rec = Box::from_raw(at as *mut Record);
+            libc::pthread_attr_destroy(&mut rec.attr);
+            break;
+        }
+    }
+    unlock();
+    r
+}

@@ -1,0 +1,78 @@
+//! POSIX timers come back (issue 14) and a program with a `SIGEV_THREAD`
+//! timer can be checkpointed at all (issue 13 item 2): `tests/c/posix_timers.c`
+//! holds one timer of each notification (signal, none, thread id,
+//! thread), a relative and an absolute one, one on the process's CPU
+//! clock, and a hole in the ids. It is checkpointed while they run,
+//! killed, and resumed by `selfckpt run` under both id paths: its output
+//! (ids, expiries counted with their overruns, callbacks, the next id the
+//! kernel gives) must be exactly an uninterrupted run's. `inspect` shows
+//! every timer.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn posix_timers_come_back_with_their_ids_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("posix_timers");
+    if !build_c("posix_timers", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("posix timers ok\n"), "{want}");
+    assert!(want.starts_with("ids 0 1 2 4 6\n"), "{want}");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let (image, first) = eventfds_image(&exe, &dir, tids, &[]);
+        let j = inspect(&image);
+        let timers: Vec<&serde_json::Value> = j["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "posix_timer")
+            .collect();
+        let ids: Vec<i64> = timers.iter().map(|t| t["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, [6, 4, 3, 2, 1, 0], "{j}");
+        let notify = |id: i64| timers.iter().find(|t| t["id"] == id).unwrap()["notify"].clone();
+        assert_eq!(notify(0), "SIGEV_SIGNAL");
+        assert_eq!(notify(1), "SIGEV_NONE");
+        assert_eq!(notify(2), "SIGEV_THREAD_ID");
+        assert_eq!(notify(3), "SIGEV_THREAD");
+        let abs = timers.iter().find(|t| t["id"] == 4).unwrap();
+        assert_eq!(abs["abstime"], true, "{abs}");
+        assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+        let text = inspect_text(&image);
+        assert!(
+            text.contains("POSIX timer 0: CLOCK_MONOTONIC SIGEV_SIGNAL signal ")
+                && text.contains("every 0.020000000s"),
+            "{text}"
+        );
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[]), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(!err.contains("POSIX timer"), "--tids {tids}: {err}");
+    }
+}

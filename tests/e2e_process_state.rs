@@ -1,0 +1,261 @@
+//! Process state comes back (issue 14): `tests/c/process_state.c` sets
+//! resource limits (soft and hard, lowered), `oom_score_adj`, thread
+//! names, the parent-death signal, `DUMPABLE`, `NO_NEW_PRIVS`,
+//! `CHILD_SUBREAPER` and `THP_DISABLE`; it is checkpointed while it
+//! sleeps, killed, and resumed by `selfckpt run` under both id paths: what
+//! it reads back (getrlimit, prctl, /proc) must be exactly an
+//! uninterrupted run's. A limit the restarting user cannot have is refused
+//! by name before anything is in place; seccomp
+//! filters the program installed are named at checkpoint time, refused at
+//! restart, and left out with `--unrestorable=seccomp`.
+
+mod common;
+
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+/// The reference output of `exe ARGS`, run without selfckpt.
+fn reference(exe: &Path, out: &Path, args: &[&str]) -> String {
+    wait_ok(
+        spawn_to_file(Command::new(exe).args(args), out),
+        "reference run",
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
+#[test]
+fn process_state_comes_back_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("process_state");
+    if !build_c("process_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &tmp.path().join("ref"), &[]);
+    assert!(want.ends_with("process state ok\n"), "{want}");
+    for line in [
+        "RLIMIT_NOFILE 256 4096",
+        "oom_score_adj 321",
+        "main thread name ps-main",
+        "worker thread name ps-worker",
+        "pdeathsig 28",
+        "dumpable 0",
+        "no_new_privs 1",
+        "child_subreaper 1",
+        "thp_disable 1",
+    ] {
+        assert!(want.lines().any(|l| l == line), "{line}: {want}");
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let (image, first) = eventfds_image(&exe, &dir, tids, &[]);
+        let j = inspect(&image);
+        let objects = j["objects"].as_array().unwrap();
+        let limits = objects.iter().find(|o| o["kind"] == "rlimits").unwrap();
+        assert_eq!(limits["limits"]["RLIMIT_NOFILE"]["soft"], 256, "{j}");
+        assert_eq!(limits["limits"]["RLIMIT_NOFILE"]["hard"], 4096, "{j}");
+        let attrs = objects
+            .iter()
+            .find(|o| o["kind"] == "process_attrs")
+            .unwrap();
+        assert_eq!(attrs["oom_score_adj"], 321, "{j}");
+        assert_eq!(attrs["pdeathsig"], 28, "{j}");
+        assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+        let text = inspect_text(&image);
+        assert!(
+            text.contains("RLIMIT_NOFILE 256/4096")
+                && text.contains("process: oom_score_adj 321, parent-death signal 28, dumpable 0"),
+            "{text}"
+        );
+
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[]), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        for bad in ["cannot be set", "oom_score_adj", "dumpable", "stand-ins"] {
+            assert!(!err.contains(bad), "--tids {tids}: {err}");
+        }
+    }
+}
+
+/// Whether this process may raise its hard limits.
+fn privileged() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|c| c & (1 << 24) != 0)
+}
+
+#[test]
+fn limits_the_restarting_user_cannot_have_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("process_state");
+    if !build_c("process_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    if privileged() {
+        eprintln!("skipped: this user has CAP_SYS_RESOURCE: every limit can be had");
+        return;
+    }
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &[]);
+    let restart = |accept: Option<&str>| {
+        let mut c = Command::new(selfckpt());
+        c.args(["restart", "--tids", "new"]);
+        if let Some(kinds) = accept {
+            c.arg(format!("--unrestorable={kinds}"));
+        }
+        c.arg(&image);
+        // SAFETY: the child only lowers its own limit (an async-signal-safe
+        // system call) before exec.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: 1024,
+                    rlim_max: 1024,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    let o = restart(None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("RLIMIT_NOFILE: the program's hard limit 4096 is above this user's 1024")
+            && err.contains("--unrestorable=rlimit"),
+        "{err}"
+    );
+    // Accepted: the program runs on with the highest value allowed.
+    let o = restart(Some("rlimit"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("RLIMIT_NOFILE 256 1024\n"), "{out}");
+    assert!(out.contains("oom_score_adj 321\n"), "{out}");
+}
+
+#[test]
+fn seccomp_filters_are_named_and_refused_unless_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("process_state");
+    if !build_c("process_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &tmp.path().join("ref"), &["seccomp"]);
+    assert!(want.contains("seccomp mode 2\n"), "{want}");
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &["seccomp"]);
+    let j = inspect(&image);
+    let named = j["not_restorable"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{j}");
+    assert!(
+        named[0].as_str().unwrap().contains("seccomp filters"),
+        "{j}"
+    );
+    let o = Command::new(selfckpt())
+        .args(["restart", "--tids", "new"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("seccomp filters") && err.contains("--unrestorable=seccomp"),
+        "{err}"
+    );
+    let o = Command::new(selfckpt())
+        .args(["restart", "--tids", "new", "--unrestorable=seccomp"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The stand-in: the program goes on without its filter.
+    assert!(out.contains("seccomp mode 0\n"), "{out}");
+    assert!(out.ends_with("process state ok\n"), "{out}");
+}
+
+/// inotify (issue 14): `tests/c/inotify.c` watches a directory and two
+/// files (one by a relative path), with a hole in the watch numbers; after
+/// a restart under both id paths the events of what it does then come
+/// with the same watch numbers and masks as in an uninterrupted run.
+#[test]
+fn inotify_watches_come_back_with_their_numbers_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("inotify");
+    if !build_c("inotify", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let watched = |name: &str| tmp.path().join(format!("watched-{name}"));
+    let r = watched("ref");
+    let want = reference(&exe, &tmp.path().join("ref"), &[r.to_str().unwrap()]);
+    assert!(want.ends_with("inotify ok\n"), "{want}");
+    assert!(want.contains("watches 1 2 4, flags nonblock\n"), "{want}");
+    assert_eq!(want.matches("event wd ").count(), 4, "{want}");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let w = watched(tids);
+        let args = [w.to_str().unwrap()];
+        let (image, first) = eventfds_image(&exe, &dir, tids, &args);
+        let j = inspect(&image);
+        let ino = j["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "inotify")
+            .unwrap_or_else(|| panic!("{j}"));
+        let wds: Vec<i64> = ino["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["wd"].as_i64().unwrap())
+            .collect();
+        assert_eq!(wds.len(), 3, "{j}");
+        assert!(wds.contains(&4) && !wds.contains(&3), "{j}");
+        assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
+        assert!(inspect_text(&image).contains("inotify, 3 watches nonblock"));
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &args), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(!err.contains("inotify:"), "--tids {tids}: {err}");
+    }
+}
