@@ -52,8 +52,13 @@ pub struct RunArgs {
     /// Compression: store, fast1..fast7, or a zstd level 1..19.
     #[arg(long, default_value = "1")]
     level: selfckpt::Level,
-    /// Also install in forked children (their images go to DIR/children/).
+    /// Checkpoint the program alone, not the processes it starts (a
+    /// checkpoint names the live children it leaves out).
     #[arg(long)]
+    no_tree: bool,
+    /// Kept for older scripts: children are members of the run's process
+    /// tree by default (this option changes nothing).
+    #[arg(long, hide = true)]
     children: bool,
     /// Start the program from the beginning even if DIR holds an image.
     #[arg(long)]
@@ -222,6 +227,7 @@ fn resumable(dir: &Path, new: &RunRecord) -> Option<(PathBuf, u64)> {
 }
 
 pub fn run(a: RunArgs) -> Result<(), String> {
+    let _ = a.children; // the default now
     let sig = selfckpt::trigger::parse_signal(&a.signal)
         .ok_or_else(|| format!("--signal {}: not a signal name", a.signal))?;
     if !a.term_signal.eq_ignore_ascii_case("none")
@@ -324,7 +330,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .env(settings::TERM_SIGNAL.name, &a.term_signal)
         .env(settings::KEEP.name, a.keep.to_string())
         .env(settings::LEVEL.name, a.level.to_string())
-        .env(settings::CHILDREN.name, if a.children { "1" } else { "0" })
+        .env(settings::CHILDREN.name, if a.no_tree { "0" } else { "1" })
         .env(
             settings::UNBLOCK.name,
             triggers

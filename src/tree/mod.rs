@@ -1,0 +1,186 @@
+//! Process trees: the program `selfckpt run` started (the *root*) and
+//! every process it forks (the *members*) are checkpointed together, in
+//! one consistent cut, into one tree image set (`set`), and restarted
+//! together (`restore::tree`).
+//!
+//! Coordination needs no daemon: the root's checkpoint thread listens on
+//! an abstract Unix socket named after the run's instance token (`wire`);
+//! each member's checkpoint thread connects to it when the library starts
+//! in the member, after a `fork` (a `pthread_atfork` child handler starts
+//! a checkpoint thread of its own there) or after an `exec` (the
+//! constructor, LD_PRELOAD being inherited). A round is a barrier per
+//! phase (`round`): freeze (no member forks or exits: `hold`), suspend,
+//! dump, resume, commit. A member that dies or fails at any phase makes
+//! the round fail for everybody: all resume, the set's temporary
+//! directory is removed, the previous set stays as it was.
+//!
+//! This file: who this process is in its tree, starting the role, the
+//! fork handlers, and which descriptors are the tree's own (left out of
+//! images). Must never: run a round while the program's threads are
+//! parked but through the allocation-free barriers of `round`.
+
+pub mod hold;
+pub mod member;
+pub mod record;
+pub mod root;
+pub mod round;
+pub mod set;
+pub mod wire;
+
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+
+const NONE: u32 = 0;
+const ROOT: u32 = 1;
+const MEMBER: u32 = 2;
+
+static ROLE: AtomicU32 = AtomicU32::new(NONE);
+/// The tree's abstract socket name (the same for the root and members):
+/// the run's instance token and the PID namespace's inode, so that a
+/// restarted tree (in a namespace of its own) never meets the original.
+static ADDRESS: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+static INSTANCE: OnceLock<String> = OnceLock::new();
+
+/// Most descriptors the tree holds in one process (the root: one per
+/// member, plus its listener).
+pub const MAX_OWN: usize = 520;
+static OWN: [AtomicI32; MAX_OWN] = [const { AtomicI32::new(-1) }; MAX_OWN];
+
+/// True if `fd` is one of the tree's sockets (left out of images).
+/// Allocation-free.
+pub fn owns_fd(fd: i32) -> bool {
+    fd >= 0 && OWN.iter().any(|o| o.load(Acquire) == fd)
+}
+
+pub(crate) fn own(fd: i32) -> bool {
+    for o in &OWN {
+        if o.compare_exchange(-1, fd, AcqRel, Acquire).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+pub(crate) fn disown(fd: i32) {
+    for o in &OWN {
+        let _ = o.compare_exchange(fd, -1, AcqRel, Acquire);
+    }
+}
+
+/// Closes every tree descriptor (a forked child has its parent's).
+fn close_all_own() {
+    for o in &OWN {
+        let fd = o.swap(-1, AcqRel);
+        wire::close(fd);
+    }
+}
+
+/// True if forked children become members (this process is in a tree).
+pub fn covers_forks() -> bool {
+    ROLE.load(Acquire) != NONE
+}
+
+pub fn is_root() -> bool {
+    ROLE.load(Acquire) == ROOT
+}
+
+pub fn is_member() -> bool {
+    ROLE.load(Acquire) == MEMBER
+}
+
+pub(crate) fn address() -> Option<Vec<u8>> {
+    ADDRESS.try_lock().ok()?.clone()
+}
+
+/// Names the tree's socket after `instance` and this PID namespace.
+fn set_address(instance: &str) {
+    let _ = INSTANCE.set(instance.to_string());
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0);
+    let mut buf = [0u8; 108];
+    let n = wire::address(&format!("{instance}-{ns:x}"), &mut buf);
+    if let Ok(mut a) = ADDRESS.lock() {
+        *a = Some(buf[..n].to_vec());
+    }
+}
+
+/// In the process `selfckpt run` started: becomes the tree's root.
+pub fn start_root(instance: &str) {
+    set_address(instance);
+    ROLE.store(ROOT, Release);
+    install_fork_handlers();
+    root::start();
+}
+
+/// In a process the library started in that is not the run's (an exec'd
+/// descendant): becomes a member.
+pub fn start_member(instance: &str) {
+    set_address(instance);
+    ROLE.store(MEMBER, Release);
+    install_fork_handlers();
+    member::start();
+}
+
+fn install_fork_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers plain extern "C" functions.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+}
+
+extern "C" fn prepare() {
+    if ROLE.load(Acquire) != NONE {
+        hold::before_fork();
+    }
+}
+
+extern "C" fn parent() {
+    if ROLE.load(Acquire) != NONE {
+        hold::after_fork_parent();
+    }
+}
+
+/// In a forked child (fork without exec): a member of its own, with a
+/// checkpoint thread of its own.
+extern "C" fn child() {
+    if ROLE.load(Acquire) == NONE {
+        return;
+    }
+    hold::after_fork_child();
+    close_all_own();
+    root::forget_members();
+    ROLE.store(MEMBER, Release);
+    member::reset();
+    let _ = std::panic::catch_unwind(|| {
+        if let Err(e) = crate::restart_threads() {
+            eprintln!(
+                "selfckpt[{}]: the forked child is not covered: {e}",
+                crate::capture::sys::getpid()
+            );
+            return;
+        }
+        member::start();
+    });
+}
+
+/// In a restarted process: the sockets of the image are gone; make them
+/// anew (the root listens again, a member connects again).
+pub fn after_restart() {
+    if let Some(i) = INSTANCE.get() {
+        set_address(i);
+    }
+    match ROLE.load(Acquire) {
+        ROOT => {
+            close_all_own();
+            root::forget_members();
+            root::relisten();
+        }
+        MEMBER => {
+            close_all_own();
+            member::reconnect();
+        }
+        _ => {}
+    }
+}
