@@ -176,8 +176,8 @@ pub fn encode_all(
 /// Most distinct pipes whose contents one checkpoint captures.
 const MAX_PIPES: usize = 64;
 
-/// Encodes what is queued in every pipe the process reads from (above
-/// stdio): count, then (inode, bytes) per non-empty pipe. The bytes are
+/// Encodes what is queued in every pipe the process reads from (stdio
+/// too: a member of a pipeline reads one as its stdin): count, then (inode, bytes) per non-empty pipe. The bytes are
 /// copied with `tee(2)` into a probe pipe made here, so the program's pipe
 /// keeps them; nothing is allocated.
 pub fn encode_pipe_contents(
@@ -194,8 +194,7 @@ pub fn encode_pipe_contents(
         };
         // SAFETY: fcntl(F_GETFL) on a descriptor of ours.
         let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if fd <= 2
-            || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO
             || fl < 0
             || fl & libc::O_ACCMODE != libc::O_RDONLY
             || seen[..count].contains(&st.st_ino)
