@@ -39,18 +39,37 @@ pub fn reset() {
 /// Connects to the root and starts the member's thread.
 pub fn start() {
     crate::trigger::set_interval(None);
-    if let Err(e) = connect() {
-        log::warn!("cannot join the process tree: {e}; this process is not covered");
-        return;
-    }
     let mask = sys::SavedSignalMask::block_all_but(&[crate::capture::park::suspend_signal()]);
     let r = std::thread::Builder::new()
         .name("selfckpt-tree".into())
         .stack_size(256 << 10)
-        .spawn(serve);
+        .spawn(|| {
+            if join() {
+                serve()
+            }
+        });
     drop(mask);
     if let Err(e) = r {
         log::warn!("cannot start the tree thread: {e}; this process is not covered");
+    }
+}
+
+/// Connects to the root; the root may be listening again only a moment
+/// later (a restarted tree): tries for a while.
+fn join() -> bool {
+    let mut tries = 0;
+    loop {
+        match connect() {
+            Ok(()) => return true,
+            Err(wire::WireError::Sys(libc::ECONNREFUSED)) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                log::warn!("cannot join the process tree: {e}; this process is not covered");
+                return false;
+            }
+        }
     }
 }
 
@@ -77,15 +96,7 @@ pub fn reconnect() {
     ROUND.store(0, Release);
     let _ = std::thread::Builder::new()
         .name("selfckpt-tree-c".into())
-        .spawn(|| {
-            for _ in 0..500 {
-                if connect().is_ok() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            log::warn!("cannot join the restarted process tree: this process is not covered");
-        });
+        .spawn(join);
 }
 
 /// True while the checkpoint thread serves a round of the root's.

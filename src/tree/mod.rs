@@ -28,17 +28,15 @@ pub mod set;
 pub mod wire;
 
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering::*};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 const NONE: u32 = 0;
 const ROOT: u32 = 1;
 const MEMBER: u32 = 2;
 
 static ROLE: AtomicU32 = AtomicU32::new(NONE);
-/// The tree's abstract socket name (the same for the root and members):
-/// the run's instance token and the PID namespace's inode, so that a
-/// restarted tree (in a namespace of its own) never meets the original.
-static ADDRESS: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+/// The run's instance token: with the PID namespace, it names the tree's
+/// socket (`address`).
 static INSTANCE: OnceLock<String> = OnceLock::new();
 
 /// Most descriptors the tree holds in one process (the root: one per
@@ -88,21 +86,23 @@ pub fn is_member() -> bool {
     ROLE.load(Acquire) == MEMBER
 }
 
+/// The tree's abstract socket name, the same for the root and every
+/// member: the run's instance token and the inode of the PID namespace,
+/// so that a restarted tree (in a namespace of its own) never meets the
+/// original, and a process forked just as its parent was restarted finds
+/// the new root. Read anew each time.
 pub(crate) fn address() -> Option<Vec<u8>> {
-    ADDRESS.try_lock().ok()?.clone()
-}
-
-/// Names the tree's socket after `instance` and this PID namespace.
-fn set_address(instance: &str) {
-    let _ = INSTANCE.set(instance.to_string());
+    let instance = INSTANCE.get()?;
     let ns = std::fs::metadata("/proc/self/ns/pid")
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap_or(0);
     let mut buf = [0u8; 108];
     let n = wire::address(&format!("{instance}-{ns:x}"), &mut buf);
-    if let Ok(mut a) = ADDRESS.lock() {
-        *a = Some(buf[..n].to_vec());
-    }
+    Some(buf[..n].to_vec())
+}
+
+fn set_address(instance: &str) {
+    let _ = INSTANCE.set(instance.to_string());
 }
 
 /// In the process `selfckpt run` started: becomes the tree's root.
@@ -168,13 +168,11 @@ extern "C" fn child() {
 /// In a restarted process: the sockets of the image are gone; make them
 /// anew (the root listens again, a member connects again).
 pub fn after_restart() {
-    if let Some(i) = INSTANCE.get() {
-        set_address(i);
-    }
     match ROLE.load(Acquire) {
         ROOT => {
             close_all_own();
             root::forget_members();
+            root::record_stdio();
             root::relisten();
         }
         MEMBER => {

@@ -27,9 +27,29 @@ static MEMBERS: Mutex<Vec<Member>> = Mutex::new(Vec::new());
 static WIRE: Mutex<()> = Mutex::new(());
 static ROUND: AtomicBool = AtomicBool::new(false);
 
+/// The inodes of the run's stdio as the root was started with it (they
+/// come from outside the tree).
+static RUN_STDIO: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Notes what descriptors 0-2 are now (at start, and after a restart,
+/// where they are the restarter's).
+pub fn record_stdio() {
+    if let Ok(mut v) = RUN_STDIO.lock() {
+        *v = (0..3)
+            .filter_map(|fd| crate::capture::sys::fstat(fd).ok())
+            .map(|st| st.st_ino)
+            .collect();
+    }
+}
+
+pub fn run_stdio() -> Vec<u64> {
+    RUN_STDIO.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
 /// Binds the listener (again, after a restart) and starts the thread the
 /// first time.
 pub fn start() {
+    record_stdio();
     relisten();
     let mask = crate::capture::sys::SavedSignalMask::block_all_but(&[
         crate::capture::park::suspend_signal(),

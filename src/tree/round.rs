@@ -596,10 +596,17 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
     }
     by_ino
         .into_iter()
-        .filter(|(_, ends)| {
+        // The tree's own pipes: held by several members, or read by one
+        // (its writer may have ended: the reader gets what is queued, then
+        // end of file). The run's own stdio comes from outside: a restart
+        // gives the restarter's.
+        .filter(|(ino, ends)| {
             let mut pids: Vec<u32> = ends.iter().map(|e| e.pid).collect();
             pids.dedup();
-            pids.len() > 1
+            let reads = ends
+                .iter()
+                .any(|e| e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY);
+            (pids.len() > 1 || reads) && !super::root::run_stdio().contains(ino)
         })
         .map(|(ino, ends)| Shared {
             kind: "pipe".into(),

@@ -5,7 +5,8 @@
  * exit status. Deterministic output: a restarted tree must print exactly
  * what an uninterrupted run prints.
  *
- * Usage: tree_pipe ROUNDS [socketpair] */
+ * Usage: tree_pipe ROUNDS [pipe|socketpair [MIB]]: with MIB, the child
+ * holds that many MiB of incompressible data (a slow dump). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,16 @@ int main(int argc, char **argv) {
         return 1;
     if (child == 0) {
         long mine = 0;
+        size_t big = argc > 3 ? (size_t)atol(argv[3]) << 20 : 0;
+        if (big) {
+            unsigned long long x = 88172645463325252ULL, *p = malloc(big);
+            if (!p)
+                _exit(5);
+            for (size_t i = 0; i < big / 8; i++) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                p[i] = x;
+            }
+        }
         for (;;) {
             long n;
             if (full_read(down[0], &n, sizeof n) != 0)

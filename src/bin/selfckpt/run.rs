@@ -185,13 +185,21 @@ fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
         .map(|i| ((i.created_unix_ns, i.sequence), i.path))
         .collect();
     images.sort();
+    // A process tree's checkpoints are sets: the newest valid one, if it
+    // is newer than every single image.
+    let set = crate::tree::newest_valid_set(dir, Some(instance));
     for ((created, _), p) in images.into_iter().rev() {
         match crate::scan(&p) {
-            Ok(_) => return Some((p, created)),
+            Ok(_) => {
+                return match set {
+                    Some((s, t)) if t > created => Some((s, t)),
+                    _ => Some((p, created)),
+                }
+            }
             Err(e) => eprintln!("selfckpt: skipping damaged image {}: {e}", p.display()),
         }
     }
-    None
+    set
 }
 
 /// What the previous run recorded in `dir` says about resuming `new`: the
