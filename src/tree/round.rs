@@ -596,17 +596,16 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
     }
     by_ino
         .into_iter()
-        // The tree's own pipes: held by several members, or read by one
-        // (its writer may have ended: the reader gets what is queued, then
-        // end of file). The run's own stdio comes from outside: a restart
-        // gives the restarter's.
+        // The tree's own pipes: those a member reads (its writers are
+        // members, or have ended: the reader gets what is queued, then end
+        // of file). The run's own stdio comes from outside: a restart
+        // gives the restarter's; a pipe only written to here has its
+        // reader outside (a placeholder stands in, as for one process).
         .filter(|(ino, ends)| {
-            let mut pids: Vec<u32> = ends.iter().map(|e| e.pid).collect();
-            pids.dedup();
             let reads = ends
                 .iter()
                 .any(|e| e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY);
-            (pids.len() > 1 || reads) && !super::root::run_stdio().contains(ino)
+            reads && !super::root::run_stdio().contains(ino)
         })
         .map(|(ino, ends)| Shared {
             kind: "pipe".into(),

@@ -6,7 +6,8 @@
  * what an uninterrupted run prints.
  *
  * Usage: tree_pipe ROUNDS [pipe|socketpair [MIB]]: with MIB, the child
- * holds that many MiB of incompressible data (a slow dump). */
+ * holds that many MiB of incompressible data from round 20 on (a slow
+ * dump). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,20 +52,24 @@ int main(int argc, char **argv) {
         return 1;
     if (child == 0) {
         long mine = 0;
-        size_t big = argc > 3 ? (size_t)atol(argv[3]) << 20 : 0;
-        if (big) {
-            unsigned long long x = 88172645463325252ULL, *p = malloc(big);
-            if (!p)
-                _exit(5);
-            for (size_t i = 0; i < big / 8; i++) {
-                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                p[i] = x;
-            }
+        if (!sp) {
+            close(down[1]);
+            close(up[0]);
         }
+        size_t big = argc > 3 ? (size_t)atol(argv[3]) << 20 : 0;
         for (;;) {
             long n;
             if (full_read(down[0], &n, sizeof n) != 0)
                 break;
+            if (n == 20 && big) {
+                unsigned long long x = 88172645463325252ULL, *p = malloc(big);
+                if (!p)
+                    _exit(5);
+                for (size_t i = 0; i < big / 8; i++) {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    p[i] = x;
+                }
+            }
             if (n < 0)
                 break;
             mine += 1;
@@ -73,6 +78,10 @@ int main(int argc, char **argv) {
                 _exit(3);
         }
         _exit((int)(mine % 200));
+    }
+    if (!sp) {
+        close(down[0]);
+        close(up[1]);
     }
     for (long n = 1; n <= rounds; n++) {
         /* Two numbers in flight: one answer is always queued in the pipe. */
