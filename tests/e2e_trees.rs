@@ -277,7 +277,7 @@ fn a_member_killed_during_the_checkpoint_fails_it_cleanly() {
         .arg("--")
         .arg(&exe)
         .args(["400", "pipe", "48"]);
-    let mut child = spawn_to_file(&mut cmd, &out);
+    let child = spawn_to_file(&mut cmd, &out);
     wait_for("output", 60, || lines(&out) >= 3);
     let root = child.id();
     // A first set, while the child is small.
