@@ -87,11 +87,11 @@ fn install_if_asked() -> Result<(), crate::Error> {
     if asked.children {
         // SAFETY: registers a plain extern "C" function.
         unsafe { libc::atexit(exit_held) };
-        if ours {
-            crate::tree::start_root(&instance);
-        } else {
-            crate::tree::start_member(&instance);
-        }
+    }
+    if ours {
+        crate::tree::start_root(&instance, asked.children);
+    } else {
+        crate::tree::start_member(&instance);
     }
     log::debug!("installed by LD_PRELOAD");
     Ok(())

@@ -153,6 +153,12 @@ fn serve() {
                 if let Ok(mut d) = SET_DIR.lock() {
                     *d = Some(dir);
                 }
+                let left: Vec<u32> = s
+                    .text()
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                super::gone::set_left(&left);
                 ROUND.store(1, Release);
                 crate::request::ask();
                 while ROUND.load(Acquire) == 1 {

@@ -19,6 +19,7 @@
 //! images). Must never: run a round while the program's threads are
 //! parked but through the allocation-free barriers of `round`.
 
+pub mod gone;
 pub mod hold;
 pub mod member;
 pub mod record;
@@ -33,6 +34,9 @@ use std::sync::OnceLock;
 const NONE: u32 = 0;
 const ROOT: u32 = 1;
 const MEMBER: u32 = 2;
+/// The run's process with `--no-tree`: its checkpoints name the children
+/// they leave out, nothing more.
+const ROOT_ALONE: u32 = 3;
 
 static ROLE: AtomicU32 = AtomicU32::new(NONE);
 /// The run's instance token: with the PID namespace, it names the tree's
@@ -75,11 +79,12 @@ fn close_all_own() {
 
 /// True if forked children become members (this process is in a tree).
 pub fn covers_forks() -> bool {
-    ROLE.load(Acquire) != NONE
+    matches!(ROLE.load(Acquire), ROOT | MEMBER)
 }
 
+/// The run's process (with or without members).
 pub fn is_root() -> bool {
-    ROLE.load(Acquire) == ROOT
+    matches!(ROLE.load(Acquire), ROOT | ROOT_ALONE)
 }
 
 pub fn is_member() -> bool {
@@ -105,9 +110,15 @@ fn set_address(instance: &str) {
     let _ = INSTANCE.set(instance.to_string());
 }
 
-/// In the process `selfckpt run` started: becomes the tree's root.
-pub fn start_root(instance: &str) {
+/// In the process `selfckpt run` started: becomes the tree's root; with
+/// `covered` false (`--no-tree`) its children are not members, and its
+/// checkpoints name those they leave out.
+pub fn start_root(instance: &str, covered: bool) {
     set_address(instance);
+    if !covered {
+        ROLE.store(ROOT_ALONE, Release);
+        return;
+    }
     ROLE.store(ROOT, Release);
     install_fork_handlers();
     root::start();
@@ -131,13 +142,13 @@ fn install_fork_handlers() {
 }
 
 extern "C" fn prepare() {
-    if ROLE.load(Acquire) != NONE {
+    if covers_forks() {
         hold::before_fork();
     }
 }
 
 extern "C" fn parent() {
-    if ROLE.load(Acquire) != NONE {
+    if covers_forks() {
         hold::after_fork_parent();
     }
 }
@@ -145,7 +156,7 @@ extern "C" fn parent() {
 /// In a forked child (fork without exec): a member of its own, with a
 /// checkpoint thread of its own.
 extern "C" fn child() {
-    if ROLE.load(Acquire) == NONE {
+    if !covers_forks() {
         return;
     }
     hold::after_fork_child();
@@ -168,6 +179,7 @@ extern "C" fn child() {
 /// In a restarted process: the sockets of the image are gone; make them
 /// anew (the root listens again, a member connects again).
 pub fn after_restart() {
+    gone::after_restart();
     match ROLE.load(Acquire) {
         ROOT => {
             close_all_own();

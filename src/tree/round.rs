@@ -152,6 +152,7 @@ impl Round {
             return Ok(Round::solo());
         }
         let members = root::snapshot();
+        super::gone::set_left(&[]);
         if members.is_empty() && record::children(sys::getpid()).is_empty() {
             return Ok(Round::solo());
         }
@@ -441,15 +442,22 @@ impl RootRound {
             if !batch.is_empty() {
                 continue;
             }
-            if missing.is_empty() || sys::now_ns() >= deadline {
+            if missing.is_empty() || sys::now_ns() >= deadline || !super::covers_forks() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         self.describe(me);
         self.fds = self.members.iter().map(|m| m.fd).collect();
-        let suspend = Msg::new(Kind::Suspend);
+        super::gone::set_left(&self.left_children(me));
         for m in self.members.clone() {
+            // Each member learns which of its children are left out.
+            let left: Vec<u8> = self
+                .left_children(m.pid)
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            let suspend = Msg::new(Kind::Suspend).with_text(&left);
             if wire::send(m.fd, &suspend).is_err() {
                 return Err(Error::Tree(format!(
                     "member {} ({}) went away as the checkpoint began",
@@ -459,6 +467,17 @@ impl RootRound {
             }
         }
         Ok(())
+    }
+
+    /// The children of `pid` this set leaves out.
+    fn left_children(&self, pid: u32) -> Vec<u32> {
+        self.record
+            .left_out
+            .iter()
+            .filter(|l| l.ppid == pid)
+            .map(|l| l.pid)
+            .take(super::gone::MAX_LEFT)
+            .collect()
     }
 
     /// Fills the record's processes, zombies and left-out children.
@@ -486,6 +505,8 @@ impl RootRound {
             } else {
                 let why = if joined.contains(&s.pid) {
                     "its parent is not covered".to_string()
+                } else if !super::covers_forks() {
+                    "the run was started with --no-tree".to_string()
                 } else {
                     "it did not join the tree (a statically linked program, one started without \
                      the inherited environment, or --no-tree)"
