@@ -347,3 +347,66 @@ fn a_member_killed_during_the_checkpoint_fails_it_cleanly() {
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
+
+#[test]
+fn with_no_tree_the_checkpoint_names_the_children_it_leaves_out_and_the_restarted_parent_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_zombie");
+    if !build_c("tree_zombie", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--no-tree", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg("60");
+    let mut child = spawn_to_file(&mut cmd, &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let root = child.id();
+    let late: u64 = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .find(|&p: &u64| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        })
+        .unwrap();
+    let set = checkpoint_wait(root);
+    kill_tree(&mut child, libc::SIGKILL);
+    // Named in the stats line, the record and inspect.
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(line["left_out"][0]["pid"].as_u64(), Some(late), "{line}");
+    let rec = record(&set);
+    assert_eq!(pids(&rec, "members").len(), 1, "{rec}");
+    assert_eq!(pids(&rec, "left_out"), vec![late], "{rec}");
+    let text = Command::new(selfckpt())
+        .arg("inspect")
+        .arg(&set)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("left out") && text.contains("--no-tree"),
+        "{text}"
+    );
+    // The restarted parent is told, at restart and when its wait fails.
+    let second = tmp.path().join("second");
+    let (st, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&set), &second),
+        "restart",
+    );
+    assert_eq!(st.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("child {late} was left out of the checkpoint"))
+            && err.contains(&format!("child {late} is not there to wait for")),
+        "{err}"
+    );
+    // The zombie came back: its status is there.
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert!(second.contains("early exited 7"), "{second}");
+}
