@@ -36,7 +36,6 @@ pub fn newest_valid_set(dir: &Path, instance: Option<&str>) -> Option<(PathBuf, 
 }
 
 /// The sets in `dir`, oldest first (for ls and gc).
-#[allow(dead_code)]
 pub fn sets(dir: &Path) -> Vec<SetInfo> {
     set::list(dir, None, &mut |p, why| {
         eprintln!("selfckpt: {}: {why}", p.display())
