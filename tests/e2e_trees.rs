@@ -410,3 +410,66 @@ fn with_no_tree_the_checkpoint_names_the_children_it_leaves_out_and_the_restarte
     let second = std::fs::read_to_string(&second).unwrap();
     assert!(second.contains("early exited 7"), "{second}");
 }
+
+#[test]
+fn a_tree_that_forks_in_a_loop_checkpoints_again_and_again_and_gc_keeps_sets_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let script = "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); echo $i; done";
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &out);
+    wait_for("output", 60, || lines(&out) >= 5);
+    let mut sets = Vec::new();
+    for _ in 0..4 {
+        // Each checkpoint freezes a tree that forks all the time.
+        sets.push(checkpoint_wait(child.id()));
+    }
+    kill_tree(&mut child, libc::SIGKILL);
+    let ls = Command::new(selfckpt())
+        .arg("ls")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(!ls.contains("incomplete"), "{ls}");
+    // The run keeps 3 sets; gc --keep 1 keeps the newest, whole.
+    let g = Command::new(selfckpt())
+        .args(["gc", "--keep", "1"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let newest = sets.last().unwrap();
+    let left: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tree"))
+        .collect();
+    assert_eq!(
+        &left,
+        &[newest.clone()],
+        "{}",
+        String::from_utf8_lossy(&g.stdout)
+    );
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(newest)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let offset = fd_offset(&root_image(newest), 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &second),
+        "resumed loop",
+    );
+    let first = std::fs::read_to_string(&out).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let want: String = (1..=400).map(|i| format!("{i}\n")).collect();
+    assert_eq!(format!("{}{second}", &first[..offset]), want, "{err}");
+}

@@ -160,6 +160,7 @@ extern "C" fn child() {
         return;
     }
     hold::after_fork_child();
+    crate::request::forget_pending();
     close_all_own();
     root::forget_members();
     ROLE.store(MEMBER, Release);

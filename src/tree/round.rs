@@ -144,8 +144,12 @@ impl Round {
                         sys::getpid()
                     )))
                 }
-                // Not connected: covered by nobody but itself.
-                (_, None) => Ok(Round::solo()),
+                // Not connected (yet, or the root is gone): its image
+                // alone would be no part of any set.
+                (_, None) => Err(Error::Tree(format!(
+                    "process {} is a member of a process tree but not connected to its root;                      no checkpoint taken",
+                    sys::getpid()
+                ))),
             };
         }
         if !super::is_root() {
