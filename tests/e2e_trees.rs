@@ -452,7 +452,7 @@ fn a_tree_that_forks_in_a_loop_checkpoints_again_and_again_and_gc_keeps_sets_who
         .collect();
     assert_eq!(
         &left,
-        &[newest.clone()],
+        std::slice::from_ref(newest),
         "{}",
         String::from_utf8_lossy(&g.stdout)
     );
