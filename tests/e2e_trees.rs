@@ -473,3 +473,50 @@ fn a_tree_that_forks_in_a_loop_checkpoints_again_and_again_and_gc_keeps_sets_who
     let want: String = (1..=400).map(|i| format!("{i}\n")).collect();
     assert_eq!(format!("{}{second}", &first[..offset]), want, "{err}");
 }
+
+#[test]
+fn a_file_opened_before_a_fork_keeps_one_offset_for_parent_and_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_file");
+    if !build_c("tree_file", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("shared.ref");
+    let r = Command::new(&exe)
+        .arg(&reference)
+        .arg("60")
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let file = tmp.path().join("shared");
+    let dir = tmp.path().join("ck");
+    let args = [file.to_str().unwrap(), "60"];
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &out);
+    wait_for("output", 60, || lines(&out) >= 10);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let rec = record(&set);
+    let files: Vec<&serde_json::Value> = rec["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "file")
+        .collect();
+    assert_eq!(files.len(), 1, "{rec}");
+    assert_eq!(files[0]["ends"].as_array().unwrap().len(), 2, "{rec}");
+    let err = wait_ok(
+        spawn_to_file(
+            &mut selfckpt_run(&dir, &exe, &args),
+            &tmp.path().join("second"),
+        ),
+        "resumed run",
+    );
+    // One offset again: the lines follow each other as without a restart.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        std::fs::read_to_string(&reference).unwrap(),
+        "{err}"
+    );
+}

@@ -31,8 +31,10 @@ fn tree_err(set: &Path, why: impl std::fmt::Display) -> RestoreError {
     )
 }
 
-/// One pipe made anew for the members that share it: (ino, read, write).
+/// One pipe made anew for the members that share it (read and write
+/// ends), or one file opened again (`rd` and `wr` the same descriptor).
 struct Pipe {
+    kind: &'static str,
     ino: u64,
     rd: i32,
     wr: i32,
@@ -73,10 +75,11 @@ pub fn restart_tree(
     // From here on this is the root's process, pid rec.root in a
     // namespace of its own: a failure must end the tree.
     let above = max_fd(&rec) + 16;
-    let pipes = match make_pipes(&rec.shared, &data, above) {
+    let mut pipes = match make_pipes(&rec.shared, &data, above) {
         Ok(p) => p,
         Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
     };
+    pipes.extend(open_files(&rec, &images, above, opts));
     let root = rec.members[0].clone();
     // The root's group (or session) first: its children are born in it.
     super::handover::own_process_group(session_role(&root));
@@ -190,6 +193,66 @@ fn end_like(status: i32) -> ! {
     }
 }
 
+/// Opens once each regular file members shared through one open file
+/// description, as the image of one of them recorded it (path judged as
+/// any restart judges it, flags, offset), numbered `above` or higher.
+/// One that cannot be opened is left to each member (with a warning).
+fn open_files(
+    rec: &TreeRecord,
+    images: &[PathBuf],
+    above: i32,
+    opts: &RestartOptions,
+) -> Vec<Pipe> {
+    let key = crate::image::mac::MacKey::from_env();
+    let check = super::reopen_check(opts.changed_fds);
+    let mut out = Vec::new();
+    for s in rec.shared.iter().filter(|s| s.kind == "file") {
+        let Some(end) = s.ends.iter().find(|e| e.fd > 2) else {
+            continue;
+        };
+        let Some(i) = rec.members.iter().position(|m| m.pid == end.pid) else {
+            continue;
+        };
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(&images[i], key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let Some(f) = view
+            .kernel
+            .fds
+            .iter()
+            .find(|f| f.fd == end.fd && f.stamp.ino == s.ino)
+        else {
+            continue;
+        };
+        // Opened at a free number above every member's (never over one
+        // of ours), close-on-exec: it is dup'ed to each member's number.
+        let at = above + 64 + out.len() as i32;
+        let entry = crate::image::model::FdEntry {
+            fd: at,
+            kind: f.kind,
+            flags: f.flags | libc::O_CLOEXEC as u32,
+            offset: f.offset,
+            path: f.path,
+            stamp: f.stamp,
+        };
+        let done = crate::kstate::fds::reopen(&[entry], &[], &check);
+        if let Some((_, crate::kstate::fds::Reopened::Placeholder(msg))) = done.first() {
+            eprintln!("selfckpt: warning: {msg}; each process opens it on its own");
+            // SAFETY: closing the placeholder at our own number.
+            unsafe { libc::close(at) };
+            continue;
+        }
+        out.push(Pipe {
+            kind: "file",
+            ino: s.ino,
+            rd: at,
+            wr: at,
+        });
+    }
+    out
+}
+
 /// The highest descriptor number any member's shared pipes use.
 fn max_fd(rec: &TreeRecord) -> i32 {
     rec.shared
@@ -259,7 +322,12 @@ fn make_pipes(
                     off += n as usize;
                 }
             }
-            out.push(Pipe { ino: s.ino, rd, wr });
+            out.push(Pipe {
+                kind: "pipe",
+                ino: s.ino,
+                rd,
+                wr,
+            });
         }
     }
     Ok(out)
@@ -270,7 +338,7 @@ fn make_pipes(
 fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
     let mut placed = Vec::new();
     for s in shared {
-        let Some(p) = pipes.iter().find(|p| p.ino == s.ino) else {
+        let Some(p) = pipes.iter().find(|p| p.ino == s.ino && p.kind == s.kind) else {
             continue;
         };
         for e in s.ends.iter().filter(|e| e.pid == pid) {
@@ -288,7 +356,8 @@ fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
             // status flags.
             let ok = unsafe {
                 libc::dup3(from, e.fd, cloexec) == e.fd
-                    && libc::fcntl(e.fd, libc::F_SETFL, e.flags as i32 & libc::O_NONBLOCK) == 0
+                    && (p.kind != "pipe"
+                        || libc::fcntl(e.fd, libc::F_SETFL, e.flags as i32 & libc::O_NONBLOCK) == 0)
             };
             if ok {
                 placed.push(e.fd);
@@ -305,7 +374,9 @@ fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
         // SAFETY: closing the tree's copies (the placed ones stay).
         unsafe {
             libc::close(p.rd);
-            libc::close(p.wr);
+            if p.wr != p.rd {
+                libc::close(p.wr);
+            }
         }
     }
     placed

@@ -19,6 +19,7 @@
 //! images). Must never: run a round while the program's threads are
 //! parked but through the allocation-free barriers of `round`.
 
+pub mod files;
 pub mod gone;
 pub mod hold;
 pub mod member;

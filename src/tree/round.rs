@@ -452,6 +452,8 @@ impl RootRound {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         self.describe(me);
+        let pids: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
+        self.record.shared = super::files::shared_files(&pids, &root::run_stdio());
         self.fds = self.members.iter().map(|m| m.fd).collect();
         super::gone::set_left(&self.left_children(me));
         for m in self.members.clone() {
@@ -564,7 +566,13 @@ impl RootRound {
         // Members that are recorded but wrote nothing (left out after they
         // froze) are taken out of the record.
         self.record.members.retain(|p| !p.image.is_empty());
-        self.record.shared = shared_pipes(&self.pending.tmp, &self.record.members);
+        let members: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
+        self.record
+            .shared
+            .retain(|s| s.ends.iter().all(|e| members.contains(&e.pid)));
+        self.record
+            .shared
+            .extend(shared_pipes(&self.pending.tmp, &self.record.members));
         self.record
             .check()
             .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
