@@ -364,7 +364,9 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
             }
             match rec["state"].as_str() {
                 Some("continue") | Some("term") => {
-                    return Ok(Some(PathBuf::from(rec["path"].as_str().unwrap_or(""))));
+                    // A process tree's checkpoint: its set.
+                    let path = rec["tree"].as_str().or(rec["path"].as_str());
+                    return Ok(Some(PathBuf::from(path.unwrap_or(""))));
                 }
                 Some("error") => {
                     return Err(AskError::Failed(

@@ -8,7 +8,8 @@
 //!                               an exclusive flock on it until the rename
 //!    stats.jsonl                one JSON line per checkpoint (appended)
 //!    run.json                   what `selfckpt run` started (RunRecord)
-//!    children/PROG-PID/         images of forked children (made lazily)
+//!    children/PROG-PID/         images of forked children (older versions)
+//!    tree-MS-INST-PID.tree/     a process tree's image set (`tree::set`)
 //! ```
 //!
 //! Rules: every file is opened `O_NOFOLLOW`; new files are created
@@ -133,12 +134,6 @@ pub fn ensure(dir: &Path) -> Result<PathBuf, DirError> {
 }
 
 static LAZY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// The next install makes its directory only before its first image (a
-/// forked child's `DIR/children/PROG-PID`: most children never checkpoint).
-pub(crate) fn defer_next_dir() {
-    LAZY.store(true, core::sync::atomic::Ordering::Release);
-}
 
 pub(crate) fn take_lazy() -> bool {
     LAZY.swap(false, core::sync::atomic::Ordering::AcqRel)

@@ -43,6 +43,7 @@ pub mod restore;
 pub mod restorer_abi;
 pub mod settings;
 pub mod threads;
+pub mod tree;
 pub mod trigger;
 
 pub use capture::compress::Level;
@@ -82,6 +83,8 @@ pub enum Error {
     Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Checkpoint(Arc<Error>),
+    #[error("process tree checkpoint failed: {0}")]
+    Tree(String),
 }
 
 /// What a checkpoint call returns.
@@ -335,34 +338,7 @@ impl Builder {
             self.interval,
         )
         .map_err(|e| Error::Io(format!("cannot install the {} handler", self.signal), e))?;
-        // selfckpt's threads take only the suspend signal (the checkpoint
-        // thread also the trigger signals it serves): every other signal
-        // the program's threads block stays theirs (pending, or for their
-        // sigwait/signalfd), exactly as without selfckpt.
-        let workers_mask = sys::SavedSignalMask::block_all_but(&[suspend_signal]);
-        for i in 0..workers {
-            std::thread::Builder::new()
-                .name(format!("selfckpt-w{i}"))
-                .stack_size(256 << 10)
-                .spawn(|| {
-                    capture::park::set_role(image::model::ThreadRole::Worker);
-                    let idle = AtomicU32::new(0);
-                    loop {
-                        sys::futex_wait(&idle, 0, None);
-                    }
-                })
-                .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
-        }
-        drop(workers_mask);
-        let mut keep: Vec<i32> = trigger::held_signals().collect();
-        keep.extend([suspend_signal, interpose::masks::REQUEST]);
-        let manager_mask = sys::SavedSignalMask::block_all_but(&keep);
-        std::thread::Builder::new()
-            .name("selfckpt".into())
-            .stack_size(2 << 20)
-            .spawn(move || runtime.serve())
-            .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
-        drop(manager_mask);
+        start_threads(runtime)?;
         log::debug!(
             "installed: dir {}, signal {}, interval {:?}",
             runtime.config.dir.display(),
@@ -371,6 +347,49 @@ impl Builder {
         );
         Ok(Checkpointer { runtime })
     }
+}
+
+/// Starts selfckpt's threads (the compression workers, then the
+/// checkpoint thread) for an installed runtime.
+fn start_threads(runtime: &'static manager::Runtime) -> Result<(), Error> {
+    let suspend_signal = runtime.config.suspend_signal;
+    // selfckpt's threads take only the suspend signal (the checkpoint
+    // thread also the trigger signals it serves): every other signal
+    // the program's threads block stays theirs (pending, or for their
+    // sigwait/signalfd), exactly as without selfckpt.
+    let workers_mask = sys::SavedSignalMask::block_all_but(&[suspend_signal]);
+    for i in 0..runtime.config.workers {
+        std::thread::Builder::new()
+            .name(format!("selfckpt-w{i}"))
+            .stack_size(256 << 10)
+            .spawn(|| {
+                capture::park::set_role(image::model::ThreadRole::Worker);
+                let idle = AtomicU32::new(0);
+                loop {
+                    sys::futex_wait(&idle, 0, None);
+                }
+            })
+            .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
+    }
+    drop(workers_mask);
+    let mut keep: Vec<i32> = trigger::held_signals().collect();
+    keep.extend([suspend_signal, interpose::masks::REQUEST]);
+    let manager_mask = sys::SavedSignalMask::block_all_but(&keep);
+    std::thread::Builder::new()
+        .name("selfckpt".into())
+        .stack_size(2 << 20)
+        .spawn(move || runtime.serve())
+        .map_err(|e| Error::Io("cannot start the checkpoint thread".into(), e))?;
+    drop(manager_mask);
+    Ok(())
+}
+
+/// In a forked child (fork without exec) of an installed process: the
+/// parent's threads are gone; start selfckpt's own again (the runtime,
+/// the handlers and the settings are the parent's copy).
+pub(crate) fn restart_threads() -> Result<(), Error> {
+    let runtime = RUNTIME.get().ok_or(Error::NotInstalled)?;
+    start_threads(runtime)
 }
 
 /// Registers a hook that runs before each checkpoint (state

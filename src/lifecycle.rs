@@ -46,6 +46,11 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     match &result {
         Ok(Outcome::Continued) => {
             let st = rt.last_stats.lock().ok().and_then(|s| s.clone());
+            // A member exits with the tree's checkpoint-then-exit.
+            let term = term
+                || st
+                    .as_ref()
+                    .is_some_and(|s| s.tree.as_ref().is_some_and(|t| t.1));
             let end = if term { State::Term } else { State::Continue };
             append_stats(rt, end, st.as_ref(), None);
             if term {
@@ -59,6 +64,7 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
         }
         Ok(Outcome::Restarted) => {
             crate::preload::after_restart();
+            crate::tree::after_restart();
             append_stats(rt, State::Restart, None, None);
             hooks::run_after(State::Restart);
         }
@@ -106,6 +112,12 @@ fn append_stats(
         }
         if let Some(why) = &st.fork_fallback {
             rec["fork_fallback"] = why.as_str().into();
+        }
+        if let Some((set, _)) = &st.tree {
+            rec["tree"] = set.display().to_string().into();
+            if let Some(left) = crate::tree::round::last_left_out() {
+                rec["left_out"] = left;
+            }
         }
         // Named at checkpoint time: what a restart of this image refuses.
         let notes = crate::kstate::unrestorable::last();

@@ -94,6 +94,9 @@ pub struct CheckpointStats {
     /// Forked mode was asked for, but this checkpoint dumped in the pause:
     /// why.
     pub fork_fallback: Option<String>,
+    /// In a process tree: the committed set, and whether the tree exits
+    /// now (checkpoint-then-exit).
+    pub tree: Option<(PathBuf, bool)>,
 }
 
 struct PlanCell(
@@ -196,8 +199,12 @@ impl Runtime {
             &self.instance,
             sys::getpid(),
         );
-        let final_path = cfg.dir.join(&name);
-        let tmp_path = cfg.dir.join(crate::imagedir::temp_name(&name));
+        // In a process tree, the image goes into the set being written.
+        let mut tree =
+            crate::tree::round::Round::begin(&cfg.dir, &self.instance, sequence, created, term)?;
+        let img_dir = tree.dir().unwrap_or(&cfg.dir).to_path_buf();
+        let final_path = img_dir.join(&name);
+        let tmp_path = img_dir.join(crate::imagedir::temp_name(&name));
         if let Ok(mut t) = TAKING.lock() {
             *t = Some(final_path.clone());
         }
@@ -277,7 +284,7 @@ impl Runtime {
             *PLAN.0.get() = Some(plan);
             *PLAN.1.get() = None;
         }
-        let mut term_commit = term
+        let mut term_commit = (term && !tree.is_tree())
             .then(|| {
                 crate::imagedir::TermCommit::prepare(
                     &tmp_path,
@@ -297,7 +304,8 @@ impl Runtime {
         let suspended = park::suspend_others(&mut tids, cfg.suspend_timeout_ms);
         let t_parked = sys::now_ns();
         let refused = suspended.err();
-        if refused.is_none() {
+        let go = tree.suspended(refused.is_none());
+        if go {
             park::park_self();
             if MAILBOX.restarted.load(Acquire) != 0 {
                 // We are the restarted process: the plan's files and scratch
@@ -305,6 +313,7 @@ impl Runtime {
                 // SAFETY: see PlanCell.
                 let plan = unsafe { (*PLAN.0.get()).take() };
                 core::mem::forget(plan);
+                tree.restarted();
                 RESTARTS.fetch_add(1, AcqRel);
                 return Ok(Outcome::Restarted);
             }
@@ -319,6 +328,9 @@ impl Runtime {
                 }
             }
         }
+        // SAFETY: see PlanCell; the handler has finished.
+        let dumped_ok = go && matches!(unsafe { &*PLAN.1.get() }, Some(Ok(_)));
+        let tree_ok = tree.dumped(dumped_ok);
         let t_dumped = sys::now_ns();
         park::release(round);
         dump::wake_workers();
@@ -367,19 +379,30 @@ impl Runtime {
                 return Err(Error::Config("the dump did not run".into()));
             }
         };
+        if let Some(e) = tree.failure().filter(|_| !tree_ok) {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
         let t_commit = sys::now_ns();
         let image = image.ok_or_else(|| Error::Config("the dump plan vanished".into()))?;
-        crate::imagedir::commit(image, &tmp_path, &final_path, &cfg.dir)?;
+        crate::imagedir::commit(image, &tmp_path, &final_path, &img_dir)?;
+        let set = tree.end(&final_path, cfg.keep)?;
         let fsync_ns = sys::now_ns() - t_commit;
-        crate::imagedir::prune(
-            &cfg.dir,
-            &self.prog_name,
-            &self.instance,
-            &self.program.exe_path,
-            cfg.keep,
-        );
+        if set.is_none() {
+            crate::imagedir::prune(
+                &cfg.dir,
+                &self.prog_name,
+                &self.instance,
+                &self.program.exe_path,
+                cfg.keep,
+            );
+        }
         let st = CheckpointStats {
-            path: final_path,
+            path: match &set {
+                Some((set, _)) => set.join(final_path.file_name().unwrap_or_default()),
+                None => final_path,
+            },
+            tree: set,
             dump: stats,
             pause_ns: t_resumed - t_suspend,
             prepare_ns,

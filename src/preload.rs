@@ -11,9 +11,12 @@
 //! * this copy of the code lives in a shared object, not in the main
 //!   program (a Rust program that links the crate installs itself);
 //! * the process is the one `run` started (`SELFCKPT_PID`), which also
-//!   holds after it execs another program (wrapper scripts); forked
-//!   children are left alone unless `SELFCKPT_CHILDREN=1`, and then write
-//!   to `DIR/children/PROGRAM-PID`, never over the parent's images.
+//!   holds after it execs another program (wrapper scripts); with
+//!   `SELFCKPT_CHILDREN=1` (what `run` sets unless `--no-tree`) every
+//!   other process that inherits the environment installs too, as a
+//!   member of the run's process tree (`crate::tree`: its images go into
+//!   the tree's image sets); forked children (fork without exec) become
+//!   members through the tree's fork handler.
 //!
 //! The process `run` started marks the run ended in `DIR/run.json`
 //! (`imagedir::mark_ended`) when it exits by itself, so that the next
@@ -62,16 +65,7 @@ fn install_if_asked() -> Result<(), crate::Error> {
         return Ok(());
     }
     crate::logger::init();
-    let mut b = crate::Builder::from_env()?;
-    if !ours {
-        let prog = std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "program".into());
-        let dir = b.dir.join("children").join(format!("{prog}-{pid}"));
-        b = b.dir(dir);
-        crate::imagedir::defer_next_dir();
-    }
+    let b = crate::Builder::from_env()?;
     let installed = b.install();
     // `selfckpt run` blocked the trigger signals so that none could kill
     // the program before the handlers were in place: let them through now
@@ -79,13 +73,25 @@ fn install_if_asked() -> Result<(), crate::Error> {
     // This is the main thread, whose mask the program's threads inherit.
     sys::change_signal_mask(libc::SIG_UNBLOCK, &asked.unblock);
     let ckpt = installed?;
+    let instance = crate::settings::instance().unwrap_or_default();
     if ours {
         RUN_PID.store(pid, core::sync::atomic::Ordering::Release);
-        let instance = crate::settings::instance().unwrap_or_default();
-        if RUN.set((ckpt.dir().to_path_buf(), instance)).is_ok() {
+        if RUN
+            .set((ckpt.dir().to_path_buf(), instance.clone()))
+            .is_ok()
+        {
             // SAFETY: registers a plain extern "C" function.
             unsafe { libc::atexit(run_ends) };
         }
+    }
+    if asked.children {
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { libc::atexit(exit_held) };
+    }
+    if ours {
+        crate::tree::start_root(&instance, asked.children);
+    } else {
+        crate::tree::start_member(&instance);
     }
     log::debug!("installed by LD_PRELOAD");
     Ok(())
@@ -103,6 +109,7 @@ static RUN_PID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::n
 /// As libc's `_exit`: ends the process.
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: libc::c_int) -> ! {
+    crate::tree::hold::before_exit();
     let run = RUN_PID.load(core::sync::atomic::Ordering::Acquire);
     if run != 0 && run == sys::getpid() {
         run_ends();
@@ -116,6 +123,12 @@ pub(crate) fn exit_group(status: libc::c_int) -> ! {
         // SAFETY: exit_group never returns; no memory is passed.
         unsafe { libc::syscall(libc::SYS_exit_group, status as libc::c_long) };
     }
+}
+
+/// At exit of a member of a tree: waits while the tree is being
+/// checkpointed (no member exits between the cut and the resume).
+extern "C" fn exit_held() {
+    crate::tree::hold::before_exit();
 }
 
 /// At exit of the process `run` started: the job ended.
@@ -155,9 +168,11 @@ extern "C" {
 /// place to the new PID, so that a later exec in this process installs
 /// again (no allocation: the string keeps its length).
 pub(crate) fn after_restart() {
-    if RUN_PID.load(core::sync::atomic::Ordering::Acquire) != 0 {
-        RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
+    if RUN_PID.load(core::sync::atomic::Ordering::Acquire) == 0 {
+        // A member of a tree: SELFCKPT_PID names the tree's root.
+        return;
     }
+    RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
     let key = b"SELFCKPT_PID=";
     let mut digits = [b'0'; PID_WIDTH];
     let mut v = sys::getpid();

@@ -43,6 +43,12 @@ pub fn ask() -> Ticket {
     Ticket(t)
 }
 
+/// In a forked child: the requests its parent had not served yet are the
+/// parent's, not the child's.
+pub(crate) fn forget_pending() {
+    SERVED.store(REQUESTS.load(Acquire), Release);
+}
+
 /// Wakes the checkpoint thread without asking (its idle deadline changed).
 pub(crate) fn nudge() {
     futex_wake(&REQUESTS, 1);

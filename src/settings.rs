@@ -54,7 +54,7 @@ vars! {
     PRELOAD = "SELFCKPT_PRELOAD", "0 or 1", "set by selfckpt run: install from the environment";
     PID = "SELFCKPT_PID", "a process id", "set by selfckpt run: the process to install in";
     INSTANCE = "SELFCKPT_INSTANCE", "a run token", "set by selfckpt run: the token its images carry";
-    CHILDREN = "SELFCKPT_CHILDREN", "0 or 1", "set by selfckpt run --children: install in exec'd children too";
+    CHILDREN = "SELFCKPT_CHILDREN", "0 or 1", "set by selfckpt run (1 unless --no-tree): every descendant joins the run's process tree";
     UNBLOCK = "SELFCKPT_UNBLOCK", "comma-separated signal numbers", "set by selfckpt run: signals to unblock once installed";
     MAX_DELETED_FILE = "SELFCKPT_MAX_DELETED_FILE", "a number of bytes", "largest deleted-but-open file whose contents a checkpoint saves (default 1048576)";
     ALLOC_GUARD_SELFTEST = "SELFCKPT_ALLOC_GUARD_SELFTEST", "0 or 1", "test builds: make the next dump allocate once (proves the guard)";

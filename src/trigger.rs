@@ -164,9 +164,13 @@ another signal: --signal/--term-signal or SELFCKPT_SIGNAL/SELFCKPT_TERM_SIGNAL\n
     unsafe { libc::write(2, msg.as_ptr().cast(), n) };
 }
 
-/// Restores the default action of our signals in a forked child: it has no
-/// checkpoint thread, so it must not swallow them.
+/// Restores the default action of our signals in a forked child outside
+/// a process tree: it has no checkpoint thread, so it must not swallow
+/// them.
 extern "C" fn in_forked_child() {
+    if crate::tree::covers_forks() {
+        return; // a member of the tree, with a checkpoint thread of its own
+    }
     for sig in [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)] {
         if held(sig) {
             // SAFETY: signal() with SIG_DFL is async-signal-safe and only

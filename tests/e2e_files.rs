@@ -110,7 +110,10 @@ fn a_pipe_to_another_process_is_named_refused_and_its_stand_in_is_closed() {
         "{want}"
     );
     let dir = tmp.path().join("ck");
-    let (image, first) = eventfds_image(&exe, &dir, "new", &["outside"]);
+    // The child is left out of the checkpoint (`--no-tree`): the pipes
+    // lead to another process.
+    let run = || run_cmd_with(&exe, &dir, "new", &["--no-tree"], &["outside"]);
+    let (image, first) = image_of_run(run(), &dir);
     let j = inspect(&image);
     let named: Vec<&str> = j["not_restorable"]
         .as_array()
@@ -138,10 +141,7 @@ fn a_pipe_to_another_process_is_named_refused_and_its_stand_in_is_closed() {
     );
     // Refused by default, naming each, without running the program.
     let second = tmp.path().join("second");
-    let (status, err) = finish(
-        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["outside"]), &second),
-        "resumed run",
-    );
+    let (status, err) = finish(spawn_to_file(&mut run(), &second), "resumed run");
     assert!(!status.success(), "the resume ran: {err}");
     assert!(
         err.contains("restart refused: not restorable")

@@ -183,7 +183,10 @@ impl DumpPlan {
 
     /// Whether `fd` is one of the dump's own descriptors.
     pub fn owns_fd(&self, fd: i32) -> bool {
-        fd == self.image.raw() || fd == self.mem.raw() || fd == self.scanner.raw_fd()
+        fd == self.image.raw()
+            || fd == self.mem.raw()
+            || fd == self.scanner.raw_fd()
+            || crate::tree::owns_fd(fd)
     }
 }
 

@@ -58,6 +58,9 @@ next_fns! {
     epoll_wait(ep: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int = -1;
     epoll_pwait(ep: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int = -1;
     nanosleep(req: *const timespec, rem: *mut timespec) -> c_int = -1;
+    waitpid(pid: libc::pid_t, status: *mut c_int, options: c_int) -> libc::pid_t = -1;
+    wait4(pid: libc::pid_t, status: *mut c_int, options: c_int, ru: *mut libc::rusage) -> libc::pid_t = -1;
+    waitid(idtype: libc::idtype_t, id: libc::id_t, info: *mut siginfo_t, options: c_int) -> c_int = -1;
     clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int = libc::ENOSYS;
     sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, t: *const timespec) -> c_int = -1;
     sigwaitinfo(set: *const sigset_t, info: *mut siginfo_t) -> c_int = -1;

@@ -173,12 +173,73 @@ pub fn encode_all(
     Ok(())
 }
 
-/// The pipe contents list of KERNEL (format 1.1): written empty from 1.8
-/// on, where each pipe's queued bytes are in its object entry
-/// (`kstate::pipes`); an older image's list is read and given back by
-/// [`reopen`]. No allocation.
-pub fn encode_pipe_contents(e: &mut Encoder) -> Result<(), KstateError> {
-    e.u32(0)?;
+/// Most distinct pipes whose contents one checkpoint captures.
+const MAX_PIPES: usize = 64;
+
+/// Encodes what is queued in every pipe the process reads from (stdio
+/// too: a member of a pipeline reads one as its stdin): count, then
+/// (inode, bytes) per non-empty pipe. From 1.8 on a pipe the process
+/// restarts by itself takes its bytes from its object entry
+/// (`kstate::pipes`); this list is what a tree restart refills the pipes
+/// shared between its processes with. The bytes are
+/// copied with `tee(2)` into a probe pipe made here, so the program's pipe
+/// keeps them; nothing is allocated.
+pub fn encode_pipe_contents(
+    e: &mut Encoder,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    let at = e.reserve_u32()?;
+    let mut seen = [0u64; MAX_PIPES];
+    let mut count = 0usize;
+    let mut probe: Option<[RawFd; 2]> = None;
+    for_each_fd(skip_fd, |fd| {
+        let Ok(st) = sys::fstat(fd) else {
+            return Ok(());
+        };
+        // SAFETY: fcntl(F_GETFL) on a descriptor of ours.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO
+            || fl < 0
+            || fl & libc::O_ACCMODE != libc::O_RDONLY
+            || seen[..count].contains(&st.st_ino)
+        {
+            return Ok(());
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } != 0 || queued <= 0 {
+            return Ok(());
+        }
+        if count == MAX_PIPES {
+            return Err(KstateError::Pipe("more than 64 pipes hold data"));
+        }
+        let queued = queued as usize;
+        if probe.is_none() {
+            probe = Some(super::pipes::probe_pipe()?);
+        }
+        let Some([rd, wr]) = &probe else {
+            return Err(KstateError::Pipe("no probe pipe"));
+        };
+        // SAFETY: F_SETPIPE_SZ on our probe pipe, then tee between two pipes.
+        let copied = unsafe {
+            if libc::fcntl(wr.raw(), libc::F_GETPIPE_SZ) < queued as i32
+                && libc::fcntl(wr.raw(), libc::F_SETPIPE_SZ, queued as i32) < 0
+            {
+                return Err(KstateError::Pipe("a pipe holds more than a pipe may"));
+            }
+            libc::tee(fd, wr.raw(), queued, libc::SPLICE_F_NONBLOCK)
+        };
+        if copied != queued as isize {
+            return Err(KstateError::Pipe("tee copied less than the pipe holds"));
+        }
+        e.u64(st.st_ino)?;
+        e.bytes_with(queued, |buf| rd.read_full(buf))?
+            .map_err(|_| KstateError::Pipe("cannot read the probe pipe"))?;
+        seen[count] = st.st_ino;
+        count += 1;
+        Ok(())
+    })?;
+    e.patch_u32(at, count as u32);
     Ok(())
 }
 
@@ -629,7 +690,7 @@ mod tests {
         };
         let mut e = Encoder::new(&mut out);
         encode_all(&mut e, &mut bufs, skip).unwrap();
-        encode_pipe_contents(&mut e).unwrap();
+        encode_pipe_contents(&mut e, skip).unwrap();
         let n = e.len();
         out.truncate(n);
         out

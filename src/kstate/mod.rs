@@ -92,7 +92,7 @@ pub fn encode_kernel_record(
     .encode(e)?;
     sigactions::encode_all(e)?;
     fds::encode_all(e, bufs, skip_fd)?;
-    fds::encode_pipe_contents(e)?;
+    fds::encode_pipe_contents(e, skip_fd)?;
     itimers::capture()?.encode(e)?;
     pending::shared(bufs.text)?.encode(e)?;
     EventObjects::capture(e, bufs, skip_fd)?;
@@ -273,6 +273,8 @@ impl EventObjects {
 pub struct Problem {
     pub kind: String,
     pub text: String,
+    /// The descriptor it is about, where it is about one.
+    pub fd: Option<i32>,
 }
 
 impl Problem {
@@ -280,6 +282,15 @@ impl Problem {
         Problem {
             kind: kind.to_string(),
             text,
+            fd: None,
+        }
+    }
+
+    /// The same, about descriptor `fd`.
+    pub fn of_fd(self, fd: i32) -> Self {
+        Problem {
+            fd: (fd >= 0).then_some(fd),
+            ..self
         }
     }
 }

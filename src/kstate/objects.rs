@@ -266,18 +266,30 @@ impl Objects {
     /// The descriptors the objects make anew at restart (not reopened by
     /// path).
     pub fn fds(&self) -> Vec<i32> {
-        self.items
-            .iter()
-            .flat_map(|o| match o {
-                Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
-                Object::DeletedFile(x) => x.fds().collect(),
-                Object::Socket(x) => vec![x.fd],
-                // Put at their numbers by `restore::shared`.
-                Object::Memfd(x) => vec![x.fd],
-                Object::Inotify(x) => vec![x.fd],
-                _ => Vec::new(),
-            })
-            .collect()
+        self.items.iter().flat_map(Self::fds_of).collect()
+    }
+
+    /// The descriptors `o` makes anew.
+    fn fds_of(o: &Object) -> Vec<i32> {
+        match o {
+            Object::Pipe(x) => x.fds().collect(),
+            Object::DeletedFile(x) => x.fds().collect(),
+            Object::Socket(x) => vec![x.fd],
+            // Put at their numbers by `restore::shared`.
+            Object::Memfd(x) => vec![x.fd],
+            Object::Inotify(x) => vec![x.fd],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Leaves out the objects with a descriptor among `placed` (a tree
+    /// restart put the descriptors shared with other processes there
+    /// already), and what was named not restorable about them.
+    pub fn leave_out_fds(&mut self, placed: &[i32]) {
+        self.items.retain(|o| match o {
+            Object::NotRestorable(x) => !placed.contains(&x.fd),
+            o => !Self::fds_of(o).iter().any(|fd| placed.contains(fd)),
+        });
     }
 
     /// The System V segments (made again with the memory by
@@ -304,7 +316,9 @@ impl Objects {
         self.items
             .iter()
             .filter_map(|o| match o {
-                Object::NotRestorable(x) => Some(super::Problem::new(&x.kind, Self::sentence(x))),
+                Object::NotRestorable(x) => {
+                    Some(super::Problem::new(&x.kind, Self::sentence(x)).of_fd(x.fd))
+                }
                 _ => None,
             })
             .collect()
@@ -526,7 +540,8 @@ mod tests {
             vec![crate::kstate::Problem::new(
                 "socket",
                 "fd 7 socket TCP 10.0.0.2:5432 (peer outside the process)".to_string()
-            )]
+            )
+            .of_fd(7)]
         );
     }
 

@@ -588,7 +588,7 @@ fn queued(
 }
 
 /// A non-blocking pipe to tee into: [read end, write end].
-fn probe_pipe() -> Result<[RawFd; 2], KstateError> {
+pub(crate) fn probe_pipe() -> Result<[RawFd; 2], KstateError> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {

@@ -98,7 +98,7 @@ fn map_anon(at: u64, len: u64) -> Result<(), RestoreError> {
 /// of the restarter's); where that is impossible (with `--tids new` the
 /// restarter itself may already lead its group) it says so and leads a
 /// group of its own. Other failures are harmless and ignored.
-fn own_process_group(role: Option<u8>) {
+pub(crate) fn own_process_group(role: Option<u8>) {
     if role == Some(crate::image::model::SESSION_LEADER) {
         // SAFETY: setsid takes no arguments. Where it fails, the caller
         // has warned already (`session_leader_warning`).
@@ -174,6 +174,14 @@ pub fn handover(
     opts: &RestartOptions,
 ) -> Result<std::convert::Infallible, RestoreError> {
     let page = plan.page;
+    // A tree restart put the descriptors shared with other members in
+    // place already (`super::tree`): they stay as they are.
+    let placed: Vec<i32> = opts
+        .tree
+        .as_ref()
+        .map_or_else(Vec::new, |t| t.placed.clone());
+    // ... and their kernel objects are not made again here.
+    plan.objects.leave_out_fds(&placed);
 
     // Files: close ours (above stdio, but the shared memory objects',
     // moved above the program's numbers), reopen the image's at their
@@ -185,6 +193,7 @@ pub fn handover(
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd > 2 && !object_fds.contains(&fd))
+        .filter(|fd| !placed.contains(fd))
         .collect();
     for fd in ours {
         // SAFETY: closing our own descriptors; none is in use any more (the
@@ -194,7 +203,10 @@ pub fn handover(
     // Descriptors 0-2: the restarter's where they were the original run's
     // stdio, reopened like any file otherwise.
     let image_fds: Vec<_> = plan.fds.iter().map(|f| (f.fd, f.stamp)).collect();
-    let fates = super::stdio::fates(&image_fds, opts.original_stdio);
+    let mut fates = super::stdio::fates(&image_fds, opts.original_stdio);
+    for fd in placed.iter().filter(|fd| (0..=2).contains(*fd)) {
+        fates[*fd as usize] = super::stdio::Fate::Inherit(*fd);
+    }
     let above = plan.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 1;
     {
         use std::io::Write;
@@ -219,6 +231,7 @@ pub fn handover(
         .iter()
         .filter(|f| !(0..=2).contains(&f.fd) || fates[f.fd as usize] == super::stdio::Fate::Reopen)
         .filter(|f| !made_anew.contains(&f.fd))
+        .filter(|f| !placed.contains(&f.fd))
         .map(|f| FdEntry {
             fd: f.fd,
             kind: f.kind,
@@ -403,7 +416,10 @@ pub fn handover(
     // whose unwinding finds the restorer's frames and aborts). The restored
     // threads inherit this mask and get their own back from their frames.
     crate::capture::sys::block_every_signal();
-    own_process_group(plan.session_role);
+    if opts.tree.is_none() {
+        // A tree restart made each process's group and session already.
+        own_process_group(plan.session_role);
+    }
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in
     // both restart paths). A signal one raises early waits, blocked, for

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod pidns;
 pub mod shared;
 pub mod stdio;
+pub mod tree;
 
 use crate::capture::maps::RegionKind;
 use crate::image::format::{arch_name, ARCH_HOST};
@@ -167,6 +168,16 @@ pub struct RestartOptions {
     /// The identities of the stdio of the run that made the image
     /// (`selfckpt run` records them), if known: see [`stdio`].
     pub original_stdio: Option<[Option<stdio::Identity>; 3]>,
+    /// Set by a tree restart (`tree`) in each of its processes.
+    pub tree: Option<TreePlace>,
+}
+
+/// What a tree restart did in a process before its own restore: it has
+/// its exact pid already, its process group and session, and the
+/// descriptors shared with other members at these numbers.
+#[derive(Clone, Debug, Default)]
+pub struct TreePlace {
+    pub placed: Vec<i32>,
 }
 
 /// How a restart treats process and thread ids.
@@ -205,43 +216,13 @@ pub fn restart(
         source,
     };
     block_signals();
-    let header = crate::image::read::peek_header(path).map_err(img_err)?;
-    check_machine(path, &header)?;
-    let key = crate::image::mac::MacKey::from_env();
-    let img = ImageFile::open_with_key(path, key.as_ref()).map_err(img_err)?;
-    check_ownership(path, &img)?;
-    if let Some(key) = &key {
-        // Every record restart acts on is authenticated before it acts:
-        // before the executable's path is opened, a file stat-ed or a
-        // namespace entered.
-        img.authenticate(key).map_err(img_err)?;
-    }
+    let placed = opts.tree.as_ref().map_or(&[][..], |t| &t.placed[..]);
+    let img = open_checked(path, opts, placed)?;
     let view = img.view().map_err(img_err)?;
-    check_mailbox_layout(path, &view.meta)?;
-    check_files(&view)?;
-    check_fds(&view, opts)?;
-    let (accepted, refused): (Vec<_>, Vec<_>) = view
-        .kernel
-        .problems_here()
-        .into_iter()
-        .partition(|p| opts.unrestorable.accepts(&p.kind));
-    if !refused.is_empty() {
-        let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();
-        kinds.dedup();
-        return Err(RestoreError::NotRestorable {
-            text: joined(&refused),
-            kinds: kinds.join(","),
-        });
-    }
-    if !accepted.is_empty() {
-        eprintln!(
-            "selfckpt: warning: restarting with stand-ins (--unrestorable) for what cannot come back: {}",
-            joined(&accepted)
-        );
-    }
-    let identity = match opts.tids {
-        TidPolicy::New => pidns::Identity::New("--tids new".into()),
-        policy => {
+    let identity = match (&opts.tree, opts.tids) {
+        (Some(_), _) => pidns::Identity::Exact,
+        (None, TidPolicy::New) => pidns::Identity::New("--tids new".into()),
+        (None, policy) => {
             let identity = match exact_ids_blocker(&view) {
                 Some(why) => pidns::Identity::New(why),
                 None => pidns::enter(view.meta.pid, opts.verbose),
@@ -275,6 +256,59 @@ pub fn restart(
     check_staged_mailbox(path, &plan, recorded_layout)?;
     handover::session_leader_warning(plan.session_role);
     handover::handover(&mut plan, blob, opts)
+}
+
+/// Every check a restart of `path` makes before it acts: the machine, the
+/// image (and its MAC), its owner, the restorer interface, the executable
+/// and mapped files, the descriptors, what cannot come back (but for the
+/// descriptors in `shared`, which a tree restart makes itself: those it
+/// shares with other processes of the tree). Returns the opened image.
+pub fn open_checked(
+    path: &Path,
+    opts: &RestartOptions,
+    shared: &[i32],
+) -> Result<ImageFile, RestoreError> {
+    let img_err = |source| RestoreError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let header = crate::image::read::peek_header(path).map_err(img_err)?;
+    check_machine(path, &header)?;
+    let key = crate::image::mac::MacKey::from_env();
+    let img = ImageFile::open_with_key(path, key.as_ref()).map_err(img_err)?;
+    check_ownership(path, &img)?;
+    if let Some(key) = &key {
+        // Every record restart acts on is authenticated before it acts:
+        // before the executable's path is opened, a file stat-ed or a
+        // namespace entered.
+        img.authenticate(key).map_err(img_err)?;
+    }
+    let view = img.view().map_err(img_err)?;
+    check_mailbox_layout(path, &view.meta)?;
+    check_files(&view)?;
+    check_fds(&view, opts)?;
+    let (accepted, refused): (Vec<_>, Vec<_>) = view
+        .kernel
+        .problems_here()
+        .into_iter()
+        .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
+        .partition(|p| opts.unrestorable.accepts(&p.kind));
+    if !refused.is_empty() {
+        let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();
+        kinds.dedup();
+        return Err(RestoreError::NotRestorable {
+            text: joined(&refused),
+            kinds: kinds.join(","),
+        });
+    }
+    if !accepted.is_empty() {
+        eprintln!(
+            "selfckpt: warning: restarting with stand-ins (--unrestorable) for what cannot come back: {}",
+            joined(&accepted)
+        );
+    }
+    drop(view);
+    Ok(img)
 }
 
 /// Blocks every asynchronous signal for the rest of the restart: a signal

@@ -358,7 +358,7 @@ fn fresh_proc() -> Result<(), String> {
 
 /// fork() through clone3: `flags` may ask for new namespaces, `pid` for
 /// the child's id in this PID namespace. Returns 0 in the child.
-fn fork3(flags: u64, pid: Option<u32>) -> std::io::Result<i32> {
+pub(crate) fn fork3(flags: u64, pid: Option<u32>) -> std::io::Result<i32> {
     #[repr(C)]
     struct CloneArgs {
         flags: u64,

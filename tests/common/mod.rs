@@ -94,15 +94,27 @@ pub fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String
     }
 }
 
+/// The images in `dir`, and the member images of the process-tree sets
+/// there (`*.tree/`: a run whose program has children), sorted by name.
 pub fn images(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ckpts = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut v = ckpts(dir);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for set in rd.flatten().map(|e| e.path()) {
+            if set.extension().is_some_and(|x| x == "tree") {
+                v.extend(ckpts(&set));
+            }
+        }
+    }
     v.sort();
     v
 }
@@ -347,9 +359,15 @@ pub fn build_c(name: &str, out: &Path) -> bool {
 /// `selfckpt run --dir DIR -- EXE ARGS` with `SELFCKPT_TIDS=TIDS` (the ids
 /// policy of a resume).
 pub fn run_cmd(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> Command {
+    run_cmd_with(exe, dir, tids, &[], args)
+}
+
+/// [`run_cmd`] with options of `run` (`--no-tree`...).
+pub fn run_cmd_with(exe: &Path, dir: &Path, tids: &str, opts: &[&str], args: &[&str]) -> Command {
     let mut c = Command::new(selfckpt());
     c.env("SELFCKPT_TIDS", tids)
         .arg("run")
+        .args(opts)
         .arg("--dir")
         .arg(dir)
         .arg("--")
@@ -369,8 +387,13 @@ pub fn wait_line(path: &Path, line: &str) {
 /// `dir`, checkpoints it while it waits, kills it: the image, and the
 /// file its output went to.
 pub fn eventfds_image(exe: &Path, dir: &Path, tids: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    image_of_run(run_cmd(exe, dir, tids, args), dir)
+}
+
+/// [`eventfds_image`] for the `selfckpt run` command `cmd` writing to `dir`.
+pub fn image_of_run(mut cmd: Command, dir: &Path) -> (PathBuf, PathBuf) {
     let out = dir.with_extension("first");
-    let mut child = spawn_to_file(&mut run_cmd(exe, dir, tids, args), &out);
+    let mut child = spawn_to_file(&mut cmd, &out);
     wait_line(&out, "waiting");
     std::thread::sleep(Duration::from_millis(random_ms(100, 600)));
     kill(&child, libc::SIGUSR1);

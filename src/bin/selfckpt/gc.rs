@@ -2,7 +2,8 @@
 //! program in DIR and removes the rest: older valid images, images proven
 //! damaged (a checksum or structure failure), temporary files whose writer
 //! is gone (its lock on the file is free), and empty `children/*`
-//! directories.
+//! directories. A process tree's sets go whole: the newest N valid sets of
+//! each run stay.
 //!
 //! Must never: remove the newest valid image of a program; count as
 //! damaged an image it merely could not read (permissions), authenticate
@@ -38,6 +39,31 @@ pub fn gc(dir: &std::path::Path, keep: usize, dry_run: bool) -> Result<(), Strin
     }
     for t in imagedir::stale_temps(dir, None) {
         doomed.push((t, "incomplete"));
+    }
+    // Process trees' sets, whole: the newest `keep` valid sets of each run
+    // stay; a set that does not verify is kept and named.
+    let mut sets_by_run: HashMap<String, Vec<selfckpt::tree::set::SetInfo>> = HashMap::new();
+    for set in crate::tree::sets(dir) {
+        match crate::tree::verify_set(&set.path) {
+            Ok(_) => sets_by_run
+                .entry(set.record.instance.clone())
+                .or_default()
+                .push(set),
+            Err(why) => println!("kept (does not verify: {why}) {}", set.path.display()),
+        }
+    }
+    let mut old_sets = Vec::new();
+    for list in sets_by_run.values() {
+        // Oldest first (sequence, then time).
+        old_sets.extend(list.iter().take(list.len().saturating_sub(keep)).cloned());
+    }
+    for set in &old_sets {
+        if dry_run {
+            println!("would remove (old set) {}", set.path.display());
+        } else {
+            selfckpt::tree::set::remove_set(set);
+            println!("removed (old set) {}", set.path.display());
+        }
     }
     let mut freed = 0u64;
     let mut count = 0usize;

@@ -3,7 +3,8 @@
 //! checksum verifies: `valid`, `DAMAGED` (proven: a checksum or structure
 //! failure) or `unknown` (could not be read, authenticated or understood).
 //! Temporary files whose writer is gone (lock free) are listed as
-//! `incomplete`.
+//! `incomplete`. A process tree's set is one line (its root's pid and
+//! program, how many processes; valid only if every image verifies).
 //!
 //! Must never: modify DIR.
 
@@ -133,6 +134,38 @@ pub fn ls(dir: &Path) -> Result<(), String> {
             e.program
         );
         if let Some(p) = &e.problem {
+            println!("    {}", shown(p.as_bytes()));
+        }
+    }
+    for set in crate::tree::sets(dir) {
+        let size: u64 = std::fs::read_dir(&set.path)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let problem = crate::tree::verify_set(&set.path).err();
+        let root = set.record.members.first();
+        println!(
+            "{:19}  {:>10}  {:>7}  {:7}  {:28}  {} (process tree of {})",
+            utc(set.record.created_unix_ns),
+            crate::human(size),
+            set.record.root,
+            if problem.is_none() {
+                "valid"
+            } else {
+                "DAMAGED"
+            },
+            set.path
+                .file_name()
+                .map(|n| shown(n.as_encoded_bytes()))
+                .unwrap_or_default(),
+            root.map_or("?", |m| m.program.as_str()),
+            set.record.members.len()
+        );
+        if let Some(p) = problem {
             println!("    {}", shown(p.as_bytes()));
         }
     }

@@ -12,6 +12,7 @@ mod gc;
 mod ls;
 mod run;
 mod stdio_record;
+mod tree;
 
 use clap::{Parser, Subcommand};
 use selfckpt::capture::maps::RegionKind;
@@ -214,8 +215,14 @@ fn restart(
         changed_fds,
         unrestorable: STAND_INS.get().cloned().unwrap_or_default(),
         original_stdio,
+        tree: None,
     };
-    match selfckpt::restore::restart(&path, &blob::blob(), &opts) {
+    let restarted = if selfckpt::tree::set::is_set(&path) {
+        selfckpt::restore::tree::restart_tree(&path, &blob::blob(), &opts)
+    } else {
+        selfckpt::restore::restart(&path, &blob::blob(), &opts)
+    };
+    match restarted {
         Ok(never) => match never {},
         // Said once: most refusals already end with "restart refused".
         Err(e) => Err(match e.to_string() {
@@ -252,13 +259,25 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
         .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
         .collect();
     images.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let newest_set = tree::newest_valid_set(dir, None);
     for p in images.iter().rev() {
         match scan(p) {
-            Ok(_) => return Ok(p.clone()),
+            Ok(_) => {
+                let created = ImageFile::open(p)
+                    .ok()
+                    .and_then(|i| i.view().ok().map(|v| v.meta.created_unix_ns))
+                    .unwrap_or(0);
+                return Ok(match newest_set {
+                    Some((set, t)) if t > created => set,
+                    _ => p.clone(),
+                });
+            }
             Err(e) => eprintln!("selfckpt: skipping {}: {e}", p.display()),
         }
     }
-    Err(format!("no valid image in {}", dir.display()))
+    newest_set
+        .map(|(p, _)| p)
+        .ok_or_else(|| format!("no valid image in {}", dir.display()))
 }
 
 struct Scan {
@@ -280,6 +299,18 @@ fn scan(path: &Path) -> Result<Scan, String> {
 }
 
 fn verify(path: &Path) -> Result<(), String> {
+    if selfckpt::tree::set::is_set(path) {
+        let rec =
+            tree::verify_set(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
+        println!(
+            "{}: OK (tree record {} {}, {} processes, every image verified)",
+            path.display(),
+            rec.format,
+            rec.version,
+            rec.members.len()
+        );
+        return Ok(());
+    }
     let s = scan(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
     let keyed = selfckpt::image::mac::MacKey::from_env().is_some();
     println!(
@@ -454,6 +485,9 @@ fn write_json(
 /// image (paths, host name, thread names) is escaped (`image::show`); the
 /// JSON form escapes control characters as JSON does.
 fn inspect(path: &Path, json: bool) -> Result<(), String> {
+    if selfckpt::tree::set::is_set(path) {
+        return tree::inspect_set(path, json);
+    }
     let s = scan(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let img = ImageFile::open(path).map_err(|e| e.to_string())?;
     let v = img.view().map_err(|e| e.to_string())?;

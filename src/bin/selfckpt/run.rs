@@ -56,8 +56,13 @@ pub struct RunArgs {
     /// copy-on-write child writes the image (SELFCKPT_FORKED=1).
     #[arg(long)]
     forked: bool,
-    /// Also install in forked children (their images go to DIR/children/).
+    /// Checkpoint the program alone, not the processes it starts (a
+    /// checkpoint names the live children it leaves out).
     #[arg(long)]
+    no_tree: bool,
+    /// Kept for older scripts: children are members of the run's process
+    /// tree by default (this option changes nothing).
+    #[arg(long, hide = true)]
     children: bool,
     /// Start the program from the beginning even if DIR holds an image.
     #[arg(long)]
@@ -184,13 +189,21 @@ fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
         .map(|i| ((i.created_unix_ns, i.sequence), i.path))
         .collect();
     images.sort();
+    // A process tree's checkpoints are sets: the newest valid one, if it
+    // is newer than every single image.
+    let set = crate::tree::newest_valid_set(dir, Some(instance));
     for ((created, _), p) in images.into_iter().rev() {
         match crate::scan(&p) {
-            Ok(_) => return Some((p, created)),
+            Ok(_) => {
+                return match set {
+                    Some((s, t)) if t > created => Some((s, t)),
+                    _ => Some((p, created)),
+                }
+            }
             Err(e) => eprintln!("selfckpt: skipping damaged image {}: {e}", p.display()),
         }
     }
-    None
+    set
 }
 
 /// What the previous run recorded in `dir` says about resuming `new`: the
@@ -226,6 +239,7 @@ fn resumable(dir: &Path, new: &RunRecord) -> Option<(PathBuf, u64)> {
 }
 
 pub fn run(a: RunArgs) -> Result<(), String> {
+    let _ = a.children; // the default now
     let sig = selfckpt::trigger::parse_signal(&a.signal)
         .ok_or_else(|| format!("--signal {}: not a signal name", a.signal))?;
     if !a.term_signal.eq_ignore_ascii_case("none")
@@ -328,7 +342,7 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .env(settings::TERM_SIGNAL.name, &a.term_signal)
         .env(settings::KEEP.name, a.keep.to_string())
         .env(settings::LEVEL.name, a.level.to_string())
-        .env(settings::CHILDREN.name, if a.children { "1" } else { "0" })
+        .env(settings::CHILDREN.name, if a.no_tree { "0" } else { "1" })
         .env(settings::FORKED.name, if a.forked { "1" } else { "0" })
         .env(
             settings::UNBLOCK.name,

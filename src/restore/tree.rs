@@ -1,0 +1,394 @@
+//! Restart of a process tree from a tree image set (`crate::tree::set`).
+//!
+//! ```text
+//!  selfckpt restart SET
+//!    check the record and every member's image (as a single restart does)
+//!    PID namespace of our own (pidns): the root gets its pid
+//!    root: its process group; the pipes shared between members, refilled
+//!      └─ fork each child with its exact pid (clone3 set_tid), which
+//!         makes its group or session, forks its own children, ...
+//!         zombies: a child that ends at once with the recorded status
+//!    each process: its shared descriptors at their numbers, then the
+//!    restore of its own image (`restart` with `TreePlace`)
+//! ```
+//!
+//! Nothing irreversible happens before every image passed its checks; a
+//! failure after the processes exist ends the whole namespace (the root's
+//! failure ends the init, which takes every process with it), never a
+//! half tree running.
+//!
+//! Must never: start a member whose parent did not come back, or restart a
+//! tree with ids other than its own (the relations would be wrong).
+
+use super::{handover::Blob, RestartOptions, RestoreError, TreePlace};
+use crate::tree::record::{Shared, TreeRecord};
+use std::path::{Path, PathBuf};
+
+fn tree_err(set: &Path, why: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Io(
+        format!("{}", set.display()),
+        std::io::Error::other(why.to_string()),
+    )
+}
+
+/// One pipe made anew for the members that share it (read and write
+/// ends), or one file opened again (`rd` and `wr` the same descriptor).
+struct Pipe {
+    kind: &'static str,
+    ino: u64,
+    rd: i32,
+    wr: i32,
+}
+
+/// Restarts every process of the set. Returns only on failure, before
+/// any process of the tree exists.
+pub fn restart_tree(
+    set: &Path,
+    blob: &Blob,
+    opts: &RestartOptions,
+) -> Result<std::convert::Infallible, RestoreError> {
+    super::block_signals();
+    let rec = TreeRecord::load(set).map_err(|e| tree_err(set, e))?;
+    let images: Vec<PathBuf> = rec.members.iter().map(|m| set.join(&m.image)).collect();
+    for (m, p) in rec.members.iter().zip(&images) {
+        // What the member shares with other members is the tree's to
+        // make; a pipe whose other side is outside the tree is refused
+        // like in a process of its own.
+        let shared: Vec<i32> = rec
+            .shared
+            .iter()
+            .filter(|s| s.ends.iter().any(|e| e.pid != s.ends[0].pid))
+            .flat_map(|s| s.ends.iter())
+            .filter(|e| e.pid == m.pid)
+            .map(|e| e.fd)
+            .collect();
+        super::open_checked(p, opts, &shared)?;
+    }
+    if opts.tids == super::TidPolicy::New {
+        return Err(RestoreError::ExactIds(
+            "a process tree comes back only with its own pids (--tids new asks for others)".into(),
+        ));
+    }
+    if !rec.left_out.is_empty() {
+        for l in &rec.left_out {
+            eprintln!(
+                "selfckpt: warning: process {} ({}), a child of {}, was left out of the checkpoint \
+                 ({}): it does not come back; its parent's wait for it fails",
+                l.pid, l.program, l.ppid, l.why
+            );
+        }
+    }
+    let data = pipe_data(&rec, &images);
+    match super::pidns::enter(rec.root, opts.verbose) {
+        super::pidns::Identity::Exact => {}
+        super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
+    }
+    // From here on this is the root's process, pid rec.root in a
+    // namespace of its own: a failure must end the tree.
+    let above = max_fd(&rec) + 16;
+    let mut pipes = match make_pipes(&rec.shared, &data, above) {
+        Ok(p) => p,
+        Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
+    };
+    pipes.extend(open_files(&rec, &images, above, opts));
+    let root = rec.members[0].clone();
+    // The root's group (or session) first: its children are born in it.
+    super::handover::own_process_group(session_role(&root));
+    let me = spawn_children(&rec, rec.root, fail);
+    let Some(m) = rec.member(me) else {
+        fail(format!("process {me} is not in the record"))
+    };
+    let placed = place_fds(&rec.shared, &pipes, me);
+    let path = set.join(&m.image);
+    let mut o = opts.clone();
+    o.tree = Some(TreePlace { placed });
+    match super::restart(&path, blob, &o) {
+        Ok(never) => match never {},
+        Err(e) => fail(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Ends a process of the tree being made: the init then ends the
+/// namespace, and every process made so far with it.
+fn fail(why: String) -> ! {
+    eprintln!("selfckpt: restart of the process tree failed: {why}");
+    // SAFETY: leaving without the restarter's atexit work.
+    unsafe { libc::_exit(1) }
+}
+
+/// Forks the children of `pid` (this process) with their exact pids,
+/// recursively; returns the pid this process is to become (`pid`, or a
+/// descendant's in a child process). Zombies end at once.
+fn spawn_children(rec: &TreeRecord, pid: u32, fail: fn(String) -> !) -> u32 {
+    for c in rec.children_of(pid) {
+        match super::pidns::fork3(0, Some(c)) {
+            Err(e) => fail(format!("cannot create process {c} (clone3 set_tid): {e}")),
+            Ok(0) => {
+                if let Some(z) = rec.zombies.iter().find(|z| z.pid == c) {
+                    end_like(z.status);
+                }
+                if let Some(m) = rec.member(c) {
+                    join_group(rec, m, fail);
+                }
+                return spawn_children(rec, c, fail);
+            }
+            Ok(_) => {}
+        }
+    }
+    pid
+}
+
+/// The session role the handover understands, from the record.
+fn session_role(m: &crate::tree::record::Proc) -> Option<u8> {
+    use crate::image::model::{GROUP_LEADER, SESSION_LEADER};
+    if m.sid == m.pid {
+        Some(SESSION_LEADER)
+    } else if m.pgid == m.pid {
+        Some(GROUP_LEADER)
+    } else {
+        None
+    }
+}
+
+/// Makes the member's session or process group as they were: a session
+/// leader leads a new one, a group leader a new group, a member of a
+/// group another member leads joins it; one of a group outside the tree
+/// stays in the group it was born in (its parent's).
+fn join_group(rec: &TreeRecord, m: &crate::tree::record::Proc, fail: fn(String) -> !) {
+    // SAFETY: session and group calls on this process only.
+    unsafe {
+        if m.sid == m.pid {
+            if libc::setsid() < 0 {
+                fail(format!(
+                    "process {}: setsid: {}",
+                    m.pid,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            return;
+        }
+        if m.pgid == m.pid {
+            libc::setpgid(0, 0);
+            return;
+        }
+        let leader_in_tree = rec.member(m.pgid).is_some() && m.pgid != rec.root;
+        if leader_in_tree {
+            // The leader may be a sibling made after us: wait for it.
+            for _ in 0..500 {
+                if libc::setpgid(0, m.pgid as i32) == 0 {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            eprintln!(
+                "selfckpt: warning: process {} cannot join process group {} again",
+                m.pid, m.pgid
+            );
+        }
+    }
+}
+
+/// Ends this (forked) process the way the zombie ended: its parent's
+/// wait gets that status.
+fn end_like(status: i32) -> ! {
+    // SAFETY: ending this forked child; no core file is written.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            crate::interpose::next::signal(sig, libc::SIG_DFL);
+            crate::capture::sys::change_signal_mask(libc::SIG_UNBLOCK, &[sig]);
+            libc::raise(sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Opens once each regular file members shared through one open file
+/// description, as the image of one of them recorded it (path judged as
+/// any restart judges it, flags, offset), numbered `above` or higher.
+/// One that cannot be opened is left to each member (with a warning).
+fn open_files(
+    rec: &TreeRecord,
+    images: &[PathBuf],
+    above: i32,
+    opts: &RestartOptions,
+) -> Vec<Pipe> {
+    let key = crate::image::mac::MacKey::from_env();
+    let check = super::reopen_check(opts.changed_fds);
+    let mut out = Vec::new();
+    for s in rec.shared.iter().filter(|s| s.kind == "file") {
+        let Some(end) = s.ends.iter().find(|e| e.fd > 2) else {
+            continue;
+        };
+        let Some(i) = rec.members.iter().position(|m| m.pid == end.pid) else {
+            continue;
+        };
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(&images[i], key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let Some(f) = view
+            .kernel
+            .fds
+            .iter()
+            .find(|f| f.fd == end.fd && f.stamp.ino == s.ino)
+        else {
+            continue;
+        };
+        // Opened at a free number above every member's (never over one
+        // of ours), close-on-exec: it is dup'ed to each member's number.
+        let at = above + 64 + out.len() as i32;
+        let entry = crate::image::model::FdEntry {
+            fd: at,
+            kind: f.kind,
+            flags: f.flags | libc::O_CLOEXEC as u32,
+            offset: f.offset,
+            path: f.path,
+            stamp: f.stamp,
+        };
+        let done = crate::kstate::fds::reopen(&[entry], &[], &check);
+        if let Some((_, crate::kstate::fds::Reopened::Placeholder(msg))) = done.first() {
+            eprintln!("selfckpt: warning: {msg}; each process opens it on its own");
+            // SAFETY: closing the placeholder at our own number.
+            unsafe { libc::close(at) };
+            continue;
+        }
+        out.push(Pipe {
+            kind: "file",
+            ino: s.ino,
+            rd: at,
+            wr: at,
+        });
+    }
+    out
+}
+
+/// The highest descriptor number any member's shared pipes use.
+fn max_fd(rec: &TreeRecord) -> i32 {
+    rec.shared
+        .iter()
+        .flat_map(|s| s.ends.iter().map(|e| e.fd))
+        .max()
+        .unwrap_or(2)
+        .max(2)
+}
+
+/// What is queued in each shared pipe, from the image of a member that
+/// reads it.
+fn pipe_data(rec: &TreeRecord, images: &[PathBuf]) -> Vec<(u64, Vec<u8>)> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for pc in &view.kernel.pipes {
+            let shared = rec.shared.iter().any(|s| s.ino == pc.ino);
+            if shared && !out.iter().any(|(ino, _)| *ino == pc.ino) {
+                out.push((pc.ino, pc.data.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// One pipe per shared pipe, refilled, both ends numbered `above` or
+/// higher (close-on-exec: they are dup'ed to their numbers).
+fn make_pipes(
+    shared: &[Shared],
+    data: &[(u64, Vec<u8>)],
+    above: i32,
+) -> std::io::Result<Vec<Pipe>> {
+    let mut out = Vec::new();
+    for s in shared.iter().filter(|s| s.kind == "pipe") {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors; fcntl/dup on ours.
+        unsafe {
+            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let rd = libc::fcntl(fds[0], libc::F_DUPFD_CLOEXEC, above);
+            let wr = libc::fcntl(fds[1], libc::F_DUPFD_CLOEXEC, above);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            if rd < 0 || wr < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let bytes = data
+                .iter()
+                .find(|(ino, _)| *ino == s.ino)
+                .map_or(&[][..], |(_, d)| d.as_slice());
+            if !bytes.is_empty() {
+                if libc::fcntl(wr, libc::F_GETPIPE_SZ) < bytes.len() as i32 {
+                    libc::fcntl(wr, libc::F_SETPIPE_SZ, bytes.len() as i32);
+                }
+                let mut off = 0;
+                while off < bytes.len() {
+                    let n = libc::write(wr, bytes[off..].as_ptr().cast(), bytes.len() - off);
+                    if n <= 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    off += n as usize;
+                }
+            }
+            out.push(Pipe {
+                kind: "pipe",
+                ino: s.ino,
+                rd,
+                wr,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Puts this member's ends of the shared pipes at their numbers (with
+/// their flags) and closes the tree's copies; returns the numbers placed.
+fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
+    let mut placed = Vec::new();
+    for s in shared {
+        let Some(p) = pipes.iter().find(|p| p.ino == s.ino && p.kind == s.kind) else {
+            continue;
+        };
+        for e in s.ends.iter().filter(|e| e.pid == pid) {
+            let from = if e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY {
+                p.rd
+            } else {
+                p.wr
+            };
+            let cloexec = if e.flags as i32 & libc::O_CLOEXEC != 0 {
+                libc::O_CLOEXEC
+            } else {
+                0
+            };
+            // SAFETY: dup3 of our pipe onto the member's number, then its
+            // status flags.
+            let ok = unsafe {
+                libc::dup3(from, e.fd, cloexec) == e.fd
+                    && (p.kind != "pipe"
+                        || libc::fcntl(e.fd, libc::F_SETFL, e.flags as i32 & libc::O_NONBLOCK) == 0)
+            };
+            if ok {
+                placed.push(e.fd);
+            } else {
+                eprintln!(
+                    "selfckpt: warning: process {pid}: cannot put its pipe at fd {}: {}",
+                    e.fd,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    for p in pipes {
+        // SAFETY: closing the tree's copies (the placed ones stay).
+        unsafe {
+            libc::close(p.rd);
+            if p.wr != p.rd {
+                libc::close(p.wr);
+            }
+        }
+    }
+    placed
+}

@@ -1,0 +1,144 @@
+//! Regular files the members share through one open file description (a
+//! file opened before a fork: one offset for all of them), found at the
+//! freeze (every member holds its forks and exits) from `/proc/PID/fd`,
+//! `/proc/PID/fdinfo` and `kcmp(KCMP_FILE)`. A tree restart opens each
+//! such file once and gives every member the same description again.
+//!
+//! Ordinary Rust, run by the root's checkpoint thread before anything is
+//! suspended. Must never: call two descriptors one description without
+//! kcmp saying so.
+
+use super::record::{End, Shared};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+const KCMP_FILE: libc::c_int = 0;
+
+/// True if `fd1` of `pid1` and `fd2` of `pid2` are one open file
+/// description.
+fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> bool {
+    // SAFETY: kcmp compares kernel objects; it reads no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_FILE as libc::c_long,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    r == 0
+}
+
+/// The open-file flags of `fd` of `pid` (fdinfo's `flags:`, octal).
+fn flags(pid: u32, fd: i32) -> Option<u32> {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let v = t.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
+}
+
+/// Regular files held by several of `pids` through one description
+/// (the run's stdio, `outside` inodes, left out: it comes from outside).
+pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
+    let mut by_file: BTreeMap<(u64, u64), Vec<(u32, i32)>> = BTreeMap::new();
+    for &pid in pids {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(md) = std::fs::metadata(e.path()) else {
+                continue;
+            };
+            if md.is_file() && !outside.contains(&md.ino()) && !super::owns_fd(fd) {
+                by_file
+                    .entry((md.dev(), md.ino()))
+                    .or_default()
+                    .push((pid, fd));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for ((_, ino), mut holders) in by_file {
+        while let Some((p0, f0)) = holders.pop() {
+            let (same, rest): (Vec<_>, Vec<_>) = holders
+                .into_iter()
+                .partition(|&(p, f)| same_description(p0, f0, p, f));
+            holders = rest;
+            let mut ends: Vec<(u32, i32)> = same;
+            ends.push((p0, f0));
+            let mut pids: Vec<u32> = ends.iter().map(|e| e.0).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            if pids.len() < 2 {
+                continue;
+            }
+            ends.sort_unstable();
+            out.push(Shared {
+                kind: "file".into(),
+                ino,
+                ends: ends
+                    .into_iter()
+                    .filter_map(|(pid, fd)| {
+                        Some(End {
+                            pid,
+                            fd,
+                            flags: flags(pid, fd)?,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_file_inherited_by_fork_is_one_description_a_reopened_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let shared = std::fs::File::open(&p).unwrap();
+        let again = std::fs::File::open(&p).unwrap();
+        // SAFETY: the child only sleeps and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(0) };
+        }
+        let me = std::process::id();
+        let c = child as u32;
+        assert!(same_description(
+            me,
+            shared.as_raw_fd(),
+            c,
+            shared.as_raw_fd()
+        ));
+        assert!(!same_description(
+            me,
+            shared.as_raw_fd(),
+            c,
+            again.as_raw_fd()
+        ));
+        let found = shared_files(&[me, c], &[]);
+        let ours: Vec<_> = found
+            .iter()
+            .filter(|s| s.ino == shared.metadata().unwrap().ino())
+            .collect();
+        // One description shared by both (the fd `shared`), one by both
+        // too (`again`, also inherited): two entries, each in 2 processes.
+        assert_eq!(ours.len(), 2, "{found:?}");
+        assert!(ours.iter().all(|s| s.ends.len() == 2));
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    }
+}

@@ -1,0 +1,171 @@
+//! A member's side of the tree: its connection to the root, and a thread
+//! that answers the root's freeze (hold forks and exits) and hands the
+//! round to the checkpoint thread (`request::ask`), which then talks to
+//! the root itself (`round`) until the round ends.
+//!
+//! A member takes no checkpoint of its own: its interval is off, and a
+//! request made in it (a signal, the API) is passed to the root (`Ask`).
+//!
+//! Must never: read the connection while the checkpoint thread serves a
+//! round, or close a descriptor that is no longer the tree's.
+
+use super::wire::{self, Kind, Msg};
+use crate::capture::sys::{self, futex_wait, futex_wake};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering::*};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+static CONN: AtomicI32 = AtomicI32::new(-1);
+/// 1 while a round the root asked for is being served (futex word).
+static ROUND: AtomicU32 = AtomicU32::new(0);
+/// The set directory of that round.
+static SET_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The connection to the root, if any.
+pub fn conn() -> Option<i32> {
+    let fd = CONN.load(Acquire);
+    (fd >= 0).then_some(fd)
+}
+
+/// In a forked child: nothing of the parent's connection or round.
+pub fn reset() {
+    CONN.store(-1, Release);
+    ROUND.store(0, Release);
+    if let Ok(mut d) = SET_DIR.try_lock() {
+        *d = None;
+    }
+}
+
+/// Connects to the root and starts the member's thread.
+pub fn start() {
+    crate::trigger::set_interval(None);
+    let mask = sys::SavedSignalMask::block_all_but(&[crate::capture::park::suspend_signal()]);
+    let r = std::thread::Builder::new()
+        .name("selfckpt-tree".into())
+        .stack_size(256 << 10)
+        .spawn(|| {
+            if join() {
+                serve()
+            }
+        });
+    drop(mask);
+    if let Err(e) = r {
+        log::warn!("cannot start the tree thread: {e}; this process is not covered");
+    }
+}
+
+/// Connects to the root; the root may be listening again only a moment
+/// later (a restarted tree): tries for a while.
+fn join() -> bool {
+    let mut tries = 0;
+    loop {
+        match connect() {
+            Ok(()) => return true,
+            Err(wire::WireError::Sys(libc::ECONNREFUSED)) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => {
+                log::warn!("cannot join the process tree: {e}; this process is not covered");
+                return false;
+            }
+        }
+    }
+}
+
+fn connect() -> Result<(), wire::WireError> {
+    let addr = super::address().ok_or(wire::WireError::Gone)?;
+    let fd = wire::connect(&addr)?;
+    let mut hello = Msg::new(Kind::Hello);
+    hello.pid = sys::getpid();
+    // SAFETY: getppid has no preconditions.
+    hello.ppid = unsafe { libc::getppid() } as u32;
+    if let Err(e) = wire::send(fd, &hello) {
+        wire::close(fd);
+        return Err(e);
+    }
+    super::own(fd);
+    CONN.store(fd, Release);
+    Ok(())
+}
+
+/// After a restart: connects again (the root may come back later than
+/// this member: tries for a while).
+pub fn reconnect() {
+    CONN.store(-1, Release);
+    ROUND.store(0, Release);
+    let _ = std::thread::Builder::new()
+        .name("selfckpt-tree-c".into())
+        .spawn(join);
+}
+
+/// True while the checkpoint thread serves a round of the root's.
+pub fn in_round() -> bool {
+    ROUND.load(Acquire) == 1
+}
+
+/// The set directory of the round being served.
+pub fn set_dir() -> Option<PathBuf> {
+    SET_DIR.lock().ok()?.clone()
+}
+
+/// The round is over (either way): the member's thread listens again.
+pub fn round_over() {
+    super::hold::release();
+    ROUND.store(0, Release);
+    futex_wake(&ROUND, i32::MAX);
+}
+
+fn serve() {
+    loop {
+        let Some(fd) = conn() else {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        };
+        let m = match wire::recv(fd, None) {
+            Ok(m) => m,
+            Err(wire::WireError::Gone) => {
+                if CONN.compare_exchange(fd, -1, AcqRel, Acquire).is_ok() {
+                    super::disown(fd);
+                    wire::close(fd);
+                    log::debug!("the tree's root is gone");
+                }
+                continue;
+            }
+            Err(_) => {
+                // A restarted process: the old number is no socket now.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+        };
+        if m.kind() != Some(Kind::Freeze) {
+            continue;
+        }
+        let held = super::hold::hold(5000);
+        if wire::send(fd, &Msg::new(Kind::Frozen).with_ok(held)).is_err() {
+            super::hold::release();
+            continue;
+        }
+        match wire::recv(fd, Some(30_000)) {
+            Ok(s) if s.kind() == Some(Kind::Suspend) => {
+                use std::os::unix::ffi::OsStrExt;
+                let dir = PathBuf::from(std::ffi::OsStr::from_bytes(m.text()));
+                if let Ok(mut d) = SET_DIR.lock() {
+                    *d = Some(dir);
+                }
+                let left: Vec<u32> = s
+                    .text()
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                super::gone::set_left(&left);
+                ROUND.store(1, Release);
+                crate::request::ask();
+                while ROUND.load(Acquire) == 1 {
+                    futex_wait(&ROUND, 1, None);
+                }
+            }
+            _ => super::hold::release(),
+        }
+    }
+}

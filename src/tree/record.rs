@@ -1,0 +1,345 @@
+//! The tree record (`tree.json` in a tree image set, its own format,
+//! `selfckpt-tree` version 1: docs/IMAGE_FORMAT.md): who the processes
+//! were, how they were related, which image is whose, the zombies with
+//! their wait status, the live children left out, and the descriptors
+//! shared between members.
+//!
+//! Also reads what the record needs from `/proc` (ids, zombies, the
+//! processes below the root). Ordinary Rust: never runs while threads are
+//! parked. The reader bounds every count and checks every relation before
+//! anything uses it.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The record's format name and version.
+pub const FORMAT: &str = "selfckpt-tree";
+pub const VERSION: u32 = 1;
+/// Most processes one record may name.
+pub const MAX_PROCS: usize = 4096;
+/// The record's file name in a set.
+pub const FILE: &str = "tree.json";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+    pub program: String,
+    /// The member's image, a file name in the set.
+    pub image: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Zombie {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+    pub program: String,
+    /// The wait status its parent's `waitpid` gets.
+    pub status: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    pub pid: u32,
+    pub ppid: u32,
+    pub program: String,
+    pub why: String,
+}
+
+/// One end of a descriptor shared between members.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    pub pid: u32,
+    pub fd: i32,
+    /// The open file description's flags (`O_ACCMODE`, `O_NONBLOCK`, ...).
+    pub flags: u32,
+}
+
+/// A kernel object (a pipe) that several members hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Shared {
+    pub kind: String,
+    pub ino: u64,
+    pub ends: Vec<End>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TreeRecord {
+    pub format: String,
+    pub version: u32,
+    pub instance: String,
+    pub root: u32,
+    pub sequence: u64,
+    pub created_unix_ns: u64,
+    pub members: Vec<Proc>,
+    #[serde(default)]
+    pub zombies: Vec<Zombie>,
+    #[serde(default)]
+    pub left_out: Vec<LeftOut>,
+    #[serde(default)]
+    pub shared: Vec<Shared>,
+}
+
+/// Why a tree record cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}: cannot read the tree record: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: not a tree record: {1}")]
+    Parse(String, String),
+    #[error("{path}: {why}")]
+    Bad { path: String, why: String },
+}
+
+impl TreeRecord {
+    pub fn member(&self, pid: u32) -> Option<&Proc> {
+        self.members.iter().find(|m| m.pid == pid)
+    }
+
+    /// Reads and checks `SET/tree.json`.
+    pub fn load(set: &Path) -> Result<TreeRecord, RecordError> {
+        let p = set.join(FILE);
+        let shown = p.display().to_string();
+        let bytes = crate::imagedir::read_small(set, FILE, 16 << 20)
+            .map_err(|e| RecordError::Read(shown.clone(), std::io::Error::other(e.to_string())))?
+            .ok_or_else(|| {
+                RecordError::Read(
+                    shown.clone(),
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })?;
+        let rec: TreeRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| RecordError::Parse(shown.clone(), e.to_string()))?;
+        rec.check()
+            .map_err(|why| RecordError::Bad { path: shown, why })?;
+        Ok(rec)
+    }
+
+    /// Every relation a restart relies on.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format {:?}, not {FORMAT:?}", self.format));
+        }
+        if self.version != VERSION {
+            return Err(format!(
+                "tree record version {}, this build reads {VERSION}",
+                self.version
+            ));
+        }
+        let n = self.members.len() + self.zombies.len();
+        if n > MAX_PROCS {
+            return Err(format!("{n} processes (at most {MAX_PROCS})"));
+        }
+        if self.members.first().map(|m| m.pid) != Some(self.root) {
+            return Err("the first member is not the root".into());
+        }
+        let mut pids: Vec<u32> = self.members.iter().map(|m| m.pid).collect();
+        pids.extend(self.zombies.iter().map(|z| z.pid));
+        let mut sorted = pids.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) || sorted.first().is_some_and(|&p| p <= 1) {
+            return Err("process ids are not distinct, or not above 1".into());
+        }
+        let is_member = |p: u32| self.members.iter().any(|m| m.pid == p);
+        for m in self.members.iter().skip(1) {
+            if !is_member(m.ppid) {
+                return Err(format!(
+                    "member {}'s parent {} is not a member",
+                    m.pid, m.ppid
+                ));
+            }
+        }
+        for z in &self.zombies {
+            if !is_member(z.ppid) {
+                return Err(format!(
+                    "zombie {}'s parent {} is not a member",
+                    z.pid, z.ppid
+                ));
+            }
+        }
+        for m in &self.members {
+            let name_ok = !m.image.is_empty()
+                && !m.image.contains('/')
+                && m.image != "."
+                && m.image != ".."
+                && m.image.ends_with(".ckpt");
+            if !name_ok {
+                return Err(format!(
+                    "member {}'s image name {:?} is not a file name of the set",
+                    m.pid, m.image
+                ));
+            }
+        }
+        for s in &self.shared {
+            if s.ends.iter().any(|e| !is_member(e.pid) || e.fd < 0) {
+                return Err(format!(
+                    "shared {} {} names a process that is not a member",
+                    s.kind, s.ino
+                ));
+            }
+        }
+        // Every member descends from the root (no cycle).
+        for m in &self.members {
+            let mut at = m.pid;
+            let mut steps = 0;
+            while at != self.root {
+                at = self.member(at).map_or(0, |p| p.ppid);
+                steps += 1;
+                if at == 0 || steps > self.members.len() {
+                    return Err(format!("member {} does not descend from the root", m.pid));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The members, parents before children (the order a restart makes
+    /// them in).
+    pub fn children_of(&self, pid: u32) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .members
+            .iter()
+            .skip(1)
+            .filter(|m| m.ppid == pid)
+            .map(|m| m.pid)
+            .chain(self.zombies.iter().filter(|z| z.ppid == pid).map(|z| z.pid))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: u32,
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+    pub comm: String,
+    /// Field 52: the wait status of a zombie.
+    pub exit_code: i32,
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s.get(open + 1..close)?.to_string();
+    let rest: Vec<&str> = s.get(close + 2..)?.split(' ').collect();
+    // rest[0] is field 3 (state).
+    let num = |i: usize| rest.get(i).and_then(|v| v.trim().parse::<i64>().ok());
+    Some(Stat {
+        pid,
+        state: rest.first()?.chars().next()?,
+        ppid: num(1)? as u32,
+        pgid: num(2)? as u32,
+        sid: num(3)? as u32,
+        comm,
+        exit_code: num(49).unwrap_or(0) as i32,
+    })
+}
+
+/// The children of `pid` (every thread's), from `/proc`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let p = t.path().join("children");
+        if let Ok(s) = std::fs::read_to_string(p) {
+            out.extend(s.split_whitespace().filter_map(|v| v.parse::<u32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Every process below `root`, parents first.
+pub fn descendants(root: u32) -> Vec<Stat> {
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(p) = queue.pop() {
+        for c in children(p) {
+            if let Some(st) = stat(c) {
+                queue.push(c);
+                out.push(st);
+            }
+        }
+        if out.len() > MAX_PROCS {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> TreeRecord {
+        let p = |pid, ppid| Proc {
+            pid,
+            ppid,
+            pgid: 10,
+            sid: 10,
+            program: "p".into(),
+            image: format!("p-{pid}.ckpt"),
+        };
+        TreeRecord {
+            format: FORMAT.into(),
+            version: VERSION,
+            instance: "i".into(),
+            root: 10,
+            sequence: 1,
+            created_unix_ns: 1,
+            members: vec![p(10, 1), p(11, 10), p(12, 11)],
+            zombies: vec![Zombie {
+                pid: 13,
+                ppid: 10,
+                pgid: 10,
+                sid: 10,
+                program: "z".into(),
+                status: 7 << 8,
+            }],
+            left_out: vec![],
+            shared: vec![],
+        }
+    }
+
+    #[test]
+    fn a_good_record_passes_and_bad_relations_are_refused() {
+        let r = rec();
+        r.check().unwrap();
+        assert_eq!(r.children_of(10), vec![11, 13]);
+        let mut bad = rec();
+        bad.members[2].ppid = 99;
+        assert!(bad.check().unwrap_err().contains("not a member"));
+        let mut bad = rec();
+        bad.members[1].image = "../x.ckpt".into();
+        assert!(bad.check().unwrap_err().contains("image name"));
+        let mut bad = rec();
+        bad.zombies[0].pid = 11;
+        assert!(bad.check().unwrap_err().contains("distinct"));
+        let mut bad = rec();
+        bad.members[1].ppid = 12; // 11 <-> 12: a cycle
+        assert!(bad.check().unwrap_err().contains("descend"));
+        let mut bad = rec();
+        bad.version = 2;
+        assert!(bad.check().unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn our_own_stat_reads() {
+        let st = stat(std::process::id()).unwrap();
+        assert_eq!(st.pid, std::process::id());
+        assert!(st.ppid > 0 && st.pgid > 0 && st.sid > 0);
+    }
+}

@@ -1,0 +1,649 @@
+//! One checkpoint round of a tree, as each process's checkpoint thread
+//! walks it (`manager::checkpoint_once` calls these at its phases):
+//!
+//! ```text
+//!  root                                    member
+//!  begin: Freeze ───────────────────────>  hold forks, exits
+//!         <──────────────────────── Frozen
+//!         (wait for descendants still to join; name those left out;
+//!          zombies with their status)
+//!         Suspend ──────────────────────>  begin (checkpoint thread)
+//!  suspended: <──────────────── Suspended   threads parked
+//!         Dump(all ok) ─────────────────>
+//!  dumped:  <──────────────────── Dumped    image written
+//!         Resume(all ok) ───────────────>  threads released
+//!  end:   <────────────────── Committed    image durable in the set
+//!         tree.json, rename the set
+//!         Done(set path) ───────────────>  hold released
+//! ```
+//!
+//! Every member answers each phase once; a member gone (end of file) or
+//! failing makes the root send `Resume(false)` (or `Dump(false)`,
+//! `Done(false)`): everybody resumes, the temporary set is removed.
+//! [`Round::suspended`] and [`Round::dumped`] run while this process's
+//! threads are parked: no allocation there (the members' descriptors were
+//! gathered by [`Round::begin`]).
+//!
+//! Must never: leave a member waiting (every path of the root answers
+//! every member), or keep the hold raised after the round.
+
+use super::record::{self, LeftOut, Proc, Shared, TreeRecord, Zombie};
+use super::root::{self, Member};
+use super::set::Pending;
+use super::wire::{self, Kind, Msg, WireError};
+use crate::capture::sys;
+use crate::Error;
+use core::sync::atomic::{AtomicU32, Ordering::*};
+use std::path::{Path, PathBuf};
+
+/// How long the root waits for members to join the round (descendants
+/// between fork and exec, exec'd programs starting).
+const JOIN_MS: u64 = 3000;
+const FREEZE_MS: u64 = 5000;
+const SUSPEND_MS: u64 = 15_000;
+const DUMP_MS: u64 = 600_000;
+const COMMIT_MS: u64 = 120_000;
+
+/// The live children the latest committed set leaves out (JSON list, for
+/// the stats line).
+static LEFT_OUT: std::sync::Mutex<Option<serde_json::Value>> = std::sync::Mutex::new(None);
+
+/// What the latest set left out, if it left out any process.
+pub fn last_left_out() -> Option<serde_json::Value> {
+    LEFT_OUT.lock().ok()?.clone()
+}
+
+/// The member that made the round fail while threads were parked.
+static FAILED_PID: AtomicU32 = AtomicU32::new(0);
+
+enum Side {
+    /// Not in a tree, or a root without members: a plain checkpoint.
+    Solo,
+    Root(Box<RootRound>),
+    Member {
+        fd: i32,
+        dir: PathBuf,
+    },
+}
+
+struct RootRound {
+    pending: Pending,
+    members: Vec<Member>,
+    fds: Vec<i32>,
+    record: TreeRecord,
+    term: bool,
+}
+
+/// One round, from `begin` to `end` (or drop: the round failed).
+pub struct Round {
+    side: Side,
+    /// The round failed and every party knows it: nothing more to send.
+    aborted: bool,
+    /// Messages this process sent or awaited: 1 suspended, 2 dumped.
+    phase: u8,
+    ended: bool,
+}
+
+/// Answers `Ask`s that come in between (a member asking for a round
+/// while one is being taken) by ignoring them.
+fn expect(fd: i32, want: Kind, ms: u64) -> Result<Msg, WireError> {
+    let deadline = sys::now_ns() + ms * 1_000_000;
+    loop {
+        let left = deadline.saturating_sub(sys::now_ns()) / 1_000_000;
+        let m = wire::recv(fd, Some(left.max(1)))?;
+        match m.kind() {
+            Some(Kind::Ask) => continue,
+            Some(k) if k == want => return Ok(m),
+            Some(Kind::Resume) if !m.ok() => return Ok(m.with_ok(false)),
+            _ => return Err(WireError::Unexpected),
+        }
+    }
+}
+
+fn program_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+impl Round {
+    fn solo() -> Round {
+        Round {
+            side: Side::Solo,
+            aborted: false,
+            phase: 0,
+            ended: false,
+        }
+    }
+
+    /// Starts the round of this process. `Ok(solo)` outside a tree.
+    pub fn begin(
+        dir: &Path,
+        instance: &str,
+        sequence: u64,
+        created_ns: u64,
+        term: bool,
+    ) -> Result<Round, Error> {
+        if super::is_member() {
+            return match (super::member::in_round(), super::member::conn()) {
+                (true, Some(fd)) => Ok(Round {
+                    side: Side::Member {
+                        fd,
+                        dir: super::member::set_dir()
+                            .ok_or_else(|| Error::Tree("the round has no set directory".into()))?,
+                    },
+                    aborted: false,
+                    phase: 0,
+                    ended: false,
+                }),
+                (false, Some(fd)) => {
+                    let _ = wire::send(fd, &Msg::new(Kind::Ask));
+                    Err(Error::Tree(format!(
+                        "process {} is a member of a process tree: the tree is checkpointed as a \
+                         whole, by its root; the root was asked to",
+                        sys::getpid()
+                    )))
+                }
+                // Not connected (yet, or the root is gone): its image
+                // alone would be no part of any set.
+                (_, None) => Err(Error::Tree(format!(
+                    "process {} is a member of a process tree but not connected to its root;                      no checkpoint taken",
+                    sys::getpid()
+                ))),
+            };
+        }
+        if !super::is_root() {
+            return Ok(Round::solo());
+        }
+        let members = root::snapshot();
+        super::gone::set_left(&[]);
+        if members.is_empty() && record::children(sys::getpid()).is_empty() {
+            return Ok(Round::solo());
+        }
+        root::round_active();
+        let pending = match Pending::create(dir, created_ns / 1_000_000, instance, sys::getpid()) {
+            Ok(p) => p,
+            Err(e) => {
+                root::round_ended();
+                return Err(e);
+            }
+        };
+        let mut rr = Box::new(RootRound {
+            pending,
+            members: Vec::new(),
+            fds: Vec::new(),
+            record: TreeRecord {
+                format: record::FORMAT.into(),
+                version: record::VERSION,
+                instance: instance.into(),
+                root: sys::getpid(),
+                sequence,
+                created_unix_ns: created_ns,
+                members: Vec::new(),
+                zombies: Vec::new(),
+                left_out: Vec::new(),
+                shared: Vec::new(),
+            },
+            term,
+        });
+        let mut round = Round {
+            side: Side::Solo,
+            aborted: false,
+            phase: 0,
+            ended: false,
+        };
+        super::hold::hold(FREEZE_MS);
+        let result = rr.freeze(members);
+        round.side = Side::Root(rr);
+        result?;
+        Ok(round)
+    }
+
+    /// The directory this process's image goes to (a set's temporary
+    /// directory), or None: the image directory, as without a tree.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.side {
+            Side::Solo => None,
+            Side::Root(r) => Some(&r.pending.tmp),
+            Side::Member { dir, .. } => Some(dir),
+        }
+    }
+
+    pub fn is_tree(&self) -> bool {
+        !matches!(self.side, Side::Solo)
+    }
+
+    /// This process's threads are parked (`ok`): waits until every
+    /// member's are. Returns whether to dump. Allocation-free.
+    pub fn suspended(&mut self, ok: bool) -> bool {
+        self.phase = 1;
+        match &self.side {
+            Side::Solo => ok,
+            Side::Member { fd, .. } => {
+                if wire::send(*fd, &Msg::new(Kind::Suspended).with_ok(ok)).is_err() {
+                    self.aborted = true;
+                    return false;
+                }
+                match expect(*fd, Kind::Dump, SUSPEND_MS + FREEZE_MS) {
+                    Ok(m) if m.ok() && m.kind() == Some(Kind::Dump) => true,
+                    _ => {
+                        self.aborted = true;
+                        false
+                    }
+                }
+            }
+            Side::Root(r) => {
+                let all = gather(&r.members, Kind::Suspended, SUSPEND_MS) && ok;
+                root::send_all(&r.fds, &Msg::new(Kind::Dump).with_ok(all));
+                self.aborted = !all;
+                all
+            }
+        }
+    }
+
+    /// This process's dump ended (`ok`): waits until every member's has.
+    /// Returns whether every image was written. Allocation-free.
+    pub fn dumped(&mut self, ok: bool) -> bool {
+        if self.aborted {
+            return false;
+        }
+        self.phase = 2;
+        match &self.side {
+            Side::Solo => ok,
+            Side::Member { fd, .. } => {
+                if wire::send(*fd, &Msg::new(Kind::Dumped).with_ok(ok)).is_err() {
+                    self.aborted = true;
+                    return false;
+                }
+                match expect(*fd, Kind::Resume, DUMP_MS) {
+                    Ok(m) if m.ok() => true,
+                    _ => {
+                        self.aborted = true;
+                        false
+                    }
+                }
+            }
+            Side::Root(r) => {
+                let all = gather(&r.members, Kind::Dumped, DUMP_MS) && ok;
+                root::send_all(&r.fds, &Msg::new(Kind::Resume).with_ok(all));
+                self.aborted = !all;
+                all
+            }
+        }
+    }
+
+    /// In a restarted process: the round belongs to the process that took
+    /// the image; nothing is sent.
+    pub fn restarted(mut self) {
+        self.ended = true;
+        if let Side::Member { .. } = self.side {
+            super::member::round_over();
+        }
+        if let Side::Root(_) = self.side {
+            super::hold::release();
+            root::round_ended();
+        }
+    }
+
+    /// Why the round failed, once threads run again (None: it did not).
+    pub fn failure(&self) -> Option<Error> {
+        if !self.aborted {
+            return None;
+        }
+        let pid = FAILED_PID.swap(0, AcqRel);
+        Some(Error::Tree(if pid != 0 {
+            format!(
+                "member {pid} ({}) failed or went away during the checkpoint; every process \
+                 resumed, the previous image set stays the newest",
+                program_of(pid)
+            )
+        } else {
+            "a member of the tree could not be checkpointed; every process resumed, the \
+             previous image set stays the newest"
+                .into()
+        }))
+    }
+
+    /// This process's image is durable at `image`: the set is committed.
+    /// Returns the set's path (None outside a tree), and whether the tree
+    /// is to exit now (checkpoint-then-exit).
+    pub fn end(mut self, image: &Path, keep: usize) -> Result<Option<(PathBuf, bool)>, Error> {
+        let name = image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match &mut self.side {
+            Side::Solo => {
+                self.ended = true;
+                Ok(None)
+            }
+            Side::Member { fd, .. } => {
+                let fd = *fd;
+                self.ended = true;
+                let sent = wire::send(fd, &Msg::new(Kind::Committed).with_text(name.as_bytes()));
+                let done = sent.and_then(|()| expect(fd, Kind::Done, COMMIT_MS + DUMP_MS));
+                super::member::round_over();
+                match done {
+                    Ok(m) if m.ok() && m.kind() == Some(Kind::Done) => {
+                        use std::os::unix::ffi::OsStrExt;
+                        let set = PathBuf::from(std::ffi::OsStr::from_bytes(m.text()));
+                        Ok(Some((set, m.ppid == 1)))
+                    }
+                    _ => Err(Error::Tree(
+                        "the tree's image set was not committed; the previous one stays the newest"
+                            .into(),
+                    )),
+                }
+            }
+            Side::Root(r) => {
+                let res = r.commit(&name, keep);
+                self.ended = true;
+                let done = match &res {
+                    Ok(p) => Msg::new(Kind::Done)
+                        .with_text(p.as_os_str().as_encoded_bytes())
+                        .with_ppid(u32::from(r.term)),
+                    Err(_) => Msg::new(Kind::Done).with_ok(false),
+                };
+                root::send_all(&r.fds, &done);
+                if res.is_err() {
+                    r.pending.abort();
+                }
+                super::hold::release();
+                root::round_ended();
+                res.map(|p| Some((p, r.term)))
+            }
+        }
+    }
+}
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        match &self.side {
+            Side::Solo => {}
+            Side::Member { fd, .. } => {
+                if !self.aborted {
+                    let kind = match self.phase {
+                        0 => Kind::Suspended,
+                        1 => Kind::Dumped,
+                        _ => Kind::Committed,
+                    };
+                    let _ = wire::send(*fd, &Msg::new(kind).with_ok(false));
+                }
+                super::member::round_over();
+            }
+            Side::Root(r) => {
+                if !self.aborted {
+                    root::send_all(&r.fds, &Msg::new(Kind::Resume).with_ok(false));
+                }
+                r.pending.abort();
+                super::hold::release();
+                root::round_ended();
+            }
+        }
+    }
+}
+
+/// Collects one `want` from every member; false if one failed or is
+/// gone (its pid kept in FAILED_PID). Allocation-free.
+fn gather(members: &[Member], want: Kind, ms: u64) -> bool {
+    let mut all = true;
+    for m in members {
+        match expect(m.fd, want, ms) {
+            Ok(r) if r.ok() && r.kind() == Some(want) => {}
+            _ => {
+                all = false;
+                let _ = FAILED_PID.compare_exchange(0, m.pid, AcqRel, Acquire);
+            }
+        }
+    }
+    all
+}
+
+impl RootRound {
+    /// Freezes every member (and those that join meanwhile), then records
+    /// who is in the tree, who is left out, and the zombies; then tells
+    /// the members to suspend.
+    fn freeze(&mut self, first: Vec<Member>) -> Result<(), Error> {
+        let me = sys::getpid();
+        let freeze =
+            Msg::new(Kind::Freeze).with_text(self.pending.tmp.as_os_str().as_encoded_bytes());
+        let mut asked: Vec<i32> = Vec::new();
+        let deadline = sys::now_ns() + JOIN_MS * 1_000_000;
+        let mut batch = first;
+        loop {
+            for m in &batch {
+                asked.push(m.fd);
+                if wire::send(m.fd, &freeze).is_err() {
+                    root::drop_member(m.fd);
+                    continue;
+                }
+                match expect(m.fd, Kind::Frozen, FREEZE_MS) {
+                    Ok(r) if r.ok() => self.members.push(*m),
+                    Ok(_) => {
+                        self.members.push(*m);
+                        return Err(Error::Tree(format!(
+                            "member {} ({}) could not hold its forks",
+                            m.pid,
+                            program_of(m.pid)
+                        )));
+                    }
+                    // Gone: it exec'd (its new image joins again) or exited.
+                    Err(_) => root::drop_member(m.fd),
+                }
+            }
+            let joined: Vec<u32> = self.members.iter().map(|m| m.pid).collect();
+            let missing: Vec<record::Stat> = record::descendants(me)
+                .into_iter()
+                .filter(|s| s.state != 'Z' && s.state != 'X' && !joined.contains(&s.pid))
+                .collect();
+            batch = root::snapshot()
+                .into_iter()
+                .filter(|m| !asked.contains(&m.fd))
+                .collect();
+            if !batch.is_empty() {
+                continue;
+            }
+            if missing.is_empty() || sys::now_ns() >= deadline || !super::covers_forks() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.describe(me);
+        let pids: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
+        self.record.shared = super::files::shared_files(&pids, &root::run_stdio());
+        self.fds = self.members.iter().map(|m| m.fd).collect();
+        super::gone::set_left(&self.left_children(me));
+        for m in self.members.clone() {
+            // Each member learns which of its children are left out.
+            let left: Vec<u8> = self
+                .left_children(m.pid)
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            let suspend = Msg::new(Kind::Suspend).with_text(&left);
+            if wire::send(m.fd, &suspend).is_err() {
+                return Err(Error::Tree(format!(
+                    "member {} ({}) went away as the checkpoint began",
+                    m.pid,
+                    program_of(m.pid)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The children of `pid` this set leaves out.
+    fn left_children(&self, pid: u32) -> Vec<u32> {
+        self.record
+            .left_out
+            .iter()
+            .filter(|l| l.ppid == pid)
+            .map(|l| l.pid)
+            .take(super::gone::MAX_LEFT)
+            .collect()
+    }
+
+    /// Fills the record's processes, zombies and left-out children.
+    fn describe(&mut self, me: u32) {
+        let joined: Vec<u32> = self.members.iter().map(|m| m.pid).collect();
+        let mut procs = vec![proc_of(me)];
+        let desc = record::descendants(me);
+        // Parents first (descendants lists them so); a member whose parent
+        // is left out cannot be placed again: it is left out too.
+        for s in &desc {
+            let parent_in = procs.iter().any(|p| p.pid == s.ppid);
+            if s.state == 'Z' || s.state == 'X' {
+                if parent_in {
+                    self.record.zombies.push(Zombie {
+                        pid: s.pid,
+                        ppid: s.ppid,
+                        pgid: s.pgid,
+                        sid: s.sid,
+                        program: s.comm.clone(),
+                        status: s.exit_code,
+                    });
+                }
+            } else if joined.contains(&s.pid) && parent_in {
+                procs.push(proc_of(s.pid));
+            } else {
+                let why = if joined.contains(&s.pid) {
+                    "its parent is not covered".to_string()
+                } else if !super::covers_forks() {
+                    "the run was started with --no-tree".to_string()
+                } else {
+                    "it did not join the tree (a statically linked program, one started without \
+                     the inherited environment, or --no-tree)"
+                        .to_string()
+                };
+                self.record.left_out.push(LeftOut {
+                    pid: s.pid,
+                    ppid: s.ppid,
+                    program: s.comm.clone(),
+                    why,
+                });
+            }
+        }
+        self.record.members = procs;
+        for l in &self.record.left_out {
+            log::warn!(
+                "the checkpoint leaves out process {} ({}), a child of {}: {}",
+                l.pid,
+                l.program,
+                l.ppid,
+                l.why
+            );
+        }
+    }
+
+    /// Collects the members' image names, writes the record, commits the
+    /// set and prunes older ones.
+    fn commit(&mut self, own_image: &str, keep: usize) -> Result<PathBuf, Error> {
+        if let Some(m) = self.record.members.first_mut() {
+            m.image = own_image.to_string();
+        }
+        let mut failed = None;
+        for m in &self.members {
+            match expect(m.fd, Kind::Committed, COMMIT_MS) {
+                Ok(r) if r.ok() => {
+                    let name = String::from_utf8_lossy(r.text()).into_owned();
+                    if let Some(p) = self.record.members.iter_mut().find(|p| p.pid == m.pid) {
+                        p.image = name;
+                    }
+                }
+                _ => failed = failed.or(Some(m.pid)),
+            }
+        }
+        if let Some(pid) = failed {
+            return Err(Error::Tree(format!(
+                "member {pid} ({}) could not make its image durable; the previous image set stays \
+                 the newest",
+                program_of(pid)
+            )));
+        }
+        // Members that are recorded but wrote nothing (left out after they
+        // froze) are taken out of the record.
+        self.record.members.retain(|p| !p.image.is_empty());
+        let members: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
+        self.record
+            .shared
+            .retain(|s| s.ends.iter().all(|e| members.contains(&e.pid)));
+        self.record
+            .shared
+            .extend(shared_pipes(&self.pending.tmp, &self.record.members));
+        self.record
+            .check()
+            .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
+        let path = self.pending.commit(&self.record)?;
+        if let Ok(mut l) = LEFT_OUT.lock() {
+            *l = (!self.record.left_out.is_empty())
+                .then(|| serde_json::to_value(&self.record.left_out).unwrap_or_default());
+        }
+        super::set::prune(&self.pending.dir, &self.record.instance, keep, None);
+        Ok(path)
+    }
+}
+
+impl Msg {
+    fn with_ppid(mut self, v: u32) -> Msg {
+        self.ppid = v;
+        self
+    }
+}
+
+fn proc_of(pid: u32) -> Proc {
+    let st = record::stat(pid);
+    Proc {
+        pid,
+        ppid: st.as_ref().map_or(0, |s| s.ppid),
+        pgid: st.as_ref().map_or(0, |s| s.pgid),
+        sid: st.as_ref().map_or(0, |s| s.sid),
+        program: st.map_or_else(|| "?".into(), |s| s.comm),
+        image: String::new(),
+    }
+}
+
+/// The pipes that more than one member holds, from the members' images.
+fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
+    use crate::image::model::FdKind;
+    let key = crate::image::mac::MacKey::from_env();
+    let mut by_ino: std::collections::BTreeMap<u64, Vec<record::End>> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for f in &view.kernel.fds {
+            if f.kind == FdKind::Pipe as u32 {
+                by_ino.entry(f.stamp.ino).or_default().push(record::End {
+                    pid: m.pid,
+                    fd: f.fd,
+                    flags: f.flags,
+                });
+            }
+        }
+    }
+    by_ino
+        .into_iter()
+        // The tree's own pipes: those a member reads (its writers are
+        // members, or have ended: the reader gets what is queued, then end
+        // of file). The run's own stdio comes from outside: a restart
+        // gives the restarter's; a pipe only written to here has its
+        // reader outside (a placeholder stands in, as for one process).
+        .filter(|(ino, ends)| {
+            let reads = ends
+                .iter()
+                .any(|e| e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY);
+            reads && !super::root::run_stdio().contains(ino)
+        })
+        .map(|(ino, ends)| Shared {
+            kind: "pipe".into(),
+            ino,
+            ends,
+        })
+        .collect()
+}

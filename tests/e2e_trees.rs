@@ -1,0 +1,522 @@
+//! Process trees (issue 15): a program and every process it forks are
+//! checkpointed together into one tree image set, killed, resumed by
+//! `selfckpt run` (a tree restart: every pid, parent, group, zombie and
+//! shared pipe as it was), and must print exactly what an uninterrupted
+//! run prints. A member killed during the checkpoint fails it cleanly:
+//! everybody goes on, the previous set stays the newest and valid.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Whether a tree restart can work here (exact pids need a PID
+/// namespace); says `skipped:` when not.
+fn can_restart_trees() -> bool {
+    let o = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--pid", "--fork", "true"])
+        .output();
+    let ok = o.is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no PID namespaces here (a tree restarts with its exact pids)");
+    }
+    ok
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
+}
+
+/// The member images of a set, with their record.
+fn record(set: &Path) -> serde_json::Value {
+    let j = Command::new(selfckpt())
+        .args(["inspect", "--json"])
+        .arg(set)
+        .output()
+        .unwrap();
+    assert!(j.status.success(), "{}", String::from_utf8_lossy(&j.stderr));
+    serde_json::from_slice(&j.stdout).unwrap()
+}
+
+fn root_image(set: &Path) -> PathBuf {
+    let r = record(set);
+    set.join(r["members"][0]["image"].as_str().unwrap())
+}
+
+/// Runs `prog args` uninterrupted, then under `selfckpt run`: once it
+/// printed `after` lines, checkpoints the tree, kills it, resumes it with
+/// `selfckpt run` and compares the output with the uninterrupted run's.
+/// Returns the set's record.
+fn checkpoint_kill_resume(
+    tmp: &Path,
+    prog: &str,
+    args: &[&str],
+    after: usize,
+    check: impl Fn(&serde_json::Value),
+) -> serde_json::Value {
+    let reference = tmp.join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(prog).args(args), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.join("ck");
+    let first = tmp.join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, prog, args), &first);
+    wait_for("output", 60, || lines(&first) >= after);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    assert!(
+        set.is_dir() && set.join("tree.json").is_file(),
+        "not a set: {}",
+        set.display()
+    );
+    let rec = record(&set);
+    check(&rec);
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&set)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let offset = fd_offset(&root_image(&set), 1);
+    let second = tmp.join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, prog, args), &second),
+        "resumed run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "stderr of the resumed run: {err}"
+    );
+    rec
+}
+
+fn pids(rec: &serde_json::Value, what: &str) -> Vec<u64> {
+    rec[what]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pid"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["50"], 15, |rec| {
+        let members = pids(rec, "members");
+        assert_eq!(members.len(), 2, "{rec}");
+        assert_eq!(rec["members"][1]["ppid"].as_u64(), Some(members[0]));
+        // Both pipes are the tree's, each end in both processes.
+        let shared = rec["shared"].as_array().unwrap();
+        let between = shared
+            .iter()
+            .filter(|s| s["ends"].as_array().unwrap().len() == 2)
+            .count();
+        assert_eq!(between, 2, "{rec}");
+    });
+}
+
+#[test]
+fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_zombie");
+    if !build_c("tree_zombie", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let rec = checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["40"], 8, |rec| {
+        let z = &rec["zombies"][0];
+        assert_eq!(z["status"].as_i64(), Some(7 << 8), "{rec}");
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+    });
+    let text = Command::new(selfckpt())
+        .arg("inspect")
+        .arg(
+            tmp.path().join("ck").join(
+                std::fs::read_dir(tmp.path().join("ck"))
+                    .unwrap()
+                    .flatten()
+                    .find(|e| e.file_name().to_string_lossy().ends_with(".tree"))
+                    .unwrap()
+                    .file_name(),
+            ),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("zombie (exited 7"), "{text}\n{rec}");
+}
+
+#[test]
+fn a_shell_pipeline_comes_back_with_the_data_in_both_pipes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_stage");
+    if !build_c("tree_stage", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let e = exe.display();
+    let script = format!("{e} produce 300 | {e} filter | {e} consume");
+    checkpoint_kill_resume(tmp.path(), "bash", &["-c", &script], 10, |rec| {
+        // The consumer reads a pipe that still holds data (its writers may
+        // have finished already).
+        let shared = rec["shared"].as_array().unwrap();
+        assert!(!shared.is_empty(), "{rec}");
+        assert!(pids(rec, "members").len() >= 2, "{rec}");
+    });
+}
+
+#[test]
+fn a_bash_loop_with_command_substitution_and_external_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let script =
+        r#"for i in $(seq 1 60); do v=$(expr $i \* 3); echo "$i $v"; sleep 0.03; done; echo done"#;
+    checkpoint_kill_resume(tmp.path(), "bash", &["-c", script], 12, |rec| {
+        assert!(rec["left_out"].as_array().unwrap().is_empty(), "{rec}");
+    });
+}
+
+#[test]
+fn gcc_waits_for_cc1_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !have("gcc") {
+        eprintln!("skipped: no gcc");
+        return;
+    }
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let src = tmp.path().join("big.c");
+    let mut text = String::new();
+    for i in 0..4000 {
+        text.push_str(&format!(
+            "int f{i}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += (k * {i}) ^ (s >> 3); return s; }}\n"
+        ));
+    }
+    std::fs::write(&src, text).unwrap();
+    let obj = tmp.path().join("big.o");
+    let reference = tmp.path().join("ref.o");
+    let st = Command::new("gcc")
+        .args(["-O2", "-c", "-o"])
+        .arg(&reference)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dir = tmp.path().join("ck");
+    let gcc = |out: &Path| {
+        let mut c = selfckpt_run(&dir, "gcc", &["-O2", "-c", "-o"]);
+        c.arg(out).arg(&src);
+        c
+    };
+    let log = tmp.path().join("log");
+    let mut child = spawn_to_file(&mut gcc(&obj), &log);
+    // cc1 is running: a member.
+    wait_for("cc1", 60, || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "cc1")
+                && std::fs::read_to_string(e.path().join("stat"))
+                    .is_ok_and(|s| s.contains(&format!(" {} ", child.id())))
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let rec = record(&set);
+    let progs: Vec<&str> = rec["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["program"].as_str().unwrap())
+        .collect();
+    assert!(progs.contains(&"cc1"), "{rec}");
+    let _ = std::fs::remove_file(&obj);
+    let err = wait_ok(spawn_to_file(&mut gcc(&obj), &log), "resumed gcc");
+    assert!(!err.contains("No child processes"), "{err}");
+    assert_eq!(
+        std::fs::read(&obj).unwrap(),
+        std::fs::read(&reference).unwrap(),
+        "the object differs from an uninterrupted build's; stderr: {err}"
+    );
+}
+
+#[test]
+fn a_member_killed_during_the_checkpoint_fails_it_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    // From round 20 on the child holds 48 MiB of incompressible data and
+    // the run compresses hard: its dump takes seconds.
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--level", "19", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .args(["400", "pipe", "48"]);
+    let child = spawn_to_file(&mut cmd, &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let root = child.id();
+    // A first set, while the child is small.
+    let older = checkpoint_wait(root);
+    wait_for("round 25", 60, || lines(&out) >= 25);
+    let member = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    let asked = Command::new(selfckpt())
+        .args(["checkpoint", &root.to_string(), "--wait", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-checkpoint: the member is parked, dumping.
+    wait_for("the member to dump", 30, || {
+        std::fs::read_dir(&dir).unwrap().flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(".tree-")
+                && std::fs::read_dir(e.path()).is_ok_and(|mut r| {
+                    r.any(|f| {
+                        f.is_ok_and(|f| {
+                            f.file_name()
+                                .to_string_lossy()
+                                .contains(&format!("-{member}.ckpt"))
+                        })
+                    })
+                })
+        })
+    });
+    // SAFETY: killing a process this test started.
+    unsafe { libc::kill(member, libc::SIGKILL) };
+    let o = asked.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the checkpoint succeeded: {err}");
+    assert!(
+        err.contains(&format!("member {member}")) && err.contains("resumed"),
+        "{err}"
+    );
+    // Everybody resumed: the root goes on (it sees its child gone and
+    // ends); nothing half-written is left.
+    let (st, stderr) = finish(child, "the root after the failed checkpoint");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        st.code() == Some(2) || st.signal() == Some(libc::SIGPIPE),
+        "{st}: {stderr}"
+    );
+    let left: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".tree"))
+        .collect();
+    assert_eq!(
+        left,
+        vec![older.clone()],
+        "the older set must be all that is left"
+    );
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&older)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+#[test]
+fn with_no_tree_the_checkpoint_names_the_children_it_leaves_out_and_the_restarted_parent_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_zombie");
+    if !build_c("tree_zombie", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--no-tree", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg("60");
+    let mut child = spawn_to_file(&mut cmd, &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let root = child.id();
+    let late: u64 = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .find(|&p: &u64| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        })
+        .unwrap();
+    let set = checkpoint_wait(root);
+    kill_tree(&mut child, libc::SIGKILL);
+    // Named in the stats line, the record and inspect.
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert_eq!(line["left_out"][0]["pid"].as_u64(), Some(late), "{line}");
+    let rec = record(&set);
+    assert_eq!(pids(&rec, "members").len(), 1, "{rec}");
+    assert_eq!(pids(&rec, "left_out"), vec![late], "{rec}");
+    let text = Command::new(selfckpt())
+        .arg("inspect")
+        .arg(&set)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("left out") && text.contains("--no-tree"),
+        "{text}"
+    );
+    // The restarted parent is told, at restart and when its wait fails.
+    let second = tmp.path().join("second");
+    let (st, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&set), &second),
+        "restart",
+    );
+    assert_eq!(st.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("child {late} was left out of the checkpoint"))
+            && err.contains(&format!("child {late} is not there to wait for")),
+        "{err}"
+    );
+    // The zombie came back: its status is there.
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert!(second.contains("early exited 7"), "{second}");
+}
+
+#[test]
+fn a_tree_that_forks_in_a_loop_checkpoints_again_and_again_and_gc_keeps_sets_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let script = "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); echo $i; done";
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &out);
+    wait_for("output", 60, || lines(&out) >= 5);
+    let mut sets = Vec::new();
+    for _ in 0..4 {
+        // Each checkpoint freezes a tree that forks all the time.
+        sets.push(checkpoint_wait(child.id()));
+    }
+    kill_tree(&mut child, libc::SIGKILL);
+    let ls = Command::new(selfckpt())
+        .arg("ls")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(!ls.contains("incomplete"), "{ls}");
+    // The run keeps 3 sets; gc --keep 1 keeps the newest, whole.
+    let g = Command::new(selfckpt())
+        .args(["gc", "--keep", "1"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let newest = sets.last().unwrap();
+    let left: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tree"))
+        .collect();
+    assert_eq!(
+        &left,
+        std::slice::from_ref(newest),
+        "{}",
+        String::from_utf8_lossy(&g.stdout)
+    );
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(newest)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let offset = fd_offset(&root_image(newest), 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &second),
+        "resumed loop",
+    );
+    let first = std::fs::read_to_string(&out).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let want: String = (1..=400).map(|i| format!("{i}\n")).collect();
+    assert_eq!(format!("{}{second}", &first[..offset]), want, "{err}");
+}
+
+#[test]
+fn a_file_opened_before_a_fork_keeps_one_offset_for_parent_and_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_file");
+    if !build_c("tree_file", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("shared.ref");
+    let r = Command::new(&exe)
+        .arg(&reference)
+        .arg("60")
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let file = tmp.path().join("shared");
+    let dir = tmp.path().join("ck");
+    let args = [file.to_str().unwrap(), "60"];
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &out);
+    wait_for("output", 60, || lines(&out) >= 10);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let rec = record(&set);
+    let files: Vec<&serde_json::Value> = rec["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "file")
+        .collect();
+    assert_eq!(files.len(), 1, "{rec}");
+    assert_eq!(files[0]["ends"].as_array().unwrap().len(), 2, "{rec}");
+    let err = wait_ok(
+        spawn_to_file(
+            &mut selfckpt_run(&dir, &exe, &args),
+            &tmp.path().join("second"),
+        ),
+        "resumed run",
+    );
+    // One offset again: the lines follow each other as without a restart.
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        std::fs::read_to_string(&reference).unwrap(),
+        "{err}"
+    );
+}
