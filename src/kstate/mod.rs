@@ -14,6 +14,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod fds;
 pub mod itimers;
+pub mod locks;
 pub mod mm;
 pub mod objects;
 pub mod pending;
@@ -100,6 +101,7 @@ fn capture_objects(
 ) -> Result<(), KstateError> {
     pipes::capture(e, bufs, skip_fd)?;
     deleted::capture(e, bufs, skip_fd)?;
+    locks::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -38,6 +38,8 @@ pub enum Kind {
     /// A deleted-but-open regular file with its contents
     /// (`kstate::deleted`).
     DeletedFile = 0x0201,
+    /// A file lock held through a descriptor (`kstate::locks`).
+    Lock = 0x0202,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::NotRestorable,
             Kind::Pipe,
             Kind::DeletedFile,
+            Kind::Lock,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -120,6 +123,7 @@ pub enum Object {
     // Files and pipes.
     Pipe(super::pipes::Pipe),
     DeletedFile(super::deleted::Deleted),
+    Lock(super::locks::Lock),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -151,6 +155,7 @@ impl Objects {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
                 Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
+                Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -195,6 +200,7 @@ impl Objects {
                 Some(Kind::DeletedFile) => {
                     Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
                 }
+                Some(Kind::Lock) => Object::Lock(super::locks::Lock::decode(&mut p)?),
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -219,6 +225,8 @@ impl Objects {
             .flat_map(|o| match o {
                 Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
                 Object::DeletedFile(x) => x.fds().collect(),
+                // Taken again on a descriptor something else brings back.
+                Object::Lock(_) => Vec::new(),
                 Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
             })
             .collect()
@@ -254,6 +262,7 @@ impl Objects {
                 )),
                 Object::Pipe(x) => Some(x.describe()),
                 Object::DeletedFile(x) => Some(x.describe()),
+                Object::Lock(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
             })
             .collect()
@@ -269,6 +278,7 @@ impl Objects {
                 }),
                 Object::Pipe(x) => x.json(),
                 Object::DeletedFile(x) => x.json(),
+                Object::Lock(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -285,6 +295,7 @@ impl Objects {
                 }
                 Object::Pipe(x) => x.check()?,
                 Object::DeletedFile(x) => x.check()?,
+                Object::Lock(x) => x.check()?,
                 _ => {}
             }
         }
@@ -308,6 +319,10 @@ impl Objects {
                     super::deleted::restore(x).unwrap_or_else(|e| vec![e])
                 }
                 Object::DeletedFile(_) => Vec::new(),
+                Object::Lock(x) if stage == Stage::Late => {
+                    super::locks::restore(x).err().into_iter().collect()
+                }
+                Object::Lock(_) => Vec::new(),
                 Object::Unknown { .. } => Vec::new(),
             })
             .collect()

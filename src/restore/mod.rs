@@ -82,6 +82,8 @@ pub enum RestoreError {
     Mailbox { path: PathBuf, at: u64, why: String },
     #[error("files the program had open are not the ones at their paths now: {0}; restart refused (the program would write into them at its old offsets; --changed-fds=accept reopens them anyway)")]
     ChangedFiles(String),
+    #[error("files the program held locks on are locked by another process now: {0}; restart refused (the program would find its locks gone)")]
+    Locked(String),
     #[error("files the program had open cannot be reopened safely: {0}; restart refused")]
     UnsafeFiles(String),
 }
@@ -219,6 +221,7 @@ pub fn restart(
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
+    check_locks(&view)?;
     let (accepted, refused): (Vec<_>, Vec<_>) = view
         .kernel
         .problems_here()
@@ -421,6 +424,33 @@ fn check_fds(
             );
             Ok(())
         }
+    }
+}
+
+/// No other process may hold a lock now that conflicts with one the
+/// program held on a file reopened by path (`kstate::locks::conflict`).
+fn check_locks(view: &crate::image::read::ImageView) -> Result<(), RestoreError> {
+    use crate::kstate::objects::Object;
+    let made = view.kernel.objects.fds();
+    let found: Vec<String> = view
+        .kernel
+        .objects
+        .items
+        .iter()
+        .filter_map(|o| match o {
+            Object::Lock(l) if !made.contains(&l.fd) => {
+                let f = view.kernel.fds.iter().find(|f| f.fd == l.fd)?;
+                files::judged(f)
+                    .then(|| crate::kstate::locks::conflict(l, f.path))
+                    .flatten()
+            }
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::Locked(found.join("; ")))
     }
 }
 
