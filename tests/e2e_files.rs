@@ -401,3 +401,29 @@ fn file_locks_are_held_again_and_a_conflict_refuses_the_restart() {
     );
     assert_eq!(got, want, "{err}");
 }
+
+/// The program's own /proc files (status, an fdinfo, its main thread's
+/// task stat, its fd directory) are reopened under the pid it has after
+/// the restart (with `--tids new` another one), at their offsets.
+#[test]
+fn the_programs_own_proc_files_are_its_own_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("procfs");
+    if !build_c("procfs", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    assert!(
+        !want.contains(": no") && want.ends_with("procfs ok\n"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+        assert!(!err.contains("/dev/null"), "--tids {tids}: {err}");
+    }
+}

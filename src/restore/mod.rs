@@ -369,6 +369,16 @@ fn check_fds(
         if made.contains(&f.fd) {
             continue;
         }
+        // The program's own /proc files are looked at where they are now.
+        let own = files::own_proc_path(f.path, view.meta.pid);
+        let moved;
+        let f = match &own {
+            Some(path) => {
+                moved = crate::image::model::FdEntry { path, ..*f };
+                &moved
+            }
+            None => f,
+        };
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited
