@@ -140,8 +140,10 @@ impl Deleted {
         })
     }
 
+    /// The descriptors the restart makes: those above stdio (0-2 keep
+    /// `restore::stdio`'s policy: the restarter's, or refused as gone).
     pub fn fds(&self) -> impl Iterator<Item = i32> + '_ {
-        self.ends.iter().map(|x| x.fd)
+        self.ends.iter().map(|x| x.fd).filter(|&fd| fd > 2)
     }
 
     fn shown(&self) -> String {
@@ -495,7 +497,9 @@ pub(crate) fn random() -> u64 {
 pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
     let mut warn = Vec::new();
     let name = |fd: i32| format!("fd {fd} (deleted file {})", x.shown());
-    let first = x.ends[0].fd;
+    let Some(first) = x.fds().next() else {
+        return Ok(warn);
+    };
     let mut temps = Temps::new(x.fds().max().unwrap_or(2));
     let file = temps
         .keep(unlinked_file(x))
@@ -523,7 +527,7 @@ pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
         }
     }
     let mut descs: Vec<(u32, i32)> = Vec::new();
-    for e in &x.ends {
+    for e in x.ends.iter().filter(|e| e.fd > 2) {
         if descs.iter().any(|d| d.0 == e.desc) {
             continue;
         }
@@ -561,7 +565,7 @@ pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
             last_err()
         ));
     }
-    for e in &x.ends {
+    for e in x.ends.iter().filter(|e| e.fd > 2) {
         let Some(&(_, tmp)) = descs.iter().find(|d| d.0 == e.desc) else {
             continue;
         };
