@@ -477,6 +477,12 @@ fn capture_one(
         _ => 0,
     };
     let named = path_len > 0;
+    // What is queued must fit the record buffer, with room kept for the
+    // rest of KERNEL; else the pipe is named, without its bytes.
+    let held = reader.filter(|_| !stdio).map_or(0, fionread);
+    let left = e.remaining();
+    let fits = held.saturating_add(RESERVE.min(left / 2)) <= left;
+    let reader_to_read = reader.filter(|_| !stdio && fits);
     super::objects::entry(e, super::objects::Kind::Pipe, 0, |e| {
         e.u64(dev)?;
         e.u64(ino)?;
@@ -484,7 +490,7 @@ fn capture_one(
         e.u8(peer)?;
         e.bytes(&bufs.path[..path_len])?;
         let packets = ends.iter().any(|x| x.flags as i32 & libc::O_DIRECT != 0);
-        match reader.filter(|_| !stdio) {
+        match reader_to_read {
             Some(r) => queued(e, r, packets, probe)?,
             None => {
                 e.bytes(b"")?;
@@ -495,6 +501,15 @@ fn capture_one(
         ends.iter().try_for_each(|x| x.encode(e))?;
         Ok::<(), KstateError>(())
     })?;
+    if !fits {
+        let mut text = [0u8; 200];
+        let mut t = super::unrestorable::Words::new(&mut text);
+        t.push(b"pipe holding ");
+        t.push_u64(held as u64);
+        t.push(b" bytes: more than this checkpoint's record buffer has room for");
+        let len = t.len();
+        super::objects::NotRestorable::capture(e, first, KIND, &text[..len])?;
+    }
     if peer != PEER_OUTSIDE || stdio {
         return Ok(());
     }
@@ -520,6 +535,20 @@ fn capture_one(
     Ok(())
 }
 
+/// Room kept in the record buffer for what follows in KERNEL (at most
+/// half of what is left).
+const RESERVE: usize = 256 << 10;
+
+/// The bytes queued in the pipe `fd` reads (0 if it cannot tell).
+fn fionread(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
 /// Most packets of a packet-mode pipe recorded (a pipe holds at most one
 /// per page of its capacity).
 const MAX_PACKETS: usize = 1024;
@@ -534,14 +563,12 @@ fn queued(
     packets: bool,
     probe: &mut Option<[RawFd; 2]>,
 ) -> Result<(), KstateError> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 || n <= 0 {
+    let n = fionread(fd);
+    if n == 0 {
         e.bytes(b"")?;
         e.u32(0)?;
         return Ok(());
     }
-    let n = n as usize;
     if probe.is_none() {
         *probe = Some(probe_pipe()?);
     }
@@ -979,6 +1006,42 @@ mod tests {
             assert_eq!(libc::read(940, buf.as_mut_ptr().cast(), 16), 4);
             assert_eq!(libc::read(940, buf.as_mut_ptr().cast(), 16), 0, "EOF");
             libc::close(940);
+        }
+    }
+
+    #[test]
+    fn a_pipe_holding_more_than_the_record_has_room_for_is_named() {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors; then queued bytes.
+        unsafe {
+            assert_eq!(
+                libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK),
+                0
+            );
+            libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 1 << 16);
+            let big = [7u8; 40000];
+            assert_eq!(libc::write(fds[1], big.as_ptr().cast(), big.len()), 40000);
+        }
+        // The test capture's record buffer is 64 KiB.
+        let out = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|fd| !fds.contains(&fd))?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        let objs = pipes_of(&out);
+        let probs = objs.problems();
+        assert_eq!(probs.len(), 1, "{objs:?}");
+        assert!(
+            probs[0]
+                .text
+                .contains("pipe holding 40000 bytes: more than"),
+            "{}",
+            probs[0].text
+        );
+        // SAFETY: closing the test pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
         }
     }
 }
