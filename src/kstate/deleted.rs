@@ -264,7 +264,7 @@ pub fn capture(
             return Ok(());
         }
         if count == MAX_FILES {
-            return Err(KstateError::Pipe(
+            return Err(KstateError::Files(
                 "the process holds more than 64 deleted files",
             ));
         }
@@ -277,7 +277,7 @@ pub fn capture(
                 _ => return Ok(()),
             }
             if n == MAX_ENDS {
-                return Err(KstateError::Pipe(
+                return Err(KstateError::Files(
                     "a deleted file has more than 64 descriptors",
                 ));
             }
@@ -358,7 +358,7 @@ fn capture_one(
         match from.filter(|_| saved) {
             Some(fd) => e
                 .bytes_with(size as usize, |buf| pread_all(fd, buf))?
-                .map_err(|_| KstateError::Pipe("cannot read a deleted file's contents"))?,
+                .map_err(|_| KstateError::Files("cannot read a deleted file's contents"))?,
             None => e.bytes(b"")?,
         }
         e.u32(ends.len() as u32)?;

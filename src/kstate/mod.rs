@@ -1,8 +1,9 @@
 //! Kernel-side state of the process that is not in its memory: signal
-//! dispositions, open files (and what is queued in the pipes the process
-//! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv), the
-//! interval timers, the signals pending for the process, the event and
-//! timer descriptors (eventfd, timerfd, signalfd, epoll: one file each).
+//! dispositions, open files, cwd and umask, the mm layout (brk, stack,
+//! arguments, auxv), the interval timers, the signals pending for the
+//! process, the event and timer descriptors (eventfd, timerfd, signalfd,
+//! epoll: one file each), and the object list's kinds (pipes and FIFOs,
+//! deleted-but-open files, file locks: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -43,6 +44,8 @@ pub enum KstateError {
     Parse(&'static str),
     #[error("cannot capture a pipe's contents: {0}")]
     Pipe(&'static str),
+    #[error("cannot capture the process's deleted files: {0}")]
+    Files(&'static str),
     #[error("kernel state does not fit the record buffer: {0}")]
     Encode(#[from] CodecError),
 }
