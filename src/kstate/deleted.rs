@@ -1,6 +1,7 @@
 //! Deleted-but-open regular files (object kind 0x0201, format 1.8): a
 //! file the process holds open after every name of it was removed (a
-//! database's temporary file, a log rotated away). One entry per file:
+//! database's temporary file, a log rotated away; not a memfd, which is a
+//! memory object). One entry per file:
 //! its contents (bounded by `SELFCKPT_MAX_DELETED_FILE`, default 1 MiB, and
 //! by the room left in the KERNEL record buffer), mode and size, and every
 //! descriptor with its own open file description (told apart with
@@ -245,6 +246,15 @@ fn is_deleted(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 0
 }
 
+/// Whether `fd` is a memfd (`/memfd:NAME (deleted)`): a memory object,
+/// with seals, not a file that lost its name; left to the memory objects.
+fn is_memfd(bufs: &mut CaptureBuffers, fd: i32) -> bool {
+    let mut p = PathBuf::<48>::new();
+    p.push(b"/proc/self/fd/").push_u64(fd as u64);
+    sys::readlink(p.as_cstr_bytes(), bufs.path)
+        .is_ok_and(|n| bufs.path[..n].starts_with(b"/memfd:"))
+}
+
 /// Writes the entry of every deleted file the process holds open, and a
 /// `NotRestorable` entry for each too large to save. No allocation.
 pub fn capture(
@@ -260,7 +270,7 @@ pub fn capture(
             return Ok(());
         };
         let id = (st.st_dev, st.st_ino);
-        if !is_deleted(&st) || seen[..count].contains(&id) {
+        if !is_deleted(&st) || seen[..count].contains(&id) || is_memfd(bufs, fd) {
             return Ok(());
         }
         if count == MAX_FILES {
@@ -676,5 +686,23 @@ mod tests {
             "{}",
             probs[0].text
         );
+    }
+
+    #[test]
+    fn a_memfd_is_not_a_deleted_file() {
+        // SAFETY: creating a test memfd.
+        let fd = unsafe { libc::memfd_create(c"kfiles".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        let out = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|x| x != fd)?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        assert!(Objects::decode(&mut Decoder::new(&out))
+            .unwrap()
+            .items
+            .is_empty());
+        // SAFETY: closing the test memfd.
+        unsafe { libc::close(fd) };
     }
 }
