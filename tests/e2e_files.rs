@@ -427,3 +427,36 @@ fn the_programs_own_proc_files_are_its_own_after_a_restart() {
         assert!(!err.contains("/dev/null"), "--tids {tids}: {err}");
     }
 }
+
+/// Descriptors sharing one open file description share it again after a
+/// restart (one offset), a second open keeps its own, and the status
+/// `open(2)` cannot set (`O_ASYNC`, `F_SETOWN`, `F_SETSIG`) comes back.
+#[test]
+fn shared_descriptions_and_async_owners_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("descriptions");
+    if !build_c("descriptions", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let file = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let want = reference(&exe, &[&file("ref-file")], &tmp.path().join("ref"));
+    assert!(
+        want.contains("offsets: first 7 dup 7 other 0\nfirst: flags 2002 owner self sig"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let f = file(&format!("file-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[&f], |image| {
+            assert!(
+                inspect_text(image).contains("fds 3,4 share one description"),
+                "{}",
+                inspect_text(image)
+            );
+        }) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+    }
+}

@@ -621,6 +621,7 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
             Object::Pipe(p) => (p.fds().collect(), Some(FdKind::Pipe), "a pipe"),
             Object::DeletedFile(x) => (x.fds().collect(), Some(FdKind::Regular), "a regular file"),
             Object::Lock(l) => (vec![l.fd], None, "a descriptor"),
+            Object::Description(x) => (x.fds().collect(), None, "a descriptor"),
             _ => continue,
         };
         for fd in fds {

@@ -23,6 +23,7 @@
 //! last. It never writes into a file that has a name.
 
 use super::fds::{last_err, reopen_via, Temps};
+use super::pipes::same_description;
 use super::{CaptureBuffers, KstateError};
 use crate::capture::sys::{self, PathBuf};
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -224,22 +225,6 @@ impl Deleted {
 }
 
 // ---- Capture (suspended world: no allocation) ----
-
-fn same_description(a: i32, b: i32) -> bool {
-    let pid = sys::getpid() as libc::c_long;
-    // SAFETY: raw kcmp comparing two of our descriptors; no memory passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid,
-            pid,
-            0 as libc::c_long, // KCMP_FILE
-            a as libc::c_long,
-            b as libc::c_long,
-        )
-    };
-    r == 0 || a == b
-}
 
 /// Whether `st` is a regular file without a name.
 fn is_deleted(st: &libc::stat) -> bool {

@@ -11,6 +11,7 @@
 //! hand-over, and are ordinary Rust.
 
 pub mod deleted;
+pub mod descriptions;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
@@ -105,6 +106,7 @@ fn capture_objects(
     pipes::capture(e, bufs, skip_fd)?;
     deleted::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
+    descriptions::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

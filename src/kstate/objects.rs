@@ -40,6 +40,10 @@ pub enum Kind {
     DeletedFile = 0x0201,
     /// A file lock held through a descriptor (`kstate::locks`).
     Lock = 0x0202,
+    /// An open file description shared by several descriptors of files
+    /// reopened by path, or with status `open` cannot set
+    /// (`kstate::descriptions`).
+    Description = 0x0203,
 }
 
 impl Kind {
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Pipe,
             Kind::DeletedFile,
             Kind::Lock,
+            Kind::Description,
         ]
         .into_iter()
         .find(|k| *k as u16 == v)
@@ -124,6 +129,7 @@ pub enum Object {
     Pipe(super::pipes::Pipe),
     DeletedFile(super::deleted::Deleted),
     Lock(super::locks::Lock),
+    Description(super::descriptions::Description),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -156,6 +162,7 @@ impl Objects {
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
                 Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
+                Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -201,6 +208,9 @@ impl Objects {
                     Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
                 }
                 Some(Kind::Lock) => Object::Lock(super::locks::Lock::decode(&mut p)?),
+                Some(Kind::Description) => {
+                    Object::Description(super::descriptions::Description::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -225,8 +235,9 @@ impl Objects {
             .flat_map(|o| match o {
                 Object::Pipe(x) => x.fds().collect::<Vec<_>>(),
                 Object::DeletedFile(x) => x.fds().collect(),
-                // Taken again on a descriptor something else brings back.
-                Object::Lock(_) => Vec::new(),
+                // Taken again on (or shared by) descriptors something else
+                // brings back.
+                Object::Lock(_) | Object::Description(_) => Vec::new(),
                 Object::NotRestorable(_) | Object::Unknown { .. } => Vec::new(),
             })
             .collect()
@@ -263,6 +274,7 @@ impl Objects {
                 Object::Pipe(x) => Some(x.describe()),
                 Object::DeletedFile(x) => Some(x.describe()),
                 Object::Lock(x) => Some(x.describe()),
+                Object::Description(x) => Some(x.describe()),
                 Object::NotRestorable(_) => None,
             })
             .collect()
@@ -279,6 +291,7 @@ impl Objects {
                 Object::Pipe(x) => x.json(),
                 Object::DeletedFile(x) => x.json(),
                 Object::Lock(x) => x.json(),
+                Object::Description(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -296,6 +309,7 @@ impl Objects {
                 Object::Pipe(x) => x.check()?,
                 Object::DeletedFile(x) => x.check()?,
                 Object::Lock(x) => x.check()?,
+                Object::Description(x) => x.check()?,
                 _ => {}
             }
         }
@@ -323,6 +337,10 @@ impl Objects {
                     super::locks::restore(x).err().into_iter().collect()
                 }
                 Object::Lock(_) => Vec::new(),
+                Object::Description(x) if stage == Stage::Descriptors => {
+                    super::descriptions::restore(x)
+                }
+                Object::Description(_) => Vec::new(),
                 Object::Unknown { .. } => Vec::new(),
             })
             .collect()
