@@ -310,3 +310,153 @@ fn sqlite_in_wal_mode_holds_a_transaction_and_an_unlinked_file_across_a_restart(
         assert!(!err.contains("/dev/null"), "--tids {tids}: {err}");
     }
 }
+
+/// flock, POSIX record and OFD locks are held again after a restart (a
+/// second process sees them, and whose they are), under both id paths;
+/// a restart while another process holds a conflicting lock is refused,
+/// naming the lock, and runs once it is released.
+#[test]
+fn file_locks_are_held_again_and_a_conflict_refuses_the_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("locks");
+    if !build_c("locks", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let ref_dir = work("ref-dir");
+    let want = reference(&exe, &[ref_dir.to_str().unwrap()], &tmp.path().join("ref"));
+    for line in [
+        "a: exclusive flock held",
+        "b 10-19: write lock 10-19 by the parent",
+        "b 100-: read lock 100--1 by the parent",
+        "c: write lock 0--1 by a description",
+        "d: shared flock held",
+    ] {
+        assert!(want.contains(line), "{line}: {want}");
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let wd = work(&format!("wd-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[wd.to_str().unwrap()], |image| {
+            let text = inspect_text(image);
+            for l in [
+                "lock: flock write lock",
+                "lock: POSIX write lock on bytes 10-19",
+                "lock: POSIX read lock on bytes 100-end",
+                "lock: OFD write lock on bytes 0-end",
+            ] {
+                assert!(text.contains(l), "{l}: {text}");
+            }
+        }) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+    }
+
+    // Another process holds a's flock: refused, naming it.
+    let dir = tmp.path().join("ck-conflict");
+    let wd = work("wd-conflict");
+    let (image, first) = eventfds_image(&exe, &dir, "new", &[wd.to_str().unwrap()]);
+    let holder = std::fs::File::open(wd.join("a")).unwrap();
+    // SAFETY: flock on the test's own descriptor.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&holder), libc::LOCK_SH) },
+        0
+    );
+    let restart = |out: &Path| {
+        finish(
+            spawn_to_file(
+                Command::new(selfckpt())
+                    .args(["restart", "--tids", "new"])
+                    .arg(&image),
+                out,
+            ),
+            "restart",
+        )
+    };
+    let (status, err) = restart(&tmp.path().join("refused"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("locked by another process now")
+            && err.contains(
+                "/a): its flock write lock: another process holds a conflicting flock lock"
+            ),
+        "{err}"
+    );
+    drop(holder);
+    let out = tmp.path().join("after");
+    let (status, err) = restart(&out);
+    assert!(status.success(), "{err}");
+    let offset = fd_offset(&image, 1);
+    let first = std::fs::read_to_string(first).unwrap();
+    let got = format!(
+        "{}{}",
+        &first[..offset],
+        std::fs::read_to_string(&out).unwrap()
+    );
+    assert_eq!(got, want, "{err}");
+}
+
+/// The program's own /proc files (status, an fdinfo, its main thread's
+/// task stat, its fd directory) are reopened under the pid it has after
+/// the restart (with `--tids new` another one), at their offsets.
+#[test]
+fn the_programs_own_proc_files_are_its_own_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("procfs");
+    if !build_c("procfs", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    assert!(
+        !want.contains(": no") && want.ends_with("procfs ok\n"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+        assert!(!err.contains("/dev/null"), "--tids {tids}: {err}");
+    }
+}
+
+/// Descriptors sharing one open file description share it again after a
+/// restart (one offset), a second open keeps its own, and the status
+/// `open(2)` cannot set (`O_ASYNC`, `F_SETOWN`, `F_SETSIG`) comes back.
+#[test]
+fn shared_descriptions_and_async_owners_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("descriptions");
+    if !build_c("descriptions", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let file = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let want = reference(&exe, &[&file("ref-file")], &tmp.path().join("ref"));
+    assert!(
+        want.contains("offsets: first 7 dup 7 other 0\nfirst: flags 2002 owner self sig"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let f = file(&format!("file-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[&f], |image| {
+            assert!(
+                inspect_text(image).contains("fds 3,4 share one description"),
+                "{}",
+                inspect_text(image)
+            );
+        }) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
+    }
+}

@@ -2,11 +2,15 @@
 //! checkpointed at every compression level and restarted from each image;
 //! the restarted process checks that its memory is exactly what it was.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
 fn bin(name: &str) -> PathBuf {
-    let sc = PathBuf::from(env!("CARGO_BIN_EXE_selfckpt"));
+    // Through the shared helper: descriptors this test was given (cargo's
+    // jobserver) are not passed on to the programs.
+    let sc = common::selfckpt();
     if name == "selfckpt" {
         return sc;
     }

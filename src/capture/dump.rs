@@ -114,7 +114,8 @@ fn kstate_failure(err: kstate::KstateError, what: &mut Option<&'static str>) -> 
         kstate::KstateError::Encode(c) => c,
         kstate::KstateError::Read { what: w, .. }
         | kstate::KstateError::Parse(w)
-        | kstate::KstateError::Pipe(w) => {
+        | kstate::KstateError::Pipe(w)
+        | kstate::KstateError::Files(w) => {
             *what = Some(w);
             CodecError::BadValue {
                 field: "kernel state",

@@ -616,17 +616,23 @@ fn check_kernel(k: &KernelState) -> Result<(), ReadError> {
     check_events(k)?;
     k.objects.check().map_err(invalid)?;
     // A pipe's descriptors are pipes in the descriptor list, a deleted
-    // file's regular files.
+    // file's regular files, a lock's in the list.
     for o in &k.objects.items {
         use crate::image::model::FdKind;
         use crate::kstate::objects::Object;
         let (fds, kind, what): (Vec<i32>, _, _) = match o {
-            Object::Pipe(p) => (p.fds().collect(), FdKind::Pipe, "a pipe"),
-            Object::DeletedFile(x) => (x.fds().collect(), FdKind::Regular, "a regular file"),
+            Object::Pipe(p) => (p.fds().collect(), Some(FdKind::Pipe), "a pipe"),
+            Object::DeletedFile(x) => (x.fds().collect(), Some(FdKind::Regular), "a regular file"),
+            Object::Lock(l) => (vec![l.fd], None, "a descriptor"),
+            Object::Description(x) => (x.fds().collect(), None, "a descriptor"),
             _ => continue,
         };
         for fd in fds {
-            if !k.fds.iter().any(|f| f.fd == fd && f.kind == kind as u32) {
+            if !k
+                .fds
+                .iter()
+                .any(|f| f.fd == fd && kind.is_none_or(|k| f.kind == k as u32))
+            {
                 return Err(invalid(format!(
                     "fd {fd} of a kernel object is not {what} in the descriptor list"
                 )));

@@ -1,6 +1,7 @@
 //! Deleted-but-open regular files (object kind 0x0201, format 1.8): a
 //! file the process holds open after every name of it was removed (a
-//! database's temporary file, a log rotated away). One entry per file:
+//! database's temporary file, a log rotated away; not a memfd, which is a
+//! memory object). One entry per file:
 //! its contents (bounded by `SELFCKPT_MAX_DELETED_FILE`, default 1 MiB, and
 //! by the room left in the KERNEL record buffer), mode and size, and every
 //! descriptor with its own open file description (told apart with
@@ -22,6 +23,7 @@
 //! last. It never writes into a file that has a name.
 
 use super::fds::{last_err, reopen_via, Temps};
+use super::pipes::same_description;
 use super::{CaptureBuffers, KstateError};
 use crate::capture::sys::{self, PathBuf};
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -140,8 +142,10 @@ impl Deleted {
         })
     }
 
+    /// The descriptors the restart makes: those above stdio (0-2 keep
+    /// `restore::stdio`'s policy: the restarter's, or refused as gone).
     pub fn fds(&self) -> impl Iterator<Item = i32> + '_ {
-        self.ends.iter().map(|x| x.fd)
+        self.ends.iter().map(|x| x.fd).filter(|&fd| fd > 2)
     }
 
     fn shown(&self) -> String {
@@ -222,25 +226,18 @@ impl Deleted {
 
 // ---- Capture (suspended world: no allocation) ----
 
-fn same_description(a: i32, b: i32) -> bool {
-    let pid = sys::getpid() as libc::c_long;
-    // SAFETY: raw kcmp comparing two of our descriptors; no memory passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid,
-            pid,
-            0 as libc::c_long, // KCMP_FILE
-            a as libc::c_long,
-            b as libc::c_long,
-        )
-    };
-    r == 0 || a == b
-}
-
 /// Whether `st` is a regular file without a name.
 fn is_deleted(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 0
+}
+
+/// Whether `fd` is a memfd (`/memfd:NAME (deleted)`): a memory object,
+/// with seals, not a file that lost its name; left to the memory objects.
+fn is_memfd(bufs: &mut CaptureBuffers, fd: i32) -> bool {
+    let mut p = PathBuf::<48>::new();
+    p.push(b"/proc/self/fd/").push_u64(fd as u64);
+    sys::readlink(p.as_cstr_bytes(), bufs.path)
+        .is_ok_and(|n| bufs.path[..n].starts_with(b"/memfd:"))
 }
 
 /// Writes the entry of every deleted file the process holds open, and a
@@ -258,11 +255,11 @@ pub fn capture(
             return Ok(());
         };
         let id = (st.st_dev, st.st_ino);
-        if !is_deleted(&st) || seen[..count].contains(&id) || super::memfd::is_memfd(fd) {
+        if !is_deleted(&st) || seen[..count].contains(&id) || is_memfd(bufs, fd) {
             return Ok(());
         }
         if count == MAX_FILES {
-            return Err(KstateError::Pipe(
+            return Err(KstateError::Files(
                 "the process holds more than 64 deleted files",
             ));
         }
@@ -275,7 +272,7 @@ pub fn capture(
                 _ => return Ok(()),
             }
             if n == MAX_ENDS {
-                return Err(KstateError::Pipe(
+                return Err(KstateError::Files(
                     "a deleted file has more than 64 descriptors",
                 ));
             }
@@ -356,7 +353,7 @@ fn capture_one(
         match from.filter(|_| saved) {
             Some(fd) => e
                 .bytes_with(size as usize, |buf| pread_all(fd, buf))?
-                .map_err(|_| KstateError::Pipe("cannot read a deleted file's contents"))?,
+                .map_err(|_| KstateError::Files("cannot read a deleted file's contents"))?,
             None => e.bytes(b"")?,
         }
         e.u32(ends.len() as u32)?;
@@ -495,7 +492,9 @@ pub(crate) fn random() -> u64 {
 pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
     let mut warn = Vec::new();
     let name = |fd: i32| format!("fd {fd} (deleted file {})", x.shown());
-    let first = x.ends[0].fd;
+    let Some(first) = x.fds().next() else {
+        return Ok(warn);
+    };
     let mut temps = Temps::new(x.fds().max().unwrap_or(2));
     let file = temps
         .keep(unlinked_file(x))
@@ -523,7 +522,7 @@ pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
         }
     }
     let mut descs: Vec<(u32, i32)> = Vec::new();
-    for e in &x.ends {
+    for e in x.ends.iter().filter(|e| e.fd > 2) {
         if descs.iter().any(|d| d.0 == e.desc) {
             continue;
         }
@@ -561,7 +560,7 @@ pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
             last_err()
         ));
     }
-    for e in &x.ends {
+    for e in x.ends.iter().filter(|e| e.fd > 2) {
         let Some(&(_, tmp)) = descs.iter().find(|d| d.0 == e.desc) else {
             continue;
         };
@@ -672,5 +671,23 @@ mod tests {
             "{}",
             probs[0].text
         );
+    }
+
+    #[test]
+    fn a_memfd_is_not_a_deleted_file() {
+        // SAFETY: creating a test memfd.
+        let fd = unsafe { libc::memfd_create(c"kfiles".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        let out = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|x| x != fd)?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        assert!(Objects::decode(&mut Decoder::new(&out))
+            .unwrap()
+            .items
+            .is_empty());
+        // SAFETY: closing the test memfd.
+        unsafe { libc::close(fd) };
     }
 }

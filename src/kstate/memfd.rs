@@ -163,17 +163,6 @@ pub fn seal_words(seals: u32) -> String {
     }
 }
 
-/// Whether descriptor `fd` is a memfd (its link reads `/memfd:...`): a
-/// memfd is also an unlinked regular file, which `deleted` leaves to this
-/// module. No allocation.
-pub(crate) fn is_memfd(fd: i32) -> bool {
-    let mut p = sys::PathBuf::<64>::new();
-    p.push(b"/proc/self/fd/").push_u64(fd as u64);
-    // Room for the longest memfd link (a 249-byte name).
-    let mut link = [0u8; 320];
-    matches!(sys::readlink(p.as_cstr_bytes(), &mut link), Ok(n) if link[..n].starts_with(b"/memfd:"))
-}
-
 /// The link of a memfd descriptor: `/memfd:NAME (deleted)`; its name.
 fn memfd_name(link: &[u8]) -> Option<&[u8]> {
     link.strip_prefix(b"/memfd:")?.strip_suffix(b" (deleted)")

@@ -1,8 +1,9 @@
 //! Kernel-side state of the process that is not in its memory: signal
-//! dispositions, open files (and what is queued in the pipes the process
-//! reads), cwd and umask, the mm layout (brk, stack, arguments, auxv), the
-//! interval timers, the signals pending for the process, the event and
-//! timer descriptors (eventfd, timerfd, signalfd, epoll: one file each).
+//! dispositions, open files, cwd and umask, the mm layout (brk, stack,
+//! arguments, auxv), the interval timers, the signals pending for the
+//! process, the event and timer descriptors (eventfd, timerfd, signalfd,
+//! epoll: one file each), and the object list's kinds (pipes and FIFOs,
+//! deleted-but-open files, file locks: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -10,11 +11,13 @@
 //! hand-over, and are ordinary Rust.
 
 pub mod deleted;
+pub mod descriptions;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
 pub mod inotify;
 pub mod itimers;
+pub mod locks;
 pub mod memfd;
 pub mod mm;
 pub mod objects;
@@ -50,6 +53,8 @@ pub enum KstateError {
     Parse(&'static str),
     #[error("cannot capture a pipe's contents: {0}")]
     Pipe(&'static str),
+    #[error("cannot capture the process's deleted files: {0}")]
+    Files(&'static str),
     #[error("kernel state does not fit the record buffer: {0}")]
     Encode(#[from] CodecError),
 }
@@ -115,6 +120,8 @@ fn capture_objects(
     rlimits::capture(e)?;
     process_attrs::capture(e, bufs)?;
     inotify::capture(e, bufs, skip_fd)?;
+    locks::capture(e, bufs, skip_fd)?;
+    descriptions::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

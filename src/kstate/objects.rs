@@ -56,6 +56,12 @@ pub enum Kind {
     /// An inotify descriptor and its watches (`kstate::inotify`): with
     /// the descriptors.
     Inotify = 0x0403,
+    /// A file lock held through a descriptor (`kstate::locks`).
+    Lock = 0x0202,
+    /// An open file description shared by several descriptors of files
+    /// reopened by path, or with status `open` cannot set
+    /// (`kstate::descriptions`).
+    Description = 0x0203,
 }
 
 impl Kind {
@@ -65,13 +71,15 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 13] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
         Kind::SysvShm,
         Kind::Pipe,
         Kind::DeletedFile,
+        Kind::Lock,
+        Kind::Description,
         Kind::Socket,
         Kind::PosixTimer,
         Kind::Rlimits,
@@ -154,6 +162,8 @@ pub enum Object {
     Rlimits(super::rlimits::Rlimits),
     ProcessAttrs(super::process_attrs::ProcessAttrs),
     Inotify(super::inotify::Inotify),
+    Lock(super::locks::Lock),
+    Description(super::descriptions::Description),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -192,6 +202,8 @@ impl Objects {
                 Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
                 Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
+                Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
+                Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -247,6 +259,10 @@ impl Objects {
                     Object::ProcessAttrs(super::process_attrs::ProcessAttrs::decode(&mut p)?)
                 }
                 Some(Kind::Inotify) => Object::Inotify(super::inotify::Inotify::decode(&mut p)?),
+                Some(Kind::Lock) => Object::Lock(super::locks::Lock::decode(&mut p)?),
+                Some(Kind::Description) => {
+                    Object::Description(super::descriptions::Description::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -376,6 +392,8 @@ impl Objects {
                 Object::NotRestorable(_) => Vec::new(),
                 Object::Pipe(x) => vec![x.describe()],
                 Object::DeletedFile(x) => vec![x.describe()],
+                Object::Lock(x) => vec![x.describe()],
+                Object::Description(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
                 Object::SysvShm(x) => vec![x.describe()],
@@ -402,6 +420,8 @@ impl Objects {
                 Object::Rlimits(x) => x.json(),
                 Object::ProcessAttrs(x) => x.json(),
                 Object::Inotify(x) => x.json(),
+                Object::Lock(x) => x.json(),
+                Object::Description(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -421,6 +441,8 @@ impl Objects {
                 Object::Pipe(x) => x.check()?,
                 Object::DeletedFile(x) => x.check()?,
                 Object::Socket(x) => x.check()?,
+                Object::Lock(x) => x.check()?,
+                Object::Description(x) => x.check()?,
                 _ => {}
             }
             if let Object::Memfd(x) = o {
@@ -475,8 +497,14 @@ impl Objects {
                 (Object::DeletedFile(x), Stage::Descriptors) => {
                     failed.extend(super::deleted::restore(x).unwrap_or_else(|e| vec![e]));
                 }
+                (Object::Description(x), Stage::Descriptors) => {
+                    failed.extend(super::descriptions::restore(x));
+                }
                 (Object::Inotify(x), Stage::Descriptors) => {
                     failed.extend(super::inotify::restore(x));
+                }
+                (Object::Lock(x), Stage::Late) => {
+                    failed.extend(super::locks::restore(x).err());
                 }
                 (Object::ProcessAttrs(x), Stage::Late) => {
                     failed.extend(super::process_attrs::restore_late(x));

@@ -95,9 +95,9 @@ pub struct End {
 }
 
 impl End {
-    const ENCODED_LEN: usize = 25;
+    pub(super) const ENCODED_LEN: usize = 25;
 
-    fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
+    pub(super) fn encode(&self, e: &mut Encoder) -> Result<(), CodecError> {
         e.i32(self.fd)?;
         e.u32(self.desc)?;
         e.u32(self.flags)?;
@@ -107,7 +107,7 @@ impl End {
         e.i32(self.sig)
     }
 
-    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+    pub(super) fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
         Ok(End {
             fd: d.i32()?,
             desc: d.u32()?,
@@ -131,7 +131,7 @@ impl End {
         self.access() != libc::O_RDONLY
     }
 
-    fn words(&self) -> String {
+    pub(super) fn words(&self) -> String {
         let f = self.flags as i32;
         let mut s = match self.access() {
             libc::O_RDONLY => "read".to_string(),
@@ -325,7 +325,7 @@ fn each_fd(
 
 /// Whether `a` and `b` are one open file description (kcmp; without it,
 /// the same number only).
-fn same_description(a: i32, b: i32) -> bool {
+pub(super) fn same_description(a: i32, b: i32) -> bool {
     let pid = sys::getpid() as libc::c_long;
     // SAFETY: raw kcmp comparing two of our descriptors; no memory passed.
     let r = unsafe {
@@ -356,6 +356,43 @@ fn revents(fd: i32) -> i16 {
     }
 }
 
+/// What `fd` is: its flags, owner and signal, as the `desc`-th
+/// description of its object. None if it is not open. No allocation.
+pub(super) fn end_of(fd: i32, desc: u32) -> Option<End> {
+    let me = sys::getpid() as i32;
+    // SAFETY: fcntl queries on a descriptor of ours; F_GETOWN_EX writes
+    // one f_owner_ex.
+    let (fl, fdfl, owner, sig) = unsafe {
+        let mut owner = OwnerEx { type_: 0, pid: 0 };
+        if libc::fcntl(fd, F_GETOWN_EX, &mut owner) != 0 {
+            owner.pid = 0;
+        }
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+            owner,
+            libc::fcntl(fd, F_GETSIG),
+        )
+    };
+    if fl < 0 {
+        return None;
+    }
+    let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    Some(End {
+        fd,
+        desc,
+        flags: ((fl & !libc::O_LARGEFILE) | cloexec) as u32,
+        owner_type: owner.type_,
+        owner: owner.pid.max(0),
+        owner_self: (owner.pid == me && owner.type_ != OWNER_PGRP) as u8,
+        sig: sig.max(0),
+    })
+}
+
 /// The ends of the pipe `(dev, ino)` among the descriptors not skipped.
 fn ends_of(
     skip_fd: &dyn Fn(i32) -> bool,
@@ -364,7 +401,6 @@ fn ends_of(
     ends: &mut [End; MAX_ENDS],
 ) -> Result<usize, KstateError> {
     let mut n = 0usize;
-    let me = sys::getpid() as i32;
     each_fd(skip_fd, |fd| {
         let Ok(st) = sys::fstat(fd) else {
             return Ok(());
@@ -375,41 +411,14 @@ fn ends_of(
         if n == MAX_ENDS {
             return Err(KstateError::Pipe("a pipe has more than 64 descriptors"));
         }
-        // SAFETY: fcntl queries on a descriptor of ours; F_GETOWN_EX writes
-        // one f_owner_ex.
-        let (fl, fdfl, owner, sig) = unsafe {
-            let mut owner = OwnerEx { type_: 0, pid: 0 };
-            if libc::fcntl(fd, F_GETOWN_EX, &mut owner) != 0 {
-                owner.pid = 0;
-            }
-            (
-                libc::fcntl(fd, libc::F_GETFL),
-                libc::fcntl(fd, libc::F_GETFD),
-                owner,
-                libc::fcntl(fd, F_GETSIG),
-            )
-        };
-        if fl < 0 {
-            return Ok(());
-        }
-        let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-            libc::O_CLOEXEC
-        } else {
-            0
-        };
         let desc = ends[..n]
             .iter()
             .position(|x| same_description(x.fd, fd))
             .map_or(n, |i| ends[i].desc as usize);
-        ends[n] = End {
-            fd,
-            desc: desc as u32,
-            flags: ((fl & !libc::O_LARGEFILE) | cloexec) as u32,
-            owner_type: owner.type_,
-            owner: owner.pid.max(0),
-            owner_self: (owner.pid == me && owner.type_ != OWNER_PGRP) as u8,
-            sig: sig.max(0),
+        let Some(end) = end_of(fd, desc as u32) else {
+            return Ok(());
         };
+        ends[n] = end;
         n += 1;
         Ok(())
     })?;
@@ -477,6 +486,12 @@ fn capture_one(
         _ => 0,
     };
     let named = path_len > 0;
+    // What is queued must fit the record buffer, with room kept for the
+    // rest of KERNEL; else the pipe is named, without its bytes.
+    let held = reader.filter(|_| !stdio).map_or(0, fionread);
+    let left = e.remaining();
+    let fits = held.saturating_add(RESERVE.min(left / 2)) <= left;
+    let reader_to_read = reader.filter(|_| !stdio && fits);
     super::objects::entry(e, super::objects::Kind::Pipe, 0, |e| {
         e.u64(dev)?;
         e.u64(ino)?;
@@ -484,7 +499,7 @@ fn capture_one(
         e.u8(peer)?;
         e.bytes(&bufs.path[..path_len])?;
         let packets = ends.iter().any(|x| x.flags as i32 & libc::O_DIRECT != 0);
-        match reader.filter(|_| !stdio) {
+        match reader_to_read {
             Some(r) => queued(e, r, packets, probe)?,
             None => {
                 e.bytes(b"")?;
@@ -495,6 +510,15 @@ fn capture_one(
         ends.iter().try_for_each(|x| x.encode(e))?;
         Ok::<(), KstateError>(())
     })?;
+    if !fits {
+        let mut text = [0u8; 200];
+        let mut t = super::unrestorable::Words::new(&mut text);
+        t.push(b"pipe holding ");
+        t.push_u64(held as u64);
+        t.push(b" bytes: more than this checkpoint's record buffer has room for");
+        let len = t.len();
+        super::objects::NotRestorable::capture(e, first, KIND, &text[..len])?;
+    }
     if peer != PEER_OUTSIDE || stdio {
         return Ok(());
     }
@@ -520,6 +544,20 @@ fn capture_one(
     Ok(())
 }
 
+/// Room kept in the record buffer for what follows in KERNEL (at most
+/// half of what is left).
+const RESERVE: usize = 256 << 10;
+
+/// The bytes queued in the pipe `fd` reads (0 if it cannot tell).
+fn fionread(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
 /// Most packets of a packet-mode pipe recorded (a pipe holds at most one
 /// per page of its capacity).
 const MAX_PACKETS: usize = 1024;
@@ -534,14 +572,12 @@ fn queued(
     packets: bool,
     probe: &mut Option<[RawFd; 2]>,
 ) -> Result<(), KstateError> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 || n <= 0 {
+    let n = fionread(fd);
+    if n == 0 {
         e.bytes(b"")?;
         e.u32(0)?;
         return Ok(());
     }
-    let n = n as usize;
     if probe.is_none() {
         *probe = Some(probe_pipe()?);
     }
@@ -694,7 +730,7 @@ pub fn restore(p: &Pipe) -> Result<Vec<String>, String> {
             continue;
         };
         if p.ends[x.desc as usize].fd == x.fd {
-            if let Err(e) = set_status(tmp, x) {
+            if let Err(e) = set_status(tmp, x, SETTABLE) {
                 warn.push(format!("{}: {e}", name(x.fd)));
             }
         }
@@ -742,8 +778,9 @@ fn queue_again(rw: i32, p: &Pipe) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sets the description's status flags, owner and signal.
-fn set_status(fd: i32, x: &End) -> std::io::Result<()> {
+/// Sets the description's status flags (those of `settable`), owner and
+/// signal.
+pub(super) fn set_status(fd: i32, x: &End, settable: i32) -> std::io::Result<()> {
     // SAFETY: fcntl on our descriptor; F_SETOWN_EX reads one f_owner_ex.
     unsafe {
         if x.sig != 0 && libc::fcntl(fd, F_SETSIG, x.sig) != 0 {
@@ -766,7 +803,7 @@ fn set_status(fd: i32, x: &End) -> std::io::Result<()> {
                 )));
             }
         }
-        if libc::fcntl(fd, libc::F_SETFL, x.flags as i32 & SETTABLE) != 0 {
+        if libc::fcntl(fd, libc::F_SETFL, x.flags as i32 & settable) != 0 {
             return Err(last_err());
         }
     }
@@ -979,6 +1016,42 @@ mod tests {
             assert_eq!(libc::read(940, buf.as_mut_ptr().cast(), 16), 4);
             assert_eq!(libc::read(940, buf.as_mut_ptr().cast(), 16), 0, "EOF");
             libc::close(940);
+        }
+    }
+
+    #[test]
+    fn a_pipe_holding_more_than_the_record_has_room_for_is_named() {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors; then queued bytes.
+        unsafe {
+            assert_eq!(
+                libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK),
+                0
+            );
+            libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 1 << 16);
+            let big = [7u8; 40000];
+            assert_eq!(libc::write(fds[1], big.as_ptr().cast(), big.len()), 40000);
+        }
+        // The test capture's record buffer is 64 KiB.
+        let out = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|fd| !fds.contains(&fd))?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        let objs = pipes_of(&out);
+        let probs = objs.problems();
+        assert_eq!(probs.len(), 1, "{objs:?}");
+        assert!(
+            probs[0]
+                .text
+                .contains("pipe holding 40000 bytes: more than"),
+            "{}",
+            probs[0].text
+        );
+        // SAFETY: closing the test pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
         }
     }
 }

@@ -95,9 +95,10 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
             type_name(want)
         )));
     }
-    if want == libc::S_IFCHR {
-        // Device inodes live on devtmpfs and are made anew at each boot:
-        // the type is what can be compared.
+    if want == libc::S_IFCHR || is_own_proc(ent.path) {
+        // Device inodes live on devtmpfs and are made anew at each boot,
+        // the files of a process's /proc directory for each process: the
+        // type is what can be compared.
         return Ok(());
     }
     if (was.dev, was.ino) != (now_stamp.dev, now_stamp.ino) {
@@ -130,6 +131,54 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
     Ok(())
 }
 
+/// This process's number as its /proc shows it (in a PID namespace of the
+/// restart's own, with its fresh /proc, the program's old pid).
+fn proc_self() -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::read_link("/proc/self")
+        .ok()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .filter(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+}
+
+/// A path under `/proc/<old>/` (the program's own process: `old` is its
+/// pid at the checkpoint; `/proc/self/...` paths read back so), or under
+/// its main thread's `/proc/<old>/task/<old>/`, rewritten to this
+/// process's, which becomes the program. None for any other path (another
+/// process's, another thread's: their ids mean nothing after a restart).
+pub fn own_proc_path(path: &[u8], old: u32) -> Option<Vec<u8>> {
+    let old = old.to_string();
+    let rest = path.strip_prefix(b"/proc/")?.strip_prefix(old.as_bytes())?;
+    if !(rest.is_empty() || rest.starts_with(b"/")) {
+        return None;
+    }
+    let me = proc_self()?;
+    let mut out = b"/proc/".to_vec();
+    out.extend(&me);
+    let task = format!("/task/{old}");
+    match rest.strip_prefix(task.as_bytes()) {
+        Some(r) if r.is_empty() || r.starts_with(b"/") => {
+            out.extend(b"/task/");
+            out.extend(&me);
+            out.extend(r);
+        }
+        _ if rest.starts_with(b"/task/") => return None,
+        _ => out.extend(rest),
+    }
+    Some(out)
+}
+
+/// Whether `path` is under this process's own /proc directory (files
+/// there are made anew for each process: their inode numbers say
+/// nothing).
+fn is_own_proc(path: &[u8]) -> bool {
+    proc_self().is_some_and(|me| {
+        path.strip_prefix(b"/proc/")
+            .and_then(|r| r.strip_prefix(&me[..]))
+            .is_some_and(|r| r.is_empty() || r.starts_with(b"/"))
+    })
+}
+
 /// One line naming the descriptor, its path (escaped) and the change.
 pub fn describe(ent: &FdEntry, why: &str) -> String {
     format!("fd {} ({}) {why}", ent.fd, shown(ent.path))
@@ -160,6 +209,25 @@ mod tests {
             path: b"/tmp/log",
             stamp: FileStamp::from_stat(st),
         }
+    }
+
+    #[test]
+    fn paths_of_the_programs_own_proc_directory_become_this_processs() {
+        let me = std::process::id();
+        let got =
+            |p: &str| own_proc_path(p.as_bytes(), 4242).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(got("/proc/4242/status"), Some(format!("/proc/{me}/status")));
+        assert_eq!(got("/proc/4242"), Some(format!("/proc/{me}")));
+        assert_eq!(
+            got("/proc/4242/task/4242/stat"),
+            Some(format!("/proc/{me}/task/{me}/stat"))
+        );
+        assert_eq!(got("/proc/4242/task/4243/stat"), None, "another thread");
+        assert_eq!(got("/proc/42421/status"), None, "another process");
+        assert_eq!(got("/proc/cpuinfo"), None);
+        assert_eq!(got("/tmp/4242/status"), None);
+        assert!(is_own_proc(format!("/proc/{me}/status").as_bytes()));
+        assert!(!is_own_proc(b"/proc/1/status"));
     }
 
     #[test]

@@ -142,7 +142,9 @@ impl Plan {
                     kind: f.kind,
                     flags: f.flags,
                     offset: f.offset,
-                    path: f.path.to_vec(),
+                    // The program's own /proc files: this process's now.
+                    path: super::files::own_proc_path(f.path, view.meta.pid)
+                        .unwrap_or_else(|| f.path.to_vec()),
                     stamp: f.stamp,
                 })
                 .collect(),

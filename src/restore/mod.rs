@@ -84,6 +84,8 @@ pub enum RestoreError {
     Mailbox { path: PathBuf, at: u64, why: String },
     #[error("files the program had open are not the ones at their paths now: {0}; restart refused (the program would write into them at its old offsets; --changed-fds=accept reopens them anyway)")]
     ChangedFiles(String),
+    #[error("files the program held locks on are locked by another process now: {0}; restart refused (the program would find its locks gone)")]
+    Locked(String),
     #[error("files the program had open cannot be reopened safely: {0}; restart refused")]
     UnsafeFiles(String),
 }
@@ -287,6 +289,7 @@ pub fn open_checked(
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
     check_fds(&view, opts)?;
+    check_locks(&view)?;
     let (accepted, refused): (Vec<_>, Vec<_>) = view
         .kernel
         .problems_here()
@@ -395,14 +398,22 @@ fn check_fds(
     let mut changed = Vec::new();
     let mut refused = Vec::new();
     let fates = stdio_fates(view, opts);
-    // Descriptors made anew (memfds, deleted files: by their objects).
-    let made_anew = view.kernel.objects.fds();
-    for f in view
-        .kernel
-        .fds
-        .iter()
-        .filter(|f| !made_anew.contains(&f.fd))
-    {
+    // Made anew by their objects (deleted files), not reopened by path.
+    let made = view.kernel.objects.fds();
+    for f in &view.kernel.fds {
+        if made.contains(&f.fd) {
+            continue;
+        }
+        // The program's own /proc files are looked at where they are now.
+        let own = files::own_proc_path(f.path, view.meta.pid);
+        let moved;
+        let f = match &own {
+            Some(path) => {
+                moved = crate::image::model::FdEntry { path, ..*f };
+                &moved
+            }
+            None => f,
+        };
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited
@@ -458,6 +469,33 @@ fn check_fds(
             );
             Ok(())
         }
+    }
+}
+
+/// No other process may hold a lock now that conflicts with one the
+/// program held on a file reopened by path (`kstate::locks::conflict`).
+fn check_locks(view: &crate::image::read::ImageView) -> Result<(), RestoreError> {
+    use crate::kstate::objects::Object;
+    let made = view.kernel.objects.fds();
+    let found: Vec<String> = view
+        .kernel
+        .objects
+        .items
+        .iter()
+        .filter_map(|o| match o {
+            Object::Lock(l) if !made.contains(&l.fd) => {
+                let f = view.kernel.fds.iter().find(|f| f.fd == l.fd)?;
+                files::judged(f)
+                    .then(|| crate::kstate::locks::conflict(l, f.path))
+                    .flatten()
+            }
+            _ => None,
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::Locked(found.join("; ")))
     }
 }
 
