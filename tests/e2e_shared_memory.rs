@@ -204,3 +204,60 @@ fn a_segment_another_process_has_attached_is_named_and_refused() {
         String::from_utf8_lossy(&r.stderr)
     );
 }
+
+/// Mapping flags are kept exactly: the VmFlags of a growsdown mapping,
+/// advised mappings, a plain one (no `nr`) and the read-only part of a
+/// read-write shared file mapping are the same after the restart, the
+/// growsdown mapping still grows, the read-only part can be made
+/// writable, THP stays disabled; under both id paths, output as an
+/// uninterrupted run's.
+#[test]
+fn mapping_flags_and_advice_are_kept_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("vmflags");
+    if !build_c("vmflags", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let data = tmp.path().join("vmflags.dat");
+    let d = data.to_str().unwrap();
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg(d), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("vmflags ok\n"), "{want}");
+    assert!(want.contains("growsdown: rd wr mr mw me gd"), "{want}");
+    for tids in ["exact", "new"] {
+        let _ = std::fs::remove_file(&data);
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let first = dir.with_extension("first");
+        let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[d]), &first);
+        wait_line(&first, "waiting");
+        let image = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        assert!(
+            inspect_text(&image).contains("transparent huge pages disabled"),
+            "--tids {tids}"
+        );
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[d]), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+    }
+}

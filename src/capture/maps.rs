@@ -211,7 +211,33 @@ pub fn for_each_self_map(
     buf: &mut [u8],
     mut f: impl FnMut(&MapEntry) -> bool,
 ) -> Result<(), MapsError> {
-    let fd = crate::capture::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+    let mut n = 0usize;
+    let mut bad = None;
+    for_each_line(b"/proc/self/maps\0", buf, |line| {
+        n += 1;
+        if line.is_empty() {
+            return true;
+        }
+        match parse(line) {
+            Some(e) => f(&e),
+            None => {
+                bad = Some(MapsError::Malformed(n));
+                false
+            }
+        }
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// Calls `f` with every line (without its newline) of the file at the
+/// NUL-terminated `path`, read in pieces of `buf`; `f` returns false to
+/// stop. A line longer than `buf` is an error. No allocation.
+pub fn for_each_line(
+    path: &[u8],
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<(), MapsError> {
+    let fd = crate::capture::sys::RawFd::open(path, libc::O_RDONLY, 0)
         .map_err(|e| MapsError::Io(e.0))?;
     let mut kept = 0usize;
     loop {
@@ -224,9 +250,8 @@ pub fn for_each_self_map(
             None if n == 0 => have,
             None => return Err(MapsError::BufferTooSmall(have)),
         };
-        for ent in MapsParser::new(&buf[..upto]) {
-            let ent = ent?;
-            if !f(&ent) {
+        for line in buf[..upto].split(|&c| c == b'\n') {
+            if !f(line) {
                 return Ok(());
             }
         }

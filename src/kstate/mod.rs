@@ -22,6 +22,7 @@ pub mod signalfd;
 pub mod sysvshm;
 pub mod timerfd;
 pub mod unrestorable;
+pub mod vmflags;
 
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -100,6 +101,7 @@ fn capture_objects(
 ) -> Result<(), KstateError> {
     memfd::capture(e, bufs, skip_fd)?;
     sysvshm::capture(e, bufs)?;
+    vmflags::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }

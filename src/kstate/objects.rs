@@ -35,13 +35,21 @@ pub enum Kind {
     Memfd = 0x0100,
     /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
     SysvShm = 0x0101,
+    /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
+    MappingFlags = 0x0102,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        [Kind::End, Kind::NotRestorable, Kind::Memfd, Kind::SysvShm]
-            .into_iter()
-            .find(|k| *k as u16 == v)
+        [
+            Kind::End,
+            Kind::NotRestorable,
+            Kind::Memfd,
+            Kind::SysvShm,
+            Kind::MappingFlags,
+        ]
+        .into_iter()
+        .find(|k| *k as u16 == v)
     }
 }
 
@@ -111,6 +119,7 @@ pub enum Object {
     NotRestorable(NotRestorable),
     Memfd(super::memfd::Memfd),
     SysvShm(super::sysvshm::SysvShm),
+    MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -142,6 +151,7 @@ impl Objects {
                 Object::NotRestorable(x) => entry(e, Kind::NotRestorable, 0, |e| x.encode(e))?,
                 Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
                 Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
+                Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -184,6 +194,9 @@ impl Objects {
                 Some(Kind::NotRestorable) => Object::NotRestorable(NotRestorable::decode(&mut p)?),
                 Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
                 Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
+                Some(Kind::MappingFlags) => {
+                    Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -211,6 +224,15 @@ impl Objects {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The recorded mapping flags (None: the image has none, written
+    /// before they were recorded).
+    pub fn mapping_flags(&self) -> Option<&super::vmflags::MappingFlags> {
+        self.items.iter().find_map(|o| match o {
+            Object::MappingFlags(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The System V segments (made again with the memory by
@@ -262,6 +284,7 @@ impl Objects {
                 Object::NotRestorable(_) => None,
                 Object::Memfd(x) => Some(x.describe()),
                 Object::SysvShm(x) => Some(x.describe()),
+                Object::MappingFlags(x) => Some(x.describe()),
             })
             .collect()
     }
@@ -279,6 +302,7 @@ impl Objects {
                 }),
                 Object::Memfd(x) => x.json(),
                 Object::SysvShm(x) => x.json(),
+                Object::MappingFlags(x) => x.json(),
             })
             .collect()
     }
@@ -297,6 +321,9 @@ impl Objects {
                     return Err(format!("two memfd entries for fd {}", x.fd));
                 }
             }
+            if let Object::MappingFlags(x) = o {
+                x.check()?;
+            }
             if let Object::SysvShm(x) = o {
                 x.check()?;
                 if self.sysv_segments().filter(|m| m.shmid == x.shmid).count() > 1 {
@@ -310,10 +337,12 @@ impl Objects {
     /// Makes the objects of `stage` again; returns what failed, one line
     /// each. Each kind is made in one stage.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
-        let _ = stage;
         self.items
             .iter()
             .filter_map(|o| match o {
+                Object::MappingFlags(x) if stage == Stage::Early => x.restore(),
+                // The flags of the mappings went with the staging.
+                Object::MappingFlags(_) => None,
                 // Named at checkpoint time: the restart refused it, or was
                 // told to go on with its stand-in.
                 Object::NotRestorable(_) => None,
