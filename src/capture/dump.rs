@@ -911,7 +911,7 @@ fn dump_all(
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
     let tmp = s.bytes(65536)?;
     let pagebuf = s.bytes(page)?;
-    let every_shared_page = crate::capture::pages::swap_configured(tmp);
+    let every_shared_page = crate::capture::pages::swap_in_use(tmp);
     for ri in 0..regions.len() {
         let shared = is_shared_object(
             RegionKind::from_u32(regions[ri].kind).unwrap_or(RegionKind::Anon),

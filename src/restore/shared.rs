@@ -40,6 +40,9 @@ struct Obj {
     ino: u64,
     source: Source,
     size: u64,
+    /// The size its memfd entry gives (the object is cut back to it once
+    /// filled: a mapping may reach past the end of its file).
+    exact: Option<u64>,
     seals: u32,
     fd: Option<OwnedFd>,
     master: Option<(u64, u64)>,
@@ -125,6 +128,7 @@ impl SharedObjects {
             let at = s.object(m.dev, m.ino, Source::Memfd(m.name.clone()));
             let o = &mut s.objs[at];
             o.size = o.size.max(m.size);
+            o.exact = Some(m.size);
             o.seals |= m.seals;
         }
         s
@@ -139,6 +143,7 @@ impl SharedObjects {
             ino,
             source,
             size: 0,
+            exact: None,
             seals: 0,
             fd: None,
             master: None,
@@ -246,6 +251,15 @@ impl SharedObjects {
         }
         for (oi, o) in self.objs.iter().enumerate() {
             let Some(fd) = &o.fd else { continue };
+            if let Some(size) = o.exact.filter(|&s| s < o.size) {
+                // SAFETY: ftruncate on our own memfd, before its seals.
+                if unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) } != 0 {
+                    return Err(RestoreError::Io(
+                        format!("{}: cannot give it its size {size} again", describe(o)),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
             if o.seals == 0 {
                 continue;
             }

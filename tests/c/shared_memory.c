@@ -93,6 +93,11 @@ int main(void) {
     int ufd = memfd_create("kmem-unmapped", 0);
     fill(page, PG, 8);
     if (ufd < 0 || pwrite(ufd, page, 100, 5 * PG) != 100) { perror("memfd unmapped"); return 2; }
+    /* 6b. A memfd of 100 bytes mapped with a whole page. */
+    int tfd = memfd_create("kmem-short", 0);
+    if (tfd < 0 || ftruncate(tfd, 100)) { perror("memfd short"); return 2; }
+    unsigned char *t = map(PG, rw, MAP_SHARED, tfd, 0);
+    fill(t, 100, 10);
     /* 7. An unlinked /dev/shm file, still mapped. */
     char shm[64];
     snprintf(shm, sizeof shm, "/dev/shm/kmem-%d", (int)getpid());
@@ -140,6 +145,8 @@ int main(void) {
     CHECK(pread(ufd, got, PG, 5 * PG) == 100 && same(got, 100, 8), "unmapped memfd contents");
     CHECK(lseek(ufd, 0, SEEK_END) == 5 * PG + 100, "unmapped memfd size");
     printf("unmapped memfd ok\n");
+    CHECK(same(t, 100, 10) && lseek(tfd, 0, SEEK_END) == 100, "short memfd contents or size");
+    printf("short memfd ok\n");
     CHECK(same(s, 2 * PG, 9), "unlinked /dev/shm contents");
     CHECK(deleted_line(s), "unlinked /dev/shm mapping not shown deleted");
     printf("unlinked shm ok\n");
