@@ -261,3 +261,53 @@ fn mapping_flags_and_advice_are_kept_under_both_id_paths() {
         assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
     }
 }
+
+/// A restarted program's shared objects (aliases made by the restart, a
+/// memfd reopened, a write-sealed memfd mapped again read-only) are
+/// checkpointed again and come back again: checkpoint, kill, resume,
+/// checkpoint the resumed run, kill, resume; the output is an
+/// uninterrupted run's.
+#[test]
+fn restored_shared_objects_are_checkpointed_and_restored_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("shared_memory");
+    if !build_c("shared_memory", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &first);
+    wait_line(&first, "waiting");
+    let image = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let again = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    assert_ne!(again, image);
+    let offset2 = fd_offset(&again, 1);
+    let third = tmp.path().join("third");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &third),
+        "second resumed run",
+    );
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let third = std::fs::read_to_string(&third).unwrap();
+    // Each run writes a file of its own, from where its image says.
+    assert_eq!(
+        format!("{}{}{third}", &first[..offset], &second[..offset2]),
+        want,
+        "{err}"
+    );
+}
