@@ -116,7 +116,7 @@ fn sysv_segments_come_back_with_key_mode_contents_under_both_id_paths() {
         let text = inspect_text(&image);
         assert!(
             text.contains(&format!(
-                "key {k} size 12288 mode 640 attached 2 times (2 by the process)"
+                "key {k} size 12288 mode 640 attached 3 times (3 by the process)"
             )),
             "{text}"
         );

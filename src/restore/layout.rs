@@ -518,11 +518,15 @@ impl Plan {
 
     /// After filling: the shared objects' masters go, seals come back.
     fn finish_shared(&mut self) -> Result<(), RestoreError> {
-        let staged: Vec<Option<(u64, u64, u64)>> = self
+        let staged: Vec<Option<(u64, u64, u64, bool)>> = self
             .regions
             .iter()
             .enumerate()
-            .map(|(i, r)| r.staging.map(|s| (s, r.end - r.start, self.offset_of(i))))
+            .map(|(i, r)| {
+                let may_write = self.flags_of(i).is_none_or(|f| f & vmflags::MAYWRITE != 0);
+                r.staging
+                    .map(|s| (s, r.end - r.start, self.offset_of(i), may_write))
+            })
             .collect();
         self.shared.finish(&staged)
     }

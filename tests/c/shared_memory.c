@@ -77,6 +77,12 @@ int main(void) {
     if (pwrite(mfd, page, PG, 2 * PG) != PG) { perror("pwrite"); return 2; }
     if (fcntl(mfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK)) { perror("seal"); return 2; }
     lseek(mfd, 123, SEEK_SET);
+    /* 3b. The same memfd mapped from a read-only open: never writable. */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", mfd);
+    int rofd = open(self, O_RDONLY);
+    unsigned char *ro = map(PG, PROT_READ, MAP_SHARED, rofd, PG);
+    close(rofd);
     /* 4. A write-sealed memfd mapped read-only. */
     int wfd = memfd_create("kmem-sealed", MFD_ALLOW_SEALING | MFD_CLOEXEC);
     fill(page, PG, 6);
@@ -133,6 +139,9 @@ int main(void) {
     CHECK(ftruncate(mfd, 8 * PG) == -1 && errno == EPERM, "memfd grew despite its seal");
     CHECK((fcntl(mfd, F_GETFL) & O_ACCMODE) == O_RDWR && !(fcntl(mfd, F_GETFD) & FD_CLOEXEC),
           "memfd flags");
+    CHECK(ro[1] == 0xcc, "read-only memfd mapping not shared");
+    CHECK(mprotect(ro, PG, PROT_READ | PROT_WRITE) == -1 && errno == EACCES,
+          "a mapping of a read-only open became writable");
     printf("memfd ok seals %#x\n", seals);
     CHECK(same(w, PG, 6), "sealed memfd contents");
     seals = fcntl(wfd, F_GET_SEALS);
