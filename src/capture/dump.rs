@@ -578,19 +578,6 @@ fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
     }
 }
 
-/// Whether a mapping maps a shared memory object whose contents the image
-/// holds: shared anonymous memory, a memfd, a System V segment, a shared
-/// file that is gone (an unlinked `/dev/shm` file). Its region's stamp
-/// names the object (device and inode), so that a restart makes one object
-/// for all its mappings; its pages are stored once per object offset.
-pub fn is_shared_object(kind: RegionKind, path: &[u8]) -> bool {
-    match kind {
-        RegionKind::SharedAnon | RegionKind::SysvShm => true,
-        RegionKind::SharedFile => path.ends_with(b" (deleted)"),
-        _ => false,
-    }
-}
-
 /// The stamp of a shared object's mapping: its device and inode from the
 /// maps line (size, mtime and mode are not looked at for these).
 fn shared_object_stamp(ent: &crate::capture::maps::MapEntry) -> FileStamp {
@@ -739,7 +726,7 @@ fn dump_all(
             path_len = n;
             spare_used += n;
             stamp = st;
-        } else if is_shared_object(ent.kind, ent.path) {
+        } else if crate::capture::maps::is_shared_object(ent.kind, ent.path) {
             stamp = shared_object_stamp(&ent);
         } else if matches!(ent.kind, RegionKind::PrivateFile | RegionKind::SharedFile)
             && !ent.path.ends_with(b" (deleted)")
@@ -913,7 +900,7 @@ fn dump_all(
     let pagebuf = s.bytes(page)?;
     let every_shared_page = crate::capture::pages::swap_in_use(tmp);
     for ri in 0..regions.len() {
-        let shared = is_shared_object(
+        let shared = crate::capture::maps::is_shared_object(
             RegionKind::from_u32(regions[ri].kind).unwrap_or(RegionKind::Anon),
             path_of(&regions[ri]),
         );

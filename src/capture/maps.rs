@@ -58,6 +58,19 @@ impl RegionKind {
         }
     }
 }
+/// Whether a mapping maps a shared memory object whose contents the image
+/// holds: shared anonymous memory, a memfd, a System V segment, a shared
+/// file that is gone (an unlinked `/dev/shm` file). Its region's stamp
+/// names the object (device and inode), so that a restart makes one object
+/// for all its mappings; its pages are stored once per object offset.
+pub fn is_shared_object(kind: RegionKind, path: &[u8]) -> bool {
+    match kind {
+        RegionKind::SharedAnon | RegionKind::SysvShm => true,
+        RegionKind::SharedFile => path.ends_with(b" (deleted)"),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 pub enum MapsError {
     #[error("malformed line {0}")]
@@ -354,6 +367,17 @@ mod tests {
             (e.start, e.end, e.offset, e.path),
             (0x1000, 0x2000, 0x1000, &b"/tmp/a file with spaces"[..])
         );
+    }
+
+    #[test]
+    fn shared_objects_are_shared_anon_sysv_and_deleted_shared_files() {
+        use RegionKind::*;
+        assert!(is_shared_object(SharedAnon, b"/dev/zero (deleted)"));
+        assert!(is_shared_object(SysvShm, b"/SYSV00000000 (deleted)"));
+        assert!(is_shared_object(SharedFile, b"/dev/shm/x (deleted)"));
+        assert!(!is_shared_object(SharedFile, b"/dev/shm/x"));
+        assert!(!is_shared_object(PrivateFile, b"/tmp/x (deleted)"));
+        assert!(!is_shared_object(Anon, b""));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Shared memory objects at restart: every region of the image that maps a
 //! shared object (shared anonymous memory, a memfd, an unlinked tmpfs file;
-//! `capture::dump::is_shared_object`) names it by its stamp (device,
+//! `capture::maps::is_shared_object`) names it by its stamp (device,
 //! inode). One object is made per name — a fresh shared anonymous mapping,
 //! a memfd with the same name, an unlinked file in /dev/shm with the same
 //! name — and mapped whole once in the restarter (the master); each region
@@ -96,7 +96,7 @@ impl SharedObjects {
         };
         for (i, r) in regions.iter().enumerate() {
             let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
-            if !crate::capture::dump::is_shared_object(kind, r.path) {
+            if !crate::capture::maps::is_shared_object(kind, r.path) {
                 s.of_region.push(None);
                 continue;
             }
