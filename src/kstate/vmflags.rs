@@ -4,7 +4,8 @@
 //! stack), no reserve (`nr`), may write (`mw`, for shared mappings: a
 //! shared file mapping made from a read-write open), and the `madvise`
 //! state: `dc` DONTFORK, `wf` WIPEONFORK, `hg` HUGEPAGE, `nh` NOHUGEPAGE,
-//! `mg` MERGEABLE, `dd` DONTDUMP — and whether the process has
+//! `mg` MERGEABLE, `dd` DONTDUMP, `lo` locked (`mlock`) — and whether
+//! the process has
 //! `PR_SET_THP_DISABLE`. One entry per image (its presence says the flags
 //! were recorded: a mapping it does not list had none of them).
 //!
@@ -27,10 +28,11 @@ pub const HUGEPAGE: u32 = 32;
 pub const NOHUGEPAGE: u32 = 64;
 pub const MERGEABLE: u32 = 128;
 pub const DONTDUMP: u32 = 256;
-const KNOWN: u32 = 511;
+pub const LOCKED: u32 = 512;
+const KNOWN: u32 = 1023;
 
 /// The VmFlags mnemonic of each flag.
-const WORDS: [(&[u8; 2], u32); 9] = [
+const WORDS: [(&[u8; 2], u32); 10] = [
     (b"gd", GROWSDOWN),
     (b"nr", NORESERVE),
     (b"mw", MAYWRITE),
@@ -40,6 +42,7 @@ const WORDS: [(&[u8; 2], u32); 9] = [
     (b"nh", NOHUGEPAGE),
     (b"mg", MERGEABLE),
     (b"dd", DONTDUMP),
+    (b"lo", LOCKED),
 ];
 
 /// The recorded flags of the process's mappings.
@@ -173,8 +176,34 @@ fn parse_flags(words_line: &[u8]) -> u32 {
     f
 }
 
-/// Writes the entry. No allocation.
+/// Whether a `VmFlags:` line's words say hugetlbfs (`ht`).
+fn is_hugetlb(words_line: &[u8]) -> bool {
+    words_line.split(|&c| c == b' ').any(|w| w == b"ht")
+}
+
+/// Writes the entry, and a NotRestorable one (kind `hugetlb`) where a
+/// mapping is hugetlbfs memory (`MAP_HUGETLB`, a memfd made with
+/// `MFD_HUGETLB`): a restart would bring its contents back in ordinary
+/// pages, not from the huge page pool. No allocation.
 pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateError> {
+    let mut hugetlb = false;
+    capture_flags(e, bufs, &mut hugetlb)?;
+    if hugetlb {
+        objects::NotRestorable::capture(
+            e,
+            -1,
+            "hugetlb",
+            b"hugetlbfs memory (MAP_HUGETLB or MFD_HUGETLB): a restart would give it ordinary pages",
+        )?;
+    }
+    Ok(())
+}
+
+fn capture_flags(
+    e: &mut Encoder,
+    bufs: &mut CaptureBuffers,
+    hugetlb: &mut bool,
+) -> Result<(), KstateError> {
     // SAFETY: prctl with plain integer arguments.
     let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
     let mut err: Option<CodecError> = None;
@@ -185,6 +214,7 @@ pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateE
         let mut cur = (0u64, 0u64, false);
         crate::capture::maps::for_each_line(b"/proc/self/smaps\0", bufs.text, |line| {
             if let Some(words_line) = line.strip_prefix(b"VmFlags:") {
+                *hugetlb |= is_hugetlb(words_line);
                 let mut f = parse_flags(words_line);
                 if cur.2 {
                     f &= !GROWSDOWN;
@@ -269,6 +299,13 @@ mod tests {
             MappingFlags::decode(&mut Decoder::new(&buf[..n])).unwrap(),
             m
         );
+        assert_eq!(
+            parse_flags(b" rd wr sh mw lo dc"),
+            MAYWRITE | LOCKED | DONTFORK
+        );
+        assert_eq!(parse_flags(b" rd mw gd"), GROWSDOWN);
+        assert!(is_hugetlb(b" rd wr sh mr mw me ms de ht"));
+        assert!(!is_hugetlb(b" rd wr hg"));
         let bad = MappingFlags {
             thp_disable: false,
             ranges: vec![(0x2000, 0x1000, DONTFORK)],

@@ -496,6 +496,19 @@ impl Plan {
             let (Some(at), Some(f)) = (r.staging, self.flags_of(i)) else {
                 continue;
             };
+            if f & vmflags::LOCKED != 0 {
+                // SAFETY: locks a whole staging mapping of ours in memory.
+                let rc =
+                    unsafe { libc::mlock(at as *const libc::c_void, (r.end - r.start) as usize) };
+                if rc != 0 {
+                    eprintln!(
+                        "selfckpt: warning: region {:#x}-{:#x}: cannot be locked in memory again (mlock): {}",
+                        r.start,
+                        r.end,
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
             for &(bit, adv, name) in &advice {
                 if f & bit == 0 {
                     continue;

@@ -1,6 +1,7 @@
 /* Mapping flags across a checkpoint (issue 14, Memory): a MAP_GROWSDOWN
  * mapping that is not the stack, madvise state (DONTFORK, WIPEONFORK,
- * HUGEPAGE, NOHUGEPAGE, MERGEABLE where the kernel has KSM, DONTDUMP), a
+ * HUGEPAGE, NOHUGEPAGE, MERGEABLE where the kernel has KSM, DONTDUMP), an
+ * mlock'ed mapping, a
  * plain mapping without MAP_NORESERVE, a shared file mapping made
  * read-write and then partly mprotect'ed read-only, PR_SET_THP_DISABLE.
  *
@@ -50,9 +51,9 @@ static void *map(void *at, size_t len, int prot, int flags, int fd) {
     return p;
 }
 
-#define N 9
+#define N 10
 static const char *names[N] = {"growsdown", "dontfork", "wipeonfork", "hugepage", "nohugepage",
-                               "mergeable", "dontdump", "plain", "shared-ro-part"};
+                               "mergeable", "dontdump", "plain", "shared-ro-part", "locked"};
 
 int main(int argc, char **argv) {
     int rw = PROT_READ | PROT_WRITE, priv = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -80,6 +81,8 @@ int main(int argc, char **argv) {
     s[0] = 'a';
     mprotect(s + PG, PG, PROT_READ);
     m[8] = s + PG;
+    m[9] = map(NULL, 2 * PG, rw, priv, -1);
+    if (mlock(m[9], 2 * PG)) names[9] = "locked (mlock refused here)";
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) { perror("PR_SET_THP_DISABLE"); return 2; }
     char before[N][256], after[N][256];
     for (int i = 0; i < N; i++) {
