@@ -1664,3 +1664,52 @@ fn hostile_sysv_and_mapping_flags_entries_are_refused_by_name() {
         ("flags-count", with_object(&f.good, &cut), "KERNEL"),
     ]);
 }
+
+/// Shared-object regions with hostile values: a sysv-shm region the object
+/// list has no segment for, a shared-anon region whose object offset no
+/// address range can hold. Each restart ends with a message naming the
+/// region (exit 1), never a crash, and the program never runs.
+#[test]
+fn hostile_shared_object_regions_end_the_restart_with_a_message() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let regions = recs.iter().find(|r| r.kind == 2).unwrap().payload().start;
+    let mutated = |edits: &[(usize, Vec<u8>)]| {
+        let mut b = f.good.clone();
+        for (at, v) in edits {
+            b[*at..*at + v.len()].copy_from_slice(v);
+        }
+        reseal(&mut b);
+        b
+    };
+    // The first region: kind at +24, offset at +28 (after the count).
+    let cases: Vec<(&str, Vec<(usize, Vec<u8>)>, &str)> = vec![
+        (
+            "sysv-region-without-segment",
+            vec![(regions + 4 + 20, 12u32.to_le_bytes().to_vec())],
+            "no entry for this System V segment",
+        ),
+        (
+            "shared-region-far-offset",
+            vec![
+                (regions + 4 + 20, 4u32.to_le_bytes().to_vec()),
+                (regions + 4 + 24, (1u64 << 62).to_le_bytes().to_vec()),
+            ],
+            "no free address range",
+        ),
+    ];
+    for (name, edits, expect) in cases {
+        let p = f.write_bad(name, &mutated(&edits));
+        let r = cli(&[OsStr::new("restart"), p.as_os_str()]);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(r.stdout.is_empty(), "{name}: the program ran");
+        assert_eq!(
+            std::fs::read(&f.outfile).unwrap(),
+            f.out_before,
+            "{name}: the program's file changed"
+        );
+    }
+}
