@@ -1683,7 +1683,8 @@ fn hostile_shared_object_regions_end_the_restart_with_a_message() {
         b
     };
     // The first region: kind at +24, offset at +28 (after the count).
-    let cases: Vec<(&str, Vec<(usize, Vec<u8>)>, &str)> = vec![
+    type Edits = Vec<(usize, Vec<u8>)>;
+    let cases: Vec<(&str, Edits, &str)> = vec![
         (
             "sysv-region-without-segment",
             vec![(regions + 4 + 20, 12u32.to_le_bytes().to_vec())],
