@@ -452,8 +452,11 @@ impl Plan {
         let r = self.regions[i].clone();
         if let Some(size) = self.shared.master_needed(i) {
             let at = self.pick(size)?;
+            let noreserve = self
+                .flags_of(i)
+                .is_some_and(|f| f & vmflags::NORESERVE != 0);
             self.shared
-                .make_master(i, at)
+                .make_master(i, at, noreserve)
                 .map_err(|e| stage_err(&r, name, e))?;
         }
         let len = r.end - r.start;

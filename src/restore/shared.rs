@@ -165,8 +165,10 @@ impl SharedObjects {
         o.master.is_none().then_some(o.size)
     }
 
-    /// Makes region `i`'s object and maps it whole at `at` (free, taken).
-    pub fn make_master(&mut self, i: usize, at: u64) -> std::io::Result<()> {
+    /// Makes region `i`'s object and maps it whole at `at` (free, taken);
+    /// shared anonymous memory without reserve (`MAP_NORESERVE`) where
+    /// `noreserve` (its aliases inherit it).
+    pub fn make_master(&mut self, i: usize, at: u64, noreserve: bool) -> std::io::Result<()> {
         let Some(oi) = self.of_region.get(i).copied().flatten() else {
             return Ok(());
         };
@@ -185,7 +187,7 @@ impl SharedObjects {
         }
         let fd = o.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let flags = if fd < 0 {
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 }
         } else {
             libc::MAP_SHARED
         };

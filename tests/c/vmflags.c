@@ -51,9 +51,10 @@ static void *map(void *at, size_t len, int prot, int flags, int fd) {
     return p;
 }
 
-#define N 10
-static const char *names[N] = {"growsdown", "dontfork", "wipeonfork", "hugepage", "nohugepage",
-                               "mergeable", "dontdump", "plain", "shared-ro-part", "locked"};
+#define N 12
+static const char *names[N] = {"growsdown", "dontfork",       "wipeonfork",    "hugepage",
+                               "nohugepage", "mergeable",     "dontdump",      "plain",
+                               "shared-ro-part", "locked",    "shared-noreserve", "shared-anon"};
 
 int main(int argc, char **argv) {
     int rw = PROT_READ | PROT_WRITE, priv = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -83,6 +84,8 @@ int main(int argc, char **argv) {
     m[8] = s + PG;
     m[9] = map(NULL, 2 * PG, rw, priv, -1);
     if (mlock(m[9], 2 * PG)) names[9] = "locked (mlock refused here)";
+    m[10] = map(NULL, 2 * PG, rw, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+    m[11] = map(NULL, 2 * PG, rw, MAP_SHARED | MAP_ANONYMOUS, -1);
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) { perror("PR_SET_THP_DISABLE"); return 2; }
     char before[N][256], after[N][256];
     for (int i = 0; i < N; i++) {
