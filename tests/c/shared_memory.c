@@ -99,6 +99,13 @@ int main(void) {
     int ufd = memfd_create("kmem-unmapped", 0);
     fill(page, PG, 8);
     if (ufd < 0 || pwrite(ufd, page, 100, 5 * PG) != 100) { perror("memfd unmapped"); return 2; }
+    /* 6a. A memfd held only write-only and O_APPEND, never mapped. */
+    int xfd = memfd_create("kmem-wronly", 0);
+    char xpath[64];
+    snprintf(xpath, sizeof xpath, "/proc/self/fd/%d", xfd);
+    int wo = open(xpath, O_WRONLY | O_APPEND);
+    close(xfd);
+    if (wo < 0 || write(wo, "appended", 8) != 8) { perror("memfd wronly"); return 2; }
     /* 6b. A memfd of 100 bytes mapped with a whole page. */
     int tfd = memfd_create("kmem-short", 0);
     if (tfd < 0 || ftruncate(tfd, 100)) { perror("memfd short"); return 2; }
@@ -154,6 +161,15 @@ int main(void) {
     CHECK(pread(ufd, got, PG, 5 * PG) == 100 && same(got, 100, 8), "unmapped memfd contents");
     CHECK(lseek(ufd, 0, SEEK_END) == 5 * PG + 100, "unmapped memfd size");
     printf("unmapped memfd ok\n");
+    int fl = fcntl(wo, F_GETFL);
+    CHECK((fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND), "write-only memfd flags %#x", fl);
+    snprintf(xpath, sizeof xpath, "/proc/self/fd/%d", wo);
+    int rdo = open(xpath, O_RDONLY);
+    char xb[16] = {0};
+    CHECK(rdo >= 0 && read(rdo, xb, 16) == 8 && memcmp(xb, "appended", 8) == 0,
+          "write-only memfd contents");
+    if (rdo >= 0) close(rdo);
+    printf("write-only memfd ok\n");
     CHECK(same(t, 100, 10) && lseek(tfd, 0, SEEK_END) == 100, "short memfd contents or size");
     printf("short memfd ok\n");
     CHECK(same(s, 2 * PG, 9), "unlinked /dev/shm contents");
