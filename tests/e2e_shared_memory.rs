@@ -116,7 +116,7 @@ fn sysv_segments_come_back_with_key_mode_contents_under_both_id_paths() {
         let text = inspect_text(&image);
         assert!(
             text.contains(&format!(
-                "key {k} size 12288 mode 640 attached 2 times (2 by the process)"
+                "key {k} size 12288 mode 640 attached 3 times (3 by the process)"
             )),
             "{text}"
         );
@@ -202,5 +202,112 @@ fn a_segment_another_process_has_attached_is_named_and_refused() {
         out.contains("sysv contents ok"),
         "{out}{}",
         String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+/// Mapping flags are kept exactly: the VmFlags of a growsdown mapping,
+/// advised mappings, a plain one (no `nr`) and the read-only part of a
+/// read-write shared file mapping are the same after the restart, the
+/// growsdown mapping still grows, the read-only part can be made
+/// writable, THP stays disabled; under both id paths, output as an
+/// uninterrupted run's.
+#[test]
+fn mapping_flags_and_advice_are_kept_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("vmflags");
+    if !build_c("vmflags", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let data = tmp.path().join("vmflags.dat");
+    let d = data.to_str().unwrap();
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg(d), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("vmflags ok\n"), "{want}");
+    assert!(want.contains("growsdown: rd wr mr mw me gd"), "{want}");
+    for tids in ["exact", "new"] {
+        let _ = std::fs::remove_file(&data);
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let first = dir.with_extension("first");
+        let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[d]), &first);
+        wait_line(&first, "waiting");
+        let image = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        assert!(
+            inspect_text(&image).contains("transparent huge pages disabled"),
+            "--tids {tids}"
+        );
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[d]), &second),
+            "resumed run",
+        );
+        if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+            eprintln!("skipped: exact ids on this system: {err}");
+            continue;
+        }
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+    }
+}
+
+/// A restarted program's shared objects (aliases made by the restart, a
+/// memfd reopened, a write-sealed memfd mapped again read-only) are
+/// checkpointed again and come back again: checkpoint, kill, resume,
+/// checkpoint the resumed run, kill, resume; the output is an
+/// uninterrupted run's.
+#[test]
+fn restored_shared_objects_are_checkpointed_and_restored_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("shared_memory");
+    if !build_c("shared_memory", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &first);
+    wait_line(&first, "waiting");
+    let image = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let again = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    assert_ne!(again, image);
+    let offset2 = fd_offset(&again, 1);
+    let third = tmp.path().join("third");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &third),
+        "second resumed run",
+    );
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let third = std::fs::read_to_string(&third).unwrap();
+    // Each run writes a file of its own, from where its image says.
+    assert_eq!(
+        format!("{}{}{third}", &first[..offset], &second[..offset2]),
+        want,
+        "{err}"
     );
 }

@@ -1790,3 +1790,158 @@ fn posix_timer_objects_shown_and_hostile_ones_refused() {
         ("posix-timer-twice", twice, "POSIX timer 4 is there twice"),
     ]);
 }
+
+/// A SysvShm entry (kind 0x0101).
+fn sysv_entry(shmid: i32, size: u64, mode: u32, nattch: u64, own: u32) -> Vec<u8> {
+    let mut p = shmid.to_le_bytes().to_vec();
+    p.extend(0x1234i32.to_le_bytes());
+    p.extend(size.to_le_bytes());
+    p.extend(mode.to_le_bytes());
+    p.extend(nattch.to_le_bytes());
+    p.extend(own.to_le_bytes());
+    object_entry(0x0101, 0, &p)
+}
+
+/// A MappingFlags entry (kind 0x0102).
+fn flags_entry(thp: u8, ranges: &[(u64, u64, u32)]) -> Vec<u8> {
+    let mut p = vec![thp];
+    p.extend((ranges.len() as u32).to_le_bytes());
+    for &(a, b, f) in ranges {
+        p.extend(a.to_le_bytes());
+        p.extend(b.to_le_bytes());
+        p.extend(f.to_le_bytes());
+    }
+    object_entry(0x0102, 0, &p)
+}
+
+/// System V segment and mapping-flags entries (kinds 0x0101, 0x0102):
+/// good ones are shown by inspect; hostile values (mode bits no kernel
+/// has, size 0, no attachment of the process's, two entries for one
+/// segment, flags ranges out of order or with unknown bits, a THP value
+/// other than 0 or 1, a count beyond the entry) are refused by name.
+#[test]
+fn hostile_sysv_and_mapping_flags_entries_are_refused_by_name() {
+    let f = fixture();
+    let good = with_object(&f.good, &sysv_entry(7, 8192, 0o1640, 1, 1));
+    let good = with_object(&good, &flags_entry(1, &[(0x1000, 0x3000, 8 | 256)]));
+    scan_bytes(&good, None).expect("sysv and flags entries are a valid image");
+    let (j, text) = f.inspected("sysv-flags", &good);
+    assert_eq!(j["objects"][0]["kind"], "mapping_flags", "{j}");
+    assert_eq!(j["objects"][1]["kind"], "sysv_shm", "{j}");
+    assert!(
+        text.contains("System V segment 7 key 0x1234 size 8192 mode 640 removed attached 1 times"),
+        "{text}"
+    );
+    assert!(text.contains("0x1000-0x3000 dc,dd"), "{text}");
+    let mut cut = flags_entry(0, &[]);
+    cut[8 + 1..8 + 5].copy_from_slice(&1000u32.to_le_bytes());
+    f.all_refused_for(vec![
+        (
+            "sysv-mode",
+            with_object(&f.good, &sysv_entry(7, 8192, 0o10000, 1, 1)),
+            "System V segment 7: unknown mode bits",
+        ),
+        (
+            "sysv-size",
+            with_object(&f.good, &sysv_entry(7, 0, 0o600, 1, 1)),
+            "size 0 out of range",
+        ),
+        (
+            "sysv-own",
+            with_object(&f.good, &sysv_entry(7, 4096, 0o600, 1, 0)),
+            "not attached by the process",
+        ),
+        (
+            "sysv-negative",
+            with_object(&f.good, &sysv_entry(-1, 4096, 0o600, 1, 1)),
+            "a negative id",
+        ),
+        (
+            "sysv-twice",
+            with_object(
+                &with_object(&f.good, &sysv_entry(7, 4096, 0o600, 1, 1)),
+                &sysv_entry(7, 4096, 0o600, 1, 1),
+            ),
+            "two entries for System V segment 7",
+        ),
+        (
+            "flags-order",
+            with_object(
+                &f.good,
+                &flags_entry(0, &[(0x5000, 0x6000, 8), (0x1000, 0x2000, 8)]),
+            ),
+            "out of order",
+        ),
+        (
+            "flags-empty-range",
+            with_object(&f.good, &flags_entry(0, &[(0x5000, 0x5000, 8)])),
+            "empty",
+        ),
+        (
+            "flags-bits",
+            with_object(&f.good, &flags_entry(0, &[(0x1000, 0x2000, 1 << 12)])),
+            "bad flags",
+        ),
+        (
+            "flags-none",
+            with_object(&f.good, &flags_entry(0, &[(0x1000, 0x2000, 0)])),
+            "bad flags",
+        ),
+        (
+            "flags-thp",
+            with_object(&f.good, &flags_entry(2, &[])),
+            "THP-disable",
+        ),
+        ("flags-count", with_object(&f.good, &cut), "KERNEL"),
+    ]);
+}
+
+/// Shared-object regions with hostile values: a sysv-shm region the object
+/// list has no segment for, a shared-anon region whose object offset no
+/// address range can hold. Each restart ends with a message naming the
+/// region (exit 1), never a crash, and the program never runs.
+#[test]
+fn hostile_shared_object_regions_end_the_restart_with_a_message() {
+    let f = fixture();
+    let recs = records(&f.good);
+    let regions = recs.iter().find(|r| r.kind == 2).unwrap().payload().start;
+    let mutated = |edits: &[(usize, Vec<u8>)]| {
+        let mut b = f.good.clone();
+        for (at, v) in edits {
+            b[*at..*at + v.len()].copy_from_slice(v);
+        }
+        reseal(&mut b);
+        b
+    };
+    // The first region: kind at +24, offset at +28 (after the count).
+    type Edits = Vec<(usize, Vec<u8>)>;
+    let cases: Vec<(&str, Edits, &str)> = vec![
+        (
+            "sysv-region-without-segment",
+            vec![(regions + 4 + 20, 12u32.to_le_bytes().to_vec())],
+            "no entry for this System V segment",
+        ),
+        (
+            "shared-region-far-offset",
+            vec![
+                (regions + 4 + 20, 4u32.to_le_bytes().to_vec()),
+                (regions + 4 + 24, (1u64 << 62).to_le_bytes().to_vec()),
+            ],
+            "no free address range",
+        ),
+    ];
+    for (name, edits, expect) in cases {
+        let p = f.write_bad(name, &mutated(&edits));
+        let r = cli(&[OsStr::new("restart"), p.as_os_str()]);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(r.stdout.is_empty(), "{name}: the program ran");
+        assert_eq!(
+            std::fs::read(&f.outfile).unwrap(),
+            f.out_before,
+            "{name}: the program's file changed"
+        );
+    }
+}

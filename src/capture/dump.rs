@@ -651,19 +651,6 @@ pub(crate) fn want_for(kind: RegionKind, deleted: bool) -> Option<Want> {
     }
 }
 
-/// Whether a mapping maps a shared memory object whose contents the image
-/// holds: shared anonymous memory, a memfd, a System V segment, a shared
-/// file that is gone (an unlinked `/dev/shm` file). Its region's stamp
-/// names the object (device and inode), so that a restart makes one object
-/// for all its mappings; its pages are stored once per object offset.
-pub fn is_shared_object(kind: RegionKind, path: &[u8]) -> bool {
-    match kind {
-        RegionKind::SharedAnon | RegionKind::SysvShm => true,
-        RegionKind::SharedFile => path.ends_with(b" (deleted)"),
-        _ => false,
-    }
-}
-
 /// The stamp of a shared object's mapping: its device and inode from the
 /// maps line (size, mtime and mode are not looked at for these).
 fn shared_object_stamp(ent: &crate::capture::maps::MapEntry) -> FileStamp {
@@ -693,18 +680,49 @@ fn linked_elsewhere(
     Some((n, FileStamp::from_stat(&st)))
 }
 
-/// Whether the object page at `offset` of region `ri` (a shared object's
-/// mapping) was stored already through an earlier mapping of the same
-/// object (an alias), so that each object page is stored once.
-fn stored_through_alias(regions: &[RegionRec], ri: usize, offset: u64) -> bool {
-    let r = &regions[ri];
-    regions[..ri].iter().any(|o| {
-        o.stamp.ino == r.stamp.ino
-            && o.stamp.dev == r.stamp.dev
-            && o.kind == r.kind
-            && o.offset <= offset
-            && offset < o.offset + (o.end - o.start)
-    })
+/// Which object pages of region `ri` (a shared object's mapping) were
+/// stored already through an earlier mapping of the same object (an
+/// alias), so that each object page is stored once. Asked for increasing
+/// offsets; remembers the span it last found (covered or not), so a run
+/// of pages costs one scan of the earlier regions per change, not one per
+/// page.
+struct AliasCursor {
+    ri: usize,
+    /// [from, to) known covered (true) or not (false).
+    span: (u64, u64, bool),
+}
+
+impl AliasCursor {
+    fn new(ri: usize) -> Self {
+        AliasCursor {
+            ri,
+            span: (0, 0, false),
+        }
+    }
+
+    fn stored(&mut self, regions: &[RegionRec], offset: u64) -> bool {
+        let (from, to, covered) = self.span;
+        if from <= offset && offset < to {
+            return covered;
+        }
+        let r = &regions[self.ri];
+        let mut next = u64::MAX;
+        for o in regions[..self.ri]
+            .iter()
+            .filter(|o| o.stamp == r.stamp && o.kind == r.kind)
+        {
+            let (a, b) = (o.offset, o.offset.saturating_add(o.end - o.start));
+            if a <= offset && offset < b {
+                self.span = (a, b, true);
+                return true;
+            }
+            if a > offset {
+                next = next.min(a);
+            }
+        }
+        self.span = (offset, next, false);
+        false
+    }
 }
 
 /// Whether an earlier region maps the same shared object as region `ri`.
@@ -712,7 +730,7 @@ fn has_earlier_alias(regions: &[RegionRec], ri: usize) -> bool {
     let r = &regions[ri];
     regions[..ri]
         .iter()
-        .any(|o| o.stamp.ino == r.stamp.ino && o.stamp.dev == r.stamp.dev && o.kind == r.kind)
+        .any(|o| o.stamp == r.stamp && o.kind == r.kind)
 }
 
 /// Runs the whole dump. Called in the manager's handler.
@@ -907,7 +925,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
             path_len = n;
             spare_used += n;
             stamp = st;
-        } else if is_shared_object(ent.kind, ent.path) {
+        } else if crate::capture::maps::is_shared_object(ent.kind, ent.path) {
             stamp = shared_object_stamp(&ent);
         } else if matches!(ent.kind, RegionKind::PrivateFile | RegionKind::SharedFile)
             && !ent.path.ends_with(b" (deleted)")
@@ -1109,13 +1127,14 @@ fn write_pages(
     let runs = s.slice::<PageRun>(SCAN_RUNS)?;
     let tmp = s.bytes(65536)?;
     let pagebuf = s.bytes(page)?;
-    let every_shared_page = crate::capture::pages::swap_configured(tmp);
+    let every_shared_page = crate::capture::pages::swap_in_use(tmp);
     for ri in 0..regions.len() {
-        let shared = is_shared_object(
+        let shared = crate::capture::maps::is_shared_object(
             RegionKind::from_u32(regions[ri].kind).unwrap_or(RegionKind::Anon),
             path_of(&regions[ri]),
         );
         let aliased = shared && has_earlier_alias(regions, ri);
+        let mut alias = AliasCursor::new(ri);
         let r = &regions[ri];
         let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
         g.stats.regions += 1;
@@ -1134,7 +1153,7 @@ fn write_pages(
                 g.stats.bytes_present += run.pages * page as u64;
                 for p in 0..run.pages {
                     let addr = run.addr + p * page as u64;
-                    if aliased && stored_through_alias(regions, ri, r.offset + (addr - r.start)) {
+                    if aliased && alias.stored(regions, r.offset + (addr - r.start)) {
                         continue;
                     }
                     g.offer(ri, r.start, addr, shadow.page(run, p, page), skip_zero)?;
@@ -1168,7 +1187,7 @@ fn write_pages(
                 g.stats.bytes_present += run.pages * page as u64;
                 for p in 0..run.pages {
                     let addr = run.addr + p * page as u64;
-                    if aliased && stored_through_alias(regions, ri, r.offset + (addr - r.start)) {
+                    if aliased && alias.stored(regions, r.offset + (addr - r.start)) {
                         continue;
                     }
                     let bytes: &[u8] = if readable {
@@ -1241,6 +1260,37 @@ pub fn reset_pipeline() {
 #[cfg(test)]
 mod tests {
     use super::outside;
+
+    #[test]
+    fn an_alias_stores_only_the_object_pages_no_earlier_mapping_stored() {
+        use super::{AliasCursor, RegionRec};
+        let obj = crate::image::model::FileStamp {
+            dev: 5,
+            ino: 9,
+            ..Default::default()
+        };
+        let rec = |start: u64, len: u64, offset: u64, stamp| RegionRec {
+            start,
+            end: start + len,
+            offset,
+            stamp,
+            kind: 4,
+            ..RegionRec::default()
+        };
+        let other = crate::image::model::FileStamp { ino: 10, ..obj };
+        let regions = [
+            rec(0x10000, 0x2000, 0x1000, obj),
+            rec(0x20000, 0x8000, 0, other),
+            rec(0x40000, 0x1000, 0x5000, obj),
+            rec(0x50000, 0x8000, 0, obj),
+        ];
+        let mut c = AliasCursor::new(3);
+        let stored: Vec<bool> = (0..8).map(|p| c.stored(&regions, p * 0x1000)).collect();
+        assert_eq!(
+            stored,
+            [false, true, true, false, false, true, false, false]
+        );
+    }
 
     #[test]
     fn the_scratch_arena_is_cut_out_of_a_merged_mapping() {

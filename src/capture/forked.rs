@@ -160,7 +160,7 @@ pub fn copy_shadow<'a>(
     let mut used = 0usize;
     // Shared objects: their pages are found as the dump finds them (pages
     // written through another mapping of the object count too).
-    let every = crate::capture::pages::swap_configured(tmp);
+    let every = crate::capture::pages::swap_in_use(tmp);
     for r in regions {
         let mut at = r.start;
         while at < r.end {

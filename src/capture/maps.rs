@@ -58,6 +58,19 @@ impl RegionKind {
         }
     }
 }
+/// Whether a mapping maps a shared memory object whose contents the image
+/// holds: shared anonymous memory, a memfd, a System V segment, a shared
+/// file that is gone (an unlinked `/dev/shm` file). Its region's stamp
+/// names the object (device and inode), so that a restart makes one object
+/// for all its mappings; its pages are stored once per object offset.
+pub fn is_shared_object(kind: RegionKind, path: &[u8]) -> bool {
+    match kind {
+        RegionKind::SharedAnon | RegionKind::SysvShm => true,
+        RegionKind::SharedFile => path.ends_with(b" (deleted)"),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 pub enum MapsError {
     #[error("malformed line {0}")]
@@ -211,7 +224,33 @@ pub fn for_each_self_map(
     buf: &mut [u8],
     mut f: impl FnMut(&MapEntry) -> bool,
 ) -> Result<(), MapsError> {
-    let fd = crate::capture::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+    let mut n = 0usize;
+    let mut bad = None;
+    for_each_line(b"/proc/self/maps\0", buf, |line| {
+        n += 1;
+        if line.is_empty() {
+            return true;
+        }
+        match parse(line) {
+            Some(e) => f(&e),
+            None => {
+                bad = Some(MapsError::Malformed(n));
+                false
+            }
+        }
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// Calls `f` with every line (without its newline) of the file at the
+/// NUL-terminated `path`, read in pieces of `buf`; `f` returns false to
+/// stop. A line longer than `buf` is an error. No allocation.
+pub fn for_each_line(
+    path: &[u8],
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<(), MapsError> {
+    let fd = crate::capture::sys::RawFd::open(path, libc::O_RDONLY, 0)
         .map_err(|e| MapsError::Io(e.0))?;
     let mut kept = 0usize;
     loop {
@@ -224,9 +263,8 @@ pub fn for_each_self_map(
             None if n == 0 => have,
             None => return Err(MapsError::BufferTooSmall(have)),
         };
-        for ent in MapsParser::new(&buf[..upto]) {
-            let ent = ent?;
-            if !f(&ent) {
+        for line in buf[..upto].split(|&c| c == b'\n') {
+            if !f(line) {
                 return Ok(());
             }
         }
@@ -329,6 +367,17 @@ mod tests {
             (e.start, e.end, e.offset, e.path),
             (0x1000, 0x2000, 0x1000, &b"/tmp/a file with spaces"[..])
         );
+    }
+
+    #[test]
+    fn shared_objects_are_shared_anon_sysv_and_deleted_shared_files() {
+        use RegionKind::*;
+        assert!(is_shared_object(SharedAnon, b"/dev/zero (deleted)"));
+        assert!(is_shared_object(SysvShm, b"/SYSV00000000 (deleted)"));
+        assert!(is_shared_object(SharedFile, b"/dev/shm/x (deleted)"));
+        assert!(!is_shared_object(SharedFile, b"/dev/shm/x"));
+        assert!(!is_shared_object(PrivateFile, b"/tmp/x (deleted)"));
+        assert!(!is_shared_object(Anon, b""));
     }
 
     #[test]

@@ -319,8 +319,8 @@ impl PageScanner {
 /// it maps: `mincore` answers for the object (its page cache), not for
 /// this mapping's page tables, so a page written through another mapping
 /// of the same object (an alias) is found here too. With `every`, every
-/// page is taken (a system with swap: a shared page swapped out is in no
-/// page cache and `mincore` would miss it); the caller leaves out pages
+/// page is taken (swap in use: a shared page swapped out is in no page
+/// cache and `mincore` would miss it); the caller leaves out pages
 /// that read as zero. `tmp` holds the `mincore` vector. No allocation.
 pub fn resident_shared(
     start: u64,
@@ -372,13 +372,23 @@ pub fn resident_shared(
     Ok(n)
 }
 
-/// Whether the system has swap configured (`/proc/swaps` lists a device
-/// after its header). Reads into `tmp`; no allocation.
-pub fn swap_configured(tmp: &mut [u8]) -> bool {
-    match crate::capture::sys::read_file(b"/proc/swaps\0", tmp) {
-        Ok(n) => tmp[..n].iter().filter(|&&c| c == b'\n').count() > 1,
-        // Unknown: assume there is, and read every page.
-        Err(_) => true,
+/// Whether any swap is in use (`SwapTotal` above `SwapFree` in
+/// /proc/meminfo): only then can a shared page be swapped out, where
+/// `mincore` would miss it. Reads into `tmp`; no allocation. Unknown:
+/// assumed in use.
+pub fn swap_in_use(tmp: &mut [u8]) -> bool {
+    let Ok(n) = crate::capture::sys::read_file(b"/proc/meminfo\0", tmp) else {
+        return true;
+    };
+    let text = &tmp[..n];
+    let kb = |key: &[u8]| {
+        crate::capture::sys::field(text, key)
+            .and_then(crate::capture::sys::parse_u64)
+            .map(|v| v.0)
+    };
+    match (kb(b"SwapTotal:"), kb(b"SwapFree:")) {
+        (Some(total), Some(free)) => total > free,
+        _ => true,
     }
 }
 

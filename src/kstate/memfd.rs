@@ -221,7 +221,7 @@ pub fn capture(
             .map_err(Into::into);
         }
         let mut err: Option<KstateError> = None;
-        objects::entry(e, Kind::Memfd, 0, |e| -> Result<(), CodecError> {
+        let written = objects::entry(e, Kind::Memfd, 0, |e| -> Result<(), CodecError> {
             e.i32(fd)?;
             e.u32(flags)?;
             e.u64(offset)?;
@@ -233,9 +233,15 @@ pub fn capture(
             let at = e.reserve_u32()?;
             let mut runs = 0u32;
             if inline {
+                // An open of its own for reading: the program's may be
+                // write-only, and its offset must not move.
+                let mut p = PathBuf::<48>::new();
+                p.push(b"/proc/self/fd/").push_u64(fd as u64);
+                let own = sys::RawFd::open(p.as_cstr_bytes(), libc::O_RDONLY, 0);
+                let rd = own.as_ref().map_or(fd, |f| f.raw());
                 let mut pos = 0u64;
                 while pos < size && (runs as usize) < MAX_RUNS {
-                    let (data, hole) = match data_run(fd, pos) {
+                    let (data, hole) = match data_run(rd, pos) {
                         Some(r) => r,
                         None => break,
                     };
@@ -246,15 +252,27 @@ pub fn capture(
                     e.u64(data)?;
                     let len = (hole - data) as usize;
                     let read = e.bytes_with(len, |buf| {
-                        let file = sys::RawFd::from_raw(fd);
                         let mut got = 0;
                         while got < len {
-                            match file.pread(&mut buf[got..], data + got as u64) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => got += k,
+                            // SAFETY: pread into the unfilled tail of `buf`
+                            // from the program's descriptor (positioned:
+                            // its offset does not move).
+                            let k = unsafe {
+                                libc::pread(
+                                    rd,
+                                    buf[got..].as_mut_ptr().cast(),
+                                    len - got,
+                                    (data + got as u64) as i64,
+                                )
+                            };
+                            if k < 0 {
+                                return Err(());
                             }
+                            if k == 0 {
+                                break;
+                            }
+                            got += k as usize;
                         }
-                        core::mem::forget(file);
                         Ok::<usize, ()>(got)
                     })?;
                     if read.is_err() {
@@ -267,10 +285,12 @@ pub fn capture(
             }
             e.patch_u32(at, runs);
             Ok(())
-        })?;
-        // SEEK_DATA moved the descriptor's offset: put it back.
+        });
+        // SEEK_DATA moved the descriptor's offset: put it back, whatever
+        // became of the entry (the program goes on with it).
         // SAFETY: lseek on a descriptor of ours.
         unsafe { libc::lseek(fd, offset as i64, libc::SEEK_SET) };
+        written?;
         match err {
             Some(x) => Err(x),
             None => Ok(()),

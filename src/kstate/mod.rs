@@ -33,6 +33,7 @@ pub mod sockets;
 pub mod sysvshm;
 pub mod timerfd;
 pub mod unrestorable;
+pub mod vmflags;
 
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
@@ -122,6 +123,7 @@ fn capture_objects(
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
     descriptions::capture(e, bufs, skip_fd)?;
+    vmflags::capture(e, bufs)?;
     objects::end(e)?;
     Ok(())
 }

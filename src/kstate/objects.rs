@@ -62,6 +62,8 @@ pub enum Kind {
     /// reopened by path, or with status `open` cannot set
     /// (`kstate::descriptions`).
     Description = 0x0203,
+    /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
+    MappingFlags = 0x0102,
 }
 
 impl Kind {
@@ -71,7 +73,7 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 14] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -80,6 +82,7 @@ impl Kind {
         Kind::DeletedFile,
         Kind::Lock,
         Kind::Description,
+        Kind::MappingFlags,
         Kind::Socket,
         Kind::PosixTimer,
         Kind::Rlimits,
@@ -164,6 +167,7 @@ pub enum Object {
     Inotify(super::inotify::Inotify),
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
+    MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
         kind: u16,
@@ -204,6 +208,7 @@ impl Objects {
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
+                Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
             }
@@ -263,6 +268,9 @@ impl Objects {
                 Some(Kind::Description) => {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
                 }
+                Some(Kind::MappingFlags) => {
+                    Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
+                }
                 Some(Kind::End) | None if flags & SKIPPABLE != 0 => {
                     p.take(len)?;
                     Object::Unknown { kind, len }
@@ -306,6 +314,15 @@ impl Objects {
             Object::NotRestorable(x) => !placed.contains(&x.fd),
             o => !Self::fds_of(o).iter().any(|fd| placed.contains(fd)),
         });
+    }
+
+    /// The recorded mapping flags (None: the image has none, written
+    /// before they were recorded).
+    pub fn mapping_flags(&self) -> Option<&super::vmflags::MappingFlags> {
+        self.items.iter().find_map(|o| match o {
+            Object::MappingFlags(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The System V segments (made again with the memory by
@@ -401,6 +418,7 @@ impl Objects {
                 Object::Rlimits(x) => vec![x.describe()],
                 Object::ProcessAttrs(x) => vec![x.describe()],
                 Object::Inotify(x) => x.describe(),
+                Object::MappingFlags(x) => vec![x.describe()],
             })
             .collect()
     }
@@ -427,6 +445,7 @@ impl Objects {
                 }),
                 Object::Memfd(x) => x.json(),
                 Object::SysvShm(x) => x.json(),
+                Object::MappingFlags(x) => x.json(),
             })
             .collect()
     }
@@ -450,6 +469,9 @@ impl Objects {
                 if self.memfds().filter(|m| m.fd == x.fd).count() > 1 {
                     return Err(format!("two memfd entries for fd {}", x.fd));
                 }
+            }
+            if let Object::MappingFlags(x) = o {
+                x.check()?;
             }
             if let Object::SysvShm(x) = o {
                 x.check()?;
@@ -491,6 +513,9 @@ impl Objects {
                 (Object::ProcessAttrs(x), Stage::Early) => {
                     failed.extend(super::process_attrs::restore_early(x));
                 }
+                // The flags of the mappings went with the staging; what is
+                // left is given back early.
+                (Object::MappingFlags(x), Stage::Early) => failed.extend(x.restore()),
                 (Object::Pipe(x), Stage::Descriptors) => {
                     failed.extend(super::pipes::restore(x).unwrap_or_else(|e| vec![e]));
                 }

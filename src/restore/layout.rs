@@ -9,6 +9,7 @@ use crate::capture::maps::{MapsParser, RegionKind};
 use crate::image::format::FormatError;
 use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, SignalSet, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
+use crate::kstate::vmflags;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,9 @@ pub struct Plan {
     pub exe_path: Vec<u8>,
     /// The shared memory objects the regions map, one per object.
     pub shared: super::shared::SharedObjects,
+    /// Per region, its recorded mapping flags (`kstate::vmflags`; None:
+    /// the image has none).
+    vmflags: Option<Vec<u32>>,
     /// Per region: file offset and path (or name).
     offsets: Vec<u64>,
     names: Vec<Vec<u8>>,
@@ -179,6 +183,11 @@ impl Plan {
                     .collect::<Vec<_>>(),
                 page,
             ),
+            vmflags: view
+                .kernel
+                .objects
+                .mapping_flags()
+                .map(|m| view.regions.iter().map(|r| m.of(r.start, r.end)).collect()),
             offsets: view.regions.iter().map(|r| r.offset).collect(),
             names: view.regions.iter().map(|r| r.path.to_vec()).collect(),
         };
@@ -322,6 +331,18 @@ impl Plan {
         } else {
             self.regions.iter().map(|_| None).collect()
         };
+        // Huge-page staging leaves NOHUGEPAGE advice behind: only where the
+        // program had asked for huge pages (which `apply_advice` gives back),
+        // unless forced or the image does not say.
+        let forced = crate::settings::restart_thp()? == Some(true);
+        let huge_plans: Vec<_> = huge_plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let asked = self.flags_of(i).is_none_or(|f| f & vmflags::HUGEPAGE != 0);
+                p.filter(|_| forced || asked)
+            })
+            .collect();
         for (i, hp) in huge_plans.iter().enumerate() {
             let name = self.names[i].clone();
             self.stage_region(i, &name)?;
@@ -401,6 +422,7 @@ impl Plan {
             Some(e) => e,
             None => match read {
                 Ok(_) => {
+                    self.apply_advice();
                     self.finish_shared()?;
                     return Ok(stats);
                 }
@@ -432,8 +454,11 @@ impl Plan {
         let r = self.regions[i].clone();
         if let Some(size) = self.shared.master_needed(i) {
             let at = self.pick(size)?;
+            let noreserve = self
+                .flags_of(i)
+                .is_some_and(|f| f & vmflags::NORESERVE != 0);
             self.shared
-                .make_master(i, at)
+                .make_master(i, at, noreserve)
                 .map_err(|e| stage_err(&r, name, e))?;
         }
         let len = r.end - r.start;
@@ -445,13 +470,81 @@ impl Plan {
         Ok(())
     }
 
+    /// The recorded flags of region `i` (None: the image has none).
+    fn flags_of(&self, i: usize) -> Option<u32> {
+        self.vmflags
+            .as_ref()
+            .map(|v| v.get(i).copied().unwrap_or(0))
+    }
+
+    /// After filling: gives each staging mapping the program's `madvise`
+    /// state (the restorer's mremap keeps it). A kernel that refuses one
+    /// (KSM not built in, say) is said, not hidden.
+    fn apply_advice(&self) {
+        let advice = [
+            (vmflags::DONTFORK, libc::MADV_DONTFORK, "MADV_DONTFORK"),
+            (
+                vmflags::WIPEONFORK,
+                libc::MADV_WIPEONFORK,
+                "MADV_WIPEONFORK",
+            ),
+            (vmflags::HUGEPAGE, libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
+            (
+                vmflags::NOHUGEPAGE,
+                libc::MADV_NOHUGEPAGE,
+                "MADV_NOHUGEPAGE",
+            ),
+            (vmflags::MERGEABLE, libc::MADV_MERGEABLE, "MADV_MERGEABLE"),
+            (vmflags::DONTDUMP, libc::MADV_DONTDUMP, "MADV_DONTDUMP"),
+        ];
+        for (i, r) in self.regions.iter().enumerate() {
+            let (Some(at), Some(f)) = (r.staging, self.flags_of(i)) else {
+                continue;
+            };
+            if f & vmflags::LOCKED != 0 {
+                // SAFETY: locks a whole staging mapping of ours in memory.
+                let rc =
+                    unsafe { libc::mlock(at as *const libc::c_void, (r.end - r.start) as usize) };
+                if rc != 0 {
+                    eprintln!(
+                        "selfckpt: warning: region {:#x}-{:#x}: cannot be locked in memory again (mlock): {}",
+                        r.start,
+                        r.end,
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+            for &(bit, adv, name) in &advice {
+                if f & bit == 0 {
+                    continue;
+                }
+                // SAFETY: advice on a whole staging mapping of ours.
+                let rc = unsafe {
+                    libc::madvise(at as *mut libc::c_void, (r.end - r.start) as usize, adv)
+                };
+                if rc != 0 {
+                    eprintln!(
+                        "selfckpt: warning: region {:#x}-{:#x}: {name} cannot be given again: {}",
+                        r.start,
+                        r.end,
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+        }
+    }
+
     /// After filling: the shared objects' masters go, seals come back.
     fn finish_shared(&mut self) -> Result<(), RestoreError> {
-        let staged: Vec<Option<(u64, u64, u64)>> = self
+        let staged: Vec<Option<(u64, u64, u64, bool)>> = self
             .regions
             .iter()
             .enumerate()
-            .map(|(i, r)| r.staging.map(|s| (s, r.end - r.start, self.offset_of(i))))
+            .map(|(i, r)| {
+                let may_write = self.flags_of(i).is_none_or(|f| f & vmflags::MAYWRITE != 0);
+                r.staging
+                    .map(|s| (s, r.end - r.start, self.offset_of(i), may_write))
+            })
             .collect();
         self.shared.finish(&staged)
     }
@@ -464,12 +557,26 @@ impl Plan {
         let deleted = name.ends_with(b" (deleted)");
         let len = r.end - r.start;
         let rw = libc::PROT_READ | libc::PROT_WRITE;
-        let anon = libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        // The program's flags where the image has them: no reserve only
+        // where it had none, growing down where it did.
+        let f = self.flags_of(i);
+        let has = |bit: u32| f.is_some_and(|f| f & bit != 0);
+        let noreserve = if f.is_none() || has(vmflags::NORESERVE) {
+            libc::MAP_NORESERVE
+        } else {
+            0
+        };
+        let grows = if has(vmflags::GROWSDOWN) {
+            libc::MAP_GROWSDOWN
+        } else {
+            0
+        };
+        let anon = libc::MAP_ANONYMOUS | noreserve;
         let (prot, flags, file): (i32, i32, Option<(std::fs::File, u64)>) = match r.kind {
             RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock | RegionKind::Vsyscall => {
                 return Ok(())
             }
-            RegionKind::Anon | RegionKind::Heap => (rw, libc::MAP_PRIVATE | anon, None),
+            RegionKind::Anon | RegionKind::Heap => (rw, libc::MAP_PRIVATE | anon | grows, None),
             RegionKind::Stack => (rw, libc::MAP_PRIVATE | anon | libc::MAP_GROWSDOWN, None),
             RegionKind::SharedAnon => (rw, libc::MAP_SHARED | anon, None),
             RegionKind::PrivateFile if deleted => (rw, libc::MAP_PRIVATE | anon, None),
@@ -478,7 +585,9 @@ impl Plan {
                 (rw, libc::MAP_PRIVATE, Some((f, self.offset_of(i))))
             }
             RegionKind::SharedFile if !deleted => {
-                let writable = r.prot & libc::PROT_WRITE as u32 != 0;
+                // Read-write where any part was, or could be made so
+                // (`mw`): mprotect(PROT_WRITE) works after the restart.
+                let writable = r.prot & libc::PROT_WRITE as u32 != 0 || has(vmflags::MAYWRITE);
                 let f = open_file(name, writable).map_err(|e| stage_err(&r, name, e))?;
                 (
                     r.prot as i32,

@@ -1,6 +1,6 @@
 //! Shared memory objects at restart: every region of the image that maps a
 //! shared object (shared anonymous memory, a memfd, an unlinked tmpfs file;
-//! `capture::dump::is_shared_object`) names it by its stamp (device,
+//! `capture::maps::is_shared_object`) names it by its stamp (device,
 //! inode). One object is made per name — a fresh shared anonymous mapping,
 //! a memfd with the same name, an unlinked file in /dev/shm with the same
 //! name — and mapped whole once in the restarter (the master); each region
@@ -40,8 +40,13 @@ struct Obj {
     ino: u64,
     source: Source,
     size: u64,
+    /// The size its memfd entry gives (the object is cut back to it once
+    /// filled: a mapping may reach past the end of its file).
+    exact: Option<u64>,
     seals: u32,
     fd: Option<OwnedFd>,
+    /// The System V segment made again.
+    shmid: Option<i32>,
     master: Option<(u64, u64)>,
 }
 
@@ -91,7 +96,7 @@ impl SharedObjects {
         };
         for (i, r) in regions.iter().enumerate() {
             let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
-            if !crate::capture::dump::is_shared_object(kind, r.path) {
+            if !crate::capture::maps::is_shared_object(kind, r.path) {
                 s.of_region.push(None);
                 continue;
             }
@@ -125,6 +130,7 @@ impl SharedObjects {
             let at = s.object(m.dev, m.ino, Source::Memfd(m.name.clone()));
             let o = &mut s.objs[at];
             o.size = o.size.max(m.size);
+            o.exact = Some(m.size);
             o.seals |= m.seals;
         }
         s
@@ -139,8 +145,10 @@ impl SharedObjects {
             ino,
             source,
             size: 0,
+            exact: None,
             seals: 0,
             fd: None,
+            shmid: None,
             master: None,
         });
         self.objs.len() - 1
@@ -157,8 +165,10 @@ impl SharedObjects {
         o.master.is_none().then_some(o.size)
     }
 
-    /// Makes region `i`'s object and maps it whole at `at` (free, taken).
-    pub fn make_master(&mut self, i: usize, at: u64) -> std::io::Result<()> {
+    /// Makes region `i`'s object and maps it whole at `at` (free, taken);
+    /// shared anonymous memory without reserve (`MAP_NORESERVE`) where
+    /// `noreserve` (its aliases inherit it).
+    pub fn make_master(&mut self, i: usize, at: u64, noreserve: bool) -> std::io::Result<()> {
         let Some(oi) = self.of_region.get(i).copied().flatten() else {
             return Ok(());
         };
@@ -167,7 +177,7 @@ impl SharedObjects {
             let seg = seg.ok_or_else(|| {
                 std::io::Error::other("the image has no entry for this System V segment")
             })?;
-            attach_segment(&seg, at)?;
+            o.shmid = Some(attach_segment(&seg, at)?);
             o.master = Some((at, o.size));
             return Ok(());
         }
@@ -177,7 +187,7 @@ impl SharedObjects {
         }
         let fd = o.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         let flags = if fd < 0 {
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 }
         } else {
             libc::MAP_SHARED
         };
@@ -232,12 +242,13 @@ impl SharedObjects {
         Ok(())
     }
 
-    /// Once every region is staged and filled: unmaps the masters; seals
-    /// the objects that had seals (mapping again read-only from a
-    /// read-only descriptor the staged regions of an object sealed against
-    /// writing, which the kernel requires). `staged` lists each region's
-    /// (staging address, length, object offset).
-    pub fn finish(&mut self, staged: &[Option<(u64, u64, u64)>]) -> Result<(), RestoreError> {
+    /// Once every region is staged and filled: unmaps the masters; maps
+    /// again read-only the regions that could not be written (no `mw`: a
+    /// read-only open, a `SHM_RDONLY` attachment) and every region of an
+    /// object sealed against writing (the kernel requires it); gives the
+    /// seals back. `staged` lists each region's (staging address, length,
+    /// object offset, whether it could be written).
+    pub fn finish(&mut self, staged: &[Option<(u64, u64, u64, bool)>]) -> Result<(), RestoreError> {
         for o in &mut self.objs {
             if let Some((at, len)) = o.master.take() {
                 // SAFETY: our own master mapping, made by `make_master`.
@@ -245,20 +256,39 @@ impl SharedObjects {
             }
         }
         for (oi, o) in self.objs.iter().enumerate() {
-            let Some(fd) = &o.fd else { continue };
-            if o.seals == 0 {
-                continue;
+            let sealed = o.seals & (libc::F_SEAL_WRITE as u32) != 0;
+            let read_only: Vec<(u64, u64, u64)> = staged
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.of_region.get(*i).copied().flatten() == Some(oi))
+                .filter_map(|(_, s)| *s)
+                .filter(|s| sealed || !s.3)
+                .map(|s| (s.0, s.1, s.2))
+                .collect();
+            if let (Some(id), false) = (o.shmid, read_only.is_empty()) {
+                remap_segment_read_only(id, &read_only)
+                    .map_err(|e| RestoreError::Io(describe(o), e))?;
             }
-            if o.seals & (libc::F_SEAL_WRITE as u32) != 0 {
+            let Some(fd) = &o.fd else { continue };
+            if let Some(size) = o.exact.filter(|&s| s < o.size) {
+                // SAFETY: ftruncate on our own memfd, before its seals.
+                if unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) } != 0 {
+                    return Err(RestoreError::Io(
+                        format!("{}: cannot give it its size {size} again", describe(o)),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
+            if !read_only.is_empty() {
                 let ro =
                     reopen(fd, libc::O_RDONLY).map_err(|e| RestoreError::Io(describe(o), e))?;
-                for (i, s) in staged.iter().enumerate() {
-                    let Some((at, len, off)) = *s else { continue };
-                    if self.of_region.get(i).copied().flatten() == Some(oi) {
-                        map_fixed_replace(at, len, ro.as_raw_fd(), off)
-                            .map_err(|e| RestoreError::Io(describe(o), e))?;
-                    }
+                for &(at, len, off) in &read_only {
+                    map_fixed_replace(at, len, ro.as_raw_fd(), off)
+                        .map_err(|e| RestoreError::Io(describe(o), e))?;
                 }
+            }
+            if o.seals == 0 {
+                continue;
             }
             // SAFETY: F_ADD_SEALS on our own memfd.
             if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, o.seals as i32) } != 0 {
@@ -341,6 +371,38 @@ fn describe(o: &Obj) -> String {
     }
 }
 
+/// Maps the staged regions (address, length, segment offset) of segment
+/// `id` again from a read-only attachment (`SHM_RDONLY`), as aliases of it.
+fn remap_segment_read_only(id: i32, regions: &[(u64, u64, u64)]) -> std::io::Result<()> {
+    // SAFETY: a read-only attachment wherever the kernel finds room (it
+    // replaces nothing), detached below.
+    let tmp = unsafe { libc::shmat(id, core::ptr::null(), libc::SHM_RDONLY) };
+    if tmp as isize == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut result = Ok(());
+    for &(at, len, off) in regions {
+        // SAFETY: an alias of our read-only attachment replacing our own
+        // staging mapping at `at` (same range).
+        let p = unsafe {
+            libc::mremap(
+                (tmp as u64 + off) as *mut libc::c_void,
+                0,
+                len as usize,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                at as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != at {
+            result = Err(std::io::Error::last_os_error());
+            break;
+        }
+    }
+    // SAFETY: detaching the temporary attachment made above.
+    unsafe { libc::shmdt(tmp) };
+    result
+}
+
 /// Makes the segment again and attaches it at `at` (free, taken). With
 /// its key where it had one and no other process was attached (where one
 /// was, the stand-in `--unrestorable=sysv_shm` accepted: a private
@@ -348,7 +410,7 @@ fn describe(o: &Obj) -> String {
 /// segment with its key that exists already is taken only if it is the
 /// very segment (same id and size) and nobody is attached to it (the one
 /// the killed program left); any other is refused.
-fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<()> {
+fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<i32> {
     let private =
         seg.key == libc::IPC_PRIVATE || seg.mode & SHM_DEST != 0 || seg.shared_with_others();
     let key = if private { libc::IPC_PRIVATE } else { seg.key };
@@ -392,7 +454,7 @@ fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<()> {
         // SAFETY: marks our new segment for removal once detached.
         unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) };
     }
-    Ok(())
+    Ok(id)
 }
 
 /// A new object of `size` bytes: a memfd (sealable if it had seals), or an

@@ -77,6 +77,12 @@ int main(void) {
     if (pwrite(mfd, page, PG, 2 * PG) != PG) { perror("pwrite"); return 2; }
     if (fcntl(mfd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK)) { perror("seal"); return 2; }
     lseek(mfd, 123, SEEK_SET);
+    /* 3b. The same memfd mapped from a read-only open: never writable. */
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", mfd);
+    int rofd = open(self, O_RDONLY);
+    unsigned char *ro = map(PG, PROT_READ, MAP_SHARED, rofd, PG);
+    close(rofd);
     /* 4. A write-sealed memfd mapped read-only. */
     int wfd = memfd_create("kmem-sealed", MFD_ALLOW_SEALING | MFD_CLOEXEC);
     fill(page, PG, 6);
@@ -93,6 +99,18 @@ int main(void) {
     int ufd = memfd_create("kmem-unmapped", 0);
     fill(page, PG, 8);
     if (ufd < 0 || pwrite(ufd, page, 100, 5 * PG) != 100) { perror("memfd unmapped"); return 2; }
+    /* 6a. A memfd held only write-only and O_APPEND, never mapped. */
+    int xfd = memfd_create("kmem-wronly", 0);
+    char xpath[64];
+    snprintf(xpath, sizeof xpath, "/proc/self/fd/%d", xfd);
+    int wo = open(xpath, O_WRONLY | O_APPEND);
+    close(xfd);
+    if (wo < 0 || write(wo, "appended", 8) != 8) { perror("memfd wronly"); return 2; }
+    /* 6b. A memfd of 100 bytes mapped with a whole page. */
+    int tfd = memfd_create("kmem-short", 0);
+    if (tfd < 0 || ftruncate(tfd, 100)) { perror("memfd short"); return 2; }
+    unsigned char *t = map(PG, rw, MAP_SHARED, tfd, 0);
+    fill(t, 100, 10);
     /* 7. An unlinked /dev/shm file, still mapped. */
     char shm[64];
     snprintf(shm, sizeof shm, "/dev/shm/kmem-%d", (int)getpid());
@@ -128,6 +146,9 @@ int main(void) {
     CHECK(ftruncate(mfd, 8 * PG) == -1 && errno == EPERM, "memfd grew despite its seal");
     CHECK((fcntl(mfd, F_GETFL) & O_ACCMODE) == O_RDWR && !(fcntl(mfd, F_GETFD) & FD_CLOEXEC),
           "memfd flags");
+    CHECK(ro[1] == 0xcc, "read-only memfd mapping not shared");
+    CHECK(mprotect(ro, PG, PROT_READ | PROT_WRITE) == -1 && errno == EACCES,
+          "a mapping of a read-only open became writable");
     printf("memfd ok seals %#x\n", seals);
     CHECK(same(w, PG, 6), "sealed memfd contents");
     seals = fcntl(wfd, F_GET_SEALS);
@@ -140,6 +161,17 @@ int main(void) {
     CHECK(pread(ufd, got, PG, 5 * PG) == 100 && same(got, 100, 8), "unmapped memfd contents");
     CHECK(lseek(ufd, 0, SEEK_END) == 5 * PG + 100, "unmapped memfd size");
     printf("unmapped memfd ok\n");
+    int fl = fcntl(wo, F_GETFL);
+    CHECK((fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND), "write-only memfd flags %#x", fl);
+    snprintf(xpath, sizeof xpath, "/proc/self/fd/%d", wo);
+    int rdo = open(xpath, O_RDONLY);
+    char xb[16] = {0};
+    CHECK(rdo >= 0 && read(rdo, xb, 16) == 8 && memcmp(xb, "appended", 8) == 0,
+          "write-only memfd contents");
+    if (rdo >= 0) close(rdo);
+    printf("write-only memfd ok\n");
+    CHECK(same(t, 100, 10) && lseek(tfd, 0, SEEK_END) == 100, "short memfd contents or size");
+    printf("short memfd ok\n");
     CHECK(same(s, 2 * PG, 9), "unlinked /dev/shm contents");
     CHECK(deleted_line(s), "unlinked /dev/shm mapping not shown deleted");
     printf("unlinked shm ok\n");

@@ -1,6 +1,6 @@
 /* System V shared memory across a checkpoint (issue 14, Memory): a
  * segment with a key attached twice (a page written through the second
- * attachment only), and a private segment marked for removal while
+ * attachment only) and once more read-only (SHM_RDONLY), and a private segment marked for removal while
  * attached.
  *
  * usage: sysv_shm KEY
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 #include <time.h>
 
@@ -36,9 +37,10 @@ int main(int argc, char **argv) {
     if (id < 0) { perror("shmget"); return 2; }
     unsigned char *a = shmat(id, NULL, 0);
     unsigned char *b = shmat(id, NULL, 0);
+    unsigned char *r = shmat(id, NULL, SHM_RDONLY);
     int pid = shmget(IPC_PRIVATE, 2 * PG, IPC_CREAT | 0600);
     unsigned char *p = shmat(pid, NULL, 0);
-    if (a == (void *)-1 || b == (void *)-1 || p == (void *)-1) { perror("shmat"); return 2; }
+    if (a == (void *)-1 || b == (void *)-1 || r == (void *)-1 || p == (void *)-1) { perror("shmat"); return 2; }
     shmctl(pid, IPC_RMID, NULL);
     fill(a, 2 * PG, 1);
     fill(b + 2 * PG, PG, 2);
@@ -54,6 +56,9 @@ int main(int argc, char **argv) {
     a[3] = 0xab;
     CHECK(b[3] == 0xab, "the attachments are not shared");
     CHECK(same(p, 2 * PG, 3), "removed private segment contents");
+    CHECK(r[3] == 0xab, "the read-only attachment is not shared");
+    CHECK(mprotect(r, PG, PROT_READ | PROT_WRITE) == -1 && errno == EACCES,
+          "the SHM_RDONLY attachment became writable");
     printf("sysv contents ok\n");
     struct shmid_ds ds;
     int now = shmget(key, 0, 0);
