@@ -214,7 +214,7 @@ impl Runtime {
         };
 
         // Prepare: everything that allocates or opens happens now.
-        let maps_len = std::fs::read("/proc/self/maps")
+        let maps_len = std::fs::read("/proc/thread-self/maps")
             .map_err(io("cannot read", Path::new("/proc/self/maps")))?
             .len();
         let maps_cap = maps_len * 4 + (256 << 10);
@@ -249,7 +249,7 @@ impl Runtime {
         }
         .map_err(io("cannot map scratch memory for", &final_path))?;
         let image = crate::imagedir::create_temp(&tmp_path)?;
-        let mem = RawFd::open(b"/proc/self/mem\0", libc::O_RDONLY, 0)
+        let mem = RawFd::open(b"/proc/thread-self/mem\0", libc::O_RDONLY, 0)
             .map_err(|e| Error::Io("cannot open /proc/self/mem".into(), e.describe()))?;
         let scanner = PageScanner::open(cfg.pagemap_scan).map_err(|e| {
             Error::Io(

@@ -28,6 +28,10 @@ fn posix_timers_come_back_with_their_ids_under_both_id_paths() {
     );
     let want = std::fs::read_to_string(&reference).unwrap();
     assert!(want.ends_with("posix timers ok\n"), "{want}");
+    assert!(
+        want.contains("thread timer: 100 calls, values right, attributes right\n"),
+        "{want}"
+    );
     assert!(want.starts_with("ids 0 1 2 4 6\n"), "{want}");
     for tids in ["exact", "new"] {
         let dir = tmp.path().join(format!("ck-{tids}"));

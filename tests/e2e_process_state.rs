@@ -259,3 +259,44 @@ fn inotify_watches_come_back_with_their_numbers_under_both_id_paths() {
         assert!(!err.contains("inotify:"), "--tids {tids}: {err}");
     }
 }
+
+/// A process whose main thread has exited (the group leader a zombie,
+/// another thread going on) can be checkpointed (issue 14: it failed with
+/// "cannot open /proc/self/mem") and restarted with new ids; exact ids
+/// are refused, saying why (no thread has the process id).
+#[test]
+fn a_process_whose_main_thread_exited_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("leader_exits");
+    if !build_c("leader_exits", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &tmp.path().join("ref"), &[]);
+    assert_eq!(want, "waiting\nworker done: 499999500000\n");
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let (image, first) = eventfds_image(&exe, &dir, tids, &[]);
+        let offset = fd_offset(&image, 1);
+        let second = tmp.path().join(format!("second-{tids}"));
+        let (status, err) = finish(
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[]), &second),
+            "resumed run",
+        );
+        if tids == "exact" {
+            assert!(
+                !status.success() && err.contains("its main thread had ended"),
+                "{status}: {err}"
+            );
+            continue;
+        }
+        assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        let first = std::fs::read_to_string(&first).unwrap();
+        let second = std::fs::read_to_string(&second).unwrap();
+        assert_eq!(
+            format!("{}{second}", &first[..offset]),
+            want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+    }
+}

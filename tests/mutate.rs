@@ -1945,3 +1945,54 @@ fn hostile_shared_object_regions_end_the_restart_with_a_message() {
         );
     }
 }
+
+/// Resource limits, process attributes and inotify descriptors in the
+/// object list: values no kernel has are refused before anything is in
+/// place.
+#[test]
+fn process_state_and_inotify_objects_with_hostile_values_are_refused() {
+    let f = fixture();
+    let mut limits = 1u32.to_le_bytes().to_vec();
+    limits.extend(10u64.to_le_bytes());
+    limits.extend(5u64.to_le_bytes());
+    let mut attrs = 2000i32.to_le_bytes().to_vec();
+    attrs.extend([0u8; 20]);
+    let inotify = |wd: i32, twice: bool| {
+        let mut p = 9i32.to_le_bytes().to_vec();
+        p.extend(0u32.to_le_bytes());
+        p.extend((1 + twice as u32).to_le_bytes());
+        for _ in 0..1 + twice as usize {
+            p.extend(wd.to_le_bytes());
+            p.extend(2u32.to_le_bytes());
+            p.extend(7u64.to_le_bytes());
+            p.extend(8u64.to_le_bytes());
+            p.extend(1i32.to_le_bytes());
+            p.extend(0u32.to_le_bytes());
+            p.extend(2u32.to_le_bytes());
+            p.extend(b"/x");
+        }
+        object_entry(0x0403, 0, &p)
+    };
+    f.all_refused_for(vec![
+        (
+            "rlimit-soft-above-hard",
+            with_object(&f.good, &object_entry(0x0401, 0, &limits)),
+            "RLIMIT_CPU: soft limit 10 above hard limit 5",
+        ),
+        (
+            "process-oom",
+            with_object(&f.good, &object_entry(0x0402, 0, &attrs)),
+            "oom_score_adj 2000",
+        ),
+        (
+            "inotify-wd-zero",
+            with_object(&f.good, &inotify(0, false)),
+            "watch 0 is damaged",
+        ),
+        (
+            "inotify-wd-twice",
+            with_object(&f.good, &inotify(3, true)),
+            "watch 3 is there twice",
+        ),
+    ]);
+}

@@ -208,7 +208,7 @@ fn classify(p: &[u8], shared: bool) -> RegionKind {
     }
 }
 pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
-    let fd = crate::capture::sys::RawFd::open(b"/proc/self/maps\0", libc::O_RDONLY, 0)
+    let fd = crate::capture::sys::RawFd::open(b"/proc/thread-self/maps\0", libc::O_RDONLY, 0)
         .map_err(|e| MapsError::Io(e.0))?;
     let n = fd.read_full(buf).map_err(|e| MapsError::Io(e.0))?;
     if n == buf.len() {

@@ -122,8 +122,12 @@ impl PageScanner {
 
     /// Opens the scanner with a given method (tests, benchmarks).
     pub fn open_with(method: ScanMethod) -> Result<Self, PagesError> {
-        let fd = RawFd::open(b"/proc/self/pagemap\0", libc::O_RDONLY | libc::O_CLOEXEC, 0)
-            .map_err(|e| PagesError::Io(e.0))?;
+        let fd = RawFd::open(
+            b"/proc/thread-self/pagemap\0",
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(|e| PagesError::Io(e.0))?;
         Ok(PageScanner { fd, method })
     }
 

@@ -429,8 +429,30 @@ fn first_unparked(tids: &[u32], buf: &mut [u8]) -> Option<u32> {
     missing
 }
 
-/// Calls `f` with each thread id in /proc/self/task until it returns false.
+/// Whether the thread group leader has exited (pthread_exit in the main
+/// thread while others go on): it stays listed, a zombie that never parks.
+fn leader_exited() -> bool {
+    let mut p = sys::PathBuf::<48>::new();
+    p.push(b"/proc/self/task/")
+        .push_u64(sys::getpid() as u64)
+        .push(b"/stat");
+    let mut stat = [0u8; 512];
+    let Ok(n) = sys::read_file(p.as_cstr_bytes(), &mut stat) else {
+        return false;
+    };
+    // "PID (COMM) STATE ...": the state follows the last ')'.
+    let text = &stat[..n];
+    text.iter()
+        .rposition(|&c| c == b')')
+        .and_then(|at| text.get(at + 2))
+        .is_some_and(|s| matches!(s, b'Z' | b'X'))
+}
+
+/// Calls `f` with each thread id in /proc/self/task until it returns false
+/// (a leader that has exited left out).
 fn for_each_task(buf: &mut [u8], mut f: impl FnMut(u32) -> bool) -> Result<(), sys::Errno> {
+    let gone = if leader_exited() { sys::getpid() } else { 0 };
+    let mut f = |tid: u32| tid == gone || f(tid);
     let dir = RawFd::open(b"/proc/self/task\0", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     loop {
         let n = dir.getdents(buf)?;

@@ -25,7 +25,7 @@
 //! are parked).
 
 use super::next;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, c_void, clockid_t, itimerspec, sigevent, timer_t};
 
 /// The signal the kernel timers of `SIGEV_THREAD` send to the helper:
@@ -36,6 +36,15 @@ pub const SIGTIMER: i32 = 32;
 /// Timer ids whose `TIMER_ABSTIME` selfckpt keeps track of.
 const ABSTIME_IDS: usize = 4096;
 static ABSTIME: [AtomicU64; ABSTIME_IDS / 64] = [const { AtomicU64::new(0) }; ABSTIME_IDS / 64];
+
+/// Timers made through timer_create and not deleted through timer_delete
+/// (what the capture says when the kernel shows none).
+static MADE: AtomicI64 = AtomicI64::new(0);
+
+/// Whether the program made a timer it has not deleted. No allocation.
+pub fn any_made() -> bool {
+    MADE.load(Relaxed) > 0
+}
 
 /// The helper's id as the program knows it (0: not started).
 static HELPER: AtomicU32 = AtomicU32::new(0);
@@ -360,6 +369,7 @@ unsafe fn create_thread_timer(clock: clockid_t, evp: *const sigevent, out: *mut 
         return -1;
     }
     note_abstime(id, false);
+    MADE.fetch_add(1, Relaxed);
     *out = id as usize as timer_t;
     0
 }
@@ -379,6 +389,7 @@ pub unsafe extern "C" fn timer_create(
     }
     let r = next::timer_create(clock, evp, out);
     if r == 0 {
+        MADE.fetch_add(1, Relaxed);
         if let Some(id) = kernel_id(*out) {
             note_abstime(id, false);
         }
@@ -416,6 +427,7 @@ pub unsafe extern "C" fn timer_delete(t: timer_t) -> c_int {
     if r != 0 {
         return r;
     }
+    MADE.fetch_sub(1, Relaxed);
     let Some(id) = kernel_id(t) else {
         return r;
     };

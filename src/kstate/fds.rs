@@ -56,8 +56,12 @@ pub(crate) fn for_each_fd(
         what: "/proc/self/fd",
         errno,
     };
-    let dir =
-        RawFd::open(b"/proc/self/fd\0", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(read_err)?;
+    let dir = RawFd::open(
+        b"/proc/thread-self/fd\0",
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )
+    .map_err(read_err)?;
     let mut dents = [0u8; 2048];
     loop {
         let n = dir.getdents(&mut dents).map_err(read_err)?;
@@ -98,14 +102,14 @@ pub fn for_each_linked(
 ) -> Result<(), KstateError> {
     for_each_fd(skip_fd, |fd| {
         let mut p = PathBuf::<48>::new();
-        p.push(b"/proc/self/fd/").push_u64(fd as u64);
+        p.push(b"/proc/thread-self/fd/").push_u64(fd as u64);
         match sys::readlink(p.as_cstr_bytes(), bufs.path) {
             Ok(n) if &bufs.path[..n] == link => {}
             _ => return Ok(()),
         }
         prepare(fd);
         let mut p = PathBuf::<48>::new();
-        p.push(b"/proc/self/fdinfo/").push_u64(fd as u64);
+        p.push(b"/proc/thread-self/fdinfo/").push_u64(fd as u64);
         match sys::read_file(p.as_cstr_bytes(), bufs.text) {
             Ok(n) => f(fd, Ok(&bufs.text[..n])),
             // Closed meanwhile: not there.
@@ -246,7 +250,7 @@ pub fn encode_pipe_contents(
 /// Encodes one descriptor; false if it vanished meanwhile.
 fn encode_one(e: &mut Encoder, bufs: &mut CaptureBuffers, fd: i32) -> Result<bool, KstateError> {
     let mut p = PathBuf::<48>::new();
-    p.push(b"/proc/self/fd/").push_u64(fd as u64);
+    p.push(b"/proc/thread-self/fd/").push_u64(fd as u64);
     let Ok(path_len) = sys::readlink(p.as_cstr_bytes(), bufs.path) else {
         return Ok(false);
     };
@@ -254,7 +258,7 @@ fn encode_one(e: &mut Encoder, bufs: &mut CaptureBuffers, fd: i32) -> Result<boo
         return Ok(false);
     };
     let mut p = PathBuf::<48>::new();
-    p.push(b"/proc/self/fdinfo/").push_u64(fd as u64);
+    p.push(b"/proc/thread-self/fdinfo/").push_u64(fd as u64);
     let n = sys::read_file(p.as_cstr_bytes(), bufs.text).map_err(|errno| KstateError::Read {
         what: "/proc/self/fdinfo",
         errno,
@@ -558,7 +562,7 @@ fn open_checked(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()>
     let (probe_fd, st) = probe(ent.path)?;
     check(ent, &st).map_err(std::io::Error::other)?;
     let mut via = PathBuf::<48>::new();
-    via.push(b"/proc/self/fd/")
+    via.push(b"/proc/thread-self/fd/")
         .push_u64(std::os::fd::AsRawFd::as_raw_fd(&probe_fd) as u64);
     // Without O_NOFOLLOW (a program's own, sqlite's for one): the
     // /proc/self/fd link is the magic link to the very file judged, which

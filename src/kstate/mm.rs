@@ -8,10 +8,11 @@ use crate::image::model::MmLayout;
 
 /// Reads the umask from /proc/self/status ("Umask:" line).
 pub fn read_umask(buf: &mut [u8]) -> Result<u32, KstateError> {
-    let n = sys::read_file(b"/proc/self/status\0", buf).map_err(|errno| KstateError::Read {
-        what: "/proc/self/status",
-        errno,
-    })?;
+    let n =
+        sys::read_file(b"/proc/thread-self/status\0", buf).map_err(|errno| KstateError::Read {
+            what: "/proc/self/status",
+            errno,
+        })?;
     sys::field(&buf[..n], b"Umask:")
         .and_then(sys::parse_octal)
         .map(|v| v as u32)
@@ -20,10 +21,11 @@ pub fn read_umask(buf: &mut [u8]) -> Result<u32, KstateError> {
 
 /// Reads the mm layout from /proc/self/stat and the current brk.
 pub fn read_layout(buf: &mut [u8]) -> Result<MmLayout, KstateError> {
-    let n = sys::read_file(b"/proc/self/stat\0", buf).map_err(|errno| KstateError::Read {
-        what: "/proc/self/stat",
-        errno,
-    })?;
+    let n =
+        sys::read_file(b"/proc/thread-self/stat\0", buf).map_err(|errno| KstateError::Read {
+            what: "/proc/self/stat",
+            errno,
+        })?;
     let mut layout = parse_stat(&buf[..n]).ok_or(KstateError::Parse("/proc/self/stat"))?;
     // SAFETY: brk(0) only queries the current break.
     layout.brk = unsafe { libc::syscall(libc::SYS_brk, 0) } as u64;

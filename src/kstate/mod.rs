@@ -78,15 +78,16 @@ pub fn encode_kernel_record(
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
     let cwd_len =
-        sys::readlink(b"/proc/self/cwd\0", bufs.cwd).map_err(|errno| KstateError::Read {
+        sys::readlink(b"/proc/thread-self/cwd\0", bufs.cwd).map_err(|errno| KstateError::Read {
             what: "/proc/self/cwd",
             errno,
         })?;
-    let auxv_len =
-        sys::read_file(b"/proc/self/auxv\0", bufs.auxv).map_err(|errno| KstateError::Read {
+    let auxv_len = sys::read_file(b"/proc/thread-self/auxv\0", bufs.auxv).map_err(|errno| {
+        KstateError::Read {
             what: "/proc/self/auxv",
             errno,
-        })?;
+        }
+    })?;
     let umask = mm::read_umask(bufs.text)?;
     let layout = mm::read_layout(bufs.text)?;
     ProcessState {

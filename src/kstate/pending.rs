@@ -79,7 +79,7 @@ fn read_mask(
 /// signals. No allocation.
 pub fn shared(buf: &mut [u8]) -> Result<SignalSet, KstateError> {
     read_mask(
-        b"/proc/self/status\0",
+        b"/proc/thread-self/status\0",
         b"ShdPnd:",
         "the process's pending signals (/proc/self/status)",
         buf,

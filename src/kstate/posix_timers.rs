@@ -32,10 +32,12 @@
 //! which selfckpt wraps) keeps its absolute expiry: the clock's time at
 //! capture plus the time left. The overrun count cannot be given back to
 //! a kernel: after a restart `timer_getoverrun` says 0 until the next
-//! expiry is delivered. A timer signal pending at the checkpoint comes back
-//! as a pending signal (`kstate::pending`, without its value); a
-//! `SIGEV_THREAD` expiry not yet dispatched is given back as a timer due at
-//! once when it is unambiguous (one `SIGEV_THREAD` timer).
+//! expiry is delivered. A timer signal still pending at the checkpoint is
+//! given back by the timer itself, due at once (with its value and
+//! `SI_TIMER`; the plain signal `kstate::pending` raised for it is taken
+//! away), where it can only be that timer's: a process-directed signal no
+//! other timer sends, or the helper's `SIGTIMER` with one `SIGEV_THREAD`
+//! timer. Otherwise it comes back as a plain pending signal.
 
 use super::timerfd::{self, TimeSpec};
 use super::KstateError;
@@ -372,7 +374,17 @@ pub fn capture(e: &mut Encoder, bufs: &mut super::CaptureBuffers) -> Result<(), 
     let shared = super::pending::shared(bufs.path).unwrap_or_default();
     let n = match sys::read_file(b"/proc/self/timers\0", bufs.text) {
         Ok(n) => n,
-        // No CONFIG_CHECKPOINT_RESTORE: the kernel shows no timers.
+        // No CONFIG_CHECKPOINT_RESTORE: the kernel shows no timers. Said
+        // if the program made some.
+        Err(_) if crate::interpose::timers::any_made() => {
+            return super::objects::NotRestorable::capture(
+                e,
+                -1,
+                "posix_timer",
+                b"POSIX timers (this kernel does not show /proc/self/timers)",
+            )
+            .map_err(Into::into);
+        }
         Err(_) => return Ok(()),
     };
     let pid = sys::getpid();

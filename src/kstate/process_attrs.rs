@@ -155,7 +155,7 @@ pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateE
         what,
         errno: sys::Errno::last(),
     };
-    let n = sys::read_file(b"/proc/self/oom_score_adj\0", bufs.text)
+    let n = sys::read_file(b"/proc/thread-self/oom_score_adj\0", bufs.text)
         .map_err(|_| read("/proc/self/oom_score_adj"))?;
     let oom_score_adj = parse_i64(&bufs.text[..n])
         .ok_or(KstateError::Parse("/proc/self/oom_score_adj"))?

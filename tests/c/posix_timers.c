@@ -54,9 +54,23 @@ static void on_signal(int sig, siginfo_t *si, void *uc) {
     }
 }
 
+static atomic_int thread_bad_attr;
+
+/* Runs in a thread started for the expiry with the attributes given
+ * (a 1 MiB stack), detached. */
 static void on_thread(union sigval v) {
     if (v.sival_int != 33)
         thread_bad_value++;
+    pthread_attr_t a;
+    size_t size = 0;
+    int detached = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstacksize(&a, &size);
+        pthread_attr_getdetachstate(&a, &detached);
+        pthread_attr_destroy(&a);
+    }
+    if (size < (1 << 20) || detached != PTHREAD_CREATE_DETACHED)
+        thread_bad_attr++;
     thread_calls++;
 }
 
@@ -80,8 +94,13 @@ static timer_t make(clockid_t clock, int notify, int sig, int value, void (*fn)(
     ev.sigev_value.sival_int = value;
     if (notify == SIGEV_THREAD_ID)
         ev._sigev_un._tid = worker_tid;
-    if (notify == SIGEV_THREAD)
+    static pthread_attr_t attr;
+    if (notify == SIGEV_THREAD) {
         ev.sigev_notify_function = fn;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 1 << 20);
+        ev.sigev_notify_attributes = &attr;
+    }
     timer_t t;
     if (timer_create(clock, &ev, &t) != 0)
         fail("timer_create");
@@ -168,7 +187,8 @@ int main(void) {
     wait_until(&sig_expiries, 100, "signal timer");
     printf("signal timer: 100 expiries, values %s\n", sig_bad_value ? "wrong" : "right");
     wait_until(&thread_calls, 100, "thread timer");
-    printf("thread timer: 100 calls, values %s\n", thread_bad_value ? "wrong" : "right");
+    printf("thread timer: 100 calls, values %s, attributes %s\n", thread_bad_value ? "wrong" : "right",
+           thread_bad_attr ? "wrong" : "right");
     wait_until(&tid_fired, 1, "thread-id timer");
     printf("thread-id timer: fired %d, in its thread %d\n", tid_fired, tid_right_thread);
     wait_until(&abs_fired, 1, "absolute timer");
