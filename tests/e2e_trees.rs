@@ -520,3 +520,44 @@ fn a_file_opened_before_a_fork_keeps_one_offset_for_parent_and_child() {
         "{err}"
     );
 }
+
+#[test]
+fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_zombie");
+    if !build_c("tree_zombie", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg("60"), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let mut text = String::new();
+    // Run 1: checkpoint while the late child lives; run 2 (restarted):
+    // the late child exits, then a second checkpoint; run 3 resumes it
+    // (a member's exit is not the run's end).
+    for (i, after) in [(1, 8), (2, 50)] {
+        let out = tmp.path().join(format!("run{i}"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &out);
+        wait_for("output", 60, || {
+            std::fs::read_to_string(&out)
+                .is_ok_and(|t| t.lines().any(|l| l == format!("tick {after}")))
+        });
+        let set = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        let offset = fd_offset(&root_image(&set), 1);
+        text.push_str(&std::fs::read_to_string(&out).unwrap()[..offset]);
+    }
+    let last = tmp.path().join("run3");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &last),
+        "third run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    text.push_str(&std::fs::read_to_string(&last).unwrap());
+    assert_eq!(text, want, "{err}");
+}
