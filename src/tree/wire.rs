@@ -141,13 +141,35 @@ fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
     (sa, len as libc::socklen_t)
 }
 
+/// Moves a new descriptor of ours high (from half the first 1024
+/// numbers, or half the limit up), so the program's own descriptors get
+/// the numbers they would get without selfckpt.
+fn high(fd: i32) -> Result<i32, WireError> {
+    // SAFETY: getrlimit writes one struct; fcntl and close on our own fd.
+    unsafe {
+        let mut lim: libc::rlimit = core::mem::zeroed();
+        let soft = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1024) as i32
+        } else {
+            1024
+        };
+        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, (soft / 2).max(3));
+        let e = sys::Errno::last().0;
+        libc::close(fd);
+        if moved < 0 {
+            return Err(WireError::Sys(e));
+        }
+        Ok(moved)
+    }
+}
+
 fn socket() -> Result<i32, WireError> {
     // SAFETY: socket takes plain integers.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(WireError::Sys(sys::Errno::last().0));
     }
-    Ok(fd)
+    high(fd)
 }
 
 /// A listening socket at `name` (abstract).
@@ -209,7 +231,7 @@ pub fn accept(fd: i32) -> Result<i32, WireError> {
     if c < 0 {
         return Err(WireError::Sys(sys::Errno::last().0));
     }
-    Ok(c)
+    high(c)
 }
 
 pub fn close(fd: i32) {
