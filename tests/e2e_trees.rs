@@ -207,7 +207,7 @@ fn gcc_waits_for_cc1_across_a_restart() {
     lib("libselfckpt.so");
     let src = tmp.path().join("big.c");
     let mut text = String::new();
-    for i in 0..4000 {
+    for i in 0..1500 {
         text.push_str(&format!(
             "int f{i}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += (k * {i}) ^ (s >> 3); return s; }}\n"
         ));
