@@ -561,3 +561,46 @@ fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
     text.push_str(&std::fs::read_to_string(&last).unwrap());
     assert_eq!(text, want, "{err}");
 }
+
+#[test]
+fn a_checkpoint_asked_of_a_member_is_taken_of_the_whole_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["200"]), &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let root = child.id();
+    let member: i32 = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(member, libc::SIGUSR1) };
+    wait_for("a set", 30, || {
+        std::fs::read_dir(&dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tree"))
+        })
+    });
+    kill_tree(&mut child, libc::SIGKILL);
+    let set = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tree"))
+        .unwrap();
+    let rec = record(&set);
+    assert_eq!(
+        pids(&rec, "members"),
+        vec![root as u64, member as u64],
+        "{rec}"
+    );
+}

@@ -290,14 +290,16 @@ pub fn send(fd: i32, m: &Msg) -> Result<(), WireError> {
 pub fn recv(fd: i32, timeout_ms: Option<u64>) -> Result<Msg, WireError> {
     let deadline = timeout_ms.map(|ms| sys::now_ns() + ms * 1_000_000);
     loop {
+        // Past the deadline (or a timeout of 0): one look, no wait.
         let wait = match deadline {
             None => -1,
             Some(d) => {
                 let now = sys::now_ns();
                 if now >= d {
-                    return Err(WireError::Timeout);
+                    0
+                } else {
+                    ((d - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32
                 }
-                ((d - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32
             }
         };
         let mut p = libc::pollfd {
@@ -315,7 +317,10 @@ pub fn recv(fd: i32, timeout_ms: Option<u64>) -> Result<Msg, WireError> {
             return Err(WireError::Sys(e));
         }
         if r == 0 {
-            continue; // the deadline is checked above
+            if wait == 0 {
+                return Err(WireError::Timeout);
+            }
+            continue;
         }
         let mut m = Msg::new(Kind::Hello);
         // SAFETY: receiving into our own message struct.
@@ -375,6 +380,11 @@ mod tests {
         assert_eq!(m.kind(), Some(Kind::Freeze));
         assert_eq!(m.text(), b"/some/dir");
         assert_eq!(recv(a, Some(20)).err(), Some(WireError::Timeout));
+        // A timeout of 0 still takes a message that is there.
+        send(c, &Msg::new(Kind::Ask)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(recv(a, Some(0)).unwrap().kind(), Some(Kind::Ask));
+        assert_eq!(recv(a, Some(0)).err(), Some(WireError::Timeout));
         assert_eq!(
             expect(c, Kind::Frozen, Some(20)).err(),
             Some(WireError::Timeout)
