@@ -95,27 +95,6 @@ pub fn fill() {
     unsafe { libc::close(base) };
 }
 
-/// Moves a descriptor selfckpt keeps open while the program runs (the
-/// process tree's sockets) just below the reserved ones, out of the low
-/// numbers the program expects `open` to give it; returns the new number
-/// (the old one is closed), or `fd` itself where no higher number is free.
-/// No allocation.
-pub fn lift(fd: i32) -> i32 {
-    let lo = (floor() - 32).max(3);
-    if fd < 0 || fd >= lo {
-        return fd;
-    }
-    // SAFETY: duplicating a descriptor we own, then closing the original.
-    unsafe {
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lo);
-        if high < 0 {
-            return fd;
-        }
-        libc::close(fd);
-        high
-    }
-}
-
 /// Gives the reserved descriptors back to the kernel for a checkpoint.
 pub fn release() {
     for s in &SLOTS {

@@ -117,6 +117,12 @@ pub unsafe extern "C" fn _exit(status: libc::c_int) -> ! {
     exit_group(status)
 }
 
+/// In a forked child: it is not the process `run` started (its copy of
+/// the parent's memory says so until now).
+pub(crate) fn forget_run() {
+    RUN_PID.store(0, core::sync::atomic::Ordering::Release);
+}
+
 /// Ends the process now (`exit_group`), without marking the run ended.
 pub(crate) fn exit_group(status: libc::c_int) -> ! {
     loop {

@@ -527,8 +527,9 @@ fn burst_of_signals_coalesces_and_ls_gc_work() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Injection survives exec (wrapper scripts); forked children are left
-//    alone unless --children; the interval trigger.
+// 5. Injection survives exec (wrapper scripts); no per-child image
+//    directories (children are members of the run's tree); the interval
+//    trigger.
 
 /// `sh -c 'awk SHORT; exec awk LONG'`: the short awk is a forked child, the
 /// long one replaces the shell (same PID).
@@ -587,9 +588,9 @@ fn injection_survives_exec_and_skips_children_unless_asked() {
     assert_resumed(&dir, "wrapper rerun");
     assert_eq!(combined_at(&first, off, &second), expected);
 
-    // With --children the forked awk installs too, in a directory of its
-    // own that is made only once it has an image: this short one never
-    // checkpoints, so no directory is left behind.
+    // --children is kept for older scripts and changes nothing now (the
+    // forked awk is a member of the run's process tree either way): it
+    // still runs, and leaves no `children/` directory behind.
     let dir2 = w.join("ckpt2");
     let out = output_ok(
         &mut run_cmd(&dir2, &tool, &["--children", "--fresh"]),

@@ -207,7 +207,7 @@ fn gcc_waits_for_cc1_across_a_restart() {
     lib("libselfckpt.so");
     let src = tmp.path().join("big.c");
     let mut text = String::new();
-    for i in 0..4000 {
+    for i in 0..1500 {
         text.push_str(&format!(
             "int f{i}(int x) {{ int s = 0; for (int k = 0; k < x; k++) s += (k * {i}) ^ (s >> 3); return s; }}\n"
         ));
@@ -518,5 +518,89 @@ fn a_file_opened_before_a_fork_keeps_one_offset_for_parent_and_child() {
         std::fs::read_to_string(&file).unwrap(),
         std::fs::read_to_string(&reference).unwrap(),
         "{err}"
+    );
+}
+
+#[test]
+fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_zombie");
+    if !build_c("tree_zombie", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).arg("60"), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let mut text = String::new();
+    // Run 1: checkpoint while the late child lives; run 2 (restarted):
+    // the late child exits, then a second checkpoint; run 3 resumes it
+    // (a member's exit is not the run's end).
+    for (i, after) in [(1, 8), (2, 50)] {
+        let out = tmp.path().join(format!("run{i}"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &out);
+        wait_for("output", 60, || {
+            std::fs::read_to_string(&out)
+                .is_ok_and(|t| t.lines().any(|l| l == format!("tick {after}")))
+        });
+        let set = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        let offset = fd_offset(&root_image(&set), 1);
+        text.push_str(&std::fs::read_to_string(&out).unwrap()[..offset]);
+    }
+    let last = tmp.path().join("run3");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &last),
+        "third run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    text.push_str(&std::fs::read_to_string(&last).unwrap());
+    assert_eq!(text, want, "{err}");
+}
+
+#[test]
+fn a_checkpoint_asked_of_a_member_is_taken_of_the_whole_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["200"]), &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let root = child.id();
+    let member: i32 = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(member, libc::SIGUSR1) };
+    wait_for("a set", 30, || {
+        std::fs::read_dir(&dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".tree"))
+        })
+    });
+    kill_tree(&mut child, libc::SIGKILL);
+    let set = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tree"))
+        .unwrap();
+    let rec = record(&set);
+    assert_eq!(
+        pids(&rec, "members"),
+        vec![root as u64, member as u64],
+        "{rec}"
     );
 }

@@ -162,6 +162,7 @@ extern "C" fn child() {
     }
     hold::after_fork_child();
     crate::request::forget_pending();
+    crate::preload::forget_run();
     close_all_own();
     root::forget_members();
     ROLE.store(MEMBER, Release);

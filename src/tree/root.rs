@@ -93,13 +93,18 @@ pub fn snapshot() -> Vec<Member> {
     MEMBERS.lock().map(|m| m.clone()).unwrap_or_default()
 }
 
-/// Forgets one member, closing its connection.
+/// Forgets one member, closing its connection (only a number that is a
+/// member's now: after a restart, an old number is nobody's).
 pub fn drop_member(fd: i32) {
-    if let Ok(mut m) = MEMBERS.lock() {
+    let known = MEMBERS.lock().is_ok_and(|mut m| {
+        let had = m.iter().any(|x| x.fd == fd);
         m.retain(|x| x.fd != fd);
+        had
+    });
+    if known {
+        super::disown(fd);
+        wire::close(fd);
     }
-    super::disown(fd);
-    wire::close(fd);
 }
 
 /// From now until [`round_ended`], only the checkpoint thread reads the
@@ -142,7 +147,12 @@ fn serve() {
         if polls[0].revents & libc::POLLIN != 0 {
             accept_one(l);
         }
-        for p in polls.iter().skip(1).filter(|p| p.revents != 0) {
+        // POLLNVAL: a number from before a restart, closed since.
+        for p in polls
+            .iter()
+            .skip(1)
+            .filter(|p| p.revents != 0 && p.revents & libc::POLLNVAL == 0)
+        {
             let _g = WIRE.lock();
             if ROUND.load(Acquire) {
                 break;

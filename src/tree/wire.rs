@@ -141,14 +141,35 @@ fn sockaddr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
     (sa, len as libc::socklen_t)
 }
 
+/// Moves a new descriptor of ours high (from half the first 1024
+/// numbers, or half the limit up), so the program's own descriptors get
+/// the numbers they would get without selfckpt.
+fn high(fd: i32) -> Result<i32, WireError> {
+    // SAFETY: getrlimit writes one struct; fcntl and close on our own fd.
+    unsafe {
+        let mut lim: libc::rlimit = core::mem::zeroed();
+        let soft = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1024) as i32
+        } else {
+            1024
+        };
+        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, (soft / 2).max(3));
+        let e = sys::Errno::last().0;
+        libc::close(fd);
+        if moved < 0 {
+            return Err(WireError::Sys(e));
+        }
+        Ok(moved)
+    }
+}
+
 fn socket() -> Result<i32, WireError> {
     // SAFETY: socket takes plain integers.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(WireError::Sys(sys::Errno::last().0));
     }
-    // Out of the numbers the program's own opens get.
-    Ok(crate::fdreserve::lift(fd))
+    high(fd)
 }
 
 /// A listening socket at `name` (abstract).
@@ -210,7 +231,7 @@ pub fn accept(fd: i32) -> Result<i32, WireError> {
     if c < 0 {
         return Err(WireError::Sys(sys::Errno::last().0));
     }
-    Ok(crate::fdreserve::lift(c))
+    high(c)
 }
 
 pub fn close(fd: i32) {
@@ -269,14 +290,16 @@ pub fn send(fd: i32, m: &Msg) -> Result<(), WireError> {
 pub fn recv(fd: i32, timeout_ms: Option<u64>) -> Result<Msg, WireError> {
     let deadline = timeout_ms.map(|ms| sys::now_ns() + ms * 1_000_000);
     loop {
+        // Past the deadline (or a timeout of 0): one look, no wait.
         let wait = match deadline {
             None => -1,
             Some(d) => {
                 let now = sys::now_ns();
                 if now >= d {
-                    return Err(WireError::Timeout);
+                    0
+                } else {
+                    ((d - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32
                 }
-                ((d - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32
             }
         };
         let mut p = libc::pollfd {
@@ -294,7 +317,10 @@ pub fn recv(fd: i32, timeout_ms: Option<u64>) -> Result<Msg, WireError> {
             return Err(WireError::Sys(e));
         }
         if r == 0 {
-            continue; // the deadline is checked above
+            if wait == 0 {
+                return Err(WireError::Timeout);
+            }
+            continue;
         }
         let mut m = Msg::new(Kind::Hello);
         // SAFETY: receiving into our own message struct.
@@ -354,6 +380,11 @@ mod tests {
         assert_eq!(m.kind(), Some(Kind::Freeze));
         assert_eq!(m.text(), b"/some/dir");
         assert_eq!(recv(a, Some(20)).err(), Some(WireError::Timeout));
+        // A timeout of 0 still takes a message that is there.
+        send(c, &Msg::new(Kind::Ask)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(recv(a, Some(0)).unwrap().kind(), Some(Kind::Ask));
+        assert_eq!(recv(a, Some(0)).err(), Some(WireError::Timeout));
         assert_eq!(
             expect(c, Kind::Frozen, Some(20)).err(),
             Some(WireError::Timeout)
