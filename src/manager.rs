@@ -65,6 +65,8 @@ pub struct Runtime {
     /// restarts, as all memory is.
     pub instance: String,
     sequence: AtomicU64,
+    /// A forked checkpoint's child that reported and is exiting.
+    exiting_child: Mutex<Option<crate::capture::forked::Child>>,
 }
 
 /// Figures of one checkpoint. Times in nanoseconds; the dump's own phases
@@ -142,6 +144,7 @@ impl Runtime {
             last_stats: Mutex::new(None),
             instance: crate::imagedir::instance_from_env(),
             sequence: AtomicU64::new(0),
+            exiting_child: Mutex::new(None),
         }
     }
 
@@ -160,6 +163,14 @@ impl Runtime {
                 Err(e) => log::error!("checkpoint failed: {e}"),
             }
             crate::request::served(req, result);
+            self.reap_child();
+        }
+    }
+
+    /// Reaps the latest forked checkpoint's child, if still unreaped.
+    fn reap_child(&self) {
+        if let Some(child) = self.exiting_child.lock().ok().and_then(|mut z| z.take()) {
+            child.reap();
         }
     }
 
@@ -169,6 +180,7 @@ impl Runtime {
     /// (`imagedir::TermCommit`).
     pub(crate) fn checkpoint_once(&self, term: bool) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
+        self.reap_child();
         let cfg = &self.config;
         // A setuid/setgid program's memory holds what its caller must not
         // read: never write it to a file.
@@ -326,7 +338,19 @@ impl Runtime {
         let result = match result {
             Some(Ok(DumpOutcome::Forked(child, head))) => {
                 log::debug!("forked checkpoint: child {} writes the pages", child.pid());
-                Some(child.wait(cfg.fork_timeout_ms).map(|done| {
+                let done = child.wait_done(cfg.fork_timeout_ms);
+                if done.is_ok() {
+                    // Reaped after the commit (its address space is still
+                    // going away), at the latest before the next one.
+                    if let Ok(mut z) = self.exiting_child.lock() {
+                        *z = Some(child);
+                    }
+                } else {
+                    // Gone before the temporary file is removed: the space
+                    // it holds is free for the stats line.
+                    child.reap();
+                }
+                Some(done.map(|done| {
                     cow_bytes = done.cow_bytes;
                     DumpStats {
                         maps_ns: head.maps_ns,
