@@ -301,7 +301,10 @@ fn a_killed_dumping_child_fails_the_checkpoint_and_the_next_one_works() {
     // Its child is reaped just after the checkpoint returned.
     let t = Instant::now();
     while dump_child(pid).is_some() {
-        assert!(t.elapsed() < Duration::from_secs(10), "the first child stays");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first child stays"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // The second: its child is killed while it writes.
@@ -522,4 +525,71 @@ fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
         );
         restart(Path::new(last_stats(&dir)["path"].as_str().unwrap()));
     }
+}
+
+#[test]
+fn a_keyed_forked_image_verifies_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let key = ("SELFCKPT_KEY", "forked secret");
+    let out = Command::new(example("bigmem"))
+        .args([dir.to_str().unwrap(), "16", "1", "mixed"])
+        .env(FORKED.0, FORKED.1)
+        .env(key.0, key.1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = last_stats(&dir);
+    assert_forked(&st);
+    let image = PathBuf::from(st["path"].as_str().unwrap());
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&image)
+        .env(key.0, key.1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && text.contains("MAC verified"),
+        "{text}"
+    );
+    let back = common::run(
+        Command::new(selfckpt())
+            .arg("restart")
+            .arg(&image)
+            .env(key.0, key.1),
+        Duration::from_secs(60),
+    );
+    assert!(String::from_utf8_lossy(&back.stdout).contains("restarted ok"));
+}
+
+#[test]
+fn checkpoint_then_exit_works_in_forked_mode_and_dumps_in_the_pause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let mut prog = hold(&dir, "8", "1", &[]);
+    // SAFETY: the term signal to our own child.
+    unsafe { libc::kill(prog.id() as i32, libc::SIGUSR2) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = prog.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no exit after the term signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let st = last_stats(&dir);
+    // The term line (written while the threads stay parked) says no more
+    // than that.
+    assert_eq!(st["state"], "term", "{st}");
+    assert_ne!(st["forked"], true, "{st}");
+    restart(Path::new(st["path"].as_str().unwrap()));
 }
