@@ -593,3 +593,42 @@ fn checkpoint_then_exit_works_in_forked_mode_and_dumps_in_the_pause() {
     assert_ne!(st["forked"], true, "{st}");
     restart(Path::new(st["path"].as_str().unwrap()));
 }
+
+#[test]
+fn memory_made_wipeonfork_at_any_moment_is_never_stored_wiped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let prog = hold(
+        &dir,
+        "8",
+        "0",
+        &[("FORKWRITER_TOGGLE_WIPE", "1"), ("SELFCKPT_KEEP", "20")],
+    );
+    let (mut fell_back, mut refused, mut forked) = (0, 0, 0);
+    for _ in 0..8 {
+        match checkpoint(prog.id()) {
+            Ok(image) => {
+                let st = last_stats(&dir);
+                if st["forked"] == true {
+                    forked += 1;
+                } else {
+                    assert!(
+                        st["fork_fallback"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("WIPEONFORK"),
+                        "{st}"
+                    );
+                    fell_back += 1;
+                }
+                // The restarted program checks every page of the area.
+                restart(&image);
+            }
+            Err(e) => {
+                assert!(e.contains("empty in the forked child"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("forked {forked}, dumped in the pause {fell_back}, refused {refused}");
+}
