@@ -24,9 +24,36 @@ pub struct Survey {
     pub shadow_bytes: u64,
 }
 
-/// Reads `/proc/self/smaps`.
-pub fn survey() -> std::io::Result<Survey> {
-    Ok(survey_text(&std::fs::read("/proc/self/smaps")?))
+/// The `/proc/self/maps` text of the last survey that found nothing to
+/// refuse.
+static CLEAN: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+/// Surveys the process whose `/proc/self/maps` reads `maps` now. Reads
+/// `/proc/self/smaps` (which walks every page table: tens of ms per GiB)
+/// unless the maps are exactly those of the last clean survey: then no
+/// mapping is new, and a flag set since on an old one is caught by the
+/// child, which fails that checkpoint naming the mapping (and [`forget`]
+/// makes the next one survey again).
+pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
+    let clean = CLEAN
+        .lock()
+        .ok()
+        .is_some_and(|c| c.as_deref() == Some(maps));
+    if clean {
+        return Ok(survey_text(maps));
+    }
+    let sv = survey_text(&std::fs::read("/proc/self/smaps")?);
+    if let Ok(mut c) = CLEAN.lock() {
+        *c = sv.refusal.is_none().then(|| maps.to_vec());
+    }
+    Ok(sv)
+}
+
+/// The next survey reads `/proc/self/smaps` again.
+pub fn forget() {
+    if let Ok(mut c) = CLEAN.lock() {
+        *c = None;
+    }
 }
 
 /// The shadow to set aside for `shadow_bytes` found at prepare time: room

@@ -210,16 +210,16 @@ impl Runtime {
         };
 
         // Prepare: everything that allocates or opens happens now.
-        let maps_len = std::fs::read("/proc/self/maps")
-            .map_err(io("cannot read", Path::new("/proc/self/maps")))?
-            .len();
+        let maps_text = std::fs::read("/proc/self/maps")
+            .map_err(io("cannot read", Path::new("/proc/self/maps")))?;
+        let maps_len = maps_text.len();
         let maps_cap = maps_len * 4 + (256 << 10);
         let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;
         let (fork, mut fork_fallback) = match (cfg.forked, term) {
             (false, _) => (None, None),
             // The process exits after this image: nothing to fork for.
             (true, true) => (None, None),
-            (true, false) => match crate::forking::survey() {
+            (true, false) => match crate::forking::survey(&maps_text) {
                 Ok(sv) if sv.refusal.is_none() => (
                     Some(ForkPlan {
                         shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
@@ -339,6 +339,9 @@ impl Runtime {
             Some(Ok(DumpOutcome::Forked(child, head))) => {
                 log::debug!("forked checkpoint: child {} writes the pages", child.pid());
                 let done = child.wait_done(cfg.fork_timeout_ms);
+                if let Err(DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }) = &done {
+                    crate::forking::forget();
+                }
                 if done.is_ok() {
                     // Reaped after the commit (its address space is still
                     // going away), at the latest before the next one.
