@@ -24,27 +24,45 @@ pub struct Survey {
     pub shadow_bytes: u64,
 }
 
-/// The `/proc/self/maps` text of the last survey that found nothing to
+/// The mappings (`/proc/self/maps` without the end addresses: a mapping
+/// that grew is the same one) of the last survey that found nothing to
 /// refuse.
 static CLEAN: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
 
+/// `maps` without each line's end address.
+fn mappings_key(maps: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(maps.len());
+    for line in maps.split(|&c| c == b'\n') {
+        let (start, rest) = match line.iter().position(|&c| c == b'-') {
+            Some(i) => (&line[..i], &line[i..]),
+            None => (line, &[][..]),
+        };
+        let after_end = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
+        key.extend_from_slice(start);
+        key.extend_from_slice(&rest[after_end..]);
+        key.push(b'\n');
+    }
+    key
+}
+
 /// Surveys the process whose `/proc/self/maps` reads `maps` now. Reads
 /// `/proc/self/smaps` (which walks every page table: tens of ms per GiB)
-/// unless the maps are exactly those of the last clean survey: then no
-/// mapping is new, and a flag set since on an old one is caught by the
-/// child, which fails that checkpoint naming the mapping (and [`forget`]
-/// makes the next one survey again).
+/// unless the mappings are those of the last clean survey (some may have
+/// grown): then no mapping is new, and a flag set since on an old one is
+/// caught by the child, which fails that dump naming the mapping; the
+/// manager then [`forget`]s the survey and takes the checkpoint again.
 pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
+    let key = mappings_key(maps);
     let clean = CLEAN
         .lock()
         .ok()
-        .is_some_and(|c| c.as_deref() == Some(maps));
+        .is_some_and(|c| c.as_deref() == Some(&key[..]));
     if clean {
         return Ok(survey_text(maps));
     }
     let sv = survey_text(&std::fs::read("/proc/self/smaps")?);
     if let Ok(mut c) = CLEAN.lock() {
-        *c = sv.refusal.is_none().then(|| maps.to_vec());
+        *c = sv.refusal.is_none().then_some(key);
     }
     Ok(sv)
 }
@@ -120,6 +138,15 @@ VmFlags: rd wr sh mr mw me ms
 9000-a000 rw-p 00000000 00:00 0 
 Size:                  4 kB
 VmFlags: rd wr mr mw me ac ";
+
+    #[test]
+    fn a_mapping_that_grew_is_the_same_mapping() {
+        let a = b"1000-2000 rw-p 00000000 00:00 0 \n3000-4000 r--p 0 08:01 7 /lib/x\n";
+        let grown = b"1000-2800 rw-p 00000000 00:00 0 \n3000-4000 r--p 0 08:01 7 /lib/x\n";
+        let moved = b"1800-2800 rw-p 00000000 00:00 0 \n3000-4000 r--p 0 08:01 7 /lib/x\n";
+        assert_eq!(super::mappings_key(a), super::mappings_key(grown));
+        assert_ne!(super::mappings_key(a), super::mappings_key(moved));
+    }
 
     #[test]
     fn shared_memory_is_counted_and_plain_memory_forks() {

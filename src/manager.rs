@@ -167,6 +167,22 @@ impl Runtime {
         }
     }
 
+    /// One checkpoint, taken again at once if a forked child found a
+    /// mapping it could not see (made `MADV_DONTFORK` or `MADV_WIPEONFORK`
+    /// since the last survey): the second one surveys again, names the
+    /// mapping and dumps in the pause.
+    pub(crate) fn checkpoint(&self, term: bool) -> Result<Outcome, Error> {
+        match self.checkpoint_once(term) {
+            Err(Error::Dump(
+                e @ (DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }),
+            )) => {
+                log::info!("{e}: taking the checkpoint again");
+                self.checkpoint_once(term)
+            }
+            r => r,
+        }
+    }
+
     /// Reaps the latest forked checkpoint's child, if still unreaped.
     fn reap_child(&self) {
         if let Some(child) = self.exiting_child.lock().ok().and_then(|mut z| z.take()) {
