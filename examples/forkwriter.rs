@@ -19,7 +19,9 @@
 //!
 //! usage: forkwriter MIB WRITERS self|hold   (settings: SELFCKPT_*)
 //! FORKWRITER_SHARED=1: the areas are MAP_SHARED anonymous memory;
-//! FORKWRITER_DONTFORK=1: the first area is MADV_DONTFORK.
+//! FORKWRITER_DONTFORK=1: the first area is MADV_DONTFORK;
+//! FORKWRITER_TOGGLE_WIPE=1: a thread turns MADV_WIPEONFORK on and off on
+//! the first area all the time (a checkpoint must never store it wiped).
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 const PAGE: usize = 4096;
@@ -162,6 +164,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for a in areas {
         (0..a.pages).for_each(|i| fill(a, i, 0));
+    }
+    if std::env::var_os("FORKWRITER_TOGGLE_WIPE").is_some_and(|x| x == "1") {
+        let (base, len) = (areas[0].base, areas[0].pages * PAGE);
+        std::thread::spawn(move || loop {
+            for advice in [libc::MADV_WIPEONFORK, libc::MADV_KEEPONFORK] {
+                // SAFETY: advice on our own mapping; it changes no content here.
+                unsafe { libc::madvise(base as *mut libc::c_void, len, advice) };
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        });
     }
     for (who, a) in areas.iter().enumerate().take(writers) {
         std::thread::spawn(move || writer(a, who));

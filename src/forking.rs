@@ -24,9 +24,51 @@ pub struct Survey {
     pub shadow_bytes: u64,
 }
 
-/// Reads `/proc/self/smaps`.
-pub fn survey() -> std::io::Result<Survey> {
-    Ok(survey_text(&std::fs::read("/proc/self/smaps")?))
+/// The mappings (`/proc/self/maps` without the addresses: arenas grow
+/// and their reserves shrink; a new mapping adds a line, and mappings of
+/// different flags never merge) of the last survey that found nothing to
+/// refuse.
+static CLEAN: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+/// `maps` without each line's address range.
+fn mappings_key(maps: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(maps.len());
+    for line in maps.split(|&c| c == b'\n') {
+        let after = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
+        key.extend_from_slice(&line[after..]);
+        key.push(b'\n');
+    }
+    key
+}
+
+/// Surveys the process whose `/proc/self/maps` reads `maps` now. Reads
+/// `/proc/self/smaps` (which walks every page table: tens of ms per GiB)
+/// unless the mappings are those of the last clean survey (some may have
+/// grown): then no mapping is new, and a flag set since on an old one is
+/// caught by the child, which fails that dump naming the mapping; the
+/// manager then [`forget`]s the survey and takes the checkpoint again.
+pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
+    let key = mappings_key(maps);
+    let clean = CLEAN
+        .lock()
+        .ok()
+        .is_some_and(|c| c.as_deref() == Some(&key[..]));
+    if clean {
+        return Ok(survey_text(maps));
+    }
+    log::debug!("forked checkpoint: new mappings, reading /proc/self/smaps");
+    let sv = survey_text(&std::fs::read("/proc/self/smaps")?);
+    if let Ok(mut c) = CLEAN.lock() {
+        *c = sv.refusal.is_none().then_some(key);
+    }
+    Ok(sv)
+}
+
+/// The next survey reads `/proc/self/smaps` again.
+pub fn forget() {
+    if let Ok(mut c) = CLEAN.lock() {
+        *c = None;
+    }
 }
 
 /// The shadow to set aside for `shadow_bytes` found at prepare time: room
@@ -93,6 +135,15 @@ VmFlags: rd wr sh mr mw me ms
 9000-a000 rw-p 00000000 00:00 0 
 Size:                  4 kB
 VmFlags: rd wr mr mw me ac ";
+
+    #[test]
+    fn a_mapping_that_grew_is_the_same_mapping_a_new_one_is_not() {
+        let a = b"1000-2000 rw-p 00000000 00:00 0 \n3000-4000 r--p 0 08:01 7 /lib/x\n";
+        let grown = b"1000-2800 rw-p 00000000 00:00 0 \n2800-4000 r--p 0 08:01 7 /lib/x\n";
+        let new = b"1000-2000 rw-p 00000000 00:00 0 \n2000-2800 rw-p 00000000 00:00 0 \n3000-4000 r--p 0 08:01 7 /lib/x\n";
+        assert_eq!(super::mappings_key(a), super::mappings_key(grown));
+        assert_ne!(super::mappings_key(a), super::mappings_key(new));
+    }
 
     #[test]
     fn shared_memory_is_counted_and_plain_memory_forks() {

@@ -39,7 +39,7 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     gate::close();
     let result = hooks::run_before(state)
         .map_err(Error::Hook)
-        .and_then(|()| rt.checkpoint_once(term));
+        .and_then(|()| rt.checkpoint(term));
     // First thing, also in a restarted process (whose memory says a term
     // checkpoint is under way): from now on a term signal is a new request.
     trigger::serving_term(false);

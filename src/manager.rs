@@ -65,6 +65,8 @@ pub struct Runtime {
     /// restarts, as all memory is.
     pub instance: String,
     sequence: AtomicU64,
+    /// A forked checkpoint's child that reported and is exiting.
+    exiting_child: Mutex<Option<crate::capture::forked::Child>>,
 }
 
 /// Figures of one checkpoint. Times in nanoseconds; the dump's own phases
@@ -154,6 +156,7 @@ impl Runtime {
             last_stats: Mutex::new(None),
             instance: crate::imagedir::instance_from_env(),
             sequence: AtomicU64::new(0),
+            exiting_child: Mutex::new(None),
         }
     }
 
@@ -172,6 +175,30 @@ impl Runtime {
                 Err(e) => log::error!("checkpoint failed: {e}"),
             }
             crate::request::served(req, result);
+            self.reap_child();
+        }
+    }
+
+    /// One checkpoint, taken again at once if a forked child found a
+    /// mapping it could not see (made `MADV_DONTFORK` or `MADV_WIPEONFORK`
+    /// since the last survey): the second one surveys again, names the
+    /// mapping and dumps in the pause.
+    pub(crate) fn checkpoint(&self, term: bool) -> Result<Outcome, Error> {
+        match self.checkpoint_once(term) {
+            Err(Error::Dump(
+                e @ (DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }),
+            )) => {
+                log::info!("{e}: taking the checkpoint again");
+                self.checkpoint_once(term)
+            }
+            r => r,
+        }
+    }
+
+    /// Reaps the latest forked checkpoint's child, if still unreaped.
+    fn reap_child(&self) {
+        if let Some(child) = self.exiting_child.lock().ok().and_then(|mut z| z.take()) {
+            child.reap();
         }
     }
 
@@ -181,6 +208,7 @@ impl Runtime {
     /// (`imagedir::TermCommit`).
     pub(crate) fn checkpoint_once(&self, term: bool) -> Result<Outcome, Error> {
         let t_start = sys::now_ns();
+        self.reap_child();
         let cfg = &self.config;
         // A setuid/setgid program's memory holds what its caller must not
         // read: never write it to a file.
@@ -214,16 +242,16 @@ impl Runtime {
         };
 
         // Prepare: everything that allocates or opens happens now.
-        let maps_len = std::fs::read("/proc/thread-self/maps")
-            .map_err(io("cannot read", Path::new("/proc/self/maps")))?
-            .len();
+        let maps_text = std::fs::read("/proc/thread-self/maps")
+            .map_err(io("cannot read", Path::new("/proc/self/maps")))?;
+        let maps_len = maps_text.len();
         let maps_cap = maps_len * 4 + (256 << 10);
         let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;
         let (fork, mut fork_fallback) = match (cfg.forked, term) {
             (false, _) => (None, None),
             // The process exits after this image: nothing to fork for.
             (true, true) => (None, None),
-            (true, false) => match crate::forking::survey() {
+            (true, false) => match crate::forking::survey(&maps_text) {
                 Ok(sv) if sv.refusal.is_none() => (
                     Some(ForkPlan {
                         shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
@@ -347,7 +375,22 @@ impl Runtime {
         let result = match result {
             Some(Ok(DumpOutcome::Forked(child, head))) => {
                 log::debug!("forked checkpoint: child {} writes the pages", child.pid());
-                Some(child.wait(cfg.fork_timeout_ms).map(|done| {
+                let done = child.wait_done(cfg.fork_timeout_ms);
+                if let Err(DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }) = &done {
+                    crate::forking::forget();
+                }
+                if done.is_ok() {
+                    // Reaped after the commit (its address space is still
+                    // going away), at the latest before the next one.
+                    if let Ok(mut z) = self.exiting_child.lock() {
+                        *z = Some(child);
+                    }
+                } else {
+                    // Gone before the temporary file is removed: the space
+                    // it holds is free for the stats line.
+                    child.reap();
+                }
+                Some(done.map(|done| {
                     cow_bytes = done.cow_bytes;
                     DumpStats {
                         maps_ns: head.maps_ns,

@@ -176,8 +176,25 @@ fn a_dontfork_region_makes_the_checkpoint_dump_in_the_pause_and_says_so() {
 // ---------------------------------------------------------------------------
 // Faults.
 
+/// A program the test started, killed when the test ends (also when it
+/// fails).
+struct Prog(Child);
+
+impl Prog {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Prog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `forkwriter MIB WRITERS hold` in forked mode, ready.
-fn hold(dir: &Path, mib: &str, writers: &str, env: &[(&str, &str)]) -> Child {
+fn hold(dir: &Path, mib: &str, writers: &str, env: &[(&str, &str)]) -> Prog {
     let mut child = Command::new(example("forkwriter"))
         .args([mib, writers, "hold"])
         .env("SELFCKPT_DIR", dir)
@@ -193,7 +210,7 @@ fn hold(dir: &Path, mib: &str, writers: &str, env: &[(&str, &str)]) -> Child {
     )
     .unwrap();
     assert_eq!(line.trim(), "ready");
-    child
+    Prog(child)
 }
 
 /// `selfckpt checkpoint PID --wait`: the image, or the error it printed.
@@ -277,10 +294,19 @@ const SLOW: (&str, &str) = ("SELFCKPT_LEVEL", "19");
 fn a_killed_dumping_child_fails_the_checkpoint_and_the_next_one_works() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
-    let mut prog = hold(&dir, "4", "1", &[SLOW, ("SELFCKPT_KEEP", "5")]);
+    let prog = hold(&dir, "4", "1", &[SLOW, ("SELFCKPT_KEEP", "5")]);
     let pid = prog.id();
     let first = checkpoint(pid).unwrap();
     assert_forked(&last_stats(&dir));
+    // Its child is reaped just after the checkpoint returned.
+    let t = Instant::now();
+    while dump_child(pid).is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the first child stays"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // The second: its child is killed while it writes.
     let asker = std::thread::spawn(move || checkpoint(pid));
     let child = wait_dump_child(pid);
@@ -297,8 +323,7 @@ fn a_killed_dumping_child_fails_the_checkpoint_and_the_next_one_works() {
     // The next checkpoint works, and both images restart.
     let third = checkpoint(pid).unwrap();
     assert_forked(&last_stats(&dir));
-    common::kill(&prog, libc::SIGKILL);
-    let _ = prog.wait();
+    drop(prog);
     for image in [&first, &third] {
         restart(image);
     }
@@ -308,13 +333,12 @@ fn a_killed_dumping_child_fails_the_checkpoint_and_the_next_one_works() {
 fn the_dumping_child_dies_with_its_parent_and_leaves_no_image() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
-    let mut prog = hold(&dir, "8", "1", &[SLOW]);
+    let prog = hold(&dir, "8", "1", &[SLOW]);
     let pid = prog.id();
     // SAFETY: the trigger signal to our own child.
     unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
     let child = wait_dump_child(pid);
-    common::kill(&prog, libc::SIGKILL);
-    let _ = prog.wait();
+    drop(prog);
     let t = Instant::now();
     while alive(child) || !dumpers_in(&dir).is_empty() {
         assert!(
@@ -344,14 +368,13 @@ fn the_dumping_child_dies_with_its_parent_and_leaves_no_image() {
 fn a_slow_child_is_killed_after_the_fork_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
-    let mut prog = hold(&dir, "8", "1", &[SLOW, ("SELFCKPT_FORK_TIMEOUT", "0.2")]);
+    let prog = hold(&dir, "8", "1", &[SLOW, ("SELFCKPT_FORK_TIMEOUT", "0.2")]);
     let err = checkpoint(prog.id()).unwrap_err();
     assert!(err.contains("SELFCKPT_FORK_TIMEOUT"), "{err}");
     assert!(alive(prog.id()));
     assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
     assert!(dump_child(prog.id()).is_none());
-    common::kill(&prog, libc::SIGKILL);
-    let _ = prog.wait();
+    drop(prog);
 }
 
 #[test]
@@ -360,7 +383,7 @@ fn copy_on_write_over_the_limit_abandons_the_checkpoint() {
     let dir = tmp.path().join("img");
     // Without writers the image is taken; with them rewriting 64 MiB
     // during a slow dump, the copies pass 8 MiB.
-    let mut prog = hold(
+    let prog = hold(
         &dir,
         "64",
         "2",
@@ -372,8 +395,7 @@ fn copy_on_write_over_the_limit_abandons_the_checkpoint() {
     assert_eq!(st["state"], "error", "{st}");
     assert!(alive(prog.id()));
     assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
-    common::kill(&prog, libc::SIGKILL);
-    let _ = prog.wait();
+    drop(prog);
 }
 
 /// A tmpfs mounted for one test, lazily unmounted when dropped.
@@ -418,7 +440,7 @@ fn a_full_disk_in_the_child_fails_the_checkpoint_cleanly() {
             return;
         }
     };
-    let mut prog = hold(&dir, "32", "1", &[("SELFCKPT_LEVEL", "store")]);
+    let prog = hold(&dir, "32", "1", &[("SELFCKPT_LEVEL", "store")]);
     let before = stats_lines(&dir);
     let err = checkpoint(prog.id()).unwrap_err();
     assert!(err.contains("No space left"), "{err}");
@@ -426,8 +448,7 @@ fn a_full_disk_in_the_child_fails_the_checkpoint_cleanly() {
     assert!(stats_lines(&dir) > before && st["state"] == "error", "{st}");
     assert!(alive(prog.id()));
     assert!(images(&dir).is_empty() && temp_files(&dir).is_empty());
-    common::kill(&prog, libc::SIGKILL);
-    let _ = prog.wait();
+    drop(prog);
 }
 
 #[test]
@@ -504,4 +525,110 @@ fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
         );
         restart(Path::new(last_stats(&dir)["path"].as_str().unwrap()));
     }
+}
+
+#[test]
+fn a_keyed_forked_image_verifies_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let key = ("SELFCKPT_KEY", "forked secret");
+    let out = Command::new(example("bigmem"))
+        .args([dir.to_str().unwrap(), "16", "1", "mixed"])
+        .env(FORKED.0, FORKED.1)
+        .env(key.0, key.1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = last_stats(&dir);
+    assert_forked(&st);
+    let image = PathBuf::from(st["path"].as_str().unwrap());
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&image)
+        .env(key.0, key.1)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && text.contains("MAC verified"),
+        "{text}"
+    );
+    let back = common::run(
+        Command::new(selfckpt())
+            .arg("restart")
+            .arg(&image)
+            .env(key.0, key.1),
+        Duration::from_secs(60),
+    );
+    assert!(String::from_utf8_lossy(&back.stdout).contains("restarted ok"));
+}
+
+#[test]
+fn checkpoint_then_exit_works_in_forked_mode_and_dumps_in_the_pause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let mut prog = hold(&dir, "8", "1", &[]);
+    // SAFETY: the term signal to our own child.
+    unsafe { libc::kill(prog.id() as i32, libc::SIGUSR2) };
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = prog.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no exit after the term signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let st = last_stats(&dir);
+    // The term line (written while the threads stay parked) says no more
+    // than that.
+    assert_eq!(st["state"], "term", "{st}");
+    assert_ne!(st["forked"], true, "{st}");
+    restart(Path::new(st["path"].as_str().unwrap()));
+}
+
+#[test]
+fn memory_made_wipeonfork_at_any_moment_is_never_stored_wiped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    let prog = hold(
+        &dir,
+        "8",
+        "0",
+        &[("FORKWRITER_TOGGLE_WIPE", "1"), ("SELFCKPT_KEEP", "20")],
+    );
+    let (mut fell_back, mut refused, mut forked) = (0, 0, 0);
+    for _ in 0..8 {
+        match checkpoint(prog.id()) {
+            Ok(image) => {
+                let st = last_stats(&dir);
+                if st["forked"] == true {
+                    forked += 1;
+                } else {
+                    assert!(
+                        st["fork_fallback"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("WIPEONFORK"),
+                        "{st}"
+                    );
+                    fell_back += 1;
+                }
+                // The restarted program checks every page of the area.
+                restart(&image);
+            }
+            Err(e) => {
+                assert!(e.contains("empty in the forked child"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("forked {forked}, dumped in the pause {fell_back}, refused {refused}");
 }

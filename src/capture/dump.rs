@@ -76,6 +76,8 @@ pub enum DumpError {
     Fork(sys::Errno),
     #[error("mapping {start:#x}-{end:#x} is not in the forked child (MADV_DONTFORK?); take this checkpoint without SELFCKPT_FORKED")]
     NotInChild { start: u64, end: u64 },
+    #[error("mapping {start:#x}-{end:#x} is empty in the forked child (made MADV_WIPEONFORK during the checkpoint?); take this checkpoint again")]
+    WipedInChild { start: u64, end: u64 },
     #[error("copy-on-write reached {reached} bytes, over the limit of {limit} (SELFCKPT_COW_LIMIT_MB): checkpoint abandoned")]
     CowLimit { limit: u64, reached: u64 },
     #[error(
@@ -263,6 +265,9 @@ struct RegionRec {
     /// Bytes of the pages the kernel reported present or swapped (filled
     /// in by the page scan; goes into END).
     present: u64,
+    /// Forked: the parent saw a page of data here at the fork (a region
+    /// the child then finds empty was wiped: `MADV_WIPEONFORK`).
+    had_pages: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -830,6 +835,18 @@ fn dump_all(
         let s = &plan.scratch;
         let runs = s.slice::<PageRun>(SCAN_RUNS)?;
         let tmp = s.bytes(65536)?;
+        // Which anonymous regions hold data now (the scan stops at the
+        // first run): the child checks it sees them too.
+        for i in 0..head.regions.len() {
+            if head.want(&head.regions[i]) == Some(Want::AnonData) {
+                let r = &head.regions[i];
+                let found = plan
+                    .scanner
+                    .scan(r.start, r.end, Want::AnonData, &mut runs[..1], tmp);
+                head.regions[i].had_pages =
+                    matches!(found, Ok(1) | Err(PagesError::OutOfRuns { .. }));
+            }
+        }
         let shadowed = head.regions.iter().enumerate().filter_map(|(ri, r)| {
             (head.want(r) == Some(Want::AllResident)).then_some(Shadowed {
                 region: ri as u32,
@@ -948,6 +965,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
                     path_len,
                     stamp,
                     present: 0,
+                    had_pages: false,
                 })
                 .map_err(|_| DumpError::TooManyRegions)?;
         }
@@ -1205,7 +1223,11 @@ fn write_pages(
             }
             at = next;
         }
+        let (had_pages, start, end) = (r.had_pages, r.start, r.end);
         regions[ri].present = present;
+        if had_pages && present == 0 && src.shadow.is_some() {
+            return Err(DumpError::WipedInChild { start, end });
+        }
     }
     g.finish()?;
     g.stats.pages_ns = sys::now_ns() - t_pages;

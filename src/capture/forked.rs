@@ -34,7 +34,8 @@
 //!   they share the child's thread pointer, so they run nothing that uses
 //!   thread-local storage but `errno` (whose value they may garble for
 //!   the child's main thread: only error messages can suffer).
-//! * Copy-on-write is measured in the child (`CowMeter`): growth of its
+//! * Copy-on-write is measured in the child (`CowMeter`, every 100 ms or
+//!   more, and at the end): growth of its
 //!   `Private_Clean + Private_Dirty` in `/proc/self/smaps_rollup` since the
 //!   fork, less the scratch arena's pages only the child maps (its
 //!   chunks, stacks and compressor workspaces: pagemap's "exclusively
@@ -63,8 +64,10 @@ pub const CHILD_STACK: usize = 256 << 10;
 pub const MAX_SHADOW_RUNS: usize = 65_536;
 /// Bytes of pagemap entries the meter reads at a time.
 const PAGEMAP_BUF: usize = 64 << 10;
-/// Chunks between two copy-on-write measurements.
-const COW_EVERY_CHUNKS: u32 = 32;
+/// Least time between two copy-on-write measurements; also at least 20
+/// times what the last one took (reading smaps_rollup walks every page
+/// table: its cost is bounded to 5% of the dump).
+const COW_EVERY_NS: u64 = 100_000_000;
 /// The child's exit code when it found itself orphaned at birth.
 const EXIT_ORPHANED: i32 = 3;
 
@@ -223,6 +226,11 @@ pub struct Child {
     report: *const Report,
 }
 
+// SAFETY: the report pointer is only read by the checkpoint thread, while
+// the plan that owns its scratch is alive (`wait_done`); `reap` does not
+// touch it.
+unsafe impl Send for Child {}
+
 /// What the child did.
 #[derive(Clone, Copy, Debug)]
 pub struct ChildDone {
@@ -363,7 +371,8 @@ pub fn fork<'a>(c: Carved<'a>, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> {
         cow: CowMeter {
             base: 0,
             limit: plan.cow_limit,
-            chunks: 0,
+            next_ns: 0,
+            cost_ns: 0,
             buf: core::ptr::null_mut(),
             buf_len: 0,
             report,
@@ -374,6 +383,7 @@ pub fn fork<'a>(c: Carved<'a>, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> {
     side.cow.buf = side.rollup.as_mut_ptr();
     side.cow.buf_len = side.rollup.len();
     side.cow.base = side.cow.private_bytes().unwrap_or(0);
+    side.cow.next_ns = sys::now_ns() + COW_EVERY_NS;
     Ok(Fork::Child(side))
 }
 
@@ -457,6 +467,7 @@ impl ChildSide<'_> {
         // SAFETY: only the child writes the result, once, before `done`.
         unsafe { (*self.report.result.get()).write(result) };
         self.report.done.store(1, Release);
+        shared_futex(&self.report.done, libc::FUTEX_WAKE, i32::MAX as u32, None);
         // SAFETY: _exit ends the process (every thread of it) at once.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
     }
@@ -472,7 +483,9 @@ extern "C" fn child_worker(arg: *mut libc::c_void) -> libc::c_int {
 pub struct CowMeter {
     base: u64,
     limit: u64,
-    chunks: u32,
+    /// When to measure next, and what the last measurement took.
+    next_ns: u64,
+    cost_ns: u64,
     buf: *mut u8,
     buf_len: usize,
     report: *const Report,
@@ -544,17 +557,36 @@ impl CowMeter {
         Ok(cow)
     }
 
-    /// Called after each chunk: measures every few chunks.
+    /// Called after each chunk: measures now and then.
     pub fn after_chunk(&mut self) -> Result<(), DumpError> {
-        self.chunks += 1;
-        if self.chunks % COW_EVERY_CHUNKS == 0 {
-            self.measure()?;
+        let now = sys::now_ns();
+        if now < self.next_ns {
+            return Ok(());
         }
+        self.measure()?;
+        let done = sys::now_ns();
+        self.cost_ns = done - now;
+        self.next_ns = done + COW_EVERY_NS.max(20 * self.cost_ns);
         Ok(())
     }
 }
 
 const P_PIDFD: libc::idtype_t = 3;
+
+/// A futex call on a word of the shared scratch arena (not private: the
+/// parent and the child are two processes).
+fn shared_futex(word: &AtomicU32, op: i32, val: u32, timeout_ns: Option<u64>) {
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 of a shared mapping both
+    // processes have; `tsp` is null or a live timespec.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, tsp) };
+}
 
 impl Child {
     /// The child's process id.
@@ -562,70 +594,33 @@ impl Child {
         self.pid
     }
 
-    /// Waits for the child (at most `timeout_ms`, 0: no limit; then it is
-    /// killed), reaps it and reads its report. Runs in the parent after
-    /// release.
-    pub fn wait(self, timeout_ms: u64) -> Result<ChildDone, DumpError> {
+    /// Waits until the child has reported (at most `timeout_ms`, 0: no
+    /// limit; then it is killed) or died, and reads its report. Runs in the
+    /// parent after release. The child may still be exiting (its address
+    /// space going away): [`Child::reap`] it after the commit.
+    pub fn wait_done(&self, timeout_ms: u64) -> Result<ChildDone, DumpError> {
         let deadline = (timeout_ms != 0).then(|| sys::now_ns() + timeout_ms * 1_000_000);
-        let mut timed_out = false;
-        loop {
-            let left_ms = match deadline {
-                None => -1,
-                Some(d) => {
-                    let now = sys::now_ns();
-                    if now >= d {
-                        timed_out = true;
-                        break;
-                    }
-                    ((d - now) / 1_000_000).clamp(1, i32::MAX as u64) as i32
-                }
-            };
-            let mut p = libc::pollfd {
-                fd: self.pidfd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut p, 1, left_ms) };
-            if r > 0 {
-                break;
-            }
-            if r < 0 && sys::Errno::last().0 != libc::EINTR {
-                break;
-            }
-        }
-        if timed_out {
-            // SAFETY: a signal to our own child, named by its pidfd.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    self.pidfd,
-                    libc::SIGKILL,
-                    core::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-        }
-        // SAFETY: siginfo_t is plain data; waitid fills it.
-        let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
-        let waited = loop {
-            // SAFETY: reaps our own child through its pidfd.
-            let r = unsafe {
-                libc::waitid(
-                    P_PIDFD,
-                    self.pidfd as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::__WALL,
-                )
-            };
-            if r == 0 || sys::Errno::last().0 != libc::EINTR {
-                break r == 0;
-            }
-        };
-        drop(RawFd(self.pidfd));
         // SAFETY: the report lives in the parent's scratch until the plan
         // is dropped, after this.
         let report = unsafe { &*self.report };
+        let mut timed_out = false;
+        while report.done.load(Acquire) == 0 && !self.exited() {
+            if deadline.is_some_and(|d| sys::now_ns() >= d) {
+                timed_out = true;
+                // SAFETY: a signal to our own child, named by its pidfd.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        self.pidfd,
+                        libc::SIGKILL,
+                        core::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+                break;
+            }
+            shared_futex(&report.done, libc::FUTEX_WAIT, 0, Some(50_000_000));
+        }
         if report.done.load(Acquire) == 1 {
             // SAFETY: `done` says the child wrote the result before it.
             let result = unsafe { (*report.result.get()).assume_init_read() };
@@ -637,13 +632,55 @@ impl Child {
                 secs: timeout_ms / 1000,
             });
         }
-        // SAFETY: waitid filled a CLD_* siginfo.
-        let (code, status) = unsafe { (info.si_code, info.si_status()) };
+        let (waited, code, status) = self.reap_status();
         Err(match (waited, code) {
             (true, libc::CLD_KILLED | libc::CLD_DUMPED) => {
                 DumpError::ChildKilled { signal: status }
             }
             _ => DumpError::ChildExited { code: status },
         })
+    }
+
+    /// Whether the child has exited (its pidfd is readable).
+    fn exited(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; no waiting.
+        unsafe { libc::poll(&mut p, 1, 0) > 0 }
+    }
+
+    /// Reaps the child (waits for it to be gone): whether it was reaped,
+    /// and its `si_code` and `si_status`.
+    fn reap_status(&self) -> (bool, i32, i32) {
+        // SAFETY: siginfo_t is plain data; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+        loop {
+            // SAFETY: reaps our own child through its pidfd (`__WALL`: a
+            // clone child, which the program's own waits never see).
+            let r = unsafe {
+                libc::waitid(
+                    P_PIDFD,
+                    self.pidfd as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::__WALL,
+                )
+            };
+            if r == 0 {
+                // SAFETY: waitid filled a CLD_* siginfo.
+                return (true, info.si_code, unsafe { info.si_status() });
+            }
+            if sys::Errno::last().0 != libc::EINTR {
+                return (false, 0, 0);
+            }
+        }
+    }
+
+    /// Reaps the child (it has reported or died) and closes its pidfd.
+    pub fn reap(self) {
+        let _ = self.reap_status();
+        drop(RawFd(self.pidfd));
     }
 }
