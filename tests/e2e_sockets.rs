@@ -302,3 +302,43 @@ fn the_on_restart_hook_reconnects_a_dropped_connection() {
         );
     }
 }
+
+/// Threads blocked in `accept`, `connect` and `read` on sockets, each
+/// treating EINTR or an early return as fatal (issue 13): two
+/// `selfckpt checkpoint PID` while they wait must not show; the output
+/// equals an uninterrupted run's.
+#[test]
+fn socket_calls_do_not_see_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_eintr");
+    if !build_c("sock_eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let ref_dir = tmp.path().join("ref-socks");
+    std::fs::create_dir(&ref_dir).unwrap();
+    let reference = tmp.path().join("ref");
+    // The uninterrupted run goes on meanwhile.
+    let ref_child = spawn_to_file(Command::new(&exe).arg(&ref_dir).arg("3"), &reference);
+    let socks = tmp.path().join("socks");
+    std::fs::create_dir(&socks).unwrap();
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(
+        &mut selfckpt_run(
+            &tmp.path().join("ck"),
+            &exe,
+            &[socks.to_str().unwrap(), "3"],
+        ),
+        &out,
+    );
+    wait_line(&out, "ready");
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(random_ms(100, 500)));
+        checkpoint_wait(child.id());
+    }
+    let err = wait_ok(child, "program blocked in socket calls");
+    wait_ok(ref_child, "reference run");
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("ok read\nsock_eintr ok\n"), "{want}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
+}
