@@ -13,7 +13,11 @@ const LINK: &[u8] = b"socket:[";
 /// Most sockets one checkpoint looks at.
 const MAX_SOCKETS: usize = 512;
 /// Most bytes queued in the process's UNIX sockets one checkpoint keeps.
-pub const MAX_QUEUED: usize = 4 << 20;
+pub const MAX_QUEUED: usize = 2 << 20;
+/// Room left in the record buffer for the entries after a queue (every
+/// other socket's head and addresses, the rest of KERNEL); half the room
+/// left in a smaller buffer.
+const ROOM_AFTER: usize = 256 << 10;
 /// Most messages queued on one socket one checkpoint keeps.
 const MAX_MESSAGES: u32 = 65_536;
 
@@ -388,7 +392,7 @@ fn peek_into(
     let mut count = 0u32;
     let mut total = 0usize;
     loop {
-        let max = (*budget).min(e.room().saturating_sub(4096));
+        let max = (*budget).min(e.room() - ROOM_AFTER.min(e.room() / 2));
         let item = e.len();
         let (mut got, mut flags, mut rights) = (-1isize, 0, false);
         let _ = e.bytes_with(max, |buf| {

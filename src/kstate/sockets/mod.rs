@@ -548,6 +548,64 @@ mod tests {
         }
     }
 
+    /// Descriptors in flight cannot come back: the socket is named not
+    /// restorable, its entry kept without the queue, and the descriptors
+    /// the peek installed are closed again.
+    #[test]
+    fn descriptors_in_flight_are_named_and_not_leaked() {
+        let [a, b] = pair(libc::SOCK_STREAM);
+        let fd_count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+        // SAFETY: sending one descriptor (stdin) with SCM_RIGHTS from a
+        // control buffer of the right size.
+        unsafe {
+            let mut data = *b"x";
+            let mut iov = libc::iovec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut ctl = [0u64; 4];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = ctl.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as _;
+            libc::CMSG_DATA(c).cast::<i32>().write_unaligned(0);
+            assert_eq!(libc::sendmsg(a, &msg, 0), 1);
+        }
+        let before = fd_count();
+        let out = super::super::captured(|e, bufs| capture(e, bufs, &|x| x != a && x != b));
+        assert_eq!(fd_count(), before, "the peeked descriptor is closed");
+        let got = entries(&out);
+        let gb = got.iter().find(|s| s.fd == b).unwrap();
+        if gb.role == ROLE_OTHER {
+            eprintln!("skipped: no unix_diag here");
+            return;
+        }
+        assert!(gb.queue.is_empty(), "{gb:?}");
+        let mut d = Decoder::new(&out);
+        let mut named = Vec::new();
+        while d.remaining() > 0 {
+            let kind = d.u16().unwrap();
+            d.u16().unwrap();
+            let len = d.u32().unwrap() as usize;
+            let p = d.take(len).unwrap();
+            if kind == super::super::objects::Kind::NotRestorable as u16 {
+                named.push(String::from_utf8_lossy(p).into_owned());
+            }
+        }
+        assert_eq!(named.len(), 1, "{named:?}");
+        assert!(named[0].contains("descriptors in flight"), "{named:?}");
+        // SAFETY: closing the test's sockets.
+        unsafe {
+            libc::close(a);
+            libc::close(b);
+        }
+    }
+
     #[test]
     fn words_name_the_addresses() {
         let mut a = vec![0u8; 16];
