@@ -195,6 +195,10 @@ int main(int argc, char **argv) {
     put(uc, "ping", 4);
     put(ua, "pong!", 5);
     struct named ul_name = name_of(ul);
+    struct named ua_name = name_of(ua), uc_name = name_of(uc);
+    struct named uc_peer;
+    uc_peer.len = sizeof uc_peer.a;
+    if (getpeername(uc, (struct sockaddr *)&uc_peer.a, &uc_peer.len)) fail("getpeername");
 
     /* An abstract listener. */
     struct sockaddr_un ab = {.sun_family = AF_UNIX};
@@ -287,6 +291,16 @@ int main(int argc, char **argv) {
     drain("unix accepted reads", ua);
     put(uc, "after", 5);
     drain("unix accepted reads after", ua);
+    same_name("unix accepted", ua, &ua_name);
+    same_name("unix client", uc, &uc_name);
+    {
+        struct named now;
+        now.len = sizeof now.a;
+        memset(&now.a, 0, sizeof now.a);
+        getpeername(uc, (struct sockaddr *)&now.a, &now.len);
+        printf("unix client: peer %s\n",
+               now.len == uc_peer.len && !memcmp(&now.a, &uc_peer.a, now.len) ? "same" : "CHANGED");
+    }
     options("unix listener", ul);
     same_name("unix listener", ul, &ul_name);
     struct stat sb;

@@ -21,24 +21,35 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
     let mut made: std::collections::HashMap<u64, i32> = std::collections::HashMap::new();
     let mut failed = Vec::new();
     let first = |ino: u64| socks.iter().find(|s| s.ino == ino).copied();
-    // Connections inside the process first (a pair is made at once), then
-    // what is bound, then what connects to a bound UNIX socket.
-    for pass in 0..2 {
+    // What is bound first (listeners, bound sockets, the rest), then the
+    // connections inside the process (a pair at once, through its
+    // listener where it was made through one), then what connects to a
+    // bound UNIX datagram socket.
+    let late = |s: &Socket| {
+        s.role == ROLE_PAIR && first(s.peer).is_some_and(|p| p.peer != s.ino && p.stype == s.stype)
+    };
+    let phase = |s: &Socket| match s.role {
+        ROLE_PAIR if late(s) => 2,
+        ROLE_PAIR => 1,
+        _ => 0,
+    };
+    for pass in 0..3 {
         for s in socks {
-            if made.contains_key(&s.ino) || first(s.ino).map(|f| f.fd) != Some(s.fd) {
-                continue;
-            }
-            let late = s.role == ROLE_PAIR
-                && first(s.peer).is_some_and(|p| p.peer != s.ino && p.stype == s.stype);
-            if late != (pass == 1) {
+            if made.contains_key(&s.ino)
+                || first(s.ino).map(|f| f.fd) != Some(s.fd)
+                || phase(s) != pass
+            {
                 continue;
             }
             let r = match s.role {
-                ROLE_PAIR if !late => match first(s.peer) {
-                    Some(p) => make_pair(s, Some(p), above).map(|(a, b)| {
-                        made.insert(p.ino, b);
-                        a
-                    }),
+                ROLE_PAIR if pass == 1 => match first(s.peer) {
+                    Some(p) => {
+                        let via = through_listener(s, p, socks, &made);
+                        make_pair(s, Some(p), via, above).map(|(a, b)| {
+                            made.insert(p.ino, b);
+                            a
+                        })
+                    }
                     // Its peer was at 0-2 (the restarter's stdio now):
                     // the connection is lost.
                     None => {
@@ -46,10 +57,10 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                             "socket fd {}: its peer was the program's stdio; it comes back hung up",
                             s.fd
                         ));
-                        make_pair(s, None, above).map(|(a, _)| a)
+                        make_pair(s, None, None, above).map(|(a, _)| a)
                     }
                 },
-                ROLE_HUNG_UP => make_pair(s, None, above).map(|(a, _)| a),
+                ROLE_HUNG_UP => make_pair(s, None, None, above).map(|(a, _)| a),
                 ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
                 _ => fresh(s, above),
@@ -233,24 +244,99 @@ fn shut(s: &Socket, fd: i32) {
     }
 }
 
+/// The listener (made already) a stream or seqpacket connection between
+/// `s` and `p` was made through: the one whose address is the accepted
+/// end's own and the connecting end's peer. With whether `s` is the
+/// accepted end.
+fn through_listener(
+    s: &Socket,
+    p: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+) -> Option<(i32, bool)> {
+    if s.stype as i32 == libc::SOCK_DGRAM {
+        return None;
+    }
+    let (accepted, client, s_accepted) = if is_named(&s.local) && s.local == p.remote {
+        (s, p, true)
+    } else if is_named(&p.local) && p.local == s.remote {
+        (p, s, false)
+    } else {
+        return None;
+    };
+    if is_named(&client.local) {
+        return None; // a connecting end bound to a name of its own
+    }
+    let l = socks.iter().find(|l| {
+        l.role == ROLE_LISTEN && l.stype == accepted.stype && l.local == accepted.local
+    })?;
+    Some((*made.get(&l.ino)?, s_accepted))
+}
+
+/// A connection made through the listener `l` (connect, accept):
+/// (connecting end, accepted end), at `above` or higher.
+fn connect_through(l: i32, s: &Socket, addr: &[u8], above: i32) -> Result<(i32, i32), String> {
+    // SAFETY: socket(2) has no memory preconditions.
+    let c = lift(
+        unsafe { libc::socket(libc::AF_UNIX, s.stype as i32 | libc::SOCK_CLOEXEC, 0) },
+        above,
+    )?;
+    let (a, n) = sockaddr(addr);
+    // SAFETY: connect reads `n` bytes of the address; accept4 on our
+    // listener writes no address.
+    let acc = unsafe {
+        if libc::connect(c, (&a as *const libc::sockaddr_storage).cast(), n) != 0 {
+            close(c);
+            return Err(last("cannot connect through the listener"));
+        }
+        libc::accept4(
+            l,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    let acc = lift(acc, above).inspect_err(|_| close(c))?;
+    // SAFETY: F_SETFL on our accepted socket: blocking, as made.
+    unsafe { libc::fcntl(acc, libc::F_SETFL, 0) };
+    Ok((c, acc))
+}
+
 /// Both ends of a connection inside the process (`p` None: the peer
 /// closed since, its end is closed again once the queue is refilled).
-fn make_pair(s: &Socket, p: Option<&Socket>, above: i32) -> Result<(i32, i32), String> {
-    let mut sv = [0i32; 2];
-    // SAFETY: socketpair writes two descriptors.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            s.stype as i32 | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(last(&format!("socket fd {}: cannot make a pair", s.fd)));
-    }
-    let a = lift(sv[0], above)?;
-    let b = lift(sv[1], above)?;
+/// Made through its listener where `via` names it (so that each end's
+/// name is as it was), else with `socketpair`.
+fn make_pair(
+    s: &Socket,
+    p: Option<&Socket>,
+    via: Option<(i32, bool)>,
+    above: i32,
+) -> Result<(i32, i32), String> {
+    let through = via.and_then(|(l, s_accepted)| {
+        let addr = if s_accepted { &s.local } else { &s.remote };
+        let (c, acc) = connect_through(l, s, addr, above).ok()?;
+        Some(if s_accepted { (acc, c) } else { (c, acc) })
+    });
+    let (a, b) = match through {
+        Some(ends) => ends,
+        None => {
+            let mut sv = [0i32; 2];
+            // SAFETY: socketpair writes two descriptors.
+            if unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    s.stype as i32 | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr(),
+                )
+            } != 0
+            {
+                return Err(last(&format!("socket fd {}: cannot make a pair", s.fd)));
+            }
+            let a = lift(sv[0], above)?;
+            (a, lift(sv[1], above).inspect_err(|_| close(a))?)
+        }
+    };
     let r = (|| {
         set_options(a, s)?;
         if let Some(p) = p {
@@ -430,7 +516,7 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
 fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
     let name = format!("socket fd {}", s.fd);
     if s.family as i32 == libc::AF_UNIX {
-        return make_pair(s, None, above).map(|(a, _)| a);
+        return make_pair(s, None, None, above).map(|(a, _)| a);
     }
     if s.stype as i32 != libc::SOCK_STREAM {
         return fresh(s, above);
