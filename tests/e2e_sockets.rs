@@ -29,6 +29,10 @@ fn image_of(
     std::thread::sleep(std::time::Duration::from_millis(random_ms(50, 400)));
     kill(&child, libc::SIGUSR1);
     let image = wait_new_image(dir, 0);
+    // The checkpoint's stats line follows the image.
+    wait_for("the checkpoint's stats.jsonl line", 30, || {
+        std::fs::read_to_string(dir.join("stats.jsonl")).is_ok_and(|t| t.ends_with('\n'))
+    });
     kill_tree(&mut child, libc::SIGKILL);
     (image, out)
 }
@@ -179,8 +183,16 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(named.len(), 2, "{j}");
-    let tcp = named.iter().find(|t| t.contains("TCP")).unwrap();
+    assert_eq!(named.len(), 4, "{j}");
+    let inside = named
+        .iter()
+        .filter(|t| t.contains("(both ends in the process: a TCP connection cannot be made again)"))
+        .count();
+    assert_eq!(inside, 2, "{named:?}");
+    let tcp = named
+        .iter()
+        .find(|t| t.contains(&format!("-> 127.0.0.1:{port} ")))
+        .unwrap();
     assert!(
         tcp.contains(&format!("-> 127.0.0.1:{port} (peer outside the process)"))
             && tcp.starts_with("fd 3 socket TCP 127.0.0.1:"),
@@ -244,6 +256,10 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
              unix: read: 0 (end of file)\n\
              unix: read: 0 (end of file)\n\
              unix: write: EPIPE\n\
+             tcp pair: family inet type 1\n\
+             tcp pair: read: ECONNRESET\n\
+             tcp pair: read: 0 (end of file)\n\
+             tcp pair: write: EPIPE\n\
              outside ok\n",
             "--tids {tids}: {err}"
         );

@@ -12,6 +12,8 @@ use crate::image::codec::{CodecError, Encoder};
 const LINK: &[u8] = b"socket:[";
 /// Most sockets one checkpoint looks at.
 const MAX_SOCKETS: usize = 512;
+/// Most TCP sockets whose addresses one checkpoint compares.
+const MAX_TCP: usize = 256;
 /// Most bytes queued in the process's UNIX sockets one checkpoint keeps.
 pub const MAX_QUEUED: usize = 2 << 20;
 /// Room left in the record buffer for the entries after a queue (every
@@ -78,6 +80,9 @@ fn name_of(fd: i32, peer: bool, buf: &mut [u8; 128]) -> usize {
 struct Seen {
     inos: [u64; MAX_SOCKETS],
     n: usize,
+    /// The local addresses of the process's connected TCP sockets.
+    tcp: [[u8; 28]; MAX_TCP],
+    ntcp: usize,
     queued: [u64; MAX_SOCKETS],
     nq: usize,
     bytes: usize,
@@ -93,6 +98,8 @@ pub fn capture(
     let mut seen = Seen {
         inos: [0; MAX_SOCKETS],
         n: 0,
+        tcp: [[0; 28]; MAX_TCP],
+        ntcp: 0,
         queued: [0; MAX_SOCKETS],
         nq: 0,
         bytes: 0,
@@ -102,6 +109,16 @@ pub fn capture(
             if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && seen.n < MAX_SOCKETS {
                 seen.inos[seen.n] = st.st_ino;
                 seen.n += 1;
+                let family = getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+                if matches!(family, libc::AF_INET | libc::AF_INET6)
+                    && getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
+                    && seen.ntcp < MAX_TCP
+                {
+                    let mut a = [0u8; 128];
+                    let n = name_of(fd, false, &mut a).min(28);
+                    seen.tcp[seen.ntcp][..n].copy_from_slice(&a[..n]);
+                    seen.ntcp += 1;
+                }
             }
         }
         Ok(())
@@ -221,7 +238,14 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                 Some((7, _)) if is_named(local) => ROLE_BOUND,
                 Some((7, _)) => ROLE_FRESH,
                 _ => {
-                    why = Some(b" (peer outside the process)");
+                    let mut peer = [0u8; 28];
+                    let n = remote.len().min(28);
+                    peer[..n].copy_from_slice(&remote[..n]);
+                    why = Some(if seen.tcp[..seen.ntcp].contains(&peer) {
+                        b" (both ends in the process: a TCP connection cannot be made again)"
+                    } else {
+                        b" (peer outside the process)"
+                    });
                     ROLE_OUTSIDE
                 }
             };
