@@ -135,6 +135,53 @@ fn a_listeners_path_taken_by_another_file_is_left_alone() {
     assert!(out.contains("unix listener file: missing"), "{out}{err}");
 }
 
+/// A copy restarted while the original still runs: the original's socket
+/// file is in use, so the copy leaves it alone (says so, its listener
+/// unbound), and the original's listener still answers at it.
+#[test]
+fn a_copy_restarted_beside_the_original_leaves_its_socket_file_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sockets");
+    if !build_c("sockets", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let sockdir = tmp.path().join("socks");
+    std::fs::create_dir(&sockdir).unwrap();
+    let out = tmp.path().join("original");
+    let mut child = spawn_to_file(
+        &mut run_cmd(&exe, &dir, "new", &[sockdir.to_str().unwrap()]),
+        &out,
+    );
+    wait_line(&out, "waiting");
+    let image = checkpoint_wait(child.id());
+    let path = sockdir.join("listener.sock");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let copy_out = tmp.path().join("copy");
+    let (_, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt())
+                .args(["restart", "--tids", "new"])
+                .arg(&image),
+            &copy_out,
+        ),
+        "restarted copy",
+    );
+    assert!(
+        err.contains(&format!(
+            "{} is in use by another socket, left alone",
+            path.display()
+        )),
+        "{err}"
+    );
+    // The original's listener is still there, at its file.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+    kill_tree(&mut child, libc::SIGKILL);
+}
+
 /// A TCP server on loopback answering "ping N" lines with "pong N",
 /// each connection on its own thread: its address.
 fn echo_server() -> std::net::SocketAddr {

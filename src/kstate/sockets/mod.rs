@@ -540,6 +540,19 @@ mod tests {
         assert_eq!(recv(941), b"");
         assert_eq!(recv(941), b"three");
         assert_eq!(recv(940), b"back");
+        // The sockets made again are captured again as they are: a pair,
+        // its queue empty now, the shutdown kept.
+        send(940, b"again");
+        let again = entries(&super::super::captured(|e, bufs| {
+            capture(e, bufs, &|x| x != 940 && x != 941)
+        }));
+        let g941 = again.iter().find(|s| s.fd == 941).unwrap();
+        assert_eq!(
+            (g941.role, g941.queue.clone()),
+            (ROLE_PAIR, vec![b"again".to_vec()])
+        );
+        let g940 = again.iter().find(|s| s.fd == 940).unwrap();
+        assert_eq!((g940.shutdown, g940.peer), (1, g941.ino));
         // SAFETY: closing the test's sockets.
         unsafe {
             for fd in [a, b, 940, 941] {

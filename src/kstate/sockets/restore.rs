@@ -405,6 +405,12 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
             if m.file_type().is_socket() && (m.ino(), m.dev()) == s.vfs && s.vfs.0 != 0 {
+                if !stale(s, &s.local) {
+                    return Err(format!(
+                        "socket fd {}: {shown} is in use by another socket, left alone: the socket is not bound",
+                        s.fd
+                    ));
+                }
                 std::fs::remove_file(p).map_err(err(format!(
                     "socket fd {}: cannot remove the old {shown}",
                     s.fd
@@ -417,6 +423,30 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Whether no socket is bound at the UNIX address `addr` any more: a
+/// connection to it is refused (a socket of another type answers
+/// otherwise; so does a live one of its type).
+fn stale(s: &Socket, addr: &[u8]) -> bool {
+    // SAFETY: socket(2) has no memory preconditions.
+    let probe = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            s.stype as i32 | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if probe < 0 {
+        return false;
+    }
+    let (a, n) = sockaddr(addr);
+    // SAFETY: connect reads `n` bytes of the address.
+    let r = unsafe { libc::connect(probe, (&a as *const libc::sockaddr_storage).cast(), n) };
+    let refused =
+        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED);
+    close(probe);
+    refused
 }
 
 /// A listener, bound socket or a datagram socket connected to a bound
