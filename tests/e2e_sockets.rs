@@ -45,13 +45,32 @@ fn sockets_come_back_under_both_id_paths() {
         return;
     }
     lib("libselfckpt.so");
+    // A daemon outside the process (as syslog's /dev/log) the program's
+    // datagram socket is connected to: it gets "before", then "after".
+    let daemon_path = tmp.path().join("daemon.sock");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&daemon_path).unwrap();
+    daemon
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let heard = || {
+        let mut b = [0u8; 16];
+        let got: Vec<String> = (0..2)
+            .map(|_| {
+                let n = daemon.recv(&mut b).unwrap();
+                String::from_utf8_lossy(&b[..n]).into_owned()
+            })
+            .collect();
+        assert_eq!(got, ["before", "after"]);
+    };
+    let dpath = daemon_path.to_str().unwrap();
     let reference = tmp.path().join("ref");
     let ref_dir = tmp.path().join("ref-dir");
     std::fs::create_dir(&ref_dir).unwrap();
     wait_ok(
-        spawn_to_file(Command::new(&exe).arg(&ref_dir), &reference),
+        spawn_to_file(Command::new(&exe).arg(&ref_dir).arg(dpath), &reference),
         "reference run",
     );
+    heard();
     let want = std::fs::read_to_string(&reference).unwrap();
     assert!(want.ends_with("sockets ok\n"), "{want}");
     for tids in ["exact", "new"] {
@@ -59,7 +78,7 @@ fn sockets_come_back_under_both_id_paths() {
         let sockdir = tmp.path().join(format!("socks-{tids}"));
         std::fs::create_dir(&sockdir).unwrap();
         let arg = sockdir.to_str().unwrap();
-        let (image, first) = image_of(&exe, &dir, tids, &[arg]);
+        let (image, first) = image_of(&exe, &dir, tids, &[arg, dpath]);
         let j = inspect(&image);
         let objects = j["objects"].as_array().unwrap_or_else(|| panic!("{j}"));
         let sockets: Vec<_> = objects.iter().filter(|o| o["kind"] == "socket").collect();
@@ -78,7 +97,7 @@ fn sockets_come_back_under_both_id_paths() {
         }
         let second = tmp.path().join(format!("second-{tids}"));
         let (status, err) = finish(
-            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg]), &second),
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg, dpath]), &second),
             "resumed run",
         );
         if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
@@ -86,6 +105,7 @@ fn sockets_come_back_under_both_id_paths() {
             continue;
         }
         assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        heard();
         let first = std::fs::read_to_string(&first).unwrap();
         let second = std::fs::read_to_string(&second).unwrap();
         assert_eq!(
@@ -150,35 +170,35 @@ fn a_copy_restarted_beside_the_original_leaves_its_socket_file_alone() {
     let sockdir = tmp.path().join("socks");
     std::fs::create_dir(&sockdir).unwrap();
     let out = tmp.path().join("original");
+    // The original waits long enough for the copy to come and go.
     let mut child = spawn_to_file(
-        &mut run_cmd(&exe, &dir, "new", &[sockdir.to_str().unwrap()]),
+        run_cmd(&exe, &dir, "new", &[sockdir.to_str().unwrap()]).env("SOCKETS_WAIT", "30"),
         &out,
     );
     wait_line(&out, "waiting");
     let image = checkpoint_wait(child.id());
     let path = sockdir.join("listener.sock");
     let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
-    let copy_out = tmp.path().join("copy");
-    let (_, err) = finish(
-        spawn_to_file(
-            Command::new(selfckpt())
-                .args(["restart", "--tids", "new"])
-                .arg(&image),
-            &copy_out,
-        ),
-        "restarted copy",
-    );
-    assert!(
-        err.contains(&format!(
-            "{} is in use by another socket, left alone",
-            path.display()
-        )),
-        "{err}"
-    );
+    // The copy says what it leaves alone before it runs; it is stopped
+    // then (it would wait as long as the original).
+    let copy_err = tmp.path().join("copy.err");
+    let mut copy = Command::new(selfckpt())
+        .args(["restart", "--tids", "new"])
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&copy_err).unwrap())
+        .spawn()
+        .unwrap();
+    let said = format!("{} is in use by another socket, left alone", path.display());
+    wait_for("the copy's warning", 30, || {
+        std::fs::read_to_string(&copy_err).is_ok_and(|t| t.contains(&said))
+    });
+    kill_tree(&mut copy, libc::SIGKILL);
     // The original's listener is still there, at its file.
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
-    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+    let c = std::os::unix::net::UnixStream::connect(&path);
+    assert!(c.is_ok(), "{c:?}");
     kill_tree(&mut child, libc::SIGKILL);
 }
 

@@ -15,7 +15,10 @@
  * before, listeners accepting a new connection, UDP receiving on the same
  * port. Prints the same in an uninterrupted run.
  *
- * usage: sockets DIR   (DIR: where the path-bound listener lives) */
+ * With DAEMON, a datagram socket connected to that path (a daemon's, as
+ * syslog's /dev/log) sends "before" and, after the wait, "after".
+ *
+ * usage: sockets DIR [DAEMON]   (DIR: where the path-bound listener lives) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -144,14 +147,17 @@ static void receives(const char *what, int s, struct named *at) {
     close(c);
 }
 
+/* 2 s, or SOCKETS_WAIT seconds. */
 static void wait_2s(void) {
+    const char *w = getenv("SOCKETS_WAIT");
+    long ms = w ? atol(w) * 1000 : 2000;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
         struct timespec d = {0, 50 * 1000 * 1000};
         nanosleep(&d, NULL);
         clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
 }
 
 int main(int argc, char **argv) {
@@ -258,8 +264,21 @@ int main(int argc, char **argv) {
     struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
     if (nl < 0 || bind(nl, (struct sockaddr *)&snl, sizeof snl)) fail("netlink");
 
+    int logger = -1;
+    if (argc > 2) {
+        struct sockaddr_un lg = {.sun_family = AF_UNIX};
+        snprintf(lg.sun_path, sizeof lg.sun_path, "%s", argv[2]);
+        logger = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (connect(logger, (struct sockaddr *)&lg, sizeof lg)) fail("connect to the daemon");
+        put(logger, "before", 6);
+    }
+
     printf("waiting\n");
     wait_2s(); /* the checkpoint comes here */
+    if (logger >= 0) {
+        ssize_t n = send(logger, "after", 5, MSG_NOSIGNAL);
+        printf("daemon: sent %zd\n", n);
+    }
 
     options("stream 0", st[0]);
     options("stream 1", st[1]);

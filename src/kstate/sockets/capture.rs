@@ -104,7 +104,8 @@ pub fn capture(
         nq: 0,
         bytes: 0,
     };
-    super::super::fds::for_each_fd(skip_fd, |fd| {
+    // 0-2 are left out (their peers too: named as outside).
+    super::super::fds::for_each_fd(&|fd| fd <= 2 || skip_fd(fd), |fd| {
         if let Ok(st) = sys::fstat(fd) {
             if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && seen.n < MAX_SOCKETS {
                 seen.inos[seen.n] = st.st_ino;
@@ -204,6 +205,16 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                     ROLE_LISTEN
                 } else if d.peer != 0 && seen.inos[..seen.n].contains(&d.peer) {
                     ROLE_PAIR
+                } else if d.peer != 0 && stype == libc::SOCK_DGRAM && is_named(remote) {
+                    // A datagram socket connected to a daemon's (syslog's
+                    // /dev/log): connected again by name, unless datagrams
+                    // from outside wait in it.
+                    if inq(fd) > 0 {
+                        why = Some(b" (datagrams from its peer outside the process are queued)");
+                        ROLE_OUTSIDE
+                    } else {
+                        ROLE_BOUND
+                    }
                 } else if d.peer != 0 {
                     why = Some(b" (peer outside the process)");
                     ROLE_OUTSIDE
@@ -366,6 +377,17 @@ impl Head {
     }
 }
 
+/// The bytes queued to a socket (`FIONREAD`: a datagram socket's next
+/// message's), 0 where the kernel does not say.
+fn inq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
 /// A TCP socket's state and, listening, its backlog (`TCP_INFO`:
 /// `tcpi_sacked` holds a listener's backlog).
 fn tcp_state(fd: i32) -> Option<(u8, u32)> {
@@ -409,9 +431,7 @@ fn peek_into(
     budget: &mut usize,
 ) -> Result<Result<(), &'static [u8]>, CodecError> {
     let stream = q.stype == libc::SOCK_STREAM;
-    let mut inq: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    unsafe { libc::ioctl(q.fd, libc::FIONREAD, &mut inq) };
+    let inq = inq(q.fd);
     let at = e.reserve_u32()?;
     let mut count = 0u32;
     let mut total = 0usize;
@@ -435,7 +455,7 @@ fn peek_into(
         }
         // End of file: a stream's (or a shut seqpacket's once every byte
         // is read) empty answer is not a message.
-        if got == 0 && (stream || (q.eof && total >= inq.max(0) as usize)) {
+        if got == 0 && (stream || (q.eof && total >= inq)) {
             e.truncate(item);
             break;
         }

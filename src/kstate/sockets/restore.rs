@@ -486,7 +486,9 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             if unsafe { libc::listen(fd, s.backlog as i32) } != 0 {
                 return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
             }
-        } else if !s.remote.is_empty() && (s.role == ROLE_PAIR || !unix) {
+        } else if !s.remote.is_empty()
+            && (s.role == ROLE_PAIR || !unix || s.stype as i32 == libc::SOCK_DGRAM)
+        {
             let (a, n) = sockaddr(&s.remote);
             // SAFETY: connect reads `n` bytes of the address.
             let r = unsafe { libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
