@@ -214,6 +214,10 @@ int main(int argc, char **argv) {
         listen(al, 3))
         fail("abstract listener");
     struct named al_name = name_of(al);
+    /* A connection the abstract listener has not accepted yet. */
+    int pc = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(pc, (struct sockaddr *)&ab, offsetof(struct sockaddr_un, sun_path) + 1 + ablen))
+        fail("pending connect");
 
     /* TCP listeners. */
     struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -329,6 +333,15 @@ int main(int argc, char **argv) {
                : "missing");
     accepts("unix listener", ul, &ul_name);
     same_name("abstract listener", al, &al_name);
+    {
+        int pa = accept(al, NULL, NULL);
+        if (pa < 0) fail("accept pending");
+        put(pc, "late", 4);
+        drain("pending connection, accepted now, reads", pa);
+        put(pa, "back", 4);
+        drain("pending client reads", pc);
+        close(pa);
+    }
     accepts("abstract listener", al, &al_name);
 
     options("tcp4 listener", t4);

@@ -221,8 +221,13 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                 } else if d.state == 1 && stype != libc::SOCK_DGRAM && d.shutdown == 0 {
                     // Connected, the peer not accepted yet (it has no
                     // inode): in a listener's queue, ours or another's.
-                    why = Some(b" (peer outside the process, or not accepted yet)");
-                    ROLE_OUTSIDE
+                    // Nothing sent yet: connecting again is the same.
+                    if outq(fd) == 0 && is_named(remote) {
+                        ROLE_PENDING
+                    } else {
+                        why = Some(b" (its data waits for a listener to accept it)");
+                        ROLE_OUTSIDE
+                    }
                 } else if d.state == 1 && !(stype == libc::SOCK_DGRAM && is_named(local)) {
                     // Connected once, the peer closed since (a bound
                     // datagram socket others connected to is established
@@ -383,6 +388,17 @@ fn inq(fd: i32) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+/// The bytes a socket sent that its peer has not read (`SIOCOUTQ`), 0
+/// where the kernel does not say.
+fn outq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } != 0 {
         return 0;
     }
     n.max(0) as usize

@@ -42,7 +42,9 @@ pub const ROLE_FRESH: u8 = 3;
 pub const ROLE_OUTSIDE: u8 = 4;
 pub const ROLE_HUNG_UP: u8 = 5;
 pub const ROLE_OTHER: u8 = 6;
-const ROLE_NAMES: [&str; 7] = [
+/// Connected to a listener that has not accepted it yet, nothing sent.
+pub const ROLE_PENDING: u8 = 7;
+const ROLE_NAMES: [&str; 8] = [
     "pair",
     "listening",
     "bound",
@@ -50,6 +52,7 @@ const ROLE_NAMES: [&str; 7] = [
     "peer outside",
     "hung up",
     "other",
+    "not accepted yet",
 ];
 
 /// Options read back with getsockopt and set again at restart.

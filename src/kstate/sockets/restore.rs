@@ -31,6 +31,7 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
     let phase = |s: &Socket| match s.role {
         ROLE_PAIR if late(s) => 2,
         ROLE_PAIR => 1,
+        ROLE_PENDING => 2,
         _ => 0,
     };
     for pass in 0..3 {
@@ -63,6 +64,7 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                 ROLE_HUNG_UP => make_pair(s, None, None, above).map(|(a, _)| a),
                 ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
+                ROLE_PENDING => pending(s, above, &mut failed),
                 _ => fresh(s, above),
             };
             match r {
@@ -539,6 +541,25 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
     }
     close(tmp);
     Ok(())
+}
+
+/// A connection its listener had not accepted yet (nothing sent on it):
+/// connected again to the listener's name (the process's own, made
+/// already, or a daemon's). Where that fails it comes back as a
+/// connection whose peer closed, said in `warn`.
+fn pending(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
+    let fd = new_socket(s, above)?;
+    let (a, n) = sockaddr(&s.remote);
+    // SAFETY: connect reads `n` bytes of the address.
+    if unsafe { libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n) } == 0 {
+        return Ok(fd);
+    }
+    warn.push(last(&format!(
+        "socket fd {}: cannot connect it again (it comes back closed by its peer)",
+        s.fd
+    )));
+    close(fd);
+    make_pair(s, None, None, above).map(|(a, _)| a)
 }
 
 /// The stand-in of a socket whose peer was outside: its family and type,
