@@ -190,9 +190,15 @@ fn a_copy_restarted_beside_the_original_leaves_its_socket_file_alone() {
         .spawn()
         .unwrap();
     let said = format!("{} is in use by another socket, left alone", path.display());
-    wait_for("the copy's warning", 30, || {
-        std::fs::read_to_string(&copy_err).is_ok_and(|t| t.contains(&said))
-    });
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&copy_err).is_ok_and(|t| t.contains(&said)) {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "the copy did not say it: {}",
+            std::fs::read_to_string(&copy_err).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     kill_tree(&mut copy, libc::SIGKILL);
     // The original's listener is still there, at its file.
     use std::os::unix::fs::MetadataExt;
@@ -250,12 +256,8 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(named.len(), 4, "{j}");
-    let inside = named
-        .iter()
-        .filter(|t| t.contains("(both ends in the process: a TCP connection cannot be made again)"))
-        .count();
-    assert_eq!(inside, 2, "{named:?}");
+    // The TCP connection with both ends in the process comes back.
+    assert_eq!(named.len(), 2, "{j}");
     let tcp = named
         .iter()
         .find(|t| t.contains(&format!("-> 127.0.0.1:{port} ")))
@@ -324,9 +326,9 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
              unix: read: 0 (end of file)\n\
              unix: write: EPIPE\n\
              tcp pair: family inet type 1\n\
-             tcp pair: read: ECONNRESET\n\
-             tcp pair: read: 0 (end of file)\n\
-             tcp pair: write: EPIPE\n\
+             tcp pair: read: EAGAIN\n\
+             tcp pair: read: EAGAIN\n\
+             tcp pair: write: 1\n\
              outside ok\n",
             "--tids {tids}: {err}"
         );

@@ -4,7 +4,7 @@
  * refuses them; with --unrestorable=socket each comes back as a socket of
  * its family and type that fails as a dropped connection does. After the
  * wait it prints what reading and writing each one does. A TCP connection
- * with both ends in the process is named too.
+ * with both ends in the process comes back as it was.
  *
  * usage: sock_outside PORT PATH */
 #define _GNU_SOURCE
@@ -65,6 +65,8 @@ int main(int argc, char **argv) {
     /* A TCP connection with both ends here (through a listener of its own). */
     struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1; /* its port can be bound again while the kill's TIME_WAIT lasts */
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t ll = sizeof lo;
     if (bind(l, (struct sockaddr *)&lo, sizeof lo) || listen(l, 1) ||
         getsockname(l, (struct sockaddr *)&lo, &ll))

@@ -27,6 +27,7 @@
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -244,6 +245,17 @@ int main(int argc, char **argv) {
         if (bind(u6, (struct sockaddr *)&in6, sizeof in6)) fail("udp6 bind");
         u6_name = name_of(u6);
     }
+    /* A TCP connection with both ends here, made through the listener:
+     * data queued both ways, the accepted end's writing half shut. */
+    int tc = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(tc, (struct sockaddr *)&t4_name.a, t4_name.len)) fail("tcp connect");
+    int tsv = accept(t4, NULL, NULL);
+    if (tsv < 0) fail("tcp accept");
+    put(tc, "tcp hello", 9);
+    put(tsv, big, sizeof big);
+    if (shutdown(tsv, SHUT_WR)) fail("tcp shutdown");
+    struct named tc_name = name_of(tc), tsv_name = name_of(tsv);
+
     int u4 = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     if (bind(u4, (struct sockaddr *)&in4, sizeof in4)) fail("udp4 bind");
     struct named u4_name = name_of(u4);
@@ -344,6 +356,20 @@ int main(int argc, char **argv) {
     }
     accepts("abstract listener", al, &al_name);
 
+    {
+        struct pollfd pf[2] = {{tc, POLLIN, 0}, {tsv, POLLIN, 0}};
+        poll(pf, 2, 2000);
+        drain("tcp client reads", tc);
+        drain("tcp accepted reads", tsv);
+        same_name("tcp client", tc, &tc_name);
+        same_name("tcp accepted", tsv, &tsv_name);
+        put(tc, "more", 4);
+        struct pollfd one = {tsv, POLLIN, 0};
+        poll(&one, 1, 2000);
+        drain("tcp accepted reads more", tsv);
+        ssize_t w = send(tsv, "x", 1, MSG_NOSIGNAL);
+        printf("tcp accepted writes: %zd (%s)\n", w, w < 0 && errno == EPIPE ? "EPIPE" : "?");
+    }
     options("tcp4 listener", t4);
     same_name("tcp4 listener", t4, &t4_name);
     accepts("tcp4 listener", t4, &t4_name);

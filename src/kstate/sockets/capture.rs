@@ -80,8 +80,9 @@ fn name_of(fd: i32, peer: bool, buf: &mut [u8; 128]) -> usize {
 struct Seen {
     inos: [u64; MAX_SOCKETS],
     n: usize,
-    /// The local addresses of the process's connected TCP sockets.
-    tcp: [[u8; 28]; MAX_TCP],
+    /// The process's TCP sockets: local and remote addresses (zero
+    /// padded), descriptor and inode.
+    tcp: [Tcp; MAX_TCP],
     ntcp: usize,
     queued: [u64; MAX_SOCKETS],
     nq: usize,
@@ -98,7 +99,7 @@ pub fn capture(
     let mut seen = Seen {
         inos: [0; MAX_SOCKETS],
         n: 0,
-        tcp: [[0; 28]; MAX_TCP],
+        tcp: [Tcp::EMPTY; MAX_TCP],
         ntcp: 0,
         queued: [0; MAX_SOCKETS],
         nq: 0,
@@ -115,9 +116,13 @@ pub fn capture(
                     && getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
                     && seen.ntcp < MAX_TCP
                 {
+                    let t = &mut seen.tcp[seen.ntcp];
                     let mut a = [0u8; 128];
                     let n = name_of(fd, false, &mut a).min(28);
-                    seen.tcp[seen.ntcp][..n].copy_from_slice(&a[..n]);
+                    t.local[..n].copy_from_slice(&a[..n]);
+                    let n = name_of(fd, true, &mut a).min(28);
+                    t.remote[..n].copy_from_slice(&a[..n]);
+                    (t.fd, t.ino) = (fd, st.st_ino);
                     seen.ntcp += 1;
                 }
             }
@@ -253,15 +258,44 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                 }
                 Some((7, _)) if is_named(local) => ROLE_BOUND,
                 Some((7, _)) => ROLE_FRESH,
-                _ => {
-                    let mut peer = [0u8; 28];
-                    let n = remote.len().min(28);
-                    peer[..n].copy_from_slice(&remote[..n]);
-                    why = Some(if seen.tcp[..seen.ntcp].contains(&peer) {
-                        b" (both ends in the process: a TCP connection cannot be made again)"
-                    } else {
-                        b" (peer outside the process)"
-                    });
+                Some((state, _)) => {
+                    let (mut me, mut peer) = ([0u8; 28], [0u8; 28]);
+                    me[..local.len().min(28)].copy_from_slice(&local[..local.len().min(28)]);
+                    peer[..remote.len().min(28)].copy_from_slice(&remote[..remote.len().min(28)]);
+                    let other = seen.tcp[..seen.ntcp]
+                        .iter()
+                        .find(|t| t.local == peer && t.remote == me && t.ino != ino);
+                    match other {
+                        // Both ends here, nothing in flight either way
+                        // (all is in the receive queues): made again.
+                        Some(t)
+                            if matches!(state, 1 | 4 | 5 | 8 | 9 | 11)
+                                && all_arrived(fd, t.fd)
+                                && all_arrived(t.fd, fd) =>
+                        {
+                            s.peer = t.ino;
+                            // FIN_WAIT1/2, LAST_ACK, CLOSING: this end shut
+                            // its writing half (the peer's CLOSE_WAIT follows
+                            // from it).
+                            s.shutdown = if matches!(state, 4 | 5 | 9 | 11) {
+                                2
+                            } else {
+                                0
+                            };
+                            ROLE_PAIR
+                        }
+                        Some(_) => {
+                            why = Some(b" (both ends in the process, data in flight: a TCP connection cannot be made again)");
+                            ROLE_OUTSIDE
+                        }
+                        None => {
+                            why = Some(b" (peer outside the process)");
+                            ROLE_OUTSIDE
+                        }
+                    }
+                }
+                None => {
+                    why = Some(b" (the kernel does not show its state)");
                     ROLE_OUTSIDE
                 }
             };
@@ -280,8 +314,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         }
     }
     // The data queued to a UNIX socket that comes back.
-    let keep_queue = family == libc::AF_UNIX
+    let keep_queue = (family == libc::AF_UNIX
         && matches!(s.role, ROLE_PAIR | ROLE_HUNG_UP | ROLE_BOUND)
+        || tcp && s.role == ROLE_PAIR)
         && !seen.queued[..seen.nq].contains(&ino);
     if keep_queue && seen.nq < MAX_SOCKETS {
         seen.queued[seen.nq] = ino;
@@ -311,6 +346,24 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         super::super::objects::NotRestorable::capture(e, fd, "socket", t.as_bytes())?;
     }
     Ok(())
+}
+
+/// One TCP socket of the process, for finding both ends of a connection.
+#[derive(Clone, Copy)]
+struct Tcp {
+    local: [u8; 28],
+    remote: [u8; 28],
+    fd: i32,
+    ino: u64,
+}
+
+impl Tcp {
+    const EMPTY: Tcp = Tcp {
+        local: [0; 28],
+        remote: [0; 28],
+        fd: -1,
+        ino: 0,
+    };
 }
 
 /// A queue to read: the socket, its type, whether it is shut for reading.
@@ -402,6 +455,55 @@ fn outq(fd: i32) -> usize {
         return 0;
     }
     n.max(0) as usize
+}
+
+/// Whether every byte TCP socket `from` was given to send is in `to`'s
+/// receive queue (or read from it): nothing left unsent, and what `from`
+/// had acked plus what it still holds (`SIOCOUTQ`) is what `to` received
+/// (`TCP_INFO`'s `tcpi_bytes_acked` and `tcpi_bytes_received`; the FIN
+/// counts in both). An ACK still on its way does not matter; data not
+/// sent or not arrived does.
+fn all_arrived(from: i32, to: i32) -> bool {
+    let (Some((acked, _)), Some((_, received))) = (tcp_bytes(from), tcp_bytes(to)) else {
+        return false;
+    };
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int.
+    if unsafe { libc::ioctl(from, SIOCOUTQNSD, &mut unsent) } != 0 || unsent != 0 {
+        return false;
+    }
+    // The connecting end's acked count includes its SYN.
+    let sent = acked + outq(from) as u64;
+    sent == received || sent == received + 1
+}
+
+/// The bytes a TCP socket holds that it has not sent yet.
+const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+
+/// `tcpi_bytes_acked` and `tcpi_bytes_received` of a TCP socket (Linux
+/// 4.1 on: offsets 120 and 128 of `struct tcp_info`).
+fn tcp_bytes(fd: i32) -> Option<(u64, u64)> {
+    let mut b = [0u8; 256];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            b.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (len as usize) < 136 {
+        return None;
+    }
+    let at = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    Some((at(120), at(128)))
 }
 
 /// A TCP socket's state and, listening, its backlog (`TCP_INFO`:

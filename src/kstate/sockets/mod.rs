@@ -227,8 +227,10 @@ impl Socket {
         ) {
             return Err(format!("{name}: type {} is none", self.stype));
         }
-        if !self.queue.is_empty() && self.family as i32 != libc::AF_UNIX {
-            return Err(format!("{name}: queued data on a socket not UNIX"));
+        let tcp = matches!(self.family as i32, libc::AF_INET | libc::AF_INET6)
+            && self.stype as i32 == libc::SOCK_STREAM;
+        if !self.queue.is_empty() && self.family as i32 != libc::AF_UNIX && !tcp {
+            return Err(format!("{name}: queued data on a socket not UNIX or TCP"));
         }
         Ok(())
     }

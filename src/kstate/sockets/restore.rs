@@ -45,8 +45,13 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
             let r = match s.role {
                 ROLE_PAIR if pass == 1 => match first(s.peer) {
                     Some(p) => {
-                        let via = through_listener(s, p, socks, &made);
-                        make_pair(s, Some(p), via, above).map(|(a, b)| {
+                        let r = if s.family as i32 == libc::AF_UNIX {
+                            let via = through_listener(s, p, socks, &made);
+                            make_pair(s, Some(p), via, above)
+                        } else {
+                            tcp_pair(s, p, socks, &made, above, &mut failed)
+                        };
+                        r.map(|(a, b)| {
                             made.insert(p.ino, b);
                             a
                         })
@@ -132,11 +137,21 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
             Ok(())
         }
     };
-    // The kernel doubles what is set: half of what it said.
-    for (opt, force, v, what) in [
+    // The kernel doubles what is set: half of what it said. A TCP
+    // connection's sizes are the kernel's autotuning, which setting them
+    // would stop.
+    let tcp = matches!(s.family as i32, libc::AF_INET | libc::AF_INET6)
+        && s.stype as i32 == libc::SOCK_STREAM;
+    let all = [
         (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, o.rcvbuf, "SO_RCVBUF"),
         (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, o.sndbuf, "SO_SNDBUF"),
-    ] {
+    ];
+    let sizes = if tcp && s.role == ROLE_PAIR {
+        &all[..0]
+    } else {
+        &all[..]
+    };
+    for &(opt, force, v, what) in sizes {
         if v > 0
             && getopt(fd, libc::SOL_SOCKET, opt) != v
             && setopt(fd, libc::SOL_SOCKET, force, v / 2) != 0
@@ -218,6 +233,18 @@ fn refill(s: &Socket, from: i32) -> Result<(), String> {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                // A TCP send buffer smaller than the queue: wait for room.
+                let mut pfd = libc::pollfd {
+                    fd: from,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one pollfd of ours.
+                if unsafe { libc::poll(&mut pfd, 1, 1000) } == 1 {
+                    continue;
+                }
+            }
             if n < 0 {
                 return Err(last(&format!(
                     "socket fd {}: cannot queue its data again",
@@ -280,7 +307,15 @@ fn through_listener(
 fn connect_through(l: i32, s: &Socket, addr: &[u8], above: i32) -> Result<(i32, i32), String> {
     // SAFETY: socket(2) has no memory preconditions.
     let c = lift(
-        unsafe { libc::socket(libc::AF_UNIX, s.stype as i32 | libc::SOCK_CLOEXEC, 0) },
+        // Non-blocking: a full backlog (another process's listener at
+        // that name) must not make the restart wait.
+        unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                s.stype as i32 | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        },
         above,
     )?;
     let (a, n) = sockaddr(addr);
@@ -319,6 +354,18 @@ fn make_pair(
         let (c, acc) = connect_through(l, s, addr, above).ok()?;
         Some(if s_accepted { (acc, c) } else { (c, acc) })
     });
+    fill_pair(s, p, through, above)
+}
+
+/// The ends made (`ends`, else a socketpair) given their options, their
+/// queues and their shutdown state.
+fn fill_pair(
+    s: &Socket,
+    p: Option<&Socket>,
+    ends: Option<(i32, i32)>,
+    above: i32,
+) -> Result<(i32, i32), String> {
+    let through = ends;
     let (a, b) = match through {
         Some(ends) => ends,
         None => {
@@ -347,8 +394,10 @@ fn make_pair(
         refill(s, b)?;
         if let Some(p) = p {
             refill(p, a)?;
+            arrived(p, b);
             shut(p, b);
         }
+        arrived(s, a);
         shut(s, a);
         Ok(())
     })();
@@ -543,6 +592,128 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits (a second at most) until `fd` holds what `s` had queued: data
+/// sent over loopback TCP may still be on its way when `send` returns.
+fn arrived(s: &Socket, fd: i32) {
+    let want: usize = s.queue.iter().map(Vec::len).sum();
+    if want == 0 || s.family as i32 == libc::AF_UNIX {
+        return;
+    }
+    for _ in 0..100 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 || n as usize >= want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Both ends of a TCP connection inside the process, made again between
+/// their very addresses: the connecting end bound to its port and
+/// connected to the accepting end's address, through the process's
+/// listener there (made already) or a listener made for the moment
+/// (`SO_REUSEADDR` for both binds, as CRIU does). Where that fails, both
+/// come back as dropped connections, said in the error.
+fn tcp_pair(
+    s: &Socket,
+    p: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let listener_at = |a: &[u8]| {
+        socks
+            .iter()
+            .find(|l| l.role == ROLE_LISTEN && l.local == a)
+            .and_then(|l| made.get(&l.ino).copied())
+            .filter(|&fd| getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1)
+    };
+    // The accepting end: the one at a listener's address, else `p`.
+    let s_accepts = listener_at(&s.local).is_some();
+    let (srv, cli) = if s_accepts { (s, p) } else { (p, s) };
+    let ends = (|| {
+        let (lis, temporary) = match listener_at(&srv.local) {
+            Some(l) => (l, false),
+            None => {
+                let plain = Socket {
+                    opts: Options {
+                        v6only: srv.opts.v6only,
+                        ..Options::default()
+                    },
+                    ..srv.clone()
+                };
+                let l = new_socket(&plain, above)?;
+                setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+                let (a, n) = sockaddr(&srv.local);
+                // SAFETY: bind reads `n` bytes of the address; listen on ours.
+                if unsafe {
+                    libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
+                        || libc::listen(l, 1) != 0
+                } {
+                    let e = last("cannot listen at its address again");
+                    close(l);
+                    return Err(e);
+                }
+                (l, true)
+            }
+        };
+        let r = (|| {
+            let c = new_socket(cli, above)?;
+            setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            let (la, ln) = sockaddr(&cli.local);
+            let (ra, rn) = sockaddr(&srv.local);
+            // SAFETY: bind and connect read the addresses of the sizes
+            // given; accept4 on our listener writes no address.
+            let acc = unsafe {
+                if libc::bind(c, (&la as *const libc::sockaddr_storage).cast(), ln) != 0
+                    || libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0
+                {
+                    let e = last("cannot connect it again between its addresses");
+                    close(c);
+                    return Err(e);
+                }
+                libc::accept4(
+                    lis,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            setopt(
+                c,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                cli.opts.reuseaddr as i32,
+            );
+            let acc = lift(acc, above).inspect_err(|_| close(c))?;
+            Ok((acc, c))
+        })();
+        if temporary {
+            close(lis);
+        }
+        r
+    })();
+    match ends {
+        Ok((acc, c)) => fill_pair(
+            s,
+            Some(p),
+            Some(if s_accepts { (acc, c) } else { (c, acc) }),
+            above,
+        ),
+        Err(e) => {
+            warn.push(format!(
+                "socket fd {} and fd {} (a TCP connection): {e}; both come back as dropped connections",
+                s.fd, p.fd
+            ));
+            let a = dropped(s, above)?;
+            let b = dropped(p, above).inspect_err(|_| close(a))?;
+            Ok((a, b))
+        }
+    }
+}
+
 /// A connection its listener had not accepted yet (nothing sent on it):
 /// connected again to the listener's name (the process's own, made
 /// already, or a daemon's). Where that fails it comes back as a
@@ -550,8 +721,14 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
 fn pending(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
     let fd = new_socket(s, above)?;
     let (a, n) = sockaddr(&s.remote);
-    // SAFETY: connect reads `n` bytes of the address.
-    if unsafe { libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n) } == 0 {
+    // SAFETY: F_SETFL on our new socket (non-blocking: a full backlog must
+    // not make the restart wait; its own mode is set when installed), then
+    // connect, which reads `n` bytes of the address.
+    if unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+        libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n)
+    } == 0
+    {
         return Ok(fd);
     }
     warn.push(last(&format!(
