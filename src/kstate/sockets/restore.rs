@@ -299,7 +299,10 @@ fn through_listener(
     let l = socks.iter().find(|l| {
         l.role == ROLE_LISTEN && l.stype == accepted.stype && l.local == accepted.local
     })?;
-    Some((*made.get(&l.ino)?, s_accepted))
+    // Only through a listener of ours that listens (one that could not be
+    // bound again must not send the connection to whoever has the name).
+    let fd = *made.get(&l.ino)?;
+    (getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1).then_some((fd, s_accepted))
 }
 
 /// A connection made through the listener `l` (connect, accept):
