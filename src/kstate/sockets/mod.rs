@@ -1,29 +1,33 @@
 //! Sockets (object list kind 0x0300, format 1.8): what each socket
 //! descriptor is (family, type, its role: one end of a connection whose
 //! other end the process holds, a listener, a bound socket, a fresh one,
-//! or one connected to a peer outside the process), its addresses, the
-//! options that matter and, for UNIX sockets, the data queued to it.
+//! a connection not accepted yet, or one connected to a peer outside the
+//! process), its addresses, the options that matter and, for UNIX sockets
+//! and TCP connections inside the process, the data queued to it. This
+//! file holds the record (encode/decode, checks of hostile values, words
+//! for `inspect`); `capture.rs` and `restore.rs` the two halves.
 //!
-//! Capture ([`capture::capture`], `capture.rs`) runs while the program's threads are suspended:
-//! getsockopt, getsockname and getpeername into the stack, unix_diag
-//! ([`super::sockdiag`]) for a UNIX socket's peer and shutdown state, and
-//! the queued data read with `MSG_PEEK` and `SO_PEEK_OFF` straight into
-//! the record buffer (the program's queue keeps it, its peek offset is put
-//! back). It must never allocate. A socket whose peer is outside the
-//! process (a TCP connection, a UNIX connection to a daemon), or of a
-//! family this module does not bring back, is also written as a
-//! `NotRestorable` entry of kind `socket`.
+//! Capture ([`capture::capture`]) runs while the program's threads are
+//! suspended: getsockopt, getsockname and getpeername into the stack,
+//! unix_diag ([`super::sockdiag`]) for a UNIX socket's peer and shutdown
+//! state, `TCP_INFO` for a TCP socket's, and the queued data read with
+//! `MSG_PEEK` and `SO_PEEK_OFF` straight into the record buffer (the
+//! program's queue keeps it, its peek offset is put back). It must never
+//! allocate. What cannot come back (a peer outside the process, data in
+//! flight, a family this module does not bring back) is also written as
+//! a `NotRestorable` entry of kind `socket`.
 //!
-//! Restore ([`restore::restore_all`]) runs in the restarter with the descriptors
-//! (`Stage::Descriptors`): a pair of ends made anew with `socketpair`,
-//! each end's queue sent again from the other end (message by message:
-//! boundaries kept), shut down as it was; listeners bound again (with
-//! `SO_REUSEADDR` for the bind, the program's value afterwards) and
-//! listening with their backlog; bound sockets bound again; a path-bound
-//! UNIX socket's file is made again only where it is gone or is the very
-//! socket file the program had, never over another file. A socket whose
-//! peer is outside comes back (with `--unrestorable=socket`) as a socket
-//! of its family and type that fails as a dropped connection does.
+//! Restore ([`restore::restore_all`]) runs in the restarter with the
+//! descriptors (`Stage::Descriptors`): listeners and bound sockets bound
+//! again first (`SO_REUSEADDR` for the bind, the program's value after;
+//! a path-bound UNIX socket's file made again only where it is gone or
+//! is the program's own, stale, socket file, never over another file),
+//! then the pairs (through their listener where they were made through
+//! one, else `socketpair`; TCP between their very addresses), each end's
+//! queue sent again from the other end (message by message: boundaries
+//! kept), shut down as it was, then what connects to a name. A socket
+//! whose peer is outside comes back (with `--unrestorable=socket`) as a
+//! socket of its family and type that fails as a dropped connection does.
 
 use crate::capture::sys::PathBuf;
 use crate::image::codec::{CodecError, Decoder, Encoder};

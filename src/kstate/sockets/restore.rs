@@ -1,6 +1,9 @@
 //! The restore half of the sockets (see `super`): runs in the restarter
 //! with the descriptors, ordinary Rust. Each socket is made anew above
-//! every number the image uses, then put at its numbers.
+//! every socket number the image uses, then put at its numbers. Must
+//! never: write over or remove a file that is not the program's own stale
+//! socket file, block on another process's listener, or connect a pair
+//! through a listener that is not ours.
 
 use super::capture::{getopt, setopt};
 use super::*;
