@@ -255,6 +255,10 @@ int main(int argc, char **argv) {
     put(tsv, big, sizeof big);
     if (shutdown(tsv, SHUT_WR)) fail("tcp shutdown");
     struct named tc_name = name_of(tc), tsv_name = name_of(tsv);
+    /* A TCP connection the listener has not accepted yet. */
+    int tp = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(tp, (struct sockaddr *)&t4_name.a, t4_name.len)) fail("tcp pending connect");
+    struct named tp_name = name_of(tp);
 
     int u4 = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     if (bind(u4, (struct sockaddr *)&in4, sizeof in4)) fail("udp4 bind");
@@ -369,6 +373,16 @@ int main(int argc, char **argv) {
         drain("tcp accepted reads more", tsv);
         ssize_t w = send(tsv, "x", 1, MSG_NOSIGNAL);
         printf("tcp accepted writes: %zd (%s)\n", w, w < 0 && errno == EPIPE ? "EPIPE" : "?");
+    }
+    {
+        int pa = accept(t4, NULL, NULL);
+        if (pa < 0) fail("accept the pending tcp connection");
+        same_name("tcp pending client", tp, &tp_name);
+        put(tp, "late", 4);
+        struct pollfd one = {pa, POLLIN, 0};
+        poll(&one, 1, 2000);
+        drain("tcp pending connection, accepted now, reads", pa);
+        close(pa);
     }
     options("tcp4 listener", t4);
     same_name("tcp4 listener", t4, &t4_name);

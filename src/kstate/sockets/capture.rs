@@ -288,6 +288,18 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                             why = Some(b" (both ends in the process, data in flight: a TCP connection cannot be made again)");
                             ROLE_OUTSIDE
                         }
+                        // Waiting in a listener's accept queue of this
+                        // process (a listener has no peer), nothing sent:
+                        // connected again from its port.
+                        None if state == 1
+                            && outq(fd) == 0
+                            && tcp_bytes(fd).is_some_and(|(acked, _)| acked <= 1)
+                            && seen.tcp[..seen.ntcp]
+                                .iter()
+                                .any(|t| t.local == peer && t.remote == [0; 28]) =>
+                        {
+                            ROLE_PENDING
+                        }
                         None => {
                             why = Some(b" (peer outside the process)");
                             ROLE_OUTSIDE

@@ -72,7 +72,7 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                 ROLE_HUNG_UP => make_pair(s, None, None, above).map(|(a, _)| a),
                 ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
-                ROLE_PENDING => pending(s, above, &mut failed),
+                ROLE_PENDING => pending(s, socks, &made, above, &mut failed),
                 _ => fresh(s, above),
             };
             match r {
@@ -672,10 +672,12 @@ fn tcp_pair(
             let (ra, rn) = sockaddr(&srv.local);
             // SAFETY: bind and connect read the addresses of the sizes
             // given; accept4 on our listener writes no address.
+            if !bind_port(c, cli, &la, ln, warn) {
+                close(c);
+                return Err(last("cannot bind it again"));
+            }
             let acc = unsafe {
-                if libc::bind(c, (&la as *const libc::sockaddr_storage).cast(), ln) != 0
-                    || libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0
-                {
+                if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
                     let e = last("cannot connect it again between its addresses");
                     close(c);
                     return Err(e);
@@ -724,7 +726,16 @@ fn tcp_pair(
 /// connected again to the listener's name (the process's own, made
 /// already, or a daemon's). Where that fails it comes back as a
 /// connection whose peer closed, said in `warn`.
-fn pending(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
+fn pending(
+    s: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<i32, String> {
+    if s.family as i32 != libc::AF_UNIX {
+        return tcp_pending(s, socks, made, above, warn);
+    }
     let fd = new_socket(s, above)?;
     let (a, n) = sockaddr(&s.remote);
     // SAFETY: F_SETFL on our new socket (non-blocking: a full backlog must
@@ -743,6 +754,80 @@ fn pending(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String
     )));
     close(fd);
     make_pair(s, None, None, above).map(|(a, _)| a)
+}
+
+/// Binds the connecting end of a TCP connection to its port again; where
+/// the kill left that port in `TIME_WAIT` (the kernel refuses it for up
+/// to a minute) it connects from another port, said in `warn`. False on
+/// any other failure.
+fn bind_port(
+    fd: i32,
+    s: &Socket,
+    a: &libc::sockaddr_storage,
+    n: libc::socklen_t,
+    warn: &mut Vec<String>,
+) -> bool {
+    // SAFETY: bind reads `n` bytes of the address.
+    if unsafe { libc::bind(fd, (a as *const libc::sockaddr_storage).cast(), n) } == 0 {
+        return true;
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::EADDRINUSE) {
+        return false;
+    }
+    warn.push(format!(
+        "socket fd {}: its port is still in use (TIME_WAIT after the kill): it connects from another",
+        s.fd
+    ));
+    true
+}
+
+/// A TCP connection waiting in the accept queue of a listener of the
+/// process, nothing sent on it: connected again from its port to that
+/// listener (made again already, and listening: never to another
+/// process's). Else a dropped connection, said in `warn`.
+fn tcp_pending(
+    s: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<i32, String> {
+    let ours = socks
+        .iter()
+        .find(|l| l.role == ROLE_LISTEN && l.local == s.remote)
+        .and_then(|l| made.get(&l.ino).copied())
+        .is_some_and(|fd| getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1);
+    let r = (|| {
+        if !ours {
+            return Err("its listener is not listening again".to_string());
+        }
+        let fd = new_socket(s, above)?;
+        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let (la, ln) = sockaddr(&s.local);
+        let (ra, rn) = sockaddr(&s.remote);
+        // SAFETY: connect reads the address of the size given.
+        let ok = bind_port(fd, s, &la, ln, warn)
+            && unsafe { libc::connect(fd, (&ra as *const libc::sockaddr_storage).cast(), rn) == 0 };
+        if !ok {
+            let e = last("cannot connect it again from its port");
+            close(fd);
+            return Err(e);
+        }
+        setopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            s.opts.reuseaddr as i32,
+        );
+        Ok(fd)
+    })();
+    r.or_else(|e| {
+        warn.push(format!(
+            "socket fd {}: {e}; it comes back as a dropped connection",
+            s.fd
+        ));
+        dropped(s, above)
+    })
 }
 
 /// The stand-in of a socket whose peer was outside: its family and type,
