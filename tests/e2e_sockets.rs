@@ -29,6 +29,10 @@ fn image_of(
     std::thread::sleep(std::time::Duration::from_millis(random_ms(50, 400)));
     kill(&child, libc::SIGUSR1);
     let image = wait_new_image(dir, 0);
+    // The checkpoint's stats line follows the image.
+    wait_for("the checkpoint's stats.jsonl line", 30, || {
+        std::fs::read_to_string(dir.join("stats.jsonl")).is_ok_and(|t| t.ends_with('\n'))
+    });
     kill_tree(&mut child, libc::SIGKILL);
     (image, out)
 }
@@ -41,13 +45,32 @@ fn sockets_come_back_under_both_id_paths() {
         return;
     }
     lib("libselfckpt.so");
+    // A daemon outside the process (as syslog's /dev/log) the program's
+    // datagram socket is connected to: it gets "before", then "after".
+    let daemon_path = tmp.path().join("daemon.sock");
+    let daemon = std::os::unix::net::UnixDatagram::bind(&daemon_path).unwrap();
+    daemon
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let heard = || {
+        let mut b = [0u8; 16];
+        let got: Vec<String> = (0..2)
+            .map(|_| {
+                let n = daemon.recv(&mut b).unwrap();
+                String::from_utf8_lossy(&b[..n]).into_owned()
+            })
+            .collect();
+        assert_eq!(got, ["before", "after"]);
+    };
+    let dpath = daemon_path.to_str().unwrap();
     let reference = tmp.path().join("ref");
     let ref_dir = tmp.path().join("ref-dir");
     std::fs::create_dir(&ref_dir).unwrap();
     wait_ok(
-        spawn_to_file(Command::new(&exe).arg(&ref_dir), &reference),
+        spawn_to_file(Command::new(&exe).arg(&ref_dir).arg(dpath), &reference),
         "reference run",
     );
+    heard();
     let want = std::fs::read_to_string(&reference).unwrap();
     assert!(want.ends_with("sockets ok\n"), "{want}");
     for tids in ["exact", "new"] {
@@ -55,7 +78,7 @@ fn sockets_come_back_under_both_id_paths() {
         let sockdir = tmp.path().join(format!("socks-{tids}"));
         std::fs::create_dir(&sockdir).unwrap();
         let arg = sockdir.to_str().unwrap();
-        let (image, first) = image_of(&exe, &dir, tids, &[arg]);
+        let (image, first) = image_of(&exe, &dir, tids, &[arg, dpath]);
         let j = inspect(&image);
         let objects = j["objects"].as_array().unwrap_or_else(|| panic!("{j}"));
         let sockets: Vec<_> = objects.iter().filter(|o| o["kind"] == "socket").collect();
@@ -74,7 +97,7 @@ fn sockets_come_back_under_both_id_paths() {
         }
         let second = tmp.path().join(format!("second-{tids}"));
         let (status, err) = finish(
-            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg]), &second),
+            spawn_to_file(&mut run_cmd(&exe, &dir, tids, &[arg, dpath]), &second),
             "resumed run",
         );
         if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
@@ -82,6 +105,7 @@ fn sockets_come_back_under_both_id_paths() {
             continue;
         }
         assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+        heard();
         let first = std::fs::read_to_string(&first).unwrap();
         let second = std::fs::read_to_string(&second).unwrap();
         assert_eq!(
@@ -129,6 +153,59 @@ fn a_listeners_path_taken_by_another_file_is_left_alone() {
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
     let out = std::fs::read_to_string(&second).unwrap();
     assert!(out.contains("unix listener file: missing"), "{out}{err}");
+}
+
+/// A copy restarted while the original still runs: the original's socket
+/// file is in use, so the copy leaves it alone (says so, its listener
+/// unbound), and the original's listener still answers at it.
+#[test]
+fn a_copy_restarted_beside_the_original_leaves_its_socket_file_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sockets");
+    if !build_c("sockets", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let sockdir = tmp.path().join("socks");
+    std::fs::create_dir(&sockdir).unwrap();
+    let out = tmp.path().join("original");
+    // The original waits long enough for the copy to come and go.
+    let mut child = spawn_to_file(
+        run_cmd(&exe, &dir, "new", &[sockdir.to_str().unwrap()]).env("SOCKETS_WAIT", "30"),
+        &out,
+    );
+    wait_line(&out, "waiting");
+    let image = checkpoint_wait(child.id());
+    let path = sockdir.join("listener.sock");
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    // The copy says what it leaves alone before it runs; it is stopped
+    // then (it would wait as long as the original).
+    let copy_err = tmp.path().join("copy.err");
+    let mut copy = Command::new(selfckpt())
+        .args(["restart", "--tids", "new"])
+        .arg(&image)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&copy_err).unwrap())
+        .spawn()
+        .unwrap();
+    let said = format!("{} is in use by another socket, left alone", path.display());
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&copy_err).is_ok_and(|t| t.contains(&said)) {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "the copy did not say it: {}",
+            std::fs::read_to_string(&copy_err).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill_tree(&mut copy, libc::SIGKILL);
+    // The original's listener is still there, at its file.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+    let c = std::os::unix::net::UnixStream::connect(&path);
+    assert!(c.is_ok(), "{c:?}");
+    kill_tree(&mut child, libc::SIGKILL);
 }
 
 /// A TCP server on loopback answering "ping N" lines with "pong N",
@@ -179,8 +256,12 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
+    // The TCP connection with both ends in the process comes back.
     assert_eq!(named.len(), 2, "{j}");
-    let tcp = named.iter().find(|t| t.contains("TCP")).unwrap();
+    let tcp = named
+        .iter()
+        .find(|t| t.contains(&format!("-> 127.0.0.1:{port} ")))
+        .unwrap();
     assert!(
         tcp.contains(&format!("-> 127.0.0.1:{port} (peer outside the process)"))
             && tcp.starts_with("fd 3 socket TCP 127.0.0.1:"),
@@ -244,6 +325,10 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
              unix: read: 0 (end of file)\n\
              unix: read: 0 (end of file)\n\
              unix: write: EPIPE\n\
+             tcp pair: family inet type 1\n\
+             tcp pair: read: EAGAIN\n\
+             tcp pair: read: EAGAIN\n\
+             tcp pair: write: 1\n\
              outside ok\n",
             "--tids {tids}: {err}"
         );
@@ -301,4 +386,44 @@ fn the_on_restart_hook_reconnects_a_dropped_connection() {
             "--tids {tids}: {err}"
         );
     }
+}
+
+/// Threads blocked in `accept`, `connect` and `read` on sockets, each
+/// treating EINTR or an early return as fatal (issue 13): two
+/// `selfckpt checkpoint PID` while they wait must not show; the output
+/// equals an uninterrupted run's.
+#[test]
+fn socket_calls_do_not_see_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_eintr");
+    if !build_c("sock_eintr", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let ref_dir = tmp.path().join("ref-socks");
+    std::fs::create_dir(&ref_dir).unwrap();
+    let reference = tmp.path().join("ref");
+    // The uninterrupted run goes on meanwhile.
+    let ref_child = spawn_to_file(Command::new(&exe).arg(&ref_dir).arg("3"), &reference);
+    let socks = tmp.path().join("socks");
+    std::fs::create_dir(&socks).unwrap();
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(
+        &mut selfckpt_run(
+            &tmp.path().join("ck"),
+            &exe,
+            &[socks.to_str().unwrap(), "3"],
+        ),
+        &out,
+    );
+    wait_line(&out, "ready");
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(random_ms(100, 500)));
+        checkpoint_wait(child.id());
+    }
+    let err = wait_ok(child, "program blocked in socket calls");
+    wait_ok(ref_child, "reference run");
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("ok read\nsock_eintr ok\n"), "{want}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
 }

@@ -1603,7 +1603,7 @@ fn socket_objects_shown_and_hostile_values_refused() {
     let (j, text) = f.inspected("socket", &fresh);
     assert_eq!(j["objects"][0]["kind"], "socket", "{j}");
     assert!(text.contains("fd 40 socket UNIX stream (fresh)"), "{text}");
-    let tcp = (libc::AF_INET as u16, libc::SOCK_STREAM as u16);
+    let udp = (libc::AF_INET as u16, libc::SOCK_DGRAM as u16);
     f.all_refused_for(vec![
         (
             "socket-role",
@@ -1642,9 +1642,9 @@ fn socket_objects_shown_and_hostile_values_refused() {
             "type 77",
         ),
         (
-            "socket-queue-tcp",
-            with_object(&f.good, &socket_entry(40, tcp, 0, 0, 8192, &[], &[b"x"])),
-            "not UNIX",
+            "socket-queue-udp",
+            with_object(&f.good, &socket_entry(40, udp, 0, 0, 8192, &[], &[b"x"])),
+            "not UNIX or TCP",
         ),
     ]);
 }

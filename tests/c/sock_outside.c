@@ -3,7 +3,8 @@
  * test. They cannot come back: the checkpoint names them and a restart
  * refuses them; with --unrestorable=socket each comes back as a socket of
  * its family and type that fails as a dropped connection does. After the
- * wait it prints what reading and writing each one does.
+ * wait it prints what reading and writing each one does. A TCP connection
+ * with both ends in the process comes back as it was.
  *
  * usage: sock_outside PORT PATH */
 #define _GNU_SOURCE
@@ -61,12 +62,26 @@ int main(int argc, char **argv) {
     snprintf(un.sun_path, sizeof un.sun_path, "%s", argv[2]);
     int u = socket(AF_UNIX, SOCK_STREAM, 0);
     if (connect(u, (struct sockaddr *)&un, sizeof un)) fail("connect unix");
+    /* A TCP connection with both ends here (through a listener of its own). */
+    struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1; /* its port can be bound again while the kill's TIME_WAIT lasts */
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t ll = sizeof lo;
+    if (bind(l, (struct sockaddr *)&lo, sizeof lo) || listen(l, 1) ||
+        getsockname(l, (struct sockaddr *)&lo, &ll))
+        fail("listener");
+    int tc = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(tc, (struct sockaddr *)&lo, sizeof lo)) fail("connect pair");
+    int ta = accept(l, NULL, NULL);
+    if (ta < 0) fail("accept pair");
     printf("waiting\n");
     struct timespec d = {2, 0};
     while (nanosleep(&d, &d) && errno == EINTR) {
     }
     use("tcp", t);
     use("unix", u);
+    use("tcp pair", tc);
     printf("outside ok\n");
     return 0;
 }

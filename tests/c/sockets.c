@@ -15,7 +15,10 @@
  * before, listeners accepting a new connection, UDP receiving on the same
  * port. Prints the same in an uninterrupted run.
  *
- * usage: sockets DIR   (DIR: where the path-bound listener lives) */
+ * With DAEMON, a datagram socket connected to that path (a daemon's, as
+ * syslog's /dev/log) sends "before" and, after the wait, "after".
+ *
+ * usage: sockets DIR [DAEMON]   (DIR: where the path-bound listener lives) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +27,7 @@
 #include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,14 +148,17 @@ static void receives(const char *what, int s, struct named *at) {
     close(c);
 }
 
+/* 2 s, or SOCKETS_WAIT seconds. */
 static void wait_2s(void) {
+    const char *w = getenv("SOCKETS_WAIT");
+    long ms = w ? atol(w) * 1000 : 2000;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
         struct timespec d = {0, 50 * 1000 * 1000};
         nanosleep(&d, NULL);
         clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
 }
 
 int main(int argc, char **argv) {
@@ -195,6 +202,10 @@ int main(int argc, char **argv) {
     put(uc, "ping", 4);
     put(ua, "pong!", 5);
     struct named ul_name = name_of(ul);
+    struct named ua_name = name_of(ua), uc_name = name_of(uc);
+    struct named uc_peer;
+    uc_peer.len = sizeof uc_peer.a;
+    if (getpeername(uc, (struct sockaddr *)&uc_peer.a, &uc_peer.len)) fail("getpeername");
 
     /* An abstract listener. */
     struct sockaddr_un ab = {.sun_family = AF_UNIX};
@@ -204,6 +215,10 @@ int main(int argc, char **argv) {
         listen(al, 3))
         fail("abstract listener");
     struct named al_name = name_of(al);
+    /* A connection the abstract listener has not accepted yet. */
+    int pc = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(pc, (struct sockaddr *)&ab, offsetof(struct sockaddr_un, sun_path) + 1 + ablen))
+        fail("pending connect");
 
     /* TCP listeners. */
     struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -230,6 +245,21 @@ int main(int argc, char **argv) {
         if (bind(u6, (struct sockaddr *)&in6, sizeof in6)) fail("udp6 bind");
         u6_name = name_of(u6);
     }
+    /* A TCP connection with both ends here, made through the listener:
+     * data queued both ways, the accepted end's writing half shut. */
+    int tc = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(tc, (struct sockaddr *)&t4_name.a, t4_name.len)) fail("tcp connect");
+    int tsv = accept(t4, NULL, NULL);
+    if (tsv < 0) fail("tcp accept");
+    put(tc, "tcp hello", 9);
+    put(tsv, big, sizeof big);
+    if (shutdown(tsv, SHUT_WR)) fail("tcp shutdown");
+    struct named tc_name = name_of(tc), tsv_name = name_of(tsv);
+    /* A TCP connection the listener has not accepted yet. */
+    int tp = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(tp, (struct sockaddr *)&t4_name.a, t4_name.len)) fail("tcp pending connect");
+    struct named tp_name = name_of(tp);
+
     int u4 = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     if (bind(u4, (struct sockaddr *)&in4, sizeof in4)) fail("udp4 bind");
     struct named u4_name = name_of(u4);
@@ -254,8 +284,21 @@ int main(int argc, char **argv) {
     struct sockaddr_nl snl = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
     if (nl < 0 || bind(nl, (struct sockaddr *)&snl, sizeof snl)) fail("netlink");
 
+    int logger = -1;
+    if (argc > 2) {
+        struct sockaddr_un lg = {.sun_family = AF_UNIX};
+        snprintf(lg.sun_path, sizeof lg.sun_path, "%s", argv[2]);
+        logger = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (connect(logger, (struct sockaddr *)&lg, sizeof lg)) fail("connect to the daemon");
+        put(logger, "before", 6);
+    }
+
     printf("waiting\n");
     wait_2s(); /* the checkpoint comes here */
+    if (logger >= 0) {
+        ssize_t n = send(logger, "after", 5, MSG_NOSIGNAL);
+        printf("daemon: sent %zd\n", n);
+    }
 
     options("stream 0", st[0]);
     options("stream 1", st[1]);
@@ -287,6 +330,16 @@ int main(int argc, char **argv) {
     drain("unix accepted reads", ua);
     put(uc, "after", 5);
     drain("unix accepted reads after", ua);
+    same_name("unix accepted", ua, &ua_name);
+    same_name("unix client", uc, &uc_name);
+    {
+        struct named now;
+        now.len = sizeof now.a;
+        memset(&now.a, 0, sizeof now.a);
+        getpeername(uc, (struct sockaddr *)&now.a, &now.len);
+        printf("unix client: peer %s\n",
+               now.len == uc_peer.len && !memcmp(&now.a, &uc_peer.a, now.len) ? "same" : "CHANGED");
+    }
     options("unix listener", ul);
     same_name("unix listener", ul, &ul_name);
     struct stat sb;
@@ -296,8 +349,41 @@ int main(int argc, char **argv) {
                : "missing");
     accepts("unix listener", ul, &ul_name);
     same_name("abstract listener", al, &al_name);
+    {
+        int pa = accept(al, NULL, NULL);
+        if (pa < 0) fail("accept pending");
+        put(pc, "late", 4);
+        drain("pending connection, accepted now, reads", pa);
+        put(pa, "back", 4);
+        drain("pending client reads", pc);
+        close(pa);
+    }
     accepts("abstract listener", al, &al_name);
 
+    {
+        struct pollfd pf[2] = {{tc, POLLIN, 0}, {tsv, POLLIN, 0}};
+        poll(pf, 2, 2000);
+        drain("tcp client reads", tc);
+        drain("tcp accepted reads", tsv);
+        same_name("tcp client", tc, &tc_name);
+        same_name("tcp accepted", tsv, &tsv_name);
+        put(tc, "more", 4);
+        struct pollfd one = {tsv, POLLIN, 0};
+        poll(&one, 1, 2000);
+        drain("tcp accepted reads more", tsv);
+        ssize_t w = send(tsv, "x", 1, MSG_NOSIGNAL);
+        printf("tcp accepted writes: %zd (%s)\n", w, w < 0 && errno == EPIPE ? "EPIPE" : "?");
+    }
+    {
+        int pa = accept(t4, NULL, NULL);
+        if (pa < 0) fail("accept the pending tcp connection");
+        same_name("tcp pending client", tp, &tp_name);
+        put(tp, "late", 4);
+        struct pollfd one = {pa, POLLIN, 0};
+        poll(&one, 1, 2000);
+        drain("tcp pending connection, accepted now, reads", pa);
+        close(pa);
+    }
     options("tcp4 listener", t4);
     same_name("tcp4 listener", t4, &t4_name);
     accepts("tcp4 listener", t4, &t4_name);

@@ -12,8 +12,14 @@ use crate::image::codec::{CodecError, Encoder};
 const LINK: &[u8] = b"socket:[";
 /// Most sockets one checkpoint looks at.
 const MAX_SOCKETS: usize = 512;
+/// Most TCP sockets whose addresses one checkpoint compares.
+const MAX_TCP: usize = 256;
 /// Most bytes queued in the process's UNIX sockets one checkpoint keeps.
-pub const MAX_QUEUED: usize = 4 << 20;
+pub const MAX_QUEUED: usize = 2 << 20;
+/// Room left in the record buffer for the entries after a queue (every
+/// other socket's head and addresses, the rest of KERNEL); half the room
+/// left in a smaller buffer.
+const ROOM_AFTER: usize = 256 << 10;
 /// Most messages queued on one socket one checkpoint keeps.
 const MAX_MESSAGES: u32 = 65_536;
 
@@ -74,6 +80,10 @@ fn name_of(fd: i32, peer: bool, buf: &mut [u8; 128]) -> usize {
 struct Seen {
     inos: [u64; MAX_SOCKETS],
     n: usize,
+    /// The process's TCP sockets: local and remote addresses (zero
+    /// padded), descriptor and inode.
+    tcp: [Tcp; MAX_TCP],
+    ntcp: usize,
     queued: [u64; MAX_SOCKETS],
     nq: usize,
     bytes: usize,
@@ -89,15 +99,32 @@ pub fn capture(
     let mut seen = Seen {
         inos: [0; MAX_SOCKETS],
         n: 0,
+        tcp: [Tcp::EMPTY; MAX_TCP],
+        ntcp: 0,
         queued: [0; MAX_SOCKETS],
         nq: 0,
         bytes: 0,
     };
-    super::super::fds::for_each_fd(skip_fd, |fd| {
+    // 0-2 are left out (their peers too: named as outside).
+    super::super::fds::for_each_fd(&|fd| fd <= 2 || skip_fd(fd), |fd| {
         if let Ok(st) = sys::fstat(fd) {
             if st.st_mode & libc::S_IFMT == libc::S_IFSOCK && seen.n < MAX_SOCKETS {
                 seen.inos[seen.n] = st.st_ino;
                 seen.n += 1;
+                let family = getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
+                if matches!(family, libc::AF_INET | libc::AF_INET6)
+                    && getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
+                    && seen.ntcp < MAX_TCP
+                {
+                    let t = &mut seen.tcp[seen.ntcp];
+                    let mut a = [0u8; 128];
+                    let n = name_of(fd, false, &mut a).min(28);
+                    t.local[..n].copy_from_slice(&a[..n]);
+                    let n = name_of(fd, true, &mut a).min(28);
+                    t.remote[..n].copy_from_slice(&a[..n]);
+                    (t.fd, t.ino) = (fd, st.st_ino);
+                    seen.ntcp += 1;
+                }
             }
         }
         Ok(())
@@ -183,14 +210,29 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                     ROLE_LISTEN
                 } else if d.peer != 0 && seen.inos[..seen.n].contains(&d.peer) {
                     ROLE_PAIR
+                } else if d.peer != 0 && stype == libc::SOCK_DGRAM && is_named(remote) {
+                    // A datagram socket connected to a daemon's (syslog's
+                    // /dev/log): connected again by name, unless datagrams
+                    // from outside wait in it.
+                    if inq(fd) > 0 {
+                        why = Some(b" (datagrams from its peer outside the process are queued)");
+                        ROLE_OUTSIDE
+                    } else {
+                        ROLE_BOUND
+                    }
                 } else if d.peer != 0 {
                     why = Some(b" (peer outside the process)");
                     ROLE_OUTSIDE
                 } else if d.state == 1 && stype != libc::SOCK_DGRAM && d.shutdown == 0 {
                     // Connected, the peer not accepted yet (it has no
                     // inode): in a listener's queue, ours or another's.
-                    why = Some(b" (peer outside the process, or not accepted yet)");
-                    ROLE_OUTSIDE
+                    // Nothing sent yet: connecting again is the same.
+                    if outq(fd) == 0 && is_named(remote) {
+                        ROLE_PENDING
+                    } else {
+                        why = Some(b" (its data waits for a listener to accept it)");
+                        ROLE_OUTSIDE
+                    }
                 } else if d.state == 1 && !(stype == libc::SOCK_DGRAM && is_named(local)) {
                     // Connected once, the peer closed since (a bound
                     // datagram socket others connected to is established
@@ -216,8 +258,56 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                 }
                 Some((7, _)) if is_named(local) => ROLE_BOUND,
                 Some((7, _)) => ROLE_FRESH,
-                _ => {
-                    why = Some(b" (peer outside the process)");
+                Some((state, _)) => {
+                    let (mut me, mut peer) = ([0u8; 28], [0u8; 28]);
+                    me[..local.len().min(28)].copy_from_slice(&local[..local.len().min(28)]);
+                    peer[..remote.len().min(28)].copy_from_slice(&remote[..remote.len().min(28)]);
+                    let other = seen.tcp[..seen.ntcp]
+                        .iter()
+                        .find(|t| t.local == peer && t.remote == me && t.ino != ino);
+                    match other {
+                        // Both ends here, nothing in flight either way
+                        // (all is in the receive queues): made again.
+                        Some(t)
+                            if matches!(state, 1 | 4 | 5 | 8 | 9 | 11)
+                                && all_arrived(fd, t.fd)
+                                && all_arrived(t.fd, fd) =>
+                        {
+                            s.peer = t.ino;
+                            // FIN_WAIT1/2, LAST_ACK, CLOSING: this end shut
+                            // its writing half (the peer's CLOSE_WAIT follows
+                            // from it).
+                            s.shutdown = if matches!(state, 4 | 5 | 9 | 11) {
+                                2
+                            } else {
+                                0
+                            };
+                            ROLE_PAIR
+                        }
+                        Some(_) => {
+                            why = Some(b" (both ends in the process, data in flight: a TCP connection cannot be made again)");
+                            ROLE_OUTSIDE
+                        }
+                        // Waiting in a listener's accept queue of this
+                        // process (a listener has no peer), nothing sent:
+                        // connected again from its port.
+                        None if state == 1
+                            && outq(fd) == 0
+                            && tcp_bytes(fd).is_some_and(|(acked, _)| acked <= 1)
+                            && seen.tcp[..seen.ntcp]
+                                .iter()
+                                .any(|t| t.local == peer && t.remote == [0; 28]) =>
+                        {
+                            ROLE_PENDING
+                        }
+                        None => {
+                            why = Some(b" (peer outside the process)");
+                            ROLE_OUTSIDE
+                        }
+                    }
+                }
+                None => {
+                    why = Some(b" (the kernel does not show its state)");
                     ROLE_OUTSIDE
                 }
             };
@@ -236,8 +326,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         }
     }
     // The data queued to a UNIX socket that comes back.
-    let keep_queue = family == libc::AF_UNIX
+    let keep_queue = (family == libc::AF_UNIX
         && matches!(s.role, ROLE_PAIR | ROLE_HUNG_UP | ROLE_BOUND)
+        || tcp && s.role == ROLE_PAIR)
         && !seen.queued[..seen.nq].contains(&ino);
     if keep_queue && seen.nq < MAX_SOCKETS {
         seen.queued[seen.nq] = ino;
@@ -267,6 +358,24 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         super::super::objects::NotRestorable::capture(e, fd, "socket", t.as_bytes())?;
     }
     Ok(())
+}
+
+/// One TCP socket of the process, for finding both ends of a connection.
+#[derive(Clone, Copy)]
+struct Tcp {
+    local: [u8; 28],
+    remote: [u8; 28],
+    fd: i32,
+    ino: u64,
+}
+
+impl Tcp {
+    const EMPTY: Tcp = Tcp {
+        local: [0; 28],
+        remote: [0; 28],
+        fd: -1,
+        ino: 0,
+    };
 }
 
 /// A queue to read: the socket, its type, whether it is shut for reading.
@@ -338,6 +447,77 @@ impl Head {
     }
 }
 
+/// The bytes queued to a socket (`FIONREAD`: a datagram socket's next
+/// message's), 0 where the kernel does not say.
+fn inq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+/// The bytes a socket sent that its peer has not read (`SIOCOUTQ`), 0
+/// where the kernel does not say.
+fn outq(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } != 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+/// Whether every byte TCP socket `from` was given to send is in `to`'s
+/// receive queue (or read from it): nothing left unsent, and what `from`
+/// had acked plus what it still holds (`SIOCOUTQ`) is what `to` received
+/// (`TCP_INFO`'s `tcpi_bytes_acked` and `tcpi_bytes_received`; the FIN
+/// counts in both). An ACK still on its way does not matter; data not
+/// sent or not arrived does.
+fn all_arrived(from: i32, to: i32) -> bool {
+    let (Some((acked, _)), Some((_, received))) = (tcp_bytes(from), tcp_bytes(to)) else {
+        return false;
+    };
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int.
+    if unsafe { libc::ioctl(from, SIOCOUTQNSD, &mut unsent) } != 0 || unsent != 0 {
+        return false;
+    }
+    // The connecting end's acked count includes its SYN.
+    let sent = acked + outq(from) as u64;
+    sent == received || sent == received + 1
+}
+
+/// The bytes a TCP socket holds that it has not sent yet.
+const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+
+/// `tcpi_bytes_acked` and `tcpi_bytes_received` of a TCP socket (Linux
+/// 4.1 on: offsets 120 and 128 of `struct tcp_info`).
+fn tcp_bytes(fd: i32) -> Option<(u64, u64)> {
+    let mut b = [0u8; 256];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            b.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || (len as usize) < 136 {
+        return None;
+    }
+    let at = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_ne_bytes(w)
+    };
+    Some((at(120), at(128)))
+}
+
 /// A TCP socket's state and, listening, its backlog (`TCP_INFO`:
 /// `tcpi_sacked` holds a listener's backlog).
 fn tcp_state(fd: i32) -> Option<(u8, u32)> {
@@ -368,6 +548,12 @@ fn peek_queue(
 ) -> Result<Result<(), &'static [u8]>, CodecError> {
     let old_off = getopt(q.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF);
     if setopt(q.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0) != 0 {
+        // A kernel without SO_PEEK_OFF for this kind (TCP before 6.10):
+        // an empty queue needs none.
+        if inq(q.fd) == 0 {
+            e.u32(0)?;
+            return Ok(Ok(()));
+        }
         return Ok(Err(b" (its queued data cannot be read: no SO_PEEK_OFF)"));
     }
     let r = peek_into(e, q, budget);
@@ -381,14 +567,12 @@ fn peek_into(
     budget: &mut usize,
 ) -> Result<Result<(), &'static [u8]>, CodecError> {
     let stream = q.stype == libc::SOCK_STREAM;
-    let mut inq: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    unsafe { libc::ioctl(q.fd, libc::FIONREAD, &mut inq) };
+    let inq = inq(q.fd);
     let at = e.reserve_u32()?;
     let mut count = 0u32;
     let mut total = 0usize;
     loop {
-        let max = (*budget).min(e.remaining().saturating_sub(4096));
+        let max = (*budget).min(e.remaining() - ROOM_AFTER.min(e.remaining() / 2));
         let item = e.len();
         let (mut got, mut flags, mut rights) = (-1isize, 0, false);
         let _ = e.bytes_with(max, |buf| {
@@ -407,7 +591,7 @@ fn peek_into(
         }
         // End of file: a stream's (or a shut seqpacket's once every byte
         // is read) empty answer is not a message.
-        if got == 0 && (stream || (q.eof && total >= inq.max(0) as usize)) {
+        if got == 0 && (stream || (q.eof && total >= inq)) {
             e.truncate(item);
             break;
         }

@@ -1,6 +1,9 @@
 //! The restore half of the sockets (see `super`): runs in the restarter
 //! with the descriptors, ordinary Rust. Each socket is made anew above
-//! every number the image uses, then put at its numbers.
+//! every socket number the image uses, then put at its numbers. Must
+//! never: write over or remove a file that is not the program's own stale
+//! socket file, block on another process's listener, or connect a pair
+//! through a listener that is not ours.
 
 use super::capture::{getopt, setopt};
 use super::*;
@@ -21,24 +24,41 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
     let mut made: std::collections::HashMap<u64, i32> = std::collections::HashMap::new();
     let mut failed = Vec::new();
     let first = |ino: u64| socks.iter().find(|s| s.ino == ino).copied();
-    // Connections inside the process first (a pair is made at once), then
-    // what is bound, then what connects to a bound UNIX socket.
-    for pass in 0..2 {
+    // What is bound first (listeners, bound sockets, the rest), then the
+    // connections inside the process (a pair at once, through its
+    // listener where it was made through one), then what connects to a
+    // bound UNIX datagram socket.
+    let late = |s: &Socket| {
+        s.role == ROLE_PAIR && first(s.peer).is_some_and(|p| p.peer != s.ino && p.stype == s.stype)
+    };
+    let phase = |s: &Socket| match s.role {
+        ROLE_PAIR if late(s) => 2,
+        ROLE_PAIR => 1,
+        ROLE_PENDING => 2,
+        _ => 0,
+    };
+    for pass in 0..3 {
         for s in socks {
-            if made.contains_key(&s.ino) || first(s.ino).map(|f| f.fd) != Some(s.fd) {
-                continue;
-            }
-            let late = s.role == ROLE_PAIR
-                && first(s.peer).is_some_and(|p| p.peer != s.ino && p.stype == s.stype);
-            if late != (pass == 1) {
+            if made.contains_key(&s.ino)
+                || first(s.ino).map(|f| f.fd) != Some(s.fd)
+                || phase(s) != pass
+            {
                 continue;
             }
             let r = match s.role {
-                ROLE_PAIR if !late => match first(s.peer) {
-                    Some(p) => make_pair(s, Some(p), above).map(|(a, b)| {
-                        made.insert(p.ino, b);
-                        a
-                    }),
+                ROLE_PAIR if pass == 1 => match first(s.peer) {
+                    Some(p) => {
+                        let r = if s.family as i32 == libc::AF_UNIX {
+                            let via = through_listener(s, p, socks, &made);
+                            make_pair(s, Some(p), via, above)
+                        } else {
+                            tcp_pair(s, p, socks, &made, above, &mut failed)
+                        };
+                        r.map(|(a, b)| {
+                            made.insert(p.ino, b);
+                            a
+                        })
+                    }
                     // Its peer was at 0-2 (the restarter's stdio now):
                     // the connection is lost.
                     None => {
@@ -46,12 +66,13 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                             "socket fd {}: its peer was the program's stdio; it comes back hung up",
                             s.fd
                         ));
-                        make_pair(s, None, above).map(|(a, _)| a)
+                        make_pair(s, None, None, above).map(|(a, _)| a)
                     }
                 },
-                ROLE_HUNG_UP => make_pair(s, None, above).map(|(a, _)| a),
+                ROLE_HUNG_UP => make_pair(s, None, None, above).map(|(a, _)| a),
                 ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
+                ROLE_PENDING => pending(s, socks, &made, above, &mut failed),
                 _ => fresh(s, above),
             };
             match r {
@@ -119,11 +140,21 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
             Ok(())
         }
     };
-    // The kernel doubles what is set: half of what it said.
-    for (opt, force, v, what) in [
+    // The kernel doubles what is set: half of what it said. A TCP
+    // connection's sizes are the kernel's autotuning, which setting them
+    // would stop.
+    let tcp = matches!(s.family as i32, libc::AF_INET | libc::AF_INET6)
+        && s.stype as i32 == libc::SOCK_STREAM;
+    let all = [
         (libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, o.rcvbuf, "SO_RCVBUF"),
         (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, o.sndbuf, "SO_SNDBUF"),
-    ] {
+    ];
+    let sizes = if tcp && s.role == ROLE_PAIR {
+        &all[..0]
+    } else {
+        &all[..]
+    };
+    for &(opt, force, v, what) in sizes {
         if v > 0
             && getopt(fd, libc::SOL_SOCKET, opt) != v
             && setopt(fd, libc::SOL_SOCKET, force, v / 2) != 0
@@ -205,6 +236,18 @@ fn refill(s: &Socket, from: i32) -> Result<(), String> {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                // A TCP send buffer smaller than the queue: wait for room.
+                let mut pfd = libc::pollfd {
+                    fd: from,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one pollfd of ours.
+                if unsafe { libc::poll(&mut pfd, 1, 1000) } == 1 {
+                    continue;
+                }
+            }
             if n < 0 {
                 return Err(last(&format!(
                     "socket fd {}: cannot queue its data again",
@@ -233,24 +276,122 @@ fn shut(s: &Socket, fd: i32) {
     }
 }
 
+/// The listener (made already) a stream or seqpacket connection between
+/// `s` and `p` was made through: the one whose address is the accepted
+/// end's own and the connecting end's peer. With whether `s` is the
+/// accepted end.
+fn through_listener(
+    s: &Socket,
+    p: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+) -> Option<(i32, bool)> {
+    if s.stype as i32 == libc::SOCK_DGRAM {
+        return None;
+    }
+    let (accepted, client, s_accepted) = if is_named(&s.local) && s.local == p.remote {
+        (s, p, true)
+    } else if is_named(&p.local) && p.local == s.remote {
+        (p, s, false)
+    } else {
+        return None;
+    };
+    if is_named(&client.local) {
+        return None; // a connecting end bound to a name of its own
+    }
+    let l = socks.iter().find(|l| {
+        l.role == ROLE_LISTEN && l.stype == accepted.stype && l.local == accepted.local
+    })?;
+    // Only through a listener of ours that listens (one that could not be
+    // bound again must not send the connection to whoever has the name).
+    let fd = *made.get(&l.ino)?;
+    (getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1).then_some((fd, s_accepted))
+}
+
+/// A connection made through the listener `l` (connect, accept):
+/// (connecting end, accepted end), at `above` or higher.
+fn connect_through(l: i32, s: &Socket, addr: &[u8], above: i32) -> Result<(i32, i32), String> {
+    // SAFETY: socket(2) has no memory preconditions.
+    let c = lift(
+        // Non-blocking: a full backlog (another process's listener at
+        // that name) must not make the restart wait.
+        unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                s.stype as i32 | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        },
+        above,
+    )?;
+    let (a, n) = sockaddr(addr);
+    // SAFETY: connect reads `n` bytes of the address; accept4 on our
+    // listener writes no address.
+    let acc = unsafe {
+        if libc::connect(c, (&a as *const libc::sockaddr_storage).cast(), n) != 0 {
+            close(c);
+            return Err(last("cannot connect through the listener"));
+        }
+        libc::accept4(
+            l,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    let acc = lift(acc, above).inspect_err(|_| close(c))?;
+    // SAFETY: F_SETFL on our accepted socket: blocking, as made.
+    unsafe { libc::fcntl(acc, libc::F_SETFL, 0) };
+    Ok((c, acc))
+}
+
 /// Both ends of a connection inside the process (`p` None: the peer
 /// closed since, its end is closed again once the queue is refilled).
-fn make_pair(s: &Socket, p: Option<&Socket>, above: i32) -> Result<(i32, i32), String> {
-    let mut sv = [0i32; 2];
-    // SAFETY: socketpair writes two descriptors.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            s.stype as i32 | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(last(&format!("socket fd {}: cannot make a pair", s.fd)));
-    }
-    let a = lift(sv[0], above)?;
-    let b = lift(sv[1], above)?;
+/// Made through its listener where `via` names it (so that each end's
+/// name is as it was), else with `socketpair`.
+fn make_pair(
+    s: &Socket,
+    p: Option<&Socket>,
+    via: Option<(i32, bool)>,
+    above: i32,
+) -> Result<(i32, i32), String> {
+    let through = via.and_then(|(l, s_accepted)| {
+        let addr = if s_accepted { &s.local } else { &s.remote };
+        let (c, acc) = connect_through(l, s, addr, above).ok()?;
+        Some(if s_accepted { (acc, c) } else { (c, acc) })
+    });
+    fill_pair(s, p, through, above)
+}
+
+/// The ends made (`ends`, else a socketpair) given their options, their
+/// queues and their shutdown state.
+fn fill_pair(
+    s: &Socket,
+    p: Option<&Socket>,
+    ends: Option<(i32, i32)>,
+    above: i32,
+) -> Result<(i32, i32), String> {
+    let through = ends;
+    let (a, b) = match through {
+        Some(ends) => ends,
+        None => {
+            let mut sv = [0i32; 2];
+            // SAFETY: socketpair writes two descriptors.
+            if unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    s.stype as i32 | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr(),
+                )
+            } != 0
+            {
+                return Err(last(&format!("socket fd {}: cannot make a pair", s.fd)));
+            }
+            let a = lift(sv[0], above)?;
+            (a, lift(sv[1], above).inspect_err(|_| close(a))?)
+        }
+    };
     let r = (|| {
         set_options(a, s)?;
         if let Some(p) = p {
@@ -259,8 +400,10 @@ fn make_pair(s: &Socket, p: Option<&Socket>, above: i32) -> Result<(i32, i32), S
         refill(s, b)?;
         if let Some(p) = p {
             refill(p, a)?;
+            arrived(p, b);
             shut(p, b);
         }
+        arrived(s, a);
         shut(s, a);
         Ok(())
     })();
@@ -319,6 +462,12 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
             if m.file_type().is_socket() && (m.ino(), m.dev()) == s.vfs && s.vfs.0 != 0 {
+                if !stale(s, &s.local) {
+                    return Err(format!(
+                        "socket fd {}: {shown} is in use by another socket, left alone: the socket is not bound",
+                        s.fd
+                    ));
+                }
                 std::fs::remove_file(p).map_err(err(format!(
                     "socket fd {}: cannot remove the old {shown}",
                     s.fd
@@ -331,6 +480,30 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Whether no socket is bound at the UNIX address `addr` any more: a
+/// connection to it is refused (a socket of another type answers
+/// otherwise; so does a live one of its type).
+fn stale(s: &Socket, addr: &[u8]) -> bool {
+    // SAFETY: socket(2) has no memory preconditions.
+    let probe = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            s.stype as i32 | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if probe < 0 {
+        return false;
+    }
+    let (a, n) = sockaddr(addr);
+    // SAFETY: connect reads `n` bytes of the address.
+    let r = unsafe { libc::connect(probe, (&a as *const libc::sockaddr_storage).cast(), n) };
+    let refused =
+        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED);
+    close(probe);
+    refused
 }
 
 /// A listener, bound socket or a datagram socket connected to a bound
@@ -370,7 +543,9 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             if unsafe { libc::listen(fd, s.backlog as i32) } != 0 {
                 return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
             }
-        } else if !s.remote.is_empty() && (s.role == ROLE_PAIR || !unix) {
+        } else if !s.remote.is_empty()
+            && (s.role == ROLE_PAIR || !unix || s.stype as i32 == libc::SOCK_DGRAM)
+        {
             let (a, n) = sockaddr(&s.remote);
             // SAFETY: connect reads `n` bytes of the address.
             let r = unsafe { libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
@@ -423,6 +598,238 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits (a second at most) until `fd` holds what `s` had queued: data
+/// sent over loopback TCP may still be on its way when `send` returns.
+fn arrived(s: &Socket, fd: i32) {
+    let want: usize = s.queue.iter().map(Vec::len).sum();
+    if want == 0 || s.family as i32 == libc::AF_UNIX {
+        return;
+    }
+    for _ in 0..100 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 || n as usize >= want {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Both ends of a TCP connection inside the process, made again between
+/// their very addresses: the connecting end bound to its port and
+/// connected to the accepting end's address, through the process's
+/// listener there (made already) or a listener made for the moment
+/// (`SO_REUSEADDR` for both binds, as CRIU does). Where that fails, both
+/// come back as dropped connections, said in the error.
+fn tcp_pair(
+    s: &Socket,
+    p: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let listener_at = |a: &[u8]| {
+        socks
+            .iter()
+            .find(|l| l.role == ROLE_LISTEN && l.local == a)
+            .and_then(|l| made.get(&l.ino).copied())
+            .filter(|&fd| getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1)
+    };
+    // The accepting end: the one at a listener's address, else `p`.
+    let s_accepts = listener_at(&s.local).is_some();
+    let (srv, cli) = if s_accepts { (s, p) } else { (p, s) };
+    let ends = (|| {
+        let (lis, temporary) = match listener_at(&srv.local) {
+            Some(l) => (l, false),
+            None => {
+                let plain = Socket {
+                    opts: Options {
+                        v6only: srv.opts.v6only,
+                        ..Options::default()
+                    },
+                    ..srv.clone()
+                };
+                let l = new_socket(&plain, above)?;
+                setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+                let (a, n) = sockaddr(&srv.local);
+                // SAFETY: bind reads `n` bytes of the address; listen on ours.
+                if unsafe {
+                    libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
+                        || libc::listen(l, 1) != 0
+                } {
+                    let e = last("cannot listen at its address again");
+                    close(l);
+                    return Err(e);
+                }
+                (l, true)
+            }
+        };
+        let r = (|| {
+            let c = new_socket(cli, above)?;
+            setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            let (la, ln) = sockaddr(&cli.local);
+            let (ra, rn) = sockaddr(&srv.local);
+            // SAFETY: bind and connect read the addresses of the sizes
+            // given; accept4 on our listener writes no address.
+            if !bind_port(c, cli, &la, ln, warn) {
+                close(c);
+                return Err(last("cannot bind it again"));
+            }
+            let acc = unsafe {
+                if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
+                    let e = last("cannot connect it again between its addresses");
+                    close(c);
+                    return Err(e);
+                }
+                libc::accept4(
+                    lis,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            setopt(
+                c,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                cli.opts.reuseaddr as i32,
+            );
+            let acc = lift(acc, above).inspect_err(|_| close(c))?;
+            Ok((acc, c))
+        })();
+        if temporary {
+            close(lis);
+        }
+        r
+    })();
+    match ends {
+        Ok((acc, c)) => fill_pair(
+            s,
+            Some(p),
+            Some(if s_accepts { (acc, c) } else { (c, acc) }),
+            above,
+        ),
+        Err(e) => {
+            warn.push(format!(
+                "socket fd {} and fd {} (a TCP connection): {e}; both come back as dropped connections",
+                s.fd, p.fd
+            ));
+            let a = dropped(s, above)?;
+            let b = dropped(p, above).inspect_err(|_| close(a))?;
+            Ok((a, b))
+        }
+    }
+}
+
+/// A connection its listener had not accepted yet (nothing sent on it):
+/// connected again to the listener's name (the process's own, made
+/// already, or a daemon's). Where that fails it comes back as a
+/// connection whose peer closed, said in `warn`.
+fn pending(
+    s: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<i32, String> {
+    if s.family as i32 != libc::AF_UNIX {
+        return tcp_pending(s, socks, made, above, warn);
+    }
+    let fd = new_socket(s, above)?;
+    let (a, n) = sockaddr(&s.remote);
+    // SAFETY: F_SETFL on our new socket (non-blocking: a full backlog must
+    // not make the restart wait; its own mode is set when installed), then
+    // connect, which reads `n` bytes of the address.
+    if unsafe {
+        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+        libc::connect(fd, (&a as *const libc::sockaddr_storage).cast(), n)
+    } == 0
+    {
+        return Ok(fd);
+    }
+    warn.push(last(&format!(
+        "socket fd {}: cannot connect it again (it comes back closed by its peer)",
+        s.fd
+    )));
+    close(fd);
+    make_pair(s, None, None, above).map(|(a, _)| a)
+}
+
+/// Binds the connecting end of a TCP connection to its port again; where
+/// the kill left that port in `TIME_WAIT` (the kernel refuses it for up
+/// to a minute) it connects from another port, said in `warn`. False on
+/// any other failure.
+fn bind_port(
+    fd: i32,
+    s: &Socket,
+    a: &libc::sockaddr_storage,
+    n: libc::socklen_t,
+    warn: &mut Vec<String>,
+) -> bool {
+    // SAFETY: bind reads `n` bytes of the address.
+    if unsafe { libc::bind(fd, (a as *const libc::sockaddr_storage).cast(), n) } == 0 {
+        return true;
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::EADDRINUSE) {
+        return false;
+    }
+    warn.push(format!(
+        "socket fd {}: its port is still in use (TIME_WAIT after the kill): it connects from another",
+        s.fd
+    ));
+    true
+}
+
+/// A TCP connection waiting in the accept queue of a listener of the
+/// process, nothing sent on it: connected again from its port to that
+/// listener (made again already, and listening: never to another
+/// process's). Else a dropped connection, said in `warn`.
+fn tcp_pending(
+    s: &Socket,
+    socks: &[&Socket],
+    made: &std::collections::HashMap<u64, i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<i32, String> {
+    let ours = socks
+        .iter()
+        .find(|l| l.role == ROLE_LISTEN && l.local == s.remote)
+        .and_then(|l| made.get(&l.ino).copied())
+        .is_some_and(|fd| getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1);
+    let r = (|| {
+        if !ours {
+            return Err("its listener is not listening again".to_string());
+        }
+        let fd = new_socket(s, above)?;
+        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let (la, ln) = sockaddr(&s.local);
+        let (ra, rn) = sockaddr(&s.remote);
+        // SAFETY: connect reads the address of the size given.
+        let ok = bind_port(fd, s, &la, ln, warn)
+            && unsafe { libc::connect(fd, (&ra as *const libc::sockaddr_storage).cast(), rn) == 0 };
+        if !ok {
+            let e = last("cannot connect it again from its port");
+            close(fd);
+            return Err(e);
+        }
+        setopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            s.opts.reuseaddr as i32,
+        );
+        Ok(fd)
+    })();
+    r.or_else(|e| {
+        warn.push(format!(
+            "socket fd {}: {e}; it comes back as a dropped connection",
+            s.fd
+        ));
+        dropped(s, above)
+    })
+}
+
 /// The stand-in of a socket whose peer was outside: its family and type,
 /// failing on use as a dropped connection does (TCP: reset by the peer,
 /// read ECONNRESET, write EPIPE; UNIX: the peer closed, read end of file,
@@ -430,7 +837,7 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
 fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
     let name = format!("socket fd {}", s.fd);
     if s.family as i32 == libc::AF_UNIX {
-        return make_pair(s, None, above).map(|(a, _)| a);
+        return make_pair(s, None, None, above).map(|(a, _)| a);
     }
     if s.stype as i32 != libc::SOCK_STREAM {
         return fresh(s, above);
