@@ -78,6 +78,7 @@ next_fns! {
     signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t = libc::SIG_ERR;
     select(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, t: *mut libc::timeval) -> c_int = -1;
     pause() -> c_int = -1;
+    epoll_pwait2(ep: c_int, ev: *mut libc::epoll_event, max: c_int, t: *const timespec, mask: *const sigset_t) -> c_int = -1;
     pthread_kill(thread: libc::pthread_t, sig: c_int) -> c_int = libc::ENOSYS;
     pthread_sigqueue(thread: libc::pthread_t, sig: c_int, value: libc::sigval) -> c_int = libc::ENOSYS;
     msgrcv(id: c_int, msg: *mut libc::c_void, size: libc::size_t, typ: libc::c_long, flags: c_int) -> libc::ssize_t = -1;

@@ -2,7 +2,7 @@
 //!
 //! The suspend handler puts most interrupted calls back itself
 //! (`capture::interrupted`); these it cannot, since the kernel forgets the
-//! time left: `poll` and `epoll_wait`/`epoll_pwait` with a timeout,
+//! time left: `poll` and `epoll_wait`/`epoll_pwait`/`epoll_pwait2` with a timeout,
 //! `nanosleep`, relative `clock_nanosleep`, `usleep`, `sleep`,
 //! `sigtimedwait`, `semtimedop`. Each wrapper here notes its deadline and,
 //! when selfckpt's signals (and no handler of the program:
@@ -186,6 +186,23 @@ pub unsafe extern "C" fn epoll_pwait(
     retry_ms(timeout, |t| {
         next::epoll_pwait(ep, events, max, t, ptr(&copy))
     })
+}
+
+/// `epoll_pwait2(2)`: its mask never blocks selfckpt's signals, and its
+/// relative timeout (which the kernel forgets) is kept.
+///
+/// # Safety
+/// As for glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    ep: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    t: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    let copy = as_mask(mask);
+    again_timed(t, |t| next::epoll_pwait2(ep, events, max, t, ptr(&copy)))
 }
 
 /// `ppoll(2)`; its mask never blocks selfckpt's signals (the kernel

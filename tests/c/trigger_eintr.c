@@ -71,10 +71,11 @@ static void sleep_ms(int ms) {
 }
 
 enum { S_POLL, S_SELECT, S_EPOLL, S_PPOLL, S_SIGSUSPEND, S_MSGRCV, S_SEMOP,
-       S_SIGWAITINFO, S_NANOSLEEP, S_POLL_TIMED, S_SEMTIMEDOP, S_SLEEP,
+       S_SIGWAITINFO, S_NANOSLEEP, S_POLL_TIMED, S_EPOLL_PWAIT2, S_SEMTIMEDOP, S_SLEEP,
        S_READ, S_WAITPID, S_FUTEX, S_PAUSE_OWN, S_COUNT };
 
 static atomic_int futex_word;
+static int never_ep;
 
 /* Sends SIGUSR1 in the middle of each step's call, then ends the call the
  * way it ends without selfckpt. */
@@ -146,6 +147,7 @@ int main(int argc, char **argv) {
     sem = semget(IPC_PRIVATE, 1, 0600);
     if (msq < 0 || sem < 0) fail("ipc");
     int ep = epoll_create1(0);
+    never_ep = epoll_create1(0);
     struct epoll_event ev = {EPOLLIN, {0}};
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake[0], &ev)) fail("epoll");
     struct sigaction sa;
@@ -238,6 +240,14 @@ int main(int argc, char **argv) {
             if (poll(&p, 1, 1000) != 0) fail("poll(1 s)");
             timed("poll", t0);
             ok("poll-1s");
+            break;
+        }
+        case S_EPOLL_PWAIT2: {
+            struct epoll_event got;
+            struct timespec t = {1, 0};
+            if (epoll_pwait2(never_ep, &got, 1, &t, NULL) != 0) fail("epoll_pwait2(1 s)");
+            timed("epoll_pwait2", t0);
+            ok("epoll_pwait2-1s");
             break;
         }
         case S_SEMTIMEDOP: {
