@@ -12,44 +12,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs `exe args` uninterrupted; its output.
-fn reference(exe: &Path, args: &[&str], out: &Path) -> String {
-    wait_ok(
-        spawn_to_file(Command::new(exe).args(args), out),
-        "reference run",
-    );
-    std::fs::read_to_string(out).unwrap()
-}
-
-/// Checkpoints `exe args` under `selfckpt run` with `tids` while it
-/// waits, kills it, resumes it; the output of the two runs joined at the
-/// image's stdout offset, and the resume's stderr. None where exact ids
-/// are impossible here (said `skipped:`).
-fn resumed(
-    exe: &Path,
-    dir: &Path,
-    tids: &str,
-    args: &[&str],
-    check_image: impl FnOnce(&Path),
-) -> Option<(String, String)> {
-    let (image, first) = eventfds_image(exe, dir, tids, args);
-    check_image(&image);
-    let offset = fd_offset(&image, 1);
-    let second = dir.with_extension("second");
-    let (status, err) = finish(
-        spawn_to_file(&mut run_cmd(exe, dir, tids, args), &second),
-        "resumed run",
-    );
-    if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
-        eprintln!("skipped: exact ids on this system: {err}");
-        return None;
-    }
-    assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
-    let first = std::fs::read_to_string(&first).unwrap();
-    let second = std::fs::read_to_string(&second).unwrap();
-    Some((format!("{}{second}", &first[..offset]), err))
-}
-
 #[test]
 fn pipes_and_a_fifo_keep_their_bytes_packets_and_flags_under_both_id_paths() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -273,20 +274,19 @@ fn kill_usr1_checkpoints_never_end_a_call_early() {
         return;
     }
     lib("libselfckpt.so");
-    let want = std::fs::read_to_string({
-        let r = tmp.path().join("ref");
-        wait_ok(
-            spawn_to_file(Command::new(&exe).arg("quiet"), &r),
-            "reference run",
-        );
-        r
-    })
-    .unwrap();
-    assert!(want.ends_with("trigger-eintr ok\n"), "{want}");
     let dir = tmp.path().join("ck");
-    let out = tmp.path().join("out");
+    same_as_without_selfckpt(tmp.path(), &exe, selfckpt_run(&dir, &exe, &["send"]), &dir);
+}
+
+/// Runs `exe quiet` without selfckpt, then `run` (`exe send` with the
+/// checkpointer, writing into `dir`): both print the same, and at least
+/// six checkpoints were taken.
+fn same_as_without_selfckpt(tmp: &Path, exe: &Path, mut run: Command, dir: &Path) {
+    let want = reference(exe, &["quiet"], &tmp.join("ref"));
+    assert!(want.ends_with("trigger-eintr ok\n"), "{want}");
+    let out = tmp.join("out");
     let err = wait_ok(
-        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &out),
+        spawn_to_file(&mut run, &out),
         "program blocked in calls while SIGUSR1 comes",
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
@@ -356,26 +356,10 @@ fn kill_usr1_checkpoints_are_invisible_with_the_static_library() {
         .status()
         .unwrap();
     assert!(st.success(), "cc -DLINKED trigger_eintr.c libselfckpt.a");
-    let reference = tmp.path().join("ref");
-    wait_ok(
-        spawn_to_file(Command::new(&exe).arg("quiet"), &reference),
-        "reference run",
-    );
-    let want = std::fs::read_to_string(&reference).unwrap();
-    assert!(want.ends_with("trigger-eintr ok\n"), "{want}");
     let dir = tmp.path().join("ck");
-    let out = tmp.path().join("out");
-    let err = wait_ok(
-        spawn_to_file(
-            Command::new(&exe).arg("send").env("SELFCKPT_DIR", &dir),
-            &out,
-        ),
-        "statically linked program blocked in calls while SIGUSR1 comes",
-    );
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
-    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
-    let taken = stats.lines().filter(|l| !l.contains("\"error\"")).count();
-    assert!(taken >= 6, "only {taken} checkpoints were taken: {stats}");
+    let mut run = Command::new(&exe);
+    run.arg("send").env("SELFCKPT_DIR", &dir);
+    same_as_without_selfckpt(tmp.path(), &exe, run, &dir);
 }
 
 /// The same calls, with `selfckpt checkpoint PID` (the suspend signal

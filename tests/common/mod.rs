@@ -439,3 +439,56 @@ pub fn checkpoint_wait(pid: u32) -> PathBuf {
     );
     PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
+
+/// Runs `exe args` uninterrupted; its output.
+pub fn reference(exe: &Path, args: &[&str], out: &Path) -> String {
+    wait_ok(
+        spawn_to_file(Command::new(exe).args(args), out),
+        "reference run",
+    );
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// Resumes the run of `exe args` in `dir` with `tids` (`selfckpt run`
+/// again) after `image` was taken and the first run (its stdout in
+/// `first`) killed: the output of the two runs joined at the image's
+/// stdout offset, and the resume's stderr. None where exact ids are
+/// impossible here (said `skipped:`).
+pub fn resume_after(
+    exe: &Path,
+    dir: &Path,
+    tids: &str,
+    args: &[&str],
+    image: &Path,
+    first: &Path,
+) -> Option<(String, String)> {
+    let offset = fd_offset(image, 1);
+    let second = dir.with_extension("second");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(exe, dir, tids, args), &second),
+        "resumed run",
+    );
+    if tids == "exact" && err.contains("exact process and thread ids are not possible here") {
+        eprintln!("skipped: exact ids on this system: {err}");
+        return None;
+    }
+    assert!(status.success(), "resumed --tids {tids}: {status}: {err}");
+    let first = std::fs::read_to_string(first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    Some((format!("{}{second}", &first[..offset]), err))
+}
+
+/// Checkpoints `exe args` under `selfckpt run` with `tids` while it
+/// waits (`eventfds_image`), lets `check_image` look at the image, kills
+/// the program and resumes it ([`resume_after`]).
+pub fn resumed(
+    exe: &Path,
+    dir: &Path,
+    tids: &str,
+    args: &[&str],
+    check_image: impl FnOnce(&Path),
+) -> Option<(String, String)> {
+    let (image, first) = eventfds_image(exe, dir, tids, args);
+    check_image(&image);
+    resume_after(exe, dir, tids, args, &image, &first)
+}
