@@ -95,33 +95,25 @@ fn blocking_calls_resume_after_a_restart() {
     }
     lib("libselfckpt.so");
     let args = ["3"];
-    let reference = tmp.path().join("ref");
-    wait_ok(
-        spawn_to_file(Command::new(&exe).args(args), &reference),
-        "reference run",
-    );
-    let want = std::fs::read_to_string(&reference).unwrap();
-    let dir = tmp.path().join("ck");
-    let first = tmp.path().join("first");
-    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &first);
-    wait_output(&first);
-    std::thread::sleep(Duration::from_millis(random_ms(100, 800)));
-    kill(&child, libc::SIGUSR1);
-    let image = wait_new_image(&dir, 0);
-    kill_tree(&mut child, libc::SIGKILL);
-    let offset = fd_offset(&image, 1);
-    let second = tmp.path().join("second");
-    let err = wait_ok(
-        spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &second),
-        "resumed run",
-    );
-    let first = std::fs::read_to_string(&first).unwrap();
-    let second = std::fs::read_to_string(&second).unwrap();
-    assert_eq!(
-        format!("{}{second}", &first[..offset]),
-        want,
-        "resumed output differs; stderr: {err}"
-    );
+    let want = reference(&exe, &args, &tmp.path().join("ref"));
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let first = dir.with_extension("first");
+        let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, tids, &args), &first);
+        wait_output(&first);
+        std::thread::sleep(Duration::from_millis(random_ms(100, 800)));
+        kill(&child, libc::SIGUSR1);
+        let image = wait_new_image(&dir, 0);
+        wait_stats_line(&dir, &image);
+        kill_tree(&mut child, libc::SIGKILL);
+        let Some((got, err)) = resume_after(&exe, &dir, tids, &args, &image, &first) else {
+            continue;
+        };
+        assert_eq!(
+            got, want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+    }
 }
 
 /// A program that owns SIGUSR1 and SIGUSR2 (its handlers count the signals
@@ -295,8 +287,9 @@ fn same_as_without_selfckpt(tmp: &Path, exe: &Path, mut run: Command, dir: &Path
     assert!(taken >= 6, "only {taken} checkpoints were taken: {stats}");
 }
 
-/// The same, killed after its fourth checkpoint and resumed: the resumed
-/// program goes on in its call and ends as the uninterrupted run.
+/// The same, killed after its fourth checkpoint and resumed under both id
+/// paths: the resumed program goes on in its call and ends as the
+/// uninterrupted run.
 #[test]
 fn kill_usr1_checkpoints_resume_in_the_call() {
     let tmp = tempfile::tempdir().unwrap();
@@ -305,33 +298,25 @@ fn kill_usr1_checkpoints_resume_in_the_call() {
         return;
     }
     lib("libselfckpt.so");
-    let reference = tmp.path().join("ref");
-    wait_ok(
-        spawn_to_file(Command::new(&exe).arg("quiet"), &reference),
-        "reference run",
-    );
-    let want = std::fs::read_to_string(&reference).unwrap();
-    let dir = tmp.path().join("ck");
-    let first = tmp.path().join("first");
-    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &first);
-    for n in 0..4 {
-        wait_new_image(&dir, n);
+    let want = reference(&exe, &["quiet"], &tmp.path().join("ref"));
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let first = dir.with_extension("first");
+        let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, tids, &["send"]), &first);
+        for n in 0..4 {
+            wait_new_image(&dir, n);
+        }
+        let image = images(&dir).pop().unwrap();
+        wait_stats_line(&dir, &image);
+        kill_tree(&mut child, libc::SIGKILL);
+        let Some((got, err)) = resume_after(&exe, &dir, tids, &["send"], &image, &first) else {
+            continue;
+        };
+        assert_eq!(
+            got, want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
     }
-    kill_tree(&mut child, libc::SIGKILL);
-    let image = images(&dir).pop().unwrap();
-    let offset = fd_offset(&image, 1);
-    let second = tmp.path().join("second");
-    let err = wait_ok(
-        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["send"]), &second),
-        "resumed run",
-    );
-    let first = std::fs::read_to_string(&first).unwrap();
-    let second = std::fs::read_to_string(&second).unwrap();
-    assert_eq!(
-        format!("{}{second}", &first[..offset]),
-        want,
-        "resumed output differs; stderr: {err}"
-    );
 }
 
 /// The same program linked with `libselfckpt.a` (it installs the

@@ -95,7 +95,7 @@ pub fn finish(mut child: Child, what: &str) -> (std::process::ExitStatus, String
 }
 
 /// The images in `dir`, and the member images of the process-tree sets
-/// there (`*.tree/`: a run whose program has children), sorted by name.
+/// there (`*.tree/`: a run whose program has children), oldest first.
 pub fn images(dir: &Path) -> Vec<PathBuf> {
     let ckpts = |d: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(d)
@@ -115,7 +115,15 @@ pub fn images(dir: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    v.sort();
+    // By the time in the name (PROG-MS-... and tree-MS-.../PROG-MS-...).
+    let ms = |p: &PathBuf| -> u64 {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name.rsplit('-')
+            .nth(2)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    };
+    v.sort_by_key(|p| (ms(p), p.clone()));
     v
 }
 
