@@ -422,3 +422,55 @@ fn shared_descriptions_and_async_owners_come_back() {
         assert_eq!(got, want, "--tids {tids}: resumed output differs: {err}");
     }
 }
+
+/// A descriptor of a kind nothing brings back (a pidfd) is named at
+/// checkpoint time (kind `other`), the restart refuses it, and only
+/// `--unrestorable=other` restarts with `/dev/null` in its place.
+#[test]
+fn a_descriptor_of_an_unknown_kind_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pidfd");
+    if !build_c("pidfd", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    if want.contains("no pidfd") {
+        eprintln!("skipped: no pidfd_open on this kernel");
+        return;
+    }
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &[]);
+    let j = inspect(&image);
+    let named: Vec<String> = j["not_restorable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .filter(|x| x.contains("pidfd"))
+        .collect();
+    assert_eq!(named.len(), 1, "{j}");
+    assert!(named[0].starts_with("fd 3 anon_inode:[pidfd]"), "{named:?}");
+    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
+    assert!(stats.contains("anon_inode:[pidfd]"), "{stats}");
+    let restart = |opt: &str| {
+        let mut c = Command::new(selfckpt());
+        c.args(["restart", "--tids", "new"]);
+        if !opt.is_empty() {
+            c.arg(opt);
+        }
+        c.arg(&image);
+        finish(spawn_to_file(&mut c, &tmp.path().join("out")), "restart")
+    };
+    let (status, err) = restart("");
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&named[0]) && err.contains("--unrestorable=other"),
+        "{err}"
+    );
+    let (status, err) = restart("--unrestorable=pipe");
+    assert!(!status.success(), "another kind's stand-in: {err}");
+    let (status, err) = restart("--unrestorable=other,pipe");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("/dev/null"), "{err}");
+}

@@ -32,6 +32,7 @@ pub mod sockdiag;
 pub mod sockets;
 pub mod sysvshm;
 pub mod timerfd;
+pub mod unknown_fds;
 pub mod unrestorable;
 pub mod vmflags;
 
@@ -125,6 +126,8 @@ fn capture_objects(
     locks::capture(e, bufs, skip_fd)?;
     descriptions::capture(e, bufs, skip_fd)?;
     vmflags::capture(e, bufs)?;
+    // Last: what no module above brings back is named.
+    unknown_fds::capture(e, bufs, skip_fd)?;
     objects::end(e)?;
     Ok(())
 }

@@ -1,0 +1,133 @@
+//! Descriptors of kinds no other module brings back (`io_uring`,
+//! `pidfd`, `perf_event`, `userfaultfd`, `fanotify`, BPF objects, ...):
+//! each is named at checkpoint time with a `NotRestorable` entry of kind
+//! `other`, so that a restart refuses the image instead of putting
+//! `/dev/null` in its place silently; `--unrestorable=other` accepts
+//! `/dev/null` as the stand-in.
+//!
+//! Capture runs while the program's threads are suspended: a readlink
+//! into the capture's path buffer and a sentence built in a stack buffer,
+//! never an allocation. There is no record and no restore of its own.
+
+use super::objects::NotRestorable;
+use super::{CaptureBuffers, KstateError};
+use crate::capture::sys::{self, PathBuf};
+use crate::image::codec::Encoder;
+
+/// The kind `--unrestorable` names.
+pub const KIND: &str = "other";
+
+/// Links of descriptors some module of `kstate` brings back: files by path
+/// (`/...`, memfds and deleted files included), pipes, sockets, the event
+/// and timer descriptors, inotify.
+fn handled(link: &[u8]) -> bool {
+    const KNOWN: [&[u8]; 7] = [
+        b"pipe:[",
+        b"socket:[",
+        b"anon_inode:[eventfd]",
+        b"anon_inode:[timerfd]",
+        b"anon_inode:[signalfd]",
+        b"anon_inode:[eventpoll]",
+        b"anon_inode:inotify",
+    ];
+    link.starts_with(b"/") || KNOWN.iter().any(|k| link.starts_with(k))
+}
+
+/// Names every descriptor of a kind nothing brings back. No allocation.
+pub fn capture(
+    e: &mut Encoder,
+    bufs: &mut CaptureBuffers,
+    skip_fd: &dyn Fn(i32) -> bool,
+) -> Result<(), KstateError> {
+    super::fds::for_each_fd(skip_fd, |fd| {
+        let mut p = PathBuf::<48>::new();
+        p.push(b"/proc/thread-self/fd/").push_u64(fd as u64);
+        let Ok(n) = sys::readlink(p.as_cstr_bytes(), bufs.path) else {
+            return Ok(());
+        };
+        let link = &bufs.path[..n];
+        if handled(link) {
+            return Ok(());
+        }
+        let mut words = [0u8; 240];
+        let mut w = Words::new(&mut words);
+        w.push(link);
+        w.push(b": a kind of descriptor selfckpt cannot bring back");
+        let len = w.len();
+        NotRestorable::capture(e, fd, KIND, &words[..len])?;
+        Ok(())
+    })
+}
+
+/// A sentence in a fixed buffer (cut where it is full).
+struct Words<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Words<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Words { buf, len: 0 }
+    }
+
+    fn push(&mut self, b: &[u8]) {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kstate::objects::{Object, Objects};
+
+    #[test]
+    fn known_kinds_are_left_to_their_modules() {
+        for l in [
+            &b"/tmp/x"[..],
+            b"pipe:[123]",
+            b"socket:[9]",
+            b"anon_inode:[eventfd]",
+            b"anon_inode:inotify",
+            b"/memfd:x (deleted)",
+        ] {
+            assert!(handled(l), "{}", String::from_utf8_lossy(l));
+        }
+        for l in [
+            &b"anon_inode:[io_uring]"[..],
+            b"anon_inode:[pidfd]",
+            b"anon_inode:[perf_event]",
+            b"anon_inode:bpf-map",
+        ] {
+            assert!(!handled(l), "{}", String::from_utf8_lossy(l));
+        }
+    }
+
+    #[test]
+    fn an_unknown_descriptor_is_named() {
+        // SAFETY: a pidfd of this very process, closed below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
+        if fd < 0 {
+            eprintln!("skipped: no pidfd_open here");
+            return;
+        }
+        let b = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|other| other != fd)?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        // SAFETY: closing the pidfd opened above.
+        unsafe { libc::close(fd) };
+        let o = Objects::decode(&mut crate::image::codec::Decoder::new(&b)).unwrap();
+        let [Object::NotRestorable(x)] = &o.items[..] else {
+            panic!("{o:?}")
+        };
+        assert_eq!((x.fd, x.kind.as_str()), (fd, KIND));
+        assert!(x.text.contains("pidfd"), "{}", x.text);
+    }
+}
