@@ -474,3 +474,30 @@ fn a_descriptor_of_an_unknown_kind_is_named_and_refused() {
     assert!(status.success(), "{err}");
     assert!(err.contains("/dev/null"), "{err}");
 }
+
+/// A file the program maps `MAP_SHARED` and holds open, then unlinks,
+/// comes back as one file: what is written through the descriptor shows
+/// in the mapping and the other way round (not a mapping and a separate
+/// copy), under both id paths.
+#[test]
+fn a_deleted_file_mapped_shared_and_held_open_stays_one_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("deleted_mapped");
+    if !build_c("deleted_mapped", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = tmp.path().to_str().unwrap().to_string();
+    let want = reference(&exe, &[&work], &tmp.path().join("ref"));
+    assert!(
+        want.contains("mapping reads HELLO, descriptor reads through the mapping, third page"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[&work], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: {err}");
+    }
+}

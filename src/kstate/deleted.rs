@@ -488,16 +488,24 @@ pub(crate) fn random() -> u64 {
 }
 
 /// Makes the file again, unlinked, with its descriptors at their numbers;
-/// returns warnings (an error leaves the numbers free).
-pub fn restore(x: &Deleted) -> Result<Vec<String>, String> {
+/// returns warnings (an error leaves the numbers free). `mapped`: the
+/// restarter's descriptor of the object the program's shared mappings of
+/// this very file were made from (`restore::shared`): the descriptors are
+/// opened on it, so that what is written through them shows in the
+/// mappings, as it did.
+pub fn restore(x: &Deleted, mapped: Option<i32>) -> Result<Vec<String>, String> {
     let mut warn = Vec::new();
     let name = |fd: i32| format!("fd {fd} (deleted file {})", x.shown());
     let Some(first) = x.fds().next() else {
         return Ok(warn);
     };
     let mut temps = Temps::new(x.fds().max().unwrap_or(2));
+    let made = match mapped {
+        Some(obj) => reopen_via(obj, libc::O_RDWR),
+        None => unlinked_file(x),
+    };
     let file = temps
-        .keep(unlinked_file(x))
+        .keep(made)
         .map_err(|e| format!("{}: cannot make an unlinked file: {e}", name(first)))?;
     if x.saved {
         let mut off = 0usize;
@@ -623,7 +631,7 @@ mod tests {
             ..x.clone()
         };
         drop((f, g));
-        assert_eq!(restore(&moved), Ok(vec![]));
+        assert_eq!(restore(&moved, None), Ok(vec![]));
         let (ra, rb) = (a + 900, b + 900);
         let st = sys::fstat(ra).unwrap();
         assert_eq!(st.st_nlink, 0, "unlinked");

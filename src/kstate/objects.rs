@@ -504,6 +504,17 @@ impl Objects {
     /// Makes the objects of `stage` again; returns what failed, one line
     /// each.
     pub fn restore(&self, stage: Stage) -> Vec<String> {
+        self.restore_with(stage, &|_, _| None)
+    }
+
+    /// [`Self::restore`], with `mapped` giving the restarter's descriptor
+    /// of a shared memory object made for the device and inode of a file
+    /// (a deleted file the program also maps shared).
+    pub fn restore_with(
+        &self,
+        stage: Stage,
+        mapped: &dyn Fn(u64, u64) -> Option<i32>,
+    ) -> Vec<String> {
         let mut failed = Vec::new();
         for o in &self.items {
             match (o, stage) {
@@ -520,7 +531,10 @@ impl Objects {
                     failed.extend(super::pipes::restore(x).unwrap_or_else(|e| vec![e]));
                 }
                 (Object::DeletedFile(x), Stage::Descriptors) => {
-                    failed.extend(super::deleted::restore(x).unwrap_or_else(|e| vec![e]));
+                    failed.extend(
+                        super::deleted::restore(x, mapped(x.dev, x.ino))
+                            .unwrap_or_else(|e| vec![e]),
+                    );
                 }
                 (Object::Description(x), Stage::Descriptors) => {
                     failed.extend(super::descriptions::restore(x));

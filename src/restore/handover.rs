@@ -257,9 +257,16 @@ pub fn handover(
     for msg in plan.shared.install_fds() {
         saved.say(&format!("selfckpt: warning: {msg}"));
     }
-    for msg in plan.objects.restore(Stage::Descriptors) {
+    // A deleted file the program also maps shared opens on the object its
+    // mappings were made from.
+    let shared = &plan.shared;
+    for msg in plan
+        .objects
+        .restore_with(Stage::Descriptors, &|dev, ino| shared.fd_of(dev, ino))
+    {
         saved.say(&format!("selfckpt: warning: {msg}"));
     }
+    plan.shared.close_fds();
     // Every other descriptor is back: the epoll registrations can point
     // at their numbers.
     for msg in plan.events.restore() {

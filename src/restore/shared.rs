@@ -321,8 +321,7 @@ impl SharedObjects {
     }
 
     /// Puts every memfd descriptor at its number, with its access mode,
-    /// status flags and offset, then closes the restarter's own
-    /// descriptors of the objects. Returns what failed, one line each.
+    /// status flags and offset. Returns what failed, one line each.
     pub fn install_fds(&mut self) -> Vec<String> {
         let mut bad = Vec::new();
         for m in &self.memfds {
@@ -349,10 +348,25 @@ impl SharedObjects {
                 bad.push(format!("fd {} (memfd): {e}", m.fd));
             }
         }
+        bad
+    }
+
+    /// The restarter's descriptor of the object made for `dev`, `ino`
+    /// (until [`Self::close_fds`]).
+    pub fn fd_of(&self, dev: u64, ino: u64) -> Option<i32> {
+        self.objs
+            .iter()
+            .find(|o| o.dev == dev && o.ino == ino)
+            .and_then(|o| o.fd.as_ref())
+            .map(AsRawFd::as_raw_fd)
+    }
+
+    /// Closes the restarter's own descriptors of the objects (once every
+    /// descriptor of the program that refers to one is in place).
+    pub fn close_fds(&mut self) {
         for o in &mut self.objs {
             o.fd = None;
         }
-        bad
     }
 }
 
