@@ -31,6 +31,8 @@ pub enum RestoreError {
     Setting(#[from] crate::settings::SettingError),
     #[error("{path}: {source}")]
     Image { path: PathBuf, source: ReadError },
+    #[error("{0}; restart refused")]
+    Chain(crate::image::chain::ChainError),
     #[error("{path}: the image is for {image}, this machine is {host}")]
     Arch {
         path: PathBuf,
@@ -241,12 +243,16 @@ pub fn restart(
             }
         }
     };
+    let key = crate::image::mac::MacKey::from_env();
+    let ancestors =
+        crate::image::chain::open_ancestors(path, &view, img.header.page_size, key.as_ref())
+            .map_err(RestoreError::Chain)?;
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
     let recorded_layout = view.meta.mailbox_layout;
     drop(view);
     let t0 = std::time::Instant::now();
-    let staged = plan.stage_all(img)?;
+    let staged = plan.stage_all_chain(img, ancestors)?;
     if opts.verbose {
         eprintln!(
             "selfckpt: staged {} regions, {} chunks, in {:.3}s",

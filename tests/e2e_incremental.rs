@@ -1,0 +1,190 @@
+//! End-to-end: incremental checkpoints (`selfckpt run --incremental`). A
+//! program rewrites part of its memory between four checkpoints (pages
+//! rewritten, given back, zeroed; a region added, one removed and mapped
+//! again empty at the same address, one shrunk) and checks all of it after
+//! each: restarts from the newest image and from a middle link of the
+//! chain are exact; the incremental images are smaller than the full one;
+//! a damaged or missing ancestor is refused by name; prune and gc keep the
+//! ancestors a kept image needs.
+
+mod common;
+
+use common::{checkpoint_wait, selfckpt, spawn_to_file, wait_line};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const STEPS: usize = 4;
+
+/// The chain's directory, its images (oldest first) and the original
+/// run's output.
+struct Chain {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    images: Vec<PathBuf>,
+    original: String,
+}
+
+/// Runs tests/c/incremental.c under `selfckpt run --incremental` and
+/// checkpoints it at each of its steps; None (said `skipped:`) without a
+/// C compiler.
+fn chain() -> Option<Chain> {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("incremental");
+    if !common::build_c("incremental", &exe) {
+        return None;
+    }
+    let dir = tmp.path().join("img");
+    let go = tmp.path().join("go");
+    std::fs::create_dir_all(&go).unwrap();
+    let out = tmp.path().join("original.out");
+    let mut cmd = Command::new(selfckpt());
+    cmd.args(["run", "--incremental", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg(&go)
+        .arg(STEPS.to_string());
+    let child = spawn_to_file(&mut cmd, &out);
+    let mut images = Vec::new();
+    for s in 1..=STEPS {
+        wait_line(&out, &format!("ready {s}"));
+        images.push(checkpoint_wait(child.id()));
+        std::fs::write(go.join(format!("go-{s}")), b"").unwrap();
+    }
+    common::wait_ok(child, "the original run");
+    let original = std::fs::read_to_string(&out).unwrap();
+    assert!(original.contains("incremental ok"), "{original}");
+    Some(Chain {
+        _tmp: tmp,
+        dir,
+        images,
+        original,
+    })
+}
+
+/// `selfckpt restart IMAGE`: status, stdout, stderr.
+fn restart(image: &Path) -> (bool, String, String) {
+    let out = common::run(
+        Command::new(selfckpt()).arg("restart").arg(image),
+        Duration::from_secs(60),
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lines of the original run's output from "check STEP" on.
+fn tail_from(original: &str, step: usize) -> String {
+    let at = original
+        .find(&format!("check {step} "))
+        .unwrap_or_else(|| panic!("no check {step} in {original}"));
+    original[at..].to_string()
+}
+
+#[test]
+fn a_chain_restarts_exactly_from_the_newest_image_and_from_a_middle_link() {
+    let Some(c) = chain() else { return };
+    // The first image is full, each later one names the one before.
+    for (i, img) in c.images.iter().enumerate() {
+        let doc = common::inspect(img);
+        match i {
+            0 => assert!(doc["parent"].is_null(), "{doc}"),
+            _ => assert_eq!(
+                doc["parent"].as_str(),
+                c.images[i - 1].file_name().and_then(|n| n.to_str()),
+                "{doc}"
+            ),
+        }
+    }
+    assert!(common::inspect_text(&c.images[1]).contains("parent     "));
+    // An eighth of the memory rewritten: far less stored than in full.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&c.images[2]) * 2 < size(&c.images[0]),
+        "incremental {} vs full {}",
+        size(&c.images[2]),
+        size(&c.images[0])
+    );
+    // Keep 3 (the default) left the full image: the others need it.
+    assert_eq!(common::images(&c.dir).len(), STEPS);
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&c.images[STEPS - 1])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.status.success() && text.contains("3 ancestor image(s) verified"),
+        "{text} {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    for step in [STEPS, 2, 1] {
+        let (ok, out, err) = restart(&c.images[step - 1]);
+        assert!(ok, "restart of image {step}: {out} {err}");
+        assert_eq!(
+            out,
+            tail_from(&c.original, step),
+            "restart of image {step}: {err}"
+        );
+    }
+}
+
+/// Flips a byte in the middle of `path` (its chunk data).
+fn damage(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_or_missing_ancestor_is_refused_by_name() {
+    let Some(c) = chain() else { return };
+    let newest = &c.images[STEPS - 1];
+    damage(&c.images[1]);
+    let (ok, out, err) = restart(newest);
+    assert!(!ok, "restart over a damaged ancestor: {out}");
+    let name = c.images[1].display().to_string();
+    assert!(
+        err.contains(&name) && err.contains("damaged"),
+        "the message names {name}: {err}"
+    );
+    assert!(!out.contains("check"), "the program ran: {out}");
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(newest)
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    assert!(String::from_utf8_lossy(&v.stderr).contains(&name));
+    // The image before the damaged one still restarts.
+    let (ok, out, err) = restart(&c.images[0]);
+    assert!(ok && out == tail_from(&c.original, 1), "{out} {err}");
+    // A missing ancestor: refused, naming it.
+    std::fs::remove_file(&c.images[0]).unwrap();
+    let (ok, _, err) = restart(&c.images[2]);
+    let name = c.images[0].display().to_string();
+    assert!(!ok && err.contains(&name), "names {name}: {err}");
+}
+
+#[test]
+fn gc_keeps_the_ancestors_of_the_images_it_keeps() {
+    let Some(c) = chain() else { return };
+    let out = Command::new(selfckpt())
+        .arg("gc")
+        .arg(&c.dir)
+        .args(["--keep", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("kept (an ancestor of a kept image)"), "{text}");
+    for img in &c.images {
+        assert!(img.exists(), "gc removed {}: {text}", img.display());
+    }
+    let (ok, out, err) = restart(&c.images[STEPS - 1]);
+    assert!(ok && out == tail_from(&c.original, STEPS), "{out} {err}");
+}
