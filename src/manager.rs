@@ -124,6 +124,8 @@ pub struct CheckpointStats {
     /// Forked mode was asked for, but this checkpoint dumped in the pause:
     /// why.
     pub fork_fallback: Option<String>,
+    /// Incremental: the file name of the parent image (None: a full one).
+    pub parent: Option<String>,
     /// In a process tree: the committed set, and whether the tree exits
     /// now (checkpoint-then-exit).
     pub tree: Option<(PathBuf, bool)>,
@@ -297,6 +299,9 @@ impl Runtime {
             _ => None,
         };
         let chain_length = if incr.is_some() { chain.length } else { 0 };
+        let parent = incr
+            .as_ref()
+            .map(|i| String::from_utf8_lossy(&i.parent_name).into_owned());
         let table_cap = if incremental {
             incr.as_ref().map_or(0, |i| i.prev.len()) + resident_pages() + 65536
         } else {
@@ -327,8 +332,7 @@ impl Runtime {
         if let Some(why) = &fork_fallback {
             log::info!("this checkpoint is not forked (it dumps in the pause): {why}");
         }
-        let needed =
-            DumpPlan::scratch_needed(
+        let needed = DumpPlan::scratch_needed(
             cfg.level,
             cfg.workers,
             maps_cap,
@@ -539,6 +543,7 @@ impl Runtime {
             forked,
             cow_bytes,
             fork_fallback,
+            parent,
         };
         log::debug!("{st:?}");
         if let Ok(mut l) = self.last_stats.lock() {

@@ -166,7 +166,9 @@ pub(crate) fn apply_tuning(mut b: Builder, src: &dyn Source) -> Result<Builder, 
     if let Some(on) = read_from(src, &INCREMENTAL, flag)? {
         b.incremental = on;
     }
-    if let Some(n) = read_from(src, &FULL_EVERY, |v| v.parse::<u32>().ok().filter(|&n| n > 0))? {
+    if let Some(n) = read_from(src, &FULL_EVERY, |v| {
+        v.parse::<u32>().ok().filter(|&n| n > 0)
+    })? {
         b.full_every = n;
     }
     if let Some(mb) = read_from(src, &COW_LIMIT_MB, |v| v.parse::<u64>().ok())? {

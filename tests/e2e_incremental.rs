@@ -181,7 +181,10 @@ fn gc_keeps_the_ancestors_of_the_images_it_keeps() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("kept (an ancestor of a kept image)"), "{text}");
+    assert!(
+        text.contains("kept (an ancestor of a kept image)"),
+        "{text}"
+    );
     for img in &c.images {
         assert!(img.exists(), "gc removed {}: {text}", img.display());
     }

@@ -18,6 +18,7 @@
 
 use crate::capture::compress::{Level, StaticCompressor};
 use crate::capture::forked::{self, Child, ForkPlan, Shadow, Shadowed};
+use crate::capture::incremental::{self as incr, PageHash};
 use crate::capture::maps::{MapsParser, RegionKind};
 use crate::capture::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
 use crate::capture::park;
@@ -30,7 +31,6 @@ use crate::image::format::{
 use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region};
 use crate::kstate;
 use core::cell::UnsafeCell;
-use crate::capture::incremental::{self as incr, PageHash};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 
 /// Uncompressed bytes per chunk.

@@ -145,9 +145,7 @@ pub fn open_ancestors(
             why,
         };
         if their_page != page {
-            return Err(mismatch(format!(
-                "has {their_page}-byte pages, not {page}"
-            )));
+            return Err(mismatch(format!("has {their_page}-byte pages, not {page}")));
         }
         if v.meta.exe_path != exe.as_slice() {
             return Err(mismatch(format!(

@@ -1074,10 +1074,7 @@ mod tests {
         assert_eq!(back, m);
         assert_eq!(back.parent_image().map(|p| p.end_checksum), Some(42));
         // A 1.8 record has none; a 1.9 one must.
-        let old = Meta {
-            parent: None,
-            ..m
-        };
+        let old = Meta { parent: None, ..m };
         let old = encoded_meta(&old);
         assert_eq!(old.len() + 4 + 6 + 8, buf.len());
         assert!(Meta::decode(&mut Decoder::new(&old), 9).is_err());

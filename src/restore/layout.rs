@@ -6,9 +6,9 @@
 
 use super::{huge, RestoreError};
 use crate::capture::maps::{MapsParser, RegionKind};
+use crate::image::chain::{self, Ancestor};
 use crate::image::format::FormatError;
 use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, SignalSet, ThreadState};
-use crate::image::chain::{self, Ancestor};
 use crate::image::read::{Chunk, ImageFile, ImageView};
 use crate::kstate::vmflags;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
