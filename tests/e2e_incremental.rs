@@ -4,8 +4,8 @@
 //! again empty at the same address, one shrunk) and checks all of it after
 //! each: restarts from the newest image and from a middle link of the
 //! chain are exact; the incremental images are smaller than the full one;
-//! a damaged or missing ancestor is refused by name; prune and gc keep the
-//! ancestors a kept image needs.
+//! a damaged, missing or group-writable ancestor is refused by name; prune
+//! and gc keep the ancestors a kept image needs.
 
 mod common;
 
@@ -108,6 +108,9 @@ fn a_chain_restarts_exactly_from_the_newest_image_and_from_a_middle_link() {
         size(&c.images[2]),
         size(&c.images[0])
     );
+    // The stats lines say which images are incremental.
+    let stats = std::fs::read_to_string(c.dir.join("stats.jsonl")).unwrap();
+    assert_eq!(stats.matches("\"parent\":").count(), STEPS - 1, "{stats}");
     // Keep 3 (the default) left the full image: the others need it.
     assert_eq!(common::images(&c.dir).len(), STEPS);
     let v = Command::new(selfckpt())
@@ -163,6 +166,16 @@ fn a_damaged_or_missing_ancestor_is_refused_by_name() {
     // The image before the damaged one still restarts.
     let (ok, out, err) = restart(&c.images[0]);
     assert!(ok && out == tail_from(&c.original, 1), "{out} {err}");
+    // An ancestor others may write: refused as the image itself would be.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&c.images[2], std::fs::Permissions::from_mode(0o620)).unwrap();
+    let (ok, _, err) = restart(newest);
+    let name = c.images[2].display().to_string();
+    assert!(
+        !ok && err.contains(&name) && err.contains("writable by its group"),
+        "names {name}: {err}"
+    );
+    std::fs::set_permissions(&c.images[2], std::fs::Permissions::from_mode(0o600)).unwrap();
     // A missing ancestor: refused, naming it.
     std::fs::remove_file(&c.images[0]).unwrap();
     let (ok, _, err) = restart(&c.images[2]);

@@ -247,6 +247,11 @@ pub fn restart(
     let ancestors =
         crate::image::chain::open_ancestors(path, &view, img.header.page_size, key.as_ref())
             .map_err(RestoreError::Chain)?;
+    // An ancestor's pages become the program's memory: each must be the
+    // user's own and not writable by others, as the image itself.
+    for a in &ancestors {
+        check_ownership(&a.img.path, &a.img)?;
+    }
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
     let recorded_layout = view.meta.mailbox_layout;
