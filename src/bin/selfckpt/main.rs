@@ -261,8 +261,8 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     images.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     let newest_set = tree::newest_valid_set(dir, None);
     for p in images.iter().rev() {
-        match scan(p) {
-            Ok(_) => {
+        match usable(p) {
+            Ok(()) => {
                 let created = ImageFile::open(p)
                     .ok()
                     .and_then(|i| i.view().ok().map(|v| v.meta.created_unix_ns))
@@ -278,6 +278,13 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     newest_set
         .map(|(p, _)| p)
         .ok_or_else(|| format!("no valid image in {}", dir.display()))
+}
+
+/// Whether the image at `path` and its whole chain (an incremental
+/// image's ancestors) verify.
+pub(crate) fn usable(path: &Path) -> Result<(), String> {
+    scan(path)?;
+    verify_chain(path).map(|_| ())
 }
 
 struct Scan {

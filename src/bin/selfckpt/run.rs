@@ -197,8 +197,8 @@ fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
     // is newer than every single image.
     let set = crate::tree::newest_valid_set(dir, Some(instance));
     for ((created, _), p) in images.into_iter().rev() {
-        match crate::scan(&p) {
-            Ok(_) => {
+        match crate::usable(&p) {
+            Ok(()) => {
                 return match set {
                     Some((s, t)) if t > created => Some((s, t)),
                     _ => Some((p, created)),
