@@ -29,6 +29,11 @@ struct Chain {
 /// checkpoints it at each of its steps; None (said `skipped:`) without a
 /// C compiler.
 fn chain() -> Option<Chain> {
+    chain_with(&["--incremental"], &[])
+}
+
+/// [`chain`] with these options of `run` and environment.
+fn chain_with(opts: &[&str], env: &[(&str, &str)]) -> Option<Chain> {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("incremental");
     if !common::build_c("incremental", &exe) {
@@ -39,8 +44,11 @@ fn chain() -> Option<Chain> {
     std::fs::create_dir_all(&go).unwrap();
     let out = tmp.path().join("original.out");
     let mut cmd = Command::new(selfckpt());
-    cmd.args(["run", "--incremental", "--dir"])
+    cmd.arg("run")
+        .args(opts)
+        .arg("--dir")
         .arg(&dir)
+        .envs(env.iter().copied())
         .arg("--")
         .arg(&exe)
         .arg(&go)
@@ -61,6 +69,36 @@ fn chain() -> Option<Chain> {
         images,
         original,
     })
+}
+
+/// The parent each image names (its file name), per image.
+fn parents(c: &Chain) -> Vec<Option<String>> {
+    c.images
+        .iter()
+        .map(|i| common::inspect(i)["parent"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn name_of(p: &Path) -> Option<String> {
+    p.file_name().and_then(|n| n.to_str()).map(str::to_string)
+}
+
+#[test]
+fn off_by_default_and_a_full_image_every_n() {
+    let Some(c) = chain_with(&["--keep", "10"], &[]) else {
+        return;
+    };
+    assert_eq!(parents(&c), vec![None; STEPS]);
+    let Some(c) = chain_with(
+        &["--incremental", "--keep", "10"],
+        &[("SELFCKPT_FULL_EVERY", "2")],
+    ) else {
+        return;
+    };
+    let want: Vec<Option<String>> = vec![None, name_of(&c.images[0]), None, name_of(&c.images[2])];
+    assert_eq!(parents(&c), want);
+    let (ok, out, err) = restart(&c.images[STEPS - 1]);
+    assert!(ok && out == tail_from(&c.original, STEPS), "{out} {err}");
 }
 
 /// `selfckpt restart IMAGE`: status, stdout, stderr.
