@@ -21,6 +21,8 @@ const STEPS: usize = 4;
 struct Chain {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
+    /// Where the program looks for its go-STEP files.
+    go: PathBuf,
     images: Vec<PathBuf>,
     original: String,
 }
@@ -66,6 +68,7 @@ fn chain_with(opts: &[&str], env: &[(&str, &str)]) -> Option<Chain> {
     Some(Chain {
         _tmp: tmp,
         dir,
+        go,
         images,
         original,
     })
@@ -255,4 +258,36 @@ fn gc_keeps_the_ancestors_of_the_images_it_keeps() {
     }
     let (ok, out, err) = restart(&c.images[STEPS - 1]);
     assert!(ok && out == tail_from(&c.original, STEPS), "{out} {err}");
+}
+
+#[test]
+fn the_first_checkpoint_after_a_restart_is_a_full_image() {
+    let Some(c) = chain() else { return };
+    // Restarted from image 2, the program waits again at step 3.
+    for s in 3..=STEPS {
+        std::fs::remove_file(c.go.join(format!("go-{s}"))).unwrap();
+    }
+    let out = c.dir.with_extension("restarted.out");
+    let child = spawn_to_file(
+        Command::new(selfckpt()).arg("restart").arg(&c.images[1]),
+        &out,
+    );
+    wait_line(&out, "ready 3");
+    let after = checkpoint_wait(child.id());
+    for s in 3..=STEPS {
+        std::fs::write(c.go.join(format!("go-{s}")), b"").unwrap();
+    }
+    common::wait_ok(child, "the restarted run");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        tail_from(&c.original, 2)
+    );
+    assert!(
+        common::inspect(&after)["parent"].is_null(),
+        "{}",
+        after.display()
+    );
+    // And it restarts exactly.
+    let (ok, text, err) = restart(&after);
+    assert!(ok && text == tail_from(&c.original, 3), "{text} {err}");
 }
