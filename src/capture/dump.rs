@@ -228,7 +228,8 @@ impl DumpPlan {
             + 4 * 65536
             + (1 << 20)
             + fork.map_or(0, ForkPlan::scratch_needed)
-            + (table_cap + 1) * core::mem::size_of::<PageHash>()
+            + table_cap * core::mem::size_of::<PageHash>()
+            + 64
     }
 
     /// Whether `fd` is one of the dump's own descriptors.
@@ -1205,11 +1206,8 @@ fn write_pages(
     let every_shared_page = crate::capture::pages::swap_in_use(tmp);
     TABLE_OUT[0].store(0, Release);
     TABLE_OUT[1].store(0, Release);
-    let table_room = if plan.table_cap > 0 {
-        s.slice::<PageHash>(plan.table_cap)?
-    } else {
-        &mut [][..]
-    };
+    // Room only: pages of it are touched as the table fills.
+    let table_room = crate::capture::scratch::FixedVec::new(s.room::<PageHash>(plan.table_cap)?);
     let prev: &[PageHash] = plan.incr.as_ref().map_or(&[][..], |i| &i.prev);
     let mut cursor = incr::Cursor::new(prev, table_room);
     for ri in 0..regions.len() {

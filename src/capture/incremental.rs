@@ -16,6 +16,8 @@
 //! table is carved from the checkpoint's scratch arena; the previous one is
 //! only read.
 
+use crate::capture::scratch::FixedVec;
+
 /// One page of a table: its address and the hash of its content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageHash {
@@ -51,8 +53,8 @@ pub fn hash_page(bytes: &[u8]) -> u64 {
 pub struct Cursor<'a> {
     prev: &'a [PageHash],
     at: usize,
-    next: &'a mut [PageHash],
-    len: usize,
+    /// The next table, in room that is only touched as it fills.
+    next: FixedVec<'a, PageHash>,
     /// The next table did not fit its room: it is not kept (the next
     /// checkpoint is a full one), this image is still complete.
     pub overflowed: bool,
@@ -61,12 +63,11 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(prev: &'a [PageHash], next: &'a mut [PageHash]) -> Self {
+    pub fn new(prev: &'a [PageHash], next: FixedVec<'a, PageHash>) -> Self {
         Cursor {
             prev,
             at: 0,
             next,
-            len: 0,
             overflowed: false,
             unchanged: 0,
         }
@@ -96,12 +97,8 @@ impl<'a> Cursor<'a> {
 
     /// Records that the chain holds the page at `addr` with this hash.
     pub fn keep(&mut self, addr: u64, hash: u64) {
-        match self.next.get_mut(self.len) {
-            Some(slot) => {
-                *slot = PageHash { addr, hash };
-                self.len += 1;
-            }
-            None => self.overflowed = true,
+        if self.next.push(PageHash { addr, hash }).is_err() {
+            self.overflowed = true;
         }
     }
 
@@ -109,13 +106,12 @@ impl<'a> Cursor<'a> {
     pub fn finish(self) -> (Option<&'a [PageHash]>, u64) {
         let Cursor {
             next,
-            len,
             overflowed,
             unchanged,
             ..
         } = self;
-        let table: &'a [PageHash] = next;
-        ((!overflowed).then(|| &table[..len]), unchanged)
+        let table: &'a [PageHash] = next.into_mut_slice();
+        ((!overflowed).then_some(table), unchanged)
     }
 }
 
@@ -138,8 +134,8 @@ mod tests {
     fn the_cursor_walks_the_previous_table_in_order() {
         let e = |addr, hash| PageHash { addr, hash };
         let prev = [e(0x1000, 1), e(0x2000, 2), e(0x5000, 5), e(0x9000, 9)];
-        let mut room = [PageHash::default(); 3];
-        let mut c = Cursor::new(&prev, &mut room);
+        let mut room = [core::mem::MaybeUninit::<PageHash>::uninit(); 3];
+        let mut c = Cursor::new(&prev, FixedVec::new(&mut room));
         c.skip_below(0x2000);
         assert_eq!(c.take_below(0x2000), None);
         assert_eq!(c.previous(0x2000), Some(2));
@@ -151,8 +147,8 @@ mod tests {
         c.keep(0x7000, 6);
         assert!(c.overflowed);
         assert_eq!(c.finish().0, None);
-        let mut room = [PageHash::default(); 3];
-        let mut c = Cursor::new(&prev, &mut room);
+        let mut room = [core::mem::MaybeUninit::<PageHash>::uninit(); 3];
+        let mut c = Cursor::new(&prev, FixedVec::new(&mut room));
         c.keep(0x1000, 1);
         assert_eq!(c.finish().0, Some(&[e(0x1000, 1)][..]));
     }
