@@ -564,6 +564,28 @@ pub struct OwnImage {
     pub created_unix_ns: u64,
 }
 
+/// The images an incremental image at `path` needs (its parent, the
+/// parent's parent, ...), as far as they are there and readable: the
+/// names its chain of META records gives, in its directory.
+pub fn ancestors_of(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut at = path.to_path_buf();
+    while let Some(name) = ImageFile::open_with_key(&at, None)
+        .ok()
+        .and_then(|img| Some(img.view().ok()?.meta.parent_image()?.name.to_vec()))
+    {
+        let next = dir.join(std::ffi::OsStr::from_bytes(&name));
+        // A chain that loops or leaves the directory is no chain.
+        if name.contains(&b'/') || next == path || out.contains(&next) {
+            break;
+        }
+        out.push(next.clone());
+        at = next;
+    }
+    out
+}
+
 /// Reads `path` as an image of ours (regular file, owned by the user, not a
 /// symlink), or None.
 pub fn read_own_image(path: &Path) -> Option<OwnImage> {
@@ -601,7 +623,17 @@ pub fn prune(dir: &Path, prog: &str, instance: &str, exe: &[u8], keep: usize) {
         .collect();
     own.sort_by_key(|i| (i.sequence, i.created_unix_ns));
     let n = own.len();
-    for old in own.into_iter().take(n.saturating_sub(keep.max(1))) {
+    let cut = n.saturating_sub(keep.max(1));
+    // An incremental image's ancestors stay as long as it does.
+    let needed: Vec<PathBuf> = own[cut..]
+        .iter()
+        .flat_map(|i| ancestors_of(&i.path))
+        .collect();
+    for old in own
+        .into_iter()
+        .take(cut)
+        .filter(|i| !needed.contains(&i.path))
+    {
         log::debug!("pruning {}", old.path.display());
         let _ = std::fs::remove_file(&old.path);
     }

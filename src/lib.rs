@@ -115,6 +115,8 @@ pub struct Builder {
     forked: bool,
     cow_limit: u64,
     fork_timeout_ms: u64,
+    incremental: bool,
+    full_every: u32,
     /// A malformed tuning variable seen by [`Checkpointer::builder`],
     /// reported by [`Builder::install`].
     setting_error: Option<settings::SettingError>,
@@ -178,6 +180,8 @@ impl Builder {
             forked: false,
             cow_limit: 0,
             fork_timeout_ms: 3_600_000,
+            incremental: false,
+            full_every: 10,
             setting_error: None,
         }
     }
@@ -244,6 +248,24 @@ impl Builder {
         self
     }
 
+    /// Incremental checkpoints (`SELFCKPT_INCREMENTAL=1`): an image holds
+    /// only the pages whose content changed since the previous image (its
+    /// parent, named in its META), and a restart reads the chain. Every
+    /// [`Builder::full_every`] checkpoints, and after a restart, the image
+    /// is a full one. Incremental checkpoints dump in the pause (not
+    /// forked).
+    pub fn incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
+    }
+
+    /// Incremental: a full image every `n` checkpoints (default 10;
+    /// `SELFCKPT_FULL_EVERY`), which starts a new chain.
+    pub fn full_every(mut self, n: u32) -> Self {
+        self.full_every = n.max(1);
+        self
+    }
+
     /// Forked mode: abandon a checkpoint once the memory copied on write
     /// while the child dumps passes `bytes` (0, the default: no limit;
     /// `SELFCKPT_COW_LIMIT_MB`). The older images stay.
@@ -306,6 +328,8 @@ impl Builder {
             forked: self.forked,
             cow_limit: self.cow_limit,
             fork_timeout_ms: self.fork_timeout_ms,
+            incremental: self.incremental,
+            full_every: self.full_every,
         };
         let runtime: &'static manager::Runtime = Box::leak(Box::new(manager::Runtime::new(
             config,

@@ -107,6 +107,10 @@ fn append_stats(
         rec["pause_ms"] = (st.pause_ns as f64 / 1e6).into();
         rec["total_ms"] = (st.total_ns as f64 / 1e6).into();
         rec["forked"] = st.forked.into();
+        if let Some(parent) = &st.parent {
+            rec["parent"] = parent.as_str().into();
+            rec["unchanged_pages"] = d.unchanged_pages.into();
+        }
         if st.forked {
             rec["cow_bytes"] = st.cow_bytes.into();
         }

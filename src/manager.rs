@@ -42,6 +42,10 @@ pub struct Config {
     pub cow_limit: u64,
     /// Forked: how long the dumping child may write (0: no limit).
     pub fork_timeout_ms: u64,
+    /// Incremental checkpoints (`SELFCKPT_INCREMENTAL`).
+    pub incremental: bool,
+    /// Incremental: a full image every this many (`SELFCKPT_FULL_EVERY`).
+    pub full_every: u32,
 }
 
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -67,6 +71,30 @@ pub struct Runtime {
     sequence: AtomicU64,
     /// A forked checkpoint's child that reported and is exiting.
     exiting_child: Mutex<Option<crate::capture::forked::Child>>,
+    /// Incremental: the chain the next image continues. Taken out for
+    /// each checkpoint and put back only when its image is committed, so
+    /// a failed checkpoint, or a restart from an image, starts over with
+    /// a full image.
+    chain: Mutex<Chain>,
+}
+
+/// The newest image of the current incremental chain.
+#[derive(Default)]
+struct Chain {
+    /// Its path, the checksum of its END record's framing and its page
+    /// table (`capture::incremental`).
+    newest: Option<(PathBuf, u64, Vec<crate::capture::incremental::PageHash>)>,
+    /// Images in the chain (the full one included).
+    length: u32,
+}
+
+/// Pages resident in this process (`/proc/self/statm`), for sizing the
+/// page table of an incremental checkpoint.
+fn resident_pages() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Figures of one checkpoint. Times in nanoseconds; the dump's own phases
@@ -96,6 +124,8 @@ pub struct CheckpointStats {
     /// Forked mode was asked for, but this checkpoint dumped in the pause:
     /// why.
     pub fork_fallback: Option<String>,
+    /// Incremental: the file name of the parent image (None: a full one).
+    pub parent: Option<String>,
     /// In a process tree: the committed set, and whether the tree exits
     /// now (checkpoint-then-exit).
     pub tree: Option<(PathBuf, bool)>,
@@ -157,6 +187,7 @@ impl Runtime {
             instance: crate::imagedir::instance_from_env(),
             sequence: AtomicU64::new(0),
             exiting_child: Mutex::new(None),
+            chain: Mutex::new(Chain::default()),
         }
     }
 
@@ -247,8 +278,41 @@ impl Runtime {
         let maps_len = maps_text.len();
         let maps_cap = maps_len * 4 + (256 << 10);
         let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;
+        // Incremental: continue the chain if its newest image is still
+        // there (in a process tree every image is a full one, for now).
+        let incremental = cfg.incremental && !tree.is_tree();
+        let chain = self
+            .chain
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        let incr = match chain.newest {
+            Some((parent, end, prev))
+                if incremental && chain.length < cfg.full_every && parent.exists() =>
+            {
+                parent.file_name().map(|n| dump::IncrPlan {
+                    parent_name: n.as_encoded_bytes().to_vec(),
+                    parent_end: end,
+                    prev,
+                })
+            }
+            _ => None,
+        };
+        let chain_length = if incr.is_some() { chain.length } else { 0 };
+        let parent = incr
+            .as_ref()
+            .map(|i| String::from_utf8_lossy(&i.parent_name).into_owned());
+        let table_cap = if incremental {
+            incr.as_ref().map_or(0, |i| i.prev.len()) + resident_pages() + 65536
+        } else {
+            0
+        };
         let (fork, mut fork_fallback) = match (cfg.forked, term) {
             (false, _) => (None, None),
+            (true, _) if incremental => (
+                None,
+                Some("incremental checkpoints dump in the pause".to_string()),
+            ),
             // The process exits after this image: nothing to fork for.
             (true, true) => (None, None),
             (true, false) => match crate::forking::survey(&maps_text) {
@@ -268,8 +332,14 @@ impl Runtime {
         if let Some(why) = &fork_fallback {
             log::info!("this checkpoint is not forked (it dumps in the pause): {why}");
         }
-        let needed =
-            DumpPlan::scratch_needed(cfg.level, cfg.workers, maps_cap, record_cap, fork.as_ref());
+        let needed = DumpPlan::scratch_needed(
+            cfg.level,
+            cfg.workers,
+            maps_cap,
+            record_cap,
+            fork.as_ref(),
+            table_cap,
+        );
         let scratch = if fork.is_some() {
             Scratch::new_shared(needed)
         } else {
@@ -300,6 +370,8 @@ impl Runtime {
             restart_entry: park::restart_entry_address(),
             restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
             fork,
+            incr,
+            table_cap,
         };
         MAILBOX.restarted.store(0, Release);
         for span in MAILBOX.leftovers() {
@@ -409,6 +481,12 @@ impl Runtime {
             Some(Err(e)) => Some(Err(e)),
             None => None,
         };
+        // Incremental: the page table the dump filled, before the plan's
+        // scratch goes.
+        let table = plan
+            .as_ref()
+            .filter(|_| incremental && matches!(result, Some(Ok(_))))
+            .and_then(dump::filled_table);
         // The image's descriptor holds the writer lock: keep it to commit.
         let image = plan.map(|p| p.image);
         let stats = match result {
@@ -429,6 +507,14 @@ impl Runtime {
         let t_commit = sys::now_ns();
         let image = image.ok_or_else(|| Error::Config("the dump plan vanished".into()))?;
         crate::imagedir::commit(image, &tmp_path, &final_path, &img_dir)?;
+        if let Some(table) = table {
+            if let Ok(mut c) = self.chain.lock() {
+                *c = Chain {
+                    newest: Some((final_path.clone(), stats.end_checksum, table)),
+                    length: chain_length + 1,
+                };
+            }
+        }
         let set = tree.end(&final_path, cfg.keep)?;
         let fsync_ns = sys::now_ns() - t_commit;
         if set.is_none() {
@@ -457,6 +543,7 @@ impl Runtime {
             forked,
             cow_bytes,
             fork_fallback,
+            parent,
         };
         log::debug!("{st:?}");
         if let Ok(mut l) = self.last_stats.lock() {

@@ -42,6 +42,8 @@ vars! {
     WORKERS = "SELFCKPT_WORKERS", "a number of threads", "compression threads";
     FORKED = "SELFCKPT_FORKED", "0 or 1", "1: forked checkpoints (the program pauses only to fork; a copy-on-write child writes the image)";
     COW_LIMIT_MB = "SELFCKPT_COW_LIMIT_MB", "megabytes (0: none)", "forked: abandon a checkpoint once this much memory was copied on write";
+    INCREMENTAL = "SELFCKPT_INCREMENTAL", "0 or 1", "1: incremental checkpoints (an image holds only the pages changed since its parent image; restart reads the chain)";
+    FULL_EVERY = "SELFCKPT_FULL_EVERY", "count (default 10)", "incremental: every this many checkpoints, a full image starts a new chain";
     FORK_TIMEOUT = "SELFCKPT_FORK_TIMEOUT", "seconds (0: none)", "forked: kill a dumping child still writing after this long (default 3600)";
     SUSPEND_TIMEOUT_MS = "SELFCKPT_SUSPEND_TIMEOUT_MS", "milliseconds", "how long a checkpoint waits for every thread to stop";
     LOG = "SELFCKPT_LOG", "off, error, warn, info, debug or trace", "what selfckpt logs on stderr";
@@ -160,6 +162,14 @@ pub(crate) fn apply_tuning(mut b: Builder, src: &dyn Source) -> Result<Builder, 
     }
     if let Some(on) = read_from(src, &FORKED, flag)? {
         b.forked = on;
+    }
+    if let Some(on) = read_from(src, &INCREMENTAL, flag)? {
+        b.incremental = on;
+    }
+    if let Some(n) = read_from(src, &FULL_EVERY, |v| {
+        v.parse::<u32>().ok().filter(|&n| n > 0)
+    })? {
+        b.full_every = n;
     }
     if let Some(mb) = read_from(src, &COW_LIMIT_MB, |v| v.parse::<u64>().ok())? {
         b.cow_limit = mb.saturating_mul(1 << 20);

@@ -370,8 +370,8 @@ fn wrong_arch_version_and_page_size_are_refused_for_what_they_are() {
         (
             "minor",
             10,
-            9u16.to_le_bytes().to_vec(),
-            "format 1.9 is not supported",
+            10u16.to_le_bytes().to_vec(),
+            "format 1.10 is not supported",
         ),
         ("page-odd", 16, 5000u32.to_le_bytes().to_vec(), "page size"),
         ("hdr-len", 20, 65u32.to_le_bytes().to_vec(), "header length"),
@@ -645,7 +645,7 @@ fn another_mailbox_layout_is_refused_and_an_image_without_one_restarts() {
     // writable place (the restart entry is code).
     let meta = records(&f.good)[0].payload();
     let word = |at: usize| u64::from_le_bytes(f.good[at..at + 8].try_into().unwrap());
-    let tail = META_SESSION_ROLE_LEN;
+    let tail = META_SESSION_ROLE_LEN + META_PARENT_LEN;
     let (mailbox_at, entry_at) = (meta.end - 24 - tail, meta.end - 32 - tail);
     let moved = |to: u64| {
         let mut b = f.good.clone();

@@ -18,6 +18,7 @@
 
 use crate::capture::compress::{Level, StaticCompressor};
 use crate::capture::forked::{self, Child, ForkPlan, Shadow, Shadowed};
+use crate::capture::incremental::{self as incr, PageHash};
 use crate::capture::maps::{MapsParser, RegionKind};
 use crate::capture::pages::{is_zero_page, PageRun, PageScanner, PagesError, Want};
 use crate::capture::park;
@@ -30,7 +31,7 @@ use crate::image::format::{
 use crate::image::model::{ChunkHeader, ChunkRun, EndRecord, FileStamp, Meta, Region};
 use crate::kstate;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 
 /// Uncompressed bytes per chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -147,6 +148,50 @@ pub struct DumpPlan {
     pub restart_mailbox: u64,
     /// Forked mode: a child writes the pages (`capture::forked`).
     pub fork: Option<ForkPlan>,
+    /// Incremental: the parent and its page table (`capture::incremental`);
+    /// None for a full image. Incremental dumps run in the pause.
+    pub incr: Option<IncrPlan>,
+    /// Room (in pages) of the page table this dump fills for the next
+    /// incremental checkpoint; 0: none is kept.
+    pub table_cap: usize,
+}
+
+/// The parent of an incremental image.
+pub struct IncrPlan {
+    /// Its file name, in the same directory.
+    pub parent_name: Vec<u8>,
+    /// The checksum of its END record's framing.
+    pub parent_end: u64,
+    /// Its page table, sorted by address.
+    pub prev: Vec<PageHash>,
+}
+
+/// Where the page table a dump filled lies in its scratch arena (read by
+/// the manager after the release, while the plan still holds the arena).
+static TABLE_OUT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// The page table the last dump filled (`DumpPlan::table_cap`), if it did
+/// not overflow. Call after the dump, before the plan's scratch is dropped.
+pub fn filled_table(plan: &DumpPlan) -> Option<Vec<PageHash>> {
+    let (at, len) = (TABLE_OUT[0].load(Acquire), TABLE_OUT[1].load(Acquire));
+    let (lo, hi) = plan.scratch.range();
+    let bytes = len * core::mem::size_of::<PageHash>();
+    if at == 0 || (at as u64) < lo || at as u64 + bytes as u64 > hi {
+        return None;
+    }
+    // SAFETY: the dump carved this table from the plan's arena, which is
+    // still mapped, and filled `len` entries of it.
+    Some(unsafe { core::slice::from_raw_parts(at as *const PageHash, len) }.to_vec())
+}
+
+/// Whether a region of this kind takes part in incremental checkpoints
+/// (its unchanged pages may come from an ancestor at restart): the private
+/// regions whose pages are stored by the scan, not the shared objects.
+pub fn incremental_region(kind: RegionKind, deleted: bool) -> bool {
+    matches!(
+        want_for(kind, deleted),
+        Some(Want::AnonData | Want::PrivateFileWritten)
+    )
 }
 
 /// What a dump ended with.
@@ -167,6 +212,7 @@ impl DumpPlan {
         maps_cap: usize,
         record_cap: usize,
         fork: Option<&ForkPlan>,
+        table_cap: usize,
     ) -> usize {
         let slots = slot_count(workers);
         let per_slot = CHUNK_BYTES
@@ -182,6 +228,8 @@ impl DumpPlan {
             + 4 * 65536
             + (1 << 20)
             + fork.map_or(0, ForkPlan::scratch_needed)
+            + table_cap * core::mem::size_of::<PageHash>()
+            + 64
     }
 
     /// Whether `fd` is one of the dump's own descriptors.
@@ -249,6 +297,12 @@ pub struct DumpStats {
     pub used_pagemap_scan: bool,
     /// Forked mode asked for, but this dump ran in the pause: why.
     pub fork_fallback: Option<&'static str>,
+    /// Incremental: pages left out because the parent chain holds them
+    /// unchanged.
+    pub unchanged_pages: u64,
+    /// The checksum of the END record's framing (what a child image
+    /// names its parent by).
+    pub end_checksum: u64,
 }
 
 /// A region as the dump sees it (plain data, lives in scratch).
@@ -1027,6 +1081,10 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
                     .load(core::sync::atomic::Ordering::Relaxed) as u32,
             ),
             session_role: Some(sys::session_role()),
+            parent: Some(crate::image::model::ParentRef {
+                name: plan.incr.as_ref().map_or(&[][..], |i| &i.parent_name),
+                end_checksum: plan.incr.as_ref().map_or(0, |i| i.parent_end),
+            }),
         }
         .encode(e)
     })?;
@@ -1146,7 +1204,14 @@ fn write_pages(
     let tmp = s.bytes(65536)?;
     let pagebuf = s.bytes(page)?;
     let every_shared_page = crate::capture::pages::swap_in_use(tmp);
+    TABLE_OUT[0].store(0, Release);
+    TABLE_OUT[1].store(0, Release);
+    // Room only: pages of it are touched as the table fills.
+    let table_room = crate::capture::scratch::FixedVec::new(s.room::<PageHash>(plan.table_cap)?);
+    let prev: &[PageHash] = plan.incr.as_ref().map_or(&[][..], |i| &i.prev);
+    let mut cursor = incr::Cursor::new(prev, table_room);
     for ri in 0..regions.len() {
+        cursor.skip_below(regions[ri].start);
         let shared = crate::capture::maps::is_shared_object(
             RegionKind::from_u32(regions[ri].kind).unwrap_or(RegionKind::Anon),
             path_of(&regions[ri]),
@@ -1164,6 +1229,10 @@ fn write_pages(
         // A zero page may be left out only where the restorer's fresh
         // memory reads as zero; over a file mapping it would show the file.
         let skip_zero = want != Want::PrivateFileWritten;
+        // An image with a parent must track every private region (a page
+        // it leaves out as zero would show the ancestor's copy).
+        let tracked = (plan.table_cap > 0 || plan.incr.is_some())
+            && matches!(want, Want::AnonData | Want::PrivateFileWritten);
         let mut present = 0u64;
         if let Some(shadow) = src.shadow.filter(|_| want == Want::AllResident) {
             for run in shadow.runs_of(ri as u32) {
@@ -1208,6 +1277,9 @@ fn write_pages(
                     if aliased && alias.stored(regions, r.offset + (addr - r.start)) {
                         continue;
                     }
+                    if tracked {
+                        store_vanished(&mut g, &mut cursor, src.mem, pagebuf, ri, r.start, addr)?;
+                    }
                     let bytes: &[u8] = if readable {
                         // SAFETY: addr is a present page of a readable mapping
                         // that nobody unmaps while the program is suspended.
@@ -1218,10 +1290,36 @@ fn write_pages(
                             .map_err(|errno| DumpError::ReadMemory { addr, errno })?;
                         pagebuf
                     };
-                    g.offer(ri, r.start, addr, bytes, skip_zero)?;
+                    if tracked {
+                        let hash = incr::hash_page(bytes);
+                        match cursor.previous(addr) {
+                            Some(h) if h == hash => {
+                                cursor.keep(addr, hash);
+                                cursor.unchanged += 1;
+                            }
+                            // Changed: stored even if now all zero (the
+                            // ancestor's copy must not show through).
+                            Some(_) => {
+                                cursor.keep(addr, hash);
+                                g.offer(ri, r.start, addr, bytes, false)?;
+                            }
+                            None if skip_zero && is_zero_page(bytes) => {
+                                g.stats.zero_pages += 1;
+                            }
+                            None => {
+                                cursor.keep(addr, hash);
+                                g.offer(ri, r.start, addr, bytes, false)?;
+                            }
+                        }
+                    } else {
+                        g.offer(ri, r.start, addr, bytes, skip_zero)?;
+                    }
                 }
             }
             at = next;
+        }
+        if tracked {
+            store_vanished(&mut g, &mut cursor, src.mem, pagebuf, ri, r.start, r.end)?;
         }
         let (had_pages, start, end) = (r.had_pages, r.start, r.end);
         regions[ri].present = present;
@@ -1230,6 +1328,12 @@ fn write_pages(
         }
     }
     g.finish()?;
+    let (table, unchanged) = cursor.finish();
+    g.stats.unchanged_pages = unchanged;
+    if let Some(t) = table {
+        TABLE_OUT[0].store(t.as_ptr() as usize, Release);
+        TABLE_OUT[1].store(t.len(), Release);
+    }
     g.stats.pages_ns = sys::now_ns() - t_pages;
     g.stats.write_call_ns = g.w.write_ns;
 
@@ -1250,8 +1354,35 @@ fn write_pages(
         end.encode_with_present(e, regions.iter().map(|r| r.present))
     })?;
     g.w.record(&rec[..n])?;
+    g.stats.end_checksum = u64::from_le_bytes(rec[16..24].try_into().unwrap_or([0; 8]));
     g.stats.file_len = g.w.len;
     Ok(g.stats)
+}
+
+/// Stores the pages of the previous table in `[start, upto)` of region
+/// `ri` that the scan did not report (read again: zero for anonymous
+/// memory, the file's content for a private file mapping), so that no
+/// ancestor's copy of them shows through at restart.
+#[allow(clippy::too_many_arguments)]
+fn store_vanished(
+    g: &mut Gatherer<'_>,
+    cursor: &mut incr::Cursor<'_>,
+    mem: &RawFd,
+    pagebuf: &mut [u8],
+    ri: usize,
+    start: u64,
+    upto: u64,
+) -> Result<(), DumpError> {
+    while let Some(addr) = cursor.take_below(upto) {
+        if addr < start {
+            continue;
+        }
+        mem.pread(pagebuf, addr)
+            .map_err(|errno| DumpError::ReadMemory { addr, errno })?;
+        cursor.keep(addr, incr::hash_page(pagebuf));
+        g.offer(ri, start, addr, pagebuf, false)?;
+    }
+    Ok(())
 }
 
 /// The parts of `range` outside `hole` (empty ones as `(x, x)`).

@@ -24,6 +24,7 @@ pub mod alloc_guard;
 pub mod compress;
 pub mod dump;
 pub mod forked;
+pub mod incremental;
 pub mod interrupted;
 pub mod maps;
 pub mod pages;

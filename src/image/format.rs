@@ -36,7 +36,7 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const MAGIC: [u8; 8] = *b"SELFCKPT";
 pub const FORMAT_MAJOR: u16 = 1;
-pub const FORMAT_MINOR: u16 = 8;
+pub const FORMAT_MINOR: u16 = 9;
 /// The first minor version that may carry a MAC record after END.
 pub const MAC_SINCE_MINOR: u16 = 1;
 /// The first minor version whose END ends with the bytes present per region.
@@ -58,6 +58,9 @@ pub const SESSION_ROLE_SINCE_MINOR: u16 = 7;
 /// The first minor version whose KERNEL ends with the tagged object list
 /// (`kstate::objects`).
 pub const OBJECTS_SINCE_MINOR: u16 = 8;
+/// The first minor version whose META ends with the parent reference of
+/// an incremental image (`Meta::parent`).
+pub const PARENT_SINCE_MINOR: u16 = 9;
 /// The mailbox layout an image older than [`MAILBOX_LAYOUT_SINCE_MINOR`]
 /// stands for: the one every library that wrote 1.0 to 1.4 images has
 /// (`restorer_abi::MAILBOX_LAYOUT` 1).
@@ -277,6 +280,17 @@ pub fn seal_record_split(head: &mut [u8], tail: &[u8], kind: RecordKind) -> u64 
 
 /// Encodes a record's payload with `f` into `buf` (after room for the
 /// framing), seals it and returns the whole record's length.
+/// The checksum a record of `kind` with this payload carries in its
+/// framing (flags 0).
+pub fn record_checksum(kind: RecordKind, payload: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&(kind as u32).to_le_bytes());
+    h.update(&0u32.to_le_bytes());
+    h.update(&(payload.len() as u64).to_le_bytes());
+    h.update(payload);
+    h.digest()
+}
+
 pub fn build_record(
     buf: &mut [u8],
     kind: RecordKind,

@@ -1,6 +1,7 @@
 //! The image: file format (docs/IMAGE_FORMAT.md), item encoding, and a
 //! reader that validates a whole image.
 
+pub mod chain;
 pub mod codec;
 pub mod format;
 pub mod mac;

@@ -90,6 +90,19 @@ pub struct Meta<'a> {
     /// checkpoint (format 1.7; `None` in an older image): [`SESSION_MEMBER`],
     /// [`GROUP_LEADER`] or [`SESSION_LEADER`].
     pub session_role: Option<u8>,
+    /// The parent reference (format 1.9; `None` in an older image): an
+    /// empty name in a full image. [`Meta::parent_image`] gives the parent
+    /// of an incremental one.
+    pub parent: Option<ParentRef<'a>>,
+}
+
+/// What an incremental image's META says of its parent: the parent's file
+/// name (in the same directory) and the checksum of its END record's
+/// framing, which names exactly one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParentRef<'a> {
+    pub name: &'a [u8],
+    pub end_checksum: u64,
 }
 
 /// `Meta::session_role`: in another process's group.
@@ -119,10 +132,19 @@ impl<'a> Meta<'a> {
         if let Some(layout) = self.mailbox_layout {
             e.u32(layout)?;
         }
-        match self.session_role {
-            Some(role) => e.u8(role),
-            None => Ok(()),
+        if let Some(role) = self.session_role {
+            e.u8(role)?;
         }
+        if let Some(p) = self.parent {
+            e.bytes(p.name)?;
+            e.u64(p.end_checksum)?;
+        }
+        Ok(())
+    }
+
+    /// The parent of an incremental image; None for a full one.
+    pub fn parent_image(&self) -> Option<ParentRef<'a>> {
+        self.parent.filter(|p| !p.name.is_empty())
     }
 
     /// Decodes the record of an image of format minor `minor`: the mailbox
@@ -151,6 +173,14 @@ impl<'a> Meta<'a> {
             },
             session_role: if minor >= super::format::SESSION_ROLE_SINCE_MINOR {
                 Some(d.u8()?)
+            } else {
+                None
+            },
+            parent: if minor >= super::format::PARENT_SINCE_MINOR {
+                Some(ParentRef {
+                    name: d.bytes()?,
+                    end_checksum: d.u64()?,
+                })
             } else {
                 None
             },
@@ -975,6 +1005,7 @@ mod tests {
             identity: 2,
             mailbox_layout,
             session_role: None,
+            parent: None,
         }
     }
 
@@ -1024,6 +1055,38 @@ mod tests {
         assert_eq!(Meta::decode(&mut d, 6).unwrap(), meta(Some(1)));
         d.finish().unwrap();
         assert!(Meta::decode(&mut Decoder::new(&old), 7).is_err());
+    }
+
+    #[test]
+    fn meta_round_trips_with_the_parent_from_1_9_on() {
+        let m = Meta {
+            session_role: Some(SESSION_LEADER),
+            parent: Some(ParentRef {
+                name: b"p.ckpt",
+                end_checksum: 42,
+            }),
+            ..meta(Some(1))
+        };
+        let buf = encoded_meta(&m);
+        let mut d = Decoder::new(&buf);
+        let back = Meta::decode(&mut d, 9).unwrap();
+        d.finish().unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.parent_image().map(|p| p.end_checksum), Some(42));
+        // A 1.8 record has none; a 1.9 one must.
+        let old = Meta { parent: None, ..m };
+        let old = encoded_meta(&old);
+        assert_eq!(old.len() + 4 + 6 + 8, buf.len());
+        assert!(Meta::decode(&mut Decoder::new(&old), 9).is_err());
+        // A full 1.9 image records an empty name: no parent.
+        let full = Meta {
+            parent: Some(ParentRef {
+                name: b"",
+                end_checksum: 0,
+            }),
+            ..m
+        };
+        assert_eq!(full.parent_image(), None);
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct ImageFile {
     regions: Vec<u8>,
     kernel: Vec<u8>,
     threads: Vec<u8>,
+    /// The checksum of the END record's framing, once read (what a child
+    /// incremental image names this one by).
+    pub end_checksum: Option<u64>,
 }
 
 /// The decoded metadata of an image.
@@ -206,6 +209,7 @@ impl ImageFile {
             owner_mode: None,
             reader,
             file: None,
+            end_checksum: None,
             meta,
             regions,
             kernel,
@@ -441,6 +445,10 @@ impl ImageFile {
                     let end = EndRecord::decode(&mut d, self.header.minor)
                         .map_err(malformed(rec.offset, "END"))?;
                     check_region_present(&end, &bounds, page)?;
+                    self.end_checksum = Some(super::format::record_checksum(
+                        RecordKind::End,
+                        &rec.payload,
+                    ));
                     return Ok(end);
                 }
                 (RecordKind::Chunk, Some(sk)) => skimmed_chunk(rec.offset, sk, &bounds, page),

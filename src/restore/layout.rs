@@ -6,6 +6,7 @@
 
 use super::{huge, RestoreError};
 use crate::capture::maps::{MapsParser, RegionKind};
+use crate::image::chain::{self, Ancestor};
 use crate::image::format::FormatError;
 use crate::image::model::{FdEntry, IntervalTimers, MmLayout, SigAction, SignalSet, ThreadState};
 use crate::image::read::{Chunk, ImageFile, ImageView};
@@ -320,6 +321,19 @@ impl Plan {
     /// `2 x threads` chunks wait in between, so memory stays bounded
     /// whatever the image's size.
     pub fn stage_all(&mut self, img: ImageFile) -> Result<StageStats, RestoreError> {
+        self.stage_all_chain(img, Vec::new())
+    }
+
+    /// As [`Plan::stage_all`] for an incremental image: once the staging
+    /// mappings are made, the pages of its ancestors (parent first in
+    /// `ancestors`) are laid in, the oldest first, where the chain says
+    /// they are still the program's; the image's own chunks go last, so
+    /// each page comes from the newest image that has it.
+    pub fn stage_all_chain(
+        &mut self,
+        img: ImageFile,
+        ancestors: Vec<Ancestor>,
+    ) -> Result<StageStats, RestoreError> {
         let huge_plans = if huge::wanted(self.page, crate::settings::restart_thp()?) {
             let file = std::fs::File::open(&self.path)
                 .map_err(|e| RestoreError::Io(format!("cannot open {}", self.path.display()), e))?;
@@ -353,6 +367,9 @@ impl Plan {
         }
         self.shared.make_unmapped()?;
         let page = self.page;
+        for anc in ancestors.into_iter().rev() {
+            place_ancestor(anc, &self.regions, page)?;
+        }
         let threads = decode_threads();
         let mut stats = StageStats {
             chunks: 0,
@@ -671,6 +688,50 @@ fn place_chunk(base: u64, page: u64, c: &Chunk, buf: &mut Vec<u8>) -> Result<(),
         };
     }
     c.place(&mut dsts, buf)
+}
+
+/// Lays the pages of one ancestor into the staging mappings of the image
+/// being restarted, where its `usable` ranges say they still hold.
+fn place_ancestor(anc: Ancestor, regions: &[StagedRegion], page: u64) -> Result<(), RestoreError> {
+    let usable = anc.usable.clone();
+    let mut buf = Vec::new();
+    let page_len = page as usize;
+    anc.read(|c, (region_start, _)| {
+        buf.resize(c.header.raw_len as usize, 0);
+        c.decode_into(&mut buf)?;
+        let mut pages = buf.chunks_exact(page_len);
+        for run in &c.runs {
+            for p in 0..run.pages as u64 {
+                let Some(src) = pages.next() else {
+                    return Err(FormatError::Invalid("chunk shorter than its runs".into()));
+                };
+                let addr = region_start + (run.first_page + p) * page;
+                if !chain::contains(&usable, addr) {
+                    continue;
+                }
+                let i = regions.partition_point(|r| r.end <= addr);
+                let Some((r, base)) = regions
+                    .get(i)
+                    .filter(|r| r.start <= addr)
+                    .and_then(|r| Some((r, r.staging?)))
+                else {
+                    continue;
+                };
+                // SAFETY: `addr` lies in region `r`, whose staging mapping
+                // at `base` has the region's size and is writable and
+                // private to this process; no other thread writes it now.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        (base + (addr - r.start)) as *mut u8,
+                        page_len,
+                    )
+                };
+            }
+        }
+        Ok(())
+    })
+    .map_err(RestoreError::Chain)
 }
 
 fn open_file(name: &[u8], write: bool) -> std::io::Result<std::fs::File> {

@@ -31,6 +31,8 @@ pub enum RestoreError {
     Setting(#[from] crate::settings::SettingError),
     #[error("{path}: {source}")]
     Image { path: PathBuf, source: ReadError },
+    #[error("{0}; restart refused")]
+    Chain(crate::image::chain::ChainError),
     #[error("{path}: the image is for {image}, this machine is {host}")]
     Arch {
         path: PathBuf,
@@ -241,12 +243,21 @@ pub fn restart(
             }
         }
     };
+    let key = crate::image::mac::MacKey::from_env();
+    let ancestors =
+        crate::image::chain::open_ancestors(path, &view, img.header.page_size, key.as_ref())
+            .map_err(RestoreError::Chain)?;
+    // An ancestor's pages become the program's memory: each must be the
+    // user's own and not writable by others, as the image itself.
+    for a in &ancestors {
+        check_ownership(&a.img.path, &a.img)?;
+    }
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
     let recorded_layout = view.meta.mailbox_layout;
     drop(view);
     let t0 = std::time::Instant::now();
-    let staged = plan.stage_all(img)?;
+    let staged = plan.stage_all_chain(img, ancestors)?;
     if opts.verbose {
         eprintln!(
             "selfckpt: staged {} regions, {} chunks, in {:.3}s",

@@ -314,11 +314,23 @@ pub fn with_thread_pending(img: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u
 pub const META_MAILBOX_LAYOUT_LEN: usize = 4;
 /// META's session role (format 1.7): after the mailbox layout.
 pub const META_SESSION_ROLE_LEN: usize = 1;
+/// META's parent reference of a full image (format 1.9): an empty name
+/// and a zero checksum, after the session role.
+pub const META_PARENT_LEN: usize = 4 + 8;
+
+/// Bytes of META after the session role.
+fn after_session_role(img: &[u8]) -> usize {
+    if minor_of(img) >= 9 {
+        META_PARENT_LEN
+    } else {
+        0
+    }
+}
 
 /// `img` with META's restart mailbox layout (format 1.5) set to `layout`.
 pub fn with_mailbox_layout(img: &[u8], layout: u32) -> Vec<u8> {
     let after = if minor_of(img) >= 7 {
-        META_SESSION_ROLE_LEN
+        META_SESSION_ROLE_LEN + after_session_role(img)
     } else {
         0
     };
@@ -330,8 +342,9 @@ pub fn with_mailbox_layout(img: &[u8], layout: u32) -> Vec<u8> {
 
 /// `img` (format 1.7 or later) with META's session role set to `role`.
 pub fn with_session_role(img: &[u8], role: u8) -> Vec<u8> {
+    let after = after_session_role(img);
     with_record(img, 1, |p| {
-        let at = p.len() - META_SESSION_ROLE_LEN;
+        let at = p.len() - after - META_SESSION_ROLE_LEN;
         p[at] = role;
     })
 }
@@ -344,6 +357,11 @@ pub fn with_session_role(img: &[u8], role: u8) -> Vec<u8> {
 /// list at the end of END before 1.2), resealed.
 pub fn as_minor(img: &[u8], minor: u16) -> Vec<u8> {
     let mut out = img.to_vec();
+    if minor < 9 {
+        // A full image's parent reference (empty name, zero checksum).
+        out = with_record(&out, 1, |p| p.truncate(p.len() - META_PARENT_LEN));
+        out[10..12].copy_from_slice(&8u16.to_le_bytes());
+    }
     if minor < 8 {
         out = with_kernel_objects(&out, |t| t.clear());
         // What follows reads the record as the 1.7 it now is.

@@ -10,7 +10,8 @@
 //! (SELFCKPT_KEY set, no MAC or another key's) or understand (a newer
 //! format); remove a file or directory the user does not own, or a symlink
 //! or other non-regular file; or remove the temporary file of a checkpoint
-//! still being written (its writer holds the lock, whatever its pid says).
+//! still being written (its writer holds the lock, whatever its pid says);
+//! or remove an ancestor of a kept incremental image.
 
 use selfckpt::imagedir::{self, euid};
 use std::collections::HashMap;
@@ -37,6 +38,19 @@ pub fn gc(dir: &std::path::Path, keep: usize, dry_run: bool) -> Result<(), Strin
             doomed.push((e.path.clone(), "old"));
         }
     }
+    // An incremental image's ancestors stay as long as it does.
+    let needed: Vec<PathBuf> = by_program
+        .values()
+        .flat_map(|list| list.iter().skip(list.len().saturating_sub(keep)))
+        .flat_map(|e| imagedir::ancestors_of(&e.path))
+        .collect();
+    doomed.retain(|(p, _)| {
+        let keep_it = needed.contains(p);
+        if keep_it {
+            println!("kept (an ancestor of a kept image) {}", p.display());
+        }
+        !keep_it
+    });
     for t in imagedir::stale_temps(dir, None) {
         doomed.push((t, "incomplete"));
     }

@@ -261,8 +261,8 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     images.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     let newest_set = tree::newest_valid_set(dir, None);
     for p in images.iter().rev() {
-        match scan(p) {
-            Ok(_) => {
+        match usable(p) {
+            Ok(()) => {
                 let created = ImageFile::open(p)
                     .ok()
                     .and_then(|i| i.view().ok().map(|v| v.meta.created_unix_ns))
@@ -278,6 +278,13 @@ fn newest_valid(dir: &Path) -> Result<PathBuf, String> {
     newest_set
         .map(|(p, _)| p)
         .ok_or_else(|| format!("no valid image in {}", dir.display()))
+}
+
+/// Whether the image at `path` and its whole chain (an incremental
+/// image's ancestors) verify.
+pub(crate) fn usable(path: &Path) -> Result<(), String> {
+    scan(path)?;
+    verify_chain(path).map(|_| ())
 }
 
 struct Scan {
@@ -313,11 +320,17 @@ fn verify(path: &Path) -> Result<(), String> {
     }
     let s = scan(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
     let keyed = selfckpt::image::mac::MacKey::from_env().is_some();
+    let ancestors = verify_chain(path).map_err(|e| format!("{}: DAMAGED: {e}", path.display()))?;
     println!(
-        "{}: OK ({} records, {} chunks{})",
+        "{}: OK ({} records, {} chunks{}{})",
         path.display(),
         s.end.records + 1,
         s.end.chunks,
+        if ancestors > 0 {
+            format!(", incremental: {ancestors} ancestor image(s) verified")
+        } else {
+            String::new()
+        },
         match (s.mac_present, keyed) {
             (true, true) => ", MAC verified",
             (true, false) => ", MAC present but not checked: SELFCKPT_KEY is not set",
@@ -325,6 +338,28 @@ fn verify(path: &Path) -> Result<(), String> {
         }
     );
     Ok(())
+}
+
+/// Verifies every ancestor of an incremental image (each record's
+/// checksum, each chunk decoded, each the very image its child names);
+/// how many there were.
+fn verify_chain(path: &Path) -> Result<usize, String> {
+    let key = selfckpt::image::mac::MacKey::from_env();
+    let img = ImageFile::open_with_key(path, key.as_ref()).map_err(|e| e.to_string())?;
+    let v = img.view().map_err(|e| e.to_string())?;
+    let ancestors =
+        selfckpt::image::chain::open_ancestors(path, &v, img.header.page_size, key.as_ref())
+            .map_err(|e| e.to_string())?;
+    let n = ancestors.len();
+    let mut buf = Vec::new();
+    for a in ancestors {
+        a.read(|c, _| {
+            buf.resize(c.header.raw_len as usize, 0);
+            c.decode_into(&mut buf)
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
 }
 
 fn prot_str(p: u32) -> String {
@@ -521,6 +556,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
             "restarts": m.restarts, "identity": identity_name(m.identity),
             "mailbox_layout": m.mailbox_layout,
             "session_role": m.session_role.map(session_role_name),
+            "parent": m.parent_image().map(|p| lossy(p.name)),
             "kernel": lossy(m.kernel_release), "hostname": lossy(m.hostname),
             "selfckpt_version": lossy(m.selfckpt_version),
             "exe": lossy(m.exe_path), "build_id": selfckpt::elfid::hex(m.exe_build_id),
@@ -561,6 +597,13 @@ fn inspect(path: &Path, json: bool) -> Result<(), String> {
     );
     if let Some(role) = m.session_role {
         println!("session    {}", session_role_name(role));
+    }
+    if let Some(p) = m.parent_image() {
+        println!(
+            "parent     {} (incremental: pages not stored here come from it; END checksum {:#018x})",
+            shown(p.name),
+            p.end_checksum
+        );
     }
     if m.restarts > 0 {
         println!(

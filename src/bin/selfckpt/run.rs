@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// copy-on-write child writes the image (SELFCKPT_FORKED=1).
     #[arg(long)]
     forked: bool,
+    /// Incremental checkpoints: an image holds only the pages changed
+    /// since its parent image (SELFCKPT_INCREMENTAL=1).
+    #[arg(long)]
+    incremental: bool,
     /// Checkpoint the program alone, not the processes it starts (a
     /// checkpoint names the live children it leaves out).
     #[arg(long)]
@@ -193,8 +197,8 @@ fn newest_image_of(dir: &Path, instance: &str) -> Option<(PathBuf, u64)> {
     // is newer than every single image.
     let set = crate::tree::newest_valid_set(dir, Some(instance));
     for ((created, _), p) in images.into_iter().rev() {
-        match crate::scan(&p) {
-            Ok(_) => {
+        match crate::usable(&p) {
+            Ok(()) => {
                 return match set {
                     Some((s, t)) if t > created => Some((s, t)),
                     _ => Some((p, created)),
@@ -344,6 +348,14 @@ pub fn run(a: RunArgs) -> Result<(), String> {
         .env(settings::LEVEL.name, a.level.to_string())
         .env(settings::CHILDREN.name, if a.no_tree { "0" } else { "1" })
         .env(settings::FORKED.name, if a.forked { "1" } else { "0" })
+        .env(
+            settings::INCREMENTAL.name,
+            if a.incremental {
+                "1".to_string()
+            } else {
+                std::env::var(settings::INCREMENTAL.name).unwrap_or_else(|_| "0".into())
+            },
+        )
         .env(
             settings::UNBLOCK.name,
             triggers
