@@ -303,9 +303,12 @@ fn kill_usr1_checkpoints_resume_in_the_call() {
         let dir = tmp.path().join(format!("ck-{tids}"));
         let first = dir.with_extension("first");
         let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, tids, &["send"]), &first);
-        for n in 0..4 {
-            wait_new_image(&dir, n);
-        }
+        // The fourth checkpoint (counted in stats.jsonl: older images are
+        // pruned), taken before the program forks its waitpid child.
+        wait_for("four checkpoints", 60, || {
+            std::fs::read_to_string(dir.join("stats.jsonl"))
+                .is_ok_and(|s| s.lines().filter(|l| l.contains("\"path\"")).count() >= 4)
+        });
         let image = images(&dir).pop().unwrap();
         wait_stats_line(&dir, &image);
         kill_tree(&mut child, libc::SIGKILL);
