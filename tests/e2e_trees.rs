@@ -130,6 +130,46 @@ fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for
     });
 }
 
+/// A parent and its forked child exchanging counters over one
+/// socketpair (`mode`: each closed the end it does not use, or both kept
+/// both): one connection between them, made again by the tree with what
+/// was queued each way.
+fn socketpair_between_members(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["50", mode], 15, |rec| {
+        let members = pids(rec, "members");
+        assert_eq!(members.len(), 2, "{rec}");
+        let socks: Vec<_> = rec["shared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "socket")
+            .collect();
+        // Both ends of the one connection, each naming the other.
+        assert_eq!(socks.len(), 2, "{rec}");
+        assert_eq!(socks[0]["peer"], socks[1]["ino"], "{rec}");
+        let holders = |s: &serde_json::Value| s["ends"].as_array().unwrap().len();
+        let want = if mode == "socketpair" { 1 } else { 2 };
+        assert!(socks.iter().all(|s| holders(s) == want), "{rec}");
+    });
+}
+
+#[test]
+fn parent_and_forked_child_exchange_counters_over_a_socketpair() {
+    socketpair_between_members("socketpair");
+}
+
+#[test]
+fn parent_and_child_both_holding_both_ends_of_a_socketpair() {
+    socketpair_between_members("socketpair-open");
+}
+
 #[test]
 fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();

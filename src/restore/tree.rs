@@ -4,7 +4,8 @@
 //!  selfckpt restart SET
 //!    check the record and every member's image (as a single restart does)
 //!    PID namespace of our own (pidns): the root gets its pid
-//!    root: its process group; the pipes shared between members, refilled
+//!    root: its process group; the pipes shared between members, refilled;
+//!      one socketpair per UNIX connection between members, refilled
 //!      └─ fork each child with its exact pid (clone3 set_tid), which
 //!         makes its group or session, forks its own children, ...
 //!         zombies: a child that ends at once with the recorded status
@@ -57,7 +58,7 @@ pub fn restart_tree(
         let shared: Vec<i32> = rec
             .shared
             .iter()
-            .filter(|s| s.ends.iter().any(|e| e.pid != s.ends[0].pid))
+            .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
             .flat_map(|s| s.ends.iter())
             .filter(|e| e.pid == m.pid)
             .map(|e| e.fd)
@@ -79,6 +80,7 @@ pub fn restart_tree(
         }
     }
     let data = pipe_data(&rec, &images);
+    let sockets = socket_ends(&rec, &images);
     match super::pidns::enter(rec.root, opts.verbose) {
         super::pidns::Identity::Exact => {}
         super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
@@ -91,6 +93,12 @@ pub fn restart_tree(
         Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
     };
     pipes.extend(open_files(&rec, &images, above, opts));
+    match make_sockets(&rec, &sockets, above) {
+        Ok(p) => pipes.extend(p),
+        Err(e) => fail(format!(
+            "cannot make the sockets between processes again: {e}"
+        )),
+    }
     let root = rec.members[0].clone();
     // The root's group (or session) first: its children are born in it.
     super::handover::own_process_group(session_role(&root));
@@ -344,6 +352,60 @@ fn make_pipes(
     Ok(out)
 }
 
+/// Each shared socket end as an image recorded it (with its queue: the
+/// first descriptor of a socket in an image holds it).
+fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> Vec<crate::kstate::sockets::Socket> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out: Vec<crate::kstate::sockets::Socket> = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for x in view.kernel.objects.sockets() {
+            let shared = rec
+                .shared
+                .iter()
+                .any(|s| s.kind == "socket" && s.ino == x.ino);
+            if shared && !out.iter().any(|o| o.ino == x.ino) {
+                out.push(x.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One socketpair per connection between members, each end with its
+/// queue, options and shutdown state, numbered `above` or higher.
+fn make_sockets(
+    rec: &TreeRecord,
+    ends: &[crate::kstate::sockets::Socket],
+    above: i32,
+) -> Result<Vec<Pipe>, String> {
+    let mut out: Vec<Pipe> = Vec::new();
+    for s in rec.shared.iter().filter(|s| s.kind == "socket") {
+        if out.iter().any(|p| p.ino == s.ino) {
+            continue;
+        }
+        let find = |ino: u64| {
+            ends.iter()
+                .find(|x| x.ino == ino)
+                .ok_or_else(|| format!("socket {ino} is in no member's image"))
+        };
+        let (a, b) =
+            crate::kstate::sockets::restore::make_connection(find(s.ino)?, find(s.peer)?, above)?;
+        for (ino, fd) in [(s.ino, a), (s.peer, b)] {
+            out.push(Pipe {
+                kind: "socket",
+                ino,
+                rd: fd,
+                wr: fd,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Puts this member's ends of the shared pipes at their numbers (with
 /// their flags) and closes the tree's copies; returns the numbers placed.
 fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
@@ -367,7 +429,7 @@ fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
             // status flags.
             let ok = unsafe {
                 libc::dup3(from, e.fd, cloexec) == e.fd
-                    && (p.kind != "pipe"
+                    && (p.kind == "file"
                         || libc::fcntl(e.fd, libc::F_SETFL, e.flags as i32 & libc::O_NONBLOCK) == 0)
             };
             if ok {
