@@ -170,6 +170,32 @@ fn parent_and_child_both_holding_both_ends_of_a_socketpair() {
     socketpair_between_members("socketpair-open");
 }
 
+/// A parent and its forked child taking turns on counters in one
+/// MAP_SHARED page (`mode`: shared anonymous memory, or an unlinked
+/// /dev/shm file): the tree makes the object once and both map it.
+fn shared_memory_between_members(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_shm");
+    if !build_c("tree_shm", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["40", mode], 12, |rec| {
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+    });
+}
+
+#[test]
+fn parent_and_child_take_turns_in_shared_anonymous_memory() {
+    shared_memory_between_members("anon");
+}
+
+#[test]
+fn parent_and_child_take_turns_in_an_unlinked_dev_shm_file() {
+    shared_memory_between_members("devshm");
+}
+
 #[test]
 fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();

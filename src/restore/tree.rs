@@ -9,8 +9,11 @@
 //!      └─ fork each child with its exact pid (clone3 set_tid), which
 //!         makes its group or session, forks its own children, ...
 //!         zombies: a child that ends at once with the recorded status
+//!    root: the shared memory several members map, made once (inherited)
 //!    each process: its shared descriptors at their numbers, then the
-//!    restore of its own image (`restart` with `TreePlace`)
+//!    restore of its own image (`restart` with `TreePlace`), mapping the
+//!    tree's memory objects; with shared memory, none runs before all are
+//!    filled (`Barrier`)
 //! ```
 //!
 //! Nothing irreversible happens before every image passed its checks; a
@@ -81,6 +84,7 @@ pub fn restart_tree(
     }
     let data = pipe_data(&rec, &images);
     let sockets = socket_ends(&rec, &images);
+    let memory = shared_memory(&images);
     match super::pidns::enter(rec.root, opts.verbose) {
         super::pidns::Identity::Exact => {}
         super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
@@ -99,6 +103,18 @@ pub fn restart_tree(
             "cannot make the sockets between processes again: {e}"
         )),
     }
+    // The shared memory several members map: made once, inherited.
+    let objects = match super::shared::make_tree_objects(&memory) {
+        Ok(o) => o,
+        Err(e) => fail(format!("cannot make the shared memory again: {e}")),
+    };
+    let barrier = match objects.is_empty() {
+        true => None,
+        false => match Barrier::new(rec.members.len() as u32) {
+            Ok(b) => Some(b),
+            Err(e) => fail(format!("cannot make the tree's barrier: {e}")),
+        },
+    };
     let root = rec.members[0].clone();
     // The root's group (or session) first: its children are born in it.
     super::handover::own_process_group(session_role(&root));
@@ -109,10 +125,72 @@ pub fn restart_tree(
     let placed = place_fds(&rec.shared, &pipes, me);
     let path = set.join(&m.image);
     let mut o = opts.clone();
-    o.tree = Some(TreePlace { placed });
+    o.tree = Some(TreePlace {
+        placed,
+        objects,
+        barrier,
+    });
     match super::restart(&path, blob, &o) {
         Ok(never) => match never {},
         Err(e) => fail(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A count of the tree's processes done filling their memory, in a
+/// shared page every process inherits.
+#[derive(Clone, Debug)]
+pub struct Barrier {
+    at: u64,
+    of: u32,
+}
+
+impl Barrier {
+    /// A barrier for `of` processes (made before they fork).
+    fn new(of: u32) -> std::io::Result<Barrier> {
+        // SAFETY: a new shared anonymous page wherever the kernel finds room.
+        let at = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Barrier { at: at as u64, of })
+    }
+
+    /// Counts this process in, waits (at most a minute) until every
+    /// process is, then unmaps the page.
+    pub fn pass(&self) -> std::io::Result<()> {
+        use core::sync::atomic::{AtomicU32, Ordering::AcqRel, Ordering::Acquire};
+        // SAFETY: the page was mapped by `new` before the fork, shared,
+        // and holds only this counter (zero at first).
+        let n = unsafe { &*(self.at as *const AtomicU32) };
+        n.fetch_add(1, AcqRel);
+        let t0 = std::time::Instant::now();
+        let all = loop {
+            if n.load(Acquire) >= self.of {
+                break true;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        };
+        // SAFETY: unmapping the barrier's page, used by nothing else here.
+        unsafe { libc::munmap(self.at as *mut libc::c_void, 4096) };
+        if all {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(
+                "another process of the tree did not come back within a minute",
+            ))
+        }
     }
 }
 
@@ -350,6 +428,27 @@ fn make_pipes(
         }
     }
     Ok(out)
+}
+
+/// Each member's shared memory objects, as its image names them.
+fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
+    let key = crate::image::mac::MacKey::from_env();
+    let page = crate::capture::sys::page_size() as u64;
+    let mut out = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let memfds: Vec<_> = view.kernel.objects.memfds().cloned().collect();
+        out.push(super::shared::SharedObjects::new(
+            &view.regions,
+            &memfds,
+            &[],
+            page,
+        ));
+    }
+    out
 }
 
 /// Each shared socket end as an image recorded it (with its queue: the
