@@ -196,6 +196,46 @@ fn parent_and_child_take_turns_in_an_unlinked_dev_shm_file() {
     shared_memory_between_members("devshm");
 }
 
+/// Python's `multiprocessing.Pool(2)`, restarted in the middle of its
+/// map: its workers share with the parent the pipes, the queues' locks
+/// (semaphores in unlinked /dev/shm files) and a `Value` (in the
+/// multiprocessing heap, an unlinked /dev/shm file too) each task adds
+/// to under its lock: the parent's total is right only if the workers'
+/// additions after the restart still reach its memory.
+#[test]
+fn a_python_multiprocessing_pool_resumes_mid_map() {
+    if !have("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("pool.py");
+    std::fs::write(
+        &script,
+        "import multiprocessing, time\n\
+         def init(v):\n    global total\n    total = v\n\
+         def work(n):\n\
+         \x20   time.sleep(0.05)\n\
+         \x20   with total.get_lock():\n        total.value += n\n\
+         \x20   return n * n + 1\n\
+         if __name__ == '__main__':\n\
+         \x20   v = multiprocessing.Value('l', 0)\n\
+         \x20   with multiprocessing.Pool(2, initializer=init, initargs=(v,)) as p:\n\
+         \x20       for i, r in enumerate(p.imap(work, range(60), chunksize=1)):\n\
+         \x20           print(i, r, flush=True)\n\
+         \x20   print('total', v.value, flush=True)\n",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), "python3", &[script], 15, |rec| {
+        assert!(pids(rec, "members").len() >= 3, "{rec}");
+    });
+}
+
 #[test]
 fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();
