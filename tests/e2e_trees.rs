@@ -182,7 +182,17 @@ fn shared_memory_between_members(mode: &str) {
     lib("libselfckpt.so");
     let exe = exe.to_str().unwrap();
     checkpoint_kill_resume(tmp.path(), exe, &["40", mode], 12, |rec| {
-        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+        let members = pids(rec, "members");
+        assert_eq!(members.len(), 2, "{rec}");
+        // The page, mapped by both.
+        let memory: Vec<_> = rec["shared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "memory")
+            .collect();
+        assert_eq!(memory.len(), 1, "{rec}");
+        assert_eq!(memory[0]["ends"].as_array().unwrap().len(), 2, "{rec}");
     });
 }
 

@@ -61,6 +61,7 @@ pub fn restart_tree(
         let shared: Vec<i32> = rec
             .shared
             .iter()
+            .filter(|s| s.kind != "memory")
             .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
             .flat_map(|s| s.ends.iter())
             .filter(|e| e.pid == m.pid)
@@ -371,7 +372,10 @@ fn pipe_data(rec: &TreeRecord, images: &[PathBuf]) -> Vec<(u64, Vec<u8>)> {
         };
         let Ok(view) = img.view() else { continue };
         for pc in &view.kernel.pipes {
-            let shared = rec.shared.iter().any(|s| s.ino == pc.ino);
+            let shared = rec
+                .shared
+                .iter()
+                .any(|s| s.kind == "pipe" && s.ino == pc.ino);
             if shared && !out.iter().any(|(ino, _)| *ino == pc.ino) {
                 out.push((pc.ino, pc.data.to_vec()));
             }

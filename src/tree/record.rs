@@ -70,6 +70,10 @@ pub struct Shared {
     pub ends: Vec<End>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peer: u64,
+    /// A shared memory object's device (`memory`: the object is
+    /// (`dev`, `ino`), its ends the members that map it, fd -1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dev: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -184,13 +188,20 @@ impl TreeRecord {
             }
         }
         for s in &self.shared {
-            if s.ends.iter().any(|e| !is_member(e.pid) || e.fd < 0) {
+            let fd_ok = |fd: i32| {
+                if s.kind == "memory" {
+                    fd == -1
+                } else {
+                    fd >= 0
+                }
+            };
+            if s.ends.iter().any(|e| !is_member(e.pid) || !fd_ok(e.fd)) {
                 return Err(format!(
                     "shared {} {} names a process that is not a member",
                     s.kind, s.ino
                 ));
             }
-            if !matches!(s.kind.as_str(), "pipe" | "file" | "socket") {
+            if !matches!(s.kind.as_str(), "pipe" | "file" | "socket" | "memory") {
                 return Err(format!("shared {} {}: no such kind", s.kind, s.ino));
             }
             // A connection's two ends are both recorded, each naming the
@@ -373,6 +384,7 @@ mod tests {
             ino,
             ends,
             peer,
+            dev: 0,
         };
         let mut good = rec();
         good.shared = vec![sock(5, 6, vec![end(10, 3)]), sock(6, 5, vec![end(11, 4)])];

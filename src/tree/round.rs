@@ -577,6 +577,9 @@ impl RootRound {
             .map_err(|why| Error::Tree(format!("the tree's sockets: {why}")))?;
         self.record.shared.extend(sockets);
         self.record
+            .shared
+            .extend(shared_memory(&self.pending.tmp, &self.record.members));
+        self.record
             .check()
             .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
         let path = self.pending.commit(&self.record)?;
@@ -648,6 +651,51 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
             ino,
             ends,
             peer: 0,
+            dev: 0,
+        })
+        .collect()
+}
+
+/// The shared memory objects (`capture::maps::is_shared_object`, System
+/// V segments but) that more than one member maps, named by their
+/// regions' stamps: a tree restart makes each once for all of them.
+fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
+    use crate::capture::maps::{is_shared_object, RegionKind};
+    let key = crate::image::mac::MacKey::from_env();
+    let mut by_obj: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for r in &view.regions {
+            let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+            if kind != RegionKind::SysvShm && r.stamp.ino != 0 && is_shared_object(kind, r.path) {
+                let pids = by_obj.entry((r.stamp.dev, r.stamp.ino)).or_default();
+                if !pids.contains(&m.pid) {
+                    pids.push(m.pid);
+                }
+            }
+        }
+    }
+    by_obj
+        .into_iter()
+        .filter(|(_, pids)| pids.len() > 1)
+        .map(|((dev, ino), pids)| Shared {
+            kind: "memory".into(),
+            ino,
+            ends: pids
+                .into_iter()
+                .map(|pid| record::End {
+                    pid,
+                    fd: -1,
+                    flags: 0,
+                })
+                .collect(),
+            peer: 0,
+            dev,
         })
         .collect()
 }
@@ -714,6 +762,7 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
                 ino,
                 ends: ends.clone(),
                 peer: *peer,
+                dev: 0,
             });
         }
     }

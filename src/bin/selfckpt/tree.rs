@@ -101,6 +101,9 @@ pub fn inspect_set(path: &Path, json: bool) -> Result<(), String> {
                 .ends
                 .iter()
                 .map(|e| {
+                    if s.kind == "memory" {
+                        return format!("{} (mapped)", e.pid);
+                    }
                     let dir = if e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY {
                         "read"
                     } else {
