@@ -247,6 +247,19 @@ fn a_python_multiprocessing_pool_resumes_mid_map() {
 }
 
 #[test]
+fn a_members_parent_death_signal_and_a_subreaper_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_attrs");
+    if !build_c("tree_attrs", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["40"], 12, |rec| {
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+    });
+}
+
+#[test]
 fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("tree_zombie");
