@@ -27,6 +27,9 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
+/* Where the data is kept: reachable, so the compiler keeps every store. */
+uint64_t *volatile kept;
+
 static void fill(size_t mib, uint64_t seed) {
     size_t n = mib << 17; /* u64 words */
     uint64_t *p = malloc(n * 8), x = seed | 1;
@@ -36,6 +39,7 @@ static void fill(size_t mib, uint64_t seed) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17;
         p[i] = i % 3 == 2 ? 0 : x;
     }
+    kept = p;
 }
 
 int main(int argc, char **argv) {

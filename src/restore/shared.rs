@@ -110,8 +110,10 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
                 }
             }
             let fd = made.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            // Accounted as a program's MAP_SHARED memory is (the
+            // members' aliases inherit the master's accounting).
             let flags = if fd < 0 {
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS
             } else {
                 libc::MAP_SHARED
             };
