@@ -206,6 +206,90 @@ fn parent_and_child_take_turns_in_an_unlinked_dev_shm_file() {
     shared_memory_between_members("devshm");
 }
 
+/// Runs `exe args` uninterrupted, then under `selfckpt run` checkpointed
+/// and killed twice (once the run printed a line starting with `ats[0]`,
+/// then, restarted, `ats[1]`), resumed a third time: the output must be
+/// the uninterrupted run's. `check` sees each set's record.
+fn checkpoint_twice(
+    tmp: &Path,
+    exe: &Path,
+    args: &[&str],
+    ats: [&str; 2],
+    check: impl Fn(&serde_json::Value),
+) {
+    let reference = tmp.join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(exe).args(args), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.join("ck");
+    let mut text = String::new();
+    for (i, at) in ats.iter().enumerate() {
+        let out = tmp.join(format!("run{i}"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, exe, args), &out);
+        wait_for("output", 60, || {
+            std::fs::read_to_string(&out).is_ok_and(|t| t.lines().any(|l| l.starts_with(at)))
+        });
+        let set = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        check(&record(&set));
+        let offset = fd_offset(&root_image(&set), 1);
+        text.push_str(&std::fs::read_to_string(&out).unwrap()[..offset]);
+    }
+    let last = tmp.join("run3");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, exe, args), &last),
+        "third run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    text.push_str(&std::fs::read_to_string(&last).unwrap());
+    assert_eq!(text, want, "{err}");
+}
+
+fn shared_of(rec: &serde_json::Value, kind: &str) -> usize {
+    rec["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .count()
+}
+
+/// A restarted tree still shares its memory at its next checkpoint (one
+/// object, the same in every member's image), and comes back from it.
+#[test]
+fn shared_memory_of_a_restarted_tree_is_shared_again_after_a_second_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_shm");
+    if !build_c("tree_shm", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_twice(tmp.path(), &exe, &["50", "anon"], ["8:", "30:"], |rec| {
+        assert_eq!(shared_of(rec, "memory"), 1, "{rec}");
+    });
+}
+
+/// The socketpair the tree made is again one connection between the
+/// members at the next checkpoint.
+#[test]
+fn a_socketpair_of_a_restarted_tree_comes_back_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_twice(
+        tmp.path(),
+        &exe,
+        &["50", "socketpair"],
+        ["8 ->", "30 ->"],
+        |rec| assert_eq!(shared_of(rec, "socket"), 2, "{rec}"),
+    );
+}
+
 /// Python's `multiprocessing.Pool(2)`, restarted in the middle of its
 /// map: its workers share with the parent the pipes, the queues' locks
 /// (semaphores in unlinked /dev/shm files) and a `Value` (in the
