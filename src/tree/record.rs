@@ -197,7 +197,8 @@ impl TreeRecord {
             };
             if s.ends.iter().any(|e| !is_member(e.pid) || !fd_ok(e.fd)) {
                 return Err(format!(
-                    "shared {} {} names a process that is not a member",
+                    "shared {} {} names a process that is not a member, or a descriptor no \
+                     such object has",
                     s.kind, s.ino
                 ));
             }
@@ -398,6 +399,20 @@ mod tests {
         let mut bad = good.clone();
         bad.shared[1].ends = vec![end(10, 3)];
         assert!(bad.check().unwrap_err().contains("two shared sockets"));
+        let mut bad = good.clone();
+        bad.shared[0].kind = "device".into();
+        assert!(bad.check().unwrap_err().contains("no such kind"));
+        let mut mem = rec();
+        mem.shared = vec![Shared {
+            kind: "memory".into(),
+            ino: 9,
+            ends: vec![end(10, -1), end(11, -1)],
+            peer: 0,
+            dev: 5,
+        }];
+        mem.check().unwrap();
+        mem.shared[0].ends[1].fd = 4;
+        assert!(mem.check().unwrap_err().contains("not a member"));
         let mut bad = rec();
         bad.version = 2;
         assert!(bad.check().unwrap_err().contains("version 2"));
