@@ -130,6 +130,219 @@ fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for
     });
 }
 
+/// A parent and its forked child exchanging counters over one
+/// socketpair (`mode`: each closed the end it does not use, or both kept
+/// both): one connection between them, made again by the tree with what
+/// was queued each way.
+fn socketpair_between_members(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["50", mode], 15, |rec| {
+        let members = pids(rec, "members");
+        assert_eq!(members.len(), 2, "{rec}");
+        let socks: Vec<_> = rec["shared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "socket")
+            .collect();
+        // Both ends of the one connection, each naming the other.
+        assert_eq!(socks.len(), 2, "{rec}");
+        assert_eq!(socks[0]["peer"], socks[1]["ino"], "{rec}");
+        let holders = |s: &serde_json::Value| s["ends"].as_array().unwrap().len();
+        let want = if mode == "socketpair" { 1 } else { 2 };
+        assert!(socks.iter().all(|s| holders(s) == want), "{rec}");
+    });
+}
+
+#[test]
+fn parent_and_forked_child_exchange_counters_over_a_socketpair() {
+    socketpair_between_members("socketpair");
+}
+
+#[test]
+fn parent_and_child_both_holding_both_ends_of_a_socketpair() {
+    socketpair_between_members("socketpair-open");
+}
+
+/// A parent and its forked child taking turns on counters in one
+/// MAP_SHARED page (`mode`: shared anonymous memory, or an unlinked
+/// /dev/shm file): the tree makes the object once and both map it.
+fn shared_memory_between_members(mode: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_shm");
+    if !build_c("tree_shm", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["40", mode], 12, |rec| {
+        let members = pids(rec, "members");
+        assert_eq!(members.len(), 2, "{rec}");
+        // The page, mapped by both.
+        let memory: Vec<_> = rec["shared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "memory")
+            .collect();
+        assert_eq!(memory.len(), 1, "{rec}");
+        assert_eq!(memory[0]["ends"].as_array().unwrap().len(), 2, "{rec}");
+    });
+}
+
+#[test]
+fn parent_and_child_take_turns_in_shared_anonymous_memory() {
+    shared_memory_between_members("anon");
+}
+
+#[test]
+fn parent_and_child_take_turns_in_an_unlinked_dev_shm_file() {
+    shared_memory_between_members("devshm");
+}
+
+/// Runs `exe args` uninterrupted, then under `selfckpt run` checkpointed
+/// and killed twice (once the run printed a line starting with `ats[0]`,
+/// then, restarted, `ats[1]`), resumed a third time: the output must be
+/// the uninterrupted run's. `check` sees each set's record.
+fn checkpoint_twice(
+    tmp: &Path,
+    exe: &Path,
+    args: &[&str],
+    ats: [&str; 2],
+    check: impl Fn(&serde_json::Value),
+) {
+    let reference = tmp.join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(exe).args(args), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.join("ck");
+    let mut text = String::new();
+    for (i, at) in ats.iter().enumerate() {
+        let out = tmp.join(format!("run{i}"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, exe, args), &out);
+        wait_for("output", 60, || {
+            std::fs::read_to_string(&out).is_ok_and(|t| t.lines().any(|l| l.starts_with(at)))
+        });
+        let set = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        check(&record(&set));
+        let offset = fd_offset(&root_image(&set), 1);
+        text.push_str(&std::fs::read_to_string(&out).unwrap()[..offset]);
+    }
+    let last = tmp.join("run3");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, exe, args), &last),
+        "third run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    text.push_str(&std::fs::read_to_string(&last).unwrap());
+    assert_eq!(text, want, "{err}");
+}
+
+fn shared_of(rec: &serde_json::Value, kind: &str) -> usize {
+    rec["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .count()
+}
+
+/// A restarted tree still shares its memory at its next checkpoint (one
+/// object, the same in every member's image), and comes back from it.
+#[test]
+fn shared_memory_of_a_restarted_tree_is_shared_again_after_a_second_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_shm");
+    if !build_c("tree_shm", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_twice(tmp.path(), &exe, &["50", "anon"], ["8:", "30:"], |rec| {
+        assert_eq!(shared_of(rec, "memory"), 1, "{rec}");
+    });
+}
+
+/// The socketpair the tree made is again one connection between the
+/// members at the next checkpoint.
+#[test]
+fn a_socketpair_of_a_restarted_tree_comes_back_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_twice(
+        tmp.path(),
+        &exe,
+        &["50", "socketpair"],
+        ["8 ->", "30 ->"],
+        |rec| assert_eq!(shared_of(rec, "socket"), 2, "{rec}"),
+    );
+}
+
+/// Python's `multiprocessing.Pool(2)`, restarted in the middle of its
+/// map: its workers share with the parent the pipes, the queues' locks
+/// (semaphores in unlinked /dev/shm files) and a `Value` (in the
+/// multiprocessing heap, an unlinked /dev/shm file too) each task adds
+/// to under its lock: the parent's total is right only if the workers'
+/// additions after the restart still reach its memory.
+#[test]
+fn a_python_multiprocessing_pool_resumes_mid_map() {
+    if !have("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("pool.py");
+    std::fs::write(
+        &script,
+        "import multiprocessing, time\n\
+         def init(v):\n    global total\n    total = v\n\
+         def work(n):\n\
+         \x20   time.sleep(0.05)\n\
+         \x20   with total.get_lock():\n        total.value += n\n\
+         \x20   return n * n + 1\n\
+         if __name__ == '__main__':\n\
+         \x20   v = multiprocessing.Value('l', 0)\n\
+         \x20   with multiprocessing.Pool(2, initializer=init, initargs=(v,)) as p:\n\
+         \x20       for i, r in enumerate(p.imap(work, range(60), chunksize=1)):\n\
+         \x20           print(i, r, flush=True)\n\
+         \x20   print('total', v.value, flush=True)\n",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), "python3", &[script], 15, |rec| {
+        assert!(pids(rec, "members").len() >= 3, "{rec}");
+    });
+}
+
+#[test]
+fn a_members_parent_death_signal_and_a_subreaper_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_attrs");
+    if !build_c("tree_attrs", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["40"], 12, |rec| {
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+    });
+}
+
 #[test]
 fn a_zombie_at_checkpoint_time_gives_its_parent_its_status_after_the_restart() {
     let tmp = tempfile::tempdir().unwrap();

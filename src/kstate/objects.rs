@@ -316,6 +316,14 @@ impl Objects {
         });
     }
 
+    /// The socket descriptors.
+    pub fn sockets(&self) -> impl Iterator<Item = &super::sockets::Socket> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Socket(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// The recorded mapping flags (None: the image has none, written
     /// before they were recorded).
     pub fn mapping_flags(&self) -> Option<&super::vmflags::MappingFlags> {

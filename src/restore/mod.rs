@@ -182,6 +182,12 @@ pub struct RestartOptions {
 #[derive(Clone, Debug, Default)]
 pub struct TreePlace {
     pub placed: Vec<i32>,
+    /// The shared memory objects the tree made for all its processes.
+    pub objects: Vec<shared::TreeObject>,
+    /// With shared memory: the tree's barrier, which every process
+    /// passes once its memory is filled (none may run and write the
+    /// shared pages while another still fills them).
+    pub barrier: Option<tree::Barrier>,
 }
 
 /// How a restart treats process and thread ids.
@@ -254,6 +260,11 @@ pub fn restart(
     }
     let mut plan = layout::Plan::new(&view, path)?;
     plan.exact_ids = identity == pidns::Identity::Exact;
+    if let Some(t) = &opts.tree {
+        plan.shared
+            .adopt(&t.objects)
+            .map_err(|e| RestoreError::Io("the tree's shared memory objects".to_string(), e))?;
+    }
     let recorded_layout = view.meta.mailbox_layout;
     drop(view);
     let t0 = std::time::Instant::now();
@@ -267,6 +278,10 @@ pub fn restart(
         );
     }
     check_staged_mailbox(path, &plan, recorded_layout)?;
+    if let Some(b) = opts.tree.as_ref().and_then(|t| t.barrier.as_ref()) {
+        b.pass()
+            .map_err(|why| RestoreError::Io("the process tree".to_string(), why))?;
+    }
     handover::session_leader_warning(plan.session_role);
     handover::handover(&mut plan, blob, opts)
 }

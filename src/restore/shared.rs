@@ -50,6 +50,107 @@ struct Obj {
     master: Option<(u64, u64)>,
 }
 
+/// A shared memory object that several processes of a tree map, made
+/// once by the tree restart before its processes fork (`restore::tree`):
+/// every process inherits its master mapping at `at` (and its descriptor
+/// `fd`, -1 for shared anonymous memory) and maps its regions from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeObject {
+    pub dev: u64,
+    pub ino: u64,
+    pub at: u64,
+    pub size: u64,
+    pub fd: i32,
+}
+
+/// Makes once each object that more than one of `images` (each image's
+/// shared objects) maps: shared anonymous memory, a memfd, an unlinked
+/// /dev/shm file (not System V segments, found by their ids; not sealed
+/// memfds, whose size a process gives back), of the largest size any
+/// image needs, with the data outside its mappings a memfd entry holds.
+/// Each is mapped whole at an address the kernel chooses.
+pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeObject>> {
+    let mut out: Vec<TreeObject> = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        for o in &img.objs {
+            let wanted = o.dev != u64::MAX
+                && !matches!(o.source, Source::Sysv(_))
+                && o.seals == 0
+                && !out.iter().any(|t| t.dev == o.dev && t.ino == o.ino)
+                && images[i + 1..]
+                    .iter()
+                    .any(|other| other.objs.iter().any(|p| p.dev == o.dev && p.ino == o.ino));
+            if !wanted {
+                continue;
+            }
+            let same = || {
+                images
+                    .iter()
+                    .flat_map(|m| m.objs.iter())
+                    .filter(|p| p.dev == o.dev && p.ino == o.ino)
+            };
+            let size = same().map(|p| p.size).max().unwrap_or(o.size);
+            let page = crate::capture::sys::page_size() as u64;
+            let size = size.max(page).div_ceil(page) * page;
+            let mut made = Obj {
+                size,
+                fd: None,
+                master: None,
+                exact: None,
+                seals: 0,
+                shmid: None,
+                source: o.source.clone(),
+                dev: o.dev,
+                ino: o.ino,
+            };
+            if made.source != Source::Anon {
+                made.fd = Some(make_object(&made.source, size, 0)?);
+                for m in images.iter() {
+                    write_data(&made, &m.memfds)?;
+                }
+            }
+            let fd = made.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
+            // Accounted as a program's MAP_SHARED memory is (the
+            // members' aliases inherit the master's accounting).
+            let flags = if fd < 0 {
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS
+            } else {
+                libc::MAP_SHARED
+            };
+            // SAFETY: a new shared mapping wherever the kernel finds room.
+            let at = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    fd,
+                    0,
+                )
+            };
+            if at == libc::MAP_FAILED {
+                return Err(std::io::Error::other(format!(
+                    "{}: {}",
+                    describe(&made),
+                    std::io::Error::last_os_error()
+                )));
+            }
+            out.push(TreeObject {
+                dev: o.dev,
+                ino: o.ino,
+                at: at as u64,
+                size,
+                // The processes inherit it; each restore closes it.
+                fd: made
+                    .fd
+                    .take()
+                    .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The shared objects of one image and, per region, its object's index.
 #[derive(Default)]
 pub struct SharedObjects {
@@ -152,6 +253,38 @@ impl SharedObjects {
             master: None,
         });
         self.objs.len() - 1
+    }
+
+    /// In a process of a restarted tree: the objects the tree made take
+    /// the place of this image's own (their masters are the inherited
+    /// mappings; their descriptors copies of the tree's); the tree's
+    /// masters this image does not map are unmapped here.
+    pub fn adopt(&mut self, made: &[TreeObject]) -> std::io::Result<()> {
+        for t in made {
+            let Some(o) = self
+                .objs
+                .iter_mut()
+                .find(|o| o.dev == t.dev && o.ino == t.ino && o.master.is_none())
+            else {
+                // SAFETY: the tree's master, inherited, used by nobody here.
+                unsafe { libc::munmap(t.at as *mut libc::c_void, t.size as usize) };
+                continue;
+            };
+            if t.fd >= 0 {
+                // SAFETY: F_DUPFD_CLOEXEC of the inherited descriptor.
+                let n = unsafe { libc::fcntl(t.fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: `n` was just made and nothing else owns it.
+                o.fd = Some(unsafe { OwnedFd::from_raw_fd(n) });
+            }
+            o.size = o.size.max(t.size);
+            // Its size is the tree's (every process maps it whole).
+            o.exact = None;
+            o.master = Some((t.at, t.size));
+        }
+        Ok(())
     }
 
     /// Whether region `i` is staged as an alias of a shared object.

@@ -4,12 +4,16 @@
 //!  selfckpt restart SET
 //!    check the record and every member's image (as a single restart does)
 //!    PID namespace of our own (pidns): the root gets its pid
-//!    root: its process group; the pipes shared between members, refilled
+//!    root: its process group; the pipes shared between members, refilled;
+//!      one socketpair per UNIX connection between members, refilled
 //!      └─ fork each child with its exact pid (clone3 set_tid), which
 //!         makes its group or session, forks its own children, ...
 //!         zombies: a child that ends at once with the recorded status
+//!    root: the shared memory several members map, made once (inherited)
 //!    each process: its shared descriptors at their numbers, then the
-//!    restore of its own image (`restart` with `TreePlace`)
+//!    restore of its own image (`restart` with `TreePlace`), mapping the
+//!    tree's memory objects; with shared memory, none runs before all are
+//!    filled (`Barrier`)
 //! ```
 //!
 //! Nothing irreversible happens before every image passed its checks; a
@@ -57,7 +61,8 @@ pub fn restart_tree(
         let shared: Vec<i32> = rec
             .shared
             .iter()
-            .filter(|s| s.ends.iter().any(|e| e.pid != s.ends[0].pid))
+            .filter(|s| s.kind != "memory")
+            .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
             .flat_map(|s| s.ends.iter())
             .filter(|e| e.pid == m.pid)
             .map(|e| e.fd)
@@ -79,6 +84,8 @@ pub fn restart_tree(
         }
     }
     let data = pipe_data(&rec, &images);
+    let sockets = socket_ends(&rec, &images);
+    let memory = shared_memory(&images);
     match super::pidns::enter(rec.root, opts.verbose) {
         super::pidns::Identity::Exact => {}
         super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
@@ -91,6 +98,24 @@ pub fn restart_tree(
         Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
     };
     pipes.extend(open_files(&rec, &images, above, opts));
+    match make_sockets(&rec, &sockets, above) {
+        Ok(p) => pipes.extend(p),
+        Err(e) => fail(format!(
+            "cannot make the sockets between processes again: {e}"
+        )),
+    }
+    // The shared memory several members map: made once, inherited.
+    let objects = match super::shared::make_tree_objects(&memory) {
+        Ok(o) => o,
+        Err(e) => fail(format!("cannot make the shared memory again: {e}")),
+    };
+    let barrier = match objects.is_empty() {
+        true => None,
+        false => match Barrier::new(rec.members.len() as u32) {
+            Ok(b) => Some(b),
+            Err(e) => fail(format!("cannot make the tree's barrier: {e}")),
+        },
+    };
     let root = rec.members[0].clone();
     // The root's group (or session) first: its children are born in it.
     super::handover::own_process_group(session_role(&root));
@@ -101,10 +126,72 @@ pub fn restart_tree(
     let placed = place_fds(&rec.shared, &pipes, me);
     let path = set.join(&m.image);
     let mut o = opts.clone();
-    o.tree = Some(TreePlace { placed });
+    o.tree = Some(TreePlace {
+        placed,
+        objects,
+        barrier,
+    });
     match super::restart(&path, blob, &o) {
         Ok(never) => match never {},
         Err(e) => fail(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A count of the tree's processes done filling their memory, in a
+/// shared page every process inherits.
+#[derive(Clone, Debug)]
+pub struct Barrier {
+    at: u64,
+    of: u32,
+}
+
+impl Barrier {
+    /// A barrier for `of` processes (made before they fork).
+    fn new(of: u32) -> std::io::Result<Barrier> {
+        // SAFETY: a new shared anonymous page wherever the kernel finds room.
+        let at = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Barrier { at: at as u64, of })
+    }
+
+    /// Counts this process in, waits (at most a minute) until every
+    /// process is, then unmaps the page.
+    pub fn pass(&self) -> std::io::Result<()> {
+        use core::sync::atomic::{AtomicU32, Ordering::AcqRel, Ordering::Acquire};
+        // SAFETY: the page was mapped by `new` before the fork, shared,
+        // and holds only this counter (zero at first).
+        let n = unsafe { &*(self.at as *const AtomicU32) };
+        n.fetch_add(1, AcqRel);
+        let t0 = std::time::Instant::now();
+        let all = loop {
+            if n.load(Acquire) >= self.of {
+                break true;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        };
+        // SAFETY: unmapping the barrier's page, used by nothing else here.
+        unsafe { libc::munmap(self.at as *mut libc::c_void, 4096) };
+        if all {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(
+                "another process of the tree did not come back within a minute",
+            ))
+        }
     }
 }
 
@@ -285,7 +372,10 @@ fn pipe_data(rec: &TreeRecord, images: &[PathBuf]) -> Vec<(u64, Vec<u8>)> {
         };
         let Ok(view) = img.view() else { continue };
         for pc in &view.kernel.pipes {
-            let shared = rec.shared.iter().any(|s| s.ino == pc.ino);
+            let shared = rec
+                .shared
+                .iter()
+                .any(|s| s.kind == "pipe" && s.ino == pc.ino);
             if shared && !out.iter().any(|(ino, _)| *ino == pc.ino) {
                 out.push((pc.ino, pc.data.to_vec()));
             }
@@ -344,6 +434,81 @@ fn make_pipes(
     Ok(out)
 }
 
+/// Each member's shared memory objects, as its image names them.
+fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
+    let key = crate::image::mac::MacKey::from_env();
+    let page = crate::capture::sys::page_size() as u64;
+    let mut out = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let memfds: Vec<_> = view.kernel.objects.memfds().cloned().collect();
+        out.push(super::shared::SharedObjects::new(
+            &view.regions,
+            &memfds,
+            &[],
+            page,
+        ));
+    }
+    out
+}
+
+/// Each shared socket end as an image recorded it (with its queue: the
+/// first descriptor of a socket in an image holds it).
+fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> Vec<crate::kstate::sockets::Socket> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out: Vec<crate::kstate::sockets::Socket> = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for x in view.kernel.objects.sockets() {
+            let shared = rec
+                .shared
+                .iter()
+                .any(|s| s.kind == "socket" && s.ino == x.ino);
+            if shared && !out.iter().any(|o| o.ino == x.ino) {
+                out.push(x.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One socketpair per connection between members, each end with its
+/// queue, options and shutdown state, numbered `above` or higher.
+fn make_sockets(
+    rec: &TreeRecord,
+    ends: &[crate::kstate::sockets::Socket],
+    above: i32,
+) -> Result<Vec<Pipe>, String> {
+    let mut out: Vec<Pipe> = Vec::new();
+    for s in rec.shared.iter().filter(|s| s.kind == "socket") {
+        if out.iter().any(|p| p.ino == s.ino) {
+            continue;
+        }
+        let find = |ino: u64| {
+            ends.iter()
+                .find(|x| x.ino == ino)
+                .ok_or_else(|| format!("socket {ino} is in no member's image"))
+        };
+        let (a, b) =
+            crate::kstate::sockets::restore::make_connection(find(s.ino)?, find(s.peer)?, above)?;
+        for (ino, fd) in [(s.ino, a), (s.peer, b)] {
+            out.push(Pipe {
+                kind: "socket",
+                ino,
+                rd: fd,
+                wr: fd,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Puts this member's ends of the shared pipes at their numbers (with
 /// their flags) and closes the tree's copies; returns the numbers placed.
 fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
@@ -367,7 +532,7 @@ fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
             // status flags.
             let ok = unsafe {
                 libc::dup3(from, e.fd, cloexec) == e.fd
-                    && (p.kind != "pipe"
+                    && (p.kind == "file"
                         || libc::fcntl(e.fd, libc::F_SETFL, e.flags as i32 & libc::O_NONBLOCK) == 0)
             };
             if ok {

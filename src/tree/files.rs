@@ -80,6 +80,8 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
             out.push(Shared {
                 kind: "file".into(),
                 ino,
+                peer: 0,
+                dev: 0,
                 ends: ends
                     .into_iter()
                     .filter_map(|(pid, fd)| {

@@ -59,12 +59,25 @@ pub struct End {
     pub flags: u32,
 }
 
-/// A kernel object (a pipe) that several members hold.
+/// A kernel object that several members hold: a pipe, an open file
+/// description, or one end of a UNIX connection between members
+/// (`socket`: `peer` the other end's inode, recorded as an entry of its
+/// own; its holders may all be one process, the peer's others).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Shared {
     pub kind: String,
     pub ino: u64,
     pub ends: Vec<End>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peer: u64,
+    /// A shared memory object's device (`memory`: the object is
+    /// (`dev`, `ino`), its ends the members that map it, fd -1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dev: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -175,12 +188,47 @@ impl TreeRecord {
             }
         }
         for s in &self.shared {
-            if s.ends.iter().any(|e| !is_member(e.pid) || e.fd < 0) {
+            let fd_ok = |fd: i32| {
+                if s.kind == "memory" {
+                    fd == -1
+                } else {
+                    fd >= 0
+                }
+            };
+            if s.ends.iter().any(|e| !is_member(e.pid) || !fd_ok(e.fd)) {
                 return Err(format!(
-                    "shared {} {} names a process that is not a member",
+                    "shared {} {} names a process that is not a member, or a descriptor no \
+                     such object has",
                     s.kind, s.ino
                 ));
             }
+            if !matches!(s.kind.as_str(), "pipe" | "file" | "socket" | "memory") {
+                return Err(format!("shared {} {}: no such kind", s.kind, s.ino));
+            }
+            // A connection's two ends are both recorded, each naming the
+            // other, and no descriptor is two ends.
+            let peer = self
+                .shared
+                .iter()
+                .find(|p| p.kind == "socket" && p.ino == s.peer);
+            if s.kind == "socket"
+                && (s.peer == s.ino || peer.is_none_or(|p| p.peer != s.ino) || s.ends.is_empty())
+            {
+                return Err(format!(
+                    "shared socket {}: its peer {} is not recorded as its peer",
+                    s.ino, s.peer
+                ));
+            }
+        }
+        let mut held: Vec<(u32, i32)> = self
+            .shared
+            .iter()
+            .filter(|s| s.kind == "socket")
+            .flat_map(|s| s.ends.iter().map(|e| (e.pid, e.fd)))
+            .collect();
+        held.sort_unstable();
+        if held.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a descriptor is recorded as two shared sockets".into());
         }
         // Every member descends from the root (no cycle).
         for m in &self.members {
@@ -331,6 +379,40 @@ mod tests {
         let mut bad = rec();
         bad.members[1].ppid = 12; // 11 <-> 12: a cycle
         assert!(bad.check().unwrap_err().contains("descend"));
+        let end = |pid, fd| End { pid, fd, flags: 2 };
+        let sock = |ino, peer, ends| Shared {
+            kind: "socket".into(),
+            ino,
+            ends,
+            peer,
+            dev: 0,
+        };
+        let mut good = rec();
+        good.shared = vec![sock(5, 6, vec![end(10, 3)]), sock(6, 5, vec![end(11, 4)])];
+        good.check().unwrap();
+        let mut bad = good.clone();
+        bad.shared[1].peer = 7;
+        assert!(bad.check().unwrap_err().contains("peer"));
+        let mut bad = good.clone();
+        bad.shared.pop();
+        assert!(bad.check().unwrap_err().contains("peer"));
+        let mut bad = good.clone();
+        bad.shared[1].ends = vec![end(10, 3)];
+        assert!(bad.check().unwrap_err().contains("two shared sockets"));
+        let mut bad = good.clone();
+        bad.shared[0].kind = "device".into();
+        assert!(bad.check().unwrap_err().contains("no such kind"));
+        let mut mem = rec();
+        mem.shared = vec![Shared {
+            kind: "memory".into(),
+            ino: 9,
+            ends: vec![end(10, -1), end(11, -1)],
+            peer: 0,
+            dev: 5,
+        }];
+        mem.check().unwrap();
+        mem.shared[0].ends[1].fd = 4;
+        assert!(mem.check().unwrap_err().contains("not a member"));
         let mut bad = rec();
         bad.version = 2;
         assert!(bad.check().unwrap_err().contains("version 2"));

@@ -573,6 +573,12 @@ impl RootRound {
         self.record
             .shared
             .extend(shared_pipes(&self.pending.tmp, &self.record.members));
+        let sockets = shared_sockets(&self.pending.tmp, &self.record.members)
+            .map_err(|why| Error::Tree(format!("the tree's sockets: {why}")))?;
+        self.record.shared.extend(sockets);
+        self.record
+            .shared
+            .extend(shared_memory(&self.pending.tmp, &self.record.members));
         self.record
             .check()
             .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
@@ -644,6 +650,121 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
             kind: "pipe".into(),
             ino,
             ends,
+            peer: 0,
+            dev: 0,
         })
         .collect()
+}
+
+/// The shared memory objects (`capture::maps::is_shared_object`, System
+/// V segments but) that more than one member maps, named by their
+/// regions' stamps: a tree restart makes each once for all of them.
+fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
+    use crate::capture::maps::{is_shared_object, RegionKind};
+    let key = crate::image::mac::MacKey::from_env();
+    let mut by_obj: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for r in &view.regions {
+            let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
+            if kind != RegionKind::SysvShm && r.stamp.ino != 0 && is_shared_object(kind, r.path) {
+                let pids = by_obj.entry((r.stamp.dev, r.stamp.ino)).or_default();
+                if !pids.contains(&m.pid) {
+                    pids.push(m.pid);
+                }
+            }
+        }
+    }
+    by_obj
+        .into_iter()
+        .filter(|(_, pids)| pids.len() > 1)
+        .map(|((dev, ino), pids)| Shared {
+            kind: "memory".into(),
+            ino,
+            ends: pids
+                .into_iter()
+                .map(|pid| record::End {
+                    pid,
+                    fd: -1,
+                    flags: 0,
+                })
+                .collect(),
+            peer: 0,
+            dev,
+        })
+        .collect()
+}
+
+/// The UNIX connections between members (a socketpair shared by fork, a
+/// connection one member accepted from another), both ends recorded:
+/// those whose two ends are held by more than one member together. The
+/// tree restart makes each again as one socketpair, with each end's
+/// queue as the images hold it; so every image holding an end must have
+/// seen the same queue there, else the checkpoint fails.
+fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
+    use crate::kstate::sockets::{ROLE_OUTSIDE, ROLE_PAIR};
+    let key = crate::image::mac::MacKey::from_env();
+    // inode -> (peer, queue, the ends holding it)
+    type Seen = (u64, Vec<Vec<u8>>, Vec<record::End>);
+    let mut by_ino: std::collections::BTreeMap<u64, Seen> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let mut queued_here: Vec<u64> = Vec::new();
+        for x in view.kernel.objects.sockets() {
+            let unix_end = x.family as i32 == libc::AF_UNIX
+                && x.peer != 0
+                && matches!(x.role, ROLE_PAIR | ROLE_OUTSIDE);
+            if !unix_end {
+                continue;
+            }
+            let seen = by_ino
+                .entry(x.ino)
+                .or_insert_with(|| (x.peer, x.queue.clone(), Vec::new()));
+            // The queue is on the first descriptor of a socket in an
+            // image; each image's must be the same.
+            if !queued_here.contains(&x.ino) {
+                queued_here.push(x.ino);
+                if !seen.2.is_empty() && seen.1 != x.queue {
+                    return Err(format!(
+                        "processes {} and {} saw different data queued to the socket {} they                          share",
+                        seen.2[0].pid, m.pid, x.ino
+                    ));
+                }
+            }
+            seen.2.push(record::End {
+                pid: m.pid,
+                fd: x.fd,
+                flags: x.flags,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (&ino, (peer, _, ends)) in &by_ino {
+        let Some((back, _, peer_ends)) = by_ino.get(peer) else {
+            continue;
+        };
+        let mut pids: Vec<u32> = ends.iter().chain(peer_ends).map(|e| e.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if *back == ino && pids.len() > 1 {
+            out.push(Shared {
+                kind: "socket".into(),
+                ino,
+                ends: ends.clone(),
+                peer: *peer,
+                dev: 0,
+            });
+        }
+    }
+    Ok(out)
 }

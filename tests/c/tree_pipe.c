@@ -5,7 +5,10 @@
  * exit status. Deterministic output: a restarted tree must print exactly
  * what an uninterrupted run prints.
  *
- * Usage: tree_pipe ROUNDS [pipe|socketpair [MIB]]: with MIB, the child
+ * Each process closes the ends it does not use; with "socketpair-open"
+ * both keep both ends of the socketpair.
+ *
+ * Usage: tree_pipe ROUNDS [pipe|socketpair|socketpair-open [MIB]]: with MIB, the child
  * holds that many MiB of incompressible data from round 20 on (a slow
  * dump). */
 #include <stdio.h>
@@ -35,7 +38,8 @@ static int full_read(int fd, void *buf, size_t n) {
 
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 50;
-    int sp = argc > 2 && strcmp(argv[2], "socketpair") == 0;
+    int sp = argc > 2 && strncmp(argv[2], "socketpair", 10) == 0;
+    int keep_all = argc > 2 && strcmp(argv[2], "socketpair-open") == 0;
     int down[2], up[2];
     if (sp) {
         int s[2];
@@ -52,10 +56,10 @@ int main(int argc, char **argv) {
         return 1;
     if (child == 0) {
         long mine = 0;
-        if (!sp) {
+        if (!keep_all)
             close(down[1]);
+        if (!sp)
             close(up[0]);
-        }
         size_t big = argc > 3 ? (size_t)atol(argv[3]) << 20 : 0;
         for (;;) {
             long n;
@@ -79,10 +83,10 @@ int main(int argc, char **argv) {
         }
         _exit((int)(mine % 200));
     }
-    if (!sp) {
-        close(down[0]);
+    if (!keep_all)
         close(up[1]);
-    }
+    if (!sp)
+        close(down[0]);
     for (long n = 1; n <= rounds; n++) {
         /* Two numbers in flight: one answer is always queued in the pipe. */
         if (write(down[1], &n, sizeof n) != sizeof n)

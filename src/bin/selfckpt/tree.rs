@@ -101,6 +101,12 @@ pub fn inspect_set(path: &Path, json: bool) -> Result<(), String> {
                 .ends
                 .iter()
                 .map(|e| {
+                    if s.kind == "memory" {
+                        return format!("{} (mapped)", e.pid);
+                    }
+                    if s.kind == "socket" {
+                        return format!("{}:fd {}", e.pid, e.fd);
+                    }
                     let dir = if e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY {
                         "read"
                     } else {
@@ -109,7 +115,11 @@ pub fn inspect_set(path: &Path, json: bool) -> Result<(), String> {
                     format!("{}:fd {} ({dir})", e.pid, e.fd)
                 })
                 .collect();
-            println!("    {} inode {}: {}", s.kind, s.ino, ends.join(", "));
+            let peer = match s.kind.as_str() {
+                "socket" => format!(" (peer inode {})", s.peer),
+                _ => String::new(),
+            };
+            println!("    {} inode {}{peer}: {}", s.kind, s.ino, ends.join(", "));
         }
     }
     Ok(())

@@ -199,6 +199,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         vfs: (0, 0),
     };
     let mut why: Option<&[u8]> = None;
+    let mut keep_outside = false;
     match family {
         libc::AF_UNIX => match sockdiag::unix(ino) {
             Ok(d) => {
@@ -221,6 +222,10 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                         ROLE_BOUND
                     }
                 } else if d.peer != 0 {
+                    // Its peer may be another process of the tree (a
+                    // socketpair shared by fork): its queue is kept, so
+                    // that a tree restart can refill the pair it makes.
+                    keep_outside = true;
                     why = Some(b" (peer outside the process)");
                     ROLE_OUTSIDE
                 } else if d.state == 1 && stype != libc::SOCK_DGRAM && d.shutdown == 0 {
@@ -328,6 +333,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     // The data queued to a UNIX socket that comes back.
     let keep_queue = (family == libc::AF_UNIX
         && matches!(s.role, ROLE_PAIR | ROLE_HUNG_UP | ROLE_BOUND)
+        || keep_outside
         || tcp && s.role == ROLE_PAIR)
         && !seen.queued[..seen.nq].contains(&ino);
     if keep_queue && seen.nq < MAX_SOCKETS {
@@ -344,8 +350,13 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     });
     let lost = write_entry(e, &s, local, remote, q, &mut budget)?;
     if lost.is_some() {
-        // Written again without the queue the capture could not keep.
+        // Written again without the queue the capture could not keep
+        // (one whose peer is in another process of a tree: as a socket
+        // nobody may make again with an empty queue).
         e.truncate(at);
+        if keep_outside {
+            s.role = ROLE_OTHER;
+        }
         write_entry(e, &s, local, remote, None, &mut budget)?;
     } else {
         seen.bytes += before - budget;
@@ -355,6 +366,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         t.push(b"socket ");
         words(&mut t, s.family, s.stype, local, remote);
         t.push(w);
+        if let (Some(_), Some(l)) = (why, lost) {
+            t.push(l);
+        }
         super::super::objects::NotRestorable::capture(e, fd, "socket", t.as_bytes())?;
     }
     Ok(())

@@ -363,6 +363,14 @@ fn make_pair(
     fill_pair(s, p, through, above)
 }
 
+/// One UNIX connection between two processes of a tree, made again by
+/// the tree restart (`restore::tree`): a socketpair, `s`'s end first,
+/// each end with its options, its queue and its shutdown state, both at
+/// `above` or higher (close-on-exec: they are dup'ed to their numbers).
+pub fn make_connection(s: &Socket, p: &Socket, above: i32) -> Result<(i32, i32), String> {
+    fill_pair(s, Some(p), None, above)
+}
+
 /// The ends made (`ends`, else a socketpair) given their options, their
 /// queues and their shutdown state.
 fn fill_pair(
