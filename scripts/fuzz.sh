@@ -29,7 +29,8 @@ else
 -Cdebug-assertions -Ccodegen-units=1" \
         cargo build --release --target "$target" --bin image_reader
 fi
-bin=target/$target/release/image_reader
+# Where cargo put it (CARGO_TARGET_DIR when the caller set one).
+bin=${CARGO_TARGET_DIR:-target}/$target/release/image_reader
 status=0
 "$bin" "${args[@]}" >"$log" 2>&1 || status=$?
 tail -n 4 "$log"
