@@ -10,6 +10,7 @@
 //! never an allocation. There is no record and no restore of its own.
 
 use super::objects::NotRestorable;
+use super::unrestorable::Words;
 use super::{CaptureBuffers, KstateError};
 use crate::capture::sys::{self, PathBuf};
 use crate::image::codec::Encoder;
@@ -57,28 +58,6 @@ pub fn capture(
         NotRestorable::capture(e, fd, KIND, &words[..len])?;
         Ok(())
     })
-}
-
-/// A sentence in a fixed buffer (cut where it is full).
-struct Words<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl<'a> Words<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Words { buf, len: 0 }
-    }
-
-    fn push(&mut self, b: &[u8]) {
-        let n = b.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
-        self.len += n;
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
 }
 
 #[cfg(test)]
