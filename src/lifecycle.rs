@@ -134,8 +134,10 @@ fn append_stats(
         rec["error"] = e.into();
     }
     let line = format!("{rec}\n");
-    crate::notify::send(line.as_bytes());
+    // The file first, then the waiter: whoever hears of the checkpoint
+    // finds its line in stats.jsonl.
     if let Err(e) = crate::imagedir::append_line(&rt.config.dir, "stats.jsonl", line.as_bytes()) {
         log::warn!("{e}");
     }
+    crate::notify::send(line.as_bytes());
 }
