@@ -87,6 +87,11 @@ fn install_if_asked() -> Result<(), crate::Error> {
     if asked.children {
         // SAFETY: registers a plain extern "C" function.
         unsafe { libc::atexit(exit_held) };
+        // Programs this one starts join the tree whatever environment it
+        // gives them.
+        if let Some(lib) = our_path() {
+            crate::interpose::exec::arm(&lib, crate::settings::passed_on());
+        }
     }
     if ours {
         crate::tree::start_root(&instance, asked.children);
@@ -163,6 +168,25 @@ fn in_shared_object() -> bool {
             return true;
         }
         ours.dli_fbase != main.dli_fbase
+    }
+}
+
+/// This library's path as the loader found it (what LD_PRELOAD named).
+fn our_path() -> Option<Vec<u8>> {
+    // SAFETY: dladdr only reads the loader's tables into a struct we own;
+    // dli_fname, when set, is a NUL-terminated string the loader keeps.
+    unsafe {
+        let mut ours: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0
+            || ours.dli_fname.is_null()
+        {
+            return None;
+        }
+        Some(
+            core::ffi::CStr::from_ptr(ours.dli_fname)
+                .to_bytes()
+                .to_vec(),
+        )
     }
 }
 

@@ -286,6 +286,14 @@ pub fn preload_request() -> Result<PreloadRequest, SettingError> {
     })
 }
 
+/// Every variable of [`VARS`] set in the environment, as it is set: what a
+/// tree member passes on to a program it starts (`interpose::exec`).
+pub fn passed_on() -> Vec<(String, OsString)> {
+    VARS.iter()
+        .filter_map(|v| Environment.get(v.name).map(|val| (v.name.to_string(), val)))
+        .collect()
+}
+
 /// `SELFCKPT_ALLOC_GUARD_SELFTEST=1`.
 pub fn alloc_guard_selftest() -> Result<bool, SettingError> {
     Ok(read(&ALLOC_GUARD_SELFTEST, flag)?.unwrap_or(false))

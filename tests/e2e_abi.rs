@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{fd_offset, finish, have, images, lib, selfckpt, target_dir, wait_for};
+use common::{
+    fd_offset, finish, have, images, lib, selfckpt, target_dir, wait_for, wait_installed,
+};
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -331,6 +333,8 @@ fn checkpoint_kill_resume(tool: &Tool) {
     let first = w.join("first.txt");
     let mut child = spawn_to(&mut run_cmd(&dir, tool, &[]), &first);
     std::thread::sleep(Duration::from_millis(800));
+    // On a loaded machine the program may not have installed yet.
+    wait_installed(child.id());
     let out = Command::new(selfckpt())
         .args([
             "checkpoint",

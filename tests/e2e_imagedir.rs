@@ -53,21 +53,6 @@ fn ckpt_wait(pid: u32, dir: &Path, timeout: &str) -> std::process::Output {
     )
 }
 
-/// Waits until `pid` runs the checkpointer: its checkpoint thread exists
-/// and it catches SIGUSR1 and SIGUSR2.
-fn wait_installed(pid: u32) {
-    wait_for("the checkpointer installed", 30, || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let cgt = status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0);
-        let both = 1 << (libc::SIGUSR1 - 1) | 1 << (libc::SIGUSR2 - 1);
-        cgt & both == both
-    });
-}
-
 fn kill9(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();

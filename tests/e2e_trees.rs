@@ -817,3 +817,18 @@ fn a_checkpoint_asked_of_a_member_is_taken_of_the_whole_tree() {
         "{rec}"
     );
 }
+
+#[test]
+fn children_execed_with_environments_of_their_own_stay_in_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_exec_env");
+    if !build_c("tree_exec_env", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["40"], 10, |rec| {
+        // The parent and its three exec'd children, whatever environment
+        // each was given.
+        assert_eq!(pids(rec, "members").len(), 4, "{rec}");
+    });
+}

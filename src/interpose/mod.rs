@@ -13,6 +13,9 @@
 //!   reach selfckpt's signals, and a program that installs its own handler
 //!   for a trigger signal gets it (selfckpt then takes requests through its
 //!   reserved channel).
+//! * [`exec`]: a tree member's `execve`, `execvp`, `posix_spawn`... hand
+//!   the new program `LD_PRELOAD` and the run's settings even when the
+//!   program gives it an environment of its own.
 //! * [`inotify`]: `inotify_add_watch` notes each watch's path, which the
 //!   kernel does not keep.
 //! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
@@ -29,6 +32,7 @@
 //! called from the program's signal handlers).
 
 pub mod dispositions;
+pub mod exec;
 pub mod inotify;
 pub mod masks;
 pub mod next;

@@ -500,3 +500,18 @@ pub fn resumed(
     check_image(&image);
     resume_after(exe, dir, tids, args, &image, &first)
 }
+
+/// Waits until `pid` runs the checkpointer: its checkpoint thread exists
+/// and it catches SIGUSR1 and SIGUSR2.
+pub fn wait_installed(pid: u32) {
+    wait_for("the checkpointer installed", 30, || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let cgt = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        let both = 1 << (libc::SIGUSR1 - 1) | 1 << (libc::SIGUSR2 - 1);
+        cgt & both == both
+    });
+}
