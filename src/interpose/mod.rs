@@ -21,6 +21,8 @@
 //! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
 //!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
 //!   and `timer_settime` notes which timers are absolute.
+//! * [`syscall`]: the same calls made through libc's raw `syscall()` are
+//!   handed to those wrappers.
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -36,5 +38,6 @@ pub mod exec;
 pub mod inotify;
 pub mod masks;
 pub mod next;
+pub mod syscall;
 pub mod timers;
 pub mod waits;

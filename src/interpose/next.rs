@@ -89,6 +89,7 @@ next_fns! {
     timer_settime(t: libc::timer_t, flags: c_int, new: *const libc::itimerspec, old: *mut libc::itimerspec) -> c_int = -1;
     timer_delete(t: libc::timer_t) -> c_int = -1;
     inotify_add_watch(fd: c_int, path: *const libc::c_char, mask: u32) -> c_int = -1;
+    syscall(n: libc::c_long, a1: libc::c_long, a2: libc::c_long, a3: libc::c_long, a4: libc::c_long, a5: libc::c_long, a6: libc::c_long) -> libc::c_long = -1;
     execve(path: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int = -1;
     execvpe(file: *const libc::c_char, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int = -1;
     fexecve(fd: c_int, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> c_int = -1;

@@ -132,7 +132,10 @@ pub(crate) fn again(mut call: impl FnMut() -> c_int) -> c_int {
 ///
 /// # Safety
 /// `t` is NULL or points to a timespec.
-unsafe fn again_timed(t: *const timespec, mut call: impl FnMut(*const timespec) -> c_int) -> c_int {
+pub(crate) unsafe fn again_timed(
+    t: *const timespec,
+    mut call: impl FnMut(*const timespec) -> c_int,
+) -> c_int {
     let Some(total) = (!t.is_null()).then(|| ns_of(&*t)).flatten() else {
         return again(|| call(t));
     };

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -169,6 +171,50 @@ static void *t_allmasked_sigtimedwait(void *a) {
     return a;
 }
 
+/* The same waits made through libc's raw syscall(), as programs that
+ * wait on futexes do. */
+static unsigned never_word;
+
+static void *t_raw_futex_timed(void *a) {
+    struct timespec ts = {2, 0};
+    double t0 = now();
+    if (syscall(SYS_futex, &never_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0) != -1 || errno != ETIMEDOUT)
+        fail("syscall(futex wait, 2 s)");
+    if (now() - t0 < TIMED - 0.01) early("syscall(futex wait)", now() - t0);
+    return a;
+}
+
+static void *t_raw_nanosleep(void *a) {
+    struct timespec req = {2, 0}, rem;
+    double t0 = now();
+    if (syscall(SYS_nanosleep, &req, &rem) != 0) fail("syscall(nanosleep, 2 s)");
+    if (now() - t0 < TIMED - 0.01) early("syscall(nanosleep)", now() - t0);
+    return a;
+}
+
+static void *t_raw_ppoll_timed(void *a) {
+    struct pollfd p = {never_pipe[0], POLLIN, 0};
+    struct timespec ts = {2, 0};
+    double t0 = now();
+    if (syscall(SYS_ppoll, &p, 1, &ts, NULL, 8) != 0) fail("syscall(ppoll, 2 s)");
+    if (now() - t0 < TIMED - 0.01) early("syscall(ppoll)", now() - t0);
+    return a;
+}
+
+static void *t_raw_epoll_pwait_timed(void *a) {
+    struct epoll_event ev;
+    double t0 = now();
+    if (syscall(SYS_epoll_pwait, never_ep, &ev, 1, 2000, NULL, 8) != 0) fail("syscall(epoll_pwait, 2 s)");
+    if (now() - t0 < TIMED - 0.01) early("syscall(epoll_pwait)", now() - t0);
+    return a;
+}
+
+static void *t_raw_poll(void *a) {
+    struct pollfd p = {ready_pipe[0], POLLIN, 0};
+    if (syscall(SYS_ppoll, &p, 1, NULL, NULL, 8) != 1) fail("syscall(ppoll, no timeout)");
+    return a;
+}
+
 struct job { const char *name; void *(*fn)(void *); };
 
 int main(int argc, char **argv) {
@@ -195,9 +241,12 @@ int main(int argc, char **argv) {
         {"poll-2s", t_poll_timed},  {"nanosleep-2s", t_nanosleep},
         {"allmasked-sigtimedwait-2s", t_allmasked_sigtimedwait},
         {"epoll_wait-2s", t_epoll_timed},
+        {"syscall-futex-wait-2s", t_raw_futex_timed}, {"syscall-nanosleep-2s", t_raw_nanosleep},
+        {"syscall-ppoll-2s", t_raw_ppoll_timed}, {"syscall-epoll_pwait-2s", t_raw_epoll_pwait_timed},
+        {"syscall-ppoll", t_raw_poll},
     };
     int n = sizeof jobs / sizeof jobs[0];
-    pthread_t th[16];
+    pthread_t th[32];
     for (int i = 0; i < n; i++) {
         pthread_create(&th[i], NULL, jobs[i].fn, NULL);
         if (jobs[i].fn == t_sigsuspend) sigsuspend_thread = th[i];
