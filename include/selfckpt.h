@@ -32,6 +32,7 @@
 #ifndef SELFCKPT_H
 #define SELFCKPT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -69,10 +70,20 @@ struct selfckpt_config {
                                 off. Added after interval_seconds: a
                                 program built with the older, shorter
                                 struct still works */
+    int incremental;         /* 1: incremental checkpoints (an image holds
+                                only the pages changed since its parent),
+                                0: not, -1: SELFCKPT_INCREMENTAL or off */
+    uint32_t full_every;     /* incremental: a full image every this many
+                                checkpoints (0: SELFCKPT_FULL_EVERY or 10).
+                                incremental and full_every were added after
+                                forked */
 };
 
-/* Sets every field of *cfg to "unset". */
-void selfckpt_config_init(struct selfckpt_config *cfg);
+/* Sets every field of *cfg to "unset" (the first `size` bytes: a program
+ * passes sizeof its struct, so an older, shorter struct gets only the
+ * fields it has). */
+void selfckpt_config_init_size(struct selfckpt_config *cfg, size_t size);
+#define selfckpt_config_init(cfg) selfckpt_config_init_size((cfg), sizeof *(cfg))
 
 /* Installs the checkpointer from SELFCKPT_DIR, SELFCKPT_SIGNAL,
  * SELFCKPT_TERM_SIGNAL, SELFCKPT_INTERVAL, SELFCKPT_KEEP, SELFCKPT_LEVEL,

@@ -486,7 +486,7 @@ fn selfckpt_run_forked_checkpoints_an_unmodified_c_program() {
 }
 
 #[test]
-fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
+fn the_c_abi_fields_turn_forked_and_incremental_mode_on_and_older_structs_still_install() {
     if !common::have("cc") {
         eprintln!("skipped: no C compiler (cc) to build tests/c/forked_cfg.c");
         return;
@@ -508,13 +508,16 @@ fn the_c_abi_field_turns_forked_mode_on_and_an_older_struct_still_installs() {
     for (args, expect) in [
         (&[][..], "continued forked:true"),
         (&["v1"][..], "continued forked:false"),
+        (&["incremental"][..], "continued incremental:true"),
+        (&["v2"][..], "continued incremental:false"),
     ] {
-        let dir = tmp.path().join(format!("img{}", args.len()));
+        let dir = tmp.path().join(format!("img-{}", args.join("-")));
         let out = common::run(
             Command::new(&exe)
                 .arg(&dir)
                 .args(args)
-                .env_remove("SELFCKPT_FORKED"),
+                .env_remove("SELFCKPT_FORKED")
+                .env_remove("SELFCKPT_INCREMENTAL"),
             Duration::from_secs(60),
         );
         let text = String::from_utf8_lossy(&out.stdout);

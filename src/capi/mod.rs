@@ -64,34 +64,75 @@ pub struct SelfckptConfig {
     pub interval_seconds: f64,
     /// Added in version 2 of the struct: 1 forked, 0 not, -1 unset.
     pub forked: c_int,
+    /// Added in version 3: 1 incremental, 0 not, -1 unset.
+    pub incremental: c_int,
+    /// Added in version 3: incremental, a full image every this many
+    /// checkpoints (0: unset).
+    pub full_every: u32,
 }
 
 /// `struct_size` of the first version (before `forked`): still accepted.
 const CONFIG_V1_SIZE: usize = core::mem::offset_of!(SelfckptConfig, forked);
+/// `struct_size` of the second version (up to `forked`, padded as the C
+/// compiler pads it).
+const CONFIG_V2_SIZE: usize = 48;
+const _: () = assert!(core::mem::offset_of!(SelfckptConfig, forked) + 4 <= CONFIG_V2_SIZE);
+const _: () = assert!(core::mem::offset_of!(SelfckptConfig, incremental) + 4 <= CONFIG_V2_SIZE);
 
-/// Fills `cfg` with the defaults (every field "unset").
+/// The defaults (every field "unset"), `struct_size` the full size.
+fn defaults() -> SelfckptConfig {
+    SelfckptConfig {
+        struct_size: core::mem::size_of::<SelfckptConfig>() as u32,
+        keep: 0,
+        dir: core::ptr::null(),
+        signal: 0,
+        term_signal: 0,
+        level: -100,
+        workers: 0,
+        interval_seconds: 0.0,
+        forked: -1,
+        incremental: -1,
+        full_every: 0,
+    }
+}
+
+/// Fills the first `size` bytes of `cfg` (a program's `sizeof` its
+/// struct: an older, shorter one gets only the fields it has) with the
+/// defaults; `struct_size` says how many. The header's
+/// `selfckpt_config_init(cfg)` calls this with `sizeof *(cfg)`.
 ///
 /// # Safety
-/// `cfg` must point to a writable `struct selfckpt_config`.
+/// `cfg` must point to `size` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn selfckpt_config_init(cfg: *mut SelfckptConfig) {
-    if cfg.is_null() {
+pub unsafe extern "C" fn selfckpt_config_init_size(cfg: *mut SelfckptConfig, size: usize) {
+    if cfg.is_null() || size < CONFIG_V1_SIZE {
         return;
     }
-    // SAFETY: the caller passes a valid, writable config.
+    let size = size.min(core::mem::size_of::<SelfckptConfig>());
+    let mut d = defaults();
+    d.struct_size = size as u32;
+    // SAFETY: the caller gives `size` writable bytes; `d` is a whole
+    // struct of at least `size` bytes.
     unsafe {
-        cfg.write(SelfckptConfig {
-            struct_size: core::mem::size_of::<SelfckptConfig>() as u32,
-            keep: 0,
-            dir: core::ptr::null(),
-            signal: 0,
-            term_signal: 0,
-            level: -100,
-            workers: 0,
-            interval_seconds: 0.0,
-            forked: -1,
-        })
+        core::ptr::copy_nonoverlapping(
+            (&d as *const SelfckptConfig).cast::<u8>(),
+            cfg.cast::<u8>(),
+            size,
+        )
     };
+}
+
+/// Fills `cfg` with the defaults, as a program built with the second
+/// version of the header (whose `selfckpt_config_init` was this symbol)
+/// knows them: the fields up to `forked`. Programs built with the current
+/// header call [`selfckpt_config_init_size`] instead.
+///
+/// # Safety
+/// `cfg` must point to a writable struct of the second version or later.
+#[no_mangle]
+pub unsafe extern "C" fn selfckpt_config_init(cfg: *mut SelfckptConfig) {
+    // SAFETY: as the caller promises.
+    unsafe { selfckpt_config_init_size(cfg, CONFIG_V2_SIZE) }
 }
 
 fn install(b: Result<Builder, Error>) -> Result<c_int, String> {
@@ -130,8 +171,12 @@ pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_i
         if size < CONFIG_V1_SIZE || size > core::mem::size_of::<SelfckptConfig>() {
             return Err("selfckpt_init_config: call selfckpt_config_init first".into());
         }
-        // A program built against the first header has no `forked`.
-        let forked = (size >= core::mem::size_of::<SelfckptConfig>()).then_some(c.forked);
+        // A program built against an older header has not the later
+        // fields: they are not read.
+        let has = |end: usize| size >= end;
+        let forked = has(CONFIG_V2_SIZE).then_some(c.forked);
+        let incremental = has(core::mem::size_of::<SelfckptConfig>()).then_some(c.incremental);
+        let full_every = has(core::mem::size_of::<SelfckptConfig>()).then_some(c.full_every);
         let mut b = Builder::from_env().map_err(|e| e.to_string())?;
         if !c.dir.is_null() {
             // SAFETY: the caller passes a NUL-terminated string.
@@ -160,6 +205,19 @@ pub unsafe extern "C" fn selfckpt_init_config(cfg: *const SelfckptConfig) -> c_i
             Some(0) => b = b.forked(false),
             Some(-1) | None => {}
             Some(v) => return Err(format!("selfckpt_config.forked = {v}: expected 0, 1 or -1")),
+        }
+        match incremental {
+            Some(1) => b = b.incremental(true),
+            Some(0) => b = b.incremental(false),
+            Some(-1) | None => {}
+            Some(v) => {
+                return Err(format!(
+                    "selfckpt_config.incremental = {v}: expected 0, 1 or -1"
+                ))
+            }
+        }
+        if let Some(n) = full_every.filter(|&n| n > 0) {
+            b = b.full_every(n);
         }
         if c.interval_seconds > 0.0 && c.interval_seconds.is_finite() {
             b = b.interval(std::time::Duration::from_secs_f64(c.interval_seconds));
