@@ -224,8 +224,9 @@ impl SharedObjects {
                 s.of_region.push(None);
                 continue;
             }
-            // Images before 1.8 name no object: each region is one.
-            let (dev, ino) = if r.stamp.ino == 0 {
+            // Images before 1.8 name no object: each region is one. (An
+            // inode 0 with a device is a name: System V segment 0.)
+            let (dev, ino) = if r.stamp.ino == 0 && r.stamp.dev == 0 {
                 (u64::MAX, i as u64)
             } else {
                 (r.stamp.dev, r.stamp.ino)
@@ -650,7 +651,17 @@ fn make_segment(seg: &SysvShm) -> std::io::Result<Segment> {
         }
     }
     let chosen = write_next_id(seg.shmid).is_ok();
-    let made = shmget(seg.key, seg.size, libc::IPC_CREAT | libc::IPC_EXCL | perm);
+    let made = shmget(seg.key, seg.size, libc::IPC_CREAT | libc::IPC_EXCL | perm).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            std::io::Error::other(format!(
+                "a System V segment with key {:#x} exists already, which this user cannot \
+                 look at: not the program's",
+                seg.key
+            ))
+        } else {
+            e
+        }
+    });
     if chosen {
         // Spent by the shmget above; -1 again in any case.
         let _ = write_next_id(-1);
@@ -881,6 +892,32 @@ mod tests {
             own: 1,
             tree: 0,
         }
+    }
+
+    #[test]
+    fn two_attachments_of_segment_zero_are_one_object() {
+        use crate::image::model::{FileStamp, Region};
+        let region = |start: u64, dev: u64| Region {
+            start,
+            end: start + 8192,
+            prot: 3,
+            kind: RegionKind::SysvShm as u32,
+            offset: 0,
+            path: b"/SYSV00000000 (deleted)",
+            stamp: FileStamp {
+                dev,
+                ino: 0,
+                ..FileStamp::default()
+            },
+        };
+        let seg = entry(0, libc::IPC_PRIVATE, 8192);
+        let named =
+            SharedObjects::new(&[region(0x10000, 1), region(0x40000, 1)], &[], &[seg], 4096);
+        assert_eq!(named.objs.len(), 1);
+        assert_eq!(named.objs[0].source, Source::Sysv(Some(seg)));
+        // An image before 1.8 (no stamp): each region is an object.
+        let old = SharedObjects::new(&[region(0x10000, 0), region(0x40000, 0)], &[], &[], 4096);
+        assert_eq!(old.objs.len(), 2);
     }
 
     #[test]

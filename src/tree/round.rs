@@ -696,7 +696,8 @@ fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
         let Ok(view) = img.view() else { continue };
         for r in &view.regions {
             let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
-            if r.stamp.ino != 0 && is_shared_object(kind, r.path) {
+            let named = r.stamp.ino != 0 || r.stamp.dev != 0;
+            if named && is_shared_object(kind, r.path) {
                 let pids = by_obj.entry((r.stamp.dev, r.stamp.ino)).or_default();
                 if !pids.contains(&m.pid) {
                     pids.push(m.pid);
