@@ -315,6 +315,12 @@ impl Runtime {
             ),
             // The process exits after this image: nothing to fork for.
             (true, true) => (None, None),
+            // The dumping child would hold attachments of its own while
+            // the other members count theirs.
+            (true, false) if tree.is_tree() && crate::kstate::sysvshm::has_tree_peers() => (
+                None,
+                Some("a process tree sharing System V segments dumps in the pause".to_string()),
+            ),
             (true, false) => match crate::forking::survey(&maps_text) {
                 Ok(sv) if sv.refusal.is_none() => (
                     Some(ForkPlan {

@@ -832,3 +832,174 @@ fn children_execed_with_environments_of_their_own_stay_in_the_tree() {
         assert_eq!(pids(rec, "members").len(), 4, "{rec}");
     });
 }
+
+/// A key for a System V segment of this test run (from the pid).
+fn sysv_key(salt: u32) -> i32 {
+    (0x5d00_0000 | ((std::process::id() & 0xffff) << 4) | salt) as i32
+}
+
+/// Removes segment `id`, if there is one (this test's own).
+fn remove_segment_id(id: i32) {
+    // SAFETY: removes a segment the test's program made; no memory read.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+}
+
+/// The ids `tests/c/tree_sysv.c` printed ("ids: A B" lines), and its
+/// output without them.
+fn sysv_ids(text: &str) -> (Vec<String>, String) {
+    let ids = text
+        .lines()
+        .filter(|l| l.starts_with("ids:"))
+        .map(String::from)
+        .collect();
+    let rest = text
+        .lines()
+        .filter(|l| !l.starts_with("ids:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (ids, rest)
+}
+
+/// Runs `tests/c/tree_sysv.c` with `key` under `selfckpt run`, waits for
+/// 12 lines, checkpoints the tree and kills it: the set, the first run's
+/// output file and the segments' ids it printed.
+fn sysv_tree_checkpointed(
+    tmp: &Path,
+    exe: &Path,
+    key: &str,
+    during: impl FnOnce(&[i32]),
+) -> (PathBuf, PathBuf, Vec<i32>) {
+    let dir = tmp.join("ck");
+    let first = tmp.join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, exe, &["120", key]), &first);
+    wait_for("output", 60, || lines(&first) >= 12);
+    let text = std::fs::read_to_string(&first).unwrap();
+    let ids: Vec<i32> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ids: "))
+        .unwrap()
+        .split(' ')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    during(&ids);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    (set, first, ids)
+}
+
+/// A parent and its forked child taking turns on counters in a keyed
+/// System V segment and adding to a sum in a private one: the tree record
+/// names both as the tree's, no image calls them not restorable, the tree
+/// restart makes each once with its id and key (the killed program's
+/// segments found again, or, `removed`, made anew with their ids), both
+/// members attach them, the ids they hold still name them: output as an
+/// uninterrupted run's, the ids printed before and after the restart the
+/// same.
+fn sysv_segments_between_members(salt: u32, removed: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_sysv");
+    if !build_c("tree_sysv", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let key = format!("{:#x}", sysv_key(salt));
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).args(["120", &key]), &reference),
+        "reference run",
+    );
+    let (_, want) = sysv_ids(&std::fs::read_to_string(&reference).unwrap());
+    assert!(want.ends_with("sum 27243150\n"), "{want}");
+    let (set, first, ids) = sysv_tree_checkpointed(tmp.path(), &exe, &key, |_| {});
+    let rec = record(&set);
+    let memory: Vec<_> = rec["shared"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "memory")
+        .collect();
+    assert_eq!(memory.len(), 2, "{rec}");
+    assert!(memory
+        .iter()
+        .all(|m| m["ends"].as_array().unwrap().len() == 2));
+    for m in rec["members"].as_array().unwrap() {
+        let j = inspect(&set.join(m["image"].as_str().unwrap()));
+        assert_eq!(j["not_restorable"].as_array().map_or(0, Vec::len), 0, "{j}");
+    }
+    if removed {
+        ids.iter().for_each(|&id| remove_segment_id(id));
+    }
+    let offset = fd_offset(&root_image(&set), 1);
+    let second = tmp.path().join("second");
+    let (status, err) = finish(
+        spawn_to_file(
+            &mut selfckpt_run(&tmp.path().join("ck"), &exe, &["120", &key]),
+            &second,
+        ),
+        "resumed run",
+    );
+    ids.iter().for_each(|&id| remove_segment_id(id));
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let (printed, got) = sysv_ids(&format!("{}{second}", &first[..offset]));
+    assert_eq!(got, want, "stderr of the resumed run: {err}");
+    assert_eq!(printed.len(), 2, "{printed:?}");
+    assert_eq!(printed[0], printed[1], "the segments' ids changed");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn parent_and_child_share_system_v_segments_found_again_with_their_ids() {
+    sysv_segments_between_members(1, false);
+}
+
+#[test]
+fn parent_and_child_share_system_v_segments_made_again_with_their_ids() {
+    sysv_segments_between_members(2, true);
+}
+
+/// A segment of the tree that a process outside it (this test) is
+/// attached to too is named by id and key at checkpoint time, and the
+/// resume refuses it.
+#[test]
+fn a_tree_segment_attached_from_outside_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_sysv");
+    if !build_c("tree_sysv", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let key = format!("{:#x}", sysv_key(3));
+    let mut ours = std::ptr::null_mut();
+    let (set, _, ids) = sysv_tree_checkpointed(tmp.path(), &exe, &key, |ids| {
+        // SAFETY: attaches the program's keyed segment here, read-only.
+        ours = unsafe { libc::shmat(ids[0], std::ptr::null(), libc::SHM_RDONLY) };
+        assert_ne!(ours as isize, -1);
+    });
+    let j = inspect(&root_image(&set));
+    let named = format!(
+        "System V shared memory segment {} (key {key}): another process",
+        ids[0]
+    );
+    assert!(
+        j["not_restorable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&named)),
+        "{j}"
+    );
+    let r = selfckpt_run(&tmp.path().join("ck"), &exe, &["120", &key])
+        .output()
+        .unwrap();
+    // SAFETY: detaching the test's own attachment.
+    unsafe { libc::shmdt(ours) };
+    ids.iter().for_each(|&id| remove_segment_id(id));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not restorable") && err.contains("sysv_shm"),
+        "{err}"
+    );
+}

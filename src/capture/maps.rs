@@ -128,7 +128,8 @@ impl<'a> Iterator for MapsParser<'a> {
         }
     }
 }
-fn parse(line: &[u8]) -> Option<MapEntry<'_>> {
+/// One line of a maps file; None if it is malformed. No allocation.
+pub fn parse(line: &[u8]) -> Option<MapEntry<'_>> {
     let mut f = line.splitn(6, |&c| c == b' ');
     let range = f.next()?;
     let perms = f.next()?;
@@ -222,11 +223,21 @@ pub fn read_self_maps(buf: &mut [u8]) -> Result<usize, MapsError> {
 /// buffer. No allocation.
 pub fn for_each_self_map(
     buf: &mut [u8],
+    f: impl FnMut(&MapEntry) -> bool,
+) -> Result<(), MapsError> {
+    for_each_map(b"/proc/self/maps\0", buf, f)
+}
+
+/// [`for_each_self_map`] for the maps file at the NUL-terminated `path`
+/// (`/proc/PID/maps` of another process). No allocation.
+pub fn for_each_map(
+    path: &[u8],
+    buf: &mut [u8],
     mut f: impl FnMut(&MapEntry) -> bool,
 ) -> Result<(), MapsError> {
     let mut n = 0usize;
     let mut bad = None;
-    for_each_line(b"/proc/self/maps\0", buf, |line| {
+    for_each_line(path, buf, |line| {
         n += 1;
         if line.is_empty() {
             return true;

@@ -106,6 +106,23 @@ impl<'a> Words<'a> {
         self.push(&digits[i..]);
     }
 
+    /// Appends `v` in hexadecimal, with `0x`.
+    pub fn push_hex(&mut self, v: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[i..]);
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

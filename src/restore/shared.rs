@@ -61,20 +61,23 @@ pub struct TreeObject {
     pub at: u64,
     pub size: u64,
     pub fd: i32,
+    /// The System V segment made (attached at `at`), if it is one.
+    pub shmid: Option<i32>,
 }
 
 /// Makes once each object that more than one of `images` (each image's
 /// shared objects) maps: shared anonymous memory, a memfd, an unlinked
-/// /dev/shm file (not System V segments, found by their ids; not sealed
-/// memfds, whose size a process gives back), of the largest size any
-/// image needs, with the data outside its mappings a memfd entry holds.
-/// Each is mapped whole at an address the kernel chooses.
+/// /dev/shm file, a System V segment (with its id and key:
+/// `make_segment`; not sealed memfds, whose size a process gives back),
+/// of the largest size any image needs, with the data outside its
+/// mappings a memfd entry holds. Each is mapped (attached) whole at an
+/// address the kernel chooses; the members inherit it.
 pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeObject>> {
     let mut out: Vec<TreeObject> = Vec::new();
     for (i, img) in images.iter().enumerate() {
         for o in &img.objs {
             let wanted = o.dev != u64::MAX
-                && !matches!(o.source, Source::Sysv(_))
+                && o.source != Source::Sysv(None)
                 && o.seals == 0
                 && !out.iter().any(|t| t.dev == o.dev && t.ino == o.ino)
                 && images[i + 1..]
@@ -92,6 +95,25 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
             let size = same().map(|p| p.size).max().unwrap_or(o.size);
             let page = crate::capture::sys::page_size() as u64;
             let size = size.max(page).div_ceil(page) * page;
+            if let Source::Sysv(Some(seg)) = &o.source {
+                let shown = |e: std::io::Error| {
+                    std::io::Error::other(format!(
+                        "System V segment {} (key {:#x}): {e}",
+                        seg.shmid, seg.key
+                    ))
+                };
+                let made = make_segment(seg).map_err(shown)?;
+                let at = attach_made(made, size, None).map_err(shown)?;
+                out.push(TreeObject {
+                    dev: o.dev,
+                    ino: o.ino,
+                    at,
+                    size,
+                    fd: -1,
+                    shmid: Some(made.id),
+                });
+                continue;
+            }
             let mut made = Obj {
                 size,
                 fd: None,
@@ -145,6 +167,7 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
                     .fd
                     .take()
                     .map_or(-1, std::os::fd::IntoRawFd::into_raw_fd),
+                shmid: None,
             });
         }
     }
@@ -201,8 +224,9 @@ impl SharedObjects {
                 s.of_region.push(None);
                 continue;
             }
-            // Images before 1.8 name no object: each region is one.
-            let (dev, ino) = if r.stamp.ino == 0 {
+            // Images before 1.8 name no object: each region is one. (An
+            // inode 0 with a device is a name: System V segment 0.)
+            let (dev, ino) = if r.stamp.ino == 0 && r.stamp.dev == 0 {
                 (u64::MAX, i as u64)
             } else {
                 (r.stamp.dev, r.stamp.ino)
@@ -279,6 +303,7 @@ impl SharedObjects {
                 // SAFETY: `n` was just made and nothing else owns it.
                 o.fd = Some(unsafe { OwnedFd::from_raw_fd(n) });
             }
+            o.shmid = o.shmid.or(t.shmid);
             o.size = o.size.max(t.size);
             // Its size is the tree's (every process maps it whole).
             o.exact = None;
@@ -310,7 +335,7 @@ impl SharedObjects {
             let seg = seg.ok_or_else(|| {
                 std::io::Error::other("the image has no entry for this System V segment")
             })?;
-            o.shmid = Some(attach_segment(&seg, at)?);
+            o.shmid = Some(attach_segment(&seg, o.size, at)?);
             o.master = Some((at, o.size));
             return Ok(());
         }
@@ -550,58 +575,182 @@ fn remap_segment_read_only(id: i32, regions: &[(u64, u64, u64)]) -> std::io::Res
     result
 }
 
-/// Makes the segment again and attaches it at `at` (free, taken). With
-/// its key where it had one and no other process was attached (where one
-/// was, the stand-in `--unrestorable=sysv_shm` accepted: a private
-/// segment), marked for removal at once (`IPC_RMID`) when private. A
-/// segment with its key that exists already is taken only if it is the
-/// very segment (same id and size) and nobody is attached to it (the one
-/// the killed program left); any other is refused.
-fn attach_segment(seg: &SysvShm, at: u64) -> std::io::Result<i32> {
-    let private =
-        seg.key == libc::IPC_PRIVATE || seg.mode & SHM_DEST != 0 || seg.shared_with_others();
-    let key = if private { libc::IPC_PRIVATE } else { seg.key };
+/// The segment a restart attaches: found again or made anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    id: i32,
+    /// Marked for removal once attached (`IPC_RMID`): it was (`SHM_DEST`),
+    /// or it is the private stand-in for a segment shared with others.
+    remove: bool,
+    /// The killed program's own segment, found again: its contents are
+    /// cleared before the image's are written (pages the image leaves
+    /// out are zero).
+    reused: bool,
+}
+
+/// Finds or makes the segment `seg` names, with its id and key.
+///
+/// - The segment with its id still there (the one the killed program
+///   left: same key, size and owner, nobody attached) is taken again.
+/// - One with its id that is another segment, or another segment with
+///   its key, is refused: never someone else's segment.
+/// - Else it is made with its key, and with its id where the kernel lets
+///   the restarter choose it (`/proc/sys/kernel/shm_next_id`, root of
+///   the IPC namespace); where it does not, with a new id (a warning: an
+///   id the program holds no longer names it).
+///
+/// One another process was attached to (the stand-in
+/// `--unrestorable=sysv_shm` accepted) is a new private segment.
+fn make_segment(seg: &SysvShm) -> std::io::Result<Segment> {
     let perm = (seg.mode & 0o777) as i32;
-    // SAFETY: shmget has no memory preconditions.
-    let mut id = unsafe {
-        libc::shmget(
-            key,
-            seg.size as usize,
-            libc::IPC_CREAT | libc::IPC_EXCL | perm,
-        )
-    };
-    if id < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-        // SAFETY: as above; then IPC_STAT into a valid out-pointer.
-        let old = unsafe { libc::shmget(key, 0, 0) };
-        let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
-        let same = old == seg.shmid
-            // SAFETY: IPC_STAT into a valid out-pointer.
-            && unsafe { libc::shmctl(old, libc::IPC_STAT, &mut ds) } == 0
+    let remove = seg.mode & SHM_DEST != 0;
+    if seg.shared_with_others() {
+        let id = shmget(libc::IPC_PRIVATE, seg.size, libc::IPC_CREAT | perm)?;
+        return Ok(Segment {
+            id,
+            remove: true,
+            reused: false,
+        });
+    }
+    if let Some(ds) = shm_stat(seg.shmid) {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let ours = ds.shm_perm.__key == seg.key
+            && ds.shm_segsz as u64 == seg.size
             && ds.shm_nattch == 0
-            && ds.shm_segsz as u64 == seg.size;
-        if !same {
+            && ds.shm_perm.uid == me
+            && ds.shm_perm.mode as u32 & SHM_DEST == 0;
+        if !ours {
             return Err(std::io::Error::other(format!(
-                "a System V segment with key {:#x} exists already and is not the program's                  (remove it with `ipcrm -M {:#x}` if it is a leftover)",
-                seg.key, seg.key
+                "its id {} is taken by another segment (key {:#x}, size {}, attached {} times): \
+                 not the program's; a restart never attaches someone else's segment",
+                seg.shmid, ds.shm_perm.__key, ds.shm_segsz, ds.shm_nattch
             )));
         }
-        id = old;
+        if ds.shm_perm.mode as i32 & 0o777 != perm {
+            let mut set = ds;
+            set.shm_perm.mode = perm as _;
+            // SAFETY: IPC_SET of our own segment from a valid shmid_ds.
+            unsafe { libc::shmctl(seg.shmid, libc::IPC_SET, &mut set) };
+        }
+        return Ok(Segment {
+            id: seg.shmid,
+            remove,
+            reused: true,
+        });
     }
+    if seg.key != libc::IPC_PRIVATE {
+        // SAFETY: shmget has no memory preconditions.
+        let other = unsafe { libc::shmget(seg.key, 0, 0) };
+        if other >= 0 {
+            return Err(std::io::Error::other(format!(
+                "a System V segment with key {:#x} exists already (id {other}, not the \
+                 program's id {}): remove it with `ipcrm -M {:#x}` if it is a leftover",
+                seg.key, seg.shmid, seg.key
+            )));
+        }
+    }
+    let chosen = write_next_id(seg.shmid).is_ok();
+    let made = shmget(seg.key, seg.size, libc::IPC_CREAT | libc::IPC_EXCL | perm).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            std::io::Error::other(format!(
+                "a System V segment with key {:#x} exists already, which this user cannot \
+                 look at: not the program's",
+                seg.key
+            ))
+        } else {
+            e
+        }
+    });
+    if chosen {
+        // Spent by the shmget above; -1 again in any case.
+        let _ = write_next_id(-1);
+    }
+    let id = made?;
+    if id != seg.shmid {
+        if chosen {
+            // SAFETY: removes the segment just made, attached by nobody.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) };
+            return Err(std::io::Error::other(format!(
+                "its id {} cannot be given again (the kernel gave {id}: another segment \
+                 holds the id's slot)",
+                seg.shmid
+            )));
+        }
+        eprintln!(
+            "selfckpt: warning: System V segment {} (key {:#x}) comes back with id {id}: the \
+             restarter cannot choose ids (/proc/sys/kernel/shm_next_id needs root of the IPC \
+             namespace); a segment id the program kept no longer names it",
+            seg.shmid, seg.key
+        );
+    }
+    Ok(Segment {
+        id,
+        remove,
+        reused: false,
+    })
+}
+
+/// Attaches `made` at `at` (None: where the kernel finds room), clears
+/// a segment found again, marks it for removal if it is to be.
+fn attach_made(made: Segment, size: u64, at: Option<u64>) -> std::io::Result<u64> {
+    let want = at.unwrap_or(0) as *const libc::c_void;
+    // SAFETY: attaches the segment at `at`, a range reserved as free, or
+    // wherever the kernel finds room.
+    let p = unsafe { libc::shmat(made.id, want, 0) };
+    if p as isize == -1 || at.is_some_and(|a| p as u64 != a) {
+        return Err(std::io::Error::last_os_error());
+    }
+    if made.reused {
+        // SAFETY: our own attachment of `size` bytes: its pages are
+        // given back (shmem: read as zero after), or zeroed.
+        unsafe {
+            if libc::madvise(p, size as usize, libc::MADV_REMOVE) != 0 {
+                core::ptr::write_bytes(p.cast::<u8>(), 0, size as usize);
+            }
+        }
+    }
+    if made.remove {
+        // SAFETY: marks the segment for removal once the last attachment
+        // goes (as it was, or a private stand-in found by no one else).
+        unsafe { libc::shmctl(made.id, libc::IPC_RMID, core::ptr::null_mut()) };
+    }
+    Ok(p as u64)
+}
+
+/// Makes the segment again (`make_segment`) and attaches it at `at`
+/// (free, taken). Its id.
+fn attach_segment(seg: &SysvShm, size: u64, at: u64) -> std::io::Result<i32> {
+    let made = make_segment(seg).map_err(|e| {
+        std::io::Error::other(format!(
+            "System V segment {} (key {:#x}): {e}",
+            seg.shmid, seg.key
+        ))
+    })?;
+    attach_made(made, size, Some(at))?;
+    Ok(made.id)
+}
+
+fn shmget(key: i32, size: u64, flags: i32) -> std::io::Result<i32> {
+    // SAFETY: shmget has no memory preconditions.
+    let id = unsafe { libc::shmget(key, size as usize, flags) };
     if id < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: attaches the segment at `at`, a range reserved as free.
-    let p = unsafe { libc::shmat(id, at as *const libc::c_void, 0) };
-    if p as isize == -1 || p as u64 != at {
-        return Err(std::io::Error::last_os_error());
-    }
-    if private {
-        // A private segment is found by no one else (its id is new): it
-        // goes away with its last attachment, as one marked so did.
-        // SAFETY: marks our new segment for removal once detached.
-        unsafe { libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut()) };
-    }
     Ok(id)
+}
+
+/// The segment with id `id`, if there is one.
+fn shm_stat(id: i32) -> Option<libc::shmid_ds> {
+    // SAFETY: shmid_ds is plain old data; IPC_STAT fills it.
+    let mut ds: libc::shmid_ds = unsafe { core::mem::zeroed() };
+    // SAFETY: IPC_STAT into a valid out-pointer.
+    (unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == 0).then_some(ds)
+}
+
+/// Asks the kernel to give the next System V segment id `id` (-1: any).
+fn write_next_id(id: i32) -> std::io::Result<()> {
+    std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string())
 }
 
 /// A new object of `size` bytes: a memfd (sealable if it had seals), or an
@@ -727,4 +876,85 @@ fn map_fixed_replace(at: u64, len: u64, fd: i32, off: u64) -> std::io::Result<()
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(shmid: i32, key: i32, size: u64) -> SysvShm {
+        SysvShm {
+            shmid,
+            key,
+            size,
+            mode: 0o600,
+            nattch: 1,
+            own: 1,
+            tree: 0,
+        }
+    }
+
+    #[test]
+    fn two_attachments_of_segment_zero_are_one_object() {
+        use crate::image::model::{FileStamp, Region};
+        let region = |start: u64, dev: u64| Region {
+            start,
+            end: start + 8192,
+            prot: 3,
+            kind: RegionKind::SysvShm as u32,
+            offset: 0,
+            path: b"/SYSV00000000 (deleted)",
+            stamp: FileStamp {
+                dev,
+                ino: 0,
+                ..FileStamp::default()
+            },
+        };
+        let seg = entry(0, libc::IPC_PRIVATE, 8192);
+        let named =
+            SharedObjects::new(&[region(0x10000, 1), region(0x40000, 1)], &[], &[seg], 4096);
+        assert_eq!(named.objs.len(), 1);
+        assert_eq!(named.objs[0].source, Source::Sysv(Some(seg)));
+        // An image before 1.8 (no stamp): each region is an object.
+        let old = SharedObjects::new(&[region(0x10000, 0), region(0x40000, 0)], &[], &[], 4096);
+        assert_eq!(old.objs.len(), 2);
+    }
+
+    #[test]
+    fn a_segment_is_found_again_only_if_it_is_the_programs() {
+        // SAFETY: test segments of our own, removed at the end.
+        unsafe {
+            let id = libc::shmget(libc::IPC_PRIVATE, 8192, libc::IPC_CREAT | 0o600);
+            assert!(id >= 0);
+            // The killed program's: same id, key, size, nobody attached.
+            let again = make_segment(&entry(id, libc::IPC_PRIVATE, 8192)).unwrap();
+            assert_eq!((again.id, again.reused, again.remove), (id, true, false));
+            // Its id held by another segment (another size, another key).
+            for other in [
+                entry(id, libc::IPC_PRIVATE, 4096),
+                entry(id, 0x5eed_0f0f, 8192),
+            ] {
+                let e = make_segment(&other).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("its id {id} is taken by another segment")),
+                    "{e}"
+                );
+            }
+            // Attached by someone: not a leftover.
+            let p = libc::shmat(id, core::ptr::null(), 0);
+            assert!(make_segment(&entry(id, libc::IPC_PRIVATE, 8192)).is_err());
+            libc::shmdt(p);
+            libc::shmctl(id, libc::IPC_RMID, core::ptr::null_mut());
+            // Its key taken by a segment with another id.
+            let key = 0x5e70_0000 | (std::process::id() as i32 & 0xffff);
+            let k = libc::shmget(key, 4096, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+            assert!(k >= 0);
+            let e = make_segment(&entry(id, key, 4096)).unwrap_err().to_string();
+            libc::shmctl(k, libc::IPC_RMID, core::ptr::null_mut());
+            assert!(
+                e.contains(&format!("key {key:#x} exists already (id {k}")),
+                "{e}"
+            );
+        }
+    }
 }

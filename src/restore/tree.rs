@@ -9,7 +9,8 @@
 //!      └─ fork each child with its exact pid (clone3 set_tid), which
 //!         makes its group or session, forks its own children, ...
 //!         zombies: a child that ends at once with the recorded status
-//!    root: the shared memory several members map, made once (inherited)
+//!    root: the shared memory several members map, made once (inherited;
+//!      a System V segment with its id and key)
 //!    each process: its shared descriptors at their numbers, then the
 //!    restore of its own image (`restart` with `TreePlace`), mapping the
 //!    tree's memory objects; with shared memory, none runs before all are
@@ -445,10 +446,11 @@ fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
         };
         let Ok(view) = img.view() else { continue };
         let memfds: Vec<_> = view.kernel.objects.memfds().cloned().collect();
+        let segments: Vec<_> = view.kernel.objects.sysv_segments().copied().collect();
         out.push(super::shared::SharedObjects::new(
             &view.regions,
             &memfds,
-            &[],
+            &segments,
             page,
         ));
     }

@@ -153,12 +153,16 @@ fn serve() {
                 if let Ok(mut d) = SET_DIR.lock() {
                     *d = Some(dir);
                 }
-                let left: Vec<u32> = s
+                // The left-out children (`pid` of them), then the
+                // members with System V segments attached.
+                let pids: Vec<u32> = s
                     .text()
                     .chunks_exact(4)
                     .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                super::gone::set_left(&left);
+                let (left, peers) = pids.split_at((s.pid as usize).min(pids.len()));
+                super::gone::set_left(left);
+                crate::kstate::sysvshm::set_tree_peers(peers);
                 ROUND.store(1, Release);
                 crate::request::ask();
                 while ROUND.load(Acquire) == 1 {

@@ -147,11 +147,13 @@ impl Round {
                 // Not connected (yet, or the root is gone): its image
                 // alone would be no part of any set.
                 (_, None) => Err(Error::Tree(format!(
-                    "process {} is a member of a process tree but not connected to its root;                      no checkpoint taken",
+                    "process {} is a member of a process tree but not connected to its root; \
+                     no checkpoint taken",
                     sys::getpid()
                 ))),
             };
         }
+        crate::kstate::sysvshm::set_tree_peers(&[]);
         if !super::is_root() {
             return Ok(Round::solo());
         }
@@ -456,14 +458,20 @@ impl RootRound {
         self.record.shared = super::files::shared_files(&pids, &root::run_stdio());
         self.fds = self.members.iter().map(|m| m.fd).collect();
         super::gone::set_left(&self.left_children(me));
+        let peers = sysv_peers(&pids);
+        crate::kstate::sysvshm::set_tree_peers(&peers);
         for m in self.members.clone() {
-            // Each member learns which of its children are left out.
-            let left: Vec<u8> = self
-                .left_children(m.pid)
+            // Each member learns which of its children are left out, and
+            // which members have System V segments attached (their
+            // attachments are the tree's own).
+            let left = self.left_children(m.pid);
+            let text: Vec<u8> = left
                 .iter()
+                .chain(peers.iter().take(wire::TEXT_MAX / 4 - left.len()))
                 .flat_map(|p| p.to_le_bytes())
                 .collect();
-            let suspend = Msg::new(Kind::Suspend).with_text(&left);
+            let mut suspend = Msg::new(Kind::Suspend).with_text(&text);
+            suspend.pid = left.len() as u32;
             if wire::send(m.fd, &suspend).is_err() {
                 return Err(Error::Tree(format!(
                     "member {} ({}) went away as the checkpoint began",
@@ -611,6 +619,21 @@ fn proc_of(pid: u32) -> Proc {
     }
 }
 
+/// The members (of `pids`) whose maps show a System V segment, at most
+/// `sysvshm::MAX_PEERS`. Read at the freeze: a member attaching one
+/// between now and its suspend is not among them, and its attachments
+/// then count as an outside process's (named, never silent).
+fn sysv_peers(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/maps"))
+                .is_ok_and(|m| crate::kstate::sysvshm::maps_show_segments(&m))
+        })
+        .take(crate::kstate::sysvshm::MAX_PEERS)
+        .collect()
+}
+
 /// The pipes that more than one member holds, from the members' images.
 fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
     use crate::image::model::FdKind;
@@ -657,8 +680,9 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
 }
 
 /// The shared memory objects (`capture::maps::is_shared_object`, System
-/// V segments but) that more than one member maps, named by their
-/// regions' stamps: a tree restart makes each once for all of them.
+/// V segments too: their inode is the segment's id) that more than one
+/// member maps, named by their regions' stamps: a tree restart makes each
+/// once for all of them.
 fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
     use crate::capture::maps::{is_shared_object, RegionKind};
     let key = crate::image::mac::MacKey::from_env();
@@ -672,7 +696,8 @@ fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
         let Ok(view) = img.view() else { continue };
         for r in &view.regions {
             let kind = RegionKind::from_u32(r.kind).unwrap_or(RegionKind::Anon);
-            if kind != RegionKind::SysvShm && r.stamp.ino != 0 && is_shared_object(kind, r.path) {
+            let named = r.stamp.ino != 0 || r.stamp.dev != 0;
+            if named && is_shared_object(kind, r.path) {
                 let pids = by_obj.entry((r.stamp.dev, r.stamp.ino)).or_default();
                 if !pids.contains(&m.pid) {
                     pids.push(m.pid);
@@ -736,7 +761,8 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
                 queued_here.push(x.ino);
                 if !seen.2.is_empty() && seen.1 != x.queue {
                     return Err(format!(
-                        "processes {} and {} saw different data queued to the socket {} they                          share",
+                        "processes {} and {} saw different data queued to the socket {} they \
+                         share",
                         seen.2[0].pid, m.pid, x.ino
                     ));
                 }

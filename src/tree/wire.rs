@@ -23,7 +23,9 @@ pub enum Kind {
     Freeze = 2,
     /// Member to root: forks and exits held (`ok`).
     Frozen = 3,
-    /// Root to member: suspend your threads.
+    /// Root to member: suspend your threads; `text` the member's
+    /// children left out (`pid` of them, 4 bytes each), then the members
+    /// with System V segments attached.
     Suspend = 4,
     /// Member to root: threads parked (`ok`).
     Suspended = 5,

@@ -1,7 +1,8 @@
 /* System V shared memory across a checkpoint (issue 14, Memory): a
  * segment with a key attached twice (a page written through the second
  * attachment only) and once more read-only (SHM_RDONLY), and a private segment marked for removal while
- * attached.
+ * attached. The ids the program got from shmget must still name its
+ * segments after a restart.
  *
  * usage: sysv_shm KEY
  *   sets up, prints "waiting", sleeps 2 s (the test checkpoints it
@@ -61,7 +62,12 @@ int main(int argc, char **argv) {
           "the SHM_RDONLY attachment became writable");
     printf("sysv contents ok\n");
     struct shmid_ds ds;
+    /* The ids the program kept still name its segments. */
+    CHECK(shmctl(pid, IPC_STAT, &ds) == 0 && ds.shm_perm.__key == IPC_PRIVATE &&
+              ds.shm_segsz == 2 * PG && (ds.shm_perm.mode & SHM_DEST),
+          "the private segment's id no longer names it");
     int now = shmget(key, 0, 0);
+    CHECK(now == id, "the keyed segment's id changed (%d, was %d)", now, id);
     CHECK(now >= 0 && shmctl(now, IPC_STAT, &ds) == 0, "no segment with the key");
     if (now >= 0) {
         CHECK(ds.shm_segsz == 3 * PG, "size %zu", (size_t)ds.shm_segsz);
