@@ -1799,6 +1799,9 @@ fn sysv_entry(shmid: i32, size: u64, mode: u32, nattch: u64, own: u32) -> Vec<u8
     p.extend(mode.to_le_bytes());
     p.extend(nattch.to_le_bytes());
     p.extend(own.to_le_bytes());
+    // tree: no other member's attachments (what the writer writes; the
+    // helpers find the object list's length by encoding it again).
+    p.extend(0u32.to_le_bytes());
     object_entry(0x0101, 0, &p)
 }
 
