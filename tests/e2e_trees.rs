@@ -1003,3 +1003,95 @@ fn a_tree_segment_attached_from_outside_is_named_and_refused() {
         "{err}"
     );
 }
+
+/// `make -j2` building a small C project (four compiles of about a
+/// second each, then a link): checkpointed while two compilers run,
+/// killed, resumed by `selfckpt run`; every object and the program are
+/// byte for byte those of an uninterrupted build.
+#[test]
+fn make_j2_resumes_mid_build_and_builds_the_same_binaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !have("make") || !have("gcc") {
+        eprintln!("skipped: no make or gcc");
+        return;
+    }
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let write_project = |d: &Path| {
+        std::fs::create_dir_all(d).unwrap();
+        for n in 1..=4 {
+            let mut text = format!("int f{n}(int x) {{ int s = 0;\n");
+            for j in 0..1200 {
+                text.push_str(&format!(" s += (x * {j}) ^ (s >> {});\n", j % 7));
+            }
+            text.push_str(" return s; }\n");
+            std::fs::write(d.join(format!("f{n}.c")), text).unwrap();
+        }
+        std::fs::write(
+            d.join("main.c"),
+            "#include <stdio.h>\nint f1(int), f2(int), f3(int), f4(int);\n\
+             int main(void) { printf(\"%d\\n\", f1(3) + f2(4) + f3(5) + f4(6)); return 0; }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("Makefile"),
+            "CFLAGS = -O2\nprog: main.o f1.o f2.o f3.o f4.o\n\t$(CC) -o $@ $^\n\
+             %.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n",
+        )
+        .unwrap();
+    };
+    let (refdir, rundir) = (tmp.path().join("ref"), tmp.path().join("run"));
+    write_project(&refdir);
+    write_project(&rundir);
+    let st = Command::new("make")
+        .arg("-s")
+        .arg("-j2")
+        .current_dir(&refdir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "reference build");
+    let dir = tmp.path().join("ck");
+    let make = || {
+        let mut c = selfckpt_run(&dir, "make", &["-s", "-j2"]);
+        c.current_dir(&rundir);
+        c
+    };
+    let log = tmp.path().join("log");
+    let mut child = spawn_to_file(&mut make(), &log);
+    // A compiler runs under make (cc1, child of the driver, child of make).
+    let ppid = |pid: &str| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = s.rsplit(')').next()?;
+        after.split_whitespace().nth(1).map(str::to_string)
+    };
+    let make_pid = child.id().to_string();
+    wait_for("cc1 under make", 60, || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "cc1")
+                && ppid(&pid).and_then(|d| ppid(&d)).as_deref() == Some(make_pid.as_str())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let rec = record(&set);
+    assert!(
+        rec["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["program"] == "cc1"),
+        "{rec}"
+    );
+    let err = wait_ok(spawn_to_file(&mut make(), &log), "resumed make -j2");
+    for f in ["main.o", "f1.o", "f2.o", "f3.o", "f4.o", "prog"] {
+        assert_eq!(
+            std::fs::read(rundir.join(f)).ok(),
+            std::fs::read(refdir.join(f)).ok(),
+            "{f} differs from an uninterrupted build's; stderr: {err}"
+        );
+    }
+}
