@@ -170,16 +170,25 @@ fn serve() {
 
 fn accept_one(l: i32) {
     let Ok(fd) = wire::accept(l) else { return };
+    // The tree's at once: a checkpoint while the hello is awaited must not
+    // take this socket for one of the program's.
+    if !super::own(fd) {
+        wire::close(fd);
+        return;
+    }
     let hello = wire::expect(fd, Kind::Hello, Some(2000));
     let pid = wire::peer_pid(fd);
     match (hello, pid) {
-        (Ok(h), Some(pid)) if h.pid == pid && super::own(fd) => {
+        (Ok(h), Some(pid)) if h.pid == pid => {
             if let Ok(mut m) = MEMBERS.lock() {
                 m.push(Member { pid, fd });
             }
             log::debug!("member {pid} joined the tree");
         }
-        _ => wire::close(fd),
+        _ => {
+            super::disown(fd);
+            wire::close(fd);
+        }
     }
 }
 

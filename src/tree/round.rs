@@ -534,6 +534,22 @@ impl RootRound {
                 });
             }
         }
+        // A member that is no descendant of the root any more: its parent
+        // exited and it was reparented outside the tree (a double-forked
+        // daemon). It cannot be placed again under its parent: named.
+        for m in &joined {
+            if !procs.iter().any(|p| p.pid == *m) && !desc.iter().any(|d| d.pid == *m) {
+                let st = record::stat(*m);
+                self.record.left_out.push(LeftOut {
+                    pid: *m,
+                    ppid: st.as_ref().map_or(0, |s| s.ppid),
+                    program: program_of(*m),
+                    why: "its parent exited and it was reparented outside the tree (a \
+                          double-forked daemon): it does not come back"
+                        .to_string(),
+                });
+            }
+        }
         self.record.members = procs;
         for l in &self.record.left_out {
             log::warn!(
