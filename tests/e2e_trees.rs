@@ -1135,3 +1135,87 @@ fn a_double_forked_daemon_is_named_at_checkpoint_and_the_resume_refuses() {
         image.display()
     );
 }
+
+/// A tmpfs mounted for one test, lazily unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The tree's image directory full: the checkpoint fails cleanly with
+/// "No space left on device", both processes go on and end as an
+/// uninterrupted run does, the older set stays valid and no temporary set
+/// is left behind.
+#[test]
+fn a_full_image_directory_fails_the_tree_checkpoint_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!(
+            "skipped: cannot mount a tmpfs: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        return;
+    }
+    let _mounted = Tmpfs(mnt.clone());
+    let want = reference(&exe, &["80"], &tmp.path().join("ref"));
+    let dir = mnt.join("ck");
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["80"]), &out);
+    wait_for("output", 60, || lines(&out) >= 5);
+    let older = checkpoint_wait(child.id());
+    // Fill the file system to the last block.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.join("filler")).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&[7u8; 512]).is_ok() {}
+    }
+    let o = Command::new(selfckpt())
+        .args([
+            "checkpoint",
+            &child.id().to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a checkpoint into a full directory succeeded"
+    );
+    assert!(err.contains("No space left on device"), "{err}");
+    let (st, stderr) = finish(child, "the tree after the failed checkpoint");
+    assert!(st.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{stderr}");
+    let v = Command::new(selfckpt())
+        .arg("verify")
+        .arg(&older)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let temps: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
