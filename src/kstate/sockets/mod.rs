@@ -33,6 +33,7 @@ use crate::capture::sys::PathBuf;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 
 pub mod capture;
+pub mod inflight;
 pub mod restore;
 
 pub use capture::capture;

@@ -371,6 +371,48 @@ pub fn make_connection(s: &Socket, p: &Socket, above: i32) -> Result<(i32, i32),
     fill_pair(s, Some(p), None, above)
 }
 
+/// One TCP connection between two processes of a tree, made again by
+/// the tree restart (`restore::tree`) between the very addresses of its
+/// ends (`s_accepts`: `s` is the end a listener accepted, made through a
+/// listener at its address for the moment): each end with its options,
+/// its receive queue, then what of its peer's send queue had not reached
+/// it ([`super::inflight::join`]), and its shutdown state. `s`'s end
+/// first, both at `above` or higher (close-on-exec). The accepted end
+/// keeps `SO_REUSEADDR` set, so that its process's listener can listen at
+/// its address again; that process gives it the program's value once its
+/// own sockets are made (`restore::handover`). What could not be as it
+/// was (a port still in use) is said in `warn`.
+pub fn make_tcp_connection(
+    s: super::inflight::End,
+    p: super::inflight::End,
+    s_accepts: bool,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let (to_s, to_p) = super::inflight::join(&s, &p)?;
+    // Made as a connection inside a process is: the kernel's autotuned
+    // buffer sizes, the queues refilled from the other end.
+    let given = |x: &Socket, more: Vec<u8>| {
+        let mut queue = x.queue.clone();
+        if !more.is_empty() {
+            queue.push(more);
+        }
+        Socket {
+            role: ROLE_PAIR,
+            queue,
+            ..x.clone()
+        }
+    };
+    let (s2, p2) = (given(s.sock, to_s), given(p.sock, to_p));
+    let (srv, cli) = if s_accepts { (&s2, &p2) } else { (&p2, &s2) };
+    let (acc, c) = connect_tcp(srv, cli, None, above, warn)
+        .map_err(|e| format!("socket fd {}: {e}", s.sock.fd))?;
+    let ends = if s_accepts { (acc, c) } else { (c, acc) };
+    let made = fill_pair(&s2, Some(&p2), Some(ends), above)?;
+    setopt(acc, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    Ok(made)
+}
+
 /// The ends made (`ends`, else a socketpair) given their options, their
 /// queues and their shutdown state.
 fn fill_pair(
@@ -539,16 +581,19 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot bind it again", s.fd)));
             }
+        }
+        if s.role == ROLE_LISTEN {
+            // SAFETY: listen on our new socket (still with SO_REUSEADDR:
+            // listening checks the port again, and a connection the tree
+            // made at this address may hold it already).
+            let r = unsafe { libc::listen(fd, s.backlog as i32) };
             setopt(
                 fd,
                 libc::SOL_SOCKET,
                 libc::SO_REUSEADDR,
                 s.opts.reuseaddr as i32,
             );
-        }
-        if s.role == ROLE_LISTEN {
-            // SAFETY: listen on our new socket.
-            if unsafe { libc::listen(fd, s.backlog as i32) } != 0 {
+            if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
             }
         } else if !s.remote.is_empty()
@@ -563,6 +608,14 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
                     s.fd
                 )));
             }
+        }
+        if s.role != ROLE_LISTEN {
+            setopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                s.opts.reuseaddr as i32,
+            );
         }
         if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
             send_to_self(s, above)?;
@@ -647,70 +700,7 @@ fn tcp_pair(
     // The accepting end: the one at a listener's address, else `p`.
     let s_accepts = listener_at(&s.local).is_some();
     let (srv, cli) = if s_accepts { (s, p) } else { (p, s) };
-    let ends = (|| {
-        let (lis, temporary) = match listener_at(&srv.local) {
-            Some(l) => (l, false),
-            None => {
-                let plain = Socket {
-                    opts: Options {
-                        v6only: srv.opts.v6only,
-                        ..Options::default()
-                    },
-                    ..srv.clone()
-                };
-                let l = new_socket(&plain, above)?;
-                setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-                let (a, n) = sockaddr(&srv.local);
-                // SAFETY: bind reads `n` bytes of the address; listen on ours.
-                if unsafe {
-                    libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
-                        || libc::listen(l, 1) != 0
-                } {
-                    let e = last("cannot listen at its address again");
-                    close(l);
-                    return Err(e);
-                }
-                (l, true)
-            }
-        };
-        let r = (|| {
-            let c = new_socket(cli, above)?;
-            setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-            let (la, ln) = sockaddr(&cli.local);
-            let (ra, rn) = sockaddr(&srv.local);
-            // SAFETY: bind and connect read the addresses of the sizes
-            // given; accept4 on our listener writes no address.
-            if !bind_port(c, cli, &la, ln, warn) {
-                close(c);
-                return Err(last("cannot bind it again"));
-            }
-            let acc = unsafe {
-                if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
-                    let e = last("cannot connect it again between its addresses");
-                    close(c);
-                    return Err(e);
-                }
-                libc::accept4(
-                    lis,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            setopt(
-                c,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                cli.opts.reuseaddr as i32,
-            );
-            let acc = lift(acc, above).inspect_err(|_| close(c))?;
-            Ok((acc, c))
-        })();
-        if temporary {
-            close(lis);
-        }
-        r
-    })();
+    let ends = connect_tcp(srv, cli, listener_at(&srv.local), above, warn);
     match ends {
         Ok((acc, c)) => fill_pair(
             s,
@@ -728,6 +718,82 @@ fn tcp_pair(
             Ok((a, b))
         }
     }
+}
+
+/// A TCP connection between the addresses of `srv` (the accepting end)
+/// and `cli` (the connecting end, bound to its port again): through
+/// `listener` (listening at `srv`'s address) or a listener made for the
+/// moment (`SO_REUSEADDR` for both binds, as CRIU does). (accepted end,
+/// connecting end), at `above` or higher.
+fn connect_tcp(
+    srv: &Socket,
+    cli: &Socket,
+    listener: Option<i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let (lis, temporary) = match listener {
+        Some(l) => (l, false),
+        None => {
+            let plain = Socket {
+                opts: Options {
+                    v6only: srv.opts.v6only,
+                    ..Options::default()
+                },
+                ..srv.clone()
+            };
+            let l = new_socket(&plain, above)?;
+            setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            let (a, n) = sockaddr(&srv.local);
+            // SAFETY: bind reads `n` bytes of the address; listen on ours.
+            if unsafe {
+                libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
+                    || libc::listen(l, 1) != 0
+            } {
+                let e = last("cannot listen at its address again");
+                close(l);
+                return Err(e);
+            }
+            (l, true)
+        }
+    };
+    let r = (|| {
+        let c = new_socket(cli, above)?;
+        setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let (la, ln) = sockaddr(&cli.local);
+        let (ra, rn) = sockaddr(&srv.local);
+        // SAFETY: bind and connect read the addresses of the sizes
+        // given; accept4 on our listener writes no address.
+        if !bind_port(c, cli, &la, ln, warn) {
+            close(c);
+            return Err(last("cannot bind it again"));
+        }
+        let acc = unsafe {
+            if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
+                let e = last("cannot connect it again between its addresses");
+                close(c);
+                return Err(e);
+            }
+            libc::accept4(
+                lis,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        setopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            cli.opts.reuseaddr as i32,
+        );
+        let acc = lift(acc, above).inspect_err(|_| close(c))?;
+        Ok((acc, c))
+    })();
+    if temporary {
+        close(lis);
+    }
+    r
 }
 
 /// A connection its listener had not accepted yet (nothing sent on it):
