@@ -914,3 +914,57 @@ fn parent_and_forked_child_exchange_counters_over_tcp_with_data_queued_both_ways
 fn a_tcp_connection_between_members_comes_back_after_the_listener_closed() {
     tcp_between_members("close");
 }
+
+/// A TCP connection of a tree's process to a server outside the tree
+/// (run by the test) cannot come back: the checkpoint names it, beside
+/// the connection between the members, which is the tree's, and the
+/// resume refuses the set, naming it.
+#[test]
+fn a_tcp_connection_of_a_member_to_a_server_outside_the_tree_is_named_and_refused() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_tcp");
+    if !build_c("tree_tcp", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for mut c in server.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut b = [0u8; 2];
+                if c.read_exact(&mut b).is_ok() && c.write_all(&b).is_ok() {
+                    // Held open until the peer goes.
+                    let _ = c.read(&mut b);
+                }
+            });
+        }
+    });
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let args = ["40", "15", "outside", &port];
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &first);
+    wait_for("output", 60, || lines(&first) >= 16);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let rec = record(&set);
+    assert_eq!(shared_of(&rec, "socket"), 2, "{rec}");
+    let outside = format!("-> 127.0.0.1:{port} (peer outside the process)");
+    let named: Vec<String> = std::fs::read_to_string(dir.join("stats.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&outside))
+        .map(str::to_string)
+        .collect();
+    assert!(!named.is_empty(), "the stats do not name {outside}");
+    let o = selfckpt_run(&dir, &exe, &args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the resume went on: {err}");
+    assert!(
+        err.contains("not restorable") && err.contains(&outside),
+        "{err}"
+    );
+    // Only the outside connection is named, not the members' one.
+    assert_eq!(err.matches("peer outside the process").count(), 1, "{err}");
+}
