@@ -371,6 +371,63 @@ pub fn make_connection(s: &Socket, p: &Socket, above: i32) -> Result<(i32, i32),
     fill_pair(s, Some(p), None, above)
 }
 
+/// Ends the `TIME_WAIT` left of the connection between TCP addresses
+/// `a` and `b` (either way round): the killed run's end of this very
+/// connection, whose port the kernel would refuse a listener for a
+/// minute (`SOCK_DESTROY` through sock_diag; needs CAP_NET_ADMIN: without
+/// it nothing changes). Only that exact pair of addresses is touched.
+fn forget_time_wait(a: &[u8], b: &[u8]) {
+    const SOCK_DESTROY: u16 = 21;
+    const TCP_TIME_WAIT: u32 = 6;
+    let family = |x: &[u8]| (x.len() >= 2).then(|| u16::from_ne_bytes([x[0], x[1]]) as i32);
+    let Some(f) = family(a).filter(|f| Some(*f) == family(b)) else {
+        return;
+    };
+    let (alen, at) = match f {
+        libc::AF_INET if a.len() >= 8 && b.len() >= 8 => (4, 4),
+        libc::AF_INET6 if a.len() >= 24 && b.len() >= 24 => (16, 8),
+        _ => return,
+    };
+    // SAFETY: socket(2) has no memory preconditions.
+    let nl = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if nl < 0 {
+        return;
+    }
+    for (src, dst) in [(a, b), (b, a)] {
+        // nlmsghdr (16), inet_diag_req_v2: family, protocol, ext, pad,
+        // states (8), then inet_diag_sockid: sport, dport (network
+        // order), src, dst (16 each), interface, cookie (no cookie).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        req[16] = f as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[24..26].copy_from_slice(&src[2..4]);
+        req[26..28].copy_from_slice(&dst[2..4]);
+        req[28..28 + alen].copy_from_slice(&src[at..at + alen]);
+        req[44..44 + alen].copy_from_slice(&dst[at..at + alen]);
+        req[64..72].copy_from_slice(&[0xff; 8]);
+        let mut ack = [0u8; 256];
+        // SAFETY: sending our request buffer to the kernel (the netlink
+        // socket's default destination) and reading its answer into ours.
+        unsafe {
+            if libc::send(nl, req.as_ptr().cast(), req.len(), 0) == req.len() as isize {
+                libc::recv(nl, ack.as_mut_ptr().cast(), ack.len(), 0);
+            }
+        }
+    }
+    close(nl);
+}
+
 /// One TCP connection between two processes of a tree, made again by
 /// the tree restart (`restore::tree`) between the very addresses of its
 /// ends (`s_accepts`: `s` is the end a listener accepted, made through a
@@ -405,6 +462,7 @@ pub fn make_tcp_connection(
     };
     let (s2, p2) = (given(s.sock, to_s), given(p.sock, to_p));
     let (srv, cli) = if s_accepts { (&s2, &p2) } else { (&p2, &s2) };
+    forget_time_wait(&srv.local, &cli.local);
     let (acc, c) = connect_tcp(srv, cli, None, above, warn)
         .map_err(|e| format!("socket fd {}: {e}", s.sock.fd))?;
     let ends = if s_accepts { (acc, c) } else { (c, acc) };
@@ -700,6 +758,7 @@ fn tcp_pair(
     // The accepting end: the one at a listener's address, else `p`.
     let s_accepts = listener_at(&s.local).is_some();
     let (srv, cli) = if s_accepts { (s, p) } else { (p, s) };
+    forget_time_wait(&srv.local, &cli.local);
     let ends = connect_tcp(srv, cli, listener_at(&srv.local), above, warn);
     match ends {
         Ok((acc, c)) => fill_pair(
