@@ -416,14 +416,39 @@ fn forget_time_wait(a: &[u8], b: &[u8]) {
         req[28..28 + alen].copy_from_slice(&src[at..at + alen]);
         req[44..44 + alen].copy_from_slice(&dst[at..at + alen]);
         req[64..72].copy_from_slice(&[0xff; 8]);
-        let mut ack = [0u8; 256];
-        // SAFETY: sending our request buffer to the kernel (the netlink
-        // socket's default destination) and reading its answer into ours.
-        unsafe {
-            if libc::send(nl, req.as_ptr().cast(), req.len(), 0) == req.len() as isize {
-                libc::recv(nl, ack.as_mut_ptr().cast(), ack.len(), 0);
+        // First asked what is there (a lookup by addresses finds a
+        // listener too): only a TIME_WAIT of these very addresses is
+        // ended, named by its cookie.
+        let mut ans = [0u8; 512];
+        let ask = |req: &[u8], ans: &mut [u8]| {
+            // SAFETY: sending our request buffer to the kernel (the
+            // netlink socket's default destination) and reading its
+            // answer into ours.
+            unsafe {
+                if libc::send(nl, req.as_ptr().cast(), req.len(), 0) != req.len() as isize {
+                    return 0;
+                }
+                libc::recv(nl, ans.as_mut_ptr().cast(), ans.len(), 0)
             }
+        };
+        const SOCK_DIAG_BY_FAMILY: u16 = 20;
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        let n = ask(&req, &mut ans);
+        // inet_diag_msg after the header: family, state, timer, retrans,
+        // then the socket id (ports, addresses, interface, cookie at 60).
+        let time_wait = n >= 68
+            && u16::from_ne_bytes([ans[4], ans[5]]) == SOCK_DIAG_BY_FAMILY
+            && ans[17] as u32 == TCP_TIME_WAIT
+            && ans[20..56] == req[24..60];
+        if !time_wait {
+            continue;
         }
+        let cookie: [u8; 8] = ans[60..68].try_into().unwrap_or([0xff; 8]);
+        req[64..72].copy_from_slice(&cookie);
+        req[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        ask(&req, &mut ans);
     }
     close(nl);
 }
@@ -1052,4 +1077,97 @@ fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
         return Err(e);
     }
     Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(a: std::net::SocketAddr) -> Vec<u8> {
+        let std::net::SocketAddr::V4(a) = a else {
+            unreachable!()
+        };
+        let mut v = vec![0u8; 16];
+        v[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v[2..4].copy_from_slice(&a.port().to_be_bytes());
+        v[4..8].copy_from_slice(&a.ip().octets());
+        v
+    }
+
+    /// Whether a socket without SO_REUSEADDR can listen at the port.
+    fn listens_at(port: u16) -> bool {
+        let mut a = raw(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        a.resize(16, 0);
+        let (sa, n) = sockaddr(&a);
+        // SAFETY: socket, bind and listen on a socket of ours, the
+        // address of the size given.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let ok = libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), n) == 0
+                && libc::listen(fd, 1) == 0;
+            libc::close(fd);
+            ok
+        }
+    }
+
+    /// The TIME_WAIT of the very pair of addresses is ended (its port can
+    /// be listened at again without SO_REUSEADDR); a listener and a live
+    /// connection at the addresses given are left alone.
+    #[test]
+    fn only_the_time_wait_of_those_addresses_is_ended() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The accepted end without SO_REUSEADDR (as a C program's).
+        setopt(
+            l.as_raw_fd_for_test(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            0,
+        );
+        let srv = l.local_addr().unwrap();
+        let c = std::net::TcpStream::connect(srv).unwrap();
+        let cli = c.local_addr().unwrap();
+        let (a, _) = l.accept().unwrap();
+        drop(a); // the accepting end closes first: its TIME_WAIT
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(c);
+        drop(l);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!listens_at(srv.port()), "no TIME_WAIT to test with");
+        // A listener and a live connection elsewhere.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        forget_time_wait(
+            &raw(other.local_addr().unwrap()),
+            &raw(live.local_addr().unwrap()),
+        );
+        assert_eq!(
+            getopt(
+                other.as_raw_fd_for_test(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN
+            ),
+            1
+        );
+        let (mut acc, _) = other.accept().unwrap();
+        use std::io::{Read, Write};
+        (&live).write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        acc.read_exact(&mut b).unwrap();
+        forget_time_wait(&raw(srv), &raw(cli));
+        if !listens_at(srv.port()) {
+            // SAFETY: geteuid has no preconditions.
+            assert_ne!(unsafe { libc::geteuid() }, 0, "the TIME_WAIT stayed");
+            eprintln!("skipped: SOCK_DESTROY needs CAP_NET_ADMIN");
+        }
+    }
+
+    trait RawFdForTest {
+        fn as_raw_fd_for_test(&self) -> i32;
+    }
+
+    impl RawFdForTest for std::net::TcpListener {
+        fn as_raw_fd_for_test(&self) -> i32 {
+            std::os::fd::AsRawFd::as_raw_fd(self)
+        }
+    }
 }
