@@ -968,3 +968,23 @@ fn a_tcp_connection_of_a_member_to_a_server_outside_the_tree_is_named_and_refuse
     // Only the outside connection is named, not the members' one.
     assert_eq!(err.matches("peer outside the process").count(), 1, "{err}");
 }
+
+/// The TCP connection the tree made is again one connection between the
+/// members at the next checkpoint (taken at moments the exchange does
+/// not hold still for: whatever is in flight then is given back once).
+#[test]
+fn a_tcp_connection_of_a_restarted_tree_comes_back_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_tcp");
+    if !build_c("tree_tcp", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_twice(
+        tmp.path(),
+        &exe,
+        &["40", "35"],
+        ["8 ->", "24 ->"],
+        |rec| assert_eq!(shared_of(rec, "socket"), 2, "{rec}"),
+    );
+}
