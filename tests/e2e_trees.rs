@@ -980,11 +980,7 @@ fn a_tcp_connection_of_a_restarted_tree_comes_back_again() {
         return;
     }
     lib("libselfckpt.so");
-    checkpoint_twice(
-        tmp.path(),
-        &exe,
-        &["40", "35"],
-        ["8 ->", "24 ->"],
-        |rec| assert_eq!(shared_of(rec, "socket"), 2, "{rec}"),
-    );
+    checkpoint_twice(tmp.path(), &exe, &["40", "35"], ["8 ->", "24 ->"], |rec| {
+        assert_eq!(shared_of(rec, "socket"), 2, "{rec}")
+    });
 }

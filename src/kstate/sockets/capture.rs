@@ -377,7 +377,10 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         // (one whose peer is in another process of a tree: as a socket
         // nobody may make again with an empty queue).
         e.truncate(at);
-        if keep_outside {
+        // (A TCP one stays a connection to a peer outside: without its
+        // data in flight no tree pairs it, and its stand-in is a dropped
+        // connection.)
+        if keep_outside && family == libc::AF_UNIX {
             s.role = ROLE_OTHER;
         }
         write_entry(e, &s, local, remote, None, &mut budget)?;

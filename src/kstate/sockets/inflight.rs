@@ -199,7 +199,11 @@ pub fn capture(
     }
     let r = in_repair(e, fd, state, rq_len, &mut h, budget);
     setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE);
-    setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP);
+    if setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP) != 0 {
+        // A kernel without the quiet way out: out with a window probe
+        // (never left in repair mode).
+        setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR, 0);
+    }
     setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr as i32);
     r
 }
