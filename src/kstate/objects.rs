@@ -40,6 +40,10 @@ pub enum Kind {
     DeletedFile = 0x0201,
     /// A socket ([`super::sockets::Socket`]).
     Socket = 0x0300,
+    /// The sequence numbers and send queue of a TCP socket whose peer
+    /// may be in another process of the tree
+    /// ([`super::sockets::inflight::TcpInFlight`]).
+    TcpInFlight = 0x0301,
     /// A memfd descriptor ([`super::memfd::Memfd`]; kmem).
     Memfd = 0x0100,
     /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
@@ -73,7 +77,7 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -84,6 +88,7 @@ impl Kind {
         Kind::Description,
         Kind::MappingFlags,
         Kind::Socket,
+        Kind::TcpInFlight,
         Kind::PosixTimer,
         Kind::Rlimits,
         Kind::ProcessAttrs,
@@ -159,6 +164,7 @@ pub enum Object {
     Pipe(super::pipes::Pipe),
     DeletedFile(super::deleted::Deleted),
     Socket(super::sockets::Socket),
+    TcpInFlight(super::sockets::inflight::TcpInFlight),
     Memfd(super::memfd::Memfd),
     SysvShm(super::sysvshm::SysvShm),
     PosixTimer(super::posix_timers::PosixTimer),
@@ -200,6 +206,7 @@ impl Objects {
                 Object::Pipe(x) => entry(e, Kind::Pipe, 0, |e| x.encode(e))?,
                 Object::DeletedFile(x) => entry(e, Kind::DeletedFile, 0, |e| x.encode(e))?,
                 Object::Socket(x) => entry(e, Kind::Socket, 0, |e| x.encode(e))?,
+                Object::TcpInFlight(x) => entry(e, Kind::TcpInFlight, 0, |e| x.encode(e))?,
                 Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
                 Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
                 Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
@@ -254,6 +261,9 @@ impl Objects {
                     Object::DeletedFile(super::deleted::Deleted::decode(&mut p)?)
                 }
                 Some(Kind::Socket) => Object::Socket(super::sockets::Socket::decode(&mut p)?),
+                Some(Kind::TcpInFlight) => Object::TcpInFlight(
+                    super::sockets::inflight::TcpInFlight::decode(&mut p)?,
+                ),
                 Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
                 Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
                 Some(Kind::PosixTimer) => {
@@ -320,6 +330,14 @@ impl Objects {
     pub fn sockets(&self) -> impl Iterator<Item = &super::sockets::Socket> {
         self.items.iter().filter_map(|o| match o {
             Object::Socket(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The TCP sockets' data in flight.
+    pub fn tcp_in_flight(&self) -> impl Iterator<Item = &super::sockets::inflight::TcpInFlight> {
+        self.items.iter().filter_map(|o| match o {
+            Object::TcpInFlight(x) => Some(x),
             _ => None,
         })
     }
@@ -420,6 +438,7 @@ impl Objects {
                 Object::Lock(x) => vec![x.describe()],
                 Object::Description(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
+                Object::TcpInFlight(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
                 Object::SysvShm(x) => vec![x.describe()],
                 Object::PosixTimer(x) => vec![x.describe()],
@@ -442,6 +461,7 @@ impl Objects {
                 Object::Pipe(x) => x.json(),
                 Object::DeletedFile(x) => x.json(),
                 Object::Socket(x) => x.json(),
+                Object::TcpInFlight(x) => x.json(),
                 Object::PosixTimer(x) => x.json(),
                 Object::Rlimits(x) => x.json(),
                 Object::ProcessAttrs(x) => x.json(),
@@ -468,6 +488,7 @@ impl Objects {
                 Object::Pipe(x) => x.check()?,
                 Object::DeletedFile(x) => x.check()?,
                 Object::Socket(x) => x.check()?,
+                Object::TcpInFlight(x) => x.check()?,
                 Object::Lock(x) => x.check()?,
                 Object::Description(x) => x.check()?,
                 _ => {}

@@ -180,7 +180,16 @@ pub fn handover(
         .tree
         .as_ref()
         .map_or_else(Vec::new, |t| t.placed.clone());
-    // ... and their kernel objects are not made again here.
+    // ... and their kernel objects are not made again here. A TCP end the
+    // tree made has SO_REUSEADDR set until this process's listeners
+    // listen again (`kstate::sockets::restore::make_tcp_connection`): the
+    // program's value is given back after them.
+    let tcp_reuse: Vec<(i32, bool)> = plan
+        .objects
+        .sockets()
+        .filter(|s| placed.contains(&s.fd) && s.family as i32 != libc::AF_UNIX)
+        .map(|s| (s.fd, s.opts.reuseaddr))
+        .collect();
     plan.objects.leave_out_fds(&placed);
 
     // Files: close ours (above stdio, but the shared memory objects',
@@ -265,6 +274,19 @@ pub fn handover(
         .restore_with(Stage::Descriptors, &|dev, ino| shared.fd_of(dev, ino))
     {
         saved.say(&format!("selfckpt: warning: {msg}"));
+    }
+    for &(fd, reuse) in &tcp_reuse {
+        let v = reuse as libc::c_int;
+        // SAFETY: setsockopt reads one int; `fd` is the placed socket.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
     }
     plan.shared.close_fds();
     // Every other descriptor is back: the epoll registrations can point

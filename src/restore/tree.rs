@@ -457,48 +457,99 @@ fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
     out
 }
 
-/// Each shared socket end as an image recorded it (with its queue: the
-/// first descriptor of a socket in an image holds it).
-fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> Vec<crate::kstate::sockets::Socket> {
+/// The shared sockets as the members' images recorded them.
+#[derive(Default)]
+struct TreeSockets {
+    /// Each shared socket end (with its queue: the first descriptor of a
+    /// socket in an image holds it).
+    ends: Vec<crate::kstate::sockets::Socket>,
+    /// The data in flight of the shared TCP ends.
+    flights: Vec<crate::kstate::sockets::inflight::TcpInFlight>,
+    /// The addresses the members' TCP listeners listened at.
+    listening: Vec<Vec<u8>>,
+}
+
+fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> TreeSockets {
     let key = crate::image::mac::MacKey::from_env();
-    let mut out: Vec<crate::kstate::sockets::Socket> = Vec::new();
+    let mut out = TreeSockets::default();
+    let shared = |ino: u64| {
+        rec.shared
+            .iter()
+            .any(|s| s.kind == "socket" && s.ino == ino)
+    };
     for p in images {
         let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
             continue;
         };
         let Ok(view) = img.view() else { continue };
+        let flights: Vec<_> = view.kernel.objects.tcp_in_flight().collect();
         for x in view.kernel.objects.sockets() {
-            let shared = rec
-                .shared
-                .iter()
-                .any(|s| s.kind == "socket" && s.ino == x.ino);
-            if shared && !out.iter().any(|o| o.ino == x.ino) {
-                out.push(x.clone());
+            if x.role == crate::kstate::sockets::ROLE_LISTEN
+                && matches!(x.family as i32, libc::AF_INET | libc::AF_INET6)
+            {
+                out.listening.push(x.local.clone());
             }
+            if !shared(x.ino) || out.ends.iter().any(|o| o.ino == x.ino) {
+                continue;
+            }
+            let flight = flights.iter().find(|f| f.fd == x.fd && f.ino == x.ino);
+            let is_tcp = x.family as i32 != libc::AF_UNIX;
+            // A TCP end as the descriptor that kept its data in flight
+            // has it.
+            if is_tcp && flight.is_none() {
+                continue;
+            }
+            out.ends.push(x.clone());
+            out.flights.extend(flight.map(|f| (*f).clone()));
         }
     }
     out
 }
 
-/// One socketpair per connection between members, each end with its
+/// One connection per connection between members (a socketpair for a
+/// UNIX one, TCP between its addresses for a TCP one), each end with its
 /// queue, options and shutdown state, numbered `above` or higher.
-fn make_sockets(
-    rec: &TreeRecord,
-    ends: &[crate::kstate::sockets::Socket],
-    above: i32,
-) -> Result<Vec<Pipe>, String> {
+fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec<Pipe>, String> {
+    use crate::kstate::sockets::{inflight, restore};
     let mut out: Vec<Pipe> = Vec::new();
     for s in rec.shared.iter().filter(|s| s.kind == "socket") {
         if out.iter().any(|p| p.ino == s.ino) {
             continue;
         }
         let find = |ino: u64| {
-            ends.iter()
+            socks
+                .ends
+                .iter()
                 .find(|x| x.ino == ino)
                 .ok_or_else(|| format!("socket {ino} is in no member's image"))
         };
-        let (a, b) =
-            crate::kstate::sockets::restore::make_connection(find(s.ino)?, find(s.peer)?, above)?;
+        let (a, b) = (find(s.ino)?, find(s.peer)?);
+        let (a, b) = if a.family as i32 == libc::AF_UNIX {
+            restore::make_connection(a, b, above)?
+        } else {
+            let flight = |x: &crate::kstate::sockets::Socket| {
+                socks
+                    .flights
+                    .iter()
+                    .find(|f| f.ino == x.ino)
+                    .ok_or_else(|| format!("socket {}: its data in flight is in no image", x.ino))
+            };
+            let end_a = inflight::End {
+                sock: a,
+                flight: flight(a)?,
+            };
+            let end_b = inflight::End {
+                sock: b,
+                flight: flight(b)?,
+            };
+            let a_accepts = socks.listening.contains(&a.local);
+            let mut warn = Vec::new();
+            let made = restore::make_tcp_connection(end_a, end_b, a_accepts, above, &mut warn);
+            for w in warn {
+                eprintln!("selfckpt: warning: {w}");
+            }
+            made?
+        };
         for (ino, fd) in [(s.ino, a), (s.peer, b)] {
             out.push(Pipe {
                 kind: "socket",

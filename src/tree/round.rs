@@ -790,7 +790,7 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
             });
         }
     }
-    let mut out = Vec::new();
+    let mut out = shared_tcp(set, members)?;
     for (&ino, (peer, _, ends)) in &by_ino {
         let Some((back, _, peer_ends)) = by_ino.get(peer) else {
             continue;
@@ -807,6 +807,88 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
                 dev: 0,
             });
         }
+    }
+    Ok(out)
+}
+
+/// The TCP connections between members (a parent's accepted connection
+/// and its forked child's connecting end, say): the ends the members'
+/// images kept with their data in flight (`kstate::sockets::inflight`),
+/// paired by their addresses (each one's local address the other's
+/// remote one), held by more than one member together. Both ends are
+/// recorded, each naming the other. Where what was in flight cannot be
+/// given back exactly once, the checkpoint fails naming the connection.
+fn shared_tcp(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
+    use crate::kstate::sockets::inflight::{is_peer, join, End, TcpInFlight};
+    use crate::kstate::sockets::{Socket, ROLE_OUTSIDE};
+    let key = crate::image::mac::MacKey::from_env();
+    // inode -> (the socket as its first descriptor has it, its data in
+    // flight, the ends holding it)
+    type Seen = (Socket, Option<TcpInFlight>, Vec<record::End>);
+    let mut by_ino: std::collections::BTreeMap<u64, Seen> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        let flights: Vec<&TcpInFlight> = view.kernel.objects.tcp_in_flight().collect();
+        for x in view.kernel.objects.sockets() {
+            let tcp = matches!(x.family as i32, libc::AF_INET | libc::AF_INET6)
+                && x.stype as i32 == libc::SOCK_STREAM;
+            if !tcp || x.role != ROLE_OUTSIDE {
+                continue;
+            }
+            let seen = by_ino
+                .entry(x.ino)
+                .or_insert_with(|| (x.clone(), None, Vec::new()));
+            if let Some(f) = flights.iter().find(|f| f.fd == x.fd && f.ino == x.ino) {
+                if seen.1.is_none() {
+                    (seen.0, seen.1) = (x.clone(), Some((*f).clone()));
+                }
+            }
+            seen.2.push(record::End {
+                pid: m.pid,
+                fd: x.fd,
+                flags: x.flags,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (&ino, (sock, flight, ends)) in &by_ino {
+        let Some(flight) = flight else { continue };
+        let mut peers = by_ino
+            .iter()
+            .filter(|(_, (p, f, _))| f.is_some() && is_peer(sock, p));
+        let (Some((&peer, (psock, Some(pflight), pends))), None) = (peers.next(), peers.next())
+        else {
+            continue;
+        };
+        let mut pids: Vec<u32> = ends.iter().chain(pends).map(|e| e.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() < 2 {
+            continue;
+        }
+        let a = End { sock, flight };
+        let b = End {
+            sock: psock,
+            flight: pflight,
+        };
+        join(&a, &b).map_err(|why| {
+            format!(
+                "the TCP connection between process {} fd {} and process {} fd {}: {why}",
+                ends[0].pid, ends[0].fd, pends[0].pid, pends[0].fd
+            )
+        })?;
+        out.push(Shared {
+            kind: "socket".into(),
+            ino,
+            ends: ends.clone(),
+            peer,
+            dev: 0,
+        });
     }
     Ok(out)
 }

@@ -200,6 +200,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     };
     let mut why: Option<&[u8]> = None;
     let mut keep_outside = false;
+    // A TCP connection to this host whose peer may be another process
+    // of the tree: its TCP state, for its data in flight.
+    let mut flight_state = None;
     match family {
         libc::AF_UNIX => match sockdiag::unix(ino) {
             Ok(d) => {
@@ -305,6 +308,18 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                         {
                             ROLE_PENDING
                         }
+                        // Established (or one half shut, its FIN acked) to an
+                        // address of this host: its peer may be another
+                        // process of the tree, which pairs the two ends by
+                        // their addresses (`tree::round`); its queue and
+                        // its data in flight are kept for that.
+                        None if matches!(state, 1 | 5 | 8) && same_host(local, remote) => {
+                            keep_outside = true;
+                            flight_state = Some(state);
+                            s.shutdown = if state == 5 { 2 } else { 0 };
+                            why = Some(b" (peer outside the process)");
+                            ROLE_OUTSIDE
+                        }
                         None => {
                             why = Some(b" (peer outside the process)");
                             ROLE_OUTSIDE
@@ -349,12 +364,23 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         eof: s.shutdown & 1 != 0,
     });
     let lost = write_entry(e, &s, local, remote, q, &mut budget)?;
+    // Its data in flight, on the socket's first descriptor (with its
+    // queue): without it no tree pairs the two ends.
+    let mut flight_lost = None;
+    if let (None, Some(state), true) = (lost, flight_state, keep_queue) {
+        let rq_len = before - budget;
+        flight_lost =
+            inflight::capture(e, fd, ino, state, rq_len, opts.reuseaddr, &mut budget)?.err();
+    }
     if lost.is_some() {
         // Written again without the queue the capture could not keep
         // (one whose peer is in another process of a tree: as a socket
         // nobody may make again with an empty queue).
         e.truncate(at);
-        if keep_outside {
+        // (A TCP one stays a connection to a peer outside: without its
+        // data in flight no tree pairs it, and its stand-in is a dropped
+        // connection.)
+        if keep_outside && family == libc::AF_UNIX {
             s.role = ROLE_OTHER;
         }
         write_entry(e, &s, local, remote, None, &mut budget)?;
@@ -369,9 +395,29 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         if let (Some(_), Some(l)) = (why, lost) {
             t.push(l);
         }
+        if let Some(l) = flight_lost {
+            t.push(l);
+        }
         super::super::objects::NotRestorable::capture(e, fd, "socket", t.as_bytes())?;
     }
     Ok(())
+}
+
+/// Whether TCP addresses `local` and `remote` are both of this host:
+/// the remote one a loopback address or the local one's.
+fn same_host(local: &[u8], remote: &[u8]) -> bool {
+    if local.len() < 8 || remote.len() < 8 || local[0..2] != remote[0..2] {
+        return false;
+    }
+    match u16::from_ne_bytes([remote[0], remote[1]]) as i32 {
+        libc::AF_INET => remote[4] == 127 || remote[4..8] == local[4..8],
+        libc::AF_INET6 if local.len() >= 24 && remote.len() >= 24 => {
+            let ip = &remote[8..24];
+            let v4mapped = ip[..10] == [0; 10] && ip[10..12] == [0xff, 0xff];
+            *ip == local[8..24] || ip[..15] == [0; 15] && ip[15] == 1 || v4mapped && ip[12] == 127
+        }
+        _ => false,
+    }
 }
 
 /// One TCP socket of the process, for finding both ends of a connection.

@@ -5,7 +5,10 @@
 //! process), its addresses, the options that matter and, for UNIX sockets
 //! and TCP connections inside the process, the data queued to it. This
 //! file holds the record (encode/decode, checks of hostile values, words
-//! for `inspect`); `capture.rs` and `restore.rs` the two halves.
+//! for `inspect`); `capture.rs` and `restore.rs` the two halves;
+//! `inflight.rs` the data in flight of a TCP connection whose peer may be
+//! another process of the tree (kept for the tree, which pairs the ends
+//! by address and makes the connection again: `make_tcp_connection`).
 //!
 //! Capture ([`capture::capture`]) runs while the program's threads are
 //! suspended: getsockopt, getsockname and getpeername into the stack,
@@ -33,6 +36,7 @@ use crate::capture::sys::PathBuf;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 
 pub mod capture;
+pub mod inflight;
 pub mod restore;
 
 pub use capture::capture;

@@ -371,6 +371,131 @@ pub fn make_connection(s: &Socket, p: &Socket, above: i32) -> Result<(i32, i32),
     fill_pair(s, Some(p), None, above)
 }
 
+/// Ends the `TIME_WAIT` left of the connection between TCP addresses
+/// `a` and `b` (either way round): the killed run's end of this very
+/// connection, whose port the kernel would refuse a listener for a
+/// minute (`SOCK_DESTROY` through sock_diag; needs CAP_NET_ADMIN: without
+/// it nothing changes). Only that exact pair of addresses is touched.
+fn forget_time_wait(a: &[u8], b: &[u8]) {
+    const SOCK_DESTROY: u16 = 21;
+    const TCP_TIME_WAIT: u32 = 6;
+    let family = |x: &[u8]| (x.len() >= 2).then(|| u16::from_ne_bytes([x[0], x[1]]) as i32);
+    let Some(f) = family(a).filter(|f| Some(*f) == family(b)) else {
+        return;
+    };
+    let (alen, at) = match f {
+        libc::AF_INET if a.len() >= 8 && b.len() >= 8 => (4, 4),
+        libc::AF_INET6 if a.len() >= 24 && b.len() >= 24 => (16, 8),
+        _ => return,
+    };
+    // SAFETY: socket(2) has no memory preconditions.
+    let nl = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if nl < 0 {
+        return;
+    }
+    for (src, dst) in [(a, b), (b, a)] {
+        // nlmsghdr (16), inet_diag_req_v2: family, protocol, ext, pad,
+        // states (8), then inet_diag_sockid: sport, dport (network
+        // order), src, dst (16 each), interface, cookie (no cookie).
+        let mut req = [0u8; 72];
+        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+        req[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
+        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        req[16] = f as u8;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&(1u32 << TCP_TIME_WAIT).to_ne_bytes());
+        req[24..26].copy_from_slice(&src[2..4]);
+        req[26..28].copy_from_slice(&dst[2..4]);
+        req[28..28 + alen].copy_from_slice(&src[at..at + alen]);
+        req[44..44 + alen].copy_from_slice(&dst[at..at + alen]);
+        req[64..72].copy_from_slice(&[0xff; 8]);
+        // First asked what is there (a lookup by addresses finds a
+        // listener too): only a TIME_WAIT of these very addresses is
+        // ended, named by its cookie.
+        let mut ans = [0u8; 512];
+        let ask = |req: &[u8], ans: &mut [u8]| {
+            // SAFETY: sending our request buffer to the kernel (the
+            // netlink socket's default destination) and reading its
+            // answer into ours.
+            unsafe {
+                if libc::send(nl, req.as_ptr().cast(), req.len(), 0) != req.len() as isize {
+                    return 0;
+                }
+                libc::recv(nl, ans.as_mut_ptr().cast(), ans.len(), 0)
+            }
+        };
+        const SOCK_DIAG_BY_FAMILY: u16 = 20;
+        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+        let n = ask(&req, &mut ans);
+        // inet_diag_msg after the header: family, state, timer, retrans,
+        // then the socket id (ports, addresses, interface, cookie at 60).
+        let time_wait = n >= 68
+            && u16::from_ne_bytes([ans[4], ans[5]]) == SOCK_DIAG_BY_FAMILY
+            && ans[17] as u32 == TCP_TIME_WAIT
+            && ans[20..56] == req[24..60];
+        if !time_wait {
+            continue;
+        }
+        let cookie: [u8; 8] = ans[60..68].try_into().unwrap_or([0xff; 8]);
+        req[64..72].copy_from_slice(&cookie);
+        req[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
+        req[6..8].copy_from_slice(&flags.to_ne_bytes());
+        ask(&req, &mut ans);
+    }
+    close(nl);
+}
+
+/// One TCP connection between two processes of a tree, made again by
+/// the tree restart (`restore::tree`) between the very addresses of its
+/// ends (`s_accepts`: `s` is the end a listener accepted, made through a
+/// listener at its address for the moment): each end with its options,
+/// its receive queue, then what of its peer's send queue had not reached
+/// it ([`super::inflight::join`]), and its shutdown state. `s`'s end
+/// first, both at `above` or higher (close-on-exec). The accepted end
+/// keeps `SO_REUSEADDR` set, so that its process's listener can listen at
+/// its address again; that process gives it the program's value once its
+/// own sockets are made (`restore::handover`). What could not be as it
+/// was (a port still in use) is said in `warn`.
+pub fn make_tcp_connection(
+    s: super::inflight::End,
+    p: super::inflight::End,
+    s_accepts: bool,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let (to_s, to_p) = super::inflight::join(&s, &p)?;
+    // Made as a connection inside a process is: the kernel's autotuned
+    // buffer sizes, the queues refilled from the other end.
+    let given = |x: &Socket, more: Vec<u8>| {
+        let mut queue = x.queue.clone();
+        if !more.is_empty() {
+            queue.push(more);
+        }
+        Socket {
+            role: ROLE_PAIR,
+            queue,
+            ..x.clone()
+        }
+    };
+    let (s2, p2) = (given(s.sock, to_s), given(p.sock, to_p));
+    let (srv, cli) = if s_accepts { (&s2, &p2) } else { (&p2, &s2) };
+    forget_time_wait(&srv.local, &cli.local);
+    let (acc, c) = connect_tcp(srv, cli, None, above, warn)
+        .map_err(|e| format!("socket fd {}: {e}", s.sock.fd))?;
+    let ends = if s_accepts { (acc, c) } else { (c, acc) };
+    let made = fill_pair(&s2, Some(&p2), Some(ends), above)?;
+    setopt(acc, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    Ok(made)
+}
+
 /// The ends made (`ends`, else a socketpair) given their options, their
 /// queues and their shutdown state.
 fn fill_pair(
@@ -539,16 +664,19 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot bind it again", s.fd)));
             }
+        }
+        if s.role == ROLE_LISTEN {
+            // SAFETY: listen on our new socket (still with SO_REUSEADDR:
+            // listening checks the port again, and a connection the tree
+            // made at this address may hold it already).
+            let r = unsafe { libc::listen(fd, s.backlog as i32) };
             setopt(
                 fd,
                 libc::SOL_SOCKET,
                 libc::SO_REUSEADDR,
                 s.opts.reuseaddr as i32,
             );
-        }
-        if s.role == ROLE_LISTEN {
-            // SAFETY: listen on our new socket.
-            if unsafe { libc::listen(fd, s.backlog as i32) } != 0 {
+            if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
             }
         } else if !s.remote.is_empty()
@@ -563,6 +691,14 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
                     s.fd
                 )));
             }
+        }
+        if s.role != ROLE_LISTEN {
+            setopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                s.opts.reuseaddr as i32,
+            );
         }
         if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
             send_to_self(s, above)?;
@@ -647,70 +783,8 @@ fn tcp_pair(
     // The accepting end: the one at a listener's address, else `p`.
     let s_accepts = listener_at(&s.local).is_some();
     let (srv, cli) = if s_accepts { (s, p) } else { (p, s) };
-    let ends = (|| {
-        let (lis, temporary) = match listener_at(&srv.local) {
-            Some(l) => (l, false),
-            None => {
-                let plain = Socket {
-                    opts: Options {
-                        v6only: srv.opts.v6only,
-                        ..Options::default()
-                    },
-                    ..srv.clone()
-                };
-                let l = new_socket(&plain, above)?;
-                setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-                let (a, n) = sockaddr(&srv.local);
-                // SAFETY: bind reads `n` bytes of the address; listen on ours.
-                if unsafe {
-                    libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
-                        || libc::listen(l, 1) != 0
-                } {
-                    let e = last("cannot listen at its address again");
-                    close(l);
-                    return Err(e);
-                }
-                (l, true)
-            }
-        };
-        let r = (|| {
-            let c = new_socket(cli, above)?;
-            setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-            let (la, ln) = sockaddr(&cli.local);
-            let (ra, rn) = sockaddr(&srv.local);
-            // SAFETY: bind and connect read the addresses of the sizes
-            // given; accept4 on our listener writes no address.
-            if !bind_port(c, cli, &la, ln, warn) {
-                close(c);
-                return Err(last("cannot bind it again"));
-            }
-            let acc = unsafe {
-                if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
-                    let e = last("cannot connect it again between its addresses");
-                    close(c);
-                    return Err(e);
-                }
-                libc::accept4(
-                    lis,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            setopt(
-                c,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                cli.opts.reuseaddr as i32,
-            );
-            let acc = lift(acc, above).inspect_err(|_| close(c))?;
-            Ok((acc, c))
-        })();
-        if temporary {
-            close(lis);
-        }
-        r
-    })();
+    forget_time_wait(&srv.local, &cli.local);
+    let ends = connect_tcp(srv, cli, listener_at(&srv.local), above, warn);
     match ends {
         Ok((acc, c)) => fill_pair(
             s,
@@ -728,6 +802,82 @@ fn tcp_pair(
             Ok((a, b))
         }
     }
+}
+
+/// A TCP connection between the addresses of `srv` (the accepting end)
+/// and `cli` (the connecting end, bound to its port again): through
+/// `listener` (listening at `srv`'s address) or a listener made for the
+/// moment (`SO_REUSEADDR` for both binds, as CRIU does). (accepted end,
+/// connecting end), at `above` or higher.
+fn connect_tcp(
+    srv: &Socket,
+    cli: &Socket,
+    listener: Option<i32>,
+    above: i32,
+    warn: &mut Vec<String>,
+) -> Result<(i32, i32), String> {
+    let (lis, temporary) = match listener {
+        Some(l) => (l, false),
+        None => {
+            let plain = Socket {
+                opts: Options {
+                    v6only: srv.opts.v6only,
+                    ..Options::default()
+                },
+                ..srv.clone()
+            };
+            let l = new_socket(&plain, above)?;
+            setopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            let (a, n) = sockaddr(&srv.local);
+            // SAFETY: bind reads `n` bytes of the address; listen on ours.
+            if unsafe {
+                libc::bind(l, (&a as *const libc::sockaddr_storage).cast(), n) != 0
+                    || libc::listen(l, 1) != 0
+            } {
+                let e = last("cannot listen at its address again");
+                close(l);
+                return Err(e);
+            }
+            (l, true)
+        }
+    };
+    let r = (|| {
+        let c = new_socket(cli, above)?;
+        setopt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        let (la, ln) = sockaddr(&cli.local);
+        let (ra, rn) = sockaddr(&srv.local);
+        // SAFETY: bind and connect read the addresses of the sizes
+        // given; accept4 on our listener writes no address.
+        if !bind_port(c, cli, &la, ln, warn) {
+            close(c);
+            return Err(last("cannot bind it again"));
+        }
+        let acc = unsafe {
+            if libc::connect(c, (&ra as *const libc::sockaddr_storage).cast(), rn) != 0 {
+                let e = last("cannot connect it again between its addresses");
+                close(c);
+                return Err(e);
+            }
+            libc::accept4(
+                lis,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        setopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            cli.opts.reuseaddr as i32,
+        );
+        let acc = lift(acc, above).inspect_err(|_| close(c))?;
+        Ok((acc, c))
+    })();
+    if temporary {
+        close(lis);
+    }
+    r
 }
 
 /// A connection its listener had not accepted yet (nothing sent on it):
@@ -927,4 +1077,97 @@ fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
         return Err(e);
     }
     Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(a: std::net::SocketAddr) -> Vec<u8> {
+        let std::net::SocketAddr::V4(a) = a else {
+            unreachable!()
+        };
+        let mut v = vec![0u8; 16];
+        v[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v[2..4].copy_from_slice(&a.port().to_be_bytes());
+        v[4..8].copy_from_slice(&a.ip().octets());
+        v
+    }
+
+    /// Whether a socket without SO_REUSEADDR can listen at the port.
+    fn listens_at(port: u16) -> bool {
+        let mut a = raw(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        a.resize(16, 0);
+        let (sa, n) = sockaddr(&a);
+        // SAFETY: socket, bind and listen on a socket of ours, the
+        // address of the size given.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let ok = libc::bind(fd, (&sa as *const libc::sockaddr_storage).cast(), n) == 0
+                && libc::listen(fd, 1) == 0;
+            libc::close(fd);
+            ok
+        }
+    }
+
+    /// The TIME_WAIT of the very pair of addresses is ended (its port can
+    /// be listened at again without SO_REUSEADDR); a listener and a live
+    /// connection at the addresses given are left alone.
+    #[test]
+    fn only_the_time_wait_of_those_addresses_is_ended() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The accepted end without SO_REUSEADDR (as a C program's).
+        setopt(
+            l.as_raw_fd_for_test(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            0,
+        );
+        let srv = l.local_addr().unwrap();
+        let c = std::net::TcpStream::connect(srv).unwrap();
+        let cli = c.local_addr().unwrap();
+        let (a, _) = l.accept().unwrap();
+        drop(a); // the accepting end closes first: its TIME_WAIT
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(c);
+        drop(l);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!listens_at(srv.port()), "no TIME_WAIT to test with");
+        // A listener and a live connection elsewhere.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        forget_time_wait(
+            &raw(other.local_addr().unwrap()),
+            &raw(live.local_addr().unwrap()),
+        );
+        assert_eq!(
+            getopt(
+                other.as_raw_fd_for_test(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN
+            ),
+            1
+        );
+        let (mut acc, _) = other.accept().unwrap();
+        use std::io::{Read, Write};
+        (&live).write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        acc.read_exact(&mut b).unwrap();
+        forget_time_wait(&raw(srv), &raw(cli));
+        if !listens_at(srv.port()) {
+            // SAFETY: geteuid has no preconditions.
+            assert_ne!(unsafe { libc::geteuid() }, 0, "the TIME_WAIT stayed");
+            eprintln!("skipped: SOCK_DESTROY needs CAP_NET_ADMIN");
+        }
+    }
+
+    trait RawFdForTest {
+        fn as_raw_fd_for_test(&self) -> i32;
+    }
+
+    impl RawFdForTest for std::net::TcpListener {
+        fn as_raw_fd_for_test(&self) -> i32 {
+            std::os::fd::AsRawFd::as_raw_fd(self)
+        }
+    }
 }
