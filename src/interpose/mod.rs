@@ -18,6 +18,10 @@
 //! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
 //!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
 //!   and `timer_settime` notes which timers are absolute.
+//! * [`mq_notify`]: `SIGEV_THREAD` queue notifications run from a helper
+//!   of selfckpt's too (glibc's blocks every signal), and every request is
+//!   noted so that a checkpoint and a restart can make it again
+//!   (`sigev_thread`: what the two helpers share).
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -31,6 +35,8 @@
 pub mod dispositions;
 pub mod inotify;
 pub mod masks;
+pub mod mq_notify;
 pub mod next;
+pub mod sigev_thread;
 pub mod timers;
 pub mod waits;

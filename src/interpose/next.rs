@@ -89,4 +89,5 @@ next_fns! {
     timer_settime(t: libc::timer_t, flags: c_int, new: *const libc::itimerspec, old: *mut libc::itimerspec) -> c_int = -1;
     timer_delete(t: libc::timer_t) -> c_int = -1;
     inotify_add_watch(fd: c_int, path: *const libc::c_char, mask: u32) -> c_int = -1;
+    mq_notify(fd: libc::mqd_t, evp: *const libc::sigevent) -> c_int = -1;
 }

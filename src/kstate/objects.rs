@@ -62,6 +62,9 @@ pub enum Kind {
     /// reopened by path, or with status `open` cannot set
     /// (`kstate::descriptions`).
     Description = 0x0203,
+    /// A POSIX message queue with its messages and descriptors
+    /// (`kstate::mqueue`).
+    Mqueue = 0x0204,
     /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
     MappingFlags = 0x0102,
 }
@@ -73,7 +76,7 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -82,6 +85,7 @@ impl Kind {
         Kind::DeletedFile,
         Kind::Lock,
         Kind::Description,
+        Kind::Mqueue,
         Kind::MappingFlags,
         Kind::Socket,
         Kind::PosixTimer,
@@ -167,6 +171,7 @@ pub enum Object {
     Inotify(super::inotify::Inotify),
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
+    Mqueue(super::mqueue::Mqueue),
     MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
@@ -208,6 +213,7 @@ impl Objects {
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
+                Object::Mqueue(x) => entry(e, Kind::Mqueue, 0, |e| x.encode(e))?,
                 Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
@@ -268,6 +274,7 @@ impl Objects {
                 Some(Kind::Description) => {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
                 }
+                Some(Kind::Mqueue) => Object::Mqueue(super::mqueue::Mqueue::decode(&mut p)?),
                 Some(Kind::MappingFlags) => {
                     Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
                 }
@@ -298,6 +305,7 @@ impl Objects {
         match o {
             Object::Pipe(x) => x.fds().collect(),
             Object::DeletedFile(x) => x.fds().collect(),
+            Object::Mqueue(x) => x.fds().collect(),
             Object::Socket(x) => vec![x.fd],
             // Put at their numbers by `restore::shared`.
             Object::Memfd(x) => vec![x.fd],
@@ -314,6 +322,14 @@ impl Objects {
             Object::NotRestorable(x) => !placed.contains(&x.fd),
             o => !Self::fds_of(o).iter().any(|fd| placed.contains(fd)),
         });
+    }
+
+    /// The message queues.
+    pub fn mqueues(&self) -> impl Iterator<Item = &super::mqueue::Mqueue> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Mqueue(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The socket descriptors.
@@ -419,6 +435,7 @@ impl Objects {
                 Object::DeletedFile(x) => vec![x.describe()],
                 Object::Lock(x) => vec![x.describe()],
                 Object::Description(x) => vec![x.describe()],
+                Object::Mqueue(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
                 Object::SysvShm(x) => vec![x.describe()],
@@ -448,6 +465,7 @@ impl Objects {
                 Object::Inotify(x) => x.json(),
                 Object::Lock(x) => x.json(),
                 Object::Description(x) => x.json(),
+                Object::Mqueue(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -470,6 +488,7 @@ impl Objects {
                 Object::Socket(x) => x.check()?,
                 Object::Lock(x) => x.check()?,
                 Object::Description(x) => x.check()?,
+                Object::Mqueue(x) => x.check()?,
                 _ => {}
             }
             if let Object::Memfd(x) = o {
@@ -543,6 +562,9 @@ impl Objects {
                         super::deleted::restore(x, mapped(x.dev, x.ino))
                             .unwrap_or_else(|e| vec![e]),
                     );
+                }
+                (Object::Mqueue(x), Stage::Descriptors) => {
+                    failed.extend(super::mqueue::restore(x).unwrap_or_else(|e| vec![e]));
                 }
                 (Object::Description(x), Stage::Descriptors) => {
                     failed.extend(super::descriptions::restore(x));
