@@ -111,7 +111,9 @@ pub fn owns_fd(fd: i32) -> bool {
 pub fn registration(dev: u64, ino: u64) -> Option<Registration> {
     SLOTS
         .iter()
-        .find(|s| s.how.load(Acquire) != 0 && s.ino.load(Acquire) == ino && s.dev.load(Acquire) == dev)
+        .find(|s| {
+            s.how.load(Acquire) != 0 && s.ino.load(Acquire) == ino && s.dev.load(Acquire) == dev
+        })
         .map(|s| Registration {
             how: s.how.load(Acquire) - 1,
             signo: s.signo.load(Acquire),
@@ -122,9 +124,9 @@ pub fn registration(dev: u64, ino: u64) -> Option<Registration> {
 /// Notes `reg` for the queue (`dev`, `ino`) (a free slot, or its own).
 fn note(dev: u64, ino: u64, reg: Option<Registration>) {
     lock();
-    let own = SLOTS
-        .iter()
-        .find(|s| s.how.load(Acquire) != 0 && s.ino.load(Acquire) == ino && s.dev.load(Acquire) == dev);
+    let own = SLOTS.iter().find(|s| {
+        s.how.load(Acquire) != 0 && s.ino.load(Acquire) == ino && s.dev.load(Acquire) == dev
+    });
     let slot = match (own, &reg) {
         (Some(s), _) => Some(s),
         (None, Some(_)) => SLOTS.iter().find(|s| s.how.load(Acquire) == 0),

@@ -246,8 +246,7 @@ impl Mqueue {
         if !valid_name {
             return Err(format!("{}: not a queue name", name()));
         }
-        if !(1..=MAX_MSGMAX).contains(&self.maxmsg) || !(1..=MAX_MSGSIZE).contains(&self.msgsize)
-        {
+        if !(1..=MAX_MSGMAX).contains(&self.maxmsg) || !(1..=MAX_MSGSIZE).contains(&self.msgsize) {
             return Err(format!(
                 "{}: maxmsg {} msgsize {} out of range",
                 name(),
@@ -585,8 +584,9 @@ fn capture_one(
         // SAFETY: flock on our own description.
         unsafe { libc::flock(o.raw(), libc::LOCK_EX) };
     }
-    let attr = getattr(own.as_ref().map_or(first, |o| o.raw()))
-        .ok_or(KstateError::Files("cannot read a message queue's attributes"))?;
+    let attr = getattr(own.as_ref().map_or(first, |o| o.raw())).ok_or(KstateError::Files(
+        "cannot read a message queue's attributes",
+    ))?;
     let (maxmsg, msgsize, queued) = (
         attr.mq_maxmsg.max(0) as u64,
         attr.mq_msgsize.max(0) as u64,
@@ -795,7 +795,12 @@ fn cstring(b: &[u8]) -> Result<std::ffi::CString, String> {
     std::ffi::CString::new(b).map_err(|_| "a name with a NUL byte".to_string())
 }
 
-fn mq_open(name: &std::ffi::CStr, flags: i32, mode: u32, attr: &libc::mq_attr) -> std::io::Result<i32> {
+fn mq_open(
+    name: &std::ffi::CStr,
+    flags: i32,
+    mode: u32,
+    attr: &libc::mq_attr,
+) -> std::io::Result<i32> {
     // SAFETY: a valid C string; with O_CREAT, mode and attributes follow.
     let fd = unsafe {
         libc::mq_open(
@@ -825,9 +830,8 @@ pub fn make(x: &Mqueue) -> Result<(i32, Vec<String>), String> {
     let q = if x.unlinked {
         let mut made = Err(std::io::Error::other("no free name"));
         for _ in 0..8 {
-            let name = cstring(
-                format!("/selfckpt-mq-{:016x}", super::deleted::random()).as_bytes(),
-            )?;
+            let name =
+                cstring(format!("/selfckpt-mq-{:016x}", super::deleted::random()).as_bytes())?;
             made = mq_open(&name, excl, 0o600, &attr);
             if let Ok(q) = made {
                 // SAFETY: removing the name we just made.
@@ -887,6 +891,42 @@ pub fn make(x: &Mqueue) -> Result<(i32, Vec<String>), String> {
         }
     }
     Ok((q, warn))
+}
+
+/// What stops the queue from coming back on this machine: a queue of
+/// its name that exists with other attributes (the restart would have to
+/// mix its messages with another's), or that cannot be opened.
+pub fn problems_here(x: &Mqueue) -> Option<super::Problem> {
+    if x.unlinked {
+        return None;
+    }
+    let name = cstring(&x.name).ok()?;
+    // SAFETY: mq_attr is plain old data.
+    let attr: libc::mq_attr = unsafe { core::mem::zeroed() };
+    let why = match mq_open(&name, libc::O_RDONLY, 0, &attr) {
+        Ok(q) => {
+            let now = getattr(q);
+            // SAFETY: closing the queue just opened.
+            unsafe { libc::close(q) };
+            match now {
+                Some(a) if a.mq_maxmsg as u64 == x.maxmsg && a.mq_msgsize as u64 == x.msgsize => {
+                    return None
+                }
+                Some(a) => format!(
+                    "exists with maxmsg {} msgsize {}, the image's has maxmsg {} msgsize {}: \
+                     remove it (mq_unlink) to restart",
+                    a.mq_maxmsg, a.mq_msgsize, x.maxmsg, x.msgsize
+                ),
+                None => "exists and its attributes cannot be read".into(),
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None,
+        Err(e) => format!("exists and cannot be opened ({e})"),
+    };
+    Some(
+        super::Problem::new(KIND, format!("message queue {} {why}", x.shown()))
+            .of_fd(x.ends.first().map_or(-1, |e| e.fd)),
+    )
 }
 
 /// Opens a description of queue `q` with `flags` (access mode,
@@ -998,7 +1038,14 @@ mod tests {
         // and holds the checkpoint's messages once.
         send(q, b"later", 3).unwrap();
         let moved = Mqueue {
-            ends: x.ends.iter().map(|e| End { fd: e.fd + 900, ..*e }).collect(),
+            ends: x
+                .ends
+                .iter()
+                .map(|e| End {
+                    fd: e.fd + 900,
+                    ..*e
+                })
+                .collect(),
             ..x.clone()
         };
         let warn = restore(&moved).unwrap();
@@ -1009,7 +1056,10 @@ mod tests {
         assert_eq!(getattr(q).unwrap().mq_curmsgs, 3);
         // SAFETY: F_GETFL on the restored descriptor.
         let fl = unsafe { libc::fcntl(w + 900, libc::F_GETFL) };
-        assert_eq!(fl & (libc::O_ACCMODE | libc::O_NONBLOCK), libc::O_WRONLY | libc::O_NONBLOCK);
+        assert_eq!(
+            fl & (libc::O_ACCMODE | libc::O_NONBLOCK),
+            libc::O_WRONLY | libc::O_NONBLOCK
+        );
         // Another queue of that name with other attributes is refused.
         unlink(&name);
         let other = open(&name, libc::O_RDWR, 4, 64);

@@ -392,6 +392,7 @@ impl Objects {
                 Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
                 Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
                 Object::Inotify(x) => v.extend(super::inotify::problems_here(x)),
+                Object::Mqueue(x) => v.extend(super::mqueue::problems_here(x)),
                 _ => {}
             }
         }

@@ -708,8 +708,7 @@ fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
 /// that could read them, and puts each member's descriptors on it).
 fn shared_mqueues(set: &Path, members: &[Proc]) -> Vec<Shared> {
     let key = crate::image::mac::MacKey::from_env();
-    let mut by_queue: std::collections::BTreeMap<(u64, u64), Vec<record::End>> =
-        Default::default();
+    let mut by_queue: std::collections::BTreeMap<(u64, u64), Vec<record::End>> = Default::default();
     for m in members {
         let Ok(img) =
             crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
