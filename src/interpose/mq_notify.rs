@@ -274,12 +274,16 @@ extern "C" fn helper(_: *mut c_void) -> *mut c_void {
 }
 
 unsafe extern "C" fn after_fork_child() {
-    // Registrations are not inherited: the child starts afresh (its copy
-    // of the socket stays open, unused, as glibc's does).
+    // Registrations are not inherited: the child starts afresh, without
+    // the parent's socket (selfckpt's number, not the program's).
     HELPER.store(false, Release);
     STARTING.store(false, Release);
     LOCK.store(false, Release);
-    NL.store(-1, Release);
+    let nl = NL.swap(-1, AcqRel);
+    if nl >= 0 {
+        // SAFETY: closing the child's copy of selfckpt's own socket.
+        libc::close(nl);
+    }
     for l in &LIVE {
         l.store(0, Release);
     }

@@ -4,8 +4,9 @@
 //! * `SIGEV_THREAD`: glibc runs these from a helper thread it makes itself
 //!   (not through a call selfckpt can see) with every signal blocked, so
 //!   the suspend signal could never park it and no checkpoint could be
-//!   taken. selfckpt does what glibc does with a helper of its own that
-//!   blocks every signal but the suspend signal: the kernel timer sends
+//!   taken. selfckpt does what glibc does with a helper of its own
+//!   (`sigev_thread`, which `mq_notify`'s shares) that blocks every signal
+//!   but the suspend signal: the kernel timer sends
 //!   `SIGTIMER` (glibc's own, 32) to the helper (`SIGEV_THREAD_ID`, the
 //!   value pointing at the timer's record), and the helper starts, for each
 //!   expiry, a detached thread with the attributes the program gave, which

@@ -551,6 +551,32 @@ pub fn capture(
     })
 }
 
+/// Takes the exclusive `flock` of our description of a queue: members of
+/// a tree sharing it drain it one after the other (each for a moment).
+/// One held for 5 s is another process's: the checkpoint fails rather
+/// than read a queue someone else may be reading. No allocation.
+fn take_turn(fd: i32) -> Result<(), KstateError> {
+    for _ in 0..5000 {
+        // SAFETY: flock on our own description.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        if sys::Errno::last().0 != libc::EWOULDBLOCK {
+            // No locks on this file system: nobody to take turns with.
+            return Ok(());
+        }
+        let ms = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        // SAFETY: a nanosleep with a valid timespec.
+        unsafe { libc::nanosleep(&ms, core::ptr::null_mut()) };
+    }
+    Err(KstateError::Files(
+        "a message queue is locked (flock) by another process for more than 5 s",
+    ))
+}
+
 /// Why a queue's messages are not kept.
 #[derive(Clone, Copy)]
 enum NotSaved {
@@ -581,8 +607,7 @@ fn capture_one(
     // mode, its flags untouched; its flock makes tree members take turns.
     let own = RawFd::open(p.as_cstr_bytes(), libc::O_RDWR, 0).ok();
     if let Some(o) = &own {
-        // SAFETY: flock on our own description.
-        unsafe { libc::flock(o.raw(), libc::LOCK_EX) };
+        take_turn(o.raw())?;
     }
     let attr = getattr(own.as_ref().map_or(first, |o| o.raw())).ok_or(KstateError::Files(
         "cannot read a message queue's attributes",
