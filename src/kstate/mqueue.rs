@@ -1109,6 +1109,36 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_too_large_for_the_record_is_named_and_kept_whole() {
+        let name = format!("/selfckpt-test-big{}", std::process::id());
+        unlink(&name);
+        // 10 x 8 KiB: more than the test's 64 KiB record buffer.
+        let q = open(&name, libc::O_RDWR, 10, 8192);
+        unlink(&name);
+        for i in 0..10u8 {
+            send(q, &[i; 8192], 1).unwrap();
+        }
+        let objs = capture_of(&[q]);
+        let probs = objs.problems();
+        assert_eq!(probs.len(), 1, "{objs:?}");
+        assert_eq!(probs[0].kind, KIND);
+        assert!(probs[0].text.contains("do not fit"), "{}", probs[0].text);
+        let Some(Object::Mqueue(x)) = objs.items.first() else {
+            panic!("{objs:?}");
+        };
+        assert!(!x.saved && x.messages.is_empty());
+        assert_eq!(x.check(), Ok(()));
+        // Untouched: all ten still there, in order.
+        let mut b = vec![0u8; 8192];
+        for i in 0..10u8 {
+            assert_eq!(receive(q, &mut b), Ok((8192, 1)));
+            assert_eq!(b[0], i);
+        }
+        // SAFETY: closing the test's queue.
+        unsafe { libc::close(q) };
+    }
+
+    #[test]
     fn an_unlinked_queue_is_made_unlinked() {
         let name = format!("/selfckpt-test-u{}", std::process::id());
         unlink(&name);
