@@ -858,10 +858,9 @@ pub fn make(x: &Mqueue) -> Result<(i32, Vec<String>), String> {
             let name =
                 cstring(format!("/selfckpt-mq-{:016x}", super::deleted::random()).as_bytes())?;
             made = mq_open(&name, excl, 0o600, &attr);
-            if let Ok(q) = made {
+            if made.is_ok() {
                 // SAFETY: removing the name we just made.
                 unsafe { libc::mq_unlink(name.as_ptr()) };
-                made = Ok(q);
                 break;
             }
             if made.as_ref().err().and_then(|e| e.raw_os_error()) != Some(libc::EEXIST) {
