@@ -642,14 +642,16 @@ fn capture_one(
     };
     let need = (queued as usize).saturating_mul(msgsize as usize + 8);
     let left = e.remaining();
-    let why = if queued == 0 {
+    let why = if owner != 0 && owner == me && reg.is_none() {
+        // A registration of ours the wrapper did not see: it cannot be
+        // made again (and reading the messages would fire it).
+        Some(NotSaved::Unknown)
+    } else if queued == 0 {
         None
     } else if own.is_none() {
         Some(NotSaved::Unreadable)
     } else if owner != 0 && owner != me {
         Some(NotSaved::OtherOwner(owner))
-    } else if owner == me && reg.is_none() {
-        Some(NotSaved::Unknown)
     } else if *used + need > BUDGET
         || need.saturating_add(RESERVE.min(left / 2)) > left
         || queued as usize > bufs.text.len() / 12
@@ -776,9 +778,9 @@ fn capture_one(
                 t.push_u64(pid as u64);
                 t.push(b" registered")
             }
-            NotSaved::Unknown => {
-                t.push(b" messages cannot be read: its notification was registered without selfckpt's mq_notify")
-            }
+            NotSaved::Unknown => t.push(
+                b" messages are not kept: its mq_notify registration was made by the raw system call, which selfckpt cannot make again",
+            ),
             NotSaved::TooLarge(bytes) => {
                 t.push(b" messages (up to ");
                 t.push_u64(bytes);
@@ -1134,6 +1136,41 @@ mod tests {
             assert_eq!(b[0], i);
         }
         // SAFETY: closing the test's queue.
+        unsafe { libc::close(q) };
+    }
+
+    #[test]
+    fn a_registration_made_by_the_raw_system_call_is_named() {
+        let name = format!("/selfckpt-test-raw{}", std::process::id());
+        unlink(&name);
+        let q = open(&name, libc::O_RDWR, 4, 16);
+        unlink(&name);
+        #[repr(C)]
+        struct Ev {
+            value: u64,
+            signo: i32,
+            notify: i32,
+            pad: [i32; 12],
+        }
+        let ev = Ev {
+            value: 0,
+            signo: libc::SIGURG,
+            notify: libc::SIGEV_SIGNAL,
+            pad: [0; 12],
+        };
+        // SAFETY: raw mq_notify with a kernel-layout sigevent (the queue
+        // stays empty: it never fires).
+        let r = unsafe { libc::syscall(libc::SYS_mq_notify, q as libc::c_long, &ev as *const Ev) };
+        assert_eq!(r, 0);
+        let objs = capture_of(&[q]);
+        let probs = objs.problems();
+        assert_eq!(probs.len(), 1, "{objs:?}");
+        assert!(
+            probs[0].text.contains("raw system call"),
+            "{}",
+            probs[0].text
+        );
+        // SAFETY: closing the test's queue (the registration goes with it).
         unsafe { libc::close(q) };
     }
 
