@@ -155,6 +155,7 @@ fn manager_hook() {
 fn after_restart() {
     dump::reset_pipeline();
     crate::kstate::posix_timers::after_restart();
+    crate::kstate::mqueue::after_restart();
     crate::kstate::rlimits::after_restart();
 }
 

@@ -238,6 +238,7 @@ impl DumpPlan {
             || fd == self.mem.raw()
             || fd == self.scanner.raw_fd()
             || crate::tree::owns_fd(fd)
+            || crate::interpose::mq_notify::owns_fd(fd)
     }
 }
 

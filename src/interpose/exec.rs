@@ -320,6 +320,7 @@ pub unsafe extern "C" fn posix_spawnp(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings;
 
     #[test]
     fn a_preload_list_names_the_library_by_its_whole_path() {
@@ -335,8 +336,8 @@ mod tests {
             preload: CString::new("LD_PRELOAD=/l/libselfckpt.so").unwrap(),
             lib: CString::new("/l/libselfckpt.so").unwrap(),
             vars: vec![
-                CString::new("SELFCKPT_CHILDREN=1").unwrap(),
-                CString::new("SELFCKPT_DIR=/d").unwrap(),
+                CString::new(format!("{}=1", settings::CHILDREN.name)).unwrap(),
+                CString::new(format!("{}=/d", settings::DIR.name)).unwrap(),
             ],
         };
         let owned: Vec<CString> = env.iter().map(|e| CString::new(*e).unwrap()).collect();
@@ -359,39 +360,20 @@ mod tests {
 
     #[test]
     fn only_what_is_missing_is_added_and_a_value_the_program_set_stays() {
-        let all = [
-            "A=B",
-            "LD_PRELOAD=x.so:/l/libselfckpt.so",
-            "SELFCKPT_CHILDREN=1",
-            "SELFCKPT_DIR=/mine",
-        ];
+        let (children, dir) = (settings::CHILDREN.name, settings::DIR.name);
+        let (c1, d) = (format!("{children}=1"), format!("{dir}=/d"));
+        let mine = format!("{dir}=/mine");
+        let all = ["A=B", "LD_PRELOAD=x.so:/l/libselfckpt.so", &c1, &mine];
         assert_eq!(complete(&all), None);
         assert_eq!(
-            complete(&["A=B", "LD_PRELOAD=taco", "SELFCKPT_DIR=/mine"]).unwrap(),
-            [
-                "A=B",
-                "SELFCKPT_DIR=/mine",
-                "SELFCKPT_CHILDREN=1",
-                "LD_PRELOAD=/l/libselfckpt.so:taco"
-            ]
+            complete(&["A=B", "LD_PRELOAD=taco", &mine]).unwrap(),
+            ["A=B", &mine, &c1, "LD_PRELOAD=/l/libselfckpt.so:taco"]
         );
         assert_eq!(
             complete(&[]).unwrap(),
-            [
-                "SELFCKPT_CHILDREN=1",
-                "SELFCKPT_DIR=/d",
-                "LD_PRELOAD=/l/libselfckpt.so"
-            ]
+            [&c1, &d, "LD_PRELOAD=/l/libselfckpt.so"]
         );
         let kept = complete(&["LD_PRELOAD=/l/libselfckpt.so", "Q=1"]).unwrap();
-        assert_eq!(
-            kept,
-            [
-                "LD_PRELOAD=/l/libselfckpt.so",
-                "Q=1",
-                "SELFCKPT_CHILDREN=1",
-                "SELFCKPT_DIR=/d"
-            ]
-        );
+        assert_eq!(kept, ["LD_PRELOAD=/l/libselfckpt.so", "Q=1", &c1, &d]);
     }
 }

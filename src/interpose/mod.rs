@@ -21,11 +21,15 @@
 //! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
 //!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
 //!   and `timer_settime` notes which timers are absolute.
-//! * [`syscall`]: the same calls made through libc's raw `syscall()` are
-//!   handed to those wrappers.
+//! * [`mq_notify`]: `SIGEV_THREAD` queue notifications run from a helper
+//!   of selfckpt's too (glibc's blocks every signal), and every request is
+//!   noted so that a checkpoint and a restart can make it again
+//!   (`sigev_thread`: what the two helpers share).
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
+//! * [`syscall`]: the same calls made through libc's raw `syscall()` are
+//!   handed to those wrappers.
 //!
 //! Each wrapper does what glibc's function does when no checkpoint
 //! happens (it calls glibc's, found with `dlsym(RTLD_NEXT)`: [`next`]).
@@ -37,7 +41,9 @@ pub mod dispositions;
 pub mod exec;
 pub mod inotify;
 pub mod masks;
+pub mod mq_notify;
 pub mod next;
+pub mod sigev_thread;
 pub mod syscall;
 pub mod timers;
 pub mod waits;

@@ -4,8 +4,9 @@
 //! * `SIGEV_THREAD`: glibc runs these from a helper thread it makes itself
 //!   (not through a call selfckpt can see) with every signal blocked, so
 //!   the suspend signal could never park it and no checkpoint could be
-//!   taken. selfckpt does what glibc does with a helper of its own that
-//!   blocks every signal but the suspend signal: the kernel timer sends
+//!   taken. selfckpt does what glibc does with a helper of its own
+//!   (`sigev_thread`, which `mq_notify`'s shares) that blocks every signal
+//!   but the suspend signal: the kernel timer sends
 //!   `SIGTIMER` (glibc's own, 32) to the helper (`SIGEV_THREAD_ID`, the
 //!   value pointing at the timer's record), and the helper starts, for each
 //!   expiry, a detached thread with the attributes the program gave, which
@@ -25,6 +26,7 @@
 //! are parked).
 
 use super::next;
+use super::sigev_thread::{bit, helper_mask, start_helper, ThreadCall};
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, c_void, clockid_t, itimerspec, sigevent, timer_t};
 
@@ -61,15 +63,7 @@ static DISPATCH: AtomicBool = AtomicBool::new(false);
 /// What the program asked for: its function, value and thread attributes.
 struct Record {
     kernel_id: i32,
-    function: extern "C" fn(libc::sigval),
-    value: libc::sigval,
-    attr: libc::pthread_attr_t,
-}
-
-/// One expiry's function and value, for the thread that runs it.
-struct Call {
-    function: extern "C" fn(libc::sigval),
-    value: libc::sigval,
+    call: ThreadCall,
 }
 
 /// The helper's id (as the program knows it), or 0. No allocation.
@@ -115,42 +109,11 @@ fn unlock() {
     DISPATCH.store(false, Release);
 }
 
-/// Raw rt_sigprocmask on the calling thread (glibc's refuses SIGTIMER).
-fn set_mask(how: c_int, set: u64) {
-    // SAFETY: raw rt_sigprocmask with an 8-byte kernel signal set.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            how,
-            &set as *const u64,
-            core::ptr::null_mut::<u64>(),
-            8,
-        )
-    };
-}
-
-fn bit(sig: i32) -> u64 {
-    1u64 << (sig - 1)
-}
-
-extern "C" fn run_expiry(arg: *mut c_void) -> *mut c_void {
-    // SAFETY: the helper made `arg` with Box::into_raw for this thread.
-    let call = unsafe { Box::from_raw(arg as *mut Call) };
-    set_mask(libc::SIG_UNBLOCK, bit(SIGTIMER));
-    (call.function)(call.value);
-    core::ptr::null_mut()
-}
-
 /// The helper: waits for SIGTIMER, starts a thread per expiry of a live
 /// timer. An expiry that came back as an ordinary signal after a restart
 /// (no timer information) is left: the restart made its timer due again.
 extern "C" fn helper(_: *mut c_void) -> *mut c_void {
-    let suspend = crate::capture::park::suspend_signal();
-    let mut keep = bit(libc::SIGSEGV) | bit(libc::SIGBUS) | bit(libc::SIGFPE) | bit(libc::SIGILL);
-    if suspend > 0 {
-        keep |= bit(suspend);
-    }
-    set_mask(libc::SIG_SETMASK, !keep);
+    helper_mask();
     HELPER.store(crate::capture::tids::program_tid(), Release);
     let wanted = bit(SIGTIMER);
     loop {
@@ -175,24 +138,14 @@ extern "C" fn helper(_: *mut c_void) -> *mut c_void {
         if at != 0 && LIVE.iter().any(|l| l.load(Acquire) == at) {
             // SAFETY: a live record, not freed while DISPATCH is held.
             let rec = unsafe { &*(at as *const Record) };
-            let call = Box::into_raw(Box::new(Call {
-                function: rec.function,
-                value: rec.value,
-            }));
-            // SAFETY: pthread_t is an integer; the attributes are the
-            // record's, initialised by timer_create.
-            unsafe {
-                let mut th: libc::pthread_t = core::mem::zeroed();
-                if libc::pthread_create(&mut th, &rec.attr, run_expiry, call.cast()) != 0 {
-                    drop(Box::from_raw(call));
-                }
-            }
+            // Each expiry's thread unblocks SIGTIMER, as glibc's do.
+            rec.call.start(bit(SIGTIMER));
         }
         unlock();
     }
 }
 
-extern "C" fn after_fork_child() {
+unsafe extern "C" fn after_fork_child() {
     // Timers are not inherited: the child starts afresh.
     HELPER.store(0, Release);
     STARTING.store(false, Release);
@@ -219,22 +172,8 @@ fn ensure_helper() -> Option<i32> {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
     }
-    // SAFETY: attributes on the stack, initialised and destroyed here; the
-    // helper runs for the life of the process.
-    let ok = unsafe {
-        static ATFORK: AtomicBool = AtomicBool::new(false);
-        if !ATFORK.swap(true, AcqRel) {
-            libc::pthread_atfork(None, None, Some(after_fork_child));
-        }
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
-        let mut th: libc::pthread_t = core::mem::zeroed();
-        let r = libc::pthread_create(&mut th, &attr, helper, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        r == 0
-    };
+    static ATFORK: AtomicBool = AtomicBool::new(false);
+    let ok = start_helper(helper, &ATFORK, after_fork_child);
     if !ok {
         STARTING.store(false, Release);
         return None;
@@ -254,54 +193,6 @@ struct KernelSigevent {
     notify: c_int,
     tid: c_int,
     pad: [c_int; 11],
-}
-
-/// The attributes a `SIGEV_THREAD` thread is started with: the program's
-/// (`sigev_notify_attributes`), detached.
-///
-/// # Safety
-/// `from` is null or initialised attributes.
-unsafe fn copy_attr(from: *const libc::pthread_attr_t) -> libc::pthread_attr_t {
-    extern "C" {
-        fn pthread_attr_getsigmask_np(
-            a: *const libc::pthread_attr_t,
-            s: *mut libc::sigset_t,
-        ) -> c_int;
-    }
-    let mut a: libc::pthread_attr_t = core::mem::zeroed();
-    libc::pthread_attr_init(&mut a);
-    if !from.is_null() {
-        let mut size = 0;
-        if libc::pthread_attr_getstacksize(from, &mut size) == 0 {
-            libc::pthread_attr_setstacksize(&mut a, size);
-        }
-        if libc::pthread_attr_getguardsize(from, &mut size) == 0 {
-            libc::pthread_attr_setguardsize(&mut a, size);
-        }
-        let mut v = 0;
-        if libc::pthread_attr_getinheritsched(from, &mut v) == 0 {
-            libc::pthread_attr_setinheritsched(&mut a, v);
-        }
-        if libc::pthread_attr_getschedpolicy(from, &mut v) == 0 {
-            libc::pthread_attr_setschedpolicy(&mut a, v);
-        }
-        let mut p: libc::sched_param = core::mem::zeroed();
-        if libc::pthread_attr_getschedparam(from, &mut p) == 0 {
-            libc::pthread_attr_setschedparam(&mut a, &p);
-        }
-        let mut cpus: libc::cpu_set_t = core::mem::zeroed();
-        let n = core::mem::size_of::<libc::cpu_set_t>();
-        if libc::pthread_attr_getaffinity_np(from, n, &mut cpus) == 0 {
-            libc::pthread_attr_setaffinity_np(&mut a, n, &cpus);
-        }
-        let mut mask: libc::sigset_t = core::mem::zeroed();
-        // 0: a mask was set (PTHREAD_ATTR_NO_SIGMASK_NP is 1).
-        if pthread_attr_getsigmask_np(from, &mut mask) == 0 {
-            super::masks::pthread_attr_setsigmask_np(&mut a, &mask);
-        }
-    }
-    libc::pthread_attr_setdetachstate(&mut a, libc::PTHREAD_CREATE_DETACHED);
-    a
 }
 
 /// glibc's conversion of the CPU-time clocks to the kernel's ids.
@@ -326,15 +217,9 @@ unsafe fn create_thread_timer(clock: clockid_t, evp: *const sigevent, out: *mut 
         *libc::__errno_location() = libc::EAGAIN;
         return -1;
     }
-    // The union after sigev_notify: the function, then the attributes.
-    let un = (evp as *const u8).add(16) as *const usize;
-    let function: extern "C" fn(libc::sigval) = core::mem::transmute(*un);
-    let attr = *un.add(1) as *const libc::pthread_attr_t;
     let rec = Box::into_raw(Box::new(Record {
         kernel_id: -1,
-        function,
-        value: (*evp).sigev_value,
-        attr: copy_attr(attr),
+        call: ThreadCall::from_sigevent(evp),
     }));
     let ev = KernelSigevent {
         value: rec as u64,
@@ -352,8 +237,7 @@ unsafe fn create_thread_timer(clock: clockid_t, evp: *const sigevent, out: *mut 
     );
     if r != 0 {
         let errno = *libc::__errno_location();
-        let mut rec = Box::from_raw(rec);
-        libc::pthread_attr_destroy(&mut rec.attr);
+        drop(Box::from_raw(rec));
         *libc::__errno_location() = errno;
         return -1;
     }
@@ -363,8 +247,7 @@ unsafe fn create_thread_timer(clock: clockid_t, evp: *const sigevent, out: *mut 
         .any(|l| l.compare_exchange(0, rec as usize, AcqRel, Acquire).is_ok());
     if !placed {
         libc::syscall(libc::SYS_timer_delete, id);
-        let mut rec = Box::from_raw(rec);
-        libc::pthread_attr_destroy(&mut rec.attr);
+        drop(Box::from_raw(rec));
         *libc::__errno_location() = libc::EAGAIN;
         return -1;
     }
@@ -438,8 +321,7 @@ pub unsafe extern "C" fn timer_delete(t: timer_t) -> c_int {
         // SAFETY: a live record (freed only here, under DISPATCH).
         if at != 0 && (*(at as *const Record)).kernel_id == id {
             l.store(0, Release);
-            let mut rec = Box::from_raw(at as *mut Record);
-            libc::pthread_attr_destroy(&mut rec.attr);
+            drop(Box::from_raw(at as *mut Record));
             break;
         }
     }

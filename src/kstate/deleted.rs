@@ -226,7 +226,8 @@ impl Deleted {
 
 // ---- Capture (suspended world: no allocation) ----
 
-/// Whether `st` is a regular file without a name.
+/// Whether `st` is a regular file without a name (a message queue is
+/// one too: the caller leaves those to `kstate::mqueue`).
 fn is_deleted(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 0
 }
@@ -255,7 +256,11 @@ pub fn capture(
             return Ok(());
         };
         let id = (st.st_dev, st.st_ino);
-        if !is_deleted(&st) || seen[..count].contains(&id) || is_memfd(bufs, fd) {
+        if !is_deleted(&st)
+            || seen[..count].contains(&id)
+            || is_memfd(bufs, fd)
+            || super::mqueue::is_mqueue(fd)
+        {
             return Ok(());
         }
         if count == MAX_FILES {

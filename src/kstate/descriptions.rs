@@ -133,7 +133,7 @@ pub fn capture(
         let Ok(st) = sys::fstat(fd) else {
             return Ok(());
         };
-        if rows < cap && reopened(&st) {
+        if rows < cap && reopened(&st) && !super::mqueue::is_mqueue(fd) {
             let r = &mut table[rows * ROW..(rows + 1) * ROW];
             r[0..8].copy_from_slice(&st.st_dev.to_ne_bytes());
             r[8..16].copy_from_slice(&st.st_ino.to_ne_bytes());

@@ -3,7 +3,7 @@
 //! arguments, auxv), the interval timers, the signals pending for the
 //! process, the event and timer descriptors (eventfd, timerfd, signalfd,
 //! epoll: one file each), and the object list's kinds (pipes and FIFOs,
-//! deleted-but-open files, file locks: one file each).
+//! deleted-but-open files, message queues, file locks: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -20,6 +20,7 @@ pub mod itimers;
 pub mod locks;
 pub mod memfd;
 pub mod mm;
+pub mod mqueue;
 pub mod objects;
 pub mod pending;
 pub mod pipes;
@@ -115,6 +116,7 @@ fn capture_objects(
     skip_fd: &dyn Fn(i32) -> bool,
 ) -> Result<(), KstateError> {
     pipes::capture(e, bufs, skip_fd)?;
+    mqueue::capture(e, bufs, skip_fd)?;
     deleted::capture(e, bufs, skip_fd)?;
     sockets::capture(e, bufs, skip_fd)?;
     memfd::capture(e, bufs, skip_fd)?;

@@ -66,18 +66,21 @@ pub enum Kind {
     /// reopened by path, or with status `open` cannot set
     /// (`kstate::descriptions`).
     Description = 0x0203,
+    /// A POSIX message queue with its messages and descriptors
+    /// (`kstate::mqueue`).
+    Mqueue = 0x0204,
     /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
     MappingFlags = 0x0102,
 }
 
 impl Kind {
     pub fn from_u16(v: u16) -> Option<Kind> {
-        Self::ALL.into_iter().find(|k| *k as u16 == v)
+        Self::ALL.iter().copied().find(|k| *k as u16 == v)
     }
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 15] = [
+    const ALL: &'static [Kind] = &[
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -86,6 +89,7 @@ impl Kind {
         Kind::DeletedFile,
         Kind::Lock,
         Kind::Description,
+        Kind::Mqueue,
         Kind::MappingFlags,
         Kind::Socket,
         Kind::TcpInFlight,
@@ -173,6 +177,7 @@ pub enum Object {
     Inotify(super::inotify::Inotify),
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
+    Mqueue(super::mqueue::Mqueue),
     MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
@@ -215,6 +220,7 @@ impl Objects {
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
+                Object::Mqueue(x) => entry(e, Kind::Mqueue, 0, |e| x.encode(e))?,
                 Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
@@ -278,6 +284,7 @@ impl Objects {
                 Some(Kind::Description) => {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
                 }
+                Some(Kind::Mqueue) => Object::Mqueue(super::mqueue::Mqueue::decode(&mut p)?),
                 Some(Kind::MappingFlags) => {
                     Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
                 }
@@ -308,6 +315,7 @@ impl Objects {
         match o {
             Object::Pipe(x) => x.fds().collect(),
             Object::DeletedFile(x) => x.fds().collect(),
+            Object::Mqueue(x) => x.fds().collect(),
             Object::Socket(x) => vec![x.fd],
             // Put at their numbers by `restore::shared`.
             Object::Memfd(x) => vec![x.fd],
@@ -324,6 +332,14 @@ impl Objects {
             Object::NotRestorable(x) => !placed.contains(&x.fd),
             o => !Self::fds_of(o).iter().any(|fd| placed.contains(fd)),
         });
+    }
+
+    /// The message queues.
+    pub fn mqueues(&self) -> impl Iterator<Item = &super::mqueue::Mqueue> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Mqueue(x) => Some(x),
+            _ => None,
+        })
     }
 
     /// The socket descriptors.
@@ -394,6 +410,7 @@ impl Objects {
                 Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
                 Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
                 Object::Inotify(x) => v.extend(super::inotify::problems_here(x)),
+                Object::Mqueue(x) => v.extend(super::mqueue::problems_here(x)),
                 _ => {}
             }
         }
@@ -437,6 +454,7 @@ impl Objects {
                 Object::DeletedFile(x) => vec![x.describe()],
                 Object::Lock(x) => vec![x.describe()],
                 Object::Description(x) => vec![x.describe()],
+                Object::Mqueue(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::TcpInFlight(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
@@ -468,6 +486,7 @@ impl Objects {
                 Object::Inotify(x) => x.json(),
                 Object::Lock(x) => x.json(),
                 Object::Description(x) => x.json(),
+                Object::Mqueue(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -491,6 +510,7 @@ impl Objects {
                 Object::TcpInFlight(x) => x.check()?,
                 Object::Lock(x) => x.check()?,
                 Object::Description(x) => x.check()?,
+                Object::Mqueue(x) => x.check()?,
                 _ => {}
             }
             if let Object::Memfd(x) = o {
@@ -564,6 +584,9 @@ impl Objects {
                         super::deleted::restore(x, mapped(x.dev, x.ino))
                             .unwrap_or_else(|e| vec![e]),
                     );
+                }
+                (Object::Mqueue(x), Stage::Descriptors) => {
+                    failed.extend(super::mqueue::restore(x).unwrap_or_else(|e| vec![e]));
                 }
                 (Object::Description(x), Stage::Descriptors) => {
                     failed.extend(super::descriptions::restore(x));

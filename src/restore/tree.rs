@@ -99,6 +99,12 @@ pub fn restart_tree(
         Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
     };
     pipes.extend(open_files(&rec, &images, above, opts));
+    match make_mqueues(&rec, &images, above) {
+        Ok(p) => pipes.extend(p),
+        Err(e) => fail(format!(
+            "cannot make the message queues shared between processes again: {e}"
+        )),
+    }
     match make_sockets(&rec, &sockets, above) {
         Ok(p) => pipes.extend(p),
         Err(e) => fail(format!(
@@ -457,6 +463,63 @@ fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
     out
 }
 
+/// Each message queue several members hold, made once from the entry of
+/// an image that kept its messages, numbered `above` or higher.
+fn make_mqueues(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Result<Vec<Pipe>, String> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut found: Vec<crate::kstate::mqueue::Mqueue> = Vec::new();
+    for p in images {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for x in view.kernel.objects.mqueues() {
+            let shared = rec
+                .shared
+                .iter()
+                .any(|s| s.kind == "mqueue" && s.ino == x.ino && s.dev == x.dev);
+            let have = found.iter().position(|f| (f.dev, f.ino) == (x.dev, x.ino));
+            match have {
+                _ if !shared => {}
+                None => found.push(x.clone()),
+                // The image that could read the messages is the one to
+                // take them from.
+                Some(i) if !found[i].saved && x.saved => found[i] = x.clone(),
+                Some(_) => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for x in &found {
+        if !x.saved {
+            return Err(format!(
+                "message queue {}: no process's image holds its messages",
+                crate::image::show::shown(&x.name)
+            ));
+        }
+        let (q, warn) = crate::kstate::mqueue::make(x)?;
+        for w in warn {
+            eprintln!("selfckpt: warning: {w}");
+        }
+        // SAFETY: moving our queue descriptor above every member's number.
+        let moved = unsafe {
+            let m = libc::fcntl(q, libc::F_DUPFD_CLOEXEC, above + 128 + out.len() as i32);
+            libc::close(q);
+            m
+        };
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        out.push(Pipe {
+            kind: "mqueue",
+            ino: x.ino,
+            rd: moved,
+            wr: moved,
+        });
+    }
+    Ok(out)
+}
+
 /// The shared sockets as the members' images recorded them.
 #[derive(Default)]
 struct TreeSockets {
@@ -581,6 +644,17 @@ fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
             } else {
                 0
             };
+            if p.kind == "mqueue" {
+                // A description of its own, with its access mode.
+                match crate::kstate::mqueue::place(p.rd, e.fd, e.flags) {
+                    Ok(()) => placed.push(e.fd),
+                    Err(err) => eprintln!(
+                        "selfckpt: warning: process {pid}: cannot put its message queue at fd {}: {err}",
+                        e.fd
+                    ),
+                }
+                continue;
+            }
             // SAFETY: dup3 of our pipe onto the member's number, then its
             // status flags.
             let ok = unsafe {

@@ -53,7 +53,12 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
             let Ok(md) = std::fs::metadata(e.path()) else {
                 continue;
             };
-            if md.is_file() && !outside.contains(&md.ino()) && !super::owns_fd(fd) {
+            // A message queue is a file too, made again by its own kind.
+            if md.is_file()
+                && !outside.contains(&md.ino())
+                && !super::owns_fd(fd)
+                && !crate::kstate::mqueue::is_mqueue_path(&e.path())
+            {
                 by_file
                     .entry((md.dev(), md.ino()))
                     .or_default()

@@ -604,6 +604,9 @@ impl RootRound {
             .shared
             .extend(shared_memory(&self.pending.tmp, &self.record.members));
         self.record
+            .shared
+            .extend(shared_mqueues(&self.pending.tmp, &self.record.members));
+        self.record
             .check()
             .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
         let path = self.pending.commit(&self.record)?;
@@ -735,6 +738,41 @@ fn shared_memory(set: &Path, members: &[Proc]) -> Vec<Shared> {
                     flags: 0,
                 })
                 .collect(),
+            peer: 0,
+            dev,
+        })
+        .collect()
+}
+
+/// The message queues more than one member holds descriptors of (one
+/// queue: a tree restart makes it once, with the messages of an image
+/// that could read them, and puts each member's descriptors on it).
+fn shared_mqueues(set: &Path, members: &[Proc]) -> Vec<Shared> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut by_queue: std::collections::BTreeMap<(u64, u64), Vec<record::End>> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for x in view.kernel.objects.mqueues() {
+            let ends = by_queue.entry((x.dev, x.ino)).or_default();
+            ends.extend(x.ends.iter().map(|e| record::End {
+                pid: m.pid,
+                fd: e.fd,
+                flags: e.flags,
+            }));
+        }
+    }
+    by_queue
+        .into_iter()
+        .filter(|(_, ends)| ends.iter().any(|e| e.pid != ends[0].pid))
+        .map(|((dev, ino), ends)| Shared {
+            kind: "mqueue".into(),
+            ino,
+            ends,
             peer: 0,
             dev,
         })
