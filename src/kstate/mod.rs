@@ -25,6 +25,8 @@ pub mod pending;
 pub mod pipes;
 pub mod posix_timers;
 pub mod process_attrs;
+pub mod procfs;
+pub mod pty;
 pub mod rlimits;
 pub mod sigactions;
 pub mod signalfd;
@@ -124,8 +126,10 @@ fn capture_objects(
     process_attrs::capture(e, bufs)?;
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
+    pty::capture(e, bufs, skip_fd)?;
     descriptions::capture(e, bufs, skip_fd)?;
     vmflags::capture(e, bufs)?;
+    procfs::capture(e, bufs, skip_fd)?;
     // Last: what no module above brings back is named.
     unknown_fds::capture(e, bufs, skip_fd)?;
     objects::end(e)?;

@@ -62,6 +62,9 @@ pub enum Kind {
     /// reopened by path, or with status `open` cannot set
     /// (`kstate::descriptions`).
     Description = 0x0203,
+    /// A pseudo-terminal and the process's descriptors of it
+    /// (`kstate::pty`).
+    Pty = 0x0204,
     /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
     MappingFlags = 0x0102,
 }
@@ -73,7 +76,7 @@ impl Kind {
 
     /// Every kind, one per line (merges of kinds added in parallel stay
     /// trivial).
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::End,
         Kind::NotRestorable,
         Kind::Memfd,
@@ -82,6 +85,7 @@ impl Kind {
         Kind::DeletedFile,
         Kind::Lock,
         Kind::Description,
+        Kind::Pty,
         Kind::MappingFlags,
         Kind::Socket,
         Kind::PosixTimer,
@@ -167,6 +171,7 @@ pub enum Object {
     Inotify(super::inotify::Inotify),
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
+    Pty(super::pty::Pty),
     MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
@@ -208,6 +213,7 @@ impl Objects {
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
+                Object::Pty(x) => entry(e, Kind::Pty, 0, |e| x.encode(e))?,
                 Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
@@ -268,6 +274,7 @@ impl Objects {
                 Some(Kind::Description) => {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
                 }
+                Some(Kind::Pty) => Object::Pty(super::pty::Pty::decode(&mut p)?),
                 Some(Kind::MappingFlags) => {
                     Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
                 }
@@ -302,6 +309,7 @@ impl Objects {
             // Put at their numbers by `restore::shared`.
             Object::Memfd(x) => vec![x.fd],
             Object::Inotify(x) => vec![x.fd],
+            Object::Pty(x) => x.fds().collect(),
             _ => Vec::new(),
         }
     }
@@ -390,6 +398,14 @@ impl Objects {
         })
     }
 
+    /// The ptys of the list.
+    pub fn ptys(&self) -> impl Iterator<Item = &super::pty::Pty> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Pty(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// The POSIX timers of the list.
     pub fn posix_timers(&self) -> impl Iterator<Item = &super::posix_timers::PosixTimer> {
         self.items.iter().filter_map(|o| match o {
@@ -419,6 +435,7 @@ impl Objects {
                 Object::DeletedFile(x) => vec![x.describe()],
                 Object::Lock(x) => vec![x.describe()],
                 Object::Description(x) => vec![x.describe()],
+                Object::Pty(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
                 Object::SysvShm(x) => vec![x.describe()],
@@ -448,6 +465,7 @@ impl Objects {
                 Object::Inotify(x) => x.json(),
                 Object::Lock(x) => x.json(),
                 Object::Description(x) => x.json(),
+                Object::Pty(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -470,6 +488,7 @@ impl Objects {
                 Object::Socket(x) => x.check()?,
                 Object::Lock(x) => x.check()?,
                 Object::Description(x) => x.check()?,
+                Object::Pty(x) => x.check()?,
                 _ => {}
             }
             if let Object::Memfd(x) = o {
@@ -547,6 +566,7 @@ impl Objects {
                 (Object::Description(x), Stage::Descriptors) => {
                     failed.extend(super::descriptions::restore(x));
                 }
+                (Object::Pty(x), Stage::Descriptors) => failed.extend(super::pty::restore(x)),
                 (Object::Inotify(x), Stage::Descriptors) => {
                     failed.extend(super::inotify::restore(x));
                 }

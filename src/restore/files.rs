@@ -95,7 +95,17 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
             type_name(want)
         )));
     }
-    if want == libc::S_IFCHR || is_own_proc(ent.path) {
+    // Another process's /proc directory: in the restart's namespace (its
+    // own /proc) only a process of the tree has that pid; never another.
+    if let Some(pid) = crate::kstate::procfs::pid_of(ent.path) {
+        let member = TREE_PIDS.get().is_some_and(|t| t.contains(&pid));
+        if !member && !is_own_proc(ent.path) {
+            return Err(Change::Unsafe(format!(
+                "is a file of process {pid}, which does not come back with the program"
+            )));
+        }
+    }
+    if want == libc::S_IFCHR || is_own_proc(ent.path) || other_proc(ent.path, 0) == Some(true) {
         // Device inodes live on devtmpfs and are made anew at each boot,
         // the files of a process's /proc directory for each process: the
         // type is what can be compared.
@@ -166,6 +176,27 @@ pub fn own_proc_path(path: &[u8], old: u32) -> Option<Vec<u8>> {
         _ => out.extend(rest),
     }
     Some(out)
+}
+
+/// The pids of the processes a tree restart brings back (set once, by
+/// `restore::tree`, before any image is checked): their /proc
+/// directories are reopened under the same pids in its namespace.
+static TREE_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Sets the pids of the tree being restarted.
+pub fn set_tree_pids(pids: &[u32]) {
+    let _ = TREE_PIDS.set(pids.to_vec());
+}
+
+/// Whose /proc directory `path` is under, if another process's (`me`:
+/// the program's pid at the checkpoint): `Some(true)` for a process the
+/// tree restart brings back with that pid, `Some(false)` for any other.
+pub fn other_proc(path: &[u8], me: u32) -> Option<bool> {
+    let pid = crate::kstate::procfs::pid_of(path)?;
+    if pid == me {
+        return None;
+    }
+    Some(TREE_PIDS.get().is_some_and(|t| t.contains(&pid)))
 }
 
 /// Whether `path` is under this process's own /proc directory (files

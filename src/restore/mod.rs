@@ -249,6 +249,7 @@ pub fn restart(
             }
         }
     };
+    crate::kstate::pty::set_private_mounts(identity == pidns::Identity::Exact);
     let key = crate::image::mac::MacKey::from_env();
     let ancestors =
         crate::image::chain::open_ancestors(path, &view, img.header.page_size, key.as_ref())
@@ -426,6 +427,14 @@ fn check_fds(
     let fates = stdio_fates(view, opts);
     // Made anew by their objects (deleted files), not reopened by path.
     let made = view.kernel.objects.fds();
+    // Descriptors the checkpoint named as not restorable (refused, or
+    // accepted with their stand-ins, by the caller).
+    let named: Vec<i32> = view
+        .kernel
+        .problems()
+        .iter()
+        .filter_map(|p| p.fd)
+        .collect();
     for f in &view.kernel.fds {
         if made.contains(&f.fd) {
             continue;
@@ -440,6 +449,24 @@ fn check_fds(
             }
             None => f,
         };
+        // Another process's /proc files: one of the tree's is looked at in
+        // the namespace, as it is reopened (its pid here, now, is not it);
+        // one outside was named at the checkpoint (or is refused here).
+        if own.is_none() {
+            match files::other_proc(f.path, view.meta.pid) {
+                Some(true) => continue,
+                Some(false) if named.contains(&f.fd) => continue,
+                Some(false) => {
+                    let pid = crate::kstate::procfs::pid_of(f.path).unwrap_or(0);
+                    refused.push(files::describe(
+                        f,
+                        &format!("is a file of process {pid}, which does not come back with the program"),
+                    ));
+                    continue;
+                }
+                None => {}
+            }
+        }
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited
