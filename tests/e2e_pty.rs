@@ -130,10 +130,7 @@ fn a_pty_between_parent_and_child_session_comes_back_as_its_controlling_terminal
     assert!(want.contains("LINE 12 (child 101x33)"), "{want}");
     let (got, err, set) = tree_resumed(&exe, &tmp.path().join("ck"), &args);
     let rec = std::fs::read_to_string(set.join("tree.json")).unwrap();
-    assert!(
-        rec.contains("\"ptmx\"") && rec.contains("\"pts\""),
-        "{rec}"
-    );
+    assert!(rec.contains("\"ptmx\"") && rec.contains("\"pts\""), "{rec}");
     assert_eq!(got, want, "stderr: {err}");
     assert!(!err.contains("led its session"), "{err}");
     assert!(!err.contains("/dev/null stands in"), "{err}");
@@ -168,7 +165,11 @@ fn bytes_queued_in_a_pty_are_named_at_checkpoint_and_refuse_the_restart() {
         err.contains("restart refused: not restorable") && err.contains("--unrestorable=pty"),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "", "the program ran");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "",
+        "the program ran"
+    );
 }
 
 #[test]

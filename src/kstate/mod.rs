@@ -3,7 +3,8 @@
 //! arguments, auxv), the interval timers, the signals pending for the
 //! process, the event and timer descriptors (eventfd, timerfd, signalfd,
 //! epoll: one file each), and the object list's kinds (pipes and FIFOs,
-//! deleted-but-open files, file locks: one file each).
+//! deleted-but-open files, file locks, pseudo-terminals, other processes'
+//! /proc files: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers

@@ -231,7 +231,7 @@ impl Pty {
             },
             self.winsize[1],
             self.winsize[0],
-            if self.termios.lflag & libc::ICANON as u32 != 0 {
+            if self.termios.lflag & libc::ICANON != 0 {
                 " canonical"
             } else {
                 " raw"
@@ -614,7 +614,8 @@ fn set_termios(fd: i32, t: &Termios) -> std::io::Result<()> {
 /// through `TIOCGPTPEER`, or its path where the kernel lacks it.
 pub fn open_slave(made: &Made, flags: u32, above: i32) -> std::io::Result<i32> {
     let m = std::os::fd::AsRawFd::as_raw_fd(&made.master);
-    let how = (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    let how =
+        (flags as i32 & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: TIOCGPTPEER opens the slave of our master; open of its path
     // otherwise (a C string made here).
     let fd = unsafe {
@@ -898,7 +899,7 @@ mod tests {
         };
         assert_eq!(x.ends.len(), 2);
         assert!(x.ours());
-        assert_eq!(x.termios.lflag & libc::ICANON as u32, 0);
+        assert_eq!(x.termios.lflag & libc::ICANON, 0);
         assert_eq!(&x.winsize[..2], &[33, 101]);
         let made = make_pair(x, 900, false).unwrap();
         let fd = open_slave(&made, libc::O_RDWR as u32, 900).unwrap();

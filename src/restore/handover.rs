@@ -124,8 +124,12 @@ pub(crate) fn own_process_group(role: Option<u8>) {
 /// started from a shell does).
 pub fn session_leader_warning(role: Option<u8>) {
     // SAFETY: getpgrp, getsid(0) and getpid take no arguments.
-    let (leads_group, leads_session) =
-        unsafe { (libc::getpgrp() == libc::getpid(), libc::getsid(0) == libc::getpid()) };
+    let (leads_group, leads_session) = unsafe {
+        (
+            libc::getpgrp() == libc::getpid(),
+            libc::getsid(0) == libc::getpid(),
+        )
+    };
     // A tree restart made the session already (each process once): no
     // warning then.
     if role == Some(crate::image::model::SESSION_LEADER) && leads_group && !leads_session {

@@ -429,12 +429,7 @@ fn check_fds(
     let made = view.kernel.objects.fds();
     // Descriptors the checkpoint named as not restorable (refused, or
     // accepted with their stand-ins, by the caller).
-    let named: Vec<i32> = view
-        .kernel
-        .problems()
-        .iter()
-        .filter_map(|p| p.fd)
-        .collect();
+    let named: Vec<i32> = view.kernel.problems().iter().filter_map(|p| p.fd).collect();
     for f in &view.kernel.fds {
         if made.contains(&f.fd) {
             continue;
@@ -460,7 +455,9 @@ fn check_fds(
                     let pid = crate::kstate::procfs::pid_of(f.path).unwrap_or(0);
                     refused.push(files::describe(
                         f,
-                        &format!("is a file of process {pid}, which does not come back with the program"),
+                        &format!(
+                            "is a file of process {pid}, which does not come back with the program"
+                        ),
                     ));
                     continue;
                 }

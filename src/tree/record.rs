@@ -202,7 +202,10 @@ impl TreeRecord {
                     s.kind, s.ino
                 ));
             }
-            if !matches!(s.kind.as_str(), "pipe" | "file" | "socket" | "memory" | "ptmx" | "pts") {
+            if !matches!(
+                s.kind.as_str(),
+                "pipe" | "file" | "socket" | "memory" | "ptmx" | "pts"
+            ) {
                 return Err(format!("shared {} {}: no such kind", s.kind, s.ino));
             }
             // A connection's two ends are both recorded, each naming the
