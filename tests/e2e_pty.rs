@@ -98,6 +98,30 @@ fn a_pty_pair_in_one_process_comes_back_raw_with_its_size_under_both_id_paths() 
     }
 }
 
+#[test]
+fn an_answer_queued_toward_the_master_is_read_after_the_restart_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(exe) = built("pty", tmp.path()) else {
+        return;
+    };
+    if !have_ptys() {
+        return;
+    }
+    let args = ["10", "answered"];
+    let want = reference(&exe, &args, &tmp.path().join("ref"));
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(tids);
+        let got = resumed(&exe, &dir, tids, &args, |image| {
+            // "LINE 5\r\n" waited in the pty: taken, given back, in the image.
+            assert!(named(image).is_empty(), "{:?}", named(image));
+            let ptys = objects(image, "pty");
+            assert_eq!(ptys.len(), 1, "{ptys:?}");
+        });
+        let Some((got, err)) = got else { continue };
+        assert_eq!(got, want, "--tids {tids}: stderr: {err}");
+    }
+}
+
 /// Runs `exe args` under `selfckpt run` (a tree), checkpoints it once it
 /// printed "waiting", kills it, resumes it and returns the joined output
 /// with the resume's stderr, and the set.
@@ -129,6 +153,13 @@ fn a_pty_between_parent_and_child_session_comes_back_as_its_controlling_terminal
     let want = reference(&exe, &args, &tmp.path().join("ref"));
     assert!(want.contains("LINE 12 (child 101x33)"), "{want}");
     let (got, err, set) = tree_resumed(&exe, &tmp.path().join("ck"), &args);
+    // The child's answer to line 5 waited toward the parent's master: the
+    // parent (its only holder) took it.
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(set.join("tree.json")).unwrap()).unwrap();
+    let root = set.join(rec["members"][0]["image"].as_str().unwrap());
+    let ptys = objects(&root, "pty");
+    assert_eq!(ptys[0]["taken_to_master"], 8, "{ptys:?}");
     let rec = std::fs::read_to_string(set.join("tree.json")).unwrap();
     assert!(rec.contains("\"ptmx\"") && rec.contains("\"pts\""), "{rec}");
     assert_eq!(got, want, "stderr: {err}");

@@ -28,10 +28,19 @@
 //! pty) is not ours: it is the restarter's stdio (`restore::stdio`) or
 //! reopened by path, as before.
 //!
-//! Bytes queued in either direction cannot be read without taking them
-//! from the program (a terminal's queue has no peek): the checkpoint names
-//! them with a `NotRestorable` entry of kind `pty` (bytes the kernel shows:
-//! in canonical mode only complete lines are counted; a partial line typed
+//! A terminal's queue has no peek. The bytes queued toward the master
+//! (what the slave side wrote, not read yet) are taken by one process
+//! holding the master (an abstract socket named after the pty is the
+//! claim: a tree's members capture at once) and given back at once
+//! through a new slave descriptor with output processing off, the
+//! capture waiting until the master's queue holds them all again; the
+//! image holds them and a restart writes them into the new pair the same
+//! way. Where that would change the pty (a packet-mode status byte
+//! waiting, `EXTPROC`, no `TIOCGPTPEER`), and for bytes queued toward the
+//! slave (giving them back would run them through the line discipline
+//! again: echo, editing, signals), the checkpoint names them with a
+//! `NotRestorable` entry of kind `pty` (bytes the kernel shows: in
+//! canonical mode only complete lines are counted; a partial line typed
 //! toward the slave is not seen, and is lost).
 //!
 //! Capture runs while the program's threads are suspended: fixed tables
@@ -44,6 +53,7 @@ use super::unrestorable::Words;
 use super::{CaptureBuffers, KstateError};
 use crate::capture::sys;
 use crate::image::codec::{CodecError, Decoder, Encoder};
+use std::os::fd::FromRawFd;
 
 /// The kind `--unrestorable` names.
 pub const KIND: &str = "pty";
@@ -99,6 +109,10 @@ pub struct Pty {
     /// The terminal's foreground process group (0: not known).
     pub foreground: i32,
     pub ends: Vec<PtyEnd>,
+    /// The bytes queued toward the master, taken at the checkpoint and
+    /// given back to the running program (empty: none, or another
+    /// process of the tree took them).
+    pub to_master_data: Vec<u8>,
 }
 
 impl Pty {
@@ -121,7 +135,8 @@ impl Pty {
         e.u8(self.session_leader as u8)?;
         e.i32(self.foreground)?;
         e.u32(self.ends.len() as u32)?;
-        self.ends.iter().try_for_each(|x| encode_end(e, x))
+        self.ends.iter().try_for_each(|x| encode_end(e, x))?;
+        e.bytes(&self.to_master_data)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -154,6 +169,7 @@ impl Pty {
                 })
             })
             .collect::<Result<_, CodecError>>()?;
+        let to_master_data = d.bytes()?.to_vec();
         Ok(Pty {
             index,
             dev,
@@ -174,6 +190,7 @@ impl Pty {
             session_leader,
             foreground,
             ends,
+            to_master_data,
         })
     }
 
@@ -257,6 +274,8 @@ impl Pty {
             "rows": self.winsize[0], "cols": self.winsize[1],
             "packet": self.packet, "locked": self.locked,
             "ctty": self.ctty, "foreground": self.foreground,
+            "queued_to_master": self.to_master, "taken_to_master": self.to_master_data.len(),
+            "queued_to_slave": self.to_slave,
         })
     }
 }
@@ -411,6 +430,21 @@ pub fn capture(
         } else {
             (false, 2)
         };
+        // The bytes queued toward the master: taken and given back here
+        // (by one process of the tree), where that leaves the program's
+        // pty as it was.
+        let mut taken_len = 0usize;
+        let mut to_master_named = to_master;
+        if to_master > 0 && master_fd >= 0 {
+            match take_to_master(master_fd, index, to_master as usize, packet, bufs.text) {
+                Taken::Bytes(n) => {
+                    taken_len = n;
+                    to_master_named = 0;
+                }
+                Taken::Elsewhere => to_master_named = 0,
+                Taken::No => {}
+            }
+        }
         entry(e, Kind::Pty, 0, |e| -> Result<(), CodecError> {
             e.u32(index)?;
             e.u64(dev)?;
@@ -431,12 +465,13 @@ pub fn capture(
             e.u8(leader as u8)?;
             e.i32(foreground)?;
             e.u32(k as u32)?;
-            ends[..k].iter().try_for_each(|x| encode_end(e, x))
+            ends[..k].iter().try_for_each(|x| encode_end(e, x))?;
+            e.bytes(&bufs.text[..taken_len])
         })?;
         // Queued bytes of a pair whose master is here or in the tree: a
         // slave alone is an outside terminal, whose queue is not ours.
         for (count, toward, fd) in [
-            (to_master, &b"master"[..], master_fd),
+            (to_master_named, &b"master"[..], master_fd),
             (to_slave, &b"slave"[..], slave_fd),
         ] {
             if count == 0 || fd < 0 || (master_fd < 0 && !crate::tree::covers_forks()) {
@@ -455,6 +490,198 @@ pub fn capture(
             NotRestorable::capture(e, fd, KIND, &words[..len])?;
         }
     }
+    Ok(())
+}
+
+/// What became of the bytes queued toward a master.
+enum Taken {
+    /// Taken into the buffer (that many) and given back.
+    Bytes(usize),
+    /// Another process of the tree is taking them.
+    Elsewhere,
+    /// Left where they are (named as not restorable).
+    No,
+}
+
+/// An abstract socket bound to a name of this pty: only one process at a
+/// time takes its queue (the tree's members capture at once; a master
+/// description shared by fork is in several of them). Dropped: closed.
+struct Claim(i32);
+
+impl Claim {
+    fn take(master: i32, index: u32) -> Result<Claim, bool> {
+        let Ok(st) = sys::fstat(master) else {
+            return Err(false);
+        };
+        // SAFETY: a socket of ours; sockaddr_un is plain old data.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(false);
+            }
+            let mut a: libc::sockaddr_un = core::mem::zeroed();
+            a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let mut name = [0u8; 100];
+            let mut w = Words::new(&mut name);
+            w.push(b"selfckpt-pty-");
+            w.push_u64(st.st_dev);
+            w.push(b"-");
+            w.push_u64(st.st_ino);
+            w.push(b"-");
+            w.push_u64(index as u64);
+            let n = w.len();
+            for (d, s) in a.sun_path[1..].iter_mut().zip(&name[..n]) {
+                *d = *s as libc::c_char;
+            }
+            let len = (core::mem::size_of::<libc::sa_family_t>() + 1 + n) as libc::socklen_t;
+            if libc::bind(fd, (&a as *const libc::sockaddr_un).cast(), len) != 0 {
+                let busy = *libc::__errno_location() == libc::EADDRINUSE;
+                libc::close(fd);
+                return Err(busy);
+            }
+            Ok(Claim(fd))
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // SAFETY: closing the claim's own socket.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Takes the `count` bytes queued toward the master `m` into `buf` and
+/// gives them back through a new descriptor of the slave (`TIOCGPTPEER`,
+/// output processing off while writing, the settings as they were
+/// after), waiting until the master has them all again. Not done where
+/// it would change the pty: a packet-mode status byte waiting (reading
+/// would take it), `EXTPROC` (a settings change would queue a status), no
+/// peer descriptor, more bytes than `buf` holds. No allocation.
+fn take_to_master(m: i32, index: u32, count: usize, packet: bool, buf: &mut [u8]) -> Taken {
+    if count > buf.len() {
+        return Taken::No;
+    }
+    let _claim = match Claim::take(m, index) {
+        Ok(c) => c,
+        Err(true) => return Taken::Elsewhere,
+        Err(false) => return Taken::No,
+    };
+    let mut p = libc::pollfd {
+        fd: m,
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd of ours, no wait.
+    if packet && unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & libc::POLLPRI != 0 {
+        return Taken::No;
+    }
+    let how = libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER opens a new descriptor of our master's slave.
+    let peer = unsafe { libc::ioctl(m, TIOCGPTPEER as _, how) };
+    if peer < 0 {
+        return Taken::No;
+    }
+    let peer = sys::RawFd::from_raw(peer);
+    // SAFETY: termios is plain old data TCGETS fills.
+    let mut was: libc::termios = unsafe { core::mem::zeroed() };
+    // SAFETY: TCGETS writes one termios.
+    if unsafe { libc::ioctl(peer.raw(), libc::TCGETS, &mut was) } != 0
+        || was.c_lflag & libc::EXTPROC != 0
+    {
+        return Taken::No;
+    }
+    // Read: in packet mode each read starts with a TIOCPKT_DATA byte.
+    let mut got = 0usize;
+    let mut chunk = [0u8; 1025];
+    let mut tries = 0;
+    while got < count && tries < 1000 {
+        let want = (count - got).min(1024) + packet as usize;
+        // SAFETY: reading into our stack buffer of at least `want` bytes.
+        let n = unsafe { libc::read(m, chunk.as_mut_ptr().cast(), want) };
+        if n <= 0 {
+            tries += 1;
+            sleep_ms(1);
+            continue;
+        }
+        let data = &chunk[packet as usize..n as usize];
+        buf[got..got + data.len()].copy_from_slice(data);
+        got += data.len();
+    }
+    // Give back, byte for byte.
+    let mut raw = was;
+    raw.c_oflag &= !libc::OPOST;
+    // SAFETY: TCSETS reads one termios; writes from our buffer.
+    unsafe {
+        libc::ioctl(peer.raw(), libc::TCSETS, &raw);
+        let mut off = 0usize;
+        let mut tries = 0;
+        while off < got && tries < 1000 {
+            let n = libc::write(peer.raw(), buf[off..got].as_ptr().cast(), got - off);
+            if n > 0 {
+                off += n as usize;
+            } else {
+                tries += 1;
+                sleep_ms(1);
+            }
+        }
+        libc::ioctl(peer.raw(), libc::TCSETS, &was);
+    }
+    // The slave's writes reach the master's queue through a work item:
+    // wait (at most a second) until they are all there again.
+    for _ in 0..1000 {
+        if int_ioctl(m, libc::FIONREAD as _).unwrap_or(0).max(0) as usize >= got {
+            break;
+        }
+        sleep_ms(1);
+    }
+    Taken::Bytes(got)
+}
+
+fn sleep_ms(ms: i64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ms * 1_000_000,
+    };
+    // SAFETY: nanosleep reads one timespec.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// Puts the bytes queued toward the master back into the new pair's
+/// master queue: written from a slave descriptor with output processing
+/// off, the settings as recorded after.
+pub fn refill(made: &Made, x: &Pty) -> std::io::Result<()> {
+    if x.to_master_data.is_empty() {
+        return Ok(());
+    }
+    let fd = open_slave(made, libc::O_RDWR as u32, 3)?;
+    // SAFETY: our slave descriptor; closed below.
+    let peer = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut raw = x.termios;
+    raw.oflag &= !(libc::OPOST as u32);
+    set_termios(fd, &raw)?;
+    let mut off = 0usize;
+    let mut tries = 0;
+    while off < x.to_master_data.len() {
+        // SAFETY: writing from our buffer to our descriptor.
+        let n = unsafe {
+            libc::write(
+                fd,
+                x.to_master_data[off..].as_ptr().cast(),
+                x.to_master_data.len() - off,
+            )
+        };
+        if n > 0 {
+            off += n as usize;
+        } else if tries < 1000 {
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        } else {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    set_termios(fd, &x.termios)?;
+    drop(peer);
     Ok(())
 }
 
@@ -534,7 +761,7 @@ fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
 /// once it is (the lock is given back last). `private`: the restart has a
 /// mount namespace of its own.
 pub fn make_pair(x: &Pty, above: i32, private: bool) -> std::io::Result<Made> {
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     let ptmx = if own_devpts(private) {
         c"/dev/pts/ptmx"
     } else {
@@ -704,6 +931,13 @@ pub fn restore(x: &Pty) -> Vec<String> {
         }
     };
     let mut failed: Vec<String> = renumbered(x, &made).into_iter().collect();
+    if let Err(e) = refill(&made, x) {
+        failed.push(format!(
+            "{}: the {} bytes queued toward its master cannot be given back: {e}",
+            x.name(),
+            x.to_master_data.len()
+        ));
+    }
     let m = std::os::fd::AsRawFd::as_raw_fd(&made.master);
     // One descriptor per description: the master's, or a new slave's.
     let mut descs: Vec<(u32, i32)> = Vec::new();
@@ -822,6 +1056,7 @@ mod tests {
                     flags: 2,
                 },
             ],
+            to_master_data: b"A\r\n".to_vec(),
         }
     }
 

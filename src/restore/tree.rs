@@ -403,6 +403,13 @@ fn make_ptys(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Vec<Pipe> {
                     .cloned();
                 found
             });
+        // The queued bytes are in the image of the process that took them.
+        let x = x.map(|mut x| {
+            if let Some(d) = taken_bytes(rec, images, s.ino) {
+                x.to_master_data = d;
+            }
+            x
+        });
         let Some(x) = x else {
             fail(format!(
                 "/dev/pts/{}: no image records the pty whose master process {} holds",
@@ -415,6 +422,12 @@ fn make_ptys(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Vec<Pipe> {
         };
         if let Some(w) = pty::renumbered(&x, &made) {
             eprintln!("selfckpt: warning: {w}");
+        }
+        if let Err(e) = pty::refill(&made, &x) {
+            fail(format!(
+                "cannot give {} back the bytes queued toward its master: {e}",
+                x.name()
+            ));
         }
         for d in rec
             .shared
@@ -446,6 +459,33 @@ fn make_ptys(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Vec<Pipe> {
         });
     }
     out
+}
+
+/// The bytes queued toward the master of pty `index`, from the member
+/// image that took them (None: no member did).
+fn taken_bytes(rec: &TreeRecord, images: &[PathBuf], index: u64) -> Option<Vec<u8>> {
+    let key = crate::image::mac::MacKey::from_env();
+    let holders: Vec<u32> = rec
+        .shared
+        .iter()
+        .filter(|s| s.kind == PTMX && s.ino == index)
+        .flat_map(|s| s.ends.iter().map(|e| e.pid))
+        .collect();
+    rec.members
+        .iter()
+        .zip(images)
+        .filter(|(m, _)| holders.contains(&m.pid))
+        .find_map(|(_, p)| {
+            let img = crate::image::read::ImageFile::open_with_key(p, key.as_ref()).ok()?;
+            let view = img.view().ok()?;
+            let d = view
+                .kernel
+                .objects
+                .ptys()
+                .find(|x| x.index as u64 == index && !x.to_master_data.is_empty())
+                .map(|x| x.to_master_data.clone());
+            d
+        })
 }
 
 /// The highest descriptor number any member's shared pipes use.

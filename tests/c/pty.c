@@ -9,12 +9,14 @@
  *   alone   one process holds both ends
  *   fork    the parent holds the master, a forked child (a session leader
  *           whose controlling terminal is the slave) the slave
+ *   answered like alone, but in round 5 the answer waits in the pty,
+ *           queued toward the master, while the program sleeps
  *   queued  like alone, but leaves bytes queued toward the slave while it
  *           waits: a checkpoint then must name them (they cannot be read
  *           without taking them)
- * After 5 rounds it prints "waiting" and sleeps 1.5 s (the test
- * checkpoints it then, with nothing in flight), then goes on. The output
- * is deterministic. */
+ * After round 5 (in "fork" and "answered" mode: before reading round 5's
+ * answer) it prints "waiting" and sleeps 1.5 s (the test checkpoints it
+ * then), then goes on. The output is deterministic. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <fcntl.h>
@@ -70,6 +72,7 @@ int main(int argc, char **argv) {
     const char *mode = argc > 2 ? argv[2] : "alone";
     int fork_mode = strcmp(mode, "fork") == 0;
     int queued = strcmp(mode, "queued") == 0;
+    int late = fork_mode || strcmp(mode, "answered") == 0;
     setvbuf(stdout, NULL, _IOLBF, 0);
     int m = posix_openpt(O_RDWR | O_NOCTTY);
     if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0)
@@ -113,6 +116,10 @@ int main(int argc, char **argv) {
             return 4;
         if (!fork_mode && answer(s) != 0)
             return 5;
+        if (late && i == 5) {
+            printf("waiting\n");
+            nap(1500);
+        }
         if (read_line(m, back, sizeof back) < 0)
             return 6;
         back[strcspn(back, "\r\n")] = 0;
@@ -120,7 +127,7 @@ int main(int argc, char **argv) {
         ioctl(m, TIOCGWINSZ, &now);
         printf("%s (%s %dx%d)\n", back, fork_mode ? "child" : mode_of(s), now.ws_col,
                now.ws_row);
-        if (i == 5) {
+        if (i == 5 && !late) {
             if (queued && write(m, "pending\n", 8) != 8)
                 return 7;
             printf("waiting\n");
