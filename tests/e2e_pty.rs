@@ -249,3 +249,107 @@ fn a_file_of_a_process_outside_the_tree_is_named_at_checkpoint() {
     assert!(!status.success(), "{err}");
     assert!(err.contains("--unrestorable=procfs"), "{err}");
 }
+
+/// A terminal of the test's own (the program's stdio, its master held
+/// outside the program), read in the background: the master, and what
+/// was read so far.
+fn outside_terminal() -> Option<(
+    std::fs::File,
+    std::fs::File,
+    std::sync::Arc<std::sync::Mutex<String>>,
+)> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty writes two descriptors; no name, settings or size.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        eprintln!("skipped: no ptys here");
+        return None;
+    }
+    // SAFETY: close-on-exec on the two descriptors just made (no other
+    // program, nor another test's, may inherit them).
+    unsafe {
+        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(s, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    // SAFETY: the two descriptors openpty made, owned here.
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut reader = master.try_clone().unwrap();
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    Some((master, slave, seen))
+}
+
+fn on_terminal(cmd: &mut Command, slave: &std::fs::File) -> std::process::Child {
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The user's terminal as stdio is not a pair of the program's: the
+/// resumed run writes to the terminal it is given, and input typed ahead
+/// at the old one (queued toward its slave) is no reason to refuse.
+#[test]
+fn an_outside_terminal_as_stdio_stays_the_restarters_with_input_typed_ahead() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(exe) = built("pty", tmp.path()) else {
+        return;
+    };
+    let Some((mut master, slave, seen)) = outside_terminal() else {
+        return;
+    };
+    let dir = tmp.path().join("ck");
+    let args = ["12", "alone"];
+    let mut child = on_terminal(&mut run_cmd(&exe, &dir, "new", &args), &slave);
+    wait_for("waiting", 30, || seen.lock().unwrap().contains("waiting"));
+    master.write_all(b"typed ahead\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let image = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let ptys = objects(&image, "pty");
+    let outside: Vec<_> = ptys.iter().filter(|p| p["ours"] == false).collect();
+    assert_eq!(outside.len(), 1, "{ptys:?}");
+    assert_eq!(outside[0]["fds"], serde_json::json!([0, 1, 2]), "{ptys:?}");
+    // The typed-ahead line waits at the terminal's slave: named by the
+    // checkpoint (a member cannot tell whose the master is), left to the
+    // terminal by the restart (the master is nobody's of the program).
+    assert_eq!(outside[0]["queued_to_slave"], 12, "{ptys:?}");
+    assert_eq!(named(&image).len(), 1, "{:?}", named(&image));
+    let Some((_master2, slave2, seen2)) = outside_terminal() else {
+        return;
+    };
+    let mut resumed = on_terminal(&mut run_cmd(&exe, &dir, "new", &args), &slave2);
+    let status = resumed.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let text = seen2.lock().unwrap().clone();
+    assert!(status.success(), "{status}: {text}");
+    assert!(
+        text.contains("LINE 12 (raw 101x33)\r\ndone\r\n"),
+        "{text:?}"
+    );
+    assert!(!text.contains("/dev/null stands in"), "{text:?}");
+    assert!(!text.contains("LINE 5 "), "{text:?}");
+}

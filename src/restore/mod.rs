@@ -227,7 +227,7 @@ pub fn restart(
     };
     block_signals();
     let placed = opts.tree.as_ref().map_or(&[][..], |t| &t.placed[..]);
-    let img = open_checked(path, opts, placed)?;
+    let img = open_checked(path, opts, placed, placed)?;
     let view = img.view().map_err(img_err)?;
     let identity = match (&opts.tree, opts.tids) {
         (Some(_), _) => pidns::Identity::Exact,
@@ -291,11 +291,15 @@ pub fn restart(
 /// image (and its MAC), its owner, the restorer interface, the executable
 /// and mapped files, the descriptors, what cannot come back (but for the
 /// descriptors in `shared`, which a tree restart makes itself: those it
-/// shares with other processes of the tree). Returns the opened image.
+/// shares with other processes of the tree). `tree_ptys`: the
+/// descriptors of ptys a tree restart makes (a pty whose master is
+/// neither in the image nor among them is an outside terminal: what is
+/// queued in it is not the program's to lose). Returns the opened image.
 pub fn open_checked(
     path: &Path,
     opts: &RestartOptions,
     shared: &[i32],
+    tree_ptys: &[i32],
 ) -> Result<ImageFile, RestoreError> {
     let img_err = |source| RestoreError::Image {
         path: path.to_path_buf(),
@@ -322,6 +326,17 @@ pub fn open_checked(
         .problems_here()
         .into_iter()
         .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
+        .filter(|p| {
+            let outside_tty = |fd: i32| {
+                !tree_ptys.contains(&fd)
+                    && view
+                        .kernel
+                        .objects
+                        .ptys()
+                        .any(|x| !x.ours() && x.ends.iter().any(|e| e.fd == fd))
+            };
+            p.kind != crate::kstate::pty::KIND || !p.fd.is_some_and(outside_tty)
+        })
         .partition(|p| opts.unrestorable.accepts(&p.kind));
     if !refused.is_empty() {
         let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();

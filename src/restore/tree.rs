@@ -75,7 +75,15 @@ pub fn restart_tree(
             .filter(|e| e.pid == m.pid)
             .map(|e| e.fd)
             .collect();
-        super::open_checked(p, opts, &shared)?;
+        let ptys: Vec<i32> = rec
+            .shared
+            .iter()
+            .filter(|s| s.kind == PTMX || s.kind == PTS)
+            .flat_map(|s| s.ends.iter())
+            .filter(|e| e.pid == m.pid)
+            .map(|e| e.fd)
+            .collect();
+        super::open_checked(p, opts, &shared, &ptys)?;
     }
     if opts.tids == super::TidPolicy::New {
         return Err(RestoreError::ExactIds(
