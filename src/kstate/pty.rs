@@ -658,7 +658,7 @@ pub fn refill(made: &Made, x: &Pty) -> std::io::Result<()> {
     // SAFETY: our slave descriptor; closed below.
     let peer = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
     let mut raw = x.termios;
-    raw.oflag &= !(libc::OPOST as u32);
+    raw.oflag &= !libc::OPOST;
     set_termios(fd, &raw)?;
     let mut off = 0usize;
     let mut tries = 0;
