@@ -105,6 +105,15 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
             )));
         }
     }
+    // A pty slave of an outside terminal lives in one devpts instance; the
+    // same number in another (the restart's own, mounted for the
+    // program's own pairs) is another terminal.
+    if want == libc::S_IFCHR && ent.path.starts_with(b"/dev/pts/") && was.dev != now_stamp.dev {
+        return Err(Change::Changed(format!(
+            "is a terminal of another devpts instance now (device {:#x} at the checkpoint, {:#x} now)",
+            was.dev, now_stamp.dev
+        )));
+    }
     if want == libc::S_IFCHR || is_own_proc(ent.path) || other_proc(ent.path, 0) == Some(true) {
         // Device inodes live on devtmpfs and are made anew at each boot,
         // the files of a process's /proc directory for each process: the
@@ -289,6 +298,16 @@ mod tests {
         assert!(unsafe_(libc::S_IFLNK | 0o777), "symlink");
         assert!(unsafe_(libc::S_IFIFO | 0o644), "fifo");
         assert!(unsafe_(libc::S_IFCHR | 0o644), "device");
+        let mut pts = entry(FdKind::CharDevice, &stat_of(libc::S_IFCHR, 26, 3, 0, 0, 0));
+        pts.path = b"/dev/pts/3";
+        assert_eq!(
+            judge(&pts, &stat_of(libc::S_IFCHR, 26, 9, 0, 7, 0), 7),
+            Ok(())
+        );
+        assert!(matches!(
+            judge(&pts, &stat_of(libc::S_IFCHR, 27, 3, 0, 0, 0), 7),
+            Err(Change::Changed(_))
+        ));
         let dev = entry(FdKind::CharDevice, &stat_of(libc::S_IFCHR, 5, 3, 0, 0, 0));
         assert_eq!(
             judge(&dev, &stat_of(libc::S_IFCHR, 5, 99, 0, 7, 0), 7),

@@ -319,7 +319,9 @@ pub fn open_checked(
     let view = img.view().map_err(img_err)?;
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
-    check_fds(&view, opts)?;
+    // The ptys the tree makes (in a restarted member: everything it
+    // placed) are not reopened by path.
+    check_fds(&view, opts, tree_ptys)?;
     check_locks(&view)?;
     let (accepted, refused): (Vec<_>, Vec<_>) = view
         .kernel
@@ -428,10 +430,12 @@ fn check_ownership(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
 /// there (unless `opts.missing_fds` says to put /dev/null in its place)
 /// and be the one it had open (`files::judge`; unless `opts.changed_fds`
 /// accepts another). Looks through `fds::probe` only: opens nothing for
-/// reading or writing, follows no symlink, never blocks.
+/// reading or writing, follows no symlink, never blocks. `made_by_tree`:
+/// descriptors a tree restart makes itself.
 fn check_fds(
     view: &crate::image::read::ImageView,
     opts: &RestartOptions,
+    made_by_tree: &[i32],
 ) -> Result<(), RestoreError> {
     use crate::image::model::FdKind;
     // SAFETY: geteuid has no preconditions.
@@ -446,7 +450,7 @@ fn check_fds(
     // accepted with their stand-ins, by the caller).
     let named: Vec<i32> = view.kernel.problems().iter().filter_map(|p| p.fd).collect();
     for f in &view.kernel.fds {
-        if made.contains(&f.fd) {
+        if made.contains(&f.fd) || made_by_tree.contains(&f.fd) {
             continue;
         }
         // The program's own /proc files are looked at where they are now.
