@@ -3,7 +3,8 @@
 //! arguments, auxv), the interval timers, the signals pending for the
 //! process, the event and timer descriptors (eventfd, timerfd, signalfd,
 //! epoll: one file each), and the object list's kinds (pipes and FIFOs,
-//! deleted-but-open files, message queues, file locks: one file each).
+//! deleted-but-open files, message queues, file locks, pseudo-terminals,
+//! other processes' /proc files: one file each).
 //!
 //! Capture (`encode_kernel_record`) runs while the program's threads are
 //! suspended: it reads /proc and issues raw system calls into fixed buffers
@@ -26,6 +27,8 @@ pub mod pending;
 pub mod pipes;
 pub mod posix_timers;
 pub mod process_attrs;
+pub mod procfs;
+pub mod pty;
 pub mod rlimits;
 pub mod sigactions;
 pub mod signalfd;
@@ -126,8 +129,10 @@ fn capture_objects(
     process_attrs::capture(e, bufs)?;
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
+    pty::capture(e, bufs, skip_fd)?;
     descriptions::capture(e, bufs, skip_fd)?;
     vmflags::capture(e, bufs)?;
+    procfs::capture(e, bufs, skip_fd)?;
     // Last: what no module above brings back is named.
     unknown_fds::capture(e, bufs, skip_fd)?;
     objects::end(e)?;

@@ -69,6 +69,9 @@ pub enum Kind {
     /// A POSIX message queue with its messages and descriptors
     /// (`kstate::mqueue`).
     Mqueue = 0x0204,
+    /// A pseudo-terminal and the process's descriptors of it
+    /// (`kstate::pty`).
+    Pty = 0x0205,
     /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
     MappingFlags = 0x0102,
 }
@@ -90,6 +93,7 @@ impl Kind {
         Kind::Lock,
         Kind::Description,
         Kind::Mqueue,
+        Kind::Pty,
         Kind::MappingFlags,
         Kind::Socket,
         Kind::TcpInFlight,
@@ -178,6 +182,7 @@ pub enum Object {
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
     Mqueue(super::mqueue::Mqueue),
+    Pty(super::pty::Pty),
     MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
@@ -221,6 +226,7 @@ impl Objects {
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
                 Object::Mqueue(x) => entry(e, Kind::Mqueue, 0, |e| x.encode(e))?,
+                Object::Pty(x) => entry(e, Kind::Pty, 0, |e| x.encode(e))?,
                 Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
@@ -285,6 +291,7 @@ impl Objects {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
                 }
                 Some(Kind::Mqueue) => Object::Mqueue(super::mqueue::Mqueue::decode(&mut p)?),
+                Some(Kind::Pty) => Object::Pty(super::pty::Pty::decode(&mut p)?),
                 Some(Kind::MappingFlags) => {
                     Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
                 }
@@ -320,6 +327,7 @@ impl Objects {
             // Put at their numbers by `restore::shared`.
             Object::Memfd(x) => vec![x.fd],
             Object::Inotify(x) => vec![x.fd],
+            Object::Pty(x) => x.fds().collect(),
             _ => Vec::new(),
         }
     }
@@ -425,6 +433,14 @@ impl Objects {
         })
     }
 
+    /// The ptys of the list.
+    pub fn ptys(&self) -> impl Iterator<Item = &super::pty::Pty> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Pty(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// The POSIX timers of the list.
     pub fn posix_timers(&self) -> impl Iterator<Item = &super::posix_timers::PosixTimer> {
         self.items.iter().filter_map(|o| match o {
@@ -455,6 +471,7 @@ impl Objects {
                 Object::Lock(x) => vec![x.describe()],
                 Object::Description(x) => vec![x.describe()],
                 Object::Mqueue(x) => vec![x.describe()],
+                Object::Pty(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::TcpInFlight(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
@@ -487,6 +504,7 @@ impl Objects {
                 Object::Lock(x) => x.json(),
                 Object::Description(x) => x.json(),
                 Object::Mqueue(x) => x.json(),
+                Object::Pty(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -511,6 +529,7 @@ impl Objects {
                 Object::Lock(x) => x.check()?,
                 Object::Description(x) => x.check()?,
                 Object::Mqueue(x) => x.check()?,
+                Object::Pty(x) => x.check()?,
                 _ => {}
             }
             if let Object::Memfd(x) = o {
@@ -591,6 +610,7 @@ impl Objects {
                 (Object::Description(x), Stage::Descriptors) => {
                     failed.extend(super::descriptions::restore(x));
                 }
+                (Object::Pty(x), Stage::Descriptors) => failed.extend(super::pty::restore(x)),
                 (Object::Inotify(x), Stage::Descriptors) => {
                     failed.extend(super::inotify::restore(x));
                 }

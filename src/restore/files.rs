@@ -95,7 +95,26 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
             type_name(want)
         )));
     }
-    if want == libc::S_IFCHR || is_own_proc(ent.path) {
+    // Another process's /proc directory: in the restart's namespace (its
+    // own /proc) only a process of the tree has that pid; never another.
+    if let Some(pid) = crate::kstate::procfs::pid_of(ent.path) {
+        let member = TREE_PIDS.get().is_some_and(|t| t.contains(&pid));
+        if !member && !is_own_proc(ent.path) {
+            return Err(Change::Unsafe(format!(
+                "is a file of process {pid}, which does not come back with the program"
+            )));
+        }
+    }
+    // A pty slave of an outside terminal lives in one devpts instance; the
+    // same number in another (the restart's own, mounted for the
+    // program's own pairs) is another terminal.
+    if want == libc::S_IFCHR && ent.path.starts_with(b"/dev/pts/") && was.dev != now_stamp.dev {
+        return Err(Change::Changed(format!(
+            "is a terminal of another devpts instance now (device {:#x} at the checkpoint, {:#x} now)",
+            was.dev, now_stamp.dev
+        )));
+    }
+    if want == libc::S_IFCHR || is_own_proc(ent.path) || other_proc(ent.path, 0) == Some(true) {
         // Device inodes live on devtmpfs and are made anew at each boot,
         // the files of a process's /proc directory for each process: the
         // type is what can be compared.
@@ -166,6 +185,27 @@ pub fn own_proc_path(path: &[u8], old: u32) -> Option<Vec<u8>> {
         _ => out.extend(rest),
     }
     Some(out)
+}
+
+/// The pids of the processes a tree restart brings back (set once, by
+/// `restore::tree`, before any image is checked): their /proc
+/// directories are reopened under the same pids in its namespace.
+static TREE_PIDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// Sets the pids of the tree being restarted.
+pub fn set_tree_pids(pids: &[u32]) {
+    let _ = TREE_PIDS.set(pids.to_vec());
+}
+
+/// Whose /proc directory `path` is under, if another process's (`me`:
+/// the program's pid at the checkpoint): `Some(true)` for a process the
+/// tree restart brings back with that pid, `Some(false)` for any other.
+pub fn other_proc(path: &[u8], me: u32) -> Option<bool> {
+    let pid = crate::kstate::procfs::pid_of(path)?;
+    if pid == me {
+        return None;
+    }
+    Some(TREE_PIDS.get().is_some_and(|t| t.contains(&pid)))
 }
 
 /// Whether `path` is under this process's own /proc directory (files
@@ -258,6 +298,16 @@ mod tests {
         assert!(unsafe_(libc::S_IFLNK | 0o777), "symlink");
         assert!(unsafe_(libc::S_IFIFO | 0o644), "fifo");
         assert!(unsafe_(libc::S_IFCHR | 0o644), "device");
+        let mut pts = entry(FdKind::CharDevice, &stat_of(libc::S_IFCHR, 26, 3, 0, 0, 0));
+        pts.path = b"/dev/pts/3";
+        assert_eq!(
+            judge(&pts, &stat_of(libc::S_IFCHR, 26, 9, 0, 7, 0), 7),
+            Ok(())
+        );
+        assert!(matches!(
+            judge(&pts, &stat_of(libc::S_IFCHR, 27, 3, 0, 0, 0), 7),
+            Err(Change::Changed(_))
+        ));
         let dev = entry(FdKind::CharDevice, &stat_of(libc::S_IFCHR, 5, 3, 0, 0, 0));
         assert_eq!(
             judge(&dev, &stat_of(libc::S_IFCHR, 5, 99, 0, 7, 0), 7),

@@ -123,9 +123,16 @@ pub(crate) fn own_process_group(role: Option<u8>) {
 /// process that already leads its group, as `selfckpt restart --tids new`
 /// started from a shell does).
 pub fn session_leader_warning(role: Option<u8>) {
-    // SAFETY: getpgrp and getpid take no arguments.
-    let leads_group = unsafe { libc::getpgrp() == libc::getpid() };
-    if role == Some(crate::image::model::SESSION_LEADER) && leads_group {
+    // SAFETY: getpgrp, getsid(0) and getpid take no arguments.
+    let (leads_group, leads_session) = unsafe {
+        (
+            libc::getpgrp() == libc::getpid(),
+            libc::getsid(0) == libc::getpid(),
+        )
+    };
+    // A tree restart made the session already (each process once): no
+    // warning then.
+    if role == Some(crate::image::model::SESSION_LEADER) && leads_group && !leads_session {
         eprintln!(
             "selfckpt: warning: the program led its session; this restart leads its process \
              group and cannot make it lead a session again (`--tids exact` can): it leads a \
@@ -180,6 +187,11 @@ pub fn handover(
         .tree
         .as_ref()
         .map_or_else(Vec::new, |t| t.placed.clone());
+    // The pty that was the controlling terminal of a session leader: its
+    // own pair, or one the tree placed.
+    let ptys: Vec<&crate::kstate::pty::Pty> = plan.objects.ptys().collect();
+    let ctty = crate::kstate::pty::controlling(&ptys, &placed);
+    // ... and their kernel objects are not made again here.
     // ... and their kernel objects are not made again here. A TCP end the
     // tree made has SO_REUSEADDR set until this process's listeners
     // listen again (`kstate::sockets::restore::make_tcp_connection`): the
@@ -448,6 +460,12 @@ pub fn handover(
     if opts.tree.is_none() {
         // A tree restart made each process's group and session already.
         own_process_group(plan.session_role);
+    }
+    // Its session made, the leader takes its terminal back.
+    if let Some((fd, foreground)) = ctty {
+        if let Err(msg) = crate::kstate::pty::take_controlling(fd, foreground) {
+            saved.say(&format!("selfckpt: warning: {msg}"));
+        }
     }
     // Last, so that no time the restart spends before is counted: the
     // program's timers run from here (this process becomes the program in

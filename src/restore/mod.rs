@@ -227,7 +227,7 @@ pub fn restart(
     };
     block_signals();
     let placed = opts.tree.as_ref().map_or(&[][..], |t| &t.placed[..]);
-    let img = open_checked(path, opts, placed)?;
+    let img = open_checked(path, opts, placed, placed)?;
     let view = img.view().map_err(img_err)?;
     let identity = match (&opts.tree, opts.tids) {
         (Some(_), _) => pidns::Identity::Exact,
@@ -249,6 +249,7 @@ pub fn restart(
             }
         }
     };
+    crate::kstate::pty::set_private_mounts(identity == pidns::Identity::Exact);
     let key = crate::image::mac::MacKey::from_env();
     let ancestors =
         crate::image::chain::open_ancestors(path, &view, img.header.page_size, key.as_ref())
@@ -290,11 +291,15 @@ pub fn restart(
 /// image (and its MAC), its owner, the restorer interface, the executable
 /// and mapped files, the descriptors, what cannot come back (but for the
 /// descriptors in `shared`, which a tree restart makes itself: those it
-/// shares with other processes of the tree). Returns the opened image.
+/// shares with other processes of the tree). `tree_ptys`: the
+/// descriptors of ptys a tree restart makes (a pty whose master is
+/// neither in the image nor among them is an outside terminal: what is
+/// queued in it is not the program's to lose). Returns the opened image.
 pub fn open_checked(
     path: &Path,
     opts: &RestartOptions,
     shared: &[i32],
+    tree_ptys: &[i32],
 ) -> Result<ImageFile, RestoreError> {
     let img_err = |source| RestoreError::Image {
         path: path.to_path_buf(),
@@ -314,13 +319,26 @@ pub fn open_checked(
     let view = img.view().map_err(img_err)?;
     check_mailbox_layout(path, &view.meta)?;
     check_files(&view)?;
-    check_fds(&view, opts)?;
+    // The ptys the tree makes (in a restarted member: everything it
+    // placed) are not reopened by path.
+    check_fds(&view, opts, tree_ptys)?;
     check_locks(&view)?;
     let (accepted, refused): (Vec<_>, Vec<_>) = view
         .kernel
         .problems_here()
         .into_iter()
         .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
+        .filter(|p| {
+            let outside_tty = |fd: i32| {
+                !tree_ptys.contains(&fd)
+                    && view
+                        .kernel
+                        .objects
+                        .ptys()
+                        .any(|x| !x.ours() && x.ends.iter().any(|e| e.fd == fd))
+            };
+            p.kind != crate::kstate::pty::KIND || !p.fd.is_some_and(outside_tty)
+        })
         .partition(|p| opts.unrestorable.accepts(&p.kind));
     if !refused.is_empty() {
         let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();
@@ -412,10 +430,12 @@ fn check_ownership(path: &Path, img: &ImageFile) -> Result<(), RestoreError> {
 /// there (unless `opts.missing_fds` says to put /dev/null in its place)
 /// and be the one it had open (`files::judge`; unless `opts.changed_fds`
 /// accepts another). Looks through `fds::probe` only: opens nothing for
-/// reading or writing, follows no symlink, never blocks.
+/// reading or writing, follows no symlink, never blocks. `made_by_tree`:
+/// descriptors a tree restart makes itself.
 fn check_fds(
     view: &crate::image::read::ImageView,
     opts: &RestartOptions,
+    made_by_tree: &[i32],
 ) -> Result<(), RestoreError> {
     use crate::image::model::FdKind;
     // SAFETY: geteuid has no preconditions.
@@ -426,8 +446,11 @@ fn check_fds(
     let fates = stdio_fates(view, opts);
     // Made anew by their objects (deleted files), not reopened by path.
     let made = view.kernel.objects.fds();
+    // Descriptors the checkpoint named as not restorable (refused, or
+    // accepted with their stand-ins, by the caller).
+    let named: Vec<i32> = view.kernel.problems().iter().filter_map(|p| p.fd).collect();
     for f in &view.kernel.fds {
-        if made.contains(&f.fd) {
+        if made.contains(&f.fd) || made_by_tree.contains(&f.fd) {
             continue;
         }
         // The program's own /proc files are looked at where they are now.
@@ -440,6 +463,26 @@ fn check_fds(
             }
             None => f,
         };
+        // Another process's /proc files: one of the tree's is looked at in
+        // the namespace, as it is reopened (its pid here, now, is not it);
+        // one outside was named at the checkpoint (or is refused here).
+        if own.is_none() {
+            match files::other_proc(f.path, view.meta.pid) {
+                Some(true) => continue,
+                Some(false) if named.contains(&f.fd) => continue,
+                Some(false) => {
+                    let pid = crate::kstate::procfs::pid_of(f.path).unwrap_or(0);
+                    refused.push(files::describe(
+                        f,
+                        &format!(
+                            "is a file of process {pid}, which does not come back with the program"
+                        ),
+                    ));
+                    continue;
+                }
+                None => {}
+            }
+        }
         let kind = FdKind::from_u32(f.kind);
         let inherited = (0..=2).contains(&f.fd) && fates[f.fd as usize] != stdio::Fate::Reopen;
         if inherited

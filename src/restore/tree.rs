@@ -41,6 +41,8 @@ fn tree_err(set: &Path, why: impl std::fmt::Display) -> RestoreError {
 struct Pipe {
     kind: &'static str,
     ino: u64,
+    /// Which description of the object (a pty's slave descriptions).
+    peer: u64,
     rd: i32,
     wr: i32,
 }
@@ -55,6 +57,9 @@ pub fn restart_tree(
     super::block_signals();
     let rec = TreeRecord::load(set).map_err(|e| tree_err(set, e))?;
     let images: Vec<PathBuf> = rec.members.iter().map(|m| set.join(&m.image)).collect();
+    let mut pids: Vec<u32> = rec.members.iter().map(|m| m.pid).collect();
+    pids.extend(rec.zombies.iter().map(|z| z.pid));
+    super::files::set_tree_pids(&pids);
     for (m, p) in rec.members.iter().zip(&images) {
         // What the member shares with other members is the tree's to
         // make; a pipe whose other side is outside the tree is refused
@@ -63,12 +68,23 @@ pub fn restart_tree(
             .shared
             .iter()
             .filter(|s| s.kind != "memory")
+            // What cannot come back of a pty (its queued bytes) is refused
+            // wherever the pair is made.
+            .filter(|s| s.kind != PTMX && s.kind != PTS)
             .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
             .flat_map(|s| s.ends.iter())
             .filter(|e| e.pid == m.pid)
             .map(|e| e.fd)
             .collect();
-        super::open_checked(p, opts, &shared)?;
+        let ptys: Vec<i32> = rec
+            .shared
+            .iter()
+            .filter(|s| s.kind == PTMX || s.kind == PTS)
+            .flat_map(|s| s.ends.iter())
+            .filter(|e| e.pid == m.pid)
+            .map(|e| e.fd)
+            .collect();
+        super::open_checked(p, opts, &shared, &ptys)?;
     }
     if opts.tids == super::TidPolicy::New {
         return Err(RestoreError::ExactIds(
@@ -105,6 +121,7 @@ pub fn restart_tree(
             "cannot make the message queues shared between processes again: {e}"
         )),
     }
+    pipes.extend(make_ptys(&rec, &images, above));
     match make_sockets(&rec, &sockets, above) {
         Ok(p) => pipes.extend(p),
         Err(e) => fail(format!(
@@ -351,11 +368,139 @@ fn open_files(
         out.push(Pipe {
             kind: "file",
             ino: s.ino,
+            peer: 0,
             rd: at,
             wr: at,
         });
     }
     out
+}
+
+/// The kinds of a tree's pty entries (`tree::files::shared_ptys`).
+const PTMX: &str = crate::tree::files::PTMX;
+const PTS: &str = crate::tree::files::PTS;
+
+/// Makes each pty pair the members share (its master in one of them)
+/// once, with the settings of the image that holds its master, and opens
+/// each recorded slave description of it; numbered `above` or higher.
+/// A pair that cannot be made ends the tree's restart (its members'
+/// descriptors would be missing).
+fn make_ptys(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Vec<Pipe> {
+    use crate::kstate::pty;
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out = Vec::new();
+    let at = above + 128;
+    // One devpts instance for the whole tree, mounted before any process
+    // of it makes a pair (each would hide the others' otherwise).
+    let own_pair = images.iter().any(|p| {
+        crate::image::read::ImageFile::open_with_key(p, key.as_ref())
+            .ok()
+            .and_then(|img| Some(img.view().ok()?.kernel.objects.ptys().any(|x| x.ours())))
+            .unwrap_or(false)
+    });
+    if own_pair {
+        pty::own_devpts(true);
+    }
+    for s in rec.shared.iter().filter(|s| s.kind == PTMX) {
+        let Some(end) = s.ends.first() else { continue };
+        let Some(i) = rec.members.iter().position(|m| m.pid == end.pid) else {
+            continue;
+        };
+        let x = crate::image::read::ImageFile::open_with_key(&images[i], key.as_ref())
+            .ok()
+            .and_then(|img| {
+                let view = img.view().ok()?;
+                let found = view
+                    .kernel
+                    .objects
+                    .ptys()
+                    .find(|x| x.index as u64 == s.ino && x.ours())
+                    .cloned();
+                found
+            });
+        // The queued bytes are in the image of the process that took them.
+        let x = x.map(|mut x| {
+            if let Some(d) = taken_bytes(rec, images, s.ino) {
+                x.to_master_data = d;
+            }
+            x
+        });
+        let Some(x) = x else {
+            fail(format!(
+                "/dev/pts/{}: no image records the pty whose master process {} holds",
+                s.ino, end.pid
+            ))
+        };
+        let made = match pty::make_pair(&x, at, true) {
+            Ok(m) => m,
+            Err(e) => fail(format!("cannot make the pty {} again: {e}", x.name())),
+        };
+        if let Some(w) = pty::renumbered(&x, &made) {
+            eprintln!("selfckpt: warning: {w}");
+        }
+        if let Err(e) = pty::refill(&made, &x) {
+            fail(format!(
+                "cannot give {} back the bytes queued toward its master: {e}",
+                x.name()
+            ));
+        }
+        for d in rec
+            .shared
+            .iter()
+            .filter(|d| d.kind == PTS && d.ino == s.ino)
+        {
+            let flags = d.ends.first().map_or(libc::O_RDWR as u32, |e| e.flags);
+            match pty::open_slave(&made, flags, at) {
+                Ok(fd) => out.push(Pipe {
+                    kind: PTS,
+                    ino: s.ino,
+                    peer: d.peer,
+                    rd: fd,
+                    wr: fd,
+                }),
+                Err(e) => fail(format!("cannot open the slave of {} again: {e}", x.name())),
+            }
+        }
+        if let Err(e) = pty::finish(&made, &x) {
+            fail(format!("cannot lock {} again: {e}", x.name()));
+        }
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(made.master);
+        out.push(Pipe {
+            kind: PTMX,
+            ino: s.ino,
+            peer: 0,
+            rd: fd,
+            wr: fd,
+        });
+    }
+    out
+}
+
+/// The bytes queued toward the master of pty `index`, from the member
+/// image that took them (None: no member did).
+fn taken_bytes(rec: &TreeRecord, images: &[PathBuf], index: u64) -> Option<Vec<u8>> {
+    let key = crate::image::mac::MacKey::from_env();
+    let holders: Vec<u32> = rec
+        .shared
+        .iter()
+        .filter(|s| s.kind == PTMX && s.ino == index)
+        .flat_map(|s| s.ends.iter().map(|e| e.pid))
+        .collect();
+    rec.members
+        .iter()
+        .zip(images)
+        .filter(|(m, _)| holders.contains(&m.pid))
+        .find_map(|(_, p)| {
+            let img = crate::image::read::ImageFile::open_with_key(p, key.as_ref()).ok()?;
+            let view = img.view().ok()?;
+            let d = view
+                .kernel
+                .objects
+                .ptys()
+                .find(|x| x.index as u64 == index && !x.to_master_data.is_empty())
+                .map(|x| x.to_master_data.clone());
+            d
+        })
 }
 
 /// The highest descriptor number any member's shared pipes use.
@@ -433,6 +578,7 @@ fn make_pipes(
             out.push(Pipe {
                 kind: "pipe",
                 ino: s.ino,
+                peer: 0,
                 rd,
                 wr,
             });
@@ -513,6 +659,7 @@ fn make_mqueues(rec: &TreeRecord, images: &[PathBuf], above: i32) -> Result<Vec<
         out.push(Pipe {
             kind: "mqueue",
             ino: x.ino,
+            peer: 0,
             rd: moved,
             wr: moved,
         });
@@ -617,6 +764,7 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
             out.push(Pipe {
                 kind: "socket",
                 ino,
+                peer: 0,
                 rd: fd,
                 wr: fd,
             });
@@ -630,7 +778,10 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
 fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
     let mut placed = Vec::new();
     for s in shared {
-        let Some(p) = pipes.iter().find(|p| p.ino == s.ino && p.kind == s.kind) else {
+        let Some(p) = pipes
+            .iter()
+            .find(|p| p.ino == s.ino && p.kind == s.kind && (p.kind != PTS || p.peer == s.peer))
+        else {
             continue;
         };
         for e in s.ends.iter().filter(|e| e.pid == pid) {

@@ -103,6 +103,100 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
     out
 }
 
+/// The kind of a tree entry for a pty master: `ino` is the pty's number.
+pub const PTMX: &str = "ptmx";
+/// The kind of a tree entry for one open description of a pty's slave:
+/// `ino` is the pty's number, `peer` the description's (from 1).
+pub const PTS: &str = "pts";
+
+/// The pty a descriptor of `pid` is: (number, master).
+fn pty_end(pid: u32, fd: i32, md: &std::fs::Metadata) -> Option<(u32, bool)> {
+    use std::os::unix::fs::FileTypeExt;
+    if !md.file_type().is_char_device() {
+        return None;
+    }
+    // SAFETY: stat is plain old data; only its type and rdev are read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFCHR;
+    st.st_rdev = md.rdev();
+    crate::kstate::pty::pty_of(&st, || {
+        let t = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+        let v = t.lines().find_map(|l| l.strip_prefix("tty-index:"))?;
+        v.trim().parse().ok()
+    })
+}
+
+/// The ptys whose master a member holds and whose descriptors are in more
+/// than one member: one `ptmx` entry for the master's holders, one `pts`
+/// entry per open description of its slave (told apart with kcmp). A
+/// tree restart makes each such pair once. A pty all of whose
+/// descriptors are in one process is that process's own to restore; one
+/// whose master is outside the tree (the user's terminal) is not ours.
+pub fn shared_ptys(pids: &[u32]) -> Vec<Shared> {
+    // number -> (pid, fd, master)
+    let mut by_index: BTreeMap<u32, Vec<(u32, i32, bool)>> = BTreeMap::new();
+    for &pid in pids {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if super::owns_fd(fd) {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(e.path()) else {
+                continue;
+            };
+            if let Some((index, master)) = pty_end(pid, fd, &md) {
+                by_index.entry(index).or_default().push((pid, fd, master));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (index, mut ends) in by_index {
+        let mut pids: Vec<u32> = ends.iter().map(|e| e.0).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        if pids.len() < 2 || !ends.iter().any(|e| e.2) {
+            continue;
+        }
+        ends.sort_unstable();
+        let end = |&(pid, fd, _): &(u32, i32, bool)| {
+            Some(End {
+                pid,
+                fd,
+                flags: flags(pid, fd)?,
+            })
+        };
+        let (masters, mut slaves): (Vec<_>, Vec<_>) = ends.into_iter().partition(|e| e.2);
+        out.push(Shared {
+            kind: PTMX.into(),
+            ino: index as u64,
+            peer: 0,
+            dev: 0,
+            ends: masters.iter().filter_map(end).collect(),
+        });
+        let mut desc = 0u64;
+        while let Some(first) = slaves.first().copied() {
+            let (same, rest): (Vec<_>, Vec<_>) = slaves
+                .into_iter()
+                .partition(|&(p, f, _)| same_description(first.0, first.1, p, f));
+            slaves = rest;
+            desc += 1;
+            out.push(Shared {
+                kind: PTS.into(),
+                ino: index as u64,
+                peer: desc,
+                dev: 0,
+                ends: same.iter().filter_map(end).collect(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,6 +456,7 @@ impl RootRound {
         self.describe(me);
         let pids: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
         self.record.shared = super::files::shared_files(&pids, &root::run_stdio());
+        self.record.shared.extend(super::files::shared_ptys(&pids));
         self.fds = self.members.iter().map(|m| m.fd).collect();
         super::gone::set_left(&self.left_children(me));
         let peers = sysv_peers(&pids);
