@@ -21,6 +21,8 @@
 //! * [`timers`]: `SIGEV_THREAD` timers run from a helper thread of
 //!   selfckpt's that a checkpoint can park (glibc's blocks every signal),
 //!   and `timer_settime` notes which timers are absolute.
+//! * [`sysvipc`]: `semget` and `msgget` note the ids the process uses
+//!   (`kstate::sysvipc`; `semop`, `msgsnd`... in [`waits`] too).
 //! * [`syscall`]: the same calls made through libc's raw `syscall()` are
 //!   handed to those wrappers.
 //! * [`waits`]: calls with a relative timeout that the suspend signal
@@ -39,5 +41,6 @@ pub mod inotify;
 pub mod masks;
 pub mod next;
 pub mod syscall;
+pub mod sysvipc;
 pub mod timers;
 pub mod waits;
