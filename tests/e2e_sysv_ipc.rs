@@ -78,8 +78,7 @@ fn semaphores_and_queues_come_back_with_ids_values_and_messages() {
             kill_tree(&mut child, libc::SIGKILL);
             let text = inspect_text(&image);
             assert!(
-                text.contains(&format!("System V semaphore set "))
-                    && text.contains("values [6, 1, 7]"),
+                text.contains(&format!("key {sks} mode 640: values [6, 1, 7]")),
                 "{what}: {text}"
             );
             assert!(
