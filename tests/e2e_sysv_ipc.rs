@@ -156,3 +156,100 @@ fn a_key_held_by_another_set_is_refused_and_left_alone() {
     );
     assert_eq!(v, 0);
 }
+
+/// Whether a tree can restart here (PID namespaces).
+fn can_restart_trees() -> bool {
+    let ok = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--pid", "--fork", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no PID namespaces here (a tree restarts with its exact pids)");
+    }
+    ok
+}
+
+/// The output without its "ids:" line, and the ids it printed.
+fn without_ids(text: &str) -> (String, Vec<i32>) {
+    let ids = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ids: "))
+        .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
+        .unwrap_or_default();
+    let rest = text
+        .lines()
+        .filter(|l| !l.starts_with("ids:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (rest, ids)
+}
+
+/// A parent and its forked child passing messages through a private
+/// queue and counting in a private semaphore set (three messages left
+/// queued all along): both members' images name the set and the queue;
+/// the tree restart makes each once (the killed program's found again,
+/// or, `removed`, made anew with their ids): output as an uninterrupted
+/// run's.
+fn tree_members_share_a_set_and_a_queue(removed: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_sysv_ipc");
+    if !build_c("tree_sysv_ipc", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let (want, _) = without_ids(&reference(&exe, &["40"], &tmp.path().join("ref")));
+    assert!(
+        want.ends_with("child 0 values 780 0\ntree ipc ok\n"),
+        "{want}"
+    );
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["40"]), &first);
+    wait_for("output", 60, || {
+        std::fs::read_to_string(&first).is_ok_and(|t| t.lines().count() >= 10)
+    });
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let (_, ids) = without_ids(&std::fs::read_to_string(&first).unwrap());
+    assert_eq!(ids.len(), 2);
+    let rec = inspect(&set);
+    let members = rec["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{rec}");
+    for m in members {
+        let text = inspect(&set.join(m["image"].as_str().unwrap())).to_string();
+        assert!(
+            text.contains("\"sysv_sem\"") && text.contains("\"sysv_msg\""),
+            "{text}"
+        );
+    }
+    if removed {
+        remove_ids(ids[0], &ids[1..]);
+    }
+    let root = set.join(members[0]["image"].as_str().unwrap());
+    let offset = fd_offset(&root, 1);
+    let second = tmp.path().join("second");
+    let (status, err) = finish(
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["40"]), &second),
+        "resumed run",
+    );
+    // SAFETY: removes the test program's own set and queue, if left.
+    unsafe {
+        libc::semctl(ids[0], 0, libc::IPC_RMID);
+        libc::msgctl(ids[1], libc::IPC_RMID, std::ptr::null_mut());
+    }
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    let (got, _) = without_ids(&format!("{}{second}", &first[..offset]));
+    assert_eq!(got, want, "stderr of the resumed run: {err}");
+}
+
+#[test]
+fn tree_members_share_a_set_and_a_queue_found_again() {
+    tree_members_share_a_set_and_a_queue(false);
+}
+
+#[test]
+fn tree_members_share_a_set_and_a_queue_made_again() {
+    tree_members_share_a_set_and_a_queue(true);
+}
