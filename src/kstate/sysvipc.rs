@@ -743,4 +743,30 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_message_larger_than_the_room_is_named_not_restorable() {
+        // SAFETY: a test queue of our own, removed at the end.
+        unsafe {
+            let q = libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+            assert!(q >= 0);
+            let mut b = 5i64.to_ne_bytes().to_vec();
+            b.extend_from_slice(&[7u8; 1000]);
+            assert_eq!(libc::msgsnd(q, b.as_ptr().cast(), 1000, 0), 0);
+            let mut buf = [0u8; 400];
+            let mut e = Encoder::new(&mut buf);
+            let got = capture_msg(&mut e, q);
+            objects::end(&mut e).unwrap();
+            let n = e.len();
+            libc::msgctl(q, libc::IPC_RMID, core::ptr::null_mut());
+            got.unwrap();
+            let list = objects::Objects::decode(&mut Decoder::new(&buf[..n])).unwrap();
+            let [objects::Object::NotRestorable(nr)] = &list.items[..] else {
+                panic!("{list:?}");
+            };
+            assert_eq!(nr.kind, "sysv_ipc");
+            let want = format!("System V message queue {q}: a queued message is larger");
+            assert!(nr.text.starts_with(&want), "{}", nr.text);
+        }
+    }
 }
