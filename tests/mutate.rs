@@ -1999,3 +1999,106 @@ fn process_state_and_inotify_objects_with_hostile_values_are_refused() {
         ),
     ]);
 }
+
+/// A SysvSem entry (kind 0x0103).
+fn sem_entry(semid: i32, mode: u32, values: &[u16]) -> Vec<u8> {
+    let mut p = semid.to_le_bytes().to_vec();
+    p.extend(0x4321i32.to_le_bytes());
+    p.extend(mode.to_le_bytes());
+    p.extend((values.len() as u32).to_le_bytes());
+    values.iter().for_each(|v| p.extend(v.to_le_bytes()));
+    object_entry(0x0103, 0, &p)
+}
+
+/// A SysvMsg entry (kind 0x0104); a message is its raw byte string
+/// (type then text).
+fn msg_entry(msqid: i32, mode: u32, messages: &[Vec<u8>]) -> Vec<u8> {
+    let mut p = msqid.to_le_bytes().to_vec();
+    p.extend(0i32.to_le_bytes());
+    p.extend(mode.to_le_bytes());
+    p.extend(16384u64.to_le_bytes());
+    p.extend((messages.len() as u32).to_le_bytes());
+    for m in messages {
+        p.extend((m.len() as u32).to_le_bytes());
+        p.extend(m);
+    }
+    object_entry(0x0104, 0, &p)
+}
+
+fn message(mtype: i64, text: &[u8]) -> Vec<u8> {
+    let mut m = mtype.to_le_bytes().to_vec();
+    m.extend(text);
+    m
+}
+
+/// System V semaphore set and message queue entries (kinds 0x0103,
+/// 0x0104): good ones are shown by inspect; hostile values (a negative
+/// id, no semaphores, mode bits beyond the permissions, a message of type
+/// 0 or shorter than its type, two entries for one id) are refused by
+/// name.
+#[test]
+fn hostile_sysv_semaphore_and_queue_entries_are_refused_by_name() {
+    let f = fixture();
+    let good = with_object(&f.good, &sem_entry(7, 0o640, &[1, 2, 3]));
+    let good = with_object(&good, &msg_entry(9, 0o600, &[message(3, b"abc")]));
+    scan_bytes(&good, None).expect("semaphore and queue entries are a valid image");
+    let (_, text) = f.inspected("sysv-ipc", &good);
+    assert!(
+        text.contains("System V semaphore set 7 key 0x4321 mode 640: values [1, 2, 3]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("System V message queue 9 key 0x0 mode 600: 1 messages, 3 bytes"),
+        "{text}"
+    );
+    f.all_refused_for(vec![
+        (
+            "sem-negative",
+            with_object(&f.good, &sem_entry(-1, 0o600, &[1])),
+            "a negative id",
+        ),
+        (
+            "sem-empty",
+            with_object(&f.good, &sem_entry(7, 0o600, &[])),
+            "no semaphores",
+        ),
+        (
+            "sem-mode",
+            with_object(&f.good, &sem_entry(7, 0o1600, &[1])),
+            "System V semaphore set 7: unknown mode bits",
+        ),
+        (
+            "sem-twice",
+            with_object(
+                &with_object(&f.good, &sem_entry(7, 0o600, &[1])),
+                &sem_entry(7, 0o600, &[1]),
+            ),
+            "two entries for System V semaphore set 7",
+        ),
+        (
+            "msg-type",
+            with_object(&f.good, &msg_entry(9, 0o600, &[message(0, b"x")])),
+            "a message of type 0",
+        ),
+        (
+            "msg-short",
+            with_object(
+                &f.good,
+                &msg_entry(
+                    9,
+                    0o600,
+                    &[vec![1, 2, 3], message(1, b"long enough a text")],
+                ),
+            ),
+            "length of a System V message",
+        ),
+        (
+            "msg-twice",
+            with_object(
+                &with_object(&f.good, &msg_entry(9, 0o600, &[])),
+                &msg_entry(9, 0o600, &[]),
+            ),
+            "two entries for System V message queue 9",
+        ),
+    ]);
+}

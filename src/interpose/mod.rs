@@ -25,6 +25,8 @@
 //!   of selfckpt's too (glibc's blocks every signal), and every request is
 //!   noted so that a checkpoint and a restart can make it again
 //!   (`sigev_thread`: what the two helpers share).
+//! * [`sysvipc`]: `semget` and `msgget` note the ids the process uses
+//!   (`kstate::sysvipc`; `semop`, `msgsnd`... in [`waits`] too).
 //! * [`waits`]: calls with a relative timeout that the suspend signal
 //!   interrupts are called again with the time left (the others are run
 //!   again from the handler: `capture::interrupted`).
@@ -45,5 +47,6 @@ pub mod mq_notify;
 pub mod next;
 pub mod sigev_thread;
 pub mod syscall;
+pub mod sysvipc;
 pub mod timers;
 pub mod waits;

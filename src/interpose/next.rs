@@ -83,6 +83,8 @@ next_fns! {
     pthread_sigqueue(thread: libc::pthread_t, sig: c_int, value: libc::sigval) -> c_int = libc::ENOSYS;
     msgrcv(id: c_int, msg: *mut libc::c_void, size: libc::size_t, typ: libc::c_long, flags: c_int) -> libc::ssize_t = -1;
     msgsnd(id: c_int, msg: *const libc::c_void, size: libc::size_t, flags: c_int) -> c_int = -1;
+    semget(key: libc::key_t, nsems: c_int, flags: c_int) -> c_int = -1;
+    msgget(key: libc::key_t, flags: c_int) -> c_int = -1;
     semop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t) -> c_int = -1;
     semtimedop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t, t: *const timespec) -> c_int = -1;
     timer_create(clock: libc::clockid_t, evp: *mut libc::sigevent, out: *mut libc::timer_t) -> c_int = -1;

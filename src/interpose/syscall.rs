@@ -136,6 +136,8 @@ pub unsafe extern "C" fn syscall(
             return waits::msgrcv(a1 as _, a2 as _, a3 as _, a4 as _, a5 as _) as c_long
         }
         libc::SYS_msgsnd => waits::msgsnd(a1 as _, a2 as _, a3 as _, a4 as _),
+        libc::SYS_semget => super::sysvipc::semget(a1 as _, a2 as _, a3 as _),
+        libc::SYS_msgget => super::sysvipc::msgget(a1 as _, a2 as _),
         _ => return raw(),
     };
     r as c_long

@@ -278,6 +278,7 @@ pub unsafe extern "C" fn msgrcv(
     typ: libc::c_long,
     flags: c_int,
 ) -> libc::ssize_t {
+    crate::kstate::sysvipc::note(crate::kstate::sysvipc::IpcKind::Msg, id, None);
     let mut got: libc::ssize_t = 0;
     again(|| {
         got = next::msgrcv(id, msg, size, typ, flags);
@@ -301,6 +302,7 @@ pub unsafe extern "C" fn msgsnd(
     size: libc::size_t,
     flags: c_int,
 ) -> c_int {
+    crate::kstate::sysvipc::note(crate::kstate::sysvipc::IpcKind::Msg, id, None);
     again(|| next::msgsnd(id, msg, size, flags))
 }
 
@@ -310,6 +312,7 @@ pub unsafe extern "C" fn msgsnd(
 /// As for glibc's.
 #[no_mangle]
 pub unsafe extern "C" fn semop(id: c_int, ops: *mut libc::sembuf, n: libc::size_t) -> c_int {
+    crate::kstate::sysvipc::note(crate::kstate::sysvipc::IpcKind::Sem, id, None);
     again(|| next::semop(id, ops, n))
 }
 
@@ -325,6 +328,7 @@ pub unsafe extern "C" fn semtimedop(
     n: libc::size_t,
     t: *const timespec,
 ) -> c_int {
+    crate::kstate::sysvipc::note(crate::kstate::sysvipc::IpcKind::Sem, id, None);
     again_timed(t, |t| next::semtimedop(id, ops, n, t))
 }
 

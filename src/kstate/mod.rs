@@ -34,6 +34,7 @@ pub mod sigactions;
 pub mod signalfd;
 pub mod sockdiag;
 pub mod sockets;
+pub mod sysvipc;
 pub mod sysvshm;
 pub mod timerfd;
 pub mod unknown_fds;
@@ -124,6 +125,7 @@ fn capture_objects(
     sockets::capture(e, bufs, skip_fd)?;
     memfd::capture(e, bufs, skip_fd)?;
     sysvshm::capture(e, bufs)?;
+    sysvipc::capture(e, bufs)?;
     posix_timers::capture(e, bufs)?;
     rlimits::capture(e)?;
     process_attrs::capture(e, bufs)?;

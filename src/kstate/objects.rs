@@ -48,6 +48,12 @@ pub enum Kind {
     Memfd = 0x0100,
     /// An attached System V segment ([`super::sysvshm::SysvShm`]; kmem).
     SysvShm = 0x0101,
+    /// A System V semaphore set the process uses
+    /// ([`super::sysvipc::SysvSem`]; the restarter, before the program).
+    SysvSem = 0x0103,
+    /// A System V message queue the process uses, with its messages
+    /// ([`super::sysvipc::SysvMsg`]; the restarter, before the program).
+    SysvMsg = 0x0104,
     /// A POSIX timer (`kstate::posix_timers`): made again in the restarted
     /// process itself, once its threads exist.
     PosixTimer = 0x0400,
@@ -88,6 +94,8 @@ impl Kind {
         Kind::NotRestorable,
         Kind::Memfd,
         Kind::SysvShm,
+        Kind::SysvSem,
+        Kind::SysvMsg,
         Kind::Pipe,
         Kind::DeletedFile,
         Kind::Lock,
@@ -175,6 +183,8 @@ pub enum Object {
     TcpInFlight(super::sockets::inflight::TcpInFlight),
     Memfd(super::memfd::Memfd),
     SysvShm(super::sysvshm::SysvShm),
+    SysvSem(super::sysvipc::SysvSem),
+    SysvMsg(super::sysvipc::SysvMsg),
     PosixTimer(super::posix_timers::PosixTimer),
     Rlimits(super::rlimits::Rlimits),
     ProcessAttrs(super::process_attrs::ProcessAttrs),
@@ -219,6 +229,8 @@ impl Objects {
                 Object::TcpInFlight(x) => entry(e, Kind::TcpInFlight, 0, |e| x.encode(e))?,
                 Object::Memfd(x) => entry(e, Kind::Memfd, 0, |e| x.encode(e))?,
                 Object::SysvShm(x) => entry(e, Kind::SysvShm, 0, |e| x.encode(e))?,
+                Object::SysvSem(x) => entry(e, Kind::SysvSem, 0, |e| x.encode(e))?,
+                Object::SysvMsg(x) => entry(e, Kind::SysvMsg, 0, |e| x.encode(e))?,
                 Object::PosixTimer(x) => entry(e, Kind::PosixTimer, 0, |e| x.encode(e))?,
                 Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
                 Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
@@ -278,6 +290,8 @@ impl Objects {
                 ),
                 Some(Kind::Memfd) => Object::Memfd(super::memfd::Memfd::decode(&mut p)?),
                 Some(Kind::SysvShm) => Object::SysvShm(super::sysvshm::SysvShm::decode(&mut p)?),
+                Some(Kind::SysvSem) => Object::SysvSem(super::sysvipc::SysvSem::decode(&mut p)?),
+                Some(Kind::SysvMsg) => Object::SysvMsg(super::sysvipc::SysvMsg::decode(&mut p)?),
                 Some(Kind::PosixTimer) => {
                     Object::PosixTimer(super::posix_timers::PosixTimer::decode(&mut p)?)
                 }
@@ -384,6 +398,22 @@ impl Objects {
         })
     }
 
+    /// The System V semaphore sets (`kstate::sysvipc`).
+    pub fn sysv_sems(&self) -> impl Iterator<Item = &super::sysvipc::SysvSem> {
+        self.items.iter().filter_map(|o| match o {
+            Object::SysvSem(x) => Some(x),
+            _ => None,
+        })
+    }
+
+    /// The System V message queues (`kstate::sysvipc`).
+    pub fn sysv_msgs(&self) -> impl Iterator<Item = &super::sysvipc::SysvMsg> {
+        self.items.iter().filter_map(|o| match o {
+            Object::SysvMsg(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// The memfd descriptors (made again with the memory by
     /// `restore::shared`).
     pub fn memfds(&self) -> impl Iterator<Item = &super::memfd::Memfd> {
@@ -476,6 +506,8 @@ impl Objects {
                 Object::TcpInFlight(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
                 Object::SysvShm(x) => vec![x.describe()],
+                Object::SysvSem(x) => vec![x.describe()],
+                Object::SysvMsg(x) => vec![x.describe()],
                 Object::PosixTimer(x) => vec![x.describe()],
                 Object::Rlimits(x) => vec![x.describe()],
                 Object::ProcessAttrs(x) => vec![x.describe()],
@@ -510,6 +542,8 @@ impl Objects {
                 }),
                 Object::Memfd(x) => x.json(),
                 Object::SysvShm(x) => x.json(),
+                Object::SysvSem(x) => x.json(),
+                Object::SysvMsg(x) => x.json(),
                 Object::MappingFlags(x) => x.json(),
             })
             .collect()
@@ -530,6 +564,24 @@ impl Objects {
                 Object::Description(x) => x.check()?,
                 Object::Mqueue(x) => x.check()?,
                 Object::Pty(x) => x.check()?,
+                Object::SysvSem(x) => {
+                    x.check()?;
+                    if self.sysv_sems().filter(|m| m.semid == x.semid).count() > 1 {
+                        return Err(format!(
+                            "two entries for System V semaphore set {}",
+                            x.semid
+                        ));
+                    }
+                }
+                Object::SysvMsg(x) => {
+                    x.check()?;
+                    if self.sysv_msgs().filter(|m| m.msqid == x.msqid).count() > 1 {
+                        return Err(format!(
+                            "two entries for System V message queue {}",
+                            x.msqid
+                        ));
+                    }
+                }
                 _ => {}
             }
             if let Object::Memfd(x) = o {

@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 /// Why a restart was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// A System V semaphore set or message queue cannot come back.
+    #[error("{0}; restart refused")]
+    Sysv(String),
     #[error(transparent)]
     Setting(#[from] crate::settings::SettingError),
     #[error("{path}: {source}")]
@@ -229,6 +232,11 @@ pub fn restart(
     let placed = opts.tree.as_ref().map_or(&[][..], |t| &t.placed[..]);
     let img = open_checked(path, opts, placed, placed)?;
     let view = img.view().map_err(img_err)?;
+    // System V sets and queues: made before the program runs (in a tree
+    // the tree's restart made them, each once, before the members forked).
+    if opts.tree.is_none() {
+        crate::kstate::sysvipc::restore_all([&view.kernel.objects]).map_err(RestoreError::Sysv)?;
+    }
     let identity = match (&opts.tree, opts.tids) {
         (Some(_), _) => pidns::Identity::Exact,
         (None, TidPolicy::New) => pidns::Identity::New("--tids new".into()),

@@ -103,6 +103,9 @@ pub fn restart_tree(
     let data = pipe_data(&rec, &images);
     let sockets = socket_ends(&rec, &images);
     let memory = shared_memory(&images);
+    // The System V sets and queues members use: made once, before the
+    // members fork (each restart leaves them to the tree).
+    sysv_ipc(&images)?;
     match super::pidns::enter(rec.root, opts.verbose) {
         super::pidns::Identity::Exact => {}
         super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
@@ -607,6 +610,28 @@ fn shared_memory(images: &[PathBuf]) -> Vec<super::shared::SharedObjects> {
         ));
     }
     out
+}
+
+/// Makes every System V semaphore set and message queue the members'
+/// images name, each id once (`kstate::sysvipc::restore_all`).
+fn sysv_ipc(images: &[PathBuf]) -> Result<(), RestoreError> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut all = Vec::new();
+    for p in images {
+        let img =
+            crate::image::read::ImageFile::open_with_key(p, key.as_ref()).map_err(|source| {
+                RestoreError::Image {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
+        let view = img.view().map_err(|source| RestoreError::Image {
+            path: p.clone(),
+            source,
+        })?;
+        all.push(view.kernel.objects.clone());
+    }
+    crate::kstate::sysvipc::restore_all(&all).map_err(RestoreError::Sysv)
 }
 
 /// Each message queue several members hold, made once from the entry of
