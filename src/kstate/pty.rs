@@ -755,6 +755,19 @@ fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
     }
 }
 
+/// The ptys this restart made again with their old number in its own
+/// devpts instance: (number, devpts device at the checkpoint, 0 unknown).
+/// Processes of a tree inherit the list (made before they fork).
+static KEPT: std::sync::Mutex<Vec<(u32, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `/dev/pts/N` of devpts device `dev` at the checkpoint is a pty
+/// this restart made again under that number: opened by path in the
+/// restart's own instance, it is the program's terminal again.
+pub fn made_again(n: u32, dev: u64) -> bool {
+    KEPT.lock()
+        .is_ok_and(|k| k.iter().any(|&(i, d)| i == n && (d == 0 || d == dev)))
+}
+
 /// Makes a new pair like `x` (numbered `above` or higher, close-on-exec):
 /// number `x.index` where it is free, settings, window size, packet
 /// mode. The slave side is opened with [`open_slave`]; call [`finish`]
@@ -811,6 +824,11 @@ pub fn make_pair(x: &Pty, above: i32, private: bool) -> std::io::Result<Made> {
         };
         cvt(libc::ioctl(moved, libc::TIOCSWINSZ, &ws))?;
         set_termios(moved, &x.termios)?;
+        if made.index == x.index && own_devpts(private) {
+            if let Ok(mut k) = KEPT.lock() {
+                k.push((x.index, x.dev));
+            }
+        }
         Ok(Made {
             master,
             index: made.index,

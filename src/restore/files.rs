@@ -108,7 +108,16 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
     // A pty slave of an outside terminal lives in one devpts instance; the
     // same number in another (the restart's own, mounted for the
     // program's own pairs) is another terminal.
-    if want == libc::S_IFCHR && ent.path.starts_with(b"/dev/pts/") && was.dev != now_stamp.dev {
+    let pts_number = ent
+        .path
+        .strip_prefix(b"/dev/pts/")
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u32>().ok());
+    let ours_again = pts_number.is_some_and(|n| crate::kstate::pty::made_again(n, was.dev));
+    if want == libc::S_IFCHR
+        && ent.path.starts_with(b"/dev/pts/")
+        && was.dev != now_stamp.dev
+        && !ours_again
+    {
         return Err(Change::Changed(format!(
             "is a terminal of another devpts instance now (device {:#x} at the checkpoint, {:#x} now)",
             was.dev, now_stamp.dev
