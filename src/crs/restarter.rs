@@ -77,8 +77,10 @@ fn command(bin: &Path, image: &Path) -> Command {
     c.arg("restart").arg(image);
     // A caller under `selfckpt run` (same pid after exec): the restarter
     // must not install a checkpointer of its own from the preloaded
-    // library. The restarted program's environment is the image's.
-    c.env_remove(crate::settings::PRELOAD.name);
+    // library. The restarted program's environment is the image's. Set to
+    // 0, not removed: a tree member's exec completes an environment only
+    // with the variables it lacks (`interpose::exec`).
+    c.env(crate::settings::PRELOAD.name, "0");
     c
 }
 
