@@ -72,7 +72,11 @@ int main(int argc, char **argv) {
         if (madvise(m[1 + i], 4 * PG, adv[i]) && adv[i] == MADV_MERGEABLE)
             names[1 + i] = "mergeable (no KSM here)";
     }
-    m[7] = map(NULL, 4 * PG, rw, priv, -1);
+    /* Between two inaccessible pages, so that the kernel never merges it
+     * with a neighbour of the same flags (its start is what is looked up). */
+    char *fenced = map(NULL, 6 * PG, PROT_NONE, priv, -1);
+    if (mprotect(fenced + PG, 4 * PG, rw)) { perror("mprotect"); return 2; }
+    m[7] = fenced + PG;
     memset(m[7], 9, 4 * PG);
     const char *path = argc > 1 ? argv[1] : "vmflags.dat";
     int fd = open(path, O_RDWR | O_CREAT, 0600);
