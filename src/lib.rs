@@ -288,6 +288,10 @@ impl Builder {
         if RUNTIME.get().is_some() {
             return Err(Error::AlreadyInstalled);
         }
+        // glibc's functions behind the wrappers, looked up now: a first
+        // call from the suspended world (our own raw `syscall()`s) or a
+        // signal handler must never reach the dynamic loader.
+        interpose::next::resolve_all();
         if let Some(e) = self.setting_error {
             return Err(e.into());
         }

@@ -1,12 +1,14 @@
 //! `syscall(3)`: a program that makes a blocking call through libc's raw
-//! `syscall()` (a futex wait with a timeout, `SYS_nanosleep`, `SYS_poll`...)
+//! `syscall()` (`SYS_nanosleep`, `SYS_poll`, `SYS_epoll_pwait`...)
 //! gets what the named wrappers of [`super::waits`] and [`super::masks`]
 //! give: a call selfckpt's signals interrupt is made again with the time
 //! left, and a mask it passes never blocks selfckpt's signals. Each such
 //! number is handed to the wrapper of the same call, with the kernel's
 //! argument layout turned into libc's (an 8-byte kernel signal set copied
 //! into a `sigset_t`; `clock_nanosleep`'s error number turned into -1 and
-//! errno). Every other number goes to glibc's `syscall` untouched.
+//! errno). Every other number goes to glibc's `syscall` untouched —
+//! futexes too: Rust's standard library parks threads (the checkpoint's
+//! own among them) with raw futex calls, which must stay plain.
 //!
 //! `syscall` is variadic; on x86_64 and aarch64 Linux the integer
 //! arguments of a variadic call are passed as those of a fixed one, so six
@@ -18,7 +20,7 @@
 //! happens, or allocate (it may be called from a signal handler).
 
 use super::{masks, next, waits};
-use libc::{c_int, c_long, sigset_t, timespec};
+use libc::{c_int, c_long, sigset_t};
 
 /// The kernel's signal set size on Linux (`_NSIG / 8`).
 const KERNEL_SIGSET: c_long = 8;
@@ -49,14 +51,6 @@ fn ptr_of(s: &Option<sigset_t>) -> *const sigset_t {
         .map_or(core::ptr::null(), |s| s as *const sigset_t)
 }
 
-/// `FUTEX_WAIT` with a relative timeout (the kernel forgets the time left
-/// when a handler interrupts it; the other futex waits are restarted by the
-/// kernel or take an absolute time).
-fn futex_relative_wait(op: c_long, timeout: c_long) -> bool {
-    let cmd = op as c_int & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
-    cmd == libc::FUTEX_WAIT && timeout != 0
-}
-
 /// syscall(3).
 ///
 /// # Safety
@@ -73,11 +67,6 @@ pub unsafe extern "C" fn syscall(
 ) -> c_long {
     let raw = || next::syscall(n, a1, a2, a3, a4, a5, a6);
     let r: c_int = match n {
-        libc::SYS_futex if futex_relative_wait(a2, a4) => {
-            return waits::again_timed(a4 as *const timespec, |t| {
-                next::syscall(n, a1, a2, a3, t as c_long, a5, a6) as c_int
-            }) as c_long
-        }
         libc::SYS_nanosleep => waits::nanosleep(a1 as _, a2 as _),
         libc::SYS_clock_nanosleep => {
             match waits::clock_nanosleep(a1 as _, a2 as _, a3 as _, a4 as _) {
@@ -146,16 +135,7 @@ pub unsafe extern "C" fn syscall(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_relative_futex_waits_are_timed_again() {
-        let private = libc::FUTEX_PRIVATE_FLAG as c_long;
-        assert!(futex_relative_wait(libc::FUTEX_WAIT as c_long, 1));
-        assert!(futex_relative_wait(libc::FUTEX_WAIT as c_long | private, 1));
-        assert!(!futex_relative_wait(libc::FUTEX_WAIT as c_long, 0));
-        assert!(!futex_relative_wait(libc::FUTEX_WAIT_BITSET as c_long, 1));
-        assert!(!futex_relative_wait(libc::FUTEX_WAKE as c_long, 1));
-    }
+    use libc::timespec;
 
     #[test]
     fn raw_calls_through_the_wrapper_do_what_they_do_without_it() {

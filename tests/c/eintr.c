@@ -171,19 +171,7 @@ static void *t_allmasked_sigtimedwait(void *a) {
     return a;
 }
 
-/* The same waits made through libc's raw syscall(), as programs that
- * wait on futexes do. */
-static unsigned never_word;
-
-static void *t_raw_futex_timed(void *a) {
-    struct timespec ts = {2, 0};
-    double t0 = now();
-    if (syscall(SYS_futex, &never_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0) != -1 || errno != ETIMEDOUT)
-        fail("syscall(futex wait, 2 s)");
-    if (now() - t0 < TIMED - 0.01) early("syscall(futex wait)", now() - t0);
-    return a;
-}
-
+/* The same waits made through libc's raw syscall(). */
 static void *t_raw_nanosleep(void *a) {
     struct timespec req = {2, 0}, rem;
     double t0 = now();
@@ -241,7 +229,7 @@ int main(int argc, char **argv) {
         {"poll-2s", t_poll_timed},  {"nanosleep-2s", t_nanosleep},
         {"allmasked-sigtimedwait-2s", t_allmasked_sigtimedwait},
         {"epoll_wait-2s", t_epoll_timed},
-        {"syscall-futex-wait-2s", t_raw_futex_timed}, {"syscall-nanosleep-2s", t_raw_nanosleep},
+        {"syscall-nanosleep-2s", t_raw_nanosleep},
         {"syscall-ppoll-2s", t_raw_ppoll_timed}, {"syscall-epoll_pwait-2s", t_raw_epoll_pwait_timed},
         {"syscall-ppoll", t_raw_poll},
     };
