@@ -12,48 +12,9 @@ mod common;
 
 use common::*;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// A tmpfs mounted for one test, lazily unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !o.status.success() {
-            return Err(format!("mount tmpfs failed: {}", stderr(&o).trim()));
-        }
-        Ok(Tmpfs(at.to_path_buf()))
-    }
-
-    fn remount_ro(&self) {
-        let o = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "remount ro: {}", stderr(&o));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn ckloop(dir: &Path, steps: u64, extra: &[&str], stderr_to: &Path) -> Child {
     spawn_retrying(

@@ -398,42 +398,12 @@ fn copy_on_write_over_the_limit_abandons_the_checkpoint() {
     drop(prog);
 }
 
-/// A tmpfs mounted for one test, lazily unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-        }
-        Ok(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_in_the_child_fails_the_checkpoint_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("small");
     // Room for the metadata the pause writes, not for the pages.
-    let _fs = match Tmpfs::mount(&dir, "1m") {
+    let _fs = match common::Tmpfs::mount(&dir, "1m") {
         Ok(m) => m,
         Err(e) => {
             eprintln!("skipped: cannot mount a small tmpfs: {e}");

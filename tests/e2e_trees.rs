@@ -1072,17 +1072,13 @@ fn make_j2_resumes_mid_build_and_builds_the_same_binaries() {
     let log = tmp.path().join("log");
     let mut child = spawn_to_file(&mut make(), &log);
     // A compiler runs under make (cc1, child of the driver, child of make).
-    let ppid = |pid: &str| {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = s.rsplit(')').next()?;
-        after.split_whitespace().nth(1).map(str::to_string)
-    };
-    let make_pid = child.id().to_string();
+    let ppid = |pid: u32| selfckpt::tree::record::stat(pid).map(|s| s.ppid);
+    let make_pid = child.id();
     wait_for("cc1 under make", 60, || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let pid = e.file_name().to_string_lossy().into_owned();
+            let pid = e.file_name().to_string_lossy().parse::<u32>().unwrap_or(0);
             std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "cc1")
-                && ppid(&pid).and_then(|d| ppid(&d)).as_deref() == Some(make_pid.as_str())
+                && ppid(pid).and_then(ppid) == Some(make_pid)
         })
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -1147,15 +1143,6 @@ fn a_double_forked_daemon_is_named_at_checkpoint_and_the_resume_refuses() {
     );
 }
 
-/// A tmpfs mounted for one test, lazily unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// The tree's image directory full: the checkpoint fails cleanly with
 /// "No space left on device", both processes go on and end as an
 /// uninterrupted run does, the older set stays valid and no temporary set
@@ -1169,20 +1156,13 @@ fn a_full_image_directory_fails_the_tree_checkpoint_cleanly() {
     }
     lib("libselfckpt.so");
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let o = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        eprintln!(
-            "skipped: cannot mount a tmpfs: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-        return;
-    }
-    let _mounted = Tmpfs(mnt.clone());
+    let _mounted = match Tmpfs::mount(&mnt, "64m") {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("skipped: cannot mount a tmpfs: {e}");
+            return;
+        }
+    };
     let want = reference(&exe, &["80"], &tmp.path().join("ref"));
     let dir = mnt.join("ck");
     let out = tmp.path().join("out");
