@@ -27,7 +27,7 @@
 //! writer still holds its lock.
 
 use crate::capture::sys::RawFd;
-use crate::image::read::ImageFile;
+use crate::image::read::peek_meta;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -571,10 +571,7 @@ pub fn ancestors_of(path: &Path) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out: Vec<PathBuf> = Vec::new();
     let mut at = path.to_path_buf();
-    while let Some(name) = ImageFile::open_with_key(&at, None)
-        .ok()
-        .and_then(|img| Some(img.view().ok()?.meta.parent_image()?.name.to_vec()))
-    {
+    while let Some(name) = peek_meta(&at).ok().and_then(|m| m.parent) {
         let next = dir.join(std::ffi::OsStr::from_bytes(&name));
         // A chain that loops or leaves the directory is no chain.
         if name.contains(&b'/') || next == path || out.contains(&next) {
@@ -587,19 +584,19 @@ pub fn ancestors_of(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads `path` as an image of ours (regular file, owned by the user, not a
-/// symlink), or None.
+/// symlink, whose header and META read well), or None. Only META is read:
+/// whose image it is and where it stands is all pruning decides by.
 pub fn read_own_image(path: &Path) -> Option<OwnImage> {
     let md = std::fs::symlink_metadata(path).ok()?;
     if !md.is_file() || md.uid() != euid() {
         return None;
     }
-    let img = ImageFile::open_with_key(path, None).ok()?;
-    let v = img.view().ok()?;
+    let m = peek_meta(path).ok()?;
     Some(OwnImage {
         path: path.to_path_buf(),
-        exe: v.meta.exe_path.to_vec(),
-        sequence: v.meta.sequence,
-        created_unix_ns: v.meta.created_unix_ns,
+        exe: m.exe,
+        sequence: m.sequence,
+        created_unix_ns: m.created_unix_ns,
     })
 }
 
@@ -610,7 +607,7 @@ pub fn prune(dir: &Path, prog: &str, instance: &str, exe: &[u8], keep: usize) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut own: Vec<OwnImage> = rd
+    let named: Vec<PathBuf> = rd
         .flatten()
         .filter(|e| {
             e.file_name()
@@ -618,7 +615,30 @@ pub fn prune(dir: &Path, prog: &str, instance: &str, exe: &[u8], keep: usize) {
                 .and_then(|n| instance_of(n, prog))
                 .is_some_and(|i| i == instance)
         })
-        .filter_map(|e| read_own_image(&e.path()))
+        .map(|e| e.path())
+        .collect();
+    // No more files by this instance's name than are kept: none goes, and
+    // none needs reading (a long run keeping every image would otherwise
+    // read them all on each checkpoint).
+    if named.len() > keep.max(1) {
+        prune_images(named, exe, keep);
+    }
+    for t in stale_temps(dir, Some(prog)) {
+        log::warn!(
+            "removing {}, left by a checkpoint whose writer is gone",
+            t.display()
+        );
+        let _ = std::fs::remove_file(t);
+    }
+}
+
+/// Of `named` (files with this instance's image names), removes all but
+/// the newest `keep` that are really this program's images, sparing the
+/// ancestors of the kept ones.
+fn prune_images(named: Vec<PathBuf>, exe: &[u8], keep: usize) {
+    let mut own: Vec<OwnImage> = named
+        .iter()
+        .filter_map(|p| read_own_image(p))
         .filter(|i| i.exe == exe)
         .collect();
     own.sort_by_key(|i| (i.sequence, i.created_unix_ns));
@@ -636,13 +656,6 @@ pub fn prune(dir: &Path, prog: &str, instance: &str, exe: &[u8], keep: usize) {
     {
         log::debug!("pruning {}", old.path.display());
         let _ = std::fs::remove_file(&old.path);
-    }
-    for t in stale_temps(dir, Some(prog)) {
-        log::warn!(
-            "removing {}, left by a checkpoint whose writer is gone",
-            t.display()
-        );
-        let _ = std::fs::remove_file(t);
     }
 }
 

@@ -134,6 +134,59 @@ pub fn peek_header(path: &Path) -> Result<FileHeader, ReadError> {
     FileHeader::parse(&b)
 }
 
+/// The first record of an image, decoded: header checked, META's frame
+/// and checksum checked and its fields decoded. What the image directory
+/// needs to tell whose an image is, its order and its parent, without
+/// reading the rest (a directory of hundreds of images is sorted on every
+/// checkpoint). Owned copies of the few fields it needs.
+pub struct MetaSummary {
+    pub exe: Vec<u8>,
+    pub sequence: u64,
+    pub created_unix_ns: u64,
+    /// The parent image's file name, for an incremental image.
+    pub parent: Option<Vec<u8>>,
+}
+
+/// Reads the header and the META record of `path` only (see
+/// [`MetaSummary`]); a regular file only, opened without following a
+/// symlink at its last component.
+pub fn peek_meta(path: &Path) -> Result<MetaSummary, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(FormatError::NotRegular(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut reader = ImageReader::new(BufReader::with_capacity(8 << 10, f), Some(md.len()))?;
+    let minor = reader.header.minor;
+    let payload = match reader.next_record()? {
+        Some(r) if r.kind == RecordKind::Meta => r.payload,
+        Some(r) => {
+            return Err(FormatError::Order {
+                offset: r.offset,
+                found: r.kind.name(),
+                expected: RecordKind::Meta.name(),
+            })
+        }
+        None => return Err(FormatError::Truncated { offset: md.len() }),
+    };
+    let mut d = Decoder::new(&payload);
+    let meta = Meta::decode(&mut d, minor).map_err(malformed(0, "META"))?;
+    d.finish().map_err(malformed(0, "META"))?;
+    Ok(MetaSummary {
+        exe: meta.exe_path.to_vec(),
+        sequence: meta.sequence,
+        created_unix_ns: meta.created_unix_ns,
+        parent: meta.parent_image().map(|p| p.name.to_vec()),
+    })
+}
+
 impl ImageFile {
     /// Opens `path`, checks the header and reads and validates the META,
     /// REGIONS, KERNEL and THREADS records. When `SELFCKPT_KEY` is set the
