@@ -231,9 +231,55 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
-/// Sends the checkpoint request; with `wait`, returns the path of the
-/// durable image (None without `wait`).
-pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
+/// The strings of a JSON list (none if it is not one).
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the record of the image set `set` says its restart refuses. Only
+/// read to be said (the set may be another user's, asked about by root):
+/// a regular file, not followed if a symlink, at most 16 MiB.
+fn set_refusals(set: &std::path::Path) -> Vec<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(set.join(crate::tree::record::FILE))
+    else {
+        return Vec::new();
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if f.take(16 << 20).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map(|v| strings(&v["refused"]))
+        .unwrap_or_default()
+}
+
+/// A checkpoint that was taken, as its stats line tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The durable image (a tree's: its set).
+    pub path: PathBuf,
+    /// What a restart of it refuses, one sentence per object (empty: all
+    /// of it comes back).
+    pub refused: Vec<String>,
+}
+
+/// Sends the checkpoint request; with `wait`, returns the durable image
+/// and what a restart of it refuses (None without `wait`).
+pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
     if a.pid <= 0 || !std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
         return Err(AskError::NoProcess(a.pid));
     }
@@ -364,9 +410,19 @@ pub fn ask(a: &Ask) -> Result<Option<PathBuf>, AskError> {
             }
             match rec["state"].as_str() {
                 Some("continue") | Some("term") => {
-                    // A process tree's checkpoint: its set.
-                    let path = rec["tree"].as_str().or(rec["path"].as_str());
-                    return Ok(Some(PathBuf::from(path.unwrap_or(""))));
+                    // A process tree's checkpoint: its set, whose record
+                    // says what its restart refuses (any member's line
+                    // may come first).
+                    let tree = rec["tree"].as_str();
+                    let path = tree.or(rec["path"].as_str());
+                    let refused = match tree {
+                        Some(set) => set_refusals(std::path::Path::new(set)),
+                        None => strings(&rec["not_restorable"]),
+                    };
+                    return Ok(Some(Taken {
+                        path: PathBuf::from(path.unwrap_or("")),
+                        refused,
+                    }));
                 }
                 Some("error") => {
                     return Err(AskError::Failed(

@@ -16,6 +16,21 @@
 
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering::*};
 
+/// The memfd's name, as `memfd_create` takes it.
+const NAME: &core::ffi::CStr = c"selfckpt-reserve";
+
+/// True if `link` (what `/proc/PID/fd/N` reads) is a reserved descriptor
+/// of a checkpointer: another member's are seen that way by a tree's root,
+/// which must not take them for a file the members share.
+pub fn is_reserve_link(link: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let l = link.as_os_str().as_bytes();
+    let name = NAME.to_bytes();
+    l.strip_prefix(b"/memfd:")
+        .and_then(|r| r.strip_prefix(name))
+        .is_some_and(|r| r.is_empty() || r == b" (deleted)")
+}
+
 /// How many descriptors a checkpoint may need at once.
 pub const RESERVE: usize = 6;
 
@@ -55,7 +70,7 @@ pub fn fill() {
         return;
     }
     // SAFETY: memfd_create with a static NUL-terminated name.
-    let base = unsafe { libc::memfd_create(c"selfckpt-reserve".as_ptr(), libc::MFD_CLOEXEC) };
+    let base = unsafe { libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC) };
     if base < 0 {
         log::warn!(
             "cannot reserve descriptors for checkpoints: {}",
@@ -103,5 +118,22 @@ pub fn release() {
             // SAFETY: `fd` is one of our duplicates (checked just above).
             unsafe { libc::close(fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn reserve_links_are_told_from_other_memfds() {
+        assert!(is_reserve_link(Path::new(
+            "/memfd:selfckpt-reserve (deleted)"
+        )));
+        assert!(is_reserve_link(Path::new("/memfd:selfckpt-reserve")));
+        assert!(!is_reserve_link(Path::new("/memfd:selfckpt-reserved")));
+        assert!(!is_reserve_link(Path::new("/memfd:app (deleted)")));
+        assert!(!is_reserve_link(Path::new("/tmp/selfckpt-reserve")));
     }
 }

@@ -123,10 +123,16 @@ fn append_stats(
                 rec["left_out"] = left;
             }
         }
-        // Named at checkpoint time: what a restart of this image refuses.
-        let notes = crate::kstate::unrestorable::last();
+        // Named at checkpoint time: what a restart of this image refuses;
+        // of a tree's set, what the tree's restart refuses (the root names
+        // it for all members: what they share, the tree makes again).
+        let notes = match &st.tree {
+            None => crate::kstate::unrestorable::last(),
+            Some(_) if crate::tree::member::conn().is_some() => Vec::new(),
+            Some(_) => crate::tree::round::last_refused(),
+        };
         if !notes.is_empty() {
-            crate::kstate::unrestorable::log_last();
+            crate::kstate::unrestorable::log(&notes);
             rec["not_restorable"] = notes.into();
         }
     }

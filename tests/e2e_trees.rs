@@ -141,6 +141,60 @@ fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for
     });
 }
 
+/// The same over pipes numbered 2000 and up (the program raised its
+/// descriptor limit): the restarter's own limit is lower, the tree's
+/// copies still find room. Nothing but the two pipes is shared: a
+/// member's checkpointer's own descriptors are not the tree's.
+#[test]
+fn pipes_between_members_at_numbers_past_the_usual_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_pipe");
+    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let exe = exe.to_str().unwrap();
+    checkpoint_kill_resume(tmp.path(), exe, &["50", "high"], 15, |rec| {
+        let shared = rec["shared"].as_array().unwrap();
+        assert_eq!(shared.len(), 2, "{rec}");
+        for s in shared {
+            assert_eq!(s["kind"], "pipe", "{rec}");
+            let fds: Vec<i64> = s["ends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["fd"].as_i64().unwrap())
+                .collect();
+            assert!(fds.iter().all(|&fd| fd >= 2000), "{rec}");
+        }
+    });
+}
+
+/// A shell with two children that share nothing but the run's stdio:
+/// the record names no file shared between them (each member's
+/// checkpointer holds spare descriptors, inherited over fork; they are
+/// its own, not the program's).
+#[test]
+fn a_shell_with_two_children_shares_none_of_the_checkpointers_descriptors() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    // Two forked shells (no exec): they inherit the same spare descriptors.
+    let script = "{ sleep 5; : ; } & for i in $(seq 1 40); do echo $i; sleep 0.1; done & wait";
+    checkpoint_kill_resume(tmp.path(), "/bin/sh", &["-c", script], 10, |rec| {
+        assert!(pids(rec, "members").len() >= 3, "{rec}");
+        let files: Vec<_> = rec["shared"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "file")
+            .collect();
+        assert!(files.is_empty(), "{files:?}");
+    });
+}
+
 /// A parent and its forked child exchanging counters over one
 /// socketpair (`mode`: each closed the end it does not use, or both kept
 /// both): one connection between them, made again by the tree with what

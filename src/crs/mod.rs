@@ -233,7 +233,13 @@ impl CrsComponent for SelfckptCrs {
         if pid != 0 && pid != crate::capture::sys::getpid() as i32 {
             let image = crate::ask::ask(&crate::ask::Ask::wait_for(pid))?
                 .ok_or_else(|| CrsError::Checkpoint(format!("process {pid} named no image")))?;
-            snapshot.fill(image, true);
+            for r in &image.refused {
+                log::warn!(
+                    "process {pid}: a restart of {} refuses: {r}",
+                    image.path.display()
+                );
+            }
+            snapshot.fill(image.path, true);
             return Ok(CrsState::Running);
         }
         if !crate::is_installed() || !INITIALISED.load(Ordering::Acquire) {

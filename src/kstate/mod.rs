@@ -374,6 +374,27 @@ pub struct KernelState<'a> {
 }
 
 impl<'a> KernelState<'a> {
+    /// What a restart here refuses (before `--unrestorable` accepts any):
+    /// [`Self::problems_here`] but those about descriptors in `shared`
+    /// (a tree restart makes them again: pipes, sockets, files the members
+    /// share) and those about a terminal from outside (a restart gives the
+    /// restarter's; `tree_ptys`: the descriptors of ptys a tree restart
+    /// makes, whose queued bytes are refused like a process's own).
+    pub fn refused_here(&self, shared: &[i32], tree_ptys: &[i32]) -> Vec<Problem> {
+        let outside_tty = |fd: i32| {
+            !tree_ptys.contains(&fd)
+                && self
+                    .objects
+                    .ptys()
+                    .any(|x| !x.ours() && x.ends.iter().any(|e| e.fd == fd))
+        };
+        self.problems_here()
+            .into_iter()
+            .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
+            .filter(|p| p.kind != pty::KIND || !p.fd.is_some_and(outside_tty))
+            .collect()
+    }
+
     /// What the checkpoint saw cannot come back: the event descriptors'
     /// and the object list's.
     pub fn problems(&self) -> Vec<Problem> {

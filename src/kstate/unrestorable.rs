@@ -2,7 +2,7 @@
 //! eventfd whose semaphore mode the kernel does not show, an epoll
 //! registration whose descriptor number no longer names the registered
 //! file, an epoll too large to capture), noted while the program's threads
-//! are suspended and logged once they run again ([`log_last`]).
+//! are suspended and logged once they run again ([`log`]).
 //!
 //! The noting half ([`note`], [`clear`]) runs in the suspended world:
 //! atomics in a fixed table, never an allocation. The image holds the same
@@ -179,10 +179,10 @@ pub fn sentence(fd: i32, tfd: i32, why: Why) -> String {
     }
 }
 
-/// Logs (a warning) what the last capture found that cannot come back.
-/// Call once the program's threads run again, after a checkpoint.
-pub fn log_last() {
-    let notes = last();
+/// Logs (a warning) what a restart of the checkpoint just taken refuses
+/// (`notes`: [`last`], or a tree's). Call once the program's threads run
+/// again.
+pub fn log(notes: &[String]) {
     if !notes.is_empty() {
         log::warn!(
             "the checkpoint holds what a restart cannot bring back (restart will refuse it): {}",

@@ -333,20 +333,8 @@ pub fn open_checked(
     check_locks(&view)?;
     let (accepted, refused): (Vec<_>, Vec<_>) = view
         .kernel
-        .problems_here()
+        .refused_here(shared, tree_ptys)
         .into_iter()
-        .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
-        .filter(|p| {
-            let outside_tty = |fd: i32| {
-                !tree_ptys.contains(&fd)
-                    && view
-                        .kernel
-                        .objects
-                        .ptys()
-                        .any(|x| !x.ours() && x.ends.iter().any(|e| e.fd == fd))
-            };
-            p.kind != crate::kstate::pty::KIND || !p.fd.is_some_and(outside_tty)
-        })
         .partition(|p| opts.unrestorable.accepts(&p.kind));
     if !refused.is_empty() {
         let mut kinds: Vec<&str> = refused.iter().map(|p| p.kind.as_str()).collect();

@@ -61,29 +61,7 @@ pub fn restart_tree(
     pids.extend(rec.zombies.iter().map(|z| z.pid));
     super::files::set_tree_pids(&pids);
     for (m, p) in rec.members.iter().zip(&images) {
-        // What the member shares with other members is the tree's to
-        // make; a pipe whose other side is outside the tree is refused
-        // like in a process of its own.
-        let shared: Vec<i32> = rec
-            .shared
-            .iter()
-            .filter(|s| s.kind != "memory")
-            // What cannot come back of a pty (its queued bytes) is refused
-            // wherever the pair is made.
-            .filter(|s| s.kind != PTMX && s.kind != PTS)
-            .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
-            .flat_map(|s| s.ends.iter())
-            .filter(|e| e.pid == m.pid)
-            .map(|e| e.fd)
-            .collect();
-        let ptys: Vec<i32> = rec
-            .shared
-            .iter()
-            .filter(|s| s.kind == PTMX || s.kind == PTS)
-            .flat_map(|s| s.ends.iter())
-            .filter(|e| e.pid == m.pid)
-            .map(|e| e.fd)
-            .collect();
+        let (shared, ptys) = rec.made_by_tree(m.pid);
         super::open_checked(p, opts, &shared, &ptys)?;
     }
     if opts.tids == super::TidPolicy::New {
@@ -113,6 +91,10 @@ pub fn restart_tree(
     // From here on this is the root's process, pid rec.root in a
     // namespace of its own: a failure must end the tree.
     let above = max_fd(&rec) + 16;
+    // The tree's copies go above every shared number; a program that
+    // raised its limit can hold numbers past the restarter's. Each member
+    // sets its own limits from its image before it reopens anything.
+    room_for_fds(above + 4 * rec.shared.len() as i32 + 64);
     let mut pipes = match make_pipes(&rec.shared, &data, above) {
         Ok(p) => p,
         Err(e) => fail(format!("cannot make the shared pipes again: {e}")),
@@ -507,6 +489,22 @@ fn taken_bytes(rec: &TreeRecord, images: &[PathBuf], index: u64) -> Option<Vec<u
 }
 
 /// The highest descriptor number any member's shared pipes use.
+/// Raises the soft descriptor limit to `need` (at most the hard limit)
+/// when it is lower.
+fn room_for_fds(need: i32) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < need as u64 {
+            l.rlim_cur = (need as u64).min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn max_fd(rec: &TreeRecord) -> i32 {
     rec.shared
         .iter()

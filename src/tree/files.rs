@@ -53,8 +53,11 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
             let Ok(md) = std::fs::metadata(e.path()) else {
                 continue;
             };
-            // A message queue is a file too, made again by its own kind.
+            // A message queue is a file too, made again by its own kind;
+            // a member's reserved descriptors are its checkpointer's.
             if md.is_file()
+                && !std::fs::read_link(e.path())
+                    .is_ok_and(|l| crate::fdreserve::is_reserve_link(&l))
                 && !outside.contains(&md.ino())
                 && !super::owns_fd(fd)
                 && !crate::kstate::mqueue::is_mqueue_path(&e.path())

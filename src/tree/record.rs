@@ -95,6 +95,11 @@ pub struct TreeRecord {
     pub left_out: Vec<LeftOut>,
     #[serde(default)]
     pub shared: Vec<Shared>,
+    /// What a restart of the set refuses, as the checkpoint found it (one
+    /// sentence per object, naming its process): said, never acted on (a
+    /// restart decides from the images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// Why a tree record cannot be used.
@@ -111,6 +116,38 @@ pub enum RecordError {
 impl TreeRecord {
     pub fn member(&self, pid: u32) -> Option<&Proc> {
         self.members.iter().find(|m| m.pid == pid)
+    }
+
+    /// What a tree restart makes for member `pid` (its descriptors), so
+    /// that its image's refusals of them do not count: the pipes, sockets
+    /// and files it shares with other members; and, apart, the ptys the
+    /// tree makes (what cannot come back of a pty, its queued bytes, is
+    /// refused wherever the pair is made).
+    pub fn made_by_tree(&self, pid: u32) -> (Vec<i32>, Vec<i32>) {
+        use super::files::{PTMX, PTS};
+        let ends_of = |s: &&Shared| {
+            s.ends
+                .iter()
+                .filter(|e| e.pid == pid)
+                .map(|e| e.fd)
+                .collect::<Vec<_>>()
+        };
+        let shared = self
+            .shared
+            .iter()
+            .filter(|s| s.kind != "memory" && s.kind != PTMX && s.kind != PTS)
+            // A pipe whose other side is outside the tree is refused like
+            // in a process of its own.
+            .filter(|s| s.kind == "socket" || s.ends.iter().any(|e| e.pid != s.ends[0].pid))
+            .flat_map(|s| ends_of(&s))
+            .collect();
+        let ptys = self
+            .shared
+            .iter()
+            .filter(|s| s.kind == PTMX || s.kind == PTS)
+            .flat_map(|s| ends_of(&s))
+            .collect();
+        (shared, ptys)
     }
 
     /// Reads and checks `SET/tree.json`.
@@ -362,6 +399,7 @@ mod tests {
             }],
             left_out: vec![],
             shared: vec![],
+            refused: vec![],
         }
     }
 

@@ -53,6 +53,45 @@ pub fn last_left_out() -> Option<serde_json::Value> {
     LEFT_OUT.lock().ok()?.clone()
 }
 
+/// What a restart of the latest committed set refuses, one sentence per
+/// object, each naming its process (for the root's log and stats line).
+static REFUSED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// What a restart of the latest set this root committed refuses.
+pub fn last_refused() -> Vec<String> {
+    REFUSED.lock().map(|r| r.clone()).unwrap_or_default()
+}
+
+/// What a restart of the set in `set` (recorded as `rec`) refuses: each
+/// member's refusals but those of what the tree makes itself (the same
+/// rule the restart applies, `TreeRecord::made_by_tree`).
+fn refused(set: &Path, rec: &TreeRecord) -> Vec<String> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out = Vec::new();
+    for m in &rec.members {
+        let img = crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref());
+        let Ok(view) = img
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|i| i.view().map_err(|e| e.to_string()))
+        else {
+            out.push(format!(
+                "process {} ({}): its image cannot be read back",
+                m.pid, m.program
+            ));
+            continue;
+        };
+        let (shared, ptys) = rec.made_by_tree(m.pid);
+        out.extend(
+            view.kernel
+                .refused_here(&shared, &ptys)
+                .into_iter()
+                .map(|p| format!("process {} ({}): {}", m.pid, m.program, p.text)),
+        );
+    }
+    out
+}
+
 /// The member that made the round fail while threads were parked.
 static FAILED_PID: AtomicU32 = AtomicU32::new(0);
 
@@ -72,6 +111,8 @@ struct RootRound {
     fds: Vec<i32>,
     record: TreeRecord,
     term: bool,
+    /// A frozen member ended before it was told to suspend.
+    member_ended: bool,
 }
 
 /// One round, from `begin` to `end` (or drop: the round failed).
@@ -157,17 +198,42 @@ impl Round {
         if !super::is_root() {
             return Ok(Round::solo());
         }
-        let members = root::snapshot();
         super::gone::set_left(&[]);
-        if members.is_empty() && record::children(sys::getpid()).is_empty() {
+        if root::snapshot().is_empty() && record::children(sys::getpid()).is_empty() {
             return Ok(Round::solo());
         }
+        // A member may end just as it froze (it was past its exit hold, or
+        // a signal ended it): that round is given up, everyone resumes,
+        // and the tree is frozen again without it, a few times.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::try_begin(dir, instance, sequence, created_ns, term) {
+                Err((e, true)) if tries < 4 => {
+                    log::debug!("tree checkpoint: {e}; freezing the tree again");
+                    std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+                }
+                r => return r.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One try of a root's `begin`; an error says whether a member ended
+    /// as the tree froze (worth another try).
+    fn try_begin(
+        dir: &Path,
+        instance: &str,
+        sequence: u64,
+        created_ns: u64,
+        term: bool,
+    ) -> Result<Round, (Error, bool)> {
+        let members = root::snapshot();
         root::round_active();
         let pending = match Pending::create(dir, created_ns / 1_000_000, instance, sys::getpid()) {
             Ok(p) => p,
             Err(e) => {
                 root::round_ended();
-                return Err(e);
+                return Err((e, false));
             }
         };
         let mut rr = Box::new(RootRound {
@@ -185,8 +251,10 @@ impl Round {
                 zombies: Vec::new(),
                 left_out: Vec::new(),
                 shared: Vec::new(),
+                refused: Vec::new(),
             },
             term,
+            member_ended: false,
         });
         let mut round = Round {
             side: Side::Solo,
@@ -196,8 +264,10 @@ impl Round {
         };
         super::hold::hold(FREEZE_MS);
         let result = rr.freeze(members);
+        let again = rr.member_ended;
         round.side = Side::Root(rr);
-        result?;
+        // On an error the round is dropped here: every member resumes.
+        result.map_err(|e| (e, again))?;
         Ok(round)
     }
 
@@ -474,6 +544,9 @@ impl RootRound {
             let mut suspend = Msg::new(Kind::Suspend).with_text(&text);
             suspend.pid = left.len() as u32;
             if wire::send(m.fd, &suspend).is_err() {
+                self.member_ended = true;
+                self.fds.retain(|&f| f != m.fd);
+                root::drop_member(m.fd);
                 return Err(Error::Tree(format!(
                     "member {} ({}) went away as the checkpoint began",
                     m.pid,
@@ -610,7 +683,11 @@ impl RootRound {
         self.record
             .check()
             .map_err(|why| Error::Tree(format!("the tree record is not consistent: {why}")))?;
+        self.record.refused = refused(&self.pending.tmp, &self.record);
         let path = self.pending.commit(&self.record)?;
+        if let Ok(mut r) = REFUSED.lock() {
+            r.clone_from(&self.record.refused);
+        }
         if let Ok(mut l) = LEFT_OUT.lock() {
             *l = (!self.record.left_out.is_empty())
                 .then(|| serde_json::to_value(&self.record.left_out).unwrap_or_default());

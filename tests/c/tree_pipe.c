@@ -8,12 +8,14 @@
  * Each process closes the ends it does not use; with "socketpair-open"
  * both keep both ends of the socketpair.
  *
- * Usage: tree_pipe ROUNDS [pipe|socketpair|socketpair-open [MIB]]: with MIB, the child
+ * Usage: tree_pipe ROUNDS [pipe|high|socketpair|socketpair-open [MIB]]: with MIB, the child
  * holds that many MiB of incompressible data from round 20 on (a slow
- * dump). */
+ * dump). "high": pipes at numbers 2000 and up, past the usual limit of
+ * 1024 (the program raises its soft limit first). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -49,6 +51,21 @@ int main(int argc, char **argv) {
         up[0] = s[0]; up[1] = s[1];
     } else if (pipe(down) != 0 || pipe(up) != 0) {
         return 1;
+    }
+    if (argc > 2 && strcmp(argv[2], "high") == 0) {
+        struct rlimit l;
+        if (getrlimit(RLIMIT_NOFILE, &l) != 0 || l.rlim_max < 2100)
+            return 6;
+        l.rlim_cur = l.rlim_max < 4096 ? l.rlim_max : 4096;
+        if (setrlimit(RLIMIT_NOFILE, &l) != 0)
+            return 6;
+        int *ends[4] = {&down[0], &down[1], &up[0], &up[1]};
+        for (int i = 0; i < 4; i++) {
+            if (dup2(*ends[i], 2000 + i) != 2000 + i)
+                return 6;
+            close(*ends[i]);
+            *ends[i] = 2000 + i;
+        }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     pid_t child = fork();

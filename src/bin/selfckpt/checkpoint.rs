@@ -59,8 +59,12 @@ pub fn checkpoint(a: CheckpointArgs) -> Result<(), Failed> {
         same_user: false,
     };
     match ask(&req) {
-        Ok(Some(path)) => {
-            println!("{}", path.display());
+        Ok(Some(taken)) => {
+            println!("{}", taken.path.display());
+            // Said where the user asked: what a restart will refuse.
+            for r in &taken.refused {
+                eprintln!("selfckpt: warning: a restart of this checkpoint refuses: {r}");
+            }
             Ok(())
         }
         Ok(None) => Ok(()),
