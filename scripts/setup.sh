@@ -16,6 +16,8 @@ command -v python3 >/dev/null || want+=(python3)
 command -v xz >/dev/null || want+=(xz-utils)
 command -v node >/dev/null || want+=(nodejs)
 command -v javac >/dev/null || want+=(openjdk-17-jdk-headless)
+# a database server the tree tests checkpoint (tests/e2e_database.rs)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || want+=(postgresql-15)
 # A real Slurm for tests/e2e_slurm.rs (a loopback cluster it starts and
 # stops itself; it says skipped where these are missing).
 [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null || want+=(slurm-wlm)

@@ -4,7 +4,8 @@
 //! death, signalfd and epoll latches, a listening UNIX socket) is run
 //! under `selfckpt run`, fed rows, checkpointed as a process tree, killed
 //! and resumed by rerunning the same command, twice. After each resume it
-//! must answer with every committed row and take new ones.
+//! must answer with every row committed before the checkpoint and take
+//! new ones.
 //!
 //! A checkpoint taken while a client (outside the tree) is connected must
 //! say, when it is taken, that the client's connection cannot come back,

@@ -501,3 +501,60 @@ fn a_deleted_file_mapped_shared_and_held_open_stays_one_file() {
         assert_eq!(got, want, "--tids {tids}: {err}");
     }
 }
+
+/// A data file the program reads and writes (`exec 3<>`), written on after
+/// the checkpoint, before the kill: the resume says that the file changed
+/// after the checkpoint (the program goes on from its view of it), and
+/// the program's rewriting from its checkpointed offset leaves the file
+/// as an uninterrupted run does.
+#[test]
+fn a_data_file_written_after_the_checkpoint_is_named_at_the_resume() {
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = "exec 3<>\"$1\"; i=0; while [ $i -lt 40 ]; do echo \"row $i\" >&3; echo $i; \
+                  i=$((i+1)); sleep 0.05; done";
+    let data = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let want_out = reference(
+        Path::new("/bin/sh"),
+        &["-c", script, "sh", &data("ref.data")],
+        &tmp.path().join("ref.out"),
+    );
+    let want = std::fs::read_to_string(data("ref.data")).unwrap();
+    let dir = tmp.path().join("ck");
+    let args = ["-c", script, "sh", &data("run.data")];
+    let first = tmp.path().join("first.out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "/bin/sh", &args), &first);
+    wait_for("output", 60, || {
+        std::fs::read_to_string(&first).is_ok_and(|s| s.lines().count() >= 10)
+    });
+    let set = checkpoint_wait(child.id());
+    let lines_then = std::fs::read_to_string(data("run.data"))
+        .unwrap()
+        .lines()
+        .count();
+    // It goes on writing for a while before it is killed.
+    wait_for("rows after the checkpoint", 60, || {
+        std::fs::read_to_string(data("run.data")).is_ok_and(|s| s.lines().count() >= lines_then + 5)
+    });
+    kill_tree(&mut child, libc::SIGKILL);
+    let root = if set.is_dir() {
+        root_image(&set)
+    } else {
+        set.clone()
+    };
+    let offset = fd_offset(&root, 1);
+    let second = tmp.path().join("second.out");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, "/bin/sh", &args), &second),
+        "resumed run",
+    );
+    assert!(
+        err.contains("changed after the checkpoint") && err.contains("run.data"),
+        "the resume did not name the data file: {err}"
+    );
+    let mut got = std::fs::read_to_string(&first).unwrap();
+    got.truncate(offset);
+    got.push_str(&std::fs::read_to_string(&second).unwrap());
+    assert_eq!(got, want_out, "{err}");
+    assert_eq!(std::fs::read_to_string(data("run.data")).unwrap(), want);
+}

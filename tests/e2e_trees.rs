@@ -40,11 +40,6 @@ fn record(set: &Path) -> serde_json::Value {
     serde_json::from_slice(&j.stdout).unwrap()
 }
 
-fn root_image(set: &Path) -> PathBuf {
-    let r = record(set);
-    set.join(r["members"][0]["image"].as_str().unwrap())
-}
-
 /// Runs `prog args` uninterrupted, then under `selfckpt run`: once it
 /// printed `after` lines, checkpoints the tree, kills it, resumes it with
 /// `selfckpt run` and compares the output with the uninterrupted run's.

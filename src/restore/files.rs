@@ -159,6 +159,17 @@ pub fn judge(ent: &FdEntry, now: &libc::stat, me: u32) -> Result<(), Change> {
     Ok(())
 }
 
+/// True for a regular file the program had open for reading and writing
+/// whose size or modification time differs from the checkpoint's (a data
+/// file written after it: the restart goes on from the checkpoint's view
+/// of it, which the user is told).
+pub fn rewritten_since(ent: &FdEntry, now: &libc::stat) -> bool {
+    let now_stamp = FileStamp::from_stat(now);
+    FdKind::from_u32(ent.kind) == Some(FdKind::Regular)
+        && ent.flags as i32 & libc::O_ACCMODE == libc::O_RDWR
+        && (ent.stamp.size, ent.stamp.mtime_ns) != (now_stamp.size, now_stamp.mtime_ns)
+}
+
 /// This process's number as its /proc shows it (in a PID namespace of the
 /// restart's own, with its fresh /proc, the program's old pid).
 fn proc_self() -> Option<Vec<u8>> {

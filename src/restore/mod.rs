@@ -439,6 +439,7 @@ fn check_fds(
     let mut missing = Vec::new();
     let mut changed = Vec::new();
     let mut refused = Vec::new();
+    let mut rewritten = Vec::new();
     let fates = stdio_fates(view, opts);
     // Made anew by their objects (deleted files), not reopened by path.
     let made = view.kernel.objects.fds();
@@ -504,7 +505,11 @@ fn check_fds(
             }
             Err(e) => refused.push(files::describe(f, &format!("cannot be looked at ({e})"))),
             Ok((_, st)) => match files::judge(f, &st, me) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if files::rewritten_since(f, &st) {
+                        rewritten.push(String::from_utf8_lossy(f.path).into_owned());
+                    }
+                }
                 Err(files::Change::Unsafe(why)) => refused.push(files::describe(f, &why)),
                 Err(files::Change::Changed(why)) => changed.push(files::describe(f, &why)),
             },
@@ -512,6 +517,17 @@ fn check_fds(
     }
     if !refused.is_empty() {
         return Err(RestoreError::UnsafeFiles(refused.join("; ")));
+    }
+    if !rewritten.is_empty() {
+        let n = rewritten.len();
+        rewritten.truncate(8);
+        eprintln!(
+            "selfckpt: note: {n} file(s) the program reads and writes changed after the checkpoint \
+             (written by it, or by others, before it was stopped); it goes on from its view at the \
+             checkpoint, what was written since is not undone: {}{}",
+            rewritten.join(", "),
+            if n > 8 { ", ..." } else { "" }
+        );
     }
     if !changed.is_empty() {
         match opts.changed_fds {

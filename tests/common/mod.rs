@@ -433,6 +433,14 @@ pub fn selfckpt_run(dir: &Path, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]
     c
 }
 
+/// The root's image of a process tree's set (the first member its
+/// `tree.json` names).
+pub fn root_image(set: &Path) -> PathBuf {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(set.join("tree.json")).unwrap()).unwrap();
+    set.join(r["members"][0]["image"].as_str().unwrap())
+}
+
 /// `selfckpt checkpoint PID --wait` (the request channel); the durable
 /// image's path. Panics with the command's message on failure.
 pub fn checkpoint_wait(pid: u32) -> PathBuf {
