@@ -194,19 +194,28 @@ fn setup(tmp: &Path) -> Result<Pg, String> {
     Ok(pg)
 }
 
-#[test]
-fn postgres_comes_back_with_every_committed_row_through_two_restarts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let pg = match setup(tmp.path()) {
+/// A PostgreSQL started under `selfckpt run` and answering, or None
+/// (said: skipped) where it cannot run.
+fn started(tmp: &Path) -> Option<(Pg, Child)> {
+    let pg = match setup(tmp) {
         Ok(pg) => pg,
         Err(why) => {
             eprintln!("skipped: {why}");
-            return;
+            return None;
         }
     };
     lib("libselfckpt.so");
     let mut server = pg.run("server.log");
     pg.wait_ready(&mut server, "server.log");
+    Some((pg, server))
+}
+
+#[test]
+fn postgres_comes_back_with_every_committed_row_through_two_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((pg, mut server)) = started(tmp.path()) else {
+        return;
+    };
     pg.sql("create table t(a int primary key, b text)").unwrap();
     pg.sql("insert into t select g, md5(g::text) from generate_series(1, 5000) g")
         .unwrap();
@@ -252,16 +261,9 @@ fn postgres_comes_back_with_every_committed_row_through_two_restarts() {
 #[test]
 fn a_client_connected_at_the_checkpoint_is_named_then_and_the_resume_refuses() {
     let tmp = tempfile::tempdir().unwrap();
-    let pg = match setup(tmp.path()) {
-        Ok(pg) => pg,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some((pg, mut server)) = started(tmp.path()) else {
+        return;
     };
-    lib("libselfckpt.so");
-    let mut server = pg.run("server.log");
-    pg.wait_ready(&mut server, "server.log");
     // A client that stays connected (its backend is a member of the tree;
     // its peer, psql, is not).
     let mut client = pg

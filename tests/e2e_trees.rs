@@ -113,16 +113,21 @@ fn pids(rec: &serde_json::Value, what: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for_it() {
+/// `tests/c/tree_pipe.c` with `args`, through [`checkpoint_kill_resume`]
+/// after 15 lines (nothing where trees cannot be restarted here).
+fn tree_pipe(args: &[&str], check: impl Fn(&serde_json::Value)) {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("tree_pipe");
     if !build_c("tree_pipe", &exe) || !can_restart_trees() {
         return;
     }
     lib("libselfckpt.so");
-    let exe = exe.to_str().unwrap();
-    checkpoint_kill_resume(tmp.path(), exe, &["50"], 15, |rec| {
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), args, 15, check);
+}
+
+#[test]
+fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for_it() {
+    tree_pipe(&["50"], |rec| {
         let members = pids(rec, "members");
         assert_eq!(members.len(), 2, "{rec}");
         assert_eq!(rec["members"][1]["ppid"].as_u64(), Some(members[0]));
@@ -142,14 +147,7 @@ fn parent_and_forked_child_exchange_counters_over_pipes_and_the_parent_waits_for
 /// member's checkpointer's own descriptors are not the tree's.
 #[test]
 fn pipes_between_members_at_numbers_past_the_usual_limit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("tree_pipe");
-    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
-        return;
-    }
-    lib("libselfckpt.so");
-    let exe = exe.to_str().unwrap();
-    checkpoint_kill_resume(tmp.path(), exe, &["50", "high"], 15, |rec| {
+    tree_pipe(&["50", "high"], |rec| {
         let shared = rec["shared"].as_array().unwrap();
         assert_eq!(shared.len(), 2, "{rec}");
         for s in shared {
@@ -195,14 +193,7 @@ fn a_shell_with_two_children_shares_none_of_the_checkpointers_descriptors() {
 /// both): one connection between them, made again by the tree with what
 /// was queued each way.
 fn socketpair_between_members(mode: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("tree_pipe");
-    if !build_c("tree_pipe", &exe) || !can_restart_trees() {
-        return;
-    }
-    lib("libselfckpt.so");
-    let exe = exe.to_str().unwrap();
-    checkpoint_kill_resume(tmp.path(), exe, &["50", mode], 15, |rec| {
+    tree_pipe(&["50", mode], |rec| {
         let members = pids(rec, "members");
         assert_eq!(members.len(), 2, "{rec}");
         let socks: Vec<_> = rec["shared"]

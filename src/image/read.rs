@@ -111,21 +111,30 @@ fn invalid(msg: String) -> FormatError {
     FormatError::Invalid(msg)
 }
 
-/// Reads and checks only the file header of `path` (magic, checksum,
-/// version), so a restarter can refuse another arch or page size with that
-/// reason before validating the rest against it.
-pub fn peek_header(path: &Path) -> Result<FileHeader, ReadError> {
+/// Opens `path` for reading without blocking (a FIFO must not hang) and
+/// without becoming its terminal, `extra` flags added; refuses anything
+/// but a regular file.
+fn open_regular(path: &Path, extra: i32) -> Result<(std::fs::File, std::fs::Metadata), ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | extra)
         .open(path)?;
-    if !f.metadata()?.file_type().is_file() {
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
         return Err(FormatError::NotRegular(format!(
             "{} is not a regular file",
             path.display()
         )));
     }
+    Ok((f, md))
+}
+
+/// Reads and checks only the file header of `path` (magic, checksum,
+/// version), so a restarter can refuse another arch or page size with that
+/// reason before validating the rest against it.
+pub fn peek_header(path: &Path) -> Result<FileHeader, ReadError> {
+    let (mut f, _) = open_regular(path, 0)?;
     let mut b = [0u8; super::format::FILE_HEADER_LEN];
     f.read_exact(&mut b).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FormatError::Truncated { offset: 0 },
@@ -151,18 +160,7 @@ pub struct MetaSummary {
 /// [`MetaSummary`]); a regular file only, opened without following a
 /// symlink at its last component.
 pub fn peek_meta(path: &Path) -> Result<MetaSummary, ReadError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
-        .open(path)?;
-    let md = f.metadata()?;
-    if !md.file_type().is_file() {
-        return Err(FormatError::NotRegular(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
+    let (f, md) = open_regular(path, libc::O_NOFOLLOW)?;
     let mut reader = ImageReader::new(BufReader::with_capacity(8 << 10, f), Some(md.len()))?;
     let minor = reader.header.minor;
     let payload = match reader.next_record()? {
@@ -197,20 +195,8 @@ impl ImageFile {
 
     /// Like [`ImageFile::open`] with an explicit key (None: MAC not checked).
     pub fn open_with_key(path: &Path, key: Option<&MacKey>) -> Result<ImageFile, ReadError> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        // O_NONBLOCK: opening a FIFO must not hang; non-regular files are
-        // refused right after.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
-        let md = f.metadata()?;
-        if !md.file_type().is_file() {
-            return Err(FormatError::NotRegular(format!(
-                "{} is not a regular file",
-                path.display()
-            )));
-        }
+        use std::os::unix::fs::MetadataExt;
+        let (f, md) = open_regular(path, 0)?;
         // A small buffer: payloads of about a chunk (up to 1 MiB) are then
         // read straight into their Vec instead of through the buffer.
         let positioned = f.try_clone().ok();
