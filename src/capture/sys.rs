@@ -259,6 +259,15 @@ pub fn stat_path(path: &[u8]) -> SysResult<libc::stat> {
     check(unsafe { libc::stat(path.as_ptr().cast(), &mut st) } as libc::c_long).map(|_| st)
 }
 
+/// lstat: a symlink is seen as one, not followed.
+pub fn lstat_path(path: &[u8]) -> SysResult<libc::stat> {
+    assert_nul(path);
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: path is NUL-terminated, st is a valid out-pointer.
+    check(unsafe { libc::lstat(path.as_ptr().cast(), &mut st) } as libc::c_long).map(|_| st)
+}
+
 /// readlink into `buf`; returns the length (no NUL added).
 pub fn readlink(path: &[u8], buf: &mut [u8]) -> SysResult<usize> {
     assert_nul(path);

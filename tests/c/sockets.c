@@ -4,7 +4,7 @@
  *     ways (datagram messages of 0, 1 and 3000 bytes: boundaries), options
  *     (SO_RCVBUF/SNDBUF, SO_PASSCRED, O_NONBLOCK) and a shut-down half;
  *   - a UNIX stream connection made through a path-bound listener (data
- *     queued both ways) and an abstract listener;
+ *     queued both ways; its file chmod 0640) and an abstract listener;
  *   - TCP listeners (IPv4 with SO_REUSEADDR, TCP_NODELAY, SO_KEEPALIVE;
  *     IPv6 with IPV6_V6ONLY and without SO_REUSEADDR), each with its
  *     backlog; bound UDP sockets (IPv4, IPv6 with SO_REUSEPORT);
@@ -195,6 +195,8 @@ int main(int argc, char **argv) {
     unlink(un.sun_path);
     int ul = socket(AF_UNIX, SOCK_STREAM, 0);
     if (bind(ul, (struct sockaddr *)&un, sizeof un) || listen(ul, 7)) fail("unix listener");
+    /* Its file's mode is the program's (a restart binds it again). */
+    if (chmod(un.sun_path, 0640)) fail("chmod listener");
     int uc = socket(AF_UNIX, SOCK_STREAM, 0);
     if (connect(uc, (struct sockaddr *)&un, sizeof un)) fail("unix connect");
     int ua = accept(ul, NULL, NULL);
@@ -343,10 +345,9 @@ int main(int argc, char **argv) {
     options("unix listener", ul);
     same_name("unix listener", ul, &ul_name);
     struct stat sb;
-    printf("unix listener file: %s\n",
-           stat(((struct sockaddr_un *)&ul_name.a)->sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode)
-               ? "a socket"
-               : "missing");
+    int is_sock = stat(((struct sockaddr_un *)&ul_name.a)->sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode);
+    printf("unix listener file: %s, mode %o\n", is_sock ? "a socket" : "missing",
+           is_sock ? (unsigned)(sb.st_mode & 07777) : 0u);
     accepts("unix listener", ul, &ul_name);
     same_name("abstract listener", al, &al_name);
     {

@@ -466,9 +466,45 @@ fn write_entry(
             Some(q) => lost = peek_queue(e, q, budget)?.err(),
             None => e.u32(0)?,
         }
-        Ok::<(), CodecError>(())
+        encode_file_attrs(e, file_attrs(s, local))
     })?;
     Ok(lost)
+}
+
+/// The entry's trailing field: a bound socket file's mode, uid and gid.
+pub(super) fn encode_file_attrs(
+    e: &mut Encoder,
+    attrs: Option<(u32, u32, u32)>,
+) -> Result<(), CodecError> {
+    match attrs {
+        Some((mode, uid, gid)) => {
+            e.u32(mode)?;
+            e.u32(uid)?;
+            e.u32(gid)
+        }
+        None => Ok(()),
+    }
+}
+
+/// A path-bound UNIX socket's file, if it is still the socket's (the
+/// inode unix_diag gave): its mode bits and owner. No allocation.
+fn file_attrs(s: &Head, local: &[u8]) -> Option<(u32, u32, u32)> {
+    if s.family as i32 != libc::AF_UNIX || s.vfs.0 == 0 {
+        return None;
+    }
+    let p = local.get(2..)?;
+    let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+    if end == 0 || end >= 200 {
+        return None;
+    }
+    let mut path = [0u8; 200];
+    path[..end].copy_from_slice(&p[..end]);
+    let st = sys::lstat_path(&path[..=end]).ok()?;
+    (st.st_ino == s.vfs.0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some((
+        st.st_mode & 0o7777,
+        st.st_uid,
+        st.st_gid,
+    ))
 }
 
 /// The head of an entry: [`Socket`] without its addresses and queue.

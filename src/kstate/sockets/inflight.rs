@@ -542,6 +542,7 @@ mod tests {
             backlog: 0,
             opts: Default::default(),
             vfs: (0, 0),
+            file_attrs: None,
             local: vec![],
             remote: vec![],
             queue: vec![],

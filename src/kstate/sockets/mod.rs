@@ -146,6 +146,10 @@ pub struct Socket {
     /// What is queued to it, one item per message (stream sockets: one
     /// item); kept only on the first descriptor of a socket.
     pub queue: Vec<Vec<u8>>,
+    /// A path-bound UNIX socket's file: its mode bits and owner (uid,
+    /// gid), which the file bound again gets (None: unknown, an image of
+    /// before they were kept).
+    pub file_attrs: Option<(u32, u32, u32)>,
 }
 
 impl Socket {
@@ -168,7 +172,8 @@ impl Socket {
         e.bytes(&self.local)?;
         e.bytes(&self.remote)?;
         e.u32(self.queue.len() as u32)?;
-        self.queue.iter().try_for_each(|m| e.bytes(m))
+        self.queue.iter().try_for_each(|m| e.bytes(m))?;
+        capture::encode_file_attrs(e, self.file_attrs)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -192,6 +197,12 @@ impl Socket {
         let queue = (0..n)
             .map(|_| d.bytes().map(<[u8]>::to_vec))
             .collect::<Result<_, _>>()?;
+        // Trailing, optional: older images end before it.
+        let file_attrs = if d.remaining() >= 12 {
+            Some((d.u32()?, d.u32()?, d.u32()?))
+        } else {
+            None
+        };
         Ok(Socket {
             fd,
             flags,
@@ -208,6 +219,7 @@ impl Socket {
             local,
             remote,
             queue,
+            file_attrs,
         })
     }
 
@@ -531,7 +543,11 @@ mod tests {
         assert_eq!(gb.shutdown, 2);
         // Still queued for the program.
         assert_eq!(recv(b), b"one");
-        for s in &got {
+        let with_file = Socket {
+            file_attrs: Some((0o640, 1000, 100)),
+            ..got[0].clone()
+        };
+        for s in got.iter().chain([&with_file]) {
             let mut buf = vec![0u8; 4096];
             let mut e = Encoder::new(&mut buf);
             s.encode(&mut e).unwrap();

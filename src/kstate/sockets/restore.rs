@@ -579,7 +579,10 @@ fn unix_path(a: &[u8]) -> Option<&[u8]> {
 /// path is free; the program's own socket file (the inode the checkpoint
 /// saw) is removed to be made again; anything else is left alone and the
 /// bind refused.
-fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
+///
+/// Returns the removed file's mode and owner, which the new one gets again
+/// (the program may have `chmod`ed its socket file).
+fn make_way(s: &Socket, path: &[u8]) -> Result<Option<(u32, u32, u32)>, String> {
     use std::os::unix::ffi::OsStrExt;
     let shown = crate::image::show::shown(path);
     if !path.starts_with(b"/") {
@@ -590,7 +593,7 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
     }
     let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
     match std::fs::symlink_metadata(p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("socket fd {}: {shown}: {e}", s.fd)),
         Ok(m) => {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -604,7 +607,8 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
                 std::fs::remove_file(p).map_err(err(format!(
                     "socket fd {}: cannot remove the old {shown}",
                     s.fd
-                )))
+                )))?;
+                Ok(Some((m.mode() & 0o7777, m.uid(), m.gid())))
             } else {
                 Err(format!(
                     "socket fd {}: {shown} is now another file, left alone: the socket is not bound",
@@ -612,6 +616,24 @@ fn make_way(s: &Socket, path: &[u8]) -> Result<(), String> {
                 ))
             }
         }
+    }
+}
+
+/// Gives the socket file just bound at `path` the mode and owner its
+/// predecessor had (best effort: a file of ours it is).
+fn same_file_attrs(path: &[u8], mode: u32, uid: u32, gid: u32) {
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return;
+    };
+    // SAFETY: a NUL-terminated path; the file is the socket bound just now.
+    unsafe {
+        libc::lchown(c.as_ptr(), uid, gid);
+        libc::fchmodat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
     }
 }
 
@@ -647,9 +669,10 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
     let fd = new_socket(s, above)?;
     let r = (|| {
         let unix = s.family as i32 == libc::AF_UNIX;
+        let mut was = None;
         if is_named(&s.local) {
             if let Some(path) = unix.then(|| unix_path(&s.local)).flatten() {
-                make_way(s, path)?;
+                was = make_way(s, path)?.map(|w| (path, w));
             }
             let mut local = s.local.clone();
             if s.family as i32 == libc::AF_NETLINK && local.len() >= 8 {
@@ -663,6 +686,12 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             let r = unsafe { libc::bind(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
             if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot bind it again", s.fd)));
+            }
+            // The file's mode and owner as the checkpoint saw them (or
+            // as the old file had them: an image of before they were kept).
+            let path = unix.then(|| unix_path(&s.local)).flatten();
+            if let Some((path, (mode, uid, gid))) = path.zip(s.file_attrs.or(was.map(|(_, w)| w))) {
+                same_file_attrs(path, mode, uid, gid);
             }
         }
         if s.role == ROLE_LISTEN {
