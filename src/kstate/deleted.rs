@@ -84,6 +84,8 @@ pub struct Deleted {
     pub path: Vec<u8>,
     pub data: Vec<u8>,
     pub ends: Vec<End>,
+    /// Its owner (uid, gid); None in images of before it was kept.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Deleted {
@@ -101,6 +103,10 @@ impl Deleted {
             e.u32(x.desc)?;
             e.u32(x.flags)?;
             e.u64(x.offset)?;
+        }
+        if let Some((uid, gid)) = self.owner {
+            e.u32(uid)?;
+            e.u32(gid)?;
         }
         Ok(())
     }
@@ -130,6 +136,12 @@ impl Deleted {
                 })
             })
             .collect::<Result<_, CodecError>>()?;
+        // Trailing, optional: older images end before it.
+        let owner = if d.remaining() >= 8 {
+            Some((d.u32()?, d.u32()?))
+        } else {
+            None
+        };
         Ok(Deleted {
             dev,
             ino,
@@ -139,6 +151,7 @@ impl Deleted {
             path,
             data,
             ends,
+            owner,
         })
     }
 
@@ -368,6 +381,8 @@ fn capture_one(
             e.u32(x.flags)?;
             e.u64(x.offset)?;
         }
+        e.u32(st.st_uid)?;
+        e.u32(st.st_gid)?;
         Ok::<(), KstateError>(())
     })?;
     if !saved {
@@ -563,6 +578,17 @@ pub fn restore(x: &Deleted, mapped: Option<i32>) -> Result<Vec<String>, String> 
             }
         }
         descs.push((e.desc, fd));
+    }
+    // Its owner first (a chown clears set-id bits), then its mode.
+    if let Some((uid, gid)) = x.owner {
+        // SAFETY: fchown on our file.
+        if unsafe { libc::fchown(file, uid, gid) } != 0 {
+            warn.push(format!(
+                "{}: its owner {uid}:{gid} cannot be given back: {}",
+                name(first),
+                last_err()
+            ));
+        }
     }
     // SAFETY: fchmod on our file, now that every description is open.
     if unsafe { libc::fchmod(file, x.mode & 0o7777) } != 0 {

@@ -42,6 +42,9 @@ pub struct Memfd {
     /// (offset, bytes) of the object's data; empty when its mappings
     /// carry it or another entry of the same object does.
     pub data: Vec<(u64, Vec<u8>)>,
+    /// Its permission bits (`fchmod` on a memfd is kept); None in images
+    /// of before they were.
+    pub mode: Option<u32>,
 }
 
 impl Memfd {
@@ -59,6 +62,9 @@ impl Memfd {
             e.u64(*off)?;
             e.bytes(b)?;
         }
+        if let Some(mode) = self.mode {
+            e.u32(mode)?;
+        }
         Ok(())
     }
 
@@ -73,11 +79,16 @@ impl Memfd {
             seals: d.u32()?,
             name: d.bytes()?.to_vec(),
             data: Vec::new(),
+            mode: None,
         };
         let n = d.count(12)?;
         for _ in 0..n {
             let off = d.u64()?;
             m.data.push((off, d.bytes()?.to_vec()));
+        }
+        // Trailing, optional: older images end before it.
+        if d.remaining() >= 4 {
+            m.mode = Some(d.u32()? & 0o7777);
         }
         Ok(m)
     }
@@ -284,6 +295,7 @@ pub fn capture(
                 }
             }
             e.patch_u32(at, runs);
+            e.u32(st.st_mode & 0o7777)?;
             Ok(())
         });
         // SEEK_DATA moved the descriptor's offset: put it back, whatever

@@ -44,6 +44,8 @@ struct Obj {
     /// filled: a mapping may reach past the end of its file).
     exact: Option<u64>,
     seals: u32,
+    /// The permission bits its memfd entry gives.
+    mode: Option<u32>,
     fd: Option<OwnedFd>,
     /// The System V segment made again.
     shmid: Option<i32>,
@@ -120,6 +122,7 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
                 master: None,
                 exact: None,
                 seals: 0,
+                mode: None,
                 shmid: None,
                 source: o.source.clone(),
                 dev: o.dev,
@@ -257,6 +260,7 @@ impl SharedObjects {
             o.size = o.size.max(m.size);
             o.exact = Some(m.size);
             o.seals |= m.seals;
+            o.mode = o.mode.or(m.mode);
         }
         s
     }
@@ -272,6 +276,7 @@ impl SharedObjects {
             size: 0,
             exact: None,
             seals: 0,
+            mode: None,
             fd: None,
             shmid: None,
             master: None,
@@ -443,6 +448,15 @@ impl SharedObjects {
                 for &(at, len, off) in &read_only {
                     map_fixed_replace(at, len, ro.as_raw_fd(), off)
                         .map_err(|e| RestoreError::Io(describe(o), e))?;
+                }
+            }
+            if let Some(mode) = o.mode {
+                // SAFETY: fchmod on our own memfd.
+                if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } != 0 {
+                    return Err(RestoreError::Io(
+                        format!("{}: cannot give it its mode {mode:o} again", describe(o)),
+                        std::io::Error::last_os_error(),
+                    ));
                 }
             }
             if o.seals == 0 {

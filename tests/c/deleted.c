@@ -4,9 +4,9 @@
  * usage: deleted DIR [BYTES]
  *   Writes BYTES (default 200000) of a pattern into DIR/data, opened
  *   read-write at offset 12345, again write-only with O_APPEND, and dup'ed;
- *   then unlinks it, and enters DIR/sub and removes it. Waits 2 s (the
+ *   then (as root) gives it owner 1:1, unlinks it, and enters DIR/sub and removes it. Waits 2 s (the
  *   checkpoint comes then), then prints: each descriptor's offset and
- *   flags, the file's link count, size and mode, the bytes read from the
+ *   flags, the file's link count, size, mode and owner, the bytes read from the
  *   offset (checked against the pattern), an appended line read back
  *   through the first descriptor, and what getcwd and creating a file in
  *   the working directory give.
@@ -55,6 +55,8 @@ int main(int argc, char **argv) {
     int b = open(path, O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
     if (b < 0) fail("open append");
     int c = dup(a);
+    /* Another owner, where the program may give it one (root). */
+    if (geteuid() == 0 && fchown(a, 1, 1) != 0) fail("fchown");
     if (unlink(path) != 0) fail("unlink");
     if (mkdir(sub, 0700) != 0 || chdir(sub) != 0 || rmdir(sub) != 0) fail("cwd");
 
@@ -68,8 +70,8 @@ int main(int argc, char **argv) {
     show("dup", c);
     struct stat st;
     if (fstat(a, &st) != 0) fail("fstat");
-    printf("links %ld size %ld mode %o\n", (long)st.st_nlink, (long)st.st_size,
-           st.st_mode & 07777);
+    printf("links %ld size %ld mode %o owner %d:%d\n", (long)st.st_nlink, (long)st.st_size,
+           st.st_mode & 07777, (int)st.st_uid, (int)st.st_gid);
     size_t want = bytes - 12345, got = 0, bad = 0;
     while (got < want) {
         ssize_t n = read(a, buf, want - got);

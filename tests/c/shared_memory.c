@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +70,7 @@ int main(void) {
      * offset at 123. */
     int mfd = memfd_create("kmem-test", MFD_ALLOW_SEALING);
     if (mfd < 0 || ftruncate(mfd, 3 * PG)) { perror("memfd"); return 2; }
+    if (fchmod(mfd, 0642)) { perror("memfd fchmod"); return 2; }
     unsigned char *m1 = map(2 * PG, rw, MAP_SHARED, mfd, 0);
     unsigned char *m2 = map(2 * PG, rw, MAP_SHARED, mfd, PG);
     fill(m1, 2 * PG, 4);
@@ -143,6 +145,9 @@ int main(void) {
     CHECK(lseek(mfd, 0, SEEK_CUR) == 123, "memfd offset %ld", (long)lseek(mfd, 0, SEEK_CUR));
     int seals = fcntl(mfd, F_GET_SEALS);
     CHECK(seals == (F_SEAL_GROW | F_SEAL_SHRINK), "memfd seals %#x", seals);
+    struct stat mst;
+    CHECK(fstat(mfd, &mst) == 0 && (mst.st_mode & 07777) == 0642, "memfd mode %o",
+          (unsigned)(mst.st_mode & 07777));
     CHECK(ftruncate(mfd, 8 * PG) == -1 && errno == EPERM, "memfd grew despite its seal");
     CHECK((fcntl(mfd, F_GETFL) & O_ACCMODE) == O_RDWR && !(fcntl(mfd, F_GETFD) & FD_CLOEXEC),
           "memfd flags");
