@@ -276,6 +276,9 @@ impl Runtime {
         // Prepare: everything that allocates or opens happens now.
         let maps_text = std::fs::read("/proc/thread-self/maps")
             .map_err(io("cannot read", Path::new("/proc/self/maps")))?;
+        // Pages of deleted files and memfds no restart could read again:
+        // all of them present now, so that the dump stores them.
+        crate::capture::prefault::prefault_gone_objects(&maps_text);
         let maps_len = maps_text.len();
         let maps_cap = maps_len * 4 + (256 << 10);
         let record_cap = maps_cap * 2 + dump::RECORD_CAP_BASE;

@@ -558,3 +558,36 @@ fn a_data_file_written_after_the_checkpoint_is_named_at_the_resume() {
     assert_eq!(got, want_out, "{err}");
     assert_eq!(std::fs::read_to_string(data("run.data")).unwrap(), want);
 }
+
+/// Mappings of a deleted file (private and shared, the file closed) and
+/// of a memfd (private, closed), none of their pages touched before the
+/// checkpoint: every page reads the object's bytes after the restart
+/// (the checkpoint brings them in first; nothing could read them again).
+#[test]
+fn untouched_pages_of_deleted_files_and_memfds_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("deleted_untouched");
+    if !build_c("deleted_untouched", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = tmp.path().to_str().unwrap().to_string();
+    let want = reference(&exe, &[&work], &tmp.path().join("ref"));
+    for what in [
+        "private deleted file",
+        "shared deleted file",
+        "private memfd",
+    ] {
+        assert!(
+            want.contains(&format!("{what}: 0 of 64 pages wrong")),
+            "{want}"
+        );
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[&work], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: {err}");
+    }
+}

@@ -29,6 +29,7 @@ pub mod interrupted;
 pub mod maps;
 pub mod pages;
 pub mod park;
+pub mod prefault;
 pub mod relink;
 pub mod scratch;
 pub mod sys;
