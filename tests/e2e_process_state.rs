@@ -205,6 +205,10 @@ fn inotify_watches_come_back_with_their_numbers_under_both_id_paths() {
     assert!(want.ends_with("inotify ok\n"), "{want}");
     assert!(want.contains("watches 1 2 4, flags nonblock\n"), "{want}");
     assert_eq!(want.matches("event wd ").count(), 4, "{want}");
+    assert!(
+        want.contains("many watches: 40 events, 0 on another watch\n"),
+        "{want}"
+    );
     for tids in ["exact", "new"] {
         let dir = tmp.path().join(format!("ck-{tids}"));
         let w = watched(tids);
@@ -227,6 +231,23 @@ fn inotify_watches_come_back_with_their_numbers_under_both_id_paths() {
         assert!(wds.contains(&4) && !wds.contains(&3), "{j}");
         assert_eq!(j["not_restorable"].as_array().unwrap().len(), 0, "{j}");
         assert!(inspect_text(&image).contains("inotify, 3 watches nonblock"));
+        // The second descriptor's forty numbers, each once (the kernel
+        // shows them in hex).
+        let mut many: Vec<i64> = j["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "inotify")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{j}"))["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["wd"].as_i64().unwrap())
+            .collect();
+        many.sort_unstable();
+        many.dedup();
+        assert_eq!(many, (1..=40).collect::<Vec<i64>>(), "{j}");
         let offset = fd_offset(&image, 1);
         let second = tmp.path().join(format!("second-{tids}"));
         let (status, err) = finish(

@@ -217,7 +217,8 @@ pub fn capture(
             e.u32(lines().count() as u32)?;
             for line in lines() {
                 let num = |key: &[u8]| hex_field(line, key);
-                let wd = sys::parse_u64(&line[b"inotify wd:".len()..]).map_or(0, |(v, _)| v) as i32;
+                // The kernel prints the number in hex (`inotify wd:%x`).
+                let wd = sys::parse_hex(&line[b"inotify wd:".len()..]).map_or(0, |(v, _)| v) as i32;
                 let (ino, dev) = (
                     num(b" ino:").unwrap_or(0),
                     user_dev(num(b"sdev:").unwrap_or(0)),

@@ -1,10 +1,10 @@
 /* inotify across a checkpoint (issue 14): a directory and two files
  * watched with their masks, a hole in the watch numbers (a watch removed),
- * a non-blocking descriptor. It prints the watch numbers, "waiting",
+ * a non-blocking descriptor; forty watches on a second one. It prints the watch numbers, "waiting",
  * sleeps (the checkpoint comes then), touches the files and prints the
  * events it reads: the same lines in an uninterrupted run.
  *
- * usage: inotify DIR  (DIR is made; it must not hold "new") */
+ * usage: inotify DIR  (DIR and DIR.many are made; DIR must not hold "new") */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +63,21 @@ int main(int argc, char **argv) {
         ;
     printf("watches %d %d %d, flags %s\n", w1, w2, w4,
            fcntl(in, F_GETFL) & O_NONBLOCK ? "nonblock" : "blocking");
+    /* Forty more watches on another descriptor: numbers past 9 (the
+     * kernel shows them in hex). */
+    int many = inotify_init1(IN_NONBLOCK);
+    int last = -1;
+    snprintf(p, sizeof p, "%s.many", dir);
+    if (mkdir(p, 0700) != 0 && errno != EEXIST)
+        fail("mkdir many");
+    for (int i = 0; i < 40; i++) {
+        snprintf(p, sizeof p, "%s.many/m%02d", dir, i);
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            fail("mkdir many");
+        last = inotify_add_watch(many, p, IN_CREATE);
+        if (last < 0)
+            fail("inotify_add_watch many");
+    }
     printf("waiting\n");
     struct timespec t = {1, 500000000};
     while (nanosleep(&t, &t) != 0 && errno == EINTR)
@@ -85,6 +100,23 @@ int main(int argc, char **argv) {
             q += sizeof *e + e->len;
         }
     }
+    /* An event in every one of the forty directories, each on its watch. */
+    for (int i = 0; i < 40; i++) {
+        snprintf(p, sizeof p, "%s.many/m%02d", dir, i);
+        touch(p, "x", "");
+    }
+    int wrong = 0, got = 0;
+    struct pollfd pm = {many, POLLIN, 0};
+    while (got < 40 && poll(&pm, 1, 2000) > 0) {
+        ssize_t n = read(many, ev, sizeof ev);
+        for (char *q = ev; n > 0 && q < ev + n;) {
+            struct inotify_event *e = (struct inotify_event *)q;
+            wrong += e->wd != last - 39 + got;
+            got++;
+            q += sizeof *e + e->len;
+        }
+    }
+    printf("many watches: %d events, %d on another watch\n", got, wrong);
     printf("inotify ok\n");
     return 0;
 }
