@@ -507,7 +507,11 @@ impl Runtime {
             }
             None => {
                 let _ = std::fs::remove_file(&tmp_path);
-                return Err(Error::Config("the dump did not run".into()));
+                // In a tree: the round said not to dump (a member failed
+                // or went away), and says why.
+                return Err(tree
+                    .failure()
+                    .unwrap_or_else(|| Error::Config("the dump did not run".into())));
             }
         };
         if let Some(e) = tree.failure().filter(|_| !tree_ok) {

@@ -768,19 +768,37 @@ fn a_file_opened_before_a_fork_keeps_one_offset_for_parent_and_child() {
         .iter()
         .filter(|s| s["kind"] == "file")
         .collect();
-    assert_eq!(files.len(), 1, "{rec}");
-    assert_eq!(files[0]["ends"].as_array().unwrap().len(), 2, "{rec}");
+    // Two descriptions of the one file (the writer's and the reader's),
+    // each held by both.
+    assert_eq!(files.len(), 2, "{rec}");
+    assert_ne!(files[0]["peer"], files[1]["peer"], "{rec}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f["ends"].as_array().unwrap().len() == 2),
+        "{rec}"
+    );
+    let offset = fd_offset(&root_image(&set), 1);
+    let second = tmp.path().join("second");
     let err = wait_ok(
-        spawn_to_file(
-            &mut selfckpt_run(&dir, &exe, &args),
-            &tmp.path().join("second"),
-        ),
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &args), &second),
         "resumed run",
     );
     // One offset again: the lines follow each other as without a restart.
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         std::fs::read_to_string(&reference).unwrap(),
+        "{err}"
+    );
+    // And the reader's own: each round reads its two lines.
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        format!(
+            "{}{}",
+            &first[..offset],
+            std::fs::read_to_string(&second).unwrap()
+        ),
+        String::from_utf8_lossy(&r.stdout),
         "{err}"
     );
 }

@@ -353,7 +353,8 @@ fn open_files(
         out.push(Pipe {
             kind: "file",
             ino: s.ino,
-            peer: 0,
+            // Which description of the file (records of before: 0, one).
+            peer: s.peer,
             rd: at,
             wr: at,
         });
@@ -801,10 +802,11 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
 fn place_fds(shared: &[Shared], pipes: &[Pipe], pid: u32) -> Vec<i32> {
     let mut placed = Vec::new();
     for s in shared {
-        let Some(p) = pipes
-            .iter()
-            .find(|p| p.ino == s.ino && p.kind == s.kind && (p.kind != PTS || p.peer == s.peer))
-        else {
+        let Some(p) = pipes.iter().find(|p| {
+            p.ino == s.ino
+                && p.kind == s.kind
+                && (!matches!(p.kind, PTS | "file") || p.peer == s.peer)
+        }) else {
             continue;
         };
         for e in s.ends.iter().filter(|e| e.pid == pid) {

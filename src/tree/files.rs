@@ -71,6 +71,9 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
     }
     let mut out = Vec::new();
     for ((_, ino), mut holders) in by_file {
+        // Several descriptions of one file: each its own entry, told
+        // apart by `peer` (its number among the file's, from 1).
+        let mut description = 0;
         while let Some((p0, f0)) = holders.pop() {
             let (same, rest): (Vec<_>, Vec<_>) = holders
                 .into_iter()
@@ -85,10 +88,11 @@ pub fn shared_files(pids: &[u32], outside: &[u64]) -> Vec<Shared> {
                 continue;
             }
             ends.sort_unstable();
+            description += 1;
             out.push(Shared {
                 kind: "file".into(),
                 ino,
-                peer: 0,
+                peer: description,
                 dev: 0,
                 ends: ends
                     .into_iter()

@@ -1,7 +1,10 @@
 /* A file opened before a fork is one open file description for parent
  * and child: one offset. They take turns (a token over pipes) writing
  * lines to it, without O_APPEND; with separate offsets the lines would
- * overwrite each other. Prints one line per round on stdout.
+ * overwrite each other. A second open of the same file, for reading, is
+ * another description (its own offset), which both hold too: the parent
+ * reads each round's two lines through it. Prints one line per round on
+ * stdout.
  *
  * Usage: tree_file FILE ROUNDS */
 #include <fcntl.h>
@@ -30,8 +33,9 @@ int main(int argc, char **argv) {
         return 2;
     int rounds = atoi(argv[2]);
     int f = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int g = open(argv[1], O_RDONLY);
     int go[2], back[2];
-    if (f < 0 || pipe(go) != 0 || pipe(back) != 0)
+    if (f < 0 || g < 0 || pipe(go) != 0 || pipe(back) != 0)
         return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
     pid_t child = fork();
@@ -53,7 +57,8 @@ int main(int argc, char **argv) {
         char t = 'x';
         if (write(go[1], &t, 1) != 1 || read(back[0], &t, 1) != 1)
             return 4;
-        printf("round %d\n", i);
+        char buf[256];
+        printf("round %d, read %zd\n", i, read(g, buf, sizeof buf));
         nap();
     }
     close(go[1]);
