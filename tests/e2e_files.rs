@@ -493,13 +493,7 @@ fn a_deleted_file_mapped_shared_and_held_open_stays_one_file() {
         want.contains("mapping reads HELLO, descriptor reads through the mapping, third page"),
         "{want}"
     );
-    for tids in ["exact", "new"] {
-        let dir = tmp.path().join(format!("ck-{tids}"));
-        let Some((got, err)) = resumed(&exe, &dir, tids, &[&work], |_| {}) else {
-            continue;
-        };
-        assert_eq!(got, want, "--tids {tids}: {err}");
-    }
+    resumes_as_uninterrupted(&exe, tmp.path(), &[&work], &want);
 }
 
 /// A data file the program reads and writes (`exec 3<>`), written on after
@@ -583,9 +577,15 @@ fn untouched_pages_of_deleted_files_and_memfds_come_back() {
             "{want}"
         );
     }
+    resumes_as_uninterrupted(&exe, tmp.path(), &[&work], &want);
+}
+
+/// Checkpoints `exe args` while it waits, under both id paths, kills and
+/// resumes it: its output must be `want`, an uninterrupted run's.
+fn resumes_as_uninterrupted(exe: &Path, tmp: &Path, args: &[&str], want: &str) {
     for tids in ["exact", "new"] {
-        let dir = tmp.path().join(format!("ck-{tids}"));
-        let Some((got, err)) = resumed(&exe, &dir, tids, &[&work], |_| {}) else {
+        let dir = tmp.join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(exe, &dir, tids, args, |_| {}) else {
             continue;
         };
         assert_eq!(got, want, "--tids {tids}: {err}");
