@@ -489,7 +489,6 @@ fn taken_bytes(rec: &TreeRecord, images: &[PathBuf], index: u64) -> Option<Vec<u
         })
 }
 
-/// The highest descriptor number any member's shared pipes use.
 /// Raises the soft descriptor limit to `need` (at most the hard limit)
 /// when it is lower.
 fn room_for_fds(need: i32) {
@@ -506,6 +505,7 @@ fn room_for_fds(need: i32) {
     }
 }
 
+/// The highest descriptor number any member's shared pipes use.
 fn max_fd(rec: &TreeRecord) -> i32 {
     rec.shared
         .iter()

@@ -70,11 +70,7 @@ fn refused(set: &Path, rec: &TreeRecord) -> Vec<String> {
     let mut out = Vec::new();
     for m in &rec.members {
         let img = crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref());
-        let Ok(view) = img
-            .as_ref()
-            .map_err(|e| e.to_string())
-            .and_then(|i| i.view().map_err(|e| e.to_string()))
-        else {
+        let Some(view) = img.as_ref().ok().and_then(|i| i.view().ok()) else {
             out.push(format!(
                 "process {} ({}): its image cannot be read back",
                 m.pid, m.program

@@ -492,14 +492,11 @@ fn file_attrs(s: &Head, local: &[u8]) -> Option<(u32, u32, u32)> {
     if s.family as i32 != libc::AF_UNIX || s.vfs.0 == 0 {
         return None;
     }
-    let p = local.get(2..)?;
-    let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
-    if end == 0 || end >= 200 {
-        return None;
-    }
-    let mut path = [0u8; 200];
-    path[..end].copy_from_slice(&p[..end]);
-    let st = sys::lstat_path(&path[..=end]).ok()?;
+    let p = unix_path(local)?;
+    // An address is at most 128 bytes: the path always fits.
+    let mut path = PathBuf::<130>::new();
+    path.push(p);
+    let st = sys::lstat_path(path.as_cstr_bytes()).ok()?;
     (st.st_ino == s.vfs.0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some((
         st.st_mode & 0o7777,
         st.st_uid,

@@ -460,6 +460,16 @@ fn printable(s: &[u8]) -> &[u8] {
     }
 }
 
+/// The path of a path-bound UNIX address (None: unnamed or abstract).
+/// No allocation.
+pub(super) fn unix_path(a: &[u8]) -> Option<&[u8]> {
+    let p = a.get(2..)?;
+    if p.is_empty() || p[0] == 0 {
+        return None;
+    }
+    Some(&p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())])
+}
+
 /// Whether an address names something: not unnamed UNIX, not port 0 on
 /// the wildcard address.
 pub(super) fn is_named(a: &[u8]) -> bool {

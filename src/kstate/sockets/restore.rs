@@ -566,15 +566,6 @@ fn sockaddr(a: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
     (st, n as libc::socklen_t)
 }
 
-/// The path of a path-bound UNIX address (None: unnamed or abstract).
-fn unix_path(a: &[u8]) -> Option<&[u8]> {
-    let p = a.get(2..)?;
-    if p.is_empty() || p[0] == 0 {
-        return None;
-    }
-    Some(&p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())])
-}
-
 /// Makes way for binding a UNIX socket at `path`: nothing to do if the
 /// path is free; the program's own socket file (the inode the checkpoint
 /// saw) is removed to be made again; anything else is left alone and the
@@ -669,11 +660,12 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
     let fd = new_socket(s, above)?;
     let r = (|| {
         let unix = s.family as i32 == libc::AF_UNIX;
-        let mut was = None;
         if is_named(&s.local) {
-            if let Some(path) = unix.then(|| unix_path(&s.local)).flatten() {
-                was = make_way(s, path)?.map(|w| (path, w));
-            }
+            let path = unix.then(|| unix_path(&s.local)).flatten();
+            let was = match path {
+                Some(path) => make_way(s, path)?,
+                None => None,
+            };
             let mut local = s.local.clone();
             if s.family as i32 == libc::AF_NETLINK && local.len() >= 8 {
                 // The kernel picks the port id again (it was the old pid).
@@ -689,8 +681,7 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             }
             // The file's mode and owner as the checkpoint saw them (or
             // as the old file had them: an image of before they were kept).
-            let path = unix.then(|| unix_path(&s.local)).flatten();
-            if let Some((path, (mode, uid, gid))) = path.zip(s.file_attrs.or(was.map(|(_, w)| w))) {
+            if let Some((path, (mode, uid, gid))) = path.zip(s.file_attrs.or(was)) {
                 same_file_attrs(path, mode, uid, gid);
             }
         }
