@@ -639,7 +639,7 @@ fn with_no_tree_the_checkpoint_names_the_children_it_leaves_out_and_the_restarte
             std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z "))
         })
         .unwrap();
-    let set = checkpoint_wait(root);
+    let (set, taken_err) = checkpoint_wait_err(root);
     kill_tree(&mut child, libc::SIGKILL);
     // Named in the stats line, the record and inspect.
     let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
@@ -658,15 +658,41 @@ fn with_no_tree_the_checkpoint_names_the_children_it_leaves_out_and_the_restarte
         text.contains("left out") && text.contains("--no-tree"),
         "{text}"
     );
-    // The restarted parent is told, at restart and when its wait fails.
+    // The checkpoint said it where it was asked.
+    assert!(
+        taken_err.contains(&format!("process {late} (")) && taken_err.contains("left out"),
+        "{taken_err}"
+    );
+    // A restart refuses by default, naming it.
+    let refused = Command::new(selfckpt())
+        .arg("restart")
+        .arg(&set)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains(&format!("process {late} (")) && why.contains("--unrestorable=left_out"),
+        "{why}"
+    );
+    // Accepted, the restarted parent is told, at restart and when its
+    // wait fails.
     let second = tmp.path().join("second");
     let (st, err) = finish(
-        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&set), &second),
+        spawn_to_file(
+            Command::new(selfckpt())
+                .arg("restart")
+                .arg("--unrestorable=left_out")
+                .arg(&set),
+            &second,
+        ),
         "restart",
     );
     assert_eq!(st.code(), Some(4), "{err}");
     assert!(
-        err.contains(&format!("child {late} was left out of the checkpoint"))
+        err.contains(&format!("process {late} ("))
+            && err.contains("--unrestorable=left_out")
             && err.contains(&format!("child {late} is not there to wait for")),
         "{err}"
     );

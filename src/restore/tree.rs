@@ -70,13 +70,16 @@ pub fn restart_tree(
         ));
     }
     if !rec.left_out.is_empty() {
-        for l in &rec.left_out {
-            eprintln!(
-                "selfckpt: warning: process {} ({}), a child of {}, was left out of the checkpoint \
-                 ({}): it does not come back; its parent's wait for it fails",
-                l.pid, l.program, l.ppid, l.why
-            );
+        let text = rec.left_out_text();
+        if !opts.unrestorable.accepts("left_out") {
+            return Err(RestoreError::NotRestorable {
+                text,
+                kinds: "left_out".into(),
+            });
         }
+        eprintln!(
+            "selfckpt: warning: restarting without the processes left out of the checkpoint              (--unrestorable=left_out): {text}; their parents' waits for them fail"
+        );
     }
     let data = pipe_data(&rec, &images);
     let sockets = socket_ends(&rec, &images);

@@ -15,7 +15,7 @@ use crate::interpose::next;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use libc::{c_int, pid_t};
 
-/// Most left-out children one process remembers.
+/// Most left_out children one process remembers.
 pub const MAX_LEFT: usize = 120;
 static LEFT: [AtomicU32; MAX_LEFT] = [const { AtomicU32::new(0) }; MAX_LEFT];
 /// Set in a restarted process that had children left out.
@@ -68,7 +68,7 @@ fn say(pid: u32, what: &[u8]) {
 }
 
 /// After a wait that failed: if it was for a child left out (or for any
-/// child, `pid` <= 0, while left-out ones are missing), say so.
+/// child, `pid` <= 0, while left_out ones are missing), say so.
 fn after_wait(pid: pid_t, failed: bool) {
     if !failed || !ACTIVE.load(Acquire) {
         return;

@@ -153,7 +153,7 @@ fn serve() {
                 if let Ok(mut d) = SET_DIR.lock() {
                     *d = Some(dir);
                 }
-                // The left-out children (`pid` of them), then the
+                // The left_out children (`pid` of them), then the
                 // members with System V segments attached.
                 let pids: Vec<u32> = s
                     .text()

@@ -50,6 +50,16 @@ pub struct LeftOut {
     pub why: String,
 }
 
+impl LeftOut {
+    /// What a restart says of it.
+    pub fn sentence(&self) -> String {
+        format!(
+            "process {} ({}), a child of {}, was left out of the checkpoint: {}",
+            self.pid, self.program, self.ppid, self.why
+        )
+    }
+}
+
 /// One end of a descriptor shared between members.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct End {
@@ -114,6 +124,16 @@ pub enum RecordError {
 }
 
 impl TreeRecord {
+    /// The processes left out of the checkpoint, one sentence each,
+    /// joined: what a restart refuses unless told (`left_out`).
+    pub fn left_out_text(&self) -> String {
+        self.left_out
+            .iter()
+            .map(LeftOut::sentence)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn member(&self, pid: u32) -> Option<&Proc> {
         self.members.iter().find(|m| m.pid == pid)
     }

@@ -85,7 +85,27 @@ fn refused(set: &Path, rec: &TreeRecord) -> Vec<String> {
                 .map(|p| format!("process {} ({}): {}", m.pid, m.program, p.text)),
         );
     }
+    // A process left out does not come back: a restart refuses.
+    out.extend(rec.left_out.iter().map(LeftOut::sentence));
     out
+}
+
+/// Why a live descendant did not join the round, as far as can be seen
+/// from outside it.
+fn not_joined_why(pid: u32, state: char) -> String {
+    if state == 'T' || state == 't' {
+        return "it is stopped (SIGSTOP or a tracer) and cannot take part".into();
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    if maps.contains("libselfckpt") {
+        "it has selfckpt loaded but is not connected to the tree (it closed the descriptor \
+         it inherited for it, or shares its parent's descriptor table: CLONE_FILES)"
+            .into()
+    } else {
+        "it does not run selfckpt (a statically linked program, or one started without the \
+         inherited environment)"
+            .into()
+    }
 }
 
 /// The member that made the round fail while threads were parked.
@@ -564,7 +584,7 @@ impl RootRound {
             .collect()
     }
 
-    /// Fills the record's processes, zombies and left-out children.
+    /// Fills the record's processes, zombies and left_out children.
     fn describe(&mut self, me: u32) {
         let joined: Vec<u32> = self.members.iter().map(|m| m.pid).collect();
         let mut procs = vec![proc_of(me)];
@@ -592,9 +612,7 @@ impl RootRound {
                 } else if !super::covers_forks() {
                     "the run was started with --no-tree".to_string()
                 } else {
-                    "it did not join the tree (a statically linked program, one started without \
-                     the inherited environment, or --no-tree)"
-                        .to_string()
+                    not_joined_why(s.pid, s.state)
                 };
                 self.record.left_out.push(LeftOut {
                     pid: s.pid,

@@ -444,16 +444,21 @@ pub fn root_image(set: &Path) -> PathBuf {
 /// `selfckpt checkpoint PID --wait` (the request channel); the durable
 /// image's path. Panics with the command's message on failure.
 pub fn checkpoint_wait(pid: u32) -> PathBuf {
+    checkpoint_wait_err(pid).0
+}
+
+/// `checkpoint_wait`, with what the checkpoint said on stderr.
+pub fn checkpoint_wait_err(pid: u32) -> (PathBuf, String) {
     let o = Command::new(selfckpt())
         .args(["checkpoint", &pid.to_string(), "--wait", "--timeout", "60"])
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "checkpoint {pid}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "checkpoint {pid}: {err}");
+    (
+        PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        err,
+    )
 }
 
 /// Runs `exe args` uninterrupted; its output.

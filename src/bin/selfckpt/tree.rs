@@ -86,7 +86,9 @@ pub fn inspect_set(path: &Path, json: bool) -> Result<(), String> {
     println!("  processes:");
     show(&rec, rec.root, 1);
     if !rec.left_out.is_empty() {
-        println!("  left out (live children that do not come back):");
+        println!(
+            "  left out (live children that do not come back; a restart refuses them unless --unrestorable=left_out):"
+        );
         for l in &rec.left_out {
             println!(
                 "    {} {} (child of {}): {}",
