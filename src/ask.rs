@@ -383,6 +383,7 @@ pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
     let stats = stats.ok_or(AskError::NoDir)?;
     // None: a timeout too large to represent, i.e. none.
     let deadline = Instant::now().checked_add(a.timeout);
+    let mut member_error: Option<String> = None;
     loop {
         let bytes = std::fs::read(&stats).unwrap_or_default();
         let new = bytes.get(start as usize..).unwrap_or(&[]);
@@ -425,18 +426,30 @@ pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
                     }));
                 }
                 Some("error") => {
-                    return Err(AskError::Failed(
-                        a.pid,
-                        rec["error"].as_str().unwrap_or("?").to_string(),
-                    ))
+                    let text = rec["error"].as_str().unwrap_or("?").to_string();
+                    // The root's own line says how the tree's checkpoint
+                    // ended: a member's error may be of a try the root
+                    // called off and makes again (a member ended as the
+                    // tree froze). It is told only if the root's line
+                    // never comes.
+                    if rec["pid"].as_i64() == Some(a.pid as i64) {
+                        return Err(AskError::Failed(a.pid, text));
+                    }
+                    member_error.get_or_insert(text);
                 }
                 _ => {}
+            }
+        }
+        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        if let Some(text) = &member_error {
+            if timed_out || !alive(a.pid) {
+                return Err(AskError::Failed(a.pid, text.clone()));
             }
         }
         if !alive(a.pid) {
             return Err(AskError::Ended(a.pid));
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if timed_out {
             return Err(AskError::Timeout {
                 stats: stats.display().to_string(),
                 secs: a.timeout.as_secs_f64(),

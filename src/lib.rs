@@ -348,6 +348,7 @@ impl Builder {
             kstate::deleted::set_max(max);
         }
         kstate::process_attrs::note_start();
+        kstate::credentials::note_start();
         #[cfg(feature = "alloc-guard")]
         capture::alloc_guard::set_selftest(settings::alloc_guard_selftest()?);
         manager::install_handlers(suspend_signal).map_err(|e| {

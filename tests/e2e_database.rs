@@ -96,6 +96,23 @@ impl Pg {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 
+    /// Every log of the server's runs, each under its name.
+    fn logs(&self) -> String {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".log"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .map(|n| format!("--- {n}\n{}", self.log(n)))
+            .collect()
+    }
+
     /// Runs one statement; its rows, unaligned.
     fn sql(&self, q: &str) -> Result<String, String> {
         let o = self
@@ -138,7 +155,12 @@ impl Pg {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "checkpoint: {err}");
+        assert!(
+            o.status.success(),
+            "checkpoint: {err}\nthe server's logs:\n{}\nstats.jsonl:\n{}",
+            self.logs(),
+            self.log("ck/stats.jsonl")
+        );
         let set = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
         assert!(set.join("tree.json").is_file(), "not a set: {set:?}");
         (set, err)

@@ -580,6 +580,32 @@ fn untouched_pages_of_deleted_files_and_memfds_come_back() {
     resumes_as_uninterrupted(&exe, tmp.path(), &[&work], &want);
 }
 
+/// `O_PATH` descriptors (of a file, a directory, a symlink itself) come
+/// back `O_PATH`, of the same objects, with their close-on-exec flags.
+#[test]
+fn o_path_descriptors_come_back_o_path_of_the_same_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("opath");
+    if !build_c("opath", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let work = work.to_str().unwrap().to_string();
+    let want = reference(&exe, &[&work], &tmp.path().join("ref"));
+    for line in [
+        "file: O_PATH 1 cloexec 0 file size 12",
+        "dir: O_PATH 1 cloexec 1 dir size 4096",
+        "link: O_PATH 1 cloexec 0 symlink size 6",
+        "read through O_PATH: Bad file descriptor",
+        "readlinkat of link: target",
+    ] {
+        assert!(want.lines().any(|l| l == line), "{line}: {want}");
+    }
+    resumes_as_uninterrupted(&exe, tmp.path(), &[&work], &want);
+}
+
 /// Checkpoints `exe args` while it waits, under both id paths, kills and
 /// resumes it: its output must be `want`, an uninterrupted run's.
 fn resumes_as_uninterrupted(exe: &Path, tmp: &Path, args: &[&str], want: &str) {

@@ -310,3 +310,143 @@ fn a_process_whose_main_thread_exited_comes_back() {
         );
     }
 }
+
+/// Whether this process is root with every capability (the credentials
+/// a program gives up can then be checked coming back as given up).
+fn all_capabilities() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+        && std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|c| c & (1 << 21) != 0 && c & (1 << 19) != 0)
+}
+
+/// `tests/c/credentials.c` reads its threads' scheduling and credentials
+/// back after the restart exactly as an uninterrupted run does: the
+/// capabilities its threads gave up (each its own) stay given up, though
+/// root restarts it.
+#[test]
+fn credentials_and_scheduling_come_back_per_thread_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("credentials");
+    if !build_c("credentials", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &tmp.path().join("ref"), &[]);
+    assert!(want.ends_with("credentials ok\n"), "{want}");
+    for line in [
+        "main policy 3 nice 7 pdeathsig 28",
+        "worker policy 3 nice 11 pdeathsig 0",
+    ] {
+        assert!(want.lines().any(|l| l == line), "{line}: {want}");
+    }
+    let root = all_capabilities();
+    if root {
+        let caps = |who: &str, set: &str| {
+            let l = want
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{who} {set}:")))
+                .unwrap();
+            u64::from_str_radix(l.trim(), 16).unwrap()
+        };
+        // CAP_NET_RAW 13, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21.
+        assert_eq!(caps("main", "CapEff") & (1 << 13 | 1 << 19), 0, "{want}");
+        assert_eq!(caps("main", "CapBnd") & (1 << 13), 0, "{want}");
+        assert_ne!(caps("worker", "CapEff") & (1 << 19), 0, "{want}");
+        assert_eq!(caps("worker", "CapEff") & (1 << 21), 0, "{want}");
+        assert!(want.contains("main Groups:\t1234 5678"), "{want}");
+        assert!(want.contains("main Uid:\t65534\t0\t0\t0"), "{want}");
+    } else {
+        eprintln!("skipped: capabilities and groups part (needs root): scheduling only");
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let (image, first) = eventfds_image(&exe, &dir, tids, &[]);
+        let j = inspect(&image);
+        let objects = j["objects"].as_array().unwrap();
+        let sched = objects.iter().find(|o| o["kind"] == "scheduling").unwrap();
+        let threads = sched["threads"].as_array().unwrap();
+        assert!(
+            threads
+                .iter()
+                .any(|t| t["nice"] == 7 && t["policy"] == "SCHED_BATCH"),
+            "{j}"
+        );
+        assert!(threads.iter().any(|t| t["nice"] == 11), "{j}");
+        let creds = objects.iter().find(|o| o["kind"] == "credentials").unwrap();
+        if root {
+            assert_eq!(creds["groups"], serde_json::json!([1234, 5678]), "{j}");
+        }
+        assert!(inspect_text(&image).contains("scheduling of thread"));
+        let Some((got, err)) = resume_after(&exe, &dir, tids, &[], &image, &first) else {
+            continue;
+        };
+        assert_eq!(
+            got, want,
+            "--tids {tids}: resumed output differs; stderr: {err}"
+        );
+        assert!(!err.contains("warning"), "--tids {tids}: {err}");
+    }
+}
+
+/// A restarter that lacks a capability one of the program's threads held
+/// refuses, naming it; told to go on, the thread runs with less, and says
+/// so, never with more.
+#[test]
+fn credentials_the_restart_cannot_give_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("credentials");
+    if !build_c("credentials", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    if !all_capabilities() {
+        eprintln!("skipped: needs root with every capability (the restarter gives one up)");
+        return;
+    }
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &[]);
+    let restart = |accept: Option<&str>| {
+        let mut c = Command::new(selfckpt());
+        c.args(["restart", "--tids", "new"]);
+        if let Some(kinds) = accept {
+            c.arg(format!("--unrestorable={kinds}"));
+        }
+        c.arg(&image);
+        // SAFETY: the child only drops a capability from its bounding set
+        // (one system call) before exec: root then execs without it.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_CAPBSET_DROP, 19, 0, 0, 0);
+                Ok(())
+            });
+        }
+        c.stdin(std::process::Stdio::null()).output().unwrap()
+    };
+    let o = restart(None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("credentials this restart cannot give")
+            && err.contains("capabilities 0x80000")
+            && err.contains("--unrestorable=credentials"),
+        "{err}"
+    );
+    let o = restart(Some("credentials"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("fewer credentials than it had"), "{err}");
+    let worker_eff = out
+        .lines()
+        .find_map(|l| l.strip_prefix("worker CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(worker_eff & (1 << 19 | 1 << 21), 0, "{out}");
+    assert!(out.ends_with("credentials ok\n"), "{out}");
+}

@@ -170,12 +170,18 @@ pub fn parked_slots() -> impl Iterator<Item = &'static ThreadState> {
 /// The parked threads in the order THREADS stores them (the main thread
 /// first: it becomes the restarter's thread), each with its kernel id.
 pub fn parked_in_image_order() -> impl Iterator<Item = (&'static ThreadState, u32)> {
+    parked_indices_in_image_order().map(|(i, _)| (&*slot_state(i), KTID[i].load(Relaxed)))
+}
+
+/// [`parked_in_image_order`] as slot indices, each with the thread's id
+/// as the program knows it (for the per-thread tables other modules keep
+/// by slot).
+pub fn parked_indices_in_image_order() -> impl Iterator<Item = (usize, u32)> + Clone {
     let n = (CLAIMED.load(Acquire) as usize).min(MAX_THREADS);
     let is_main = |i: &usize| slot_state(*i).role == ThreadRole::Main as u32;
     let main = (0..n).filter(is_main);
     let others = (0..n).filter(move |i| !is_main(i));
-    main.chain(others)
-        .map(|i| (&*slot_state(i), KTID[i].load(Relaxed)))
+    main.chain(others).map(|i| (i, slot_state(i).tid))
 }
 
 /// The suspend signal (0 before `install`).
@@ -246,6 +252,8 @@ fn record_self(i: usize, role: ThreadRole, uc: u64) {
     if role == ThreadRole::Main {
         crate::kstate::process_attrs::note_main_thread();
     }
+    crate::kstate::credentials::note_thread(i);
+    crate::kstate::sched::note_thread(i);
     s.tid = crate::capture::tids::program_tid();
     s.role = role as u32;
     s.slot = &SLOTS[i] as *const ThreadSlot as u64;
@@ -522,11 +530,15 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
     // This thread's own pending signals, while every signal is blocked.
     let own = (*slot).pending.swap(0, AcqRel);
     crate::kstate::pending::raise_own(SignalSet(own));
+    let manager = s.role == ThreadRole::Manager as u32;
+    if !manager {
+        take_back_identity(index, s.role == ThreadRole::Main as u32);
+    }
     let n = CLAIMED.load(Acquire);
     ARRIVED.fetch_add(1, AcqRel);
     futex_wake(&ARRIVED, i32::MAX);
     let round = ROUND.load(Acquire);
-    if s.role == ThreadRole::Manager as u32 {
+    if manager {
         // Everyone must be out of the restorer before its pages go.
         loop {
             let a = ARRIVED.load(Acquire);
@@ -554,12 +566,44 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
             let f: fn() = core::mem::transmute(hook as usize);
             f();
         }
+        // Last, once the hook's work (limits, timers) is done with the
+        // restarter's privileges; then the process's dumpable flag, which a
+        // change of ids resets.
+        take_back_identity(index, false);
+        crate::kstate::process_attrs::after_credentials();
         ARRIVED.store(0, Release);
         release(round);
     } else {
         wait_released(round);
     }
     arch::sigreturn(s.frame)
+}
+
+/// A restarted thread takes its own scheduling and credentials back
+/// (`kstate::sched`, `kstate::credentials`). One left holding more
+/// privilege than it had ends the process: never a silent gain.
+fn take_back_identity(index: usize, main: bool) {
+    let say = |m: &[u8]| {
+        // SAFETY: write(2) of a static message to stderr.
+        unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
+    };
+    if !crate::kstate::sched::restore_thread(index) {
+        say(b"selfckpt: warning: a restarted thread's scheduling (policy, nice value) could not be set again\n");
+    }
+    use crate::kstate::credentials::Outcome;
+    match crate::kstate::credentials::restore_thread(index) {
+        Outcome::Same => {}
+        Outcome::Less => say(b"selfckpt: warning: a restarted thread runs with fewer credentials than it had (--unrestorable=credentials)\n"),
+        Outcome::More => {
+            say(b"selfckpt: restart stopped: a restarted thread could not give up privileges it did not have at the checkpoint (user ids or capabilities)\n");
+            // SAFETY: ends the process; nothing of the program has run.
+            unsafe { libc::syscall(libc::SYS_exit_group, 70) };
+        }
+    }
+    if main {
+        // A change of ids clears the thread's parent-death signal.
+        crate::kstate::process_attrs::after_main_credentials();
+    }
 }
 
 /// The address the restorer jumps to for each thread.

@@ -513,12 +513,33 @@ fn install(from: i32, ent: &FdEntry) -> Reopened {
 
 fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
     let kind = FdKind::from_u32(ent.kind).unwrap_or(FdKind::Other);
+    let flags = (ent.flags as i32) & !NEVER;
+    if flags & libc::O_PATH != 0 && ent.path.starts_with(b"/") && !ent.path.ends_with(b" (deleted)")
+    {
+        // Opens nothing: the probe's own O_PATH descriptor of the object
+        // (a symlink itself, a FIFO unopened) is the program's.
+        return match open_path_only(ent, flags, check) {
+            Ok(()) => Reopened::File,
+            Err(err) => {
+                let _ = open_at_number(
+                    b"/dev/null",
+                    libc::O_PATH | (flags & libc::O_CLOEXEC),
+                    ent.fd,
+                );
+                Reopened::Placeholder(format!(
+                    "fd {} (O_PATH {}): {}",
+                    ent.fd,
+                    crate::image::show::shown(ent.path),
+                    err
+                ))
+            }
+        };
+    }
     let reopenable = matches!(
         kind,
         FdKind::Regular | FdKind::Directory | FdKind::CharDevice
     ) && ent.path.starts_with(b"/")
         && !ent.path.ends_with(b" (deleted)");
-    let flags = (ent.flags as i32) & !NEVER;
     let result = if reopenable {
         open_checked(ent, flags, check).and_then(|()| {
             if kind == FdKind::Regular {
@@ -552,6 +573,33 @@ fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
             ))
         }
     }
+}
+
+/// An `O_PATH` descriptor at the entry's number: the probe's (`O_PATH |
+/// O_NOFOLLOW`, the path as the kernel showed it, so the very object),
+/// judged by `check`, with the entry's close-on-exec.
+fn open_path_only(ent: &FdEntry, flags: i32, check: &Check) -> std::io::Result<()> {
+    let (probe_fd, st) = probe(ent.path)?;
+    check(ent, &st).map_err(std::io::Error::other)?;
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(probe_fd);
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    if raw == ent.fd {
+        if !cloexec {
+            // SAFETY: clearing FD_CLOEXEC on the descriptor just made.
+            unsafe { libc::fcntl(raw, libc::F_SETFD, 0) };
+        }
+        return Ok(());
+    }
+    // SAFETY: dup3 onto a number the restarter has freed; raw is ours and
+    // closed after.
+    let r = unsafe { libc::dup3(raw, ent.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the probe's descriptor.
+    unsafe { libc::close(raw) };
+    if r < 0 {
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// Opens the entry's file at its number: probed, judged by `check`, then

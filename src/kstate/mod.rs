@@ -11,6 +11,7 @@
 //! and must never allocate. Restore helpers run in the restarter, before the
 //! hand-over, and are ordinary Rust.
 
+pub mod credentials;
 pub mod deleted;
 pub mod descriptions;
 pub mod epoll;
@@ -30,6 +31,7 @@ pub mod process_attrs;
 pub mod procfs;
 pub mod pty;
 pub mod rlimits;
+pub mod sched;
 pub mod sigactions;
 pub mod signalfd;
 pub mod sockdiag;
@@ -129,6 +131,8 @@ fn capture_objects(
     posix_timers::capture(e, bufs)?;
     rlimits::capture(e)?;
     process_attrs::capture(e, bufs)?;
+    credentials::capture(e, bufs)?;
+    sched::capture(e)?;
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
     pty::capture(e, bufs, skip_fd)?;

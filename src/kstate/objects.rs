@@ -66,6 +66,13 @@ pub enum Kind {
     /// An inotify descriptor and its watches (`kstate::inotify`): with
     /// the descriptors.
     Inotify = 0x0403,
+    /// The groups and each thread's ids and capabilities
+    /// (`kstate::credentials`): groups late in the restarter, the rest by
+    /// each restarted thread.
+    Credentials = 0x0404,
+    /// Each thread's scheduling (`kstate::sched`): by each restarted
+    /// thread.
+    Scheduling = 0x0405,
     /// A file lock held through a descriptor (`kstate::locks`).
     Lock = 0x0202,
     /// An open file description shared by several descriptors of files
@@ -109,6 +116,8 @@ impl Kind {
         Kind::Rlimits,
         Kind::ProcessAttrs,
         Kind::Inotify,
+        Kind::Credentials,
+        Kind::Scheduling,
     ];
 }
 
@@ -189,6 +198,8 @@ pub enum Object {
     Rlimits(super::rlimits::Rlimits),
     ProcessAttrs(super::process_attrs::ProcessAttrs),
     Inotify(super::inotify::Inotify),
+    Credentials(super::credentials::Credentials),
+    Scheduling(super::sched::Scheduling),
     Lock(super::locks::Lock),
     Description(super::descriptions::Description),
     Mqueue(super::mqueue::Mqueue),
@@ -235,6 +246,8 @@ impl Objects {
                 Object::Rlimits(x) => entry(e, Kind::Rlimits, 0, |e| x.encode(e))?,
                 Object::ProcessAttrs(x) => entry(e, Kind::ProcessAttrs, 0, |e| x.encode(e))?,
                 Object::Inotify(x) => entry(e, Kind::Inotify, 0, |e| x.encode(e))?,
+                Object::Credentials(x) => entry(e, Kind::Credentials, 0, |e| x.encode(e))?,
+                Object::Scheduling(x) => entry(e, Kind::Scheduling, 0, |e| x.encode(e))?,
                 Object::Lock(x) => entry(e, Kind::Lock, 0, |e| x.encode(e))?,
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
                 Object::Mqueue(x) => entry(e, Kind::Mqueue, 0, |e| x.encode(e))?,
@@ -300,6 +313,12 @@ impl Objects {
                     Object::ProcessAttrs(super::process_attrs::ProcessAttrs::decode(&mut p)?)
                 }
                 Some(Kind::Inotify) => Object::Inotify(super::inotify::Inotify::decode(&mut p)?),
+                Some(Kind::Credentials) => {
+                    Object::Credentials(super::credentials::Credentials::decode(&mut p)?)
+                }
+                Some(Kind::Scheduling) => {
+                    Object::Scheduling(super::sched::Scheduling::decode(&mut p)?)
+                }
                 Some(Kind::Lock) => Object::Lock(super::locks::Lock::decode(&mut p)?),
                 Some(Kind::Description) => {
                     Object::Description(super::descriptions::Description::decode(&mut p)?)
@@ -448,6 +467,8 @@ impl Objects {
                 Object::Rlimits(x) => v.extend(super::rlimits::problems_here(x)),
                 Object::ProcessAttrs(x) => v.extend(super::process_attrs::problems_here(x)),
                 Object::Inotify(x) => v.extend(super::inotify::problems_here(x)),
+                Object::Credentials(x) => v.extend(super::credentials::problems_here(x)),
+                Object::Scheduling(x) => v.extend(super::sched::problems_here(x, self.rlimits())),
                 Object::Mqueue(x) => v.extend(super::mqueue::problems_here(x)),
                 _ => {}
             }
@@ -512,6 +533,8 @@ impl Objects {
                 Object::Rlimits(x) => vec![x.describe()],
                 Object::ProcessAttrs(x) => vec![x.describe()],
                 Object::Inotify(x) => x.describe(),
+                Object::Credentials(x) => x.describe(),
+                Object::Scheduling(x) => x.describe(),
                 Object::MappingFlags(x) => vec![x.describe()],
             })
             .collect()
@@ -533,6 +556,8 @@ impl Objects {
                 Object::Rlimits(x) => x.json(),
                 Object::ProcessAttrs(x) => x.json(),
                 Object::Inotify(x) => x.json(),
+                Object::Credentials(x) => x.json(),
+                Object::Scheduling(x) => x.json(),
                 Object::Lock(x) => x.json(),
                 Object::Description(x) => x.json(),
                 Object::Mqueue(x) => x.json(),
@@ -605,6 +630,8 @@ impl Objects {
                 Object::Rlimits(x) => x.check()?,
                 Object::ProcessAttrs(x) => x.check()?,
                 Object::Inotify(x) => x.check()?,
+                Object::Credentials(x) => x.check()?,
+                Object::Scheduling(x) => x.check()?,
                 _ => {}
             }
         }
@@ -671,6 +698,9 @@ impl Objects {
                 }
                 (Object::ProcessAttrs(x), Stage::Late) => {
                     failed.extend(super::process_attrs::restore_late(x));
+                }
+                (Object::Credentials(x), Stage::Late) => {
+                    failed.extend(super::credentials::restore_groups(x));
                 }
                 _ => {}
             }

@@ -48,8 +48,38 @@ pub fn note_start() {
     INHERITED_FILTERS.store(n, Relaxed);
 }
 
+/// `PR_GET_DUMPABLE` at the checkpoint, for [`after_credentials`].
+static DUMPABLE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// In the restarted process (manager thread, after every thread took its
+/// credentials back, no allocation): a change of ids or capabilities
+/// resets the process's dumpable flag; it is set again.
+pub fn after_credentials() {
+    let want = DUMPABLE.load(Relaxed);
+    if want <= 1 && prctl_get(libc::PR_GET_DUMPABLE) != want {
+        // SAFETY: PR_SET_DUMPABLE with 0 or 1.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, want as libc::c_ulong, 0, 0, 0) };
+    }
+}
+
 /// The main thread's parent-death signal, noted when it parked.
 static MAIN_PDEATHSIG: AtomicU32 = AtomicU32::new(0);
+
+/// In the restarted main thread, once it took its credentials back (no
+/// allocation): a change of ids clears the parent-death signal; it is
+/// set again.
+pub fn after_main_credentials() {
+    let want = MAIN_PDEATHSIG.load(Relaxed);
+    let mut now: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int; PR_SET_PDEATHSIG takes a
+    // signal number.
+    unsafe {
+        libc::prctl(libc::PR_GET_PDEATHSIG, &mut now as *mut libc::c_int);
+        if now.max(0) as u32 != want {
+            libc::prctl(libc::PR_SET_PDEATHSIG, want as libc::c_ulong);
+        }
+    }
+}
 
 /// Called by the main thread as it parks: its parent-death signal (a
 /// per-thread value the capture thread cannot read). No allocation.
@@ -176,6 +206,7 @@ pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateE
             .and_then(sys::parse_u64)
             .map_or(0, |(v, _)| v)
     };
+    DUMPABLE.store(prctl_get(libc::PR_GET_DUMPABLE), Relaxed);
     let attrs = ProcessAttrs {
         oom_score_adj,
         pdeathsig: MAIN_PDEATHSIG.load(Relaxed),

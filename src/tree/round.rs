@@ -386,8 +386,9 @@ impl Round {
                 program_of(pid)
             )
         } else {
-            "a member of the tree could not be checkpointed; every process resumed, the \
-             previous image set stays the newest"
+            "the tree's root called the checkpoint off (a member failed or went away, or the \
+             root's own checkpoint failed: its line in stats.jsonl says why); every process \
+             resumed, the previous image set stays the newest"
                 .into()
         }))
     }
