@@ -58,3 +58,39 @@ fn pending_signals_are_pending_again_after_a_restart() {
         assert_eq!(line, want);
     });
 }
+
+/// `tests/c/siginfo.c`: the queued instances of pending signals come back
+/// each with its siginfo (code, value, sender) and in number, the
+/// process's and a thread's own, under both id paths.
+#[test]
+fn queued_signals_keep_their_siginfo_and_count_under_both_id_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("siginfo");
+    if !build_c("siginfo", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = {
+        let out = tmp.path().join("ref");
+        wait_ok(
+            spawn_to_file(&mut Command::new(&exe), &out),
+            "reference run",
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    for line in [
+        "main got RTMIN+2 code SI_QUEUE value 22 from itself",
+        "main: 4 signals",
+        "worker got RTMIN+4 code SI_QUEUE value 55 from itself",
+        "worker: 2 signals",
+    ] {
+        assert!(want.lines().any(|l| l == line), "{line}: {want}");
+    }
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: {err}");
+    }
+}

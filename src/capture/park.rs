@@ -254,6 +254,13 @@ fn record_self(i: usize, role: ThreadRole, uc: u64) {
     }
     crate::kstate::credentials::note_thread(i);
     crate::kstate::sched::note_thread(i);
+    // Its queued signals, taken and put back with their siginfo; the main
+    // thread also the process's.
+    let skip = crate::kstate::pending::machinery();
+    crate::kstate::siginfo::take_own(i, skip);
+    if role == ThreadRole::Main {
+        crate::kstate::siginfo::take_shared(skip);
+    }
     s.tid = crate::capture::tids::program_tid();
     s.role = role as u32;
     s.slot = &SLOTS[i] as *const ThreadSlot as u64;
@@ -326,6 +333,7 @@ pub fn begin_round() -> u32 {
     CLAIMED.store(0, Relaxed);
     PARKED.store(0, Relaxed);
     OVERFLOW.store(false, Relaxed);
+    crate::kstate::siginfo::begin_round();
     super::interrupted::begin_round();
     ROUND.store(round, Release);
     round
@@ -529,7 +537,11 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
     crate::capture::tids::record(index, s.tid, sys::gettid());
     // This thread's own pending signals, while every signal is blocked.
     let own = (*slot).pending.swap(0, AcqRel);
-    crate::kstate::pending::raise_own(SignalSet(own));
+    let queued = crate::kstate::siginfo::queue_own(index);
+    crate::kstate::pending::raise_own(SignalSet(own & !queued.0));
+    if s.role == ThreadRole::Main as u32 {
+        crate::kstate::siginfo::queue_shared();
+    }
     let manager = s.role == ThreadRole::Manager as u32;
     if !manager {
         take_back_identity(index, s.role == ThreadRole::Main as u32);
@@ -556,7 +568,8 @@ pub unsafe extern "C" fn restart_entry(slot: *const ThreadSlot) -> ! {
         // Every thread exists and blocks every signal: the process's
         // pending signals wait for the first one to unblock them.
         let shared = MAILBOX.pending.swap(0, AcqRel);
-        crate::kstate::pending::raise_shared(SignalSet(shared));
+        let queued = crate::kstate::siginfo::queued_shared();
+        crate::kstate::pending::raise_shared(SignalSet(shared & !queued.0));
         crate::capture::tids::finish_restart(
             n as usize,
             MAILBOX.identity.load(Acquire) == Identity::NewIds as u64,

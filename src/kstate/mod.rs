@@ -33,6 +33,7 @@ pub mod pty;
 pub mod rlimits;
 pub mod sched;
 pub mod sigactions;
+pub mod siginfo;
 pub mod signalfd;
 pub mod sockdiag;
 pub mod sockets;
@@ -133,6 +134,7 @@ fn capture_objects(
     process_attrs::capture(e, bufs)?;
     credentials::capture(e, bufs)?;
     sched::capture(e)?;
+    siginfo::capture(e)?;
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
     pty::capture(e, bufs, skip_fd)?;

@@ -29,9 +29,9 @@
 //! `tgkill`, the manager the process's with `kill`, by the kernel's real
 //! ids (raw system calls: `crate::capture::tids` may translate the libc ones).
 //!
-//! Not kept: who sent a signal and the value it carried (`siginfo`: the
-//! restarted program sees itself as the sender), and how many instances of
-//! a real-time signal were queued (one is raised for each pending number).
+//! The queued instances themselves, each with its `siginfo` (sender, code,
+//! value) and in number, come back through `kstate::siginfo`; this raises
+//! only what that table did not hold (`restart_entry` passes the rest).
 
 use super::KstateError;
 use crate::capture::sys::{self, PathBuf};
@@ -40,7 +40,7 @@ use crate::image::model::SignalSet;
 /// Signals no capture keeps: SIGKILL and SIGSTOP cannot be blocked (and
 /// the reader refuses them), the suspend signal is the checkpoint's own,
 /// and so is the term signal during a checkpoint followed by an exit.
-fn machinery() -> SignalSet {
+pub(crate) fn machinery() -> SignalSet {
     let set = SignalSet::EMPTY
         .with(libc::SIGKILL)
         .with(libc::SIGSTOP)
@@ -52,7 +52,7 @@ fn machinery() -> SignalSet {
 }
 
 /// The 16 hex digits of `key` ("SigPnd:", "ShdPnd:") in a status file.
-fn parse_mask(text: &[u8], key: &[u8]) -> Option<u64> {
+pub(crate) fn parse_mask(text: &[u8], key: &[u8]) -> Option<u64> {
     let v = sys::field(text, key)?;
     let digits = v.iter().take_while(|c| c.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
