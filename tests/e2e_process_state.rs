@@ -45,6 +45,7 @@ fn process_state_comes_back_under_both_id_paths() {
         "no_new_privs 1",
         "child_subreaper 1",
         "thp_disable 1",
+        "membarrier expedited 0 ok",
     ] {
         assert!(want.lines().any(|l| l == line), "{line}: {want}");
     }

@@ -1,7 +1,8 @@
 //! Process attributes a program sets with prctl(2) or /proc:
 //! `oom_score_adj`, the main thread's parent-death signal
 //! (`PR_SET_PDEATHSIG`), `PR_SET_DUMPABLE`, `PR_SET_NO_NEW_PRIVS`,
-//! `PR_SET_CHILD_SUBREAPER`, `PR_SET_THP_DISABLE` (object kind 0x0402); and
+//! `PR_SET_CHILD_SUBREAPER`, `PR_SET_THP_DISABLE`, the `membarrier(2)`
+//! registrations (object kind 0x0402); and
 //! seccomp, which cannot come back: a process cannot read its own filters
 //! (`PTRACE_SECCOMP_GET_FILTER` needs a tracer with `CAP_SYS_ADMIN`), so a
 //! process that installed seccomp filters (beyond those it started with,
@@ -99,6 +100,33 @@ pub struct ProcessAttrs {
     pub no_new_privs: u32,
     pub child_subreaper: u32,
     pub thp_disable: u32,
+    /// The `membarrier(2)` registrations of the process
+    /// (`MEMBARRIER_CMD_GET_REGISTRATIONS`: the `REGISTER_*` commands it
+    /// made; 0 on a kernel before 6.3, which cannot tell). Trailing,
+    /// optional: older images end before it.
+    pub membarrier: u32,
+}
+
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS`.
+const MEMBARRIER_GET_REGISTRATIONS: libc::c_int = 1 << 9;
+/// The `MEMBARRIER_CMD_REGISTER_*` commands: global expedited, private
+/// expedited, private expedited sync-core, private expedited rseq.
+const MEMBARRIER_REGISTER: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
+
+fn membarrier(cmd: libc::c_int) -> libc::c_long {
+    // SAFETY: membarrier with a command and no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) }
+}
+
+/// This process's membarrier registrations (0 where the kernel cannot
+/// tell). No allocation.
+fn membarrier_registrations() -> u32 {
+    let r = membarrier(MEMBARRIER_GET_REGISTRATIONS);
+    if r < 0 {
+        0
+    } else {
+        r as u32 & MEMBARRIER_REGISTER.iter().fold(0, |a, b| a | b)
+    }
 }
 
 impl ProcessAttrs {
@@ -108,7 +136,8 @@ impl ProcessAttrs {
         e.u32(self.dumpable)?;
         e.u32(self.no_new_privs)?;
         e.u32(self.child_subreaper)?;
-        e.u32(self.thp_disable)
+        e.u32(self.thp_disable)?;
+        e.u32(self.membarrier)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -119,6 +148,7 @@ impl ProcessAttrs {
             no_new_privs: d.u32()?,
             child_subreaper: d.u32()?,
             thp_disable: d.u32()?,
+            membarrier: if d.remaining() >= 4 { d.u32()? } else { 0 },
         })
     }
 
@@ -131,6 +161,9 @@ impl ProcessAttrs {
         }
         if self.dumpable > 2 {
             return Err(format!("dumpable {}", self.dumpable));
+        }
+        if self.membarrier & !MEMBARRIER_REGISTER.iter().fold(0, |a, b| a | b) != 0 {
+            return Err(format!("membarrier registrations {:#x}", self.membarrier));
         }
         for (what, v) in [
             ("no_new_privs", self.no_new_privs),
@@ -146,13 +179,14 @@ impl ProcessAttrs {
 
     pub fn describe(&self) -> String {
         format!(
-            "process: oom_score_adj {}, parent-death signal {}, dumpable {}, no_new_privs {}, child_subreaper {}, thp_disable {}",
+            "process: oom_score_adj {}, parent-death signal {}, dumpable {}, no_new_privs {}, child_subreaper {}, thp_disable {}, membarrier registrations {:#x}",
             self.oom_score_adj,
             self.pdeathsig,
             self.dumpable,
             self.no_new_privs,
             self.child_subreaper,
-            self.thp_disable
+            self.thp_disable,
+            self.membarrier
         )
     }
 
@@ -161,7 +195,7 @@ impl ProcessAttrs {
             "kind": "process_attrs", "oom_score_adj": self.oom_score_adj,
             "pdeathsig": self.pdeathsig, "dumpable": self.dumpable,
             "no_new_privs": self.no_new_privs, "child_subreaper": self.child_subreaper,
-            "thp_disable": self.thp_disable,
+            "thp_disable": self.thp_disable, "membarrier": self.membarrier,
         })
     }
 }
@@ -214,6 +248,7 @@ pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateE
         no_new_privs: num(b"NoNewPrivs:").min(1) as u32,
         child_subreaper: (subreaper != 0) as u32,
         thp_disable: prctl_get(libc::PR_GET_THP_DISABLE).min(1),
+        membarrier: membarrier_registrations(),
     };
     let seccomp = num(b"Seccomp:");
     let filters = num(b"Seccomp_filters:");
@@ -312,6 +347,17 @@ pub fn restore_early(a: &ProcessAttrs) -> Vec<String> {
         "parent-death signal",
         prctl(libc::PR_SET_PDEATHSIG, a.pdeathsig),
     );
+    // The registrations belong to the address space, which the restarter
+    // hands to the program as it is.
+    let have = membarrier_registrations();
+    for cmd in MEMBARRIER_REGISTER {
+        if a.membarrier & cmd != 0 && have & cmd == 0 {
+            set(
+                "membarrier registration",
+                membarrier(cmd as libc::c_int) == 0,
+            );
+        }
+    }
     if own_oom_score_adj() != Some(a.oom_score_adj) {
         let r = std::fs::write("/proc/self/oom_score_adj", a.oom_score_adj.to_string());
         if let Err(e) = r {
@@ -346,6 +392,7 @@ mod tests {
             no_new_privs: 1,
             child_subreaper: 1,
             thp_disable: 0,
+            membarrier: 1 << 4,
         };
         let mut buf = vec![0u8; 64];
         let mut e = Encoder::new(&mut buf);
@@ -355,6 +402,12 @@ mod tests {
         assert_eq!(ProcessAttrs::decode(&mut d).unwrap(), a);
         d.finish().unwrap();
         assert!(a.check().is_ok());
+        // An older image ends before the registrations: none.
+        let mut d = Decoder::new(&buf[..n - 4]);
+        assert_eq!(
+            ProcessAttrs::decode(&mut d).unwrap(),
+            ProcessAttrs { membarrier: 0, ..a }
+        );
         for bad in [
             ProcessAttrs {
                 oom_score_adj: 1001,
@@ -362,6 +415,10 @@ mod tests {
             },
             ProcessAttrs { pdeathsig: 65, ..a },
             ProcessAttrs { dumpable: 3, ..a },
+            ProcessAttrs {
+                membarrier: 1 << 3,
+                ..a
+            },
             ProcessAttrs {
                 no_new_privs: 2,
                 ..a

@@ -1,7 +1,7 @@
 /* Process state across a checkpoint (issue 14): resource limits (some
  * lowered, soft and hard), oom_score_adj, thread names, the main thread's
  * parent-death signal, DUMPABLE, NO_NEW_PRIVS, CHILD_SUBREAPER,
- * THP_DISABLE. It sets them, prints "waiting", sleeps (the checkpoint
+ * THP_DISABLE, a membarrier registration. It sets them, prints "waiting", sleeps (the checkpoint
  * comes then) and prints each value read back: the same lines in an
  * uninterrupted run.
  *
@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/filter.h>
+#include <linux/membarrier.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -109,6 +110,10 @@ static void report(pthread_t w) {
     prctl(PR_GET_CHILD_SUBREAPER, &sub);
     printf("child_subreaper %d\n", sub);
     printf("thp_disable %d\n", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
+    /* Registered: the expedited barrier succeeds (EPERM: not registered). */
+    errno = 0;
+    long mb = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    printf("membarrier expedited %ld %s\n", mb, mb ? strerror(errno) : "ok");
 }
 
 int main(int argc, char **argv) {
@@ -142,6 +147,8 @@ int main(int argc, char **argv) {
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
             fail("seccomp");
     }
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0)
+        fail("membarrier register");
     printf("waiting\n");
     struct timespec t = {1, 500000000};
     while (nanosleep(&t, &t) != 0 && errno == EINTR)
