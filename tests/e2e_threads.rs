@@ -413,3 +413,35 @@ fn an_unprivileged_user_gets_exact_ids_through_a_user_namespace() {
         String::from_utf8_lossy(&want)
     );
 }
+
+/// `tests/c/own_rseq.c`: an rseq area the program registered itself
+/// (after giving up glibc's) is registered again after the restart, under
+/// both id paths.
+#[test]
+fn an_rseq_area_of_the_programs_own_is_registered_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("own_rseq");
+    if !build_c("own_rseq", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = {
+        let out = tmp.path().join("ref");
+        wait_ok(
+            spawn_to_file(&mut std::process::Command::new(&exe), &out),
+            "reference run",
+        );
+        std::fs::read_to_string(&out).unwrap()
+    };
+    assert!(
+        want.contains("register again: Device or resource busy\n"),
+        "{want}"
+    );
+    for tids in ["exact", "new"] {
+        let dir = tmp.path().join(format!("ck-{tids}"));
+        let Some((got, err)) = resumed(&exe, &dir, tids, &[], |_| {}) else {
+            continue;
+        };
+        assert_eq!(got, want, "--tids {tids}: {err}");
+    }
+}

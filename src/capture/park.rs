@@ -111,6 +111,21 @@ use crate::arch::RSEQ_SIG;
 
 thread_local! {
     static ROLE: Cell<u32> = const { Cell::new(0) };
+    /// An rseq area the program registered itself through `syscall(3)`
+    /// (address, length, signature; length 0: none).
+    static OWN_RSEQ: Cell<(u64, u32, u32)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The calling thread registered (or, with `RSEQ_FLAG_UNREGISTER`,
+/// unregistered) an rseq area of its own: a checkpoint keeps it where
+/// glibc has none registered. No allocation.
+pub fn note_own_rseq(addr: u64, len: u32, flags: u32, sig: u32) {
+    let v = if flags & 1 != 0 {
+        (0, 0, 0)
+    } else {
+        (addr, len, sig)
+    };
+    OWN_RSEQ.with(|r| r.set(v));
 }
 
 /// Marks the calling thread as one of selfckpt's own (manager or worker).
@@ -305,6 +320,14 @@ fn record_self(i: usize, role: ThreadRole, uc: u64) {
             s.rseq_addr = area;
             s.rseq_len = rseq_size;
             s.rseq_sig = RSEQ_SIG;
+        }
+    }
+    if s.rseq_len == 0 {
+        let (addr, len, sig) = OWN_RSEQ.with(|r| r.get());
+        if len != 0 {
+            s.rseq_addr = addr;
+            s.rseq_len = len;
+            s.rseq_sig = sig;
         }
     }
     s.comm = [0; 16];

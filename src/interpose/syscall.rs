@@ -67,6 +67,15 @@ pub unsafe extern "C" fn syscall(
 ) -> c_long {
     let raw = || next::syscall(n, a1, a2, a3, a4, a5, a6);
     let r: c_int = match n {
+        // A registration of the program's own (not glibc's) is noted for
+        // the thread: its checkpoint keeps it.
+        libc::SYS_rseq => {
+            let r = raw();
+            if r == 0 {
+                crate::capture::park::note_own_rseq(a1 as u64, a2 as u32, a3 as u32, a4 as u32);
+            }
+            return r;
+        }
         libc::SYS_nanosleep => waits::nanosleep(a1 as _, a2 as _),
         libc::SYS_clock_nanosleep => {
             match waits::clock_nanosleep(a1 as _, a2 as _, a3 as _, a4 as _) {
