@@ -383,9 +383,12 @@ impl Builder {
 fn start_threads(runtime: &'static manager::Runtime) -> Result<(), Error> {
     let suspend_signal = runtime.config.suspend_signal;
     // selfckpt's threads take only the suspend signal (the checkpoint
-    // thread also the trigger signals it serves): every other signal
-    // the program's threads block stays theirs (pending, or for their
-    // sigwait/signalfd), exactly as without selfckpt.
+    // thread also its request signal, sent to it alone): every other
+    // signal the program's threads block stays theirs (pending, or for
+    // their sigwait/signalfd), exactly as without selfckpt. The trigger
+    // signals too: their handler runs in a thread of the program that
+    // does not block them; a program that blocks one in every thread
+    // waits for it itself, and `selfckpt checkpoint PID` still asks.
     let workers_mask = sys::SavedSignalMask::block_all_but(&[suspend_signal]);
     for i in 0..runtime.config.workers {
         std::thread::Builder::new()
@@ -401,9 +404,8 @@ fn start_threads(runtime: &'static manager::Runtime) -> Result<(), Error> {
             .map_err(|e| Error::Io("cannot start a compression worker".into(), e))?;
     }
     drop(workers_mask);
-    let mut keep: Vec<i32> = trigger::held_signals().collect();
-    keep.extend([suspend_signal, interpose::masks::REQUEST]);
-    let manager_mask = sys::SavedSignalMask::block_all_but(&keep);
+    let manager_mask =
+        sys::SavedSignalMask::block_all_but(&[suspend_signal, interpose::masks::REQUEST]);
     std::thread::Builder::new()
         .name("selfckpt".into())
         .stack_size(2 << 20)

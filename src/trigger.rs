@@ -16,6 +16,9 @@
 //! not want them: one the program already handles at install is left to
 //! it, and one it installs a disposition for later is handed over
 //! ([`hand_over`], from `interpose::dispositions`); selfckpt warns once.
+//! selfckpt's own threads block them: the handler runs in a thread of the
+//! program that does not, so a program that blocks one in every thread
+//! (to take it with `sigwait` or a signalfd) gets it, as without selfckpt.
 //!
 //! Must never: do anything in a signal handler but atomics and a futex wake
 //! (async-signal-safe), or touch signals the program did not hand to us.

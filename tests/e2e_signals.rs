@@ -50,6 +50,34 @@ fn a_signal_the_program_blocks_everywhere_waits_for_its_signalfd() {
     );
 }
 
+/// With the default signals (SIGUSR2 is selfckpt's term signal): a
+/// program that blocks SIGUSR2 in every thread and reads it from a
+/// signalfd gets both it is sent, one before and one after a checkpoint
+/// (`selfckpt checkpoint PID`): selfckpt's threads never take it (which
+/// would checkpoint and end the program).
+#[test]
+fn the_term_signal_blocked_everywhere_is_the_programs_with_the_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("blocked_signals");
+    if !build_c("blocked_signals", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["20"]), &out);
+    wait_output(&out);
+    kill(&child, libc::SIGUSR2);
+    checkpoint_wait(child.id());
+    kill(&child, libc::SIGUSR2);
+    let err = wait_ok(child, "program reading SIGUSR2 from a signalfd");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        text, "ready\ngot SIGUSR2 (1)\ngot SIGUSR2 (2)\n",
+        "stderr: {err}"
+    );
+}
+
 /// Threads blocked in calls the kernel does not restart after a handler
 /// (`poll`, `select`, `epoll_wait` with no timeout, `sigsuspend`, `ppoll`
 /// and `select` with 2 s, `sem_timedwait` and absolute `clock_nanosleep`),

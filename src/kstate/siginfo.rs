@@ -191,11 +191,17 @@ fn take(owner: u32, set: SignalSet, still: impl Fn(i32) -> bool, tid: i64) {
     }
 }
 
+/// glibc's own signals (cancellation, setxid: 32 and 33), left out: they
+/// carry nothing of the program's, and putting one back in a parked
+/// thread, where glibc never lets them be blocked, would run glibc's
+/// handler there. They come back as the pending sets say.
+const GLIBC_INTERNAL: u64 = 0b11 << 31;
+
 /// In thread slot `slot` as it parks: its own queue. `skip`: the
 /// checkpoint's own signals. No allocation.
 pub fn take_own(slot: usize, skip: SignalSet) {
     const PATH: &[u8] = b"/proc/thread-self/status\0";
-    let own = SignalSet(pending(PATH, b"SigPnd:").0 & !skip.0);
+    let own = SignalSet(pending(PATH, b"SigPnd:").0 & !skip.0 & !GLIBC_INTERNAL);
     if own.0 == 0 {
         return;
     }
@@ -218,7 +224,7 @@ pub fn take_own(slot: usize, skip: SignalSet) {
 pub fn take_shared(skip: SignalSet) {
     const PATH: &[u8] = b"/proc/thread-self/status\0";
     let mine = pending(PATH, b"SigPnd:");
-    let shared = SignalSet(pending(PATH, b"ShdPnd:").0 & !skip.0 & !mine.0);
+    let shared = SignalSet(pending(PATH, b"ShdPnd:").0 & !skip.0 & !mine.0 & !GLIBC_INTERNAL);
     if shared.0 == 0 {
         return;
     }
