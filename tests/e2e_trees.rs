@@ -1450,3 +1450,73 @@ fn a_tcp_connection_of_a_restarted_tree_comes_back_again() {
         assert_eq!(shared_of(rec, "socket"), 2, "{rec}")
     });
 }
+
+/// A member whose scheduling differs from the root's (`nice -n 7`): the
+/// root's check of what a restart could give (made while the tree's forks
+/// and exits are held) must not wait on them; the set names nothing, and
+/// the restarted member has its nice value again.
+#[test]
+fn a_member_with_its_own_nice_value_is_checkpointed_and_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let script =
+        "nice -n 7 sh -c 'echo started; sleep 2; echo nice $(cut -d\" \" -f19 /proc/self/stat)'";
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &out);
+    wait_for("output", 60, || lines(&out) >= 1);
+    let set = checkpoint_wait(child.id());
+    let rec = record(&set);
+    assert!(
+        rec["refused"].as_array().is_none_or(|a| a.is_empty()),
+        "nothing refused: {rec}"
+    );
+    kill_tree(&mut child, libc::SIGKILL);
+    let second = tmp.path().join("second");
+    let (st, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&set), &second),
+        "restart",
+    );
+    assert!(st.success(), "{err}");
+    let text = std::fs::read_to_string(&second).unwrap();
+    assert!(text.contains("nice 7\n"), "{text} / {err}");
+}
+
+/// `tests/c/rr_child.c` (root only): a child made SCHED_RR by its parent.
+/// The root's check, at the checkpoint, of what a restart could give forks
+/// a probe while the tree's forks and exits are held: it must not wait on
+/// them (it hung). The restarted child is SCHED_RR again.
+#[test]
+fn a_real_time_member_is_checkpointed_and_comes_back_real_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("rr_child");
+    if !build_c("rr_child", &exe) || !can_restart_trees() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a real-time policy needs root");
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &[]), &out);
+    wait_line(&out, "waiting");
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let second = tmp.path().join("second");
+    let (st, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&set), &second),
+        "restart",
+    );
+    assert!(st.success(), "{err}");
+    let text = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        text, "child policy SCHED_RR|RESET_ON_FORK priority 3\n",
+        "{err}"
+    );
+}

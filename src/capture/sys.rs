@@ -75,6 +75,37 @@ pub fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
+/// A child process by the raw system call, past selfckpt's own `fork`
+/// (which waits while a tree checkpoint holds forks) and glibc's fork
+/// handlers: returns 0 in the child, its pid in the parent, -1 on error.
+/// The child must make only system calls on prepared data and leave with
+/// `_exit` (the parent's other threads, and their locks, are not there).
+pub fn raw_fork() -> i64 {
+    // SAFETY: clone with SIGCHLD only is fork(2); the caller's contract
+    // above keeps the child off every lock.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    }
+}
+
+/// Ends the calling process at once by the raw system call: past
+/// selfckpt's own `_exit` (which waits while a tree checkpoint holds
+/// exits). For a [`raw_fork`] child.
+pub fn raw_exit(code: i32) -> ! {
+    // SAFETY: exit_group ends the process; it does not return.
+    unsafe {
+        libc::syscall(libc::SYS_exit_group, code as libc::c_long);
+    }
+    unreachable!("exit_group returned")
+}
+
 /// Sends `sig` to thread `tid` of this process.
 pub fn tgkill(tid: u32, sig: i32) -> SysResult<()> {
     // SAFETY: tgkill takes plain integers.

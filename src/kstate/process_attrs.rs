@@ -284,12 +284,13 @@ fn oom_score_adj_allowed(v: i32) -> bool {
     // SAFETY: the child makes three system calls on prepared data and
     // leaves with _exit.
     unsafe {
-        let pid = libc::fork();
+        // Raw: a tree checkpoint names refusals while it holds forks.
+        let pid = crate::capture::sys::raw_fork() as libc::pid_t;
         if pid == 0 {
             let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
             let ok =
                 fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize;
-            libc::_exit(if ok { 0 } else { 1 });
+            crate::capture::sys::raw_exit(if ok { 0 } else { 1 });
         }
         if pid < 0 {
             return false;

@@ -322,14 +322,15 @@ fn allowed(t: &ThreadSched, nice: Option<libc::rlimit>, rtprio: Option<libc::rli
     // SAFETY: the child makes a few system calls on prepared data and
     // leaves with _exit.
     unsafe {
-        let pid = libc::fork();
+        // Raw: a tree checkpoint names refusals while it holds forks.
+        let pid = crate::capture::sys::raw_fork() as libc::pid_t;
         if pid == 0 {
             for (r, l) in [(libc::RLIMIT_NICE, nice), (libc::RLIMIT_RTPRIO, rtprio)] {
                 if let Some(l) = l {
                     libc::setrlimit(r, &l);
                 }
             }
-            libc::_exit(if set_self(t) { 0 } else { 1 });
+            crate::capture::sys::raw_exit(if set_self(t) { 0 } else { 1 });
         }
         if pid < 0 {
             return false;
