@@ -84,6 +84,26 @@ fn process_state_comes_back_under_both_id_paths() {
     }
 }
 
+/// `selfckpt restart --tids new [--unrestorable=ACCEPT] IMAGE`, the
+/// restarter having run `before` (one async-signal-safe system call)
+/// before its exec; its output.
+fn restart_after(image: &Path, accept: Option<&str>, before: fn()) -> std::process::Output {
+    let mut c = Command::new(selfckpt());
+    c.args(["restart", "--tids", "new"]);
+    if let Some(kinds) = accept {
+        c.arg(format!("--unrestorable={kinds}"));
+    }
+    c.arg(image);
+    // SAFETY: `before` makes one async-signal-safe system call.
+    unsafe {
+        c.pre_exec(move || {
+            before();
+            Ok(())
+        });
+    }
+    c.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
 /// Whether this process may raise its hard limits.
 fn privileged() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -109,25 +129,14 @@ fn limits_the_restarting_user_cannot_have_are_refused_by_name() {
     let dir = tmp.path().join("ck");
     let (image, _) = eventfds_image(&exe, &dir, "new", &[]);
     let restart = |accept: Option<&str>| {
-        let mut c = Command::new(selfckpt());
-        c.args(["restart", "--tids", "new"]);
-        if let Some(kinds) = accept {
-            c.arg(format!("--unrestorable={kinds}"));
-        }
-        c.arg(&image);
-        // SAFETY: the child only lowers its own limit (an async-signal-safe
-        // system call) before exec.
-        unsafe {
-            c.pre_exec(|| {
-                let l = libc::rlimit {
-                    rlim_cur: 1024,
-                    rlim_max: 1024,
-                };
-                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
-                Ok(())
-            });
-        }
-        c.output().unwrap()
+        restart_after(&image, accept, || {
+            let l = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            // SAFETY: lowering this (child) process's own limit.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) };
+        })
     };
     let o = restart(None);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -412,22 +421,12 @@ fn credentials_the_restart_cannot_give_are_refused_by_name() {
     }
     let dir = tmp.path().join("ck");
     let (image, _) = eventfds_image(&exe, &dir, "new", &[]);
+    // Root execs without the capability it drops from its bounding set.
     let restart = |accept: Option<&str>| {
-        let mut c = Command::new(selfckpt());
-        c.args(["restart", "--tids", "new"]);
-        if let Some(kinds) = accept {
-            c.arg(format!("--unrestorable={kinds}"));
-        }
-        c.arg(&image);
-        // SAFETY: the child only drops a capability from its bounding set
-        // (one system call) before exec: root then execs without it.
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_CAPBSET_DROP, 19, 0, 0, 0);
-                Ok(())
-            });
-        }
-        c.stdin(std::process::Stdio::null()).output().unwrap()
+        restart_after(&image, accept, || {
+            // SAFETY: a prctl on this (child) process's own bounding set.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, 19, 0, 0, 0) };
+        })
     };
     let o = restart(None);
     let err = String::from_utf8_lossy(&o.stderr);

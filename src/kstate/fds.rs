@@ -520,19 +520,7 @@ fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
         // (a symlink itself, a FIFO unopened) is the program's.
         return match open_path_only(ent, flags, check) {
             Ok(()) => Reopened::File,
-            Err(err) => {
-                let _ = open_at_number(
-                    b"/dev/null",
-                    libc::O_PATH | (flags & libc::O_CLOEXEC),
-                    ent.fd,
-                );
-                Reopened::Placeholder(format!(
-                    "fd {} (O_PATH {}): {}",
-                    ent.fd,
-                    crate::image::show::shown(ent.path),
-                    err
-                ))
-            }
+            Err(err) => stand_in(ent, libc::O_PATH | (flags & libc::O_CLOEXEC), err),
         };
     }
     let reopenable = matches!(
@@ -559,20 +547,20 @@ fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
     };
     match result {
         Ok(()) => Reopened::File,
-        Err(err) => {
-            let _ = open_at_number(
-                b"/dev/null",
-                libc::O_RDWR | (flags & libc::O_CLOEXEC),
-                ent.fd,
-            );
-            Reopened::Placeholder(format!(
-                "fd {} ({}): {}",
-                ent.fd,
-                crate::image::show::shown(ent.path),
-                err
-            ))
-        }
+        Err(err) => stand_in(ent, libc::O_RDWR | (flags & libc::O_CLOEXEC), err),
     }
+}
+
+/// /dev/null opened with `flags` at the entry's number, in place of what
+/// could not be reopened (`err`), said so.
+fn stand_in(ent: &FdEntry, flags: i32, err: std::io::Error) -> Reopened {
+    let _ = open_at_number(b"/dev/null", flags, ent.fd);
+    Reopened::Placeholder(format!(
+        "fd {} ({}): {}",
+        ent.fd,
+        crate::image::show::shown(ent.path),
+        err
+    ))
 }
 
 /// An `O_PATH` descriptor at the entry's number: the probe's (`O_PATH |
