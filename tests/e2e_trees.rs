@@ -1520,3 +1520,56 @@ fn a_real_time_member_is_checkpointed_and_comes_back_real_time() {
         "{err}"
     );
 }
+
+/// `tests/c/tree_deleted_shared.c`: a deleted file two members share
+/// through one open description cannot come back shared. The checkpoint
+/// names it and the restart refuses; told to go on, each gets a copy and
+/// the restart says so.
+#[test]
+fn a_deleted_file_two_members_share_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_deleted_shared");
+    if !build_c("tree_deleted_shared", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let work = tmp.path().to_str().unwrap().to_string();
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &[&work]), &out);
+    wait_line(&out, "waiting");
+    let (set, said) = checkpoint_wait_err(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    assert!(
+        said.contains("share the deleted file") && said.contains("shared (deleted)"),
+        "{said}"
+    );
+    let rec = record(&set);
+    assert_eq!(rec["refused"].as_array().map(Vec::len), Some(1), "{rec}");
+    let refused = Command::new(selfckpt())
+        .arg("restart")
+        .arg(&set)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(why.contains("--unrestorable=shared_deleted"), "{why}");
+    let second = tmp.path().join("second");
+    let (st, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt())
+                .args(["restart", "--unrestorable=shared_deleted"])
+                .arg(&set),
+            &second,
+        ),
+        "restart",
+    );
+    assert!(st.success(), "{err}");
+    assert!(err.contains("a copy for each process"), "{err}");
+    let text = std::fs::read_to_string(&second).unwrap();
+    assert!(
+        text.contains("child read 1 'a'\n") && text.ends_with("done\n"),
+        "{text}"
+    );
+}

@@ -81,6 +81,19 @@ pub fn restart_tree(
             "selfckpt: warning: restarting without the processes left out of the checkpoint              (--unrestorable=left_out): {text}; their parents' waits for them fail"
         );
     }
+    let copied = crate::tree::files::shared_deleted(set, &rec);
+    if !copied.is_empty() {
+        let text = copied.join("; ");
+        if !opts.unrestorable.accepts("shared_deleted") {
+            return Err(RestoreError::NotRestorable {
+                text,
+                kinds: "shared_deleted".into(),
+            });
+        }
+        eprintln!(
+            "selfckpt: warning: restarting with a copy for each process (--unrestorable=shared_deleted): {text}"
+        );
+    }
     let data = pipe_data(&rec, &images);
     let sockets = socket_ends(&rec, &images);
     let memory = shared_memory(&images);

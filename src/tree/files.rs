@@ -116,6 +116,48 @@ pub const PTMX: &str = "ptmx";
 /// `ino` is the pty's number, `peer` the description's (from 1).
 pub const PTS: &str = "pts";
 
+/// Open descriptions of deleted files that several members share, one
+/// sentence each: a restart gives each member a copy of its own (what one
+/// writes, the others would not see), so it refuses them unless told
+/// (`shared_deleted`). The rule of both sides: the root names them at the
+/// checkpoint (`round::refused`), the restart refuses them
+/// (`restore::tree`). `set`: the set's directory, with the members'
+/// images.
+pub fn shared_deleted(set: &std::path::Path, rec: &super::record::TreeRecord) -> Vec<String> {
+    let key = crate::image::mac::MacKey::from_env();
+    let mut out = Vec::new();
+    for s in rec.shared.iter().filter(|s| s.kind == "file") {
+        let mut pids: Vec<u32> = s.ends.iter().map(|e| e.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let (Some(e), true) = (s.ends.first(), pids.len() > 1) else {
+            continue;
+        };
+        let Some(m) = rec.members.iter().find(|m| m.pid == e.pid) else {
+            continue;
+        };
+        let img = crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref());
+        let Some(view) = img.as_ref().ok().and_then(|i| i.view().ok()) else {
+            continue;
+        };
+        if let Some(f) = view
+            .kernel
+            .fds
+            .iter()
+            .find(|f| f.fd == e.fd && f.path.ends_with(b" (deleted)"))
+        {
+            let who: Vec<String> = pids.iter().map(u32::to_string).collect();
+            out.push(format!(
+                "processes {} share the deleted file {} (one open file description): each would \
+                 come back with a copy of its own, and what one writes the others would not see",
+                who.join(", "),
+                crate::image::show::shown(f.path)
+            ));
+        }
+    }
+    out
+}
+
 /// The pty a descriptor of `pid` is: (number, master).
 fn pty_end(pid: u32, fd: i32, md: &std::fs::Metadata) -> Option<(u32, bool)> {
     use std::os::unix::fs::FileTypeExt;

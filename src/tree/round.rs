@@ -87,6 +87,7 @@ fn refused(set: &Path, rec: &TreeRecord) -> Vec<String> {
     }
     // A process left out does not come back: a restart refuses.
     out.extend(rec.left_out.iter().map(LeftOut::sentence));
+    out.extend(super::files::shared_deleted(set, rec));
     out
 }
 
