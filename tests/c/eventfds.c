@@ -110,11 +110,11 @@ int main(int argc, char **argv) {
     sigset_t m;
     sigemptyset(&m);
     sigaddset(&m, SIGRTMIN + 2);
-    /* The checkpoint signal (SIGUSR1) too, so that it goes to selfckpt's
-     * thread, not into this thread's epoll_wait as a handler (EINTR). */
-    sigset_t both = m;
-    sigaddset(&both, SIGUSR1);
-    if (sigprocmask(SIG_BLOCK, &both, NULL)) fail("sigprocmask");
+    /* Not the checkpoint signal (SIGUSR1): selfckpt's threads block it, so
+     * one this thread blocked would wait here, pending, as without
+     * selfckpt. Its handler may interrupt the epoll_wait below: selfckpt
+     * makes the call again. */
+    if (sigprocmask(SIG_BLOCK, &m, NULL)) fail("sigprocmask");
 
     fd[SEM] = eventfd(5, EFD_SEMAPHORE | EFD_NONBLOCK);
     fd[PLAIN] = eventfd(0, EFD_CLOEXEC);
