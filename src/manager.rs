@@ -196,7 +196,6 @@ impl Runtime {
     pub fn serve(&'static self) -> ! {
         park::set_role(ThreadRole::Manager);
         loop {
-            crate::trigger::block_handed_over();
             let Some(req) = crate::request::take(crate::trigger::idle_timeout_ns()) else {
                 continue;
             };

@@ -106,32 +106,6 @@ pub fn hand_over(sig: i32) {
     let before = HELD.fetch_and(!(1u64 << sig), AcqRel);
     if before & (1 << sig) != 0 {
         warn_taken(sig);
-        // The checkpoint thread stops taking it (`block_handed_over`).
-        request::nudge();
-    }
-}
-
-/// The trigger and term signals selfckpt holds (for the checkpoint
-/// thread's mask).
-pub fn held_signals() -> impl Iterator<Item = i32> {
-    [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)]
-        .into_iter()
-        .filter(|&s| held(s))
-}
-
-/// On the checkpoint thread: blocks the trigger signals the program took,
-/// so that they go to the program's threads only.
-pub(crate) fn block_handed_over() {
-    let taken: [i32; 2] = [TRIGGER_SIG.load(Relaxed), TERM_SIG.load(Relaxed)].map(|s| {
-        if s > 0 && !held(s) {
-            s
-        } else {
-            0
-        }
-    });
-    if taken.iter().any(|&s| s != 0) {
-        // (sigaddset ignores the 0 entries.)
-        sys::change_signal_mask(libc::SIG_BLOCK, &taken);
     }
 }
 
