@@ -27,7 +27,6 @@
 //! parked, or in a restarted thread before release: no allocation, no
 //! lock, fixed buffers.
 
-use crate::capture::sys;
 use crate::image::model::SignalSet;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
@@ -103,10 +102,36 @@ pub fn capture(e: &mut crate::image::codec::Encoder) -> Result<(), super::Kstate
     Ok(())
 }
 
-/// The bits of `key` ("SigPnd:", "ShdPnd:") of the status file at `path`.
+/// The bits of `key` ("SigPnd:", "ShdPnd:") of the status file at `path`
+/// (NUL-terminated). By raw system calls: libc's `open` and `read` are
+/// cancellation points, and a program's thread parks here with a
+/// `pthread_cancel` perhaps pending (it must not be cancelled inside the
+/// checkpoint's handler).
 fn pending(path: &[u8], key: &[u8]) -> SignalSet {
     let mut buf = [0u8; 4096];
-    let n = sys::read_file(path, &mut buf).unwrap_or(0);
+    // SAFETY: openat reads the NUL-terminated path; read writes at most
+    // the buffer's length; close ends the descriptor just opened.
+    let n = unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return SignalSet::EMPTY;
+        }
+        let mut n = 0usize;
+        while n < buf.len() {
+            let r = libc::syscall(libc::SYS_read, fd, buf[n..].as_mut_ptr(), buf.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        libc::syscall(libc::SYS_close, fd);
+        n
+    };
     SignalSet(super::pending::parse_mask(&buf[..n], key).unwrap_or(0))
 }
 
