@@ -126,7 +126,18 @@ pub const PTS: &str = "pts";
 pub fn shared_deleted(set: &std::path::Path, rec: &super::record::TreeRecord) -> Vec<String> {
     let key = crate::image::mac::MacKey::from_env();
     let mut out = Vec::new();
-    for s in rec.shared.iter().filter(|s| s.kind == "file") {
+    // A file the members also map shared is made once by the tree restart
+    // (its descriptors open on that object): it stays one.
+    let made_once = |ino: u64| {
+        rec.shared
+            .iter()
+            .any(|m| m.kind == "memory" && m.ino == ino)
+    };
+    for s in rec
+        .shared
+        .iter()
+        .filter(|s| s.kind == "file" && !made_once(s.ino))
+    {
         let mut pids: Vec<u32> = s.ends.iter().map(|e| e.pid).collect();
         pids.sort_unstable();
         pids.dedup();
@@ -144,7 +155,10 @@ pub fn shared_deleted(set: &std::path::Path, rec: &super::record::TreeRecord) ->
             .kernel
             .fds
             .iter()
-            .find(|f| f.fd == e.fd && f.path.ends_with(b" (deleted)"))
+            // memfds are their own kind (`kstate::memfd`), not files here.
+            .find(|f| {
+                f.fd == e.fd && f.path.ends_with(b" (deleted)") && !f.path.starts_with(b"/memfd:")
+            })
         {
             let who: Vec<String> = pids.iter().map(u32::to_string).collect();
             out.push(format!(
