@@ -709,7 +709,10 @@ fn a_tree_that_forks_in_a_loop_checkpoints_again_and_again_and_gc_keeps_sets_who
     }
     lib("libselfckpt.so");
     let dir = tmp.path().join("ck");
-    let script = "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); echo $i; done";
+    // A child that lives throughout, so that every checkpoint is of a tree
+    // (between two forks the shell alone is checkpointed as one process).
+    let script =
+        "sleep 120 & i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); echo $i; done; kill %1";
     let out = tmp.path().join("out");
     let mut child = spawn_to_file(&mut selfckpt_run(&dir, "bash", &["-c", script]), &out);
     wait_for("output", 60, || lines(&out) >= 5);
