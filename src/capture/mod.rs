@@ -32,5 +32,6 @@ pub mod park;
 pub mod prefault;
 pub mod relink;
 pub mod scratch;
+pub mod slots;
 pub mod sys;
 pub mod tids;

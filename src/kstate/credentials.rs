@@ -29,9 +29,9 @@
 
 use super::KstateError;
 use crate::capture::park::MAX_THREADS;
+use crate::capture::slots::SlotTable;
 use crate::image::codec::{CodecError, Decoder, Encoder};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use core::sync::atomic::{AtomicU32, Ordering::*};
 
 /// Most supplementary groups an image holds (the kernel allows 65536; a
 /// process with more is named as not restorable).
@@ -75,19 +75,8 @@ pub fn note_start() {
     LAST_CAP.store(last, Relaxed);
 }
 
-/// The table each thread writes as it parks; read by the capture thread
-/// once every thread is parked, and by each restarted thread (its own
-/// slot) before it is released.
-struct Table {
-    valid: [AtomicBool; MAX_THREADS],
-    creds: UnsafeCell<[ThreadCreds; MAX_THREADS]>,
-}
-
-// SAFETY: slot i is written only by the thread that claimed park slot i,
-// before it publishes its parking (PARKED), and read after that.
-unsafe impl Sync for Table {}
-
-const ZERO: ThreadCreds = ThreadCreds {
+/// Each thread's credentials as it parked (`capture::slots`).
+static TABLE: SlotTable<ThreadCreds> = SlotTable::new(ThreadCreds {
     tid: 0,
     uids: [0; 4],
     gids: [0; 4],
@@ -97,11 +86,7 @@ const ZERO: ThreadCreds = ThreadCreds {
     bounding: 0,
     ambient: 0,
     securebits: 0,
-};
-static TABLE: Table = Table {
-    valid: [const { AtomicBool::new(false) }; MAX_THREADS],
-    creds: UnsafeCell::new([ZERO; MAX_THREADS]),
-};
+});
 
 #[repr(C)]
 struct CapHeader {
@@ -213,15 +198,7 @@ fn read_self() -> Option<ThreadCreds> {
 
 /// Called by each thread as it parks, in park slot `i`. No allocation.
 pub fn note_thread(i: usize) {
-    if i >= MAX_THREADS {
-        return;
-    }
-    let got = read_self();
-    if let Some(c) = got {
-        // SAFETY: see `Table`: slot i is this thread's.
-        unsafe { (*TABLE.creds.get())[i] = c };
-    }
-    TABLE.valid[i].store(got.is_some(), Release);
+    TABLE.note(i, read_self());
 }
 
 impl ThreadCreds {
@@ -400,20 +377,14 @@ pub fn capture(e: &mut Encoder, bufs: &mut super::CaptureBuffers) -> Result<(), 
         let got = libc::getgroups(n as i32, words);
         core::slice::from_raw_parts(words, got.max(0) as usize)
     };
-    let threads = crate::capture::park::parked_indices_in_image_order();
+    let threads = TABLE.parked();
     super::objects::entry(e, super::objects::Kind::Credentials, 0, |e| {
         e.u32(groups.len() as u32)?;
         for g in groups {
             e.u32(*g)?;
         }
-        let noted = threads
-            .clone()
-            .filter(|(i, _)| TABLE.valid[*i].load(Acquire))
-            .count();
-        e.u32(noted as u32)?;
-        for (i, tid) in threads.filter(|(i, _)| TABLE.valid[*i].load(Acquire)) {
-            // SAFETY: see `Table`: published by the parked thread.
-            let c = unsafe { (*TABLE.creds.get())[i] };
+        e.u32(threads.clone().count() as u32)?;
+        for (tid, c) in threads {
             ThreadCreds { tid, ..c }.encode(e)?;
         }
         Ok::<(), CodecError>(())
@@ -540,11 +511,9 @@ pub enum Outcome {
 /// takes back its own ids and capabilities. Nothing is changed when they
 /// are already the restarter's. No allocation.
 pub fn restore_thread(i: usize) -> Outcome {
-    if i >= MAX_THREADS || !TABLE.valid[i].load(Acquire) {
+    let Some(want) = TABLE.get(i) else {
         return Outcome::Same;
-    }
-    // SAFETY: see `Table`: this thread's own slot.
-    let want = unsafe { (*TABLE.creds.get())[i] };
+    };
     let Some(now) = read_self() else {
         return Outcome::More;
     };

@@ -17,9 +17,8 @@
 
 use super::KstateError;
 use crate::capture::park::MAX_THREADS;
+use crate::capture::slots::SlotTable;
 use crate::image::codec::{CodecError, Decoder, Encoder};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, Ordering::*};
 
 /// The flags a thread's scheduling keeps (others are the utilization
 /// clamps and `KEEP_*` request bits, not part of its state here).
@@ -58,15 +57,7 @@ struct SchedAttr {
     period: u64,
 }
 
-struct Table {
-    valid: [AtomicBool; MAX_THREADS],
-    sched: UnsafeCell<[ThreadSched; MAX_THREADS]>,
-}
-
-// SAFETY: slot i is written only by the thread that claimed park slot i,
-// before it publishes its parking, and read after that.
-unsafe impl Sync for Table {}
-
+/// Each thread's scheduling as it parked (`capture::slots`).
 const ZERO: ThreadSched = ThreadSched {
     tid: 0,
     policy: 0,
@@ -77,10 +68,9 @@ const ZERO: ThreadSched = ThreadSched {
     deadline: 0,
     period: 0,
 };
-static TABLE: Table = Table {
-    valid: [const { AtomicBool::new(false) }; MAX_THREADS],
-    sched: UnsafeCell::new([ZERO; MAX_THREADS]),
-};
+
+/// Each thread's scheduling as it parked (`capture::slots`).
+static TABLE: SlotTable<ThreadSched> = SlotTable::new(ZERO);
 
 /// The calling thread's scheduling. No allocation.
 fn read_self() -> Option<ThreadSched> {
@@ -125,15 +115,7 @@ fn set_self(s: &ThreadSched) -> bool {
 
 /// Called by each thread as it parks, in park slot `i`. No allocation.
 pub fn note_thread(i: usize) {
-    if i >= MAX_THREADS {
-        return;
-    }
-    let got = read_self();
-    if let Some(s) = got {
-        // SAFETY: see `Table`: slot i is this thread's.
-        unsafe { (*TABLE.sched.get())[i] = s };
-    }
-    TABLE.valid[i].store(got.is_some(), Release);
+    TABLE.note(i, read_self());
 }
 
 impl ThreadSched {
@@ -254,13 +236,10 @@ impl Scheduling {
 /// Writes the entry: each parked thread's scheduling, in image order. No
 /// allocation.
 pub fn capture(e: &mut Encoder) -> Result<(), KstateError> {
-    let threads = crate::capture::park::parked_indices_in_image_order();
-    let noted = |(i, _): &(usize, u32)| TABLE.valid[*i].load(Acquire);
+    let threads = TABLE.parked();
     super::objects::entry(e, super::objects::Kind::Scheduling, 0, |e| {
-        e.u32(threads.clone().filter(noted).count() as u32)?;
-        for (i, tid) in threads.filter(noted) {
-            // SAFETY: see `Table`: published by the parked thread.
-            let s = unsafe { (*TABLE.sched.get())[i] };
+        e.u32(threads.clone().count() as u32)?;
+        for (tid, s) in threads {
             ThreadSched { tid, ..s }.encode(e)?;
         }
         Ok::<(), CodecError>(())
@@ -345,11 +324,9 @@ fn allowed(t: &ThreadSched, nice: Option<libc::rlimit>, rtprio: Option<libc::rli
 /// and before its credentials: its own scheduling. False when it could
 /// not be set. No allocation.
 pub fn restore_thread(i: usize) -> bool {
-    if i >= MAX_THREADS || !TABLE.valid[i].load(Acquire) {
+    let Some(want) = TABLE.get(i) else {
         return true;
-    }
-    // SAFETY: see `Table`: this thread's own slot.
-    let want = unsafe { (*TABLE.sched.get())[i] };
+    };
     match read_self() {
         Some(now) if now.same_as(&want) => true,
         _ => set_self(&want),
