@@ -106,6 +106,23 @@ pub fn raw_exit(code: i32) -> ! {
     unreachable!("exit_group returned")
 }
 
+/// Whether `probe`, run in a [`raw_fork`] child (so that it changes
+/// nothing of this process), succeeds. `probe` must make only system calls
+/// on prepared data (see `raw_fork`); the child leaves by [`raw_exit`].
+pub fn succeeds_in_child(probe: impl FnOnce() -> bool) -> bool {
+    let pid = raw_fork() as libc::pid_t;
+    if pid == 0 {
+        raw_exit(if probe() { 0 } else { 1 });
+    }
+    if pid < 0 {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid writes the child's status.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
 /// Sends `sig` to thread `tid` of this process.
 pub fn tgkill(tid: u32, sig: i32) -> SysResult<()> {
     // SAFETY: tgkill takes plain integers.

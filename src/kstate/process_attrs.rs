@@ -281,24 +281,15 @@ fn own_oom_score_adj() -> Option<i32> {
 /// process as it is.
 fn oom_score_adj_allowed(v: i32) -> bool {
     let text = format!("{v}\n");
-    // SAFETY: the child makes three system calls on prepared data and
-    // leaves with _exit.
-    unsafe {
-        // Raw: a tree checkpoint names refusals while it holds forks.
-        let pid = crate::capture::sys::raw_fork() as libc::pid_t;
-        if pid == 0 {
+    // Raw fork and exit: a tree checkpoint names refusals while it holds
+    // forks and exits.
+    crate::capture::sys::succeeds_in_child(|| {
+        // SAFETY: open and write of prepared data, in the probe child.
+        unsafe {
             let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            let ok =
-                fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize;
-            crate::capture::sys::raw_exit(if ok { 0 } else { 1 });
+            fd >= 0 && libc::write(fd, text.as_ptr().cast(), text.len()) == text.len() as isize
         }
-        if pid < 0 {
-            return false;
-        }
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-    }
+    })
 }
 
 /// What this restart cannot give: an `oom_score_adj` below the lowest this

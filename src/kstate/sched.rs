@@ -298,26 +298,17 @@ pub fn problems_here(
 /// Whether a forked child of this process, with the given limits, may
 /// take scheduling `t`.
 fn allowed(t: &ThreadSched, nice: Option<libc::rlimit>, rtprio: Option<libc::rlimit>) -> bool {
-    // SAFETY: the child makes a few system calls on prepared data and
-    // leaves with _exit.
-    unsafe {
-        // Raw: a tree checkpoint names refusals while it holds forks.
-        let pid = crate::capture::sys::raw_fork() as libc::pid_t;
-        if pid == 0 {
-            for (r, l) in [(libc::RLIMIT_NICE, nice), (libc::RLIMIT_RTPRIO, rtprio)] {
-                if let Some(l) = l {
-                    libc::setrlimit(r, &l);
-                }
+    // Raw fork and exit: a tree checkpoint names refusals while it holds
+    // forks and exits.
+    crate::capture::sys::succeeds_in_child(|| {
+        for (r, l) in [(libc::RLIMIT_NICE, nice), (libc::RLIMIT_RTPRIO, rtprio)] {
+            if let Some(l) = l {
+                // SAFETY: setrlimit reads one rlimit, in the probe child.
+                unsafe { libc::setrlimit(r, &l) };
             }
-            crate::capture::sys::raw_exit(if set_self(t) { 0 } else { 1 });
         }
-        if pid < 0 {
-            return false;
-        }
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-    }
+        set_self(t)
+    })
 }
 
 /// In restarted thread `i` (park slot), before it runs the program again
