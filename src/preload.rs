@@ -40,11 +40,115 @@ static PRELOAD_INIT: extern "C" fn() = preload_init;
 extern "C" fn preload_init() {
     // Before anything can call a wrapper from a signal handler.
     crate::interpose::next::resolve_all();
+    if in_shared_object() {
+        close_alignment_gap();
+    }
     let _ = std::panic::catch_unwind(|| {
         if let Err(e) = install_if_asked() {
             eprintln!("selfckpt[{}]: not installed: {e}", sys::getpid());
         }
     });
+}
+
+/// The kernel places a file mapping of 2 MiB or more (this library, in a
+/// debug build) at a 2 MiB-aligned address, which leaves a gap of free
+/// address space just above it, among the loaded libraries. A program's
+/// next fresh mapping would land in that gap instead of below its lowest
+/// mapping, as it does without this library: a `MAP_GROWSDOWN` mapping
+/// placed there could not grow (an accessible mapping lies within the
+/// stack guard gap below it), and the program would die of SIGSEGV. The
+/// gap is filled with an inaccessible reservation (no memory, and the
+/// guard gap does not count it), so that the program's address space
+/// looks as it would without us.
+fn close_alignment_gap() {
+    let Some((_, end)) = our_extent() else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let next = maps
+        .lines()
+        .filter_map(|l| {
+            let (range, _) = l.split_once(' ')?;
+            let (lo, _) = range.split_once('-')?;
+            usize::from_str_radix(lo, 16).ok()
+        })
+        .filter(|&lo| lo >= end)
+        .min();
+    let Some(next) = next else {
+        return;
+    };
+    const PMD: usize = 2 << 20;
+    let gap = next - end;
+    if gap == 0 || gap >= PMD {
+        return;
+    }
+    // SAFETY: maps fresh inaccessible memory at an address range that
+    // /proc/self/maps shows free; MAP_FIXED_NOREPLACE fails rather than
+    // replace anything mapped there meanwhile.
+    unsafe {
+        libc::mmap(
+            end as *mut libc::c_void,
+            gap,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+    }
+}
+
+/// The address range this library's loadable segments occupy (from its
+/// program headers), page-rounded.
+fn our_extent() -> Option<(usize, usize)> {
+    struct Found {
+        base: usize,
+        end: usize,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info struct for the duration
+        // of the call, with dlpi_phnum headers at dlpi_phdr; data is the
+        // Found we passed.
+        unsafe {
+            let found = &mut *(data as *mut Found);
+            let info = &*info;
+            if info.dlpi_addr as usize != found.base {
+                return 0;
+            }
+            for i in 0..info.dlpi_phnum as usize {
+                let ph = &*info.dlpi_phdr.add(i);
+                if ph.p_type == libc::PT_LOAD {
+                    let top = found.base + (ph.p_vaddr + ph.p_memsz) as usize;
+                    found.end = found.end.max(top);
+                }
+            }
+            1
+        }
+    }
+    let base = {
+        // SAFETY: dladdr only reads the loader's tables into a struct we own.
+        unsafe {
+            let mut ours: libc::Dl_info = core::mem::zeroed();
+            if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0 {
+                return None;
+            }
+            ours.dli_fbase as usize
+        }
+    };
+    let mut found = Found { base, end: 0 };
+    // SAFETY: the callback only reads what the loader passes and writes
+    // the Found it is given, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut found as *mut Found as *mut libc::c_void) };
+    let page = sys::page_size();
+    (found.end > base).then(|| (base, found.end.div_ceil(page) * page))
 }
 
 /// Width of `SELFCKPT_PID`'s value, so a restarted process can rewrite it

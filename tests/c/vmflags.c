@@ -51,12 +51,34 @@ static void *map(void *at, size_t len, int prot, int flags, int fd) {
     return p;
 }
 
+/* A growsdown mapping placed where the kernel puts a fresh mapping (as
+ * CRIU's grow_map test does): it grows only if no accessible mapping lies
+ * within the stack guard gap below it, which holds in a process whose
+ * free address space starts below its lowest mapping. A hole left inside
+ * the loaded libraries (the kernel aligns the mapping of a library of
+ * 2 MiB or more, leaving a gap above it) would take the fresh mapping
+ * instead, and touching below the growsdown mapping would be a SIGSEGV.
+ * (It needs 1 MiB free below the fresh mapping: done once, at the start.) */
+static void unplaced_growsdown(void) {
+    char *start = map(NULL, 10 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+    munmap(start, 10 * PG);
+    volatile char *g = map(start + 5 * PG, PG, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN, -1);
+    g[0] = 'c';
+    g[-1] = 'b';
+    CHECK(g[0] == 'c' && g[-1] == 'b', "unplaced growsdown contents");
+    munmap((char *)g - PG, 2 * PG);
+}
+
 #define N 12
 static const char *names[N] = {"growsdown", "dontfork",       "wipeonfork",    "hugepage",
                                "nohugepage", "mergeable",     "dontdump",      "plain",
                                "shared-ro-part", "locked",    "shared-noreserve", "shared-anon"};
 
 int main(int argc, char **argv) {
+    /* First, before this program's own mappings fill any hole. */
+    unplaced_growsdown();
+    printf("unplaced growsdown grew\n");
     int rw = PROT_READ | PROT_WRITE, priv = MAP_PRIVATE | MAP_ANONYMOUS;
     void *m[N];
     /* Room below the growsdown mapping: 16 free pages, then an
