@@ -90,8 +90,14 @@ static void drain(const char *name, int fd) {
 static void options(const char *name, int fd) {
     int fl = fcntl(fd, F_GETFL);
     int dom = opt(fd, SOL_SOCKET, SO_DOMAIN), type = opt(fd, SOL_SOCKET, SO_TYPE);
+    /* A TCP connection's buffer sizes are the kernel's autotuning. */
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof peer;
+    int tuned = (dom == AF_INET || dom == AF_INET6) && type == SOCK_STREAM &&
+                getpeername(fd, (struct sockaddr *)&peer, &pl) == 0;
     printf("%s: type %d rcvbuf %d sndbuf %d reuseaddr %d reuseport %d keepalive %d nonblock %d cloexec %d",
-           name, type, opt(fd, SOL_SOCKET, SO_RCVBUF), opt(fd, SOL_SOCKET, SO_SNDBUF),
+           name, type, tuned ? -1 : opt(fd, SOL_SOCKET, SO_RCVBUF),
+           tuned ? -1 : opt(fd, SOL_SOCKET, SO_SNDBUF),
            opt(fd, SOL_SOCKET, SO_REUSEADDR), opt(fd, SOL_SOCKET, SO_REUSEPORT),
            opt(fd, SOL_SOCKET, SO_KEEPALIVE), !!(fl & O_NONBLOCK),
            !!(fcntl(fd, F_GETFD) & FD_CLOEXEC));
@@ -99,7 +105,44 @@ static void options(const char *name, int fd) {
     if ((dom == AF_INET || dom == AF_INET6) && type == SOCK_STREAM)
         printf(" nodelay %d", opt(fd, IPPROTO_TCP, TCP_NODELAY));
     if (dom == AF_INET6) printf(" v6only %d", opt(fd, IPPROTO_IPV6, IPV6_V6ONLY));
-    printf(" listening %d\n", opt(fd, SOL_SOCKET, SO_ACCEPTCONN));
+    printf(" listening %d", opt(fd, SOL_SOCKET, SO_ACCEPTCONN));
+    /* Options a program sets by value. */
+    struct timeval rt, wt;
+    struct linger lg;
+    socklen_t l = sizeof rt;
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rt, &l)) fail("SO_RCVTIMEO");
+    l = sizeof wt;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wt, &l)) fail("SO_SNDTIMEO");
+    l = sizeof lg;
+    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l)) fail("SO_LINGER");
+    printf(" rcvtimeo %ld.%06ld sndtimeo %ld.%06ld linger %d/%d", (long)rt.tv_sec,
+           (long)rt.tv_usec, (long)wt.tv_sec, (long)wt.tv_usec, lg.l_onoff, lg.l_linger);
+    if (dom != AF_NETLINK)
+        printf(" prio %d lowat %d oob %d dontroute %d bcast %d tstamp %d",
+               opt(fd, SOL_SOCKET, SO_PRIORITY), opt(fd, SOL_SOCKET, SO_RCVLOWAT),
+               opt(fd, SOL_SOCKET, SO_OOBINLINE), opt(fd, SOL_SOCKET, SO_DONTROUTE),
+               opt(fd, SOL_SOCKET, SO_BROADCAST), opt(fd, SOL_SOCKET, SO_TIMESTAMP));
+    if ((dom == AF_INET || dom == AF_INET6) && type == SOCK_STREAM)
+        printf(" keepidle %d keepintvl %d keepcnt %d user_timeout %d defer_accept %d",
+               opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), opt(fd, IPPROTO_TCP, TCP_KEEPINTVL),
+               opt(fd, IPPROTO_TCP, TCP_KEEPCNT), opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT),
+               opt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT));
+    if (dom == AF_INET)
+        printf(" tos %d ttl %d pktinfo %d recvtos %d", opt(fd, IPPROTO_IP, IP_TOS),
+               opt(fd, IPPROTO_IP, IP_TTL), opt(fd, IPPROTO_IP, IP_PKTINFO),
+               opt(fd, IPPROTO_IP, IP_RECVTOS));
+    /* (An accepted TCP socket's multicast TTL is its SYN's TTL.) */
+    if (dom == AF_INET && type != SOCK_STREAM)
+        printf(" mcast_ttl %d", opt(fd, IPPROTO_IP, IP_MULTICAST_TTL));
+    if (dom == AF_INET6)
+        printf(" hops %d tclass %d recvpktinfo %d", opt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS),
+               opt(fd, IPPROTO_IPV6, IPV6_TCLASS), opt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO));
+    printf("\n");
+}
+
+static void set_time(int fd, int name, long sec, long usec) {
+    struct timeval tv = {sec, usec};
+    if (setsockopt(fd, SOL_SOCKET, name, &tv, sizeof tv)) fail("set a timeout");
 }
 
 struct named {
@@ -295,6 +338,34 @@ int main(int argc, char **argv) {
         put(logger, "before", 6);
     }
 
+    /* Options set by value, on sockets of every role. */
+    set_time(st[0], SO_RCVTIMEO, 4, 500000);
+    set_time(tc, SO_RCVTIMEO, 2, 500000);
+    set_time(tc, SO_SNDTIMEO, 1, 250000);
+    struct linger lg = {1, 3};
+    if (setsockopt(tc, SOL_SOCKET, SO_LINGER, &lg, sizeof lg)) fail("SO_LINGER");
+    set(tc, IPPROTO_TCP, TCP_KEEPIDLE, 77);
+    set(tc, IPPROTO_TCP, TCP_KEEPINTVL, 11);
+    set(tc, IPPROTO_TCP, TCP_KEEPCNT, 4);
+    set(tc, IPPROTO_TCP, TCP_USER_TIMEOUT, 12345);
+    set(tc, IPPROTO_IP, IP_TOS, 0x10);
+    set(tc, IPPROTO_IP, IP_TTL, 33);
+    set(tc, SOL_SOCKET, SO_PRIORITY, 5);
+    set(t4, IPPROTO_TCP, TCP_DEFER_ACCEPT, 5);
+    set(u4, SOL_SOCKET, SO_BROADCAST, 1);
+    set(u4, IPPROTO_IP, IP_MULTICAST_TTL, 7);
+    set(u4, IPPROTO_IP, IP_PKTINFO, 1);
+    set(u4, IPPROTO_IP, IP_RECVTOS, 1);
+    set(u4, SOL_SOCKET, SO_TIMESTAMP, 1);
+    set(fresh, SOL_SOCKET, SO_RCVLOWAT, 10);
+    set(fresh, SOL_SOCKET, SO_OOBINLINE, 1);
+    set(fresh, SOL_SOCKET, SO_DONTROUTE, 1);
+    if (have6) {
+        set(t6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 9);
+        set(t6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
+        set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    }
+
     printf("waiting\n");
     wait_2s(); /* the checkpoint comes here */
     if (logger >= 0) {
@@ -368,6 +439,8 @@ int main(int argc, char **argv) {
         drain("tcp accepted reads", tsv);
         same_name("tcp client", tc, &tc_name);
         same_name("tcp accepted", tsv, &tsv_name);
+        options("tcp client", tc);
+        options("tcp accepted", tsv);
         put(tc, "more", 4);
         struct pollfd one = {tsv, POLLIN, 0};
         poll(&one, 1, 2000);

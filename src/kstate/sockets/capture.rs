@@ -171,6 +171,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         nodelay: tcp && getopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY) != 0,
         v6only: family == libc::AF_INET6 && getopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0,
     };
+    let mut kept = [options::EMPTY; options::MAX_KEPT];
+    let nkept = options::capture(fd, family, stype, &mut kept);
+    let kept = &kept[..nkept];
     // SAFETY: fcntl queries on a descriptor of the process.
     let (fl, fdfl) = unsafe {
         (
@@ -363,7 +366,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         stype,
         eof: s.shutdown & 1 != 0,
     });
-    let lost = write_entry(e, &s, local, remote, q, &mut budget)?;
+    let lost = write_entry(e, &s, local, remote, kept, q, &mut budget)?;
     // Its data in flight, on the socket's first descriptor (with its
     // queue): without it no tree pairs the two ends.
     let mut flight_lost = None;
@@ -383,7 +386,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         if keep_outside && family == libc::AF_UNIX {
             s.role = ROLE_OTHER;
         }
-        write_entry(e, &s, local, remote, None, &mut budget)?;
+        write_entry(e, &s, local, remote, kept, None, &mut budget)?;
     } else {
         seen.bytes += before - budget;
     }
@@ -454,6 +457,7 @@ fn write_entry(
     s: &Head,
     local: &[u8],
     remote: &[u8],
+    kept: &[options::Value],
     q: Option<Queue>,
     budget: &mut usize,
 ) -> Result<Option<&'static [u8]>, CodecError> {
@@ -466,25 +470,26 @@ fn write_entry(
             Some(q) => lost = peek_queue(e, q, budget)?.err(),
             None => e.u32(0)?,
         }
-        encode_file_attrs(e, file_attrs(s, local))
+        encode_file_attrs(e, file_attrs(s, local))?;
+        options::encode(e, kept)
     })?;
     Ok(lost)
 }
 
-/// The entry's trailing field: a bound socket file's mode, uid and gid.
+/// The entry's trailing field: a bound socket file's mode, uid and gid
+/// (mode [`NO_FILE_ATTRS`]: none, since the kept options follow).
 pub(super) fn encode_file_attrs(
     e: &mut Encoder,
     attrs: Option<(u32, u32, u32)>,
 ) -> Result<(), CodecError> {
-    match attrs {
-        Some((mode, uid, gid)) => {
-            e.u32(mode)?;
-            e.u32(uid)?;
-            e.u32(gid)
-        }
-        None => Ok(()),
-    }
+    let (mode, uid, gid) = attrs.unwrap_or((NO_FILE_ATTRS, 0, 0));
+    e.u32(mode)?;
+    e.u32(uid)?;
+    e.u32(gid)
 }
+
+/// The file attributes' mode for none.
+pub(super) const NO_FILE_ATTRS: u32 = u32::MAX;
 
 /// A path-bound UNIX socket's file, if it is still the socket's (the
 /// inode unix_diag gave): its mode bits and owner. No allocation.

@@ -543,6 +543,7 @@ mod tests {
             opts: Default::default(),
             vfs: (0, 0),
             file_attrs: None,
+            kept: Vec::new(),
             local: vec![],
             remote: vec![],
             queue: vec![],

@@ -37,6 +37,7 @@ use crate::image::codec::{CodecError, Decoder, Encoder};
 
 pub mod capture;
 pub mod inflight;
+pub mod options;
 pub mod restore;
 
 pub use capture::capture;
@@ -150,6 +151,8 @@ pub struct Socket {
     /// gid), which the file bound again gets (None: unknown, an image of
     /// before they were kept).
     pub file_attrs: Option<(u32, u32, u32)>,
+    /// The options kept by value (`options.rs`).
+    pub kept: Vec<options::Value>,
 }
 
 impl Socket {
@@ -173,7 +176,8 @@ impl Socket {
         e.bytes(&self.remote)?;
         e.u32(self.queue.len() as u32)?;
         self.queue.iter().try_for_each(|m| e.bytes(m))?;
-        capture::encode_file_attrs(e, self.file_attrs)
+        capture::encode_file_attrs(e, self.file_attrs)?;
+        options::encode(e, &self.kept)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -199,9 +203,15 @@ impl Socket {
             .collect::<Result<_, _>>()?;
         // Trailing, optional: older images end before it.
         let file_attrs = if d.remaining() >= 12 {
-            Some((d.u32()?, d.u32()?, d.u32()?))
+            Some((d.u32()?, d.u32()?, d.u32()?)).filter(|a| a.0 != capture::NO_FILE_ATTRS)
         } else {
             None
+        };
+        // Trailing, optional: older images end before it.
+        let kept = if d.remaining() >= 2 {
+            options::decode(d)?
+        } else {
+            Vec::new()
         };
         Ok(Socket {
             fd,
@@ -220,6 +230,7 @@ impl Socket {
             remote,
             queue,
             file_attrs,
+            kept,
         })
     }
 
@@ -293,6 +304,11 @@ impl Socket {
                 s.push_str(w);
             }
         }
+        s.push_str(&options::describe(
+            &self.kept,
+            self.family as i32,
+            self.stype as i32,
+        ));
         s + &super::eventfd::flag_words(self.flags)
     }
 
@@ -312,6 +328,7 @@ impl Socket {
             "nodelay": self.opts.nodelay, "v6only": self.opts.v6only,
             "nonblock": self.flags as i32 & libc::O_NONBLOCK != 0,
             "queued": self.queue.iter().map(Vec::len).collect::<Vec<_>>(),
+            "options": options::json(&self.kept),
         })
     }
 }

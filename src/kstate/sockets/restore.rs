@@ -196,7 +196,7 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
             "IPV6_V6ONLY",
         )?;
     }
-    Ok(())
+    super::options::apply(fd, &s.kept, &name)
 }
 
 fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
@@ -736,6 +736,7 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
 fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
     let plain = Socket {
         opts: Options::default(),
+        kept: Vec::new(),
         ..s.clone()
     };
     let tmp = new_socket(&plain, above)?;
@@ -844,6 +845,7 @@ fn connect_tcp(
                     v6only: srv.opts.v6only,
                     ..Options::default()
                 },
+                kept: Vec::new(),
                 ..srv.clone()
             };
             let l = new_socket(&plain, above)?;
@@ -1034,6 +1036,7 @@ fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
     };
     let plain = Socket {
         opts: Options::default(),
+        kept: Vec::new(),
         ..s.clone()
     };
     let lis = new_socket(&plain, above)?;
