@@ -1192,42 +1192,25 @@ fn make_j2_resumes_mid_build_and_builds_the_same_binaries() {
 
 /// A double-forked daemon (a child starts a session, forks, exits; the
 /// grandchild, reparented away from the program, keeps counting and
-/// writes its sum to a pipe the program reads at the end) is not brought
-/// back yet (issue 15): the checkpoint must say so — the pipe to it is a
-/// pipe to another process — and the resume refuses, never a restarted
-/// program reading EOF where the daemon's line was.
+/// writes its sum to a pipe the program reads at the end) is checkpointed
+/// with the program (it ran the checkpointer: a member) and comes back as
+/// a child of the restart's init, its session its own, the pipe between
+/// them with it: the output is an uninterrupted run's, and the daemon's
+/// line comes from the daemon brought back.
 #[test]
-fn a_double_forked_daemon_is_named_at_checkpoint_and_the_resume_refuses() {
+fn a_double_forked_daemon_comes_back_with_the_program() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("tree_daemon");
     if !build_c("tree_daemon", &exe) || !can_restart_trees() {
         return;
     }
     lib("libselfckpt.so");
-    let dir = tmp.path().join("ck");
-    let first = tmp.path().join("first");
-    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &first);
-    wait_for("output", 60, || lines(&first) >= 8);
-    let image = checkpoint_wait(child.id());
-    kill_tree(&mut child, libc::SIGKILL);
-    // Whatever the daemon still does must not matter: it is gone too.
-    std::thread::sleep(Duration::from_millis(200));
-    let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
-    assert!(
-        stats.contains("pipe to another process") || stats.contains("double-forked daemon"),
-        "{stats}"
-    );
-    let second = tmp.path().join("second");
-    let (st, err) = finish(
-        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &second),
-        "resume",
-    );
-    assert!(!st.success(), "resumed without its daemon: {err}");
-    assert!(
-        err.contains("not restorable"),
-        "{err} ({})",
-        image.display()
-    );
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["60"], 8, |rec| {
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+        let adopted = rec["adopted"].as_array().unwrap_or_else(|| panic!("{rec}"));
+        assert_eq!(adopted.len(), 1, "{rec}");
+        assert_eq!(rec["left_out"].as_array().map_or(0, Vec::len), 0, "{rec}");
+    });
 }
 
 /// The tree's image directory full: the checkpoint fails cleanly with

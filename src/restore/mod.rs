@@ -243,7 +243,7 @@ pub fn restart(
         (None, policy) => {
             let identity = match exact_ids_blocker(&view) {
                 Some(why) => pidns::Identity::New(why),
-                None => pidns::enter(view.meta.pid, opts.verbose),
+                None => pidns::enter(view.meta.pid, opts.verbose, false),
             };
             match identity {
                 pidns::Identity::New(why) if policy == TidPolicy::Exact => {

@@ -138,7 +138,7 @@ fn errno() -> std::io::Error {
 /// Without the privilege for a PID namespace (not root), the init gets a
 /// user namespace of its own too, where the caller's uid and gid map to
 /// themselves (unprivileged user namespaces must be allowed).
-pub fn enter(pid: u32, verbose: bool) -> Identity {
+pub fn enter(pid: u32, verbose: bool, linger: bool) -> Identity {
     if pid <= 1 || pid > i32::MAX as u32 {
         return Identity::New(format!("the image's pid is {pid}"));
     }
@@ -167,7 +167,7 @@ pub fn enter(pid: u32, verbose: bool) -> Identity {
     };
     if init == 0 {
         drop((report_rd, life_wr));
-        return init_side(pid, report_wr, life_rd);
+        return init_side(pid, report_wr, life_rd, linger);
     }
     drop((report_wr, life_rd));
     let mut life = std::fs::File::from(life_wr);
@@ -217,6 +217,12 @@ fn outer_side(init: i32, report: OwnedFd, lifeline: OwnedFd, verbose: bool) -> I
     }
     forward_signals(init);
     let _keep = lifeline;
+    // The program's wait status, which the init sends when the program
+    // ends (it may stay for the processes the program leaves running).
+    let mut word = [0u8; 4];
+    if report.read_exact(&mut word).is_ok() {
+        end_like(i32::from_ne_bytes(word))
+    }
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
@@ -225,12 +231,7 @@ fn outer_side(init: i32, report: OwnedFd, lifeline: OwnedFd, verbose: bool) -> I
             break;
         }
     }
-    let mut word = [0u8; 4];
-    let program = match report.read_exact(&mut word) {
-        Ok(()) => i32::from_ne_bytes(word),
-        Err(_) => status,
-    };
-    end_like(program)
+    end_like(status)
 }
 
 /// Ends this process the way a child with wait status `status` ended.
@@ -270,8 +271,12 @@ fn read_message(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
 }
 
 /// pid 1 of the new namespace: fresh /proc, then the program's process
-/// with the checkpoint-time pid. Returns `Exact` in that process.
-fn init_side(pid: u32, report: OwnedFd, lifeline: OwnedFd) -> Identity {
+/// with the checkpoint-time pid. Returns `Exact` in that process. With
+/// `linger` (a process tree), the processes the program leaves running
+/// when it ends (a daemon, children it did not wait for) go on as they
+/// would have: the init reports the program's end, stops being tied to
+/// the outer process and stays, reaping, while any is left.
+fn init_side(pid: u32, report: OwnedFd, lifeline: OwnedFd, linger: bool) -> Identity {
     let mut report = std::fs::File::from(report);
     let fail = |report: &mut std::fs::File, why: String| -> ! {
         let _ = report.write_all(format!("-{why}\n").as_bytes());
@@ -307,20 +312,28 @@ fn init_side(pid: u32, report: OwnedFd, lifeline: OwnedFd) -> Identity {
         unsafe { libc::_exit(1) };
     }
     forward_signals(child);
-    let mut program = 0;
+    let mut program = None;
     loop {
         let mut status = 0;
         // SAFETY: reaping any process of the namespace (we are its init).
         let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r == child {
-            program = status;
-            break;
+            program = Some(status);
+            if !linger {
+                break;
+            }
+            // SAFETY: prctl without memory arguments; the outer process
+            // may end now without ending the namespace.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            let _ = report.write_all(&status.to_ne_bytes());
         }
         if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
             break;
         }
     }
-    let _ = report.write_all(&program.to_ne_bytes());
+    if !linger {
+        let _ = report.write_all(&program.unwrap_or(0).to_ne_bytes());
+    }
     // SAFETY: as above.
     unsafe { libc::_exit(0) }
 }
@@ -388,7 +401,13 @@ pub(crate) fn fork3(flags: u64, pid: Option<u32>) -> std::io::Result<i32> {
         pidfd: 0,
         child_tid: tid_address,
         parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the child takes its exit signal from this
+        // process (clone3 refuses one of its own).
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         stack: 0,
         stack_size: 0,
         tls: 0,

@@ -100,7 +100,7 @@ pub fn restart_tree(
     // The System V sets and queues members use: made once, before the
     // members fork (each restart leaves them to the tree).
     sysv_ipc(&images)?;
-    match super::pidns::enter(rec.root, opts.verbose) {
+    match super::pidns::enter(rec.root, opts.verbose, true) {
         super::pidns::Identity::Exact => {}
         super::pidns::Identity::New(why) => return Err(RestoreError::ExactIds(why)),
     }
@@ -144,7 +144,10 @@ pub fn restart_tree(
     let root = rec.members[0].clone();
     // The root's group (or session) first: its children are born in it.
     super::handover::own_process_group(session_role(&root));
-    let me = spawn_children(&rec, rec.root, fail);
+    let mut me = spawn_children(&rec, rec.root, fail);
+    if me == rec.root {
+        me = spawn_adopted(&rec, fail);
+    }
     let Some(m) = rec.member(me) else {
         fail(format!("process {me} is not in the record"))
     };
@@ -248,6 +251,28 @@ fn spawn_children(rec: &TreeRecord, pid: u32, fail: fn(String) -> !) -> u32 {
         }
     }
     pid
+}
+
+/// In the root's process: forks the members whose parent is outside the
+/// tree (`TreeRecord::adopted`) as children of the namespace's init
+/// (`CLONE_PARENT`: their parent is pid 1, as it was init or a subreaper),
+/// each with its descendants; returns the pid this process is to become.
+fn spawn_adopted(rec: &TreeRecord, fail: fn(String) -> !) -> u32 {
+    for &a in &rec.adopted {
+        match super::pidns::fork3(libc::CLONE_PARENT as u64, Some(a)) {
+            Err(e) => fail(format!(
+                "cannot create process {a} (clone3 set_tid, CLONE_PARENT): {e}"
+            )),
+            Ok(0) => {
+                if let Some(m) = rec.member(a) {
+                    join_group(rec, m, fail);
+                }
+                return spawn_children(rec, a, fail);
+            }
+            Ok(_) => {}
+        }
+    }
+    rec.root
 }
 
 /// The session role the handover understands, from the record.

@@ -110,6 +110,11 @@ pub struct TreeRecord {
     /// restart decides from the images).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// Members whose parent is outside the tree (a double-forked daemon,
+    /// reparented to init or a subreaper): a restart makes them children
+    /// of its namespace's init, whose pid is 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<u32>,
 }
 
 /// Why a tree record cannot be used.
@@ -215,8 +220,16 @@ impl TreeRecord {
             return Err("process ids are not distinct, or not above 1".into());
         }
         let is_member = |p: u32| self.members.iter().any(|m| m.pid == p);
+        if self
+            .adopted
+            .iter()
+            .any(|&a| a == self.root || !is_member(a))
+        {
+            return Err("an adopted process is the root or not a member".into());
+        }
+        let adopted = |p: u32| self.adopted.contains(&p);
         for m in self.members.iter().skip(1) {
-            if !is_member(m.ppid) {
+            if !adopted(m.pid) && !is_member(m.ppid) {
                 return Err(format!(
                     "member {}'s parent {} is not a member",
                     m.pid, m.ppid
@@ -290,11 +303,12 @@ impl TreeRecord {
         if held.windows(2).any(|w| w[0] == w[1]) {
             return Err("a descriptor is recorded as two shared sockets".into());
         }
-        // Every member descends from the root (no cycle).
+        // Every member descends from the root or an adopted member (no
+        // cycle).
         for m in &self.members {
             let mut at = m.pid;
             let mut steps = 0;
-            while at != self.root {
+            while at != self.root && !adopted(at) {
                 at = self.member(at).map_or(0, |p| p.ppid);
                 steps += 1;
                 if at == 0 || steps > self.members.len() {
@@ -312,7 +326,7 @@ impl TreeRecord {
             .members
             .iter()
             .skip(1)
-            .filter(|m| m.ppid == pid)
+            .filter(|m| m.ppid == pid && !self.adopted.contains(&m.pid))
             .map(|m| m.pid)
             .chain(self.zombies.iter().filter(|z| z.ppid == pid).map(|z| z.pid))
             .collect();
@@ -420,6 +434,33 @@ mod tests {
             left_out: vec![],
             shared: vec![],
             refused: vec![],
+            adopted: vec![],
+        }
+    }
+
+    #[test]
+    fn an_adopted_member_needs_no_parent_in_the_tree_but_must_be_a_member() {
+        let mut r = rec();
+        // 12, reparented to init (a double-forked daemon), and its child.
+        r.members[2].ppid = 1;
+        assert!(r.check().unwrap_err().contains("not a member"));
+        r.adopted = vec![12];
+        let mut child = r.members[1].clone();
+        child.pid = 14;
+        child.ppid = 12;
+        child.image = "p-14.ckpt".into();
+        r.members.push(child);
+        r.check().unwrap();
+        assert_eq!(r.children_of(1), Vec::<u32>::new());
+        assert_eq!(r.children_of(12), vec![14]);
+        for bad in [vec![10], vec![99]] {
+            let mut b = r.clone();
+            b.adopted = bad;
+            assert!(
+                b.check().unwrap_err().contains("adopted"),
+                "{:?}",
+                b.adopted
+            );
         }
     }
 

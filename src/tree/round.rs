@@ -269,6 +269,7 @@ impl Round {
                 left_out: Vec::new(),
                 shared: Vec::new(),
                 refused: Vec::new(),
+                adopted: Vec::new(),
             },
             term,
             member_ended: false,
@@ -590,7 +591,27 @@ impl RootRound {
     fn describe(&mut self, me: u32) {
         let joined: Vec<u32> = self.members.iter().map(|m| m.pid).collect();
         let mut procs = vec![proc_of(me)];
-        let desc = record::descendants(me);
+        let mut desc = record::descendants(me);
+        // A member that is no descendant of the root any more: its parent
+        // exited and it was reparented outside the tree (a double-forked
+        // daemon). It comes back as a child of the restart's init (pid 1,
+        // as init or a subreaper is its parent now), with its own
+        // descendants.
+        let mut adopted = Vec::new();
+        for &m in &joined {
+            if desc.iter().any(|d| d.pid == m) || m == me {
+                continue;
+            }
+            match record::stat(m) {
+                Some(st) if st.state != 'Z' && st.state != 'X' => {
+                    adopted.push(m);
+                    procs.push(proc_of(m));
+                    let below = record::descendants(m);
+                    desc.extend(below.into_iter().filter(|d| d.pid != me));
+                }
+                _ => {}
+            }
+        }
         // Parents first (descendants lists them so); a member whose parent
         // is left out cannot be placed again: it is left out too.
         for s in &desc {
@@ -624,23 +645,8 @@ impl RootRound {
                 });
             }
         }
-        // A member that is no descendant of the root any more: its parent
-        // exited and it was reparented outside the tree (a double-forked
-        // daemon). It cannot be placed again under its parent: named.
-        for m in &joined {
-            if !procs.iter().any(|p| p.pid == *m) && !desc.iter().any(|d| d.pid == *m) {
-                let st = record::stat(*m);
-                self.record.left_out.push(LeftOut {
-                    pid: *m,
-                    ppid: st.as_ref().map_or(0, |s| s.ppid),
-                    program: program_of(*m),
-                    why: "its parent exited and it was reparented outside the tree (a \
-                          double-forked daemon): it does not come back"
-                        .to_string(),
-                });
-            }
-        }
         self.record.members = procs;
+        self.record.adopted = adopted;
         for l in &self.record.left_out {
             log::warn!(
                 "the checkpoint leaves out process {} ({}), a child of {}: {}",
@@ -681,6 +687,7 @@ impl RootRound {
         // froze) are taken out of the record.
         self.record.members.retain(|p| !p.image.is_empty());
         let members: Vec<u32> = self.record.members.iter().map(|m| m.pid).collect();
+        self.record.adopted.retain(|a| members.contains(a));
         self.record
             .shared
             .retain(|s| s.ends.iter().all(|e| members.contains(&e.pid)));

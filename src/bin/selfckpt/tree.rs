@@ -85,6 +85,14 @@ pub fn inspect_set(path: &Path, json: bool) -> Result<(), String> {
     }
     println!("  processes:");
     show(&rec, rec.root, 1);
+    if !rec.adopted.is_empty() {
+        println!(
+            "  reparented outside the tree (double-forked daemons; a restart makes them children of its init):"
+        );
+        for &a in &rec.adopted {
+            show(&rec, a, 1);
+        }
+    }
     if !rec.left_out.is_empty() {
         println!(
             "  left out (live children that do not come back; a restart refuses them unless --unrestorable=left_out):"
