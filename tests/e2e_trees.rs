@@ -842,7 +842,7 @@ fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
     lib("libselfckpt.so");
     let reference = tmp.path().join("ref");
     wait_ok(
-        spawn_to_file(Command::new(&exe).arg("60"), &reference),
+        spawn_to_file(Command::new(&exe).arg("160"), &reference),
         "reference run",
     );
     let want = std::fs::read_to_string(&reference).unwrap();
@@ -851,9 +851,11 @@ fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
     // Run 1: checkpoint while the late child lives; run 2 (restarted):
     // the late child exits, then a second checkpoint; run 3 resumes it
     // (a member's exit is not the run's end).
-    for (i, after) in [(1, 8), (2, 50)] {
+    // (160 ticks of 40 ms: the late child exits at tick 120; the second
+    // checkpoint, at tick 130, leaves 1.2 s before the program's end.)
+    for (i, after) in [(1, 8), (2, 130)] {
         let out = tmp.path().join(format!("run{i}"));
-        let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &out);
+        let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["160"]), &out);
         wait_for("output", 60, || {
             std::fs::read_to_string(&out)
                 .is_ok_and(|t| t.lines().any(|l| l == format!("tick {after}")))
@@ -865,7 +867,7 @@ fn a_restarted_tree_checkpoints_and_restarts_again_after_a_member_exited() {
     }
     let last = tmp.path().join("run3");
     let err = wait_ok(
-        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &last),
+        spawn_to_file(&mut selfckpt_run(&dir, &exe, &["160"]), &last),
         "third run",
     );
     assert!(err.contains("resuming"), "{err}");
@@ -1210,6 +1212,27 @@ fn a_double_forked_daemon_comes_back_with_the_program() {
         let adopted = rec["adopted"].as_array().unwrap_or_else(|| panic!("{rec}"));
         assert_eq!(adopted.len(), 1, "{rec}");
         assert_eq!(rec["left_out"].as_array().map_or(0, Vec::len), 0, "{rec}");
+    });
+}
+
+/// Children that fork the moment they are born, while their checkpointer
+/// thread is still joining the tree: no grandchild may inherit its
+/// parent's half-made connection to the root (it would keep it as a
+/// socket of its own, a socket to another process: the checkpoint would
+/// name it and the restart refuse). Checkpointed once all have forked,
+/// killed, resumed: the output is an uninterrupted run's.
+#[test]
+fn children_forking_as_they_join_leave_no_tree_socket_to_their_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_forkstorm");
+    if !build_c("tree_forkstorm", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["24", "80"], 1, |rec| {
+        assert_eq!(pids(rec, "members").len(), 49, "{rec}");
+        let refused = rec["refused"].as_array().map_or(0, Vec::len);
+        assert_eq!(refused, 0, "{rec}");
     });
 }
 

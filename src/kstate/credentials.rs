@@ -163,9 +163,16 @@ fn read_self() -> Option<ThreadCreds> {
         )
     };
     let (mut bounding, mut ambient) = (0u64, 0u64);
+    // The kernel keeps the ambient set inside the permitted and the
+    // inheritable sets: where they share nothing (almost always) it is
+    // empty, and the 41 questions are not asked.
+    let ambient_possible = permitted & inheritable;
     for c in 0..=LAST_CAP.load(Relaxed) as u64 {
         if prctl(libc::PR_CAPBSET_READ, c) == 1 {
             bounding |= 1 << c;
+        }
+        if ambient_possible & (1 << c) == 0 {
+            continue;
         }
         // SAFETY: as `prctl`.
         let amb = unsafe {

@@ -135,6 +135,16 @@ fn pending(path: &[u8], key: &[u8]) -> SignalSet {
     SignalSet(super::pending::parse_mask(&buf[..n], key).unwrap_or(0))
 }
 
+/// Whether any signal but `skip` and glibc's own is pending for this
+/// thread or the process (`rt_sigpending` gives the union): when none is
+/// (the common case), `/proc` is not read (20 µs a thread). No allocation.
+fn any_pending(skip: SignalSet) -> bool {
+    let mut set: u64 = 0;
+    // SAFETY: rt_sigpending writes the 8-byte kernel signal set.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigpending, &mut set as *mut u64, 8usize) };
+    r != 0 || set & !skip.0 & !GLIBC_INTERNAL != 0
+}
+
 /// Takes one instance of `sig` (blocked or not) with its siginfo.
 fn dequeue(sig: i32, info: &mut Info) -> bool {
     let set: u64 = 1 << (sig - 1);
@@ -226,6 +236,9 @@ const GLIBC_INTERNAL: u64 = 0b11 << 31;
 /// checkpoint's own signals. No allocation.
 pub fn take_own(slot: usize, skip: SignalSet) {
     const PATH: &[u8] = b"/proc/thread-self/status\0";
+    if !any_pending(skip) {
+        return;
+    }
     let own = SignalSet(pending(PATH, b"SigPnd:").0 & !skip.0 & !GLIBC_INTERNAL);
     if own.0 == 0 {
         return;
@@ -248,6 +261,9 @@ pub fn take_own(slot: usize, skip: SignalSet) {
 /// allocation.
 pub fn take_shared(skip: SignalSet) {
     const PATH: &[u8] = b"/proc/thread-self/status\0";
+    if !any_pending(skip) {
+        return;
+    }
     let mine = pending(PATH, b"SigPnd:");
     let shared = SignalSet(pending(PATH, b"ShdPnd:").0 & !skip.0 & !mine.0 & !GLIBC_INTERNAL);
     if shared.0 == 0 {

@@ -25,6 +25,25 @@ fn wait_open() {
     }
 }
 
+/// Whether a fork is under way (counted by [`before_fork`], not yet
+/// returned in the parent). SeqCst: one side of the tree's descriptor
+/// guard (`tree::make_own`).
+pub fn forking() -> bool {
+    core::sync::atomic::fence(SeqCst);
+    FORKING.load(SeqCst) != 0
+}
+
+/// Waits until no fork is under way.
+pub fn wait_no_fork() {
+    loop {
+        let n = FORKING.load(Acquire);
+        if n == 0 {
+            return;
+        }
+        futex_wait(&FORKING, n, Some(1_000_000));
+    }
+}
+
 /// Before a fork: waits while held, then counts the fork.
 pub fn before_fork() {
     loop {

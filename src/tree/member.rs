@@ -81,10 +81,9 @@ fn connect() -> Result<(), wire::WireError> {
     // SAFETY: getppid has no preconditions.
     hello.ppid = unsafe { libc::getppid() } as u32;
     if let Err(e) = wire::send(fd, &hello) {
-        wire::close(fd);
+        super::close_own(fd);
         return Err(e);
     }
-    super::own(fd);
     CONN.store(fd, Release);
     Ok(())
 }

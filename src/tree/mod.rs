@@ -64,6 +64,54 @@ pub(crate) fn own(fd: i32) -> bool {
     false
 }
 
+/// Tree descriptors being made and not yet registered: a fork waits while
+/// one is (a few system calls), so that no forked child inherits a
+/// descriptor of the tree it does not know as the tree's (it would keep
+/// it as one of its own, and its checkpoint would find a socket to
+/// another process). Dekker-style with the fork count of `hold`: each
+/// side announces itself, then looks at the other (SeqCst).
+static MAKING: AtomicU32 = AtomicU32::new(0);
+
+/// Makes a descriptor of the tree with `make` (which must not block) and
+/// registers it, as one step no fork of the program splits.
+pub(crate) fn make_own(
+    make: impl FnOnce() -> Result<i32, wire::WireError>,
+) -> Result<i32, wire::WireError> {
+    loop {
+        MAKING.fetch_add(1, SeqCst);
+        if !hold::forking() {
+            break;
+        }
+        MAKING.fetch_sub(1, SeqCst);
+        hold::wait_no_fork();
+    }
+    let r = make().and_then(|fd| {
+        if own(fd) {
+            Ok(fd)
+        } else {
+            wire::close(fd);
+            Err(wire::WireError::Sys(libc::EMFILE))
+        }
+    });
+    MAKING.fetch_sub(1, SeqCst);
+    r
+}
+
+/// In the fork's prepare handler, the fork counted: waits until no tree
+/// descriptor is being made.
+fn wait_made() {
+    core::sync::atomic::fence(SeqCst);
+    while MAKING.load(SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+}
+
+/// Forgets and closes a descriptor [`make_own`] made.
+pub(crate) fn close_own(fd: i32) {
+    disown(fd);
+    wire::close(fd);
+}
+
 pub(crate) fn disown(fd: i32) {
     for o in &OWN {
         let _ = o.compare_exchange(fd, -1, AcqRel, Acquire);
@@ -145,6 +193,7 @@ fn install_fork_handlers() {
 extern "C" fn prepare() {
     if covers_forks() {
         hold::before_fork();
+        wait_made();
     }
 }
 

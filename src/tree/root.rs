@@ -68,10 +68,7 @@ pub fn start() {
 pub fn relisten() {
     let Some(addr) = super::address() else { return };
     match wire::listen(&addr) {
-        Ok(fd) => {
-            super::own(fd);
-            LISTEN.store(fd, Release);
-        }
+        Ok(fd) => LISTEN.store(fd, Release),
         Err(e) => {
             log::warn!("cannot listen for the tree's members: {e}; forked children are not covered")
         }
@@ -169,13 +166,10 @@ fn serve() {
 }
 
 fn accept_one(l: i32) {
+    // The tree's at once (`make_own`): a checkpoint while the hello is
+    // awaited must not take this socket for one of the program's, nor a
+    // fork meanwhile give it to a child.
     let Ok(fd) = wire::accept(l) else { return };
-    // The tree's at once: a checkpoint while the hello is awaited must not
-    // take this socket for one of the program's.
-    if !super::own(fd) {
-        wire::close(fd);
-        return;
-    }
     let hello = wire::expect(fd, Kind::Hello, Some(2000));
     let pid = wire::peer_pid(fd);
     match (hello, pid) {

@@ -174,9 +174,15 @@ fn socket() -> Result<i32, WireError> {
     high(fd)
 }
 
-/// A listening socket at `name` (abstract).
+/// A listening socket at `name` (abstract), non-blocking (see
+/// [`accept`]), registered as the tree's.
 pub fn listen(name: &[u8]) -> Result<i32, WireError> {
-    let fd = socket()?;
+    let fd = super::make_own(|| {
+        let fd = socket()?;
+        // SAFETY: fcntl on our new socket.
+        unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+        Ok(fd)
+    })?;
     let (sa, len) = sockaddr(name);
     // SAFETY: bind and listen on our socket with a valid address.
     let r = unsafe {
@@ -193,15 +199,16 @@ pub fn listen(name: &[u8]) -> Result<i32, WireError> {
     };
     if r != 0 {
         let e = sys::Errno::last().0;
-        close(fd);
+        super::close_own(fd);
         return Err(WireError::Sys(e));
     }
     Ok(fd)
 }
 
 /// Connects to the listening socket at `name`.
+/// A socket connected to `name`, registered as the tree's.
 pub fn connect(name: &[u8]) -> Result<i32, WireError> {
-    let fd = socket()?;
+    let fd = super::make_own(socket)?;
     let (sa, len) = sockaddr(name);
     // SAFETY: connect our socket to a valid address.
     let r = unsafe {
@@ -213,27 +220,30 @@ pub fn connect(name: &[u8]) -> Result<i32, WireError> {
     };
     if r != 0 {
         let e = sys::Errno::last().0;
-        close(fd);
+        super::close_own(fd);
         return Err(WireError::Sys(e));
     }
     Ok(fd)
 }
 
-/// Accepts one connection (blocking).
+/// Accepts one connection waiting on the (non-blocking) listener `fd`,
+/// registered as the tree's; `Sys(EAGAIN)` when none waits.
 pub fn accept(fd: i32) -> Result<i32, WireError> {
-    // SAFETY: accept4 on our listening socket, no address wanted.
-    let c = unsafe {
-        libc::accept4(
-            fd,
-            core::ptr::null_mut(),
-            core::ptr::null_mut(),
-            libc::SOCK_CLOEXEC,
-        )
-    };
-    if c < 0 {
-        return Err(WireError::Sys(sys::Errno::last().0));
-    }
-    high(c)
+    super::make_own(|| {
+        // SAFETY: accept4 on our listening socket, no address wanted.
+        let c = unsafe {
+            libc::accept4(
+                fd,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if c < 0 {
+            return Err(WireError::Sys(sys::Errno::last().0));
+        }
+        high(c)
+    })
 }
 
 pub fn close(fd: i32) {

@@ -284,6 +284,17 @@ int main(int argc, char **argv) {
         if (bind(t6, (struct sockaddr *)&in6, sizeof in6) || listen(t6, 9)) have6 = 0;
         else t6_name = name_of(t6);
     }
+    /* A TCP connection over IPv6 with both ends here (IPV6_V6ONLY on both,
+     * from the listener and the socket), data queued one way. */
+    int t6c = -1, t6a = -1;
+    if (have6) {
+        t6c = socket(AF_INET6, SOCK_STREAM, 0);
+        set(t6c, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+        if (connect(t6c, (struct sockaddr *)&t6_name.a, t6_name.len)) fail("tcp6 connect");
+        t6a = accept(t6, NULL, NULL);
+        if (t6a < 0) fail("tcp6 accept");
+        put(t6c, "over six", 8);
+    }
     if (have6) {
         u6 = socket(AF_INET6, SOCK_DGRAM, 0);
         set(u6, SOL_SOCKET, SO_REUSEPORT, 1);
@@ -463,6 +474,11 @@ int main(int argc, char **argv) {
     accepts("tcp4 listener", t4, &t4_name);
     if (have6) {
         options("tcp6 listener", t6);
+        options("tcp6 client", t6c);
+        options("tcp6 accepted", t6a);
+        struct pollfd six = {t6a, POLLIN, 0};
+        poll(&six, 1, 2000);
+        drain("tcp6 accepted reads", t6a);
         same_name("tcp6 listener", t6, &t6_name);
         accepts("tcp6 listener", t6, &t6_name);
         options("udp6", u6);

@@ -188,7 +188,12 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
     if o.nodelay {
         set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
     }
-    if s.family as i32 == libc::AF_INET6 {
+    // Only before a bind or a connect (an end of a connection made again
+    // has it from its listener or its socket already): where it is not
+    // what it was.
+    if s.family as i32 == libc::AF_INET6
+        && (getopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0) != o.v6only
+    {
         set(
             libc::IPPROTO_IPV6,
             libc::IPV6_V6ONLY,
