@@ -1236,6 +1236,27 @@ fn children_forking_as_they_join_leave_no_tree_socket_to_their_children() {
     });
 }
 
+/// A prefork server: a listener on every address that the program and
+/// its two forked workers share, the workers accepting one request per
+/// connection, the program connecting as the client. The listener is made
+/// once by the tree's restart and given to all three (each binding the
+/// address again would find it taken); a connection made at the moment of
+/// the checkpoint is made through it. Output as an uninterrupted run's.
+#[test]
+fn a_listener_shared_by_a_server_and_its_forked_workers_is_shared_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_prefork");
+    if !build_c("tree_prefork", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &["60"], 10, |rec| {
+        assert_eq!(pids(rec, "members").len(), 3, "{rec}");
+        assert_eq!(shared_of(rec, "unconnected"), 1, "{rec}");
+        assert_eq!(rec["refused"].as_array().map_or(0, Vec::len), 0, "{rec}");
+    });
+}
+
 /// The tree's image directory full: the checkpoint fails cleanly with
 /// "No space left on device", both processes go on and end as an
 /// uninterrupted run does, the older set stays valid and no temporary set

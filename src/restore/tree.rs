@@ -747,11 +747,13 @@ struct TreeSockets {
 fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> TreeSockets {
     let key = crate::image::mac::MacKey::from_env();
     let mut out = TreeSockets::default();
-    let shared = |ino: u64| {
+    let kind_of = |ino: u64| {
         rec.shared
             .iter()
-            .any(|s| s.kind == "socket" && s.ino == ino)
+            .find(|s| matches!(s.kind.as_str(), "socket" | "unconnected") && s.ino == ino)
+            .map(|s| s.kind.as_str())
     };
+    let shared = |ino: u64| kind_of(ino).is_some();
     for p in images {
         let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
             continue;
@@ -771,7 +773,7 @@ fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> TreeSockets {
             let is_tcp = x.family as i32 != libc::AF_UNIX;
             // A TCP end as the descriptor that kept its data in flight
             // has it.
-            if is_tcp && flight.is_none() {
+            if is_tcp && flight.is_none() && kind_of(x.ino) == Some("socket") {
                 continue;
             }
             out.ends.push(x.clone());
@@ -787,6 +789,28 @@ fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> TreeSockets {
 fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec<Pipe>, String> {
     use crate::kstate::sockets::{inflight, restore};
     let mut out: Vec<Pipe> = Vec::new();
+    // The sockets without a peer several members hold (a server's
+    // listener and its forked workers): made once, bound first.
+    for s in rec.shared.iter().filter(|s| s.kind == "unconnected") {
+        let x = socks
+            .ends
+            .iter()
+            .find(|x| x.ino == s.ino)
+            .ok_or_else(|| format!("socket {} is in no member's image", s.ino))?;
+        let mut warn = Vec::new();
+        let made = restore::make_unconnected(x, above, &mut warn);
+        for w in warn {
+            eprintln!("selfckpt: warning: {w}");
+        }
+        let fd = made?;
+        out.push(Pipe {
+            kind: "unconnected",
+            ino: s.ino,
+            peer: 0,
+            rd: fd,
+            wr: fd,
+        });
+    }
     for s in rec.shared.iter().filter(|s| s.kind == "socket") {
         if out.iter().any(|p| p.ino == s.ino) {
             continue;
@@ -817,9 +841,27 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
                 sock: b,
                 flight: flight(b)?,
             };
-            let a_accepts = socks.listening.contains(&a.local);
+            let a_accepts = socks
+                .listening
+                .iter()
+                .any(|l| restore::listens_at(l, &a.local));
+            let srv = if a_accepts { a } else { b };
+            // A listener several members share, made above: the
+            // connection is made through it (another at its port could
+            // not listen).
+            let through = rec
+                .shared
+                .iter()
+                .filter(|u| u.kind == "unconnected")
+                .filter_map(|u| socks.ends.iter().find(|x| x.ino == u.ino))
+                .find(|x| {
+                    x.role == crate::kstate::sockets::ROLE_LISTEN
+                        && restore::listens_at(&x.local, &srv.local)
+                })
+                .and_then(|x| out.iter().find(|p| p.ino == x.ino).map(|p| p.rd));
             let mut warn = Vec::new();
-            let made = restore::make_tcp_connection(end_a, end_b, a_accepts, above, &mut warn);
+            let made =
+                restore::make_tcp_connection(end_a, end_b, a_accepts, through, above, &mut warn);
             for w in warn {
                 eprintln!("selfckpt: warning: {w}");
             }

@@ -274,7 +274,7 @@ impl TreeRecord {
             }
             if !matches!(
                 s.kind.as_str(),
-                "pipe" | "file" | "socket" | "memory" | "mqueue" | "ptmx" | "pts"
+                "pipe" | "file" | "socket" | "unconnected" | "memory" | "mqueue" | "ptmx" | "pts"
             ) {
                 return Err(format!("shared {} {}: no such kind", s.kind, s.ino));
             }

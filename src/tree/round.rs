@@ -930,6 +930,7 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
         }
     }
     let mut out = shared_tcp(set, members)?;
+    out.extend(shared_unconnected(set, members));
     for (&ino, (peer, _, ends)) in &by_ino {
         let Some((back, _, peer_ends)) = by_ino.get(peer) else {
             continue;
@@ -948,6 +949,44 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
         }
     }
     Ok(out)
+}
+
+/// The sockets without a peer (listening, bound, fresh) that several
+/// members hold: a server's listener shared with the workers it forked.
+/// Made once by the tree's restart and given to each (two members
+/// binding one address each would find it taken).
+fn shared_unconnected(set: &Path, members: &[Proc]) -> Vec<Shared> {
+    use crate::kstate::sockets::{ROLE_BOUND, ROLE_FRESH, ROLE_LISTEN};
+    let key = crate::image::mac::MacKey::from_env();
+    let mut by_ino: std::collections::BTreeMap<u64, Vec<record::End>> = Default::default();
+    for m in members {
+        let Ok(img) =
+            crate::image::read::ImageFile::open_with_key(&set.join(&m.image), key.as_ref())
+        else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for x in view.kernel.objects.sockets() {
+            if matches!(x.role, ROLE_LISTEN | ROLE_BOUND | ROLE_FRESH) {
+                by_ino.entry(x.ino).or_default().push(record::End {
+                    pid: m.pid,
+                    fd: x.fd,
+                    flags: x.flags,
+                });
+            }
+        }
+    }
+    by_ino
+        .into_iter()
+        .filter(|(_, ends)| ends.iter().any(|e| e.pid != ends[0].pid))
+        .map(|(ino, ends)| Shared {
+            kind: "unconnected".into(),
+            ino,
+            ends,
+            peer: 0,
+            dev: 0,
+        })
+        .collect()
 }
 
 /// The TCP connections between members (a parent's accepted connection

@@ -106,6 +106,19 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
     failed
 }
 
+/// Whether IPv6 socket `fd` is bound to a port of one address (neither
+/// `::` nor v4-mapped).
+fn bound_to_one_address(fd: i32) -> bool {
+    // SAFETY: a zeroed sockaddr_in6 is a valid value.
+    let mut a: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut n = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `n` bytes into `a`.
+    let r = unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_in6).cast(), &mut n) };
+    let ip = a.sin6_addr.s6_addr;
+    let mapped = ip[..10] == [0; 10] && ip[10..12] == [0xff, 0xff];
+    r == 0 && a.sin6_port != 0 && ip != [0; 16] && !mapped
+}
+
 /// `fd` moved at `above` or higher (close-on-exec), the original closed.
 fn lift(fd: i32, above: i32) -> Result<i32, String> {
     if fd < 0 {
@@ -191,15 +204,17 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
     // Only before a bind or a connect (an end of a connection made again
     // has it from its listener or its socket already): where it is not
     // what it was.
+    // A socket bound to one IPv6 address (not `::`, not v4-mapped) is
+    // IPv6-only by the kernel's rule from its bind on, and the kernel
+    // refuses a change: a connecting end bound again to its very address
+    // (where its connect had bound it implicitly) is such a one, and can
+    // carry nothing but IPv6 either way.
     if s.family as i32 == libc::AF_INET6
         && (getopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0) != o.v6only
+        && setopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, o.v6only as i32) != 0
+        && (o.v6only || !bound_to_one_address(fd))
     {
-        set(
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            o.v6only as i32,
-            "IPV6_V6ONLY",
-        )?;
+        return Err(last(&format!("{name}: cannot set IPV6_V6ONLY")));
     }
     super::options::apply(fd, &s.kept, &name)
 }
@@ -469,10 +484,32 @@ fn forget_time_wait(a: &[u8], b: &[u8]) {
 /// its address again; that process gives it the program's value once its
 /// own sockets are made (`restore::handover`). What could not be as it
 /// was (a port still in use) is said in `warn`.
+/// Whether a TCP listener bound at `listening` takes connections made
+/// to `to`: the same family and port, its address the same or the
+/// wildcard (`0.0.0.0`, `::`).
+pub fn listens_at(listening: &[u8], to: &[u8]) -> bool {
+    if listening == to {
+        return true;
+    }
+    if listening.len() < 8 || to.len() < 8 || listening[..4] != to[..4] {
+        return false;
+    }
+    match u16::from_ne_bytes([to[0], to[1]]) as i32 {
+        libc::AF_INET => listening[4..8] == [0; 4],
+        libc::AF_INET6 => listening.len() >= 24 && listening[8..24] == [0; 16],
+        _ => false,
+    }
+}
+
+/// A TCP connection between two processes of a tree, made again between
+/// its very addresses: through `listener` (a listener the tree made
+/// already, listening where the accepting end was reached) or a listener
+/// made for the moment.
 pub fn make_tcp_connection(
     s: super::inflight::End,
     p: super::inflight::End,
     s_accepts: bool,
+    listener: Option<i32>,
     above: i32,
     warn: &mut Vec<String>,
 ) -> Result<(i32, i32), String> {
@@ -493,7 +530,7 @@ pub fn make_tcp_connection(
     let (s2, p2) = (given(s.sock, to_s), given(p.sock, to_p));
     let (srv, cli) = if s_accepts { (&s2, &p2) } else { (&p2, &s2) };
     forget_time_wait(&srv.local, &cli.local);
-    let (acc, c) = connect_tcp(srv, cli, None, above, warn)
+    let (acc, c) = connect_tcp(srv, cli, listener, above, warn)
         .map_err(|e| format!("socket fd {}: {e}", s.sock.fd))?;
     let ends = if s_accepts { (acc, c) } else { (c, acc) };
     let made = fill_pair(&s2, Some(&p2), Some(ends), above)?;
@@ -661,6 +698,18 @@ fn stale(s: &Socket, addr: &[u8]) -> bool {
 /// one of the process's, made again on its address. Where it cannot be
 /// bound, listen or connect again, it stays as it could be made (its
 /// number taken by a socket of its family and type), said in `warn`.
+/// A socket several processes of a tree hold that is no connection (a
+/// listener a server shares with the workers it forked, a bound or a
+/// fresh socket): made once, as a process makes its own, and given to
+/// each of them by the tree.
+pub fn make_unconnected(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
+    match s.role {
+        ROLE_LISTEN | ROLE_BOUND => make_bound(s, above, warn),
+        ROLE_FRESH => fresh(s, above),
+        _ => Err(format!("socket fd {}: not a socket without a peer", s.fd)),
+    }
+}
+
 fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
     let fd = new_socket(s, above)?;
     let r = (|| {
@@ -802,7 +851,7 @@ fn tcp_pair(
     let listener_at = |a: &[u8]| {
         socks
             .iter()
-            .find(|l| l.role == ROLE_LISTEN && l.local == a)
+            .find(|l| l.role == ROLE_LISTEN && listens_at(&l.local, a))
             .and_then(|l| made.get(&l.ino).copied())
             .filter(|&fd| getopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN) == 1)
     };
