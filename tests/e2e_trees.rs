@@ -437,9 +437,8 @@ fn a_shell_pipeline_comes_back_with_the_data_in_both_pipes() {
     let script = format!("{e} produce 300 | {e} filter | {e} consume");
     checkpoint_kill_resume(tmp.path(), "bash", &["-c", &script], 10, |rec| {
         // The consumer reads a pipe that still holds data (its writers may
-        // have finished already).
-        let shared = rec["shared"].as_array().unwrap();
-        assert!(!shared.is_empty(), "{rec}");
+        // have finished already: then the pipe is the consumer's alone,
+        // and its own image holds what is queued).
         assert!(pids(rec, "members").len() >= 2, "{rec}");
     });
 }
@@ -1255,6 +1254,25 @@ fn a_listener_shared_by_a_server_and_its_forked_workers_is_shared_again() {
         assert_eq!(shared_of(rec, "unconnected"), 1, "{rec}");
         assert_eq!(rec["refused"].as_array().map_or(0, Vec::len), 0, "{rec}");
     });
+}
+
+/// Pipes a forked child holds alone are its own: they come back as in a
+/// process of its own (their capacity, each open file description with
+/// its own O_NONBLOCK, what was queued), not as pipes the tree makes for
+/// several members (one description per direction, the default size).
+#[test]
+fn pipes_one_member_holds_alone_keep_their_descriptions_and_capacity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_own_pipes");
+    if !build_c("tree_own_pipes", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let rec = checkpoint_kill_resume(tmp.path(), exe.to_str().unwrap(), &[], 1, |rec| {
+        assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+        assert_eq!(shared_of(rec, "pipe"), 0, "{rec}");
+    });
+    assert!(rec["refused"].as_array().is_none_or(Vec::is_empty), "{rec}");
 }
 
 /// The tree's image directory full: the checkpoint fails cleanly with

@@ -384,6 +384,13 @@ impl Objects {
     }
 
     /// The socket descriptors.
+    pub fn pipes(&self) -> impl Iterator<Item = &super::pipes::Pipe> {
+        self.items.iter().filter_map(|o| match o {
+            Object::Pipe(x) => Some(x),
+            _ => None,
+        })
+    }
+
     pub fn sockets(&self) -> impl Iterator<Item = &super::sockets::Socket> {
         self.items.iter().filter_map(|o| match o {
             Object::Socket(x) => Some(x),

@@ -557,37 +557,48 @@ fn max_fd(rec: &TreeRecord) -> i32 {
 }
 
 /// What is queued in each shared pipe, from the image of a member that
-/// reads it.
-fn pipe_data(rec: &TreeRecord, images: &[PathBuf]) -> Vec<(u64, Vec<u8>)> {
+/// reads it, and its capacity (`F_GETPIPE_SZ`, 0: unknown).
+fn pipe_data(rec: &TreeRecord, images: &[PathBuf]) -> Vec<(u64, Vec<u8>, u32)> {
     let key = crate::image::mac::MacKey::from_env();
-    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut out: Vec<(u64, Vec<u8>, u32)> = Vec::new();
+    let shared = |ino: u64| rec.shared.iter().any(|s| s.kind == "pipe" && s.ino == ino);
     for p in images {
         let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
             continue;
         };
         let Ok(view) = img.view() else { continue };
         for pc in &view.kernel.pipes {
-            let shared = rec
-                .shared
-                .iter()
-                .any(|s| s.kind == "pipe" && s.ino == pc.ino);
-            if shared && !out.iter().any(|(ino, _)| *ino == pc.ino) {
-                out.push((pc.ino, pc.data.to_vec()));
+            if shared(pc.ino) && !out.iter().any(|(ino, _, _)| *ino == pc.ino) {
+                out.push((pc.ino, pc.data.to_vec(), 0));
+            }
+        }
+        for pp in view.kernel.objects.pipes() {
+            if let Some(o) = out.iter_mut().find(|(ino, _, _)| *ino == pp.ino) {
+                o.2 = o.2.max(pp.size);
             }
         }
     }
     out
 }
 
+/// The tree's shared pipes (`record::tree_makes_pipe`; a set written
+/// before that rule also lists pipes one member held alone above 2: that
+/// member makes them itself).
+fn tree_pipes(shared: &[Shared]) -> impl Iterator<Item = &Shared> {
+    shared
+        .iter()
+        .filter(|s| s.kind == "pipe" && crate::tree::record::tree_makes_pipe(&s.ends))
+}
+
 /// One pipe per shared pipe, refilled, both ends numbered `above` or
 /// higher (close-on-exec: they are dup'ed to their numbers).
 fn make_pipes(
     shared: &[Shared],
-    data: &[(u64, Vec<u8>)],
+    data: &[(u64, Vec<u8>, u32)],
     above: i32,
 ) -> std::io::Result<Vec<Pipe>> {
     let mut out = Vec::new();
-    for s in shared.iter().filter(|s| s.kind == "pipe") {
+    for s in tree_pipes(shared) {
         let mut fds = [0i32; 2];
         // SAFETY: pipe2 writes two descriptors; fcntl/dup on ours.
         unsafe {
@@ -601,14 +612,17 @@ fn make_pipes(
             if rd < 0 || wr < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let bytes = data
+            let (bytes, size) = data
                 .iter()
-                .find(|(ino, _)| *ino == s.ino)
-                .map_or(&[][..], |(_, d)| d.as_slice());
+                .find(|(ino, _, _)| *ino == s.ino)
+                .map_or((&[][..], 0), |(_, d, z)| (d.as_slice(), *z));
+            // Its capacity as it was (a failure leaves the default, as
+            // for a process of its own: said by `pipes`' own restore).
+            let want = (size as usize).max(bytes.len()) as i32;
+            if libc::fcntl(wr, libc::F_GETPIPE_SZ) < want {
+                libc::fcntl(wr, libc::F_SETPIPE_SZ, want);
+            }
             if !bytes.is_empty() {
-                if libc::fcntl(wr, libc::F_GETPIPE_SZ) < bytes.len() as i32 {
-                    libc::fcntl(wr, libc::F_SETPIPE_SZ, bytes.len() as i32);
-                }
                 let mut off = 0;
                 while off < bytes.len() {
                     let n = libc::write(wr, bytes[off..].as_ptr().cast(), bytes.len() - off);

@@ -128,6 +128,14 @@ pub enum RecordError {
     Bad { path: String, why: String },
 }
 
+/// Whether the tree makes a pipe a member reads (rather than the member
+/// itself, from its image): one that more than one member holds, or that
+/// a member holds at 0-2 (a pipeline's stage whose writers have ended: a
+/// process of its own gives those numbers the restarter's stdio).
+pub fn tree_makes_pipe(ends: &[End]) -> bool {
+    ends.iter().any(|e| e.pid != ends[0].pid || e.fd <= 2)
+}
+
 impl TreeRecord {
     /// The processes left out of the checkpoint, one sentence each,
     /// joined: what a restart refuses unless told (`left_out`).

@@ -783,11 +783,14 @@ fn shared_pipes(set: &Path, members: &[Proc]) -> Vec<Shared> {
         // of file). The run's own stdio comes from outside: a restart
         // gives the restarter's; a pipe only written to here has its
         // reader outside (a placeholder stands in, as for one process).
+        // A pipe one member holds alone above 2 is its own (its
+        // descriptions, flags, size and owner come back as in a process of
+        // its own).
         .filter(|(ino, ends)| {
             let reads = ends
                 .iter()
                 .any(|e| e.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY);
-            reads && !super::root::run_stdio().contains(ino)
+            reads && record::tree_makes_pipe(ends) && !super::root::run_stdio().contains(ino)
         })
         .map(|(ino, ends)| Shared {
             kind: "pipe".into(),
