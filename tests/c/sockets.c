@@ -117,6 +117,12 @@ static void options(const char *name, int fd) {
     if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l)) fail("SO_LINGER");
     printf(" rcvtimeo %ld.%06ld sndtimeo %ld.%06ld linger %d/%d", (long)rt.tv_sec,
            (long)rt.tv_usec, (long)wt.tv_sec, (long)wt.tv_usec, lg.l_onoff, lg.l_linger);
+    {
+        /* SO_BUF_LOCK (Linux 5.14): setting a buffer size locks it too. */
+        int v = -1;
+        socklen_t vl = sizeof v;
+        if (getsockopt(fd, SOL_SOCKET, 72, &v, &vl) == 0) printf(" buflock %d", v);
+    }
     if (dom != AF_NETLINK)
         printf(" prio %d lowat %d oob %d dontroute %d bcast %d tstamp %d",
                opt(fd, SOL_SOCKET, SO_PRIORITY), opt(fd, SOL_SOCKET, SO_RCVLOWAT),
@@ -364,6 +370,7 @@ int main(int argc, char **argv) {
     set(tc, SOL_SOCKET, SO_PRIORITY, 5);
     set(t4, IPPROTO_TCP, TCP_DEFER_ACCEPT, 5);
     set(u4, SOL_SOCKET, SO_BROADCAST, 1);
+    setsockopt(u4, SOL_SOCKET, 72 /* SO_BUF_LOCK */, &(int){1}, sizeof(int));
     set(u4, IPPROTO_IP, IP_MULTICAST_TTL, 7);
     set(u4, IPPROTO_IP, IP_PKTINFO, 1);
     set(u4, IPPROTO_IP, IP_RECVTOS, 1);

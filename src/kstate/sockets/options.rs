@@ -75,6 +75,8 @@ const TABLE: &[Kept] = &[
     k(SOL, libc::SO_BUSY_POLL, Inet, "SO_BUSY_POLL"),
     k(SOL, libc::SO_BINDTODEVICE, Inet, "SO_BINDTODEVICE"),
     k(SOL, libc::SO_PEEK_OFF, Unix, "SO_PEEK_OFF"),
+    // After the buffer sizes (whose setting locks them too).
+    k(SOL, SO_BUF_LOCK, Any, "SO_BUF_LOCK"),
     k(TCP, libc::TCP_KEEPIDLE, Tcp, "TCP_KEEPIDLE"),
     k(TCP, libc::TCP_KEEPINTVL, Tcp, "TCP_KEEPINTVL"),
     k(TCP, libc::TCP_KEEPCNT, Tcp, "TCP_KEEPCNT"),
@@ -129,6 +131,9 @@ const TABLE: &[Kept] = &[
     k(IP6, libc::IPV6_MTU_DISCOVER, Ip6, "IPV6_MTU_DISCOVER"),
     k(IP6, libc::IPV6_RECVHOPLIMIT, Ip6, "IPV6_RECVHOPLIMIT"),
 ];
+
+/// `SO_BUF_LOCK` (Linux 5.14; the same number on x86_64 and aarch64).
+const SO_BUF_LOCK: i32 = 72;
 
 /// The most values one socket keeps.
 pub const MAX_KEPT: usize = TABLE.len();
