@@ -64,16 +64,12 @@ fn close_alignment_gap() {
     let Some((_, end)) = our_extent() else {
         return;
     };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    let Ok(maps) = std::fs::read("/proc/self/maps") else {
         return;
     };
-    let next = maps
-        .lines()
-        .filter_map(|l| {
-            let (range, _) = l.split_once(' ')?;
-            let (lo, _) = range.split_once('-')?;
-            usize::from_str_radix(lo, 16).ok()
-        })
+    let next = crate::capture::maps::MapsParser::new(&maps)
+        .flatten()
+        .map(|m| m.start as usize)
         .filter(|&lo| lo >= end)
         .min();
     let Some(next) = next else {
@@ -133,16 +129,7 @@ fn our_extent() -> Option<(usize, usize)> {
             1
         }
     }
-    let base = {
-        // SAFETY: dladdr only reads the loader's tables into a struct we own.
-        unsafe {
-            let mut ours: libc::Dl_info = core::mem::zeroed();
-            if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0 {
-                return None;
-            }
-            ours.dli_fbase as usize
-        }
-    };
+    let base = loader_info(preload_init as *const libc::c_void)?.dli_fbase as usize;
     let mut found = Found { base, end: 0 };
     // SAFETY: the callback only reads what the loader passes and writes
     // the Found it is given, which outlives the call.
@@ -259,39 +246,37 @@ extern "C" fn run_ends() {
 /// True if this function's code is in a shared object rather than in the
 /// main program.
 fn in_shared_object() -> bool {
-    // SAFETY: dladdr only reads the loader's tables; the info struct is
-    // plain data we own. AT_PHDR points into the main program's image.
+    let Some(ours) = loader_info(preload_init as *const libc::c_void) else {
+        return false;
+    };
+    // AT_PHDR points into the main program's image.
+    // SAFETY: getauxval has no preconditions.
+    let phdr = unsafe { libc::getauxval(libc::AT_PHDR) } as *const libc::c_void;
+    loader_info(phdr).is_none_or(|main| ours.dli_fbase != main.dli_fbase)
+}
+
+/// What the loader knows of the object holding `addr` (`dladdr`).
+fn loader_info(addr: *const libc::c_void) -> Option<libc::Dl_info> {
+    // SAFETY: dladdr only reads the loader's tables into a struct we own.
     unsafe {
-        let mut ours: libc::Dl_info = core::mem::zeroed();
-        let mut main: libc::Dl_info = core::mem::zeroed();
-        let phdr = libc::getauxval(libc::AT_PHDR) as *const libc::c_void;
-        if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0 {
-            return false;
-        }
-        if libc::dladdr(phdr, &mut main) == 0 {
-            return true;
-        }
-        ours.dli_fbase != main.dli_fbase
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        (libc::dladdr(addr, &mut info) != 0).then_some(info)
     }
 }
 
 /// This library's path as the loader found it (what LD_PRELOAD named).
 fn our_path() -> Option<Vec<u8>> {
-    // SAFETY: dladdr only reads the loader's tables into a struct we own;
-    // dli_fname, when set, is a NUL-terminated string the loader keeps.
-    unsafe {
-        let mut ours: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(preload_init as *const libc::c_void, &mut ours) == 0
-            || ours.dli_fname.is_null()
-        {
-            return None;
-        }
-        Some(
-            core::ffi::CStr::from_ptr(ours.dli_fname)
-                .to_bytes()
-                .to_vec(),
-        )
+    let ours = loader_info(preload_init as *const libc::c_void)?;
+    if ours.dli_fname.is_null() {
+        return None;
     }
+    // SAFETY: dli_fname, when set, is a NUL-terminated string the loader
+    // keeps.
+    Some(
+        unsafe { core::ffi::CStr::from_ptr(ours.dli_fname) }
+            .to_bytes()
+            .to_vec(),
+    )
 }
 
 extern "C" {

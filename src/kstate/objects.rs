@@ -383,7 +383,7 @@ impl Objects {
         })
     }
 
-    /// The socket descriptors.
+    /// The pipes and FIFOs.
     pub fn pipes(&self) -> impl Iterator<Item = &super::pipes::Pipe> {
         self.items.iter().filter_map(|o| match o {
             Object::Pipe(x) => Some(x),
@@ -391,6 +391,7 @@ impl Objects {
         })
     }
 
+    /// The socket descriptors.
     pub fn sockets(&self) -> impl Iterator<Item = &super::sockets::Socket> {
         self.items.iter().filter_map(|o| match o {
             Object::Socket(x) => Some(x),

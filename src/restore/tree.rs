@@ -803,14 +803,17 @@ fn socket_ends(rec: &TreeRecord, images: &[PathBuf]) -> TreeSockets {
 fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec<Pipe>, String> {
     use crate::kstate::sockets::{inflight, restore};
     let mut out: Vec<Pipe> = Vec::new();
+    let find = |ino: u64| {
+        socks
+            .ends
+            .iter()
+            .find(|x| x.ino == ino)
+            .ok_or_else(|| format!("socket {ino} is in no member's image"))
+    };
     // The sockets without a peer several members hold (a server's
     // listener and its forked workers): made once, bound first.
     for s in rec.shared.iter().filter(|s| s.kind == "unconnected") {
-        let x = socks
-            .ends
-            .iter()
-            .find(|x| x.ino == s.ino)
-            .ok_or_else(|| format!("socket {} is in no member's image", s.ino))?;
+        let x = find(s.ino)?;
         let mut warn = Vec::new();
         let made = restore::make_unconnected(x, above, &mut warn);
         for w in warn {
@@ -829,13 +832,6 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
         if out.iter().any(|p| p.ino == s.ino) {
             continue;
         }
-        let find = |ino: u64| {
-            socks
-                .ends
-                .iter()
-                .find(|x| x.ino == ino)
-                .ok_or_else(|| format!("socket {ino} is in no member's image"))
-        };
         let (a, b) = (find(s.ino)?, find(s.peer)?);
         let (a, b) = if a.family as i32 == libc::AF_UNIX {
             restore::make_connection(a, b, above)?
@@ -867,7 +863,7 @@ fn make_sockets(rec: &TreeRecord, socks: &TreeSockets, above: i32) -> Result<Vec
                 .shared
                 .iter()
                 .filter(|u| u.kind == "unconnected")
-                .filter_map(|u| socks.ends.iter().find(|x| x.ino == u.ino))
+                .filter_map(|u| find(u.ino).ok())
                 .find(|x| {
                     x.role == crate::kstate::sockets::ROLE_LISTEN
                         && restore::listens_at(&x.local, &srv.local)

@@ -125,8 +125,7 @@ fn serve() {
             Ok(m) => m,
             Err(wire::WireError::Gone) => {
                 if CONN.compare_exchange(fd, -1, AcqRel, Acquire).is_ok() {
-                    super::disown(fd);
-                    wire::close(fd);
+                    super::close_own(fd);
                     log::debug!("the tree's root is gone");
                 }
                 continue;

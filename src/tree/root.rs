@@ -99,8 +99,7 @@ pub fn drop_member(fd: i32) {
         had
     });
     if known {
-        super::disown(fd);
-        wire::close(fd);
+        super::close_own(fd);
     }
 }
 
@@ -180,8 +179,7 @@ fn accept_one(l: i32) {
             log::debug!("member {pid} joined the tree");
         }
         _ => {
-            super::disown(fd);
-            wire::close(fd);
+            super::close_own(fd);
         }
     }
 }

@@ -205,8 +205,8 @@ pub fn listen(name: &[u8]) -> Result<i32, WireError> {
     Ok(fd)
 }
 
-/// Connects to the listening socket at `name`.
-/// A socket connected to `name`, registered as the tree's.
+/// A socket connected to the listening socket at `name`, registered as
+/// the tree's.
 pub fn connect(name: &[u8]) -> Result<i32, WireError> {
     let fd = super::make_own(socket)?;
     let (sa, len) = sockaddr(name);

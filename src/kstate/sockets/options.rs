@@ -41,13 +41,17 @@ struct Kept {
     what: &'static str,
 }
 
-const fn k(level: i32, name: i32, applies: Applies, what: &'static str) -> Kept {
-    Kept {
-        level,
-        name,
-        applies,
-        what,
-    }
+/// A row of the table: the option's level, its `libc` constant (whose
+/// name is the option's name in messages) and the sockets it applies to.
+macro_rules! k {
+    ($level:expr, $name:ident, $applies:expr) => {
+        Kept {
+            level: $level,
+            name: libc::$name,
+            applies: $applies,
+            what: stringify!($name),
+        }
+    };
 }
 
 use libc::{IPPROTO_IP as IP, IPPROTO_IPV6 as IP6, IPPROTO_TCP as TCP, SOL_SOCKET as SOL};
@@ -57,79 +61,64 @@ use Applies::*;
 /// connected socket (`TCP_MAXSEG`, `TCP_WINDOW_CLAMP`) or that is a
 /// passing state (`TCP_CORK`, `TCP_QUICKACK`) is not here.
 const TABLE: &[Kept] = &[
-    k(SOL, libc::SO_PRIORITY, Any, "SO_PRIORITY"),
-    k(SOL, libc::SO_RCVLOWAT, Any, "SO_RCVLOWAT"),
-    k(SOL, libc::SO_MARK, Any, "SO_MARK"),
-    k(SOL, libc::SO_PASSSEC, Unix, "SO_PASSSEC"),
-    k(SOL, libc::SO_DONTROUTE, Any, "SO_DONTROUTE"),
-    k(SOL, libc::SO_NO_CHECK, Any, "SO_NO_CHECK"),
-    k(SOL, libc::SO_OOBINLINE, Any, "SO_OOBINLINE"),
-    k(SOL, libc::SO_BROADCAST, Any, "SO_BROADCAST"),
-    k(SOL, libc::SO_LINGER, Any, "SO_LINGER"),
-    k(SOL, libc::SO_RCVTIMEO, Any, "SO_RCVTIMEO"),
-    k(SOL, libc::SO_SNDTIMEO, Any, "SO_SNDTIMEO"),
-    k(SOL, libc::SO_TIMESTAMP, Any, "SO_TIMESTAMP"),
-    k(SOL, libc::SO_TIMESTAMPNS, Any, "SO_TIMESTAMPNS"),
-    k(SOL, libc::SO_RXQ_OVFL, Any, "SO_RXQ_OVFL"),
-    k(SOL, libc::SO_SELECT_ERR_QUEUE, Any, "SO_SELECT_ERR_QUEUE"),
-    k(SOL, libc::SO_BUSY_POLL, Inet, "SO_BUSY_POLL"),
-    k(SOL, libc::SO_BINDTODEVICE, Inet, "SO_BINDTODEVICE"),
-    k(SOL, libc::SO_PEEK_OFF, Unix, "SO_PEEK_OFF"),
+    k!(SOL, SO_PRIORITY, Any),
+    k!(SOL, SO_RCVLOWAT, Any),
+    k!(SOL, SO_MARK, Any),
+    k!(SOL, SO_PASSSEC, Unix),
+    k!(SOL, SO_DONTROUTE, Any),
+    k!(SOL, SO_NO_CHECK, Any),
+    k!(SOL, SO_OOBINLINE, Any),
+    k!(SOL, SO_BROADCAST, Any),
+    k!(SOL, SO_LINGER, Any),
+    k!(SOL, SO_RCVTIMEO, Any),
+    k!(SOL, SO_SNDTIMEO, Any),
+    k!(SOL, SO_TIMESTAMP, Any),
+    k!(SOL, SO_TIMESTAMPNS, Any),
+    k!(SOL, SO_RXQ_OVFL, Any),
+    k!(SOL, SO_SELECT_ERR_QUEUE, Any),
+    k!(SOL, SO_BUSY_POLL, Inet),
+    k!(SOL, SO_BINDTODEVICE, Inet),
+    k!(SOL, SO_PEEK_OFF, Unix),
     // After the buffer sizes (whose setting locks them too).
-    k(SOL, SO_BUF_LOCK, Any, "SO_BUF_LOCK"),
-    k(TCP, libc::TCP_KEEPIDLE, Tcp, "TCP_KEEPIDLE"),
-    k(TCP, libc::TCP_KEEPINTVL, Tcp, "TCP_KEEPINTVL"),
-    k(TCP, libc::TCP_KEEPCNT, Tcp, "TCP_KEEPCNT"),
-    k(TCP, libc::TCP_USER_TIMEOUT, Tcp, "TCP_USER_TIMEOUT"),
-    k(TCP, libc::TCP_NOTSENT_LOWAT, Tcp, "TCP_NOTSENT_LOWAT"),
-    k(TCP, libc::TCP_LINGER2, Tcp, "TCP_LINGER2"),
-    k(TCP, libc::TCP_SYNCNT, Tcp, "TCP_SYNCNT"),
-    k(TCP, libc::TCP_DEFER_ACCEPT, Tcp, "TCP_DEFER_ACCEPT"),
-    k(
-        TCP,
-        libc::TCP_THIN_LINEAR_TIMEOUTS,
-        Tcp,
-        "TCP_THIN_LINEAR_TIMEOUTS",
-    ),
-    k(TCP, libc::TCP_FASTOPEN, Tcp, "TCP_FASTOPEN"),
-    k(IP, libc::IP_TOS, Ip4, "IP_TOS"),
-    k(IP, libc::IP_TTL, Ip4, "IP_TTL"),
-    k(IP, libc::IP_MULTICAST_TTL, Ip4Dgram, "IP_MULTICAST_TTL"),
-    k(IP, libc::IP_MULTICAST_LOOP, Ip4Dgram, "IP_MULTICAST_LOOP"),
-    k(IP, libc::IP_MULTICAST_ALL, Ip4Dgram, "IP_MULTICAST_ALL"),
-    k(IP, libc::IP_RECVTOS, Ip4, "IP_RECVTOS"),
-    k(IP, libc::IP_RECVTTL, Ip4, "IP_RECVTTL"),
-    k(IP, libc::IP_PKTINFO, Ip4, "IP_PKTINFO"),
-    k(IP, libc::IP_RECVERR, Ip4, "IP_RECVERR"),
-    k(IP, libc::IP_MTU_DISCOVER, Ip4, "IP_MTU_DISCOVER"),
-    k(IP, libc::IP_FREEBIND, Ip4, "IP_FREEBIND"),
-    k(IP, libc::IP_TRANSPARENT, Ip4, "IP_TRANSPARENT"),
-    k(
-        IP,
-        libc::IP_BIND_ADDRESS_NO_PORT,
-        Ip4,
-        "IP_BIND_ADDRESS_NO_PORT",
-    ),
-    k(IP, libc::IP_RECVORIGDSTADDR, Ip4, "IP_RECVORIGDSTADDR"),
-    k(IP6, libc::IPV6_UNICAST_HOPS, Ip6, "IPV6_UNICAST_HOPS"),
-    k(
-        IP6,
-        libc::IPV6_MULTICAST_HOPS,
-        Ip6Dgram,
-        "IPV6_MULTICAST_HOPS",
-    ),
-    k(
-        IP6,
-        libc::IPV6_MULTICAST_LOOP,
-        Ip6Dgram,
-        "IPV6_MULTICAST_LOOP",
-    ),
-    k(IP6, libc::IPV6_RECVPKTINFO, Ip6, "IPV6_RECVPKTINFO"),
-    k(IP6, libc::IPV6_TCLASS, Ip6, "IPV6_TCLASS"),
-    k(IP6, libc::IPV6_RECVTCLASS, Ip6, "IPV6_RECVTCLASS"),
-    k(IP6, libc::IPV6_RECVERR, Ip6, "IPV6_RECVERR"),
-    k(IP6, libc::IPV6_MTU_DISCOVER, Ip6, "IPV6_MTU_DISCOVER"),
-    k(IP6, libc::IPV6_RECVHOPLIMIT, Ip6, "IPV6_RECVHOPLIMIT"),
+    Kept {
+        level: SOL,
+        name: SO_BUF_LOCK,
+        applies: Any,
+        what: "SO_BUF_LOCK",
+    },
+    k!(TCP, TCP_KEEPIDLE, Tcp),
+    k!(TCP, TCP_KEEPINTVL, Tcp),
+    k!(TCP, TCP_KEEPCNT, Tcp),
+    k!(TCP, TCP_USER_TIMEOUT, Tcp),
+    k!(TCP, TCP_NOTSENT_LOWAT, Tcp),
+    k!(TCP, TCP_LINGER2, Tcp),
+    k!(TCP, TCP_SYNCNT, Tcp),
+    k!(TCP, TCP_DEFER_ACCEPT, Tcp),
+    k!(TCP, TCP_THIN_LINEAR_TIMEOUTS, Tcp),
+    k!(TCP, TCP_FASTOPEN, Tcp),
+    k!(IP, IP_TOS, Ip4),
+    k!(IP, IP_TTL, Ip4),
+    k!(IP, IP_MULTICAST_TTL, Ip4Dgram),
+    k!(IP, IP_MULTICAST_LOOP, Ip4Dgram),
+    k!(IP, IP_MULTICAST_ALL, Ip4Dgram),
+    k!(IP, IP_RECVTOS, Ip4),
+    k!(IP, IP_RECVTTL, Ip4),
+    k!(IP, IP_PKTINFO, Ip4),
+    k!(IP, IP_RECVERR, Ip4),
+    k!(IP, IP_MTU_DISCOVER, Ip4),
+    k!(IP, IP_FREEBIND, Ip4),
+    k!(IP, IP_TRANSPARENT, Ip4),
+    k!(IP, IP_BIND_ADDRESS_NO_PORT, Ip4),
+    k!(IP, IP_RECVORIGDSTADDR, Ip4),
+    k!(IP6, IPV6_UNICAST_HOPS, Ip6),
+    k!(IP6, IPV6_MULTICAST_HOPS, Ip6Dgram),
+    k!(IP6, IPV6_MULTICAST_LOOP, Ip6Dgram),
+    k!(IP6, IPV6_RECVPKTINFO, Ip6),
+    k!(IP6, IPV6_TCLASS, Ip6),
+    k!(IP6, IPV6_RECVTCLASS, Ip6),
+    k!(IP6, IPV6_RECVERR, Ip6),
+    k!(IP6, IPV6_MTU_DISCOVER, Ip6),
+    k!(IP6, IPV6_RECVHOPLIMIT, Ip6),
 ];
 
 /// `SO_BUF_LOCK` (Linux 5.14; the same number on x86_64 and aarch64).
@@ -198,8 +187,7 @@ fn read(fd: i32, level: i32, name: i32) -> Option<Value> {
     let mut v = Value {
         level,
         name,
-        len: 0,
-        bytes: [0; MAX_LEN],
+        ..EMPTY
     };
     let mut len = MAX_LEN as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into the array.
@@ -270,7 +258,7 @@ pub fn decode(d: &mut Decoder) -> Result<Vec<Value>, CodecError> {
             level,
             name,
             len: data.len() as u8,
-            bytes: [0; MAX_LEN],
+            ..EMPTY
         };
         v.bytes[..data.len()].copy_from_slice(data);
         out.push(v);

@@ -201,14 +201,13 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
     if o.nodelay {
         set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1, "TCP_NODELAY")?;
     }
-    // Only before a bind or a connect (an end of a connection made again
-    // has it from its listener or its socket already): where it is not
-    // what it was.
-    // A socket bound to one IPv6 address (not `::`, not v4-mapped) is
-    // IPv6-only by the kernel's rule from its bind on, and the kernel
-    // refuses a change: a connecting end bound again to its very address
-    // (where its connect had bound it implicitly) is such a one, and can
-    // carry nothing but IPv6 either way.
+    // Set only where it is not what it was (an end of a connection made
+    // again has it from its listener or its socket already). A socket
+    // bound to one IPv6 address (not `::`, not v4-mapped) is IPv6-only by
+    // the kernel's rule from its bind on, and the kernel refuses a
+    // change: a connecting end bound again to its very address (where its
+    // connect had bound it implicitly) is such a one, and can carry
+    // nothing but IPv6 either way.
     if s.family as i32 == libc::AF_INET6
         && (getopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0) != o.v6only
         && setopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, o.v6only as i32) != 0
@@ -473,17 +472,6 @@ fn forget_time_wait(a: &[u8], b: &[u8]) {
     close(nl);
 }
 
-/// One TCP connection between two processes of a tree, made again by
-/// the tree restart (`restore::tree`) between the very addresses of its
-/// ends (`s_accepts`: `s` is the end a listener accepted, made through a
-/// listener at its address for the moment): each end with its options,
-/// its receive queue, then what of its peer's send queue had not reached
-/// it ([`super::inflight::join`]), and its shutdown state. `s`'s end
-/// first, both at `above` or higher (close-on-exec). The accepted end
-/// keeps `SO_REUSEADDR` set, so that its process's listener can listen at
-/// its address again; that process gives it the program's value once its
-/// own sockets are made (`restore::handover`). What could not be as it
-/// was (a port still in use) is said in `warn`.
 /// Whether a TCP listener bound at `listening` takes connections made
 /// to `to`: the same family and port, its address the same or the
 /// wildcard (`0.0.0.0`, `::`).
@@ -501,10 +489,19 @@ pub fn listens_at(listening: &[u8], to: &[u8]) -> bool {
     }
 }
 
-/// A TCP connection between two processes of a tree, made again between
-/// its very addresses: through `listener` (a listener the tree made
-/// already, listening where the accepting end was reached) or a listener
-/// made for the moment.
+/// One TCP connection between two processes of a tree, made again by
+/// the tree restart (`restore::tree`) between the very addresses of its
+/// ends (`s_accepts`: `s` is the end a listener accepted, made through
+/// `listener`, a listener the tree made already that listens where the
+/// accepting end was reached, or else one made at its address for the
+/// moment): each end with its options, its receive queue, then what of
+/// its peer's send queue had not reached it ([`super::inflight::join`]),
+/// and its shutdown state. `s`'s end first, both at `above` or higher
+/// (close-on-exec). The accepted end
+/// keeps `SO_REUSEADDR` set, so that its process's listener can listen at
+/// its address again; that process gives it the program's value once its
+/// own sockets are made (`restore::handover`). What could not be as it
+/// was (a port still in use) is said in `warn`.
 pub fn make_tcp_connection(
     s: super::inflight::End,
     p: super::inflight::End,
@@ -694,10 +691,6 @@ fn stale(s: &Socket, addr: &[u8]) -> bool {
     refused
 }
 
-/// A listener, bound socket or a datagram socket connected to a bound
-/// one of the process's, made again on its address. Where it cannot be
-/// bound, listen or connect again, it stays as it could be made (its
-/// number taken by a socket of its family and type), said in `warn`.
 /// A socket several processes of a tree hold that is no connection (a
 /// listener a server shares with the workers it forked, a bound or a
 /// fresh socket): made once, as a process makes its own, and given to
@@ -710,6 +703,10 @@ pub fn make_unconnected(s: &Socket, above: i32, warn: &mut Vec<String>) -> Resul
     }
 }
 
+/// A listener, bound socket or a datagram socket connected to a bound
+/// one of the process's, made again on its address. Where it cannot be
+/// bound, listen or connect again, it stays as it could be made (its
+/// number taken by a socket of its family and type), said in `warn`.
 fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
     let fd = new_socket(s, above)?;
     let r = (|| {
