@@ -101,10 +101,13 @@ pub fn program_view(sig: i32) -> libc::sigaction {
 }
 
 /// The program installed a disposition for `sig`: it is the program's
-/// now. Warns once, on stderr (async-signal-safe: one write).
+/// now. Warns once, on stderr (async-signal-safe: one write), in the
+/// run's own process only: a tree is checkpointed through its root, so a
+/// member's trigger never matters to the user, and a member (`make`, which
+/// owns SIGUSR1, under a script) must not add lines to the output.
 pub fn hand_over(sig: i32) {
     let before = HELD.fetch_and(!(1u64 << sig), AcqRel);
-    if before & (1 << sig) != 0 {
+    if before & (1 << sig) != 0 && !crate::tree::is_member() {
         warn_taken(sig);
     }
 }

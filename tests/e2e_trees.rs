@@ -457,6 +457,22 @@ fn a_bash_loop_with_command_substitution_and_external_commands() {
     });
 }
 
+/// A member that owns SIGUSR1 and SIGUSR2 (as `make` owns SIGUSR1) keeps
+/// them without a word: the tree is checkpointed through its root, and a
+/// warning from a member would be a line in the program's output.
+#[test]
+fn a_member_owning_the_trigger_signals_adds_nothing_to_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("own_signals");
+    if !build_c("own_signals", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let script = format!("echo start; {} 600 2>&1; echo end", exe.display());
+    let rec = checkpoint_kill_resume(tmp.path(), "bash", &["-c", &script], 2, |_| {});
+    assert!(pids(&rec, "members").len() >= 2, "{rec}");
+}
+
 #[test]
 fn gcc_waits_for_cc1_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
