@@ -315,6 +315,21 @@ pub fn mark_ended(dir: &Path, instance: &str) {
     }
 }
 
+/// Takes back the end [`mark_ended`] recorded for `instance`: a member of
+/// its tree lives on as the run's new root.
+pub fn unmark_ended(dir: &Path, instance: &str) {
+    let Ok(Some(mut rec)) = RunRecord::load(dir) else {
+        return;
+    };
+    if rec.instance != instance || rec.ended_unix_ms.is_none() {
+        return;
+    }
+    rec.ended_unix_ms = None;
+    if let Err(e) = rec.store(dir) {
+        log::warn!("cannot record that the run goes on: {e}");
+    }
+}
+
 /// A fresh instance token: 16 hex digits.
 pub fn new_instance() -> String {
     use std::hash::{BuildHasher, Hasher};

@@ -85,6 +85,11 @@ pub enum Error {
     Checkpoint(Arc<Error>),
     #[error("process tree checkpoint failed: {0}")]
     Tree(String),
+    #[error(
+        "process {0} is a member of a process tree, which is checkpointed as a whole by its \
+         root: the root was asked to"
+    )]
+    AskedRoot(u32),
 }
 
 /// What a checkpoint call returns.

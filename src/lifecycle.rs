@@ -29,6 +29,9 @@ use crate::{gate, trigger, Error, Outcome};
 
 /// Runs one checkpoint with gate, hooks and stats.
 pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
+    if crate::tree::is_member() && !crate::tree::member::in_round() {
+        return ask_root(rt);
+    }
     let term = trigger::take_term();
     crate::fdreserve::release();
     let state = if term { State::Term } else { State::Checkpoint };
@@ -80,6 +83,21 @@ pub(crate) fn run(rt: &Runtime) -> Result<Outcome, Error> {
     gate::open();
     trigger::rearm();
     result
+}
+
+/// A member's own request (its trigger signal, the API, `selfckpt
+/// checkpoint MEMBER`): the tree is checkpointed as a whole, by its root,
+/// which is asked; this process's image is written in the root's round,
+/// whose line in stats.jsonl tells a waiter. Nothing is recorded here
+/// unless the root cannot be asked.
+fn ask_root(rt: &Runtime) -> Result<Outcome, Error> {
+    trigger::take_term();
+    let result = crate::tree::member::ask_root();
+    if let Err(e) = &result {
+        append_stats(rt, State::Error, None, Some(&e.to_string()));
+    }
+    trigger::rearm();
+    result.and(Err(Error::AskedRoot(crate::capture::sys::getpid())))
 }
 
 /// Appends the record of one checkpoint to `DIR/stats.jsonl` and tells

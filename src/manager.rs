@@ -203,6 +203,7 @@ impl Runtime {
             match &result {
                 Ok(Outcome::Continued) => log::info!("checkpoint written"),
                 Ok(Outcome::Restarted) => log::info!("restarted from a checkpoint"),
+                Err(e) if matches!(**e, Error::AskedRoot(_)) => log::info!("{e}"),
                 Err(e) => log::error!("checkpoint failed: {e}"),
             }
             crate::request::served(req, result);

@@ -167,13 +167,14 @@ fn install_if_asked() -> Result<(), crate::Error> {
     let instance = crate::settings::instance().unwrap_or_default();
     if ours {
         RUN_PID.store(pid, core::sync::atomic::Ordering::Release);
-        if RUN
-            .set((ckpt.dir().to_path_buf(), instance.clone()))
-            .is_ok()
-        {
-            // SAFETY: registers a plain extern "C" function.
-            unsafe { libc::atexit(run_ends) };
-        }
+    }
+    // A member keeps them too: it may take the root's place (`take_run`).
+    if RUN
+        .set((ckpt.dir().to_path_buf(), instance.clone()))
+        .is_ok()
+    {
+        // SAFETY: registers a plain extern "C" function.
+        unsafe { libc::atexit(run_ends) };
     }
     if asked.children {
         // SAFETY: registers a plain extern "C" function.
@@ -233,14 +234,27 @@ extern "C" fn exit_held() {
     crate::tree::hold::before_exit();
 }
 
-/// At exit of the process `run` started: the job ended.
+/// At exit of the run's root (the process `run` started, or the member
+/// that took its place): the job ended, unless a member takes the root's
+/// place in turn ([`take_run`]).
 extern "C" fn run_ends() {
     let _ = std::panic::catch_unwind(|| {
-        let ours = crate::settings::preload_request().is_ok_and(|r| r.pid == Some(sys::getpid()));
+        let ours = RUN_PID.load(core::sync::atomic::Ordering::Acquire) == sys::getpid();
         if let (true, Some((dir, instance))) = (ours, RUN.get()) {
             crate::imagedir::mark_ended(dir, instance);
         }
     });
+}
+
+/// A member took the place of the run's root, which exited: the run goes
+/// on (its end, recorded by the root that exited, is taken back) and ends
+/// when this process does.
+pub(crate) fn take_run() {
+    RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
+    name_run_pid();
+    if let Some((dir, instance)) = RUN.get() {
+        crate::imagedir::unmark_ended(dir, instance);
+    }
 }
 
 /// True if this function's code is in a shared object rather than in the
@@ -292,6 +306,12 @@ pub(crate) fn after_restart() {
         return;
     }
     RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
+    name_run_pid();
+}
+
+/// Rewrites `SELFCKPT_PID` in place to this process's pid (the run's
+/// process now).
+fn name_run_pid() {
     let key = b"SELFCKPT_PID=";
     let mut digits = [b'0'; PID_WIDTH];
     let mut v = sys::getpid();

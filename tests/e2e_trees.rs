@@ -1637,3 +1637,102 @@ fn a_deleted_file_two_members_share_is_named_and_refused() {
         "{text}"
     );
 }
+
+/// The processes running `exe`, oldest first.
+fn running(exe: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|p: &u32| {
+            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|x| x == exe) && !gone(*p)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Waits for a line starting with `end` in `out` (the program's process
+/// returns long before its tree is done).
+fn wait_end(out: &Path) {
+    wait_for("the tree's last line", 60, || {
+        std::fs::read_to_string(out).is_ok_and(|t| t.lines().any(|l| l.starts_with("end")))
+    });
+}
+
+/// A launcher (`tests/c/tree_launcher.c`): the program's process starts a
+/// worker and returns at once; the worker and its helper work on. The
+/// worker, reparented away, takes the root's place in the tree (the
+/// helper, whose parent lives, must not: the tree's restart would take
+/// it from its parent). A checkpoint asked of the helper is the tree's,
+/// and tells the waiter; killed and resumed, the tree prints what an
+/// uninterrupted run prints, down to the helper's exit status its parent
+/// reaps, and the run is not marked ended while the worker lives.
+#[test]
+fn a_launcher_that_returns_at_once_leaves_a_tree_that_is_checkpointed_and_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_launcher");
+    if !build_c("tree_launcher", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let args = ["80"];
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(Command::new(&exe).args(args), &reference),
+        "reference run",
+    );
+    wait_end(&reference);
+    wait_for("the reference tree to end", 30, || running(&exe).is_empty());
+    let want = std::fs::read_to_string(&reference).unwrap();
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let exe_s = exe.to_str().unwrap();
+    // Its stderr to a file: the tree keeps a pipe open long after the
+    // launcher returned.
+    let st = selfckpt_run(&dir, exe_s, &args)
+        .stdout(std::fs::File::create(&first).unwrap())
+        .stderr(std::fs::File::create(tmp.path().join("err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the launcher under selfckpt: {st}");
+    wait_for("output", 60, || lines(&first) >= 12);
+    let procs = running(&exe);
+    assert_eq!(procs.len(), 2, "{procs:?}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert!(run["ended_unix_ms"].is_null(), "the run goes on: {run}");
+    // The helper (the younger) asked: the tree's set comes back.
+    let set = checkpoint_wait(procs[1]);
+    for p in &procs {
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    wait_for("the tree to die", 10, || procs.iter().all(|&p| gone(p)));
+    assert!(
+        set.join("tree.json").is_file(),
+        "not a set: {}",
+        set.display()
+    );
+    let rec = record(&set);
+    let members = pids(&rec, "members");
+    let procs64: Vec<u64> = procs.iter().map(|&p| u64::from(p)).collect();
+    assert_eq!(
+        members, procs64,
+        "the worker is the root, then the helper: {rec}"
+    );
+    let offset = fd_offset(&root_image(&set), 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, exe_s, &args), &second),
+        "resumed run",
+    );
+    assert!(err.contains("resuming"), "{err}");
+    wait_end(&second);
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "stderr of the resumed run: {err}"
+    );
+}

@@ -6,6 +6,12 @@
 //! A member takes no checkpoint of its own: its interval is off, and a
 //! request made in it (a signal, the API) is passed to the root (`Ask`).
 //!
+//! When the root exits while members live on (a launcher that returns
+//! after starting its workers, a program that daemonizes), the first
+//! member to find the root's process gone and the tree's address free
+//! listens there and is the tree's root from then on (`take_over`); the
+//! others connect to it as they did to the first.
+//!
 //! Must never: read the connection while the checkpoint thread serves a
 //! round, or close a descriptor that is no longer the tree's.
 
@@ -16,6 +22,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 static CONN: AtomicI32 = AtomicI32::new(-1);
+/// The root's pid as last seen (the peer of the connection; before the
+/// first, the process `selfckpt run` started).
+static ROOT_PID: AtomicU32 = AtomicU32::new(0);
+/// This process's parent when it joined: a member whose parent lives on
+/// in the tree never takes the root's place (the tree's restart makes the
+/// root a child of the restarter: the parent would lose its child).
+static PARENT: AtomicU32 = AtomicU32::new(0);
 /// 1 while a round the root asked for is being served (futex word).
 static ROUND: AtomicU32 = AtomicU32::new(0);
 /// The set directory of that round.
@@ -38,13 +51,14 @@ pub fn reset() {
 
 /// Connects to the root and starts the member's thread.
 pub fn start() {
+    PARENT.store(getppid(), Release);
     crate::trigger::set_interval(None);
     let mask = sys::SavedSignalMask::block_all_but(&[crate::capture::park::suspend_signal()]);
     let r = std::thread::Builder::new()
         .name("selfckpt-tree".into())
         .stack_size(256 << 10)
         .spawn(|| {
-            if join() {
+            if join() == Joined::Member {
                 serve()
             }
         });
@@ -54,22 +68,76 @@ pub fn start() {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Joined {
+    Member,
+    /// The root was gone: this process is the root now.
+    Root,
+    Failed,
+}
+
 /// Connects to the root; the root may be listening again only a moment
-/// later (a restarted tree): tries for a while.
-fn join() -> bool {
+/// later (a restarted tree, a root in `exec`): tries for a while. When
+/// the root's process is gone, takes its place.
+fn join() -> Joined {
     let mut tries = 0;
     loop {
         match connect() {
-            Ok(()) => return true,
+            Ok(()) => return Joined::Member,
             Err(wire::WireError::Sys(libc::ECONNREFUSED)) if tries < 100 => {
+                if root_gone() && take_over() {
+                    return Joined::Root;
+                }
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(e) => {
                 log::warn!("cannot join the process tree: {e}; this process is not covered");
-                return false;
+                return Joined::Failed;
             }
         }
+    }
+}
+
+fn getppid() -> u32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// True if the root's process exited (or is a zombie) and this member
+/// may take its place: its parent was the root, or is gone too (it was
+/// reparented).
+fn root_gone() -> bool {
+    let mut pid = ROOT_PID.load(Acquire);
+    if pid == 0 {
+        pid = crate::settings::preload_request()
+            .ok()
+            .and_then(|r| r.pid)
+            .unwrap_or(0);
+    }
+    let parent = PARENT.load(Acquire);
+    pid > 1
+        && pid != sys::getpid()
+        && (parent == pid || getppid() != parent)
+        && super::record::stat(pid).is_none_or(|st| matches!(st.state, 'Z' | 'X'))
+}
+
+/// Listens at the tree's address, if nobody does: this member is the
+/// root now. False if another member was first.
+fn take_over() -> bool {
+    let Some(addr) = super::address() else {
+        return false;
+    };
+    match wire::listen(&addr) {
+        Ok(fd) => {
+            log::debug!(
+                "the tree's root is gone: process {} takes its place",
+                sys::getpid()
+            );
+            super::become_root(fd);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -84,6 +152,9 @@ fn connect() -> Result<(), wire::WireError> {
         super::close_own(fd);
         return Err(e);
     }
+    if let Some(root) = wire::peer_pid(fd) {
+        ROOT_PID.store(root, Release);
+    }
     CONN.store(fd, Release);
     Ok(())
 }
@@ -93,14 +164,30 @@ fn connect() -> Result<(), wire::WireError> {
 pub fn reconnect() {
     CONN.store(-1, Release);
     ROUND.store(0, Release);
+    PARENT.store(getppid(), Release);
     let _ = std::thread::Builder::new()
         .name("selfckpt-tree-c".into())
-        .spawn(join);
+        .spawn(|| {
+            join();
+        });
 }
 
 /// True while the checkpoint thread serves a round of the root's.
 pub fn in_round() -> bool {
     ROUND.load(Acquire) == 1
+}
+
+/// Asks the root for a checkpoint of the tree (this member's own request).
+pub fn ask_root() -> Result<(), crate::Error> {
+    let fd = conn().ok_or_else(|| {
+        crate::Error::Tree(format!(
+            "process {} is a member of a process tree but not connected to its root; no \
+             checkpoint taken",
+            sys::getpid()
+        ))
+    })?;
+    wire::send(fd, &Msg::new(Kind::Ask))
+        .map_err(|e| crate::Error::Tree(format!("cannot ask the tree's root: {e}")))
 }
 
 /// The set directory of the round being served.
@@ -127,6 +214,11 @@ fn serve() {
                 if CONN.compare_exchange(fd, -1, AcqRel, Acquire).is_ok() {
                     super::close_own(fd);
                     log::debug!("the tree's root is gone");
+                    // Back in a moment (an exec), another root, or this
+                    // process as the root.
+                    if join() != Joined::Member {
+                        return;
+                    }
                 }
                 continue;
             }

@@ -182,6 +182,15 @@ pub fn start_member(instance: &str) {
     member::start();
 }
 
+/// A member whose root exited takes its place, listening on `listener`
+/// (made at the tree's address): checkpoints of the tree are its now, and
+/// so is the end of the run.
+pub(crate) fn become_root(listener: i32) {
+    ROLE.store(ROOT, Release);
+    crate::preload::take_run();
+    root::take_over(listener);
+}
+
 fn install_fork_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -51,6 +51,18 @@ pub fn run_stdio() -> Vec<u64> {
 pub fn start() {
     record_stdio();
     relisten();
+    spawn_serve();
+}
+
+/// A member takes the place of a root that exited, with the listener it
+/// made at the tree's address.
+pub fn take_over(listener: i32) {
+    record_stdio();
+    LISTEN.store(listener, Release);
+    spawn_serve();
+}
+
+fn spawn_serve() {
     let mask = crate::capture::sys::SavedSignalMask::block_all_but(&[
         crate::capture::park::suspend_signal(),
     ]);

@@ -202,7 +202,7 @@ fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
-fn gone(pid: u32) -> bool {
+pub fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(s) => s
