@@ -69,3 +69,40 @@ fn posix_timers_come_back_with_their_ids_under_both_id_paths() {
         assert!(!err.contains("POSIX timer"), "--tids {tids}: {err}");
     }
 }
+
+/// Two timers sending one real-time signal, told apart by their value
+/// (`tests/c/timers_one_signal.c`, as DMTCP's timer1): an expiry queued
+/// during the checkpoint's pause, after the main thread took the
+/// process's queue, must come back from the timer with its value, never
+/// as a plain signal (whose handler would find no value: timer1 crashed
+/// after one restart in eight). Checkpointed three times, each resumed:
+/// every expiry the program sees is a timer's.
+#[test]
+fn an_expiry_during_the_pause_comes_back_with_its_timer_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("timers_one_signal");
+    if !build_c("timers_one_signal", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert_eq!(
+        want, "waiting\ntimer a done, timer b done, bad expiries 0\n",
+        "reference run"
+    );
+    for round in 0..3 {
+        let dir = tmp.path().join(format!("ck-{round}"));
+        let Some((got, err)) = resumed(&exe, &dir, "new", &[], |_| {}) else {
+            continue;
+        };
+        assert_eq!(
+            got, want,
+            "round {round}: resumed output differs; stderr: {err}"
+        );
+    }
+}

@@ -110,6 +110,7 @@ pub fn encode_kernel_record(
     fds::encode_all(e, bufs, skip_fd)?;
     fds::encode_pipe_contents(e, skip_fd)?;
     itimers::capture()?.encode(e)?;
+    siginfo::take_late(pending::machinery());
     pending::shared(bufs.text)?.encode(e)?;
     EventObjects::capture(e, bufs, skip_fd)?;
     capture_objects(e, bufs, skip_fd)

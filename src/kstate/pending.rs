@@ -75,6 +75,12 @@ fn read_mask(
     Ok(SignalSet(bits & !machinery().0))
 }
 
+/// The process-wide pending set as the checkpoint keeps it: without the
+/// real-time signals that came after the cut (`siginfo::take_late`).
+fn shared_at_cut(set: SignalSet) -> SignalSet {
+    SignalSet(set.0 & !super::siginfo::after_cut(set.0))
+}
+
 /// The process-wide pending set (`ShdPnd`), without the checkpoint's own
 /// signals. No allocation.
 pub fn shared(buf: &mut [u8]) -> Result<SignalSet, KstateError> {
@@ -84,6 +90,7 @@ pub fn shared(buf: &mut [u8]) -> Result<SignalSet, KstateError> {
         "the process's pending signals (/proc/self/status)",
         buf,
     )
+    .map(shared_at_cut)
 }
 
 /// The pending set of thread `ktid` (its kernel id) alone (`SigPnd`),

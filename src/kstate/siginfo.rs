@@ -72,9 +72,18 @@ static TABLE: Table = Table {
     }; MAX_QUEUED],
 };
 
+/// The real-time signals (34-64; glibc keeps 32 and 33).
+const REALTIME: u64 = !0u64 << 33;
+
+/// The process's real-time signals pending when [`take_late`] looked:
+/// one that came after is after the checkpoint's cut (all bits: no look
+/// this round).
+static LATE_SEEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
 /// A new round: the table empties (its entries belong to the image the
 /// previous round wrote).
 pub fn begin_round() {
+    LATE_SEEN.store(u64::MAX, Release);
     let n = (TABLE.used.load(Acquire) as usize).min(MAX_QUEUED);
     for e in &TABLE.entries[..n] {
         e.owner.store(0, Relaxed);
@@ -167,14 +176,20 @@ fn dequeue(sig: i32, info: &mut Info) -> bool {
 }
 
 /// Queues `sig` with `info` to thread `tid` of process `pid`, or (tid 0)
-/// to the process.
+/// to the process. A siginfo of a `kill` or of the kernel that this
+/// thread may not queue (only the thread whose id is the process's may)
+/// is sent by `kill` instead: the signal is never lost.
 fn enqueue(pid: i64, tid: i64, sig: i32, info: &Info) {
-    // SAFETY: the system calls read 128 bytes of siginfo.
+    // SAFETY: the system calls read 128 bytes of siginfo; kill sends a
+    // signal to this process.
     unsafe {
-        if tid == 0 {
-            libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, info.0.as_ptr());
+        let r = if tid == 0 {
+            libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, info.0.as_ptr())
         } else {
-            libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, info.0.as_ptr());
+            libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, info.0.as_ptr())
+        };
+        if r != 0 && tid == 0 {
+            libc::syscall(libc::SYS_kill, pid, sig);
         }
     }
 }
@@ -270,6 +285,41 @@ pub fn take_shared(skip: SignalSet) {
         return;
     }
     take(SHARED, shared, |s| pending(PATH, b"ShdPnd:").contains(s), 0);
+}
+
+/// In the checkpoint thread, every other thread parked, before the
+/// pending sets are read: the process's real-time signals that the main
+/// thread did not take as it parked: sent during the pause (a POSIX
+/// timer expiring, a `sigqueue`), or with no main thread left to take
+/// them. Each is taken with its siginfo, kept and put back, so that a
+/// restart queues it as it was: raised plainly, it would reach a handler
+/// that reads `si_value` (timer_create's usual way to tell its timers
+/// apart) with none. One whose siginfo says a `kill` or the kernel sent
+/// it, which only the main thread may queue again as it was, is put back
+/// by `kill` (its sender then reads as this process; the image keeps it
+/// as it was). A real-time signal that comes after this look is after
+/// the checkpoint's cut ([`after_cut`]). No allocation.
+pub fn take_late(skip: SignalSet) {
+    const PATH: &[u8] = b"/proc/thread-self/status\0";
+    let seen = pending(PATH, b"ShdPnd:").0 & REALTIME;
+    LATE_SEEN.store(seen, Release);
+    let n = (TABLE.used.load(Acquire) as usize).min(MAX_QUEUED);
+    let held = TABLE.entries[..n]
+        .iter()
+        .filter(|e| e.owner.load(Acquire) == SHARED)
+        .fold(0u64, |m, e| m | 1u64 << (e.sig.load(Relaxed) - 1));
+    let late = SignalSet(seen & !held & !skip.0);
+    if late.0 == 0 {
+        return;
+    }
+    take(SHARED, late, |s| pending(PATH, b"ShdPnd:").contains(s), 0);
+}
+
+/// The process's pending real-time signals that came after [`take_late`]
+/// looked, in `set` (the image leaves them out: they stay with the
+/// running process).
+pub fn after_cut(set: u64) -> u64 {
+    set & REALTIME & !LATE_SEEN.load(Acquire)
 }
 
 /// Queues the entries of `owner` again in this (restarted) process;
