@@ -97,14 +97,15 @@ fn environ_of(pid: i32) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// The ids under which PID's program may report in `stats.jsonl`: PID
-/// itself and, for every descendant, each of its pids (`NSpid`). A program
-/// restarted with exact ids runs in a PID namespace below `selfckpt
-/// restart` (the PID the user knows) and reports its checkpoint-time pid.
-/// Also returns the descendants (host pids), whose environment may name
-/// the image directory when PID's own does not.
+/// The ids under which PID's program may report in `stats.jsonl`: each
+/// pid (`NSpid`) of PID and of every descendant. A program restarted with
+/// exact ids runs in a PID namespace below `selfckpt restart` and reports
+/// its checkpoint-time pid, whether the user names `selfckpt restart` or
+/// the program's own process. Also returns the descendants (host pids),
+/// whose environment may name the image directory when PID's own does
+/// not.
 fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
-    let mut out = vec![pid as i64];
+    let mut out = own_pids(pid);
     let mut descendants = Vec::new();
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
@@ -114,15 +115,26 @@ fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
             .split_whitespace()
             .filter_map(|k| k.parse::<i32>().ok())
         {
-            let status = std::fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
-            if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
-                out.extend(ns.split_whitespace().filter_map(|v| v.parse::<i64>().ok()));
-            }
+            out.extend(own_pids(k));
             todo.push(k);
             descendants.push(k);
         }
     }
     (out, descendants)
+}
+
+/// PID and its pids in the PID namespaces below (`NSpid`).
+fn own_pids(pid: i32) -> Vec<i64> {
+    let mut out = vec![pid as i64];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if let Some(ns) = status.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+        out.extend(
+            ns.split_whitespace()
+                .filter_map(|v| v.parse::<i64>().ok())
+                .filter(|&p| p != pid as i64),
+        );
+    }
+    out
 }
 
 /// True if signal `sig` is in the mask `field` (`SigCgt`, `SigBlk`) of
@@ -298,6 +310,7 @@ pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
         }
     }
     let (pids, descendants) = report_pids(a.pid);
+    let own = own_pids(a.pid);
     // The first of PID and its descendants that has selfckpt settings.
     let env = std::iter::once(a.pid)
         .chain(descendants.iter().copied())
@@ -432,7 +445,7 @@ pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
                     // called off and makes again (a member ended as the
                     // tree froze). It is told only if the root's line
                     // never comes.
-                    if rec["pid"].as_i64() == Some(a.pid as i64) {
+                    if rec["pid"].as_i64().is_some_and(|p| own.contains(&p)) {
                         return Err(AskError::Failed(a.pid, text));
                     }
                     member_error.get_or_insert(text);

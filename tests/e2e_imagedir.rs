@@ -687,3 +687,42 @@ fn a_dead_writers_temp_goes_even_after_an_exact_id_restart() {
         "the dead writer's temp is still there: {now:?}"
     );
 }
+
+/// A resumed program runs with its checkpoint-time pid in a PID namespace
+/// below `selfckpt run`, and reports under that pid: `checkpoint --wait`
+/// given the program's own host pid (what `pgrep` shows) hears its line
+/// and prints the new image (it timed out, the image written, before).
+/// A single process (`tests/c/timers_one_signal.c`, which runs 3 s): a
+/// tree's members would report under their pids too.
+#[test]
+fn checkpoint_wait_knows_a_resumed_program_by_its_host_pid() {
+    let t = tempfile::tempdir().unwrap();
+    let w = t.path();
+    let exe = w.join("timers_one_signal");
+    if !build_c("timers_one_signal", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = w.join("ck");
+    let first = w.join("first.txt");
+    let child = spawn_out(&mut selfckpt_run(&dir, &exe, &[]), &first);
+    wait_line(&first, "waiting");
+    let o = ckpt_wait(child.id(), &dir, "30");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let taken = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    kill9(child);
+    let mut child = spawn_out(&mut selfckpt_run(&dir, &exe, &[]), &w.join("second.txt"));
+    let mut prog = Vec::new();
+    wait_for("the resumed program", 30, || {
+        prog = descendants(child.id())
+            .into_iter()
+            .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|x| x == exe))
+            .collect();
+        !prog.is_empty()
+    });
+    let o = ckpt_wait(prog[0], &dir, "30");
+    kill_tree(&mut child, libc::SIGKILL);
+    assert!(o.status.success(), "checkpoint {}: {}", prog[0], stderr(&o));
+    let image = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(image.is_file() && image != taken, "{}", image.display());
+}

@@ -188,7 +188,7 @@ pub fn kill(child: &Child, sig: i32) {
 }
 
 /// The pids of `pid`'s descendants, parents before children.
-fn descendants(pid: u32) -> Vec<u32> {
+pub fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
