@@ -1669,13 +1669,25 @@ fn wait_end(out: &Path) {
 /// reaps, and the run is not marked ended while the worker lives.
 #[test]
 fn a_launcher_that_returns_at_once_leaves_a_tree_that_is_checkpointed_and_comes_back() {
+    launcher(&["80"]);
+}
+
+/// [`a_launcher_that_returns_at_once_leaves_a_tree_that_is_checkpointed_and_comes_back`]
+/// with a worker that executes the program again first (DMTCP's
+/// forkexec): it joins the tree when the launcher is long gone, and
+/// takes the root's place from the start.
+#[test]
+fn a_worker_that_executes_after_its_launcher_returned_takes_the_roots_place() {
+    launcher(&["80", "exec"]);
+}
+
+fn launcher(args: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("tree_launcher");
     if !build_c("tree_launcher", &exe) || !can_restart_trees() {
         return;
     }
     lib("libselfckpt.so");
-    let args = ["80"];
     let reference = tmp.path().join("ref");
     wait_ok(
         spawn_to_file(Command::new(&exe).args(args), &reference),
@@ -1689,7 +1701,7 @@ fn a_launcher_that_returns_at_once_leaves_a_tree_that_is_checkpointed_and_comes_
     let exe_s = exe.to_str().unwrap();
     // Its stderr to a file: the tree keeps a pipe open long after the
     // launcher returned.
-    let st = selfckpt_run(&dir, exe_s, &args)
+    let st = selfckpt_run(&dir, exe_s, args)
         .stdout(std::fs::File::create(&first).unwrap())
         .stderr(std::fs::File::create(tmp.path().join("err")).unwrap())
         .status()
@@ -1723,7 +1735,7 @@ fn a_launcher_that_returns_at_once_leaves_a_tree_that_is_checkpointed_and_comes_
     let offset = fd_offset(&root_image(&set), 1);
     let second = tmp.path().join("second");
     let err = wait_ok(
-        spawn_to_file(&mut selfckpt_run(&dir, exe_s, &args), &second),
+        spawn_to_file(&mut selfckpt_run(&dir, exe_s, args), &second),
         "resumed run",
     );
     assert!(err.contains("resuming"), "{err}");

@@ -25,10 +25,7 @@ static CONN: AtomicI32 = AtomicI32::new(-1);
 /// The root's pid as last seen (the peer of the connection; before the
 /// first, the process `selfckpt run` started).
 static ROOT_PID: AtomicU32 = AtomicU32::new(0);
-/// This process's parent when it joined: a member whose parent lives on
-/// in the tree never takes the root's place (the tree's restart makes the
-/// root a child of the restarter: the parent would lose its child).
-static PARENT: AtomicU32 = AtomicU32::new(0);
+
 /// 1 while a round the root asked for is being served (futex word).
 static ROUND: AtomicU32 = AtomicU32::new(0);
 /// The set directory of that round.
@@ -51,7 +48,6 @@ pub fn reset() {
 
 /// Connects to the root and starts the member's thread.
 pub fn start() {
-    PARENT.store(getppid(), Release);
     crate::trigger::set_interval(None);
     let mask = sys::SavedSignalMask::block_all_but(&[crate::capture::park::suspend_signal()]);
     let r = std::thread::Builder::new()
@@ -99,14 +95,28 @@ fn join() -> Joined {
     }
 }
 
+/// Whether process `pid` lives and serves the tree (it has the tree's
+/// thread, as the root and every member have).
+fn in_tree(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read(t.path().join("comm")).is_ok_and(|c| c.starts_with(b"selfckpt-tree"))
+    })
+}
+
 fn getppid() -> u32 {
     // SAFETY: getppid has no preconditions.
     unsafe { libc::getppid() as u32 }
 }
 
 /// True if the root's process exited (or is a zombie) and this member
-/// may take its place: its parent was the root, or is gone too (it was
-/// reparented).
+/// may take its place: its parent is not a live member of the tree (it
+/// is the exited root, or init or a subreaper this member was reparented
+/// to). A member whose parent lives on in the tree never does: the tree's
+/// restart makes the root a child of the restarter, and its parent would
+/// lose its child.
 fn root_gone() -> bool {
     let mut pid = ROOT_PID.load(Acquire);
     if pid == 0 {
@@ -115,10 +125,9 @@ fn root_gone() -> bool {
             .and_then(|r| r.pid)
             .unwrap_or(0);
     }
-    let parent = PARENT.load(Acquire);
     pid > 1
         && pid != sys::getpid()
-        && (parent == pid || getppid() != parent)
+        && !in_tree(getppid())
         && super::record::stat(pid).is_none_or(|st| matches!(st.state, 'Z' | 'X'))
 }
 
@@ -164,7 +173,6 @@ fn connect() -> Result<(), wire::WireError> {
 pub fn reconnect() {
     CONN.store(-1, Release);
     ROUND.store(0, Release);
-    PARENT.store(getppid(), Release);
     let _ = std::thread::Builder::new()
         .name("selfckpt-tree-c".into())
         .spawn(|| {

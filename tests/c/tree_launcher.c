@@ -3,10 +3,13 @@
  * two pass a counter back and forth over a socketpair the launcher made,
  * the worker printing each step; at the end the worker reaps the helper
  * and prints its status. The program's process is gone long before its
- * tree's work is done. */
+ * tree's work is done. With "exec" after the count, the worker first
+ * executes the program again (as "worker"), as a job launcher does: it
+ * joins the tree only once its parent is long gone. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -31,16 +34,24 @@ static int full_read(int fd, void *buf, size_t n) {
 
 int main(int argc, char **argv) {
     int steps = argc > 1 ? atoi(argv[1]) : 40;
+    const char *mode = argc > 2 ? argv[2] : "";
     setvbuf(stdout, NULL, _IOLBF, 0);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
         return 3;
-    printf("launching\n");
-    pid_t worker = fork();
-    if (worker < 0)
-        return 4;
-    if (worker > 0)
-        return 0; /* the launcher's job is done */
+    if (strcmp(mode, "worker") != 0) {
+        printf("launching\n");
+        pid_t worker = fork();
+        if (worker < 0)
+            return 4;
+        if (worker > 0)
+            return 0; /* the launcher's job is done */
+        if (strcmp(mode, "exec") == 0) {
+            usleep(100000); /* the launcher is gone when the worker starts */
+            execl("/proc/self/exe", argv[0], argv[1], "worker", (char *)NULL);
+            _exit(9);
+        }
+    }
     pid_t helper = fork();
     if (helper < 0)
         _exit(4);
