@@ -216,15 +216,24 @@ impl Runtime {
     /// since the last survey): the second one surveys again, names the
     /// mapping and dumps in the pause.
     pub(crate) fn checkpoint(&self, term: bool) -> Result<Outcome, Error> {
-        match self.checkpoint_once(term) {
+        match self.checkpoint_told(term) {
             Err(Error::Dump(
                 e @ (DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }),
             )) => {
                 log::info!("{e}: taking the checkpoint again");
-                self.checkpoint_once(term)
+                self.checkpoint_told(term)
             }
             r => r,
         }
+    }
+
+    /// One checkpoint; in a tree member whose round failed, the root is
+    /// then told why.
+    fn checkpoint_told(&self, term: bool) -> Result<Outcome, Error> {
+        let r = self.checkpoint_once(term);
+        let why = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        crate::tree::round::send_failure(&why);
+        r
     }
 
     /// Reaps the latest forked checkpoint's child, if still unreaped.

@@ -1748,3 +1748,46 @@ fn launcher(args: &[&str]) {
         "stderr of the resumed run: {err}"
     );
 }
+
+/// A member that gave up root for another user (`tests/c/tree_setuid.c`,
+/// as CRIU's pid00 and a server's workers do) cannot write into the
+/// root's image directory: the checkpoint fails saying which member and
+/// why (not "failed or went away"), and the program goes on to print
+/// what an uninterrupted run prints.
+#[test]
+fn a_member_that_became_another_user_fails_the_checkpoint_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tree_setuid");
+    if !build_c("tree_setuid", &exe) {
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can become another user");
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &["60"], &tmp.path().join("ref"));
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["60"]), &out);
+    wait_for("output", 60, || lines(&out) >= 5);
+    let o = Command::new(selfckpt())
+        .args([
+            "checkpoint",
+            &child.id().to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the checkpoint succeeded: {err}");
+    assert!(
+        err.contains("(tree_setuid) failed: ") && err.contains("uid 65534"),
+        "{err}"
+    );
+    let (st, stderr) = finish(child, "the tree after the failed checkpoint");
+    assert!(st.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{stderr}");
+}

@@ -111,6 +111,34 @@ fn not_joined_why(pid: u32, state: char) -> String {
 
 /// The member that made the round fail while threads were parked.
 static FAILED_PID: AtomicU32 = AtomicU32::new(0);
+/// What that member said of its failure (its checkpoint's error).
+static FAILED_WHY: std::sync::Mutex<([u8; wire::TEXT_MAX], usize)> =
+    std::sync::Mutex::new(([0; wire::TEXT_MAX], 0));
+/// In a member: the failure it owes the root (descriptor << 32 | kind),
+/// sent with its checkpoint's error by [`send_failure`].
+static OWED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// In a member whose round failed: tells the root, with `why` (the
+/// checkpoint's error), and ends the round. Called once the checkpoint
+/// returned, whatever it returned (nothing to do when nothing is owed).
+pub fn send_failure(why: &str) {
+    let mut owed = OWED.swap(0, AcqRel);
+    if owed == 0 {
+        // Failed before its round began (its image directory, say): the
+        // root waits for its first answer.
+        match super::member::conn() {
+            Some(fd) if !why.is_empty() && super::is_member() && super::member::in_round() => {
+                owed = (fd as u64) << 32 | Kind::Suspended as u64;
+            }
+            _ => return,
+        }
+    }
+    let fd = (owed >> 32) as i32;
+    if let Some(kind) = Kind::from_u32(owed as u32) {
+        let _ = wire::send(fd, &Msg::new(kind).with_ok(false).with_text(why.as_bytes()));
+    }
+    super::member::round_over();
+}
 
 enum Side {
     /// Not in a tree, or a root without members: a plain checkpoint.
@@ -381,7 +409,21 @@ impl Round {
             return None;
         }
         let pid = FAILED_PID.swap(0, AcqRel);
-        Some(Error::Tree(if pid != 0 {
+        let why = FAILED_WHY
+            .lock()
+            .map(|mut w| {
+                let t = String::from_utf8_lossy(&w.0[..w.1]).into_owned();
+                w.1 = 0;
+                t
+            })
+            .unwrap_or_default();
+        Some(Error::Tree(if pid != 0 && !why.is_empty() {
+            format!(
+                "member {pid} ({}) failed: {why}; every process resumed, the previous image \
+                 set stays the newest",
+                program_of(pid)
+            )
+        } else if pid != 0 {
             format!(
                 "member {pid} ({}) failed or went away during the checkpoint; every process \
                  resumed, the previous image set stays the newest",
@@ -461,7 +503,9 @@ impl Drop for Round {
                         1 => Kind::Dumped,
                         _ => Kind::Committed,
                     };
-                    let _ = wire::send(*fd, &Msg::new(kind).with_ok(false));
+                    // Sent once the error is known (`send_failure`).
+                    OWED.store((*fd as u64) << 32 | kind as u64, Release);
+                    return;
                 }
                 super::member::round_over();
             }
@@ -484,9 +528,16 @@ fn gather(members: &[Member], want: Kind, ms: u64) -> bool {
     for m in members {
         match expect(m.fd, want, ms) {
             Ok(r) if r.ok() && r.kind() == Some(want) => {}
-            _ => {
+            r => {
                 all = false;
-                let _ = FAILED_PID.compare_exchange(0, m.pid, AcqRel, Acquire);
+                let first = FAILED_PID
+                    .compare_exchange(0, m.pid, AcqRel, Acquire)
+                    .is_ok();
+                if let (true, Ok(r), Ok(mut why)) = (first, r, FAILED_WHY.lock()) {
+                    let t = r.text();
+                    why.0[..t.len()].copy_from_slice(t);
+                    why.1 = t.len();
+                }
             }
         }
     }

@@ -45,7 +45,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u32(v: u32) -> Option<Kind> {
+    pub fn from_u32(v: u32) -> Option<Kind> {
         use Kind::*;
         [
             Hello, Freeze, Frozen, Suspend, Suspended, Dump, Dumped, Resume, Committed, Done, Ask,
