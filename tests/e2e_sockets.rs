@@ -427,3 +427,77 @@ fn socket_calls_do_not_see_a_checkpoint() {
     assert!(want.ends_with("ok read\nsock_eintr ok\n"), "{want}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
 }
+
+/// A socket with a classic BPF filter attached (CRIU's sock_filter00):
+/// the filter would not come back, so the checkpoint names the socket
+/// and the restart refuses (it came back without its filter, silently).
+#[test]
+fn a_socket_with_a_bpf_filter_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_kernel_state");
+    if !build_c("sock_kernel_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let (image, _) = image_of(&exe, &dir, "new", &["filter"]);
+    let j = inspect(&image);
+    let named = j["not_restorable"].to_string();
+    assert!(
+        named.contains("fd 3 socket UDP") && named.contains("a BPF socket filter is attached"),
+        "{j}"
+    );
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt()).arg("restart").arg(&image),
+            &tmp.path().join("refused"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("a BPF socket filter is attached"), "{err}");
+}
+
+/// A packet socket's receive ring mapped into memory (CRIU's
+/// packet_sock_mmap) is the memory of a socket, no file: the checkpoint
+/// refuses, naming the mapping, instead of writing an image that every
+/// restart would call damaged.
+#[test]
+fn a_mapped_packet_ring_fails_the_checkpoint_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_kernel_state");
+    if !build_c("sock_kernel_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["ring"]), &out);
+    wait_for("its first line", 30, || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let first = std::fs::read_to_string(&out).unwrap();
+    if first.starts_with("skipped") {
+        eprintln!("{first}");
+        kill_tree(&mut child, libc::SIGKILL);
+        return;
+    }
+    assert_eq!(first, "waiting\n");
+    let o = Command::new(selfckpt())
+        .args([
+            "checkpoint",
+            &child.id().to_string(),
+            "--wait",
+            "--timeout",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    kill_tree(&mut child, libc::SIGKILL);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("special kernel mapping") && err.contains("packet socket's ring"),
+        "{err}"
+    );
+}

@@ -1761,6 +1761,7 @@ fn a_member_that_became_another_user_fails_the_checkpoint_saying_why() {
     if !build_c("tree_setuid", &exe) {
         return;
     }
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: only root can become another user");
         return;

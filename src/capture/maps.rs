@@ -202,6 +202,11 @@ fn classify(p: &[u8], shared: bool) -> RegionKind {
     if p.starts_with(b"[") {
         return if shared { SharedAnon } else { Anon };
     }
+    // Not a path: the memory of a kernel object that is no file
+    // (`socket:[N]`, a packet socket's ring; `pipe:[N]`).
+    if !p.starts_with(b"/") {
+        return Special;
+    }
     if shared {
         SharedFile
     } else {
@@ -357,6 +362,11 @@ mod tests {
             ),
             (
                 "7f56-7f57 rw-s 00000000 00:0e 9  anon_inode:[io_uring]",
+                RegionKind::Special,
+                3,
+            ),
+            (
+                "7f56-7f57 rw-s 00000000 00:08 4242  socket:[4242]",
                 RegionKind::Special,
                 3,
             ),

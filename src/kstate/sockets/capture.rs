@@ -23,6 +23,24 @@ const ROOM_AFTER: usize = 256 << 10;
 /// Most messages queued on one socket one checkpoint keeps.
 const MAX_MESSAGES: u32 = 65_536;
 
+/// Whether a classic BPF filter is attached to the socket
+/// (`SO_ATTACH_FILTER`: `SO_GET_FILTER` with no buffer gives its length
+/// in instructions). No allocation.
+fn has_filter(fd: i32) -> bool {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a zero length getsockopt writes only `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            core::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    r == 0 && len > 0
+}
+
 pub(super) fn getopt(fd: i32, level: i32, name: i32) -> i32 {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -347,6 +365,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
             why = Some(b" (a kind of socket selfckpt does not bring back)");
             s.role = ROLE_OTHER;
         }
+    }
+    if why.is_none() && has_filter(fd) {
+        why = Some(b" (a BPF socket filter is attached: it would not come back)");
     }
     // The data queued to a UNIX socket that comes back.
     let keep_queue = (family == libc::AF_UNIX

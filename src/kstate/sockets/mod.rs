@@ -252,9 +252,17 @@ impl Socket {
         if self.opts.rcvbuf < 0 || self.opts.sndbuf < 0 {
             return Err(format!("{name}: a negative buffer size"));
         }
+        // Every type the kernel has (the rarer ones, SOCK_RDM, SOCK_DCCP,
+        // SOCK_PACKET, are named unrestorable at checkpoint time).
         if !matches!(
             self.stype as i32,
-            libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET | libc::SOCK_RAW
+            libc::SOCK_STREAM
+                | libc::SOCK_DGRAM
+                | libc::SOCK_SEQPACKET
+                | libc::SOCK_RAW
+                | libc::SOCK_RDM
+                | libc::SOCK_DCCP
+                | 10 // SOCK_PACKET (deprecated in libc)
         ) {
             return Err(format!("{name}: type {} is none", self.stype));
         }

@@ -1,0 +1,43 @@
+/* Sockets with kernel state selfckpt does not bring back, each of which
+ * must be named at checkpoint time: "filter" a UDP socket with a classic
+ * BPF filter attached (SO_ATTACH_FILTER); "ring" a packet socket whose
+ * receive ring is mapped into memory (PACKET_RX_RING). It prints
+ * "waiting" (or "skipped: ..." and exits 0 where the socket cannot be
+ * made) and sleeps. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *mode = argc > 1 ? argv[1] : "filter";
+    if (strcmp(mode, "filter") == 0) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sock_filter accept_all[] = {{BPF_RET | BPF_K, 0, 0, 0xffffffff}};
+        struct sock_fprog prog = {1, accept_all};
+        if (s < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
+            return 2;
+    } else {
+        int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+        if (s < 0) {
+            printf("skipped: no packet socket here\n");
+            return 0;
+        }
+        struct tpacket_req req = {4096, 1, 2048, 2};
+        if (setsockopt(s, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0)
+            return 3;
+        if (mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, s, 0) == MAP_FAILED)
+            return 4;
+    }
+    printf("waiting\n");
+    sleep(30);
+    printf("done\n");
+    return 0;
+}
