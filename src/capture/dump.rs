@@ -979,7 +979,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         let pieces = outside((ent.start, ent.end), (scratch_lo, scratch_hi));
         let what = match ent.kind {
             RegionKind::Device => Some("device mapping"),
-            RegionKind::Special => Some("special kernel mapping (the memory of a kernel object that is no file: an anon_inode, a packet socket's ring)"),
+            RegionKind::Special => Some("special kernel mapping (the memory of a kernel object that is no file: an anon_inode, an AIO ring, a packet socket's ring)"),
             _ => None,
         };
         if let Some(what) = what {

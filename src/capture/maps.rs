@@ -188,6 +188,10 @@ fn classify(p: &[u8], shared: bool) -> RegionKind {
     if p.is_empty() {
         return if shared { SharedAnon } else { Anon };
     }
+    // An AIO context's ring (`io_setup`): kernel state, no file.
+    if p.starts_with(b"/[aio]") {
+        return Special;
+    }
     if p.starts_with(b"/dev/zero") || p.starts_with(b"/memfd:") || p.starts_with(b"[anon_shmem") {
         return if shared { SharedAnon } else { Anon };
     }
@@ -369,6 +373,11 @@ mod tests {
                 "7f56-7f57 rw-s 00000000 00:08 4242  socket:[4242]",
                 RegionKind::Special,
                 3,
+            ),
+            (
+                "7f56-7f57 r--s 00000000 00:13 5  /[aio] (deleted)",
+                RegionKind::Special,
+                1,
             ),
             (
                 "7f56-7f57 r--s 00000000 fe:00 9  /tmp/a file with spaces",

@@ -133,6 +133,10 @@ static void options(const char *name, int fd) {
                opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), opt(fd, IPPROTO_TCP, TCP_KEEPINTVL),
                opt(fd, IPPROTO_TCP, TCP_KEEPCNT), opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT),
                opt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT));
+    if ((dom == AF_INET || dom == AF_INET6) && type == SOCK_STREAM)
+        printf(" cork %d", opt(fd, IPPROTO_TCP, TCP_CORK));
+    if (dom == AF_INET || dom == AF_INET6)
+        printf(" freebind %d", opt(fd, IPPROTO_IP, IP_FREEBIND));
     if (dom == AF_INET)
         printf(" tos %d ttl %d pktinfo %d recvtos %d", opt(fd, IPPROTO_IP, IP_TOS),
                opt(fd, IPPROTO_IP, IP_TTL), opt(fd, IPPROTO_IP, IP_PKTINFO),
@@ -369,6 +373,7 @@ int main(int argc, char **argv) {
     set(tc, IPPROTO_IP, IP_TTL, 33);
     set(tc, SOL_SOCKET, SO_PRIORITY, 5);
     set(t4, IPPROTO_TCP, TCP_DEFER_ACCEPT, 5);
+    set(t4, IPPROTO_TCP, TCP_CORK, 1);
     set(u4, SOL_SOCKET, SO_BROADCAST, 1);
     setsockopt(u4, SOL_SOCKET, 72 /* SO_BUF_LOCK */, &(int){1}, sizeof(int));
     set(u4, IPPROTO_IP, IP_MULTICAST_TTL, 7);
@@ -382,6 +387,7 @@ int main(int argc, char **argv) {
         set(t6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 9);
         set(t6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
         set(u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+        set(u6, IPPROTO_IP, IP_FREEBIND, 1); /* an IP-level option of an IPv6 socket */
     }
 
     printf("waiting\n");

@@ -59,7 +59,7 @@ use Applies::*;
 
 /// The options kept. An option whose value a kernel sets by itself on a
 /// connected socket (`TCP_MAXSEG`, `TCP_WINDOW_CLAMP`) or that is a
-/// passing state (`TCP_CORK`, `TCP_QUICKACK`) is not here.
+/// passing state (`TCP_QUICKACK`) is not here.
 const TABLE: &[Kept] = &[
     k!(SOL, SO_PRIORITY, Any),
     k!(SOL, SO_RCVLOWAT, Any),
@@ -96,6 +96,8 @@ const TABLE: &[Kept] = &[
     k!(TCP, TCP_DEFER_ACCEPT, Tcp),
     k!(TCP, TCP_THIN_LINEAR_TIMEOUTS, Tcp),
     k!(TCP, TCP_FASTOPEN, Tcp),
+    // Corked until the program uncorks it (its data held back).
+    k!(TCP, TCP_CORK, Tcp),
     k!(IP, IP_TOS, Ip4),
     k!(IP, IP_TTL, Ip4),
     k!(IP, IP_MULTICAST_TTL, Ip4Dgram),
@@ -106,8 +108,9 @@ const TABLE: &[Kept] = &[
     k!(IP, IP_PKTINFO, Ip4),
     k!(IP, IP_RECVERR, Ip4),
     k!(IP, IP_MTU_DISCOVER, Ip4),
-    k!(IP, IP_FREEBIND, Ip4),
-    k!(IP, IP_TRANSPARENT, Ip4),
+    // The two an IPv6 socket has too (set at the IP level, `SOL_IP`).
+    k!(IP, IP_FREEBIND, Inet),
+    k!(IP, IP_TRANSPARENT, Inet),
     k!(IP, IP_BIND_ADDRESS_NO_PORT, Ip4),
     k!(IP, IP_RECVORIGDSTADDR, Ip4),
     k!(IP6, IPV6_UNICAST_HOPS, Ip6),
