@@ -501,3 +501,35 @@ fn a_mapped_packet_ring_fails_the_checkpoint_by_name() {
         "{err}"
     );
 }
+
+/// Signal-driven I/O on a socket (`O_ASYNC`, an `F_SETOWN` owner, an
+/// `F_SETSIG` signal; CRIU's file_fown does it on pipes a tree shares):
+/// a restart would make the socket again without them, and the program
+/// would wait for a signal that never comes. Named, and refused.
+#[test]
+fn signal_driven_io_on_a_socket_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_kernel_state");
+    if !build_c("sock_kernel_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let (image, _) = image_of(&exe, &dir, "new", &["async"]);
+    let j = inspect(&image);
+    let named = j["not_restorable"].to_string();
+    assert!(
+        named.contains("fd 3 signal-driven I/O (O_ASYNC, owner ") && named.contains("signal 29"),
+        "{j}"
+    );
+    assert!(!named.contains("fd 4"), "the other end has no owner: {j}");
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt()).arg("restart").arg(&image),
+            &tmp.path().join("refused"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("--unrestorable=fown"), "{err}");
+}

@@ -17,6 +17,7 @@ pub mod descriptions;
 pub mod epoll;
 pub mod eventfd;
 pub mod fds;
+pub mod fown;
 pub mod inotify;
 pub mod itimers;
 pub mod locks;
@@ -139,6 +140,7 @@ fn capture_objects(
     inotify::capture(e, bufs, skip_fd)?;
     locks::capture(e, bufs, skip_fd)?;
     pty::capture(e, bufs, skip_fd)?;
+    fown::capture(e, skip_fd)?;
     descriptions::capture(e, bufs, skip_fd)?;
     vmflags::capture(e, bufs)?;
     procfs::capture(e, bufs, skip_fd)?;
@@ -397,7 +399,8 @@ impl<'a> KernelState<'a> {
         };
         self.problems_here()
             .into_iter()
-            .filter(|p| !p.fd.is_some_and(|fd| shared.contains(&fd)))
+            // (The tree makes those again, but without their owner.)
+            .filter(|p| p.kind == fown::KIND || !p.fd.is_some_and(|fd| shared.contains(&fd)))
             .filter(|p| p.kind != pty::KIND || !p.fd.is_some_and(outside_tty))
             .collect()
     }

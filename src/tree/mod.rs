@@ -136,6 +136,12 @@ pub fn is_root() -> bool {
     matches!(ROLE.load(Acquire), ROOT | ROOT_ALONE)
 }
 
+/// True while this process takes part in a checkpoint of its tree (as
+/// its root or as a member): the tree makes again what members share.
+pub fn in_round() -> bool {
+    (is_member() && member::in_round()) || (is_root() && root::in_round())
+}
+
 pub fn is_member() -> bool {
     ROLE.load(Acquire) == MEMBER
 }

@@ -126,6 +126,11 @@ pub fn round_ended() {
     ROUND.store(false, Release);
 }
 
+/// True while this root serves a round of the tree (with members).
+pub fn in_round() -> bool {
+    ROUND.load(Acquire)
+}
+
 fn serve() {
     loop {
         let l = LISTEN.load(Acquire);

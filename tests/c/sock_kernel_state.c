@@ -1,11 +1,15 @@
 /* Sockets with kernel state selfckpt does not bring back, each of which
  * must be named at checkpoint time: "filter" a UDP socket with a classic
  * BPF filter attached (SO_ATTACH_FILTER); "ring" a packet socket whose
- * receive ring is mapped into memory (PACKET_RX_RING). It prints
+ * receive ring is mapped into memory (PACKET_RX_RING); "async" a
+ * socketpair end with signal-driven I/O (O_ASYNC, the process as its
+ * F_SETOWN owner, F_SETSIG SIGIO). It prints
  * "waiting" (or "skipped: ..." and exits 0 where the socket cannot be
  * made) and sleeps. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -24,6 +28,12 @@ int main(int argc, char **argv) {
         struct sock_fprog prog = {1, accept_all};
         if (s < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
             return 2;
+    } else if (strcmp(mode, "async") == 0) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || fcntl(sv[0], F_SETOWN, getpid()) != 0 ||
+            fcntl(sv[0], F_SETSIG, SIGIO) != 0 ||
+            fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_ASYNC) != 0)
+            return 5;
     } else {
         int s = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
         if (s < 0) {
