@@ -300,3 +300,31 @@ fn restored_shared_objects_are_checkpointed_and_restored_again() {
         "{err}"
     );
 }
+
+/// A private view of shared anonymous memory (`tests/c/private_view.c`,
+/// CRIU's shmemfd-priv): the pages the view never wrote show the shared
+/// object's contents, and must after a restart too (they came back as
+/// zeros). The page it wrote stays its own.
+#[test]
+fn a_private_view_of_shared_memory_keeps_the_pages_it_never_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("private_view");
+    if !build_c("private_view", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut std::process::Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(
+        want.contains("view page 0: 22\nview page 1: 99\n"),
+        "{want}"
+    );
+    let dir = tmp.path().join("ck");
+    if let Some((got, err)) = resumed(&exe, &dir, "new", &[], |_| {}) {
+        assert_eq!(got, want, "stderr: {err}");
+    }
+}

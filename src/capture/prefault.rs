@@ -14,9 +14,11 @@
 //!
 //! Ordinary Rust, run by the checkpoint thread in the prepare step (it
 //! allocates one buffer). Must never: write to the program's memory, or
-//! touch a mapping of a device (`/dev/zero`'s deleted inode is shared
-//! anonymous memory: nothing to read) or a System V segment (its pages are
-//! all there to read already when attached).
+//! touch a mapping of a device or a shared mapping of shared anonymous
+//! memory (`/dev/zero`'s deleted inode: the dump stores its object) or a
+//! System V segment (its pages are all there to read already when
+//! attached). A private view of shared anonymous memory is read: the
+//! pages it did not write are the object's.
 
 use std::os::unix::fs::FileExt;
 
@@ -31,13 +33,25 @@ fn gone(path: &[u8], inode: u64) -> bool {
         && !path.starts_with(b"/SYSV")
 }
 
+/// Whether the mapping is a private view of shared anonymous memory (a
+/// `MAP_PRIVATE` mapping of `/proc/self/map_files/...` of a shared one):
+/// a page it never wrote shows the shared object's, and would come back
+/// as zeros if not present (its kind is `Anon`: the dump stores its
+/// present pages).
+fn private_view_of_shared_anon(kind: crate::capture::maps::RegionKind, path: &[u8]) -> bool {
+    kind == crate::capture::maps::RegionKind::Anon && path.starts_with(b"/dev/zero (deleted)")
+}
+
 /// Faults in every page of the mappings of `maps_text` (this process's
 /// `/proc/self/maps`) whose object is gone; returns the bytes read.
 /// Errors end the walk of one mapping; none is returned.
 pub fn prefault_gone_objects(maps_text: &[u8]) -> u64 {
     let wanted: Vec<(u64, u64)> = crate::capture::maps::MapsParser::new(maps_text)
         .flatten()
-        .filter(|m| m.prot & libc::PROT_READ as u32 != 0 && gone(m.path, m.inode))
+        .filter(|m| {
+            m.prot & libc::PROT_READ as u32 != 0
+                && (gone(m.path, m.inode) || private_view_of_shared_anon(m.kind, m.path))
+        })
         .map(|m| (m.start, m.end))
         .collect();
     if wanted.is_empty() {
@@ -67,6 +81,18 @@ pub fn prefault_gone_objects(maps_text: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_private_views_of_shared_anonymous_memory_are_read() {
+        use crate::capture::maps::RegionKind::*;
+        assert!(private_view_of_shared_anon(Anon, b"/dev/zero (deleted)"));
+        assert!(!private_view_of_shared_anon(
+            SharedAnon,
+            b"/dev/zero (deleted)"
+        ));
+        assert!(!private_view_of_shared_anon(Anon, b""));
+        assert!(!private_view_of_shared_anon(Anon, b"/dev/zero"));
+    }
 
     #[test]
     fn gone_objects_are_told_apart() {
