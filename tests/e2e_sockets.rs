@@ -428,6 +428,19 @@ fn socket_calls_do_not_see_a_checkpoint() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
 }
 
+/// `selfckpt restart IMAGE`, which must refuse: its stderr.
+fn restart_refused(tmp: &std::path::Path, image: &std::path::Path) -> String {
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt()).arg("restart").arg(image),
+            &tmp.join("refused"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    err
+}
+
 /// A socket with a classic BPF filter attached (CRIU's sock_filter00):
 /// the filter would not come back, so the checkpoint names the socket
 /// and the restart refuses (it came back without its filter, silently).
@@ -447,14 +460,7 @@ fn a_socket_with_a_bpf_filter_is_named_and_refused() {
         named.contains("fd 3 socket UDP") && named.contains("a BPF socket filter is attached"),
         "{j}"
     );
-    let (status, err) = finish(
-        spawn_to_file(
-            Command::new(selfckpt()).arg("restart").arg(&image),
-            &tmp.path().join("refused"),
-        ),
-        "restart",
-    );
-    assert!(!status.success(), "{err}");
+    let err = restart_refused(tmp.path(), &image);
     assert!(err.contains("a BPF socket filter is attached"), "{err}");
 }
 
@@ -523,13 +529,6 @@ fn signal_driven_io_on_a_socket_is_named_and_refused() {
         "{j}"
     );
     assert!(!named.contains("fd 4"), "the other end has no owner: {j}");
-    let (status, err) = finish(
-        spawn_to_file(
-            Command::new(selfckpt()).arg("restart").arg(&image),
-            &tmp.path().join("refused"),
-        ),
-        "restart",
-    );
-    assert!(!status.success(), "{err}");
+    let err = restart_refused(tmp.path(), &image);
     assert!(err.contains("--unrestorable=fown"), "{err}");
 }
