@@ -532,3 +532,38 @@ fn signal_driven_io_on_a_socket_is_named_and_refused() {
     let err = restart_refused(tmp.path(), &image);
     assert!(err.contains("--unrestorable=fown"), "{err}");
 }
+
+/// A `/dev/net/tun` descriptor attached to an interface (CRIU's tun):
+/// reopening the path gives an unattached one, so the checkpoint names
+/// it and the restart refuses.
+#[test]
+fn an_attached_tun_device_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sock_kernel_state");
+    if !build_c("sock_kernel_state", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["tun"]), &out);
+    wait_for("its first line", 30, || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let first = std::fs::read_to_string(&out).unwrap();
+    if first.starts_with("skipped") {
+        eprintln!("{first}");
+        kill_tree(&mut child, libc::SIGKILL);
+        return;
+    }
+    let image = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let j = inspect(&image);
+    let named = j["not_restorable"].to_string();
+    assert!(
+        named.contains("fd 3 /dev/net/tun: a device whose open descriptor holds state"),
+        "{j}"
+    );
+    let err = restart_refused(tmp.path(), &image);
+    assert!(err.contains("/dev/net/tun"), "{err}");
+}

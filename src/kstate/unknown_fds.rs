@@ -1,5 +1,7 @@
 //! Descriptors of kinds no other module brings back (`io_uring`,
-//! `pidfd`, `perf_event`, `userfaultfd`, `fanotify`, BPF objects, ...):
+//! `pidfd`, `perf_event`, `userfaultfd`, `fanotify`, BPF objects, ...,
+//! and devices whose open descriptor holds state a reopening of the path
+//! does not give back: `/dev/net/tun`, `/dev/kvm`, a GPU):
 //! each is named at checkpoint time with a `NotRestorable` entry of kind
 //! `other`, so that a restart refuses the image instead of putting
 //! `/dev/null` in its place silently; `--unrestorable=other` accepts
@@ -31,7 +33,31 @@ fn handled(link: &[u8]) -> bool {
         b"anon_inode:[eventpoll]",
         b"anon_inode:inotify",
     ];
-    link.starts_with(b"/") || KNOWN.iter().any(|k| link.starts_with(k))
+    (link.starts_with(b"/") && !stateful_device(link)) || KNOWN.iter().any(|k| link.starts_with(k))
+}
+
+/// Devices whose open descriptor holds state of its own that reopening
+/// the path does not give back: an attached network interface (`tun`),
+/// a virtual machine (`kvm`, `vhost`), a FUSE mount's channel, an input
+/// device being made (`uinput`), a passed-through device (`vfio`), a GPU
+/// context (`nvidia`, DRM render and card nodes), a sound stream.
+fn stateful_device(link: &[u8]) -> bool {
+    const STATEFUL: [&[u8]; 13] = [
+        b"/dev/net/tun",
+        b"/dev/kvm",
+        b"/dev/vhost-",
+        b"/dev/fuse",
+        b"/dev/cuse",
+        b"/dev/uinput",
+        b"/dev/vfio/",
+        b"/dev/nvidia",
+        b"/dev/dri/",
+        b"/dev/snd/",
+        b"/dev/ppp",
+        b"/dev/userfaultfd",
+        b"/dev/bus/usb/",
+    ];
+    STATEFUL.iter().any(|d| link.starts_with(d))
 }
 
 /// Names every descriptor of a kind nothing brings back. No allocation.
@@ -53,7 +79,13 @@ pub fn capture(
         let mut words = [0u8; 240];
         let mut w = Words::new(&mut words);
         w.push(link);
-        w.push(b": a kind of descriptor selfckpt cannot bring back");
+        w.push(if stateful_device(link) {
+            b": a device whose open descriptor holds state selfckpt cannot bring back \
+(an attached interface, a virtual machine, a mount, a GPU context)"
+                .as_slice()
+        } else {
+            b": a kind of descriptor selfckpt cannot bring back".as_slice()
+        });
         let len = w.len();
         NotRestorable::capture(e, fd, KIND, &words[..len])?;
         Ok(())
@@ -74,6 +106,8 @@ mod tests {
             b"anon_inode:[eventfd]",
             b"anon_inode:inotify",
             b"/memfd:x (deleted)",
+            b"/dev/null",
+            b"/dev/urandom",
         ] {
             assert!(handled(l), "{}", String::from_utf8_lossy(l));
         }
@@ -82,6 +116,10 @@ mod tests {
             b"anon_inode:[pidfd]",
             b"anon_inode:[perf_event]",
             b"anon_inode:bpf-map",
+            b"/dev/net/tun",
+            b"/dev/kvm",
+            b"/dev/nvidia0",
+            b"/dev/dri/renderD128",
         ] {
             assert!(!handled(l), "{}", String::from_utf8_lossy(l));
         }

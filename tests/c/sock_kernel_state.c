@@ -3,7 +3,8 @@
  * BPF filter attached (SO_ATTACH_FILTER); "ring" a packet socket whose
  * receive ring is mapped into memory (PACKET_RX_RING); "async" a
  * socketpair end with signal-driven I/O (O_ASYNC, the process as its
- * F_SETOWN owner, F_SETSIG SIGIO). It prints
+ * F_SETOWN owner, F_SETSIG SIGIO); "tun" a /dev/net/tun descriptor
+ * attached to a TAP interface of its own. It prints
  * "waiting" (or "skipped: ..." and exits 0 where the socket cannot be
  * made) and sleeps. */
 #define _GNU_SOURCE
@@ -11,6 +12,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <linux/filter.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <stdio.h>
@@ -28,6 +32,16 @@ int main(int argc, char **argv) {
         struct sock_fprog prog = {1, accept_all};
         if (s < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
             return 2;
+    } else if (strcmp(mode, "tun") == 0) {
+        int t = open("/dev/net/tun", O_RDWR);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+        strcpy(ifr.ifr_name, "sckpt%d");
+        if (t < 0 || ioctl(t, TUNSETIFF, &ifr) != 0) {
+            printf("skipped: no TAP interface can be made here\n");
+            return 0;
+        }
     } else if (strcmp(mode, "async") == 0) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || fcntl(sv[0], F_SETOWN, getpid()) != 0 ||
