@@ -103,9 +103,9 @@ fn environ_of(pid: i32) -> Vec<(String, String)> {
 /// its checkpoint-time pid, whether the user names `selfckpt restart` or
 /// the program's own process. Also returns the descendants (host pids),
 /// whose environment may name the image directory when PID's own does
-/// not.
-fn report_pids(pid: i32) -> (Vec<i64>, Vec<i32>) {
-    let mut out = own_pids(pid);
+/// not. `own`: PID's own pids ([`own_pids`]).
+fn report_pids(pid: i32, own: &[i64]) -> (Vec<i64>, Vec<i32>) {
+    let mut out = own.to_vec();
     let mut descendants = Vec::new();
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
@@ -309,8 +309,8 @@ pub fn ask(a: &Ask) -> Result<Option<Taken>, AskError> {
             None => return Err(AskError::NoProcess(a.pid)),
         }
     }
-    let (pids, descendants) = report_pids(a.pid);
     let own = own_pids(a.pid);
+    let (pids, descendants) = report_pids(a.pid, &own);
     // The first of PID and its descendants that has selfckpt settings.
     let env = std::iter::once(a.pid)
         .chain(descendants.iter().copied())

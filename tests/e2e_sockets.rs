@@ -428,6 +428,39 @@ fn socket_calls_do_not_see_a_checkpoint() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
 }
 
+/// `tests/c/sock_kernel_state.c` built in `tmp` (None where it cannot be).
+fn kernel_state_exe(tmp: &std::path::Path) -> Option<std::path::PathBuf> {
+    let exe = tmp.join("sock_kernel_state");
+    if !build_c("sock_kernel_state", &exe) {
+        return None;
+    }
+    lib("libselfckpt.so");
+    Some(exe)
+}
+
+/// `exe MODE` under `selfckpt run` into `tmp/ck`, once it printed
+/// "waiting"; None (said `skipped: ...`) where its object cannot be made
+/// here.
+fn kernel_state_running(
+    tmp: &std::path::Path,
+    exe: &std::path::Path,
+    mode: &str,
+) -> Option<std::process::Child> {
+    let out = tmp.join("out");
+    let mut child = spawn_to_file(&mut run_cmd(exe, &tmp.join("ck"), "new", &[mode]), &out);
+    wait_for("its first line", 30, || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let first = std::fs::read_to_string(&out).unwrap();
+    if first.starts_with("skipped") {
+        eprintln!("{first}");
+        kill_tree(&mut child, libc::SIGKILL);
+        return None;
+    }
+    assert_eq!(first, "waiting\n");
+    Some(child)
+}
+
 /// `selfckpt restart IMAGE`, which must refuse: its stderr.
 fn restart_refused(tmp: &std::path::Path, image: &std::path::Path) -> String {
     let (status, err) = finish(
@@ -447,11 +480,9 @@ fn restart_refused(tmp: &std::path::Path, image: &std::path::Path) -> String {
 #[test]
 fn a_socket_with_a_bpf_filter_is_named_and_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("sock_kernel_state");
-    if !build_c("sock_kernel_state", &exe) {
+    let Some(exe) = kernel_state_exe(tmp.path()) else {
         return;
-    }
-    lib("libselfckpt.so");
+    };
     let dir = tmp.path().join("ck");
     let (image, _) = image_of(&exe, &dir, "new", &["filter"]);
     let j = inspect(&image);
@@ -471,24 +502,12 @@ fn a_socket_with_a_bpf_filter_is_named_and_refused() {
 #[test]
 fn a_mapped_packet_ring_fails_the_checkpoint_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("sock_kernel_state");
-    if !build_c("sock_kernel_state", &exe) {
+    let Some(exe) = kernel_state_exe(tmp.path()) else {
         return;
-    }
-    lib("libselfckpt.so");
-    let dir = tmp.path().join("ck");
-    let out = tmp.path().join("out");
-    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["ring"]), &out);
-    wait_for("its first line", 30, || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
-    });
-    let first = std::fs::read_to_string(&out).unwrap();
-    if first.starts_with("skipped") {
-        eprintln!("{first}");
-        kill_tree(&mut child, libc::SIGKILL);
+    };
+    let Some(mut child) = kernel_state_running(tmp.path(), &exe, "ring") else {
         return;
-    }
-    assert_eq!(first, "waiting\n");
+    };
     let o = Command::new(selfckpt())
         .args([
             "checkpoint",
@@ -515,11 +534,9 @@ fn a_mapped_packet_ring_fails_the_checkpoint_by_name() {
 #[test]
 fn signal_driven_io_on_a_socket_is_named_and_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("sock_kernel_state");
-    if !build_c("sock_kernel_state", &exe) {
+    let Some(exe) = kernel_state_exe(tmp.path()) else {
         return;
-    }
-    lib("libselfckpt.so");
+    };
     let dir = tmp.path().join("ck");
     let (image, _) = image_of(&exe, &dir, "new", &["async"]);
     let j = inspect(&image);
@@ -539,23 +556,12 @@ fn signal_driven_io_on_a_socket_is_named_and_refused() {
 #[test]
 fn an_attached_tun_device_is_named_and_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("sock_kernel_state");
-    if !build_c("sock_kernel_state", &exe) {
+    let Some(exe) = kernel_state_exe(tmp.path()) else {
         return;
-    }
-    lib("libselfckpt.so");
-    let dir = tmp.path().join("ck");
-    let out = tmp.path().join("out");
-    let mut child = spawn_to_file(&mut run_cmd(&exe, &dir, "new", &["tun"]), &out);
-    wait_for("its first line", 30, || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'))
-    });
-    let first = std::fs::read_to_string(&out).unwrap();
-    if first.starts_with("skipped") {
-        eprintln!("{first}");
-        kill_tree(&mut child, libc::SIGKILL);
+    };
+    let Some(mut child) = kernel_state_running(tmp.path(), &exe, "tun") else {
         return;
-    }
+    };
     let image = checkpoint_wait(child.id());
     kill_tree(&mut child, libc::SIGKILL);
     let j = inspect(&image);

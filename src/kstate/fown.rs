@@ -10,41 +10,26 @@
 //! descriptor, and a restart refuses it (kind `fown`) unless told to go
 //! on without.
 //!
-//! Capture runs while the program's threads are suspended: fcntl
-//! queries into locals and a fixed buffer. Must never allocate.
+//! Capture runs while the program's threads are suspended: the fcntl
+//! queries of `pipes::end_of` and a fixed buffer. Must never allocate.
 
+use super::pipes::{end_of, OWNER_PGRP};
 use super::KstateError;
 use crate::capture::sys;
 use crate::image::codec::Encoder;
 
 pub const KIND: &str = "fown";
-/// fcntl commands and `struct f_owner_ex` (linux/fcntl.h; the same on
-/// x86_64 and aarch64).
-const F_GETSIG: i32 = 11;
-const F_GETOWN_EX: i32 = 16;
-#[repr(C)]
-struct OwnerEx {
-    kind: i32,
-    pid: i32,
-}
 
 /// Names every descriptor with signal-driven I/O or an owner. No
 /// allocation.
 pub fn capture(e: &mut Encoder, skip_fd: &dyn Fn(i32) -> bool) -> Result<(), KstateError> {
     super::fds::for_each_fd(skip_fd, |fd| {
-        // SAFETY: fcntl queries on a descriptor of the process, into a
-        // local `f_owner_ex`.
-        let (flags, owner, sig) = unsafe {
-            let mut ex = OwnerEx { kind: 0, pid: 0 };
-            let r = libc::fcntl(fd, F_GETOWN_EX, &mut ex as *mut OwnerEx);
-            (
-                libc::fcntl(fd, libc::F_GETFL),
-                if r == 0 { (ex.kind, ex.pid) } else { (0, 0) },
-                libc::fcntl(fd, F_GETSIG),
-            )
+        // Flags, owner and signal as a pipe's end records them.
+        let Some(end) = end_of(fd, 0) else {
+            return Ok(());
         };
-        let (owner_kind, owner) = owner;
-        if flags < 0 || (flags & libc::O_ASYNC == 0 && owner == 0) {
+        let (flags, owner, sig) = (end.flags as i32, end.owner, end.sig);
+        if flags & libc::O_ASYNC == 0 && owner == 0 {
             return Ok(());
         }
         // Files reopened by path keep them (`kstate::descriptions`), and
@@ -67,8 +52,8 @@ pub fn capture(e: &mut Encoder, skip_fd: &dyn Fn(i32) -> bool) -> Result<(), Kst
         }
         if owner != 0 {
             t.push(b", owner ");
-            t.push_u64(owner.unsigned_abs() as u64);
-            if owner_kind == 2 {
+            t.push_u64(owner as u64);
+            if end.owner_type == OWNER_PGRP {
                 t.push(b" (a process group)");
             }
         }

@@ -72,7 +72,7 @@ struct OwnerEx {
 
 /// `F_GETOWN_EX` owner types (linux/fcntl.h).
 const OWNER_TID: i32 = 0;
-const OWNER_PGRP: i32 = 2;
+pub(super) const OWNER_PGRP: i32 = 2;
 
 /// One descriptor of a pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -222,21 +222,11 @@ impl Round {
                     phase: 0,
                     ended: false,
                 }),
-                (false, Some(fd)) => {
-                    let _ = wire::send(fd, &Msg::new(Kind::Ask));
-                    Err(Error::Tree(format!(
-                        "process {} is a member of a process tree: the tree is checkpointed as a \
-                         whole, by its root; the root was asked to",
-                        sys::getpid()
-                    )))
-                }
-                // Not connected (yet, or the root is gone): its image
-                // alone would be no part of any set.
-                (_, None) => Err(Error::Tree(format!(
-                    "process {} is a member of a process tree but not connected to its root; \
-                     no checkpoint taken",
-                    sys::getpid()
-                ))),
+                // Its own request, the round over since `lifecycle` looked
+                // (or never connected): asked of the root as there.
+                _ => Err(super::member::ask_root()
+                    .err()
+                    .unwrap_or(Error::AskedRoot(sys::getpid()))),
             };
         }
         crate::kstate::sysvshm::set_tree_peers(&[]);
