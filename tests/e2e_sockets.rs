@@ -573,3 +573,74 @@ fn an_attached_tun_device_is_named_and_refused() {
     let err = restart_refused(tmp.path(), &image);
     assert!(err.contains("/dev/net/tun"), "{err}");
 }
+
+/// TCP connections that are over while the program holds them (CRIU's
+/// socket-tcp-closed; `tests/c/tcp_closed.c`): both ends here shut, one
+/// reset by its peer, a fresh socket shut for reading. They come back as
+/// they were: reading end of file, writing EPIPE, the same poll events,
+/// own and peer's addresses (they came back as fresh sockets, which read
+/// ENOTCONN, silently). One whose error the program has not read yet is
+/// named at checkpoint time and refused.
+#[test]
+fn closed_tcp_connections_come_back_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("tcp_closed");
+    if !build_c("tcp_closed", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(want.ends_with("tcp_closed ok\n"), "{want}");
+    // What a closed connection is to a program: the check below is only
+    // as good as these lines.
+    assert!(
+        want.contains("client: state 7 own address same peer same getpeername -1 ENOTCONN poll 0x2015 error none read 0  write -1 EPIPE"),
+        "{want}"
+    );
+    assert!(
+        want.contains("fresh: state 7 own address same peer none getpeername -1 ENOTCONN poll 0x2015 error none read 0 "),
+        "{want}"
+    );
+    let dir = tmp.path().join("ck");
+    let (image, first) = image_of(&exe, &dir, "new", &[]);
+    let text = inspect_text(&image);
+    let j = inspect(&image);
+    let refused = j["not_restorable"].as_array().unwrap();
+    if !refused.is_empty() && text.contains("needs TCP_REPAIR") {
+        eprintln!("skipped: no CAP_NET_ADMIN here to make closed TCP connections again: {text}");
+        return;
+    }
+    assert!(refused.is_empty(), "{j}");
+    assert_eq!(text.matches("(closed connection)").count(), 3, "{text}");
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second),
+        "resumed run",
+    );
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(
+        format!("{}{second}", &first[..offset]),
+        want,
+        "resumed output differs; stderr: {err}"
+    );
+    assert!(!err.contains("socket fd"), "{err}");
+
+    // The reset's error not read yet: named, and refused.
+    let dir = tmp.path().join("ck-unread");
+    let (image, _) = image_of(&exe, &dir, "new", &["unread"]);
+    let text = inspect_text(&image);
+    assert!(
+        text.contains("with an error the program has not read yet"),
+        "{text}"
+    );
+    let err = restart_refused(tmp.path(), &image);
+    assert!(err.contains("has not read yet"), "{err}");
+}

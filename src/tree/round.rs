@@ -995,12 +995,12 @@ fn shared_sockets(set: &Path, members: &[Proc]) -> Result<Vec<Shared>, String> {
     Ok(out)
 }
 
-/// The sockets without a peer (listening, bound, fresh) that several
-/// members hold: a server's listener shared with the workers it forked.
+/// The sockets without a peer (listening, bound, fresh, or a TCP
+/// connection that is over) that several members hold: a server's listener shared with the workers it forked.
 /// Made once by the tree's restart and given to each (two members
 /// binding one address each would find it taken).
 fn shared_unconnected(set: &Path, members: &[Proc]) -> Vec<Shared> {
-    use crate::kstate::sockets::{ROLE_BOUND, ROLE_FRESH, ROLE_LISTEN};
+    use crate::kstate::sockets::{ROLE_BOUND, ROLE_CLOSED, ROLE_FRESH, ROLE_LISTEN};
     let key = crate::image::mac::MacKey::from_env();
     let mut by_ino: std::collections::BTreeMap<u64, Vec<record::End>> = Default::default();
     for m in members {
@@ -1011,7 +1011,7 @@ fn shared_unconnected(set: &Path, members: &[Proc]) -> Vec<Shared> {
         };
         let Ok(view) = img.view() else { continue };
         for x in view.kernel.objects.sockets() {
-            if matches!(x.role, ROLE_LISTEN | ROLE_BOUND | ROLE_FRESH) {
+            if matches!(x.role, ROLE_LISTEN | ROLE_BOUND | ROLE_FRESH | ROLE_CLOSED) {
                 by_ino.entry(x.ino).or_default().push(record::End {
                     pid: m.pid,
                     fd: x.fd,

@@ -175,7 +175,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     let mut remote = [0u8; 128];
     let nl = name_of(fd, false, &mut local);
     let nr = name_of(fd, true, &mut remote);
-    let (local, remote) = (&local[..nl], &remote[..nr]);
+    let (local, mut remote) = (&local[..nl], &remote[..nr]);
+    // A closed TCP connection's peer (getpeername says ENOTCONN).
+    let mut closed_peer = [0u8; 128];
     let sol = |name| getopt(fd, libc::SOL_SOCKET, name) != 0;
     let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
     let tcp = inet && stype == libc::SOCK_STREAM;
@@ -285,8 +287,35 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
                     s.backlog = backlog;
                     ROLE_LISTEN
                 }
-                Some((7, _)) if is_named(local) => ROLE_BOUND,
-                Some((7, _)) => ROLE_FRESH,
+                Some((closed::STATE_CLOSE, _)) => {
+                    let ev = closed::events(fd);
+                    let n = closed::peer(fd, local.len(), &mut closed_peer);
+                    // RCV_SHUTDOWN shows (a fresh socket may have been
+                    // shut, which sets the bits all the same); SEND_SHUTDOWN
+                    // does not, and is set with it on every connection
+                    // that ended.
+                    let rdhup = ev & libc::POLLRDHUP != 0;
+                    if ev & libc::POLLERR != 0 {
+                        why = Some(b" (closed, with an error the program has not read yet: the error would not come back)");
+                    }
+                    if n > 0 {
+                        remote = &closed_peer[..n];
+                        s.shutdown = 2 | rdhup as u8;
+                        if why.is_none() && !same_host(local, remote) {
+                            why = Some(b" (a closed connection to another host: it would come back without its peer's address)");
+                        } else if why.is_none() && !closed::repair_allowed() {
+                            why = Some(b" (a closed connection: making it again as it was needs TCP_REPAIR, CAP_NET_ADMIN)");
+                        }
+                        ROLE_CLOSED
+                    } else {
+                        s.shutdown = rdhup as u8;
+                        if is_named(local) {
+                            ROLE_BOUND
+                        } else {
+                            ROLE_FRESH
+                        }
+                    }
+                }
                 Some((state, _)) => {
                     let (mut me, mut peer) = ([0u8; 28], [0u8; 28]);
                     me[..local.len().min(28)].copy_from_slice(&local[..local.len().min(28)]);

@@ -23,7 +23,7 @@
 use super::capture::setopt;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 
-const TCP_REPAIR: i32 = 19;
+pub(super) const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;
 const TCP_QUEUE_SEQ: i32 = 21;
 const TCP_NO_QUEUE: i32 = 0;

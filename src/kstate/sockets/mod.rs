@@ -1,8 +1,8 @@
 //! Sockets (object list kind 0x0300, format 1.8): what each socket
 //! descriptor is (family, type, its role: one end of a connection whose
 //! other end the process holds, a listener, a bound socket, a fresh one,
-//! a connection not accepted yet, or one connected to a peer outside the
-//! process), its addresses, the options that matter and, for UNIX sockets
+//! a connection not accepted yet, one connected to a peer outside the
+//! process, or a TCP connection that is over: `closed.rs`), its addresses, the options that matter and, for UNIX sockets
 //! and TCP connections inside the process, the data queued to it. This
 //! file holds the record (encode/decode, checks of hostile values, words
 //! for `inspect`); `capture.rs` and `restore.rs` the two halves;
@@ -36,6 +36,7 @@ use crate::capture::sys::PathBuf;
 use crate::image::codec::{CodecError, Decoder, Encoder};
 
 pub mod capture;
+pub mod closed;
 pub mod inflight;
 pub mod options;
 pub mod restore;
@@ -53,7 +54,10 @@ pub const ROLE_HUNG_UP: u8 = 5;
 pub const ROLE_OTHER: u8 = 6;
 /// Connected to a listener that has not accepted it yet, nothing sent.
 pub const ROLE_PENDING: u8 = 7;
-const ROLE_NAMES: [&str; 8] = [
+/// A TCP connection that is over (state CLOSE, once connected):
+/// `closed.rs`.
+pub const ROLE_CLOSED: u8 = 8;
+const ROLE_NAMES: [&str; 9] = [
     "pair",
     "listening",
     "bound",
@@ -62,6 +66,7 @@ const ROLE_NAMES: [&str; 8] = [
     "hung up",
     "other",
     "not accepted yet",
+    "closed connection",
 ];
 
 /// Options read back with getsockopt and set again at restart.

@@ -12,7 +12,7 @@ fn err(what: String) -> impl Fn(std::io::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-fn last(what: &str) -> String {
+pub(super) fn last(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
@@ -73,6 +73,7 @@ pub fn restore_all(socks: &[&Socket]) -> Vec<String> {
                 ROLE_LISTEN | ROLE_BOUND | ROLE_PAIR => make_bound(s, above, &mut failed),
                 ROLE_OUTSIDE => dropped(s, above),
                 ROLE_PENDING => pending(s, socks, &made, above, &mut failed),
+                ROLE_CLOSED => super::closed::make(s, above, &mut failed),
                 _ => fresh(s, above),
             };
             match r {
@@ -136,7 +137,7 @@ fn lift(fd: i32, above: i32) -> Result<i32, String> {
     Ok(up)
 }
 
-fn close(fd: i32) {
+pub(super) fn close(fd: i32) {
     // SAFETY: closing a descriptor of ours.
     unsafe { libc::close(fd) };
 }
@@ -218,7 +219,7 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
     super::options::apply(fd, &s.kept, &name)
 }
 
-fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
+pub(super) fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
     // SAFETY: socket(2) has no memory preconditions.
     let fd = unsafe {
         libc::socket(
@@ -235,9 +236,18 @@ fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
     Ok(fd)
 }
 
-/// A socket not bound, not connected, with its options.
+/// A socket not bound, not connected, with its options (and a TCP one
+/// its shutdown bits: a shutdown of an unconnected socket sets them).
 fn fresh(s: &Socket, above: i32) -> Result<i32, String> {
-    new_socket(s, above)
+    let fd = new_socket(s, above)?;
+    if is_tcp(s) {
+        shut(s, fd);
+    }
+    Ok(fd)
+}
+
+fn is_tcp(s: &Socket) -> bool {
+    matches!(s.family as i32, libc::AF_INET | libc::AF_INET6) && s.stype as i32 == libc::SOCK_STREAM
 }
 
 /// Sends `s`'s queue again from `from` (its peer's new end), message by
@@ -395,7 +405,7 @@ pub fn make_connection(s: &Socket, p: &Socket, above: i32) -> Result<(i32, i32),
 /// connection, whose port the kernel would refuse a listener for a
 /// minute (`SOCK_DESTROY` through sock_diag; needs CAP_NET_ADMIN: without
 /// it nothing changes). Only that exact pair of addresses is touched.
-fn forget_time_wait(a: &[u8], b: &[u8]) {
+pub(super) fn forget_time_wait(a: &[u8], b: &[u8]) {
     const SOCK_DESTROY: u16 = 21;
     const TCP_TIME_WAIT: u32 = 6;
     let family = |x: &[u8]| (x.len() >= 2).then(|| u16::from_ne_bytes([x[0], x[1]]) as i32);
@@ -590,7 +600,7 @@ fn fill_pair(
     Ok((a, b))
 }
 
-fn sockaddr(a: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn sockaddr(a: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: sockaddr_storage is plain old data.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let n = a.len().min(std::mem::size_of::<libc::sockaddr_storage>());
@@ -693,12 +703,13 @@ fn stale(s: &Socket, addr: &[u8]) -> bool {
 
 /// A socket several processes of a tree hold that is no connection (a
 /// listener a server shares with the workers it forked, a bound or a
-/// fresh socket): made once, as a process makes its own, and given to
+/// fresh socket, a TCP connection that is over): made once, as a process makes its own, and given to
 /// each of them by the tree.
 pub fn make_unconnected(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, String> {
     match s.role {
         ROLE_LISTEN | ROLE_BOUND => make_bound(s, above, warn),
         ROLE_FRESH => fresh(s, above),
+        ROLE_CLOSED => super::closed::make(s, above, warn),
         _ => Err(format!("socket fd {}: not a socket without a peer", s.fd)),
     }
 }
@@ -773,6 +784,9 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
         }
         if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
             send_to_self(s, above)?;
+        }
+        if s.role == ROLE_BOUND && is_tcp(s) {
+            shut(s, fd);
         }
         Ok(())
     })();
