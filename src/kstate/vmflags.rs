@@ -4,7 +4,8 @@
 //! stack), no reserve (`nr`), may write (`mw`, for shared mappings: a
 //! shared file mapping made from a read-write open), and the `madvise`
 //! state: `dc` DONTFORK, `wf` WIPEONFORK, `hg` HUGEPAGE, `nh` NOHUGEPAGE,
-//! `mg` MERGEABLE, `dd` DONTDUMP, `lo` locked (`mlock`) — and whether
+//! `mg` MERGEABLE, `dd` DONTDUMP, `lo` locked (`mlock`), `sr`
+//! SEQUENTIAL, `rr` RANDOM (read-ahead advice) — and whether
 //! the process has
 //! `PR_SET_THP_DISABLE`. One entry per image (its presence says the flags
 //! were recorded: a mapping it does not list had none of them).
@@ -29,10 +30,12 @@ pub const NOHUGEPAGE: u32 = 64;
 pub const MERGEABLE: u32 = 128;
 pub const DONTDUMP: u32 = 256;
 pub const LOCKED: u32 = 512;
-const KNOWN: u32 = 1023;
+pub const SEQUENTIAL: u32 = 1024;
+pub const RANDOM: u32 = 2048;
+const KNOWN: u32 = 4095;
 
 /// The VmFlags mnemonic of each flag.
-const WORDS: [(&[u8; 2], u32); 10] = [
+const WORDS: [(&[u8; 2], u32); 12] = [
     (b"gd", GROWSDOWN),
     (b"nr", NORESERVE),
     (b"mw", MAYWRITE),
@@ -43,6 +46,8 @@ const WORDS: [(&[u8; 2], u32); 10] = [
     (b"mg", MERGEABLE),
     (b"dd", DONTDUMP),
     (b"lo", LOCKED),
+    (b"sr", SEQUENTIAL),
+    (b"rr", RANDOM),
 ];
 
 /// The recorded flags of the process's mappings.

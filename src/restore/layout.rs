@@ -513,6 +513,12 @@ impl Plan {
             ),
             (vmflags::MERGEABLE, libc::MADV_MERGEABLE, "MADV_MERGEABLE"),
             (vmflags::DONTDUMP, libc::MADV_DONTDUMP, "MADV_DONTDUMP"),
+            (
+                vmflags::SEQUENTIAL,
+                libc::MADV_SEQUENTIAL,
+                "MADV_SEQUENTIAL",
+            ),
+            (vmflags::RANDOM, libc::MADV_RANDOM, "MADV_RANDOM"),
         ];
         for (i, r) in self.regions.iter().enumerate() {
             let (Some(at), Some(f)) = (r.staging, self.flags_of(i)) else {

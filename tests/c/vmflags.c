@@ -70,10 +70,11 @@ static void unplaced_growsdown(void) {
     munmap((char *)g - PG, 2 * PG);
 }
 
-#define N 12
+#define N 14
 static const char *names[N] = {"growsdown", "dontfork",       "wipeonfork",    "hugepage",
                                "nohugepage", "mergeable",     "dontdump",      "plain",
-                               "shared-ro-part", "locked",    "shared-noreserve", "shared-anon"};
+                               "shared-ro-part", "locked",    "shared-noreserve", "shared-anon",
+                               "sequential", "random"};
 
 int main(int argc, char **argv) {
     /* First, before this program's own mappings fill any hole. */
@@ -112,6 +113,10 @@ int main(int argc, char **argv) {
     if (mlock(m[9], 2 * PG)) names[9] = "locked (mlock refused here)";
     m[10] = map(NULL, 2 * PG, rw, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1);
     m[11] = map(NULL, 2 * PG, rw, MAP_SHARED | MAP_ANONYMOUS, -1);
+    m[12] = map(NULL, 2 * PG, rw, priv, -1);
+    if (madvise(m[12], 2 * PG, MADV_SEQUENTIAL)) { perror("MADV_SEQUENTIAL"); return 2; }
+    m[13] = map(NULL, 2 * PG, rw, priv, -1);
+    if (madvise(m[13], 2 * PG, MADV_RANDOM)) { perror("MADV_RANDOM"); return 2; }
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) { perror("PR_SET_THP_DISABLE"); return 2; }
     char before[N][256], after[N][256];
     for (int i = 0; i < N; i++) {
