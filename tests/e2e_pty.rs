@@ -82,6 +82,11 @@ fn a_pty_pair_in_one_process_comes_back_raw_with_its_size_under_both_id_paths() 
     let args = ["12", "alone"];
     let want = reference(&exe, &args, &tmp.path().join("ref"));
     assert!(want.contains("LINE 12 (raw 101x33)"), "{want}");
+    assert_eq!(
+        want.matches("slave node 600, owner as set\n").count(),
+        12,
+        "{want}"
+    );
     for tids in ["exact", "new"] {
         let dir = tmp.path().join(tids);
         let got = resumed(&exe, &dir, tids, &args, |image| {
@@ -347,7 +352,7 @@ fn an_outside_terminal_as_stdio_stays_the_restarters_with_input_typed_ahead() {
     let text = seen2.lock().unwrap().clone();
     assert!(status.success(), "{status}: {text}");
     assert!(
-        text.contains("LINE 12 (raw 101x33)\r\ndone\r\n"),
+        text.contains("LINE 12 (raw 101x33)\r\nslave node 600, owner as set\r\ndone\r\n"),
         "{text:?}"
     );
     assert!(!text.contains("/dev/null stands in"), "{text:?}");

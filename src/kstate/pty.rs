@@ -4,7 +4,8 @@
 //! the pair's line settings (`TCGETS`), window size (`TIOCGWINSZ`),
 //! packet mode (`TIOCGPKT`), lock state (`TIOCGPTLCK`), whether the slave
 //! is the process's controlling terminal (and the terminal's foreground
-//! group), and every descriptor with its open file description.
+//! group), the slave node's mode and owner, and every descriptor with
+//! its open file description.
 //!
 //! ```text
 //!  u32 index   u64 devpts device   termios (4 x u32, u8 line, 32 cc)
@@ -113,6 +114,10 @@ pub struct Pty {
     /// given back to the running program (empty: none, or another
     /// process of the tree took them).
     pub to_master_data: Vec<u8>,
+    /// The slave's node in devpts: its permission bits, owner and group
+    /// (`grantpt` gives the caller's; a login daemon gives the user's,
+    /// `mesg n` takes the group's write bit). None: an image of before.
+    pub node: Option<(u32, u32, u32)>,
 }
 
 impl Pty {
@@ -136,7 +141,8 @@ impl Pty {
         e.i32(self.foreground)?;
         e.u32(self.ends.len() as u32)?;
         self.ends.iter().try_for_each(|x| encode_end(e, x))?;
-        e.bytes(&self.to_master_data)
+        e.bytes(&self.to_master_data)?;
+        encode_node(e, self.node)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -170,6 +176,12 @@ impl Pty {
             })
             .collect::<Result<_, CodecError>>()?;
         let to_master_data = d.bytes()?.to_vec();
+        // Trailing, optional: older images end before it.
+        let node = if d.remaining() >= 12 {
+            Some((d.u32()?, d.u32()?, d.u32()?)).filter(|n| n.0 != NO_NODE)
+        } else {
+            None
+        };
         Ok(Pty {
             index,
             dev,
@@ -191,6 +203,7 @@ impl Pty {
             foreground,
             ends,
             to_master_data,
+            node,
         })
     }
 
@@ -199,7 +212,8 @@ impl Pty {
         if self.ends.is_empty() || self.ends.len() > MAX_ENDS {
             return Err(format!("a pty with {} descriptors", self.ends.len()));
         }
-        if self.locked > 2 || self.index > 1 << 20 {
+        if self.locked > 2 || self.index > 1 << 20 || self.node.is_some_and(|n| n.0 & !0o7777 != 0)
+        {
             return Err(format!("pty {} has impossible values", self.index));
         }
         for (i, x) in self.ends.iter().enumerate() {
@@ -278,6 +292,32 @@ impl Pty {
             "queued_to_slave": self.to_slave,
         })
     }
+}
+
+/// The node mode written where the slave's node was not seen.
+const NO_NODE: u32 = u32::MAX;
+
+fn encode_node(e: &mut Encoder, node: Option<(u32, u32, u32)>) -> Result<(), CodecError> {
+    let (mode, uid, gid) = node.unwrap_or((NO_NODE, 0, 0));
+    e.u32(mode)?;
+    e.u32(uid)?;
+    e.u32(gid)
+}
+
+/// The slave's node as the process sees it: through its slave
+/// descriptor, else by its path (when that is the very node). No
+/// allocation.
+fn node_of(slave_fd: i32, index: u32, rdev: u64) -> Option<(u32, u32, u32)> {
+    let st = if slave_fd >= 0 {
+        sys::fstat(slave_fd).ok()?
+    } else {
+        let mut p = sys::PathBuf::<48>::new();
+        p.push(b"/dev/pts/").push_u64(index as u64);
+        sys::stat_path(p.as_cstr_bytes())
+            .ok()
+            .filter(|st| st.st_rdev == rdev)?
+    };
+    Some((st.st_mode & 0o7777, st.st_uid, st.st_gid))
 }
 
 fn encode_end(e: &mut Encoder, x: &PtyEnd) -> Result<(), CodecError> {
@@ -466,7 +506,8 @@ pub fn capture(
             e.i32(foreground)?;
             e.u32(k as u32)?;
             ends[..k].iter().try_for_each(|x| encode_end(e, x))?;
-            e.bytes(&bufs.text[..taken_len])
+            e.bytes(&bufs.text[..taken_len])?;
+            encode_node(e, node_of(slave_fd, index, rdev))
         })?;
         // Queued bytes of a pair whose master is here or in the tree: a
         // slave alone is an outside terminal, whose queue is not ours.
@@ -824,6 +865,7 @@ pub fn make_pair(x: &Pty, above: i32, private: bool) -> std::io::Result<Made> {
         };
         cvt(libc::ioctl(moved, libc::TIOCSWINSZ, &ws))?;
         set_termios(moved, &x.termios)?;
+        give_node(x, made.index);
         if made.index == x.index && own_devpts(private) {
             if let Ok(mut k) = KEPT.lock() {
                 k.push((x.index, x.dev));
@@ -833,6 +875,31 @@ pub fn make_pair(x: &Pty, above: i32, private: bool) -> std::io::Result<Made> {
             master,
             index: made.index,
         })
+    }
+}
+
+/// The new slave node gets the mode and owner the old one had (said
+/// where it cannot: a restart by another user than the owner).
+fn give_node(x: &Pty, index: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((mode, uid, gid)) = x.node else {
+        return;
+    };
+    let path = format!("/dev/pts/{index}");
+    let now = std::fs::metadata(&path).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    });
+    if now.as_ref().is_ok_and(|n| *n == (mode, uid, gid)) {
+        return;
+    }
+    let r = std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)));
+    if let Err(e) = r {
+        eprintln!(
+            "selfckpt: warning: pty {}: its slave's mode {mode:o} and owner {uid}:{gid} cannot be given back: {e}",
+            x.index
+        );
     }
 }
 
@@ -1075,6 +1142,7 @@ mod tests {
                 },
             ],
             to_master_data: b"A\r\n".to_vec(),
+            node: Some((0o620, 1000, 5)),
         }
     }
 
@@ -1098,6 +1166,16 @@ mod tests {
         let mut bad = x.clone();
         bad.locked = 9;
         assert!(bad.check().is_err());
+        let mut bad = x.clone();
+        bad.node = Some((0o170620, 0, 0));
+        assert!(bad.check().is_err());
+        // An entry of before the node was kept reads as not seen.
+        let mut old = x.clone();
+        old.node = None;
+        let mut e = Encoder::new(&mut buf);
+        old.encode(&mut e).unwrap();
+        let n = e.len() - 12;
+        assert_eq!(Pty::decode(&mut Decoder::new(&buf[..n])).unwrap(), old);
         assert!(x.describe().contains("/dev/pts/3"), "{}", x.describe());
     }
 

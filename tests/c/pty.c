@@ -14,6 +14,9 @@
  *   queued  like alone, but leaves bytes queued toward the slave while it
  *           waits: a checkpoint then must name them (they cannot be read
  *           without taking them)
+ * In "alone" mode the slave's node is given mode 0600 (and, as root, owner
+ * 13333:44444) and each round prints its mode and whether its owner is
+ * still the one set.
  * After round 5 (in "fork" and "answered" mode: before reading round 5's
  * answer) it prints "waiting" and sleeps 1.5 s (the test checkpoints it
  * then), then goes on. The output is deterministic. */
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
@@ -83,6 +87,16 @@ int main(int argc, char **argv) {
     int s = open(name, O_RDWR | O_NOCTTY);
     if (s < 0)
         return 1;
+    /* The slave's node as a login daemon and `mesg n` leave it: owned
+     * by the user (another uid where we may give one), mode 0600. */
+    struct stat set_to;
+    int alone = strcmp(mode, "alone") == 0;
+    if (alone) {
+        if (geteuid() == 0 && fchown(s, 13333, 44444) != 0)
+            return 1;
+        if (fchmod(s, 0600) != 0 || fstat(s, &set_to) != 0)
+            return 1;
+    }
     struct termios t;
     tcgetattr(s, &t);
     cfmakeraw(&t);
@@ -127,6 +141,11 @@ int main(int argc, char **argv) {
         ioctl(m, TIOCGWINSZ, &now);
         printf("%s (%s %dx%d)\n", back, fork_mode ? "child" : mode_of(s), now.ws_col,
                now.ws_row);
+        struct stat node;
+        if (alone && fstat(s, &node) == 0)
+            printf("slave node %o, owner %s\n", (unsigned)(node.st_mode & 07777),
+                   node.st_uid == set_to.st_uid && node.st_gid == set_to.st_gid ? "as set"
+                                                                                 : "changed");
         if (i == 5 && !late) {
             if (queued && write(m, "pending\n", 8) != 8)
                 return 7;
