@@ -5,7 +5,8 @@
 //! shared file mapping made from a read-write open), and the `madvise`
 //! state: `dc` DONTFORK, `wf` WIPEONFORK, `hg` HUGEPAGE, `nh` NOHUGEPAGE,
 //! `mg` MERGEABLE, `dd` DONTDUMP, `lo` locked (`mlock`), `sr`
-//! SEQUENTIAL, `rr` RANDOM (read-ahead advice) — and whether
+//! SEQUENTIAL, `rr` RANDOM (read-ahead advice), `dp` droppable
+//! (`MAP_DROPPABLE`: glibc's getrandom state) — and whether
 //! the process has
 //! `PR_SET_THP_DISABLE`. One entry per image (its presence says the flags
 //! were recorded: a mapping it does not list had none of them).
@@ -32,10 +33,11 @@ pub const DONTDUMP: u32 = 256;
 pub const LOCKED: u32 = 512;
 pub const SEQUENTIAL: u32 = 1024;
 pub const RANDOM: u32 = 2048;
-const KNOWN: u32 = 4095;
+pub const DROPPABLE: u32 = 4096;
+const KNOWN: u32 = 8191;
 
 /// The VmFlags mnemonic of each flag.
-const WORDS: [(&[u8; 2], u32); 12] = [
+const WORDS: [(&[u8; 2], u32); 13] = [
     (b"gd", GROWSDOWN),
     (b"nr", NORESERVE),
     (b"mw", MAYWRITE),
@@ -48,6 +50,7 @@ const WORDS: [(&[u8; 2], u32); 12] = [
     (b"lo", LOCKED),
     (b"sr", SEQUENTIAL),
     (b"rr", RANDOM),
+    (b"dp", DROPPABLE),
 ];
 
 /// The recorded flags of the process's mappings.

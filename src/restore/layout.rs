@@ -573,6 +573,8 @@ impl Plan {
     }
 
     fn stage_region(&mut self, i: usize, name: &[u8]) -> Result<(), RestoreError> {
+        /// Linux 6.11's mapping type (not in the libc crate yet).
+        const MAP_DROPPABLE: i32 = 0x08;
         if self.shared.is_shared(i) {
             return self.stage_shared(i, name);
         }
@@ -598,6 +600,11 @@ impl Plan {
         let (prot, flags, file): (i32, i32, Option<(std::fs::File, u64)>) = match r.kind {
             RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock | RegionKind::Vsyscall => {
                 return Ok(())
+            }
+            // Memory the kernel may drop under pressure (`MAP_DROPPABLE`,
+            // a mapping type of its own: glibc keeps getrandom's state so).
+            RegionKind::Anon if has(vmflags::DROPPABLE) => {
+                (rw, MAP_DROPPABLE | libc::MAP_ANONYMOUS, None)
             }
             RegionKind::Anon | RegionKind::Heap => (rw, libc::MAP_PRIVATE | anon | grows, None),
             RegionKind::Stack => (rw, libc::MAP_PRIVATE | anon | libc::MAP_GROWSDOWN, None),

@@ -70,11 +70,11 @@ static void unplaced_growsdown(void) {
     munmap((char *)g - PG, 2 * PG);
 }
 
-#define N 14
+#define N 15
 static const char *names[N] = {"growsdown", "dontfork",       "wipeonfork",    "hugepage",
                                "nohugepage", "mergeable",     "dontdump",      "plain",
                                "shared-ro-part", "locked",    "shared-noreserve", "shared-anon",
-                               "sequential", "random"};
+                               "sequential", "random", "droppable"};
 
 int main(int argc, char **argv) {
     /* First, before this program's own mappings fill any hole. */
@@ -117,6 +117,14 @@ int main(int argc, char **argv) {
     if (madvise(m[12], 2 * PG, MADV_SEQUENTIAL)) { perror("MADV_SEQUENTIAL"); return 2; }
     m[13] = map(NULL, 2 * PG, rw, priv, -1);
     if (madvise(m[13], 2 * PG, MADV_RANDOM)) { perror("MADV_RANDOM"); return 2; }
+    /* MAP_DROPPABLE (Linux 6.11: glibc's getrandom state): a plain
+     * private mapping where the kernel has none. */
+    m[14] = mmap(NULL, 2 * PG, rw, 0x08 /* MAP_DROPPABLE */ | MAP_ANONYMOUS, -1, 0);
+    if (m[14] == MAP_FAILED) {
+        m[14] = map(NULL, 2 * PG, rw, priv, -1);
+        names[14] = "droppable (not on this kernel)";
+    }
+    memset(m[14], 7, 2 * PG);
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) { perror("PR_SET_THP_DISABLE"); return 2; }
     char before[N][256], after[N][256];
     for (int i = 0; i < N; i++) {
