@@ -496,6 +496,9 @@ impl SharedObjects {
     /// status flags and offset. Returns what failed, one line each.
     pub fn install_fds(&mut self) -> Vec<String> {
         let mut bad = Vec::new();
+        // The objects whose own description (memfd_create's) a
+        // descriptor has been given.
+        let mut given: Vec<(u64, u64)> = Vec::new();
         for m in &self.memfds {
             let Some(o) = self.objs.iter().find(|o| o.dev == m.dev && o.ino == m.ino) else {
                 continue;
@@ -505,7 +508,28 @@ impl SharedObjects {
                 continue;
             };
             let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOATIME;
-            let r = reopen(fd, m.flags as i32 & keep).and_then(|f| {
+            // A read-write descriptor gets memfd_create's own description
+            // (the first one: others are opens of it): an open of
+            // /proc/self/fd/N for writing counts as a writer of the file,
+            // and the program's execveat of its memfd (runc's, a
+            // fexecve'd script) would fail with ETXTBSY.
+            let own = m.flags as i32 & libc::O_ACCMODE == libc::O_RDWR
+                && o.source == Source::Memfd(m.name.clone())
+                && !given.contains(&(m.dev, m.ino));
+            let made = if own {
+                given.push((m.dev, m.ino));
+                fd.try_clone().and_then(|f| {
+                    let status = m.flags as i32 & (keep & !libc::O_ACCMODE);
+                    // SAFETY: F_SETFL on the descriptor just duplicated.
+                    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, status) } < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(f)
+                })
+            } else {
+                reopen(fd, m.flags as i32 & keep)
+            };
+            let r = made.and_then(|f| {
                 // SAFETY: lseek on the descriptor just opened.
                 if unsafe { libc::lseek(f.as_raw_fd(), m.offset as i64, libc::SEEK_SET) } < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -3,7 +3,8 @@
  * through the alias only, a shared region moved by mremap, a memfd held
  * open and mapped twice at overlapping offsets with seals and an offset, a
  * write-sealed memfd mapped read-only, a memfd closed after mmap, a memfd
- * never mapped, an unlinked /dev/shm file still mapped.
+ * never mapped, a memfd script the program executes (execveat), an
+ * unlinked /dev/shm file still mapped.
  *
  * usage: shared_memory
  *   sets everything up, prints "waiting", sleeps 2 s (the test checkpoints
@@ -19,6 +20,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +32,19 @@ static int bad;
 static void fill(unsigned char *p, size_t n, int seed) {
     for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 31 + seed);
 }
+/* Whether executing the memfd `fd` (a "#!/bin/true" script) from a
+ * child succeeds, as runc and fexecve(3) do: 1 yes, 0 no. */
+static int runs(int fd) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *argv[] = {"true", NULL}, *envp[] = {NULL};
+        syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+        _exit(errno == ETXTBSY ? 26 : 1);
+    }
+    int st = -1;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static int same(const unsigned char *p, size_t n, int seed) {
     for (size_t i = 0; i < n; i++)
         if (p[i] != (unsigned char)(i * 31 + seed)) return 0;
@@ -113,6 +129,11 @@ int main(void) {
     if (tfd < 0 || ftruncate(tfd, 100)) { perror("memfd short"); return 2; }
     unsigned char *t = map(PG, rw, MAP_SHARED, tfd, 0);
     fill(t, 100, 10);
+    /* 6c. A memfd holding a script the program executes (execveat),
+     * held read-write as memfd_create gave it. */
+    int efd = memfd_create("kmem-script", 0);
+    if (efd < 0 || write(efd, "#!/bin/true\n", 12) != 12) { perror("memfd script"); return 2; }
+    int ran_before = runs(efd);
     /* 7. An unlinked /dev/shm file, still mapped. */
     char shm[64];
     snprintf(shm, sizeof shm, "/dev/shm/kmem-%d", (int)getpid());
@@ -164,6 +185,7 @@ int main(void) {
     CHECK(same(k, 2 * PG, 7), "closed memfd contents");
     printf("closed memfd ok\n");
     CHECK(pread(ufd, got, PG, 5 * PG) == 100 && same(got, 100, 8), "unmapped memfd contents");
+    CHECK(!ran_before || runs(efd), "memfd script runs no more (execveat)");
     CHECK(lseek(ufd, 0, SEEK_END) == 5 * PG + 100, "unmapped memfd size");
     printf("unmapped memfd ok\n");
     int fl = fcntl(wo, F_GETFL);
