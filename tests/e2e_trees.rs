@@ -257,6 +257,15 @@ fn parent_and_child_take_turns_in_an_unlinked_dev_shm_file() {
     shared_memory_between_members("devshm");
 }
 
+/// A memfd made without MFD_ALLOW_SEALING (sealed F_SEAL_SEAL by the
+/// kernel) is made once for the tree too (it was made once per member:
+/// each waited forever for the other's turn), and its descriptor reads
+/// what the mapping holds.
+#[test]
+fn parent_and_child_take_turns_in_a_memfd() {
+    shared_memory_between_members("memfd");
+}
+
 /// Runs `exe args` uninterrupted, then under `selfckpt run` checkpointed
 /// and killed twice (once the run printed a line starting with `ats[0]`,
 /// then, restarted, `ats[1]`), resumed a third time: the output must be

@@ -80,7 +80,7 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
         for o in &img.objs {
             let wanted = o.dev != u64::MAX
                 && o.source != Source::Sysv(None)
-                && o.seals == 0
+                && o.seals & !(libc::F_SEAL_SEAL as u32) == 0
                 && !out.iter().any(|t| t.dev == o.dev && t.ino == o.ino)
                 && images[i + 1..]
                     .iter()
@@ -129,7 +129,7 @@ pub fn make_tree_objects(images: &[SharedObjects]) -> std::io::Result<Vec<TreeOb
                 ino: o.ino,
             };
             if made.source != Source::Anon {
-                made.fd = Some(make_object(&made.source, size, 0)?);
+                made.fd = Some(make_object(&made.source, size)?);
                 for m in images.iter() {
                     write_data(&made, &m.memfds)?;
                 }
@@ -345,7 +345,7 @@ impl SharedObjects {
             return Ok(());
         }
         if o.fd.is_none() && o.source != Source::Anon {
-            o.fd = Some(make_object(&o.source, o.size, o.seals)?);
+            o.fd = Some(make_object(&o.source, o.size)?);
             write_data(o, &self.memfds)?;
         }
         let fd = o.fd.as_ref().map_or(-1, |f| f.as_raw_fd());
@@ -396,8 +396,8 @@ impl SharedObjects {
                 && o.master.is_none()
                 && matches!(o.source, Source::Memfd(_) | Source::DevShm(_))
             {
-                let fd = make_object(&o.source, o.size, o.seals)
-                    .map_err(|e| RestoreError::Io(describe(o), e))?;
+                let fd =
+                    make_object(&o.source, o.size).map_err(|e| RestoreError::Io(describe(o), e))?;
                 o.fd = Some(fd);
                 write_data(o, &self.memfds).map_err(|e| RestoreError::Io(describe(o), e))?;
             }
@@ -459,11 +459,16 @@ impl SharedObjects {
                     ));
                 }
             }
-            if o.seals == 0 {
+            // Only those it lacks: a tree's object another process of
+            // the tree sealed already has them.
+            // SAFETY: F_GET_SEALS on our own memfd.
+            let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }.max(0) as u32;
+            let missing = o.seals & !now;
+            if missing == 0 {
                 continue;
             }
             // SAFETY: F_ADD_SEALS on our own memfd.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, o.seals as i32) } != 0 {
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, missing as i32) } != 0 {
                 return Err(RestoreError::Io(
                     format!("{}: cannot seal it again", describe(o)),
                     std::io::Error::last_os_error(),
@@ -791,12 +796,13 @@ fn write_next_id(id: i32) -> std::io::Result<()> {
     std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string())
 }
 
-/// A new object of `size` bytes: a memfd (sealable if it had seals), or an
-/// unlinked file in /dev/shm (a memfd where /dev/shm cannot have one).
-fn make_object(source: &Source, size: u64, seals: u32) -> std::io::Result<OwnedFd> {
+/// A new object of `size` bytes: a memfd (sealable: its seals are given
+/// back by `finish`), or an unlinked file in /dev/shm (a memfd where
+/// /dev/shm cannot have one).
+fn make_object(source: &Source, size: u64) -> std::io::Result<OwnedFd> {
     let fd = match source {
-        Source::DevShm(name) => devshm_file(name).or_else(|_| memfd(name, 0))?,
-        Source::Memfd(name) => memfd(name, seals)?,
+        Source::DevShm(name) => devshm_file(name).or_else(|_| memfd(name))?,
+        Source::Memfd(name) => memfd(name)?,
         Source::Anon | Source::Sysv(_) => {
             return Err(std::io::Error::other("this shared memory has no file"))
         }
@@ -808,14 +814,13 @@ fn make_object(source: &Source, size: u64, seals: u32) -> std::io::Result<OwnedF
     Ok(fd)
 }
 
-fn memfd(name: &[u8], seals: u32) -> std::io::Result<OwnedFd> {
+fn memfd(name: &[u8]) -> std::io::Result<OwnedFd> {
     let c = std::ffi::CString::new(name).map_err(|_| std::io::Error::other("a name with NUL"))?;
-    let mut flags = libc::MFD_CLOEXEC;
-    // A memfd made without MFD_ALLOW_SEALING has F_SEAL_SEAL only: one
-    // made with it gets that back from `finish`.
-    if seals != 0 {
-        flags |= libc::MFD_ALLOW_SEALING;
-    }
+    // Always sealable: a memfd made without MFD_ALLOW_SEALING has
+    // F_SEAL_SEAL, which `finish` gives back; one made with it and not
+    // sealed yet (seals 0) must stay sealable (the program may seal it
+    // later: it came back unsealable, F_ADD_SEALS failing with EPERM).
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: memfd_create with a NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c.as_ptr(), flags) };
     if fd < 0 {

@@ -373,6 +373,12 @@ fn open_files(
         else {
             continue;
         };
+        // A memfd's read-write description is memfd_create's own, which
+        // the object the tree makes once (`shared::make_tree_objects`)
+        // gives each member (`SharedObjects::install_fds`).
+        if f.path.starts_with(b"/memfd:") && f.flags as i32 & libc::O_ACCMODE == libc::O_RDWR {
+            continue;
+        }
         // Opened at a free number above every member's (never over one
         // of ours), close-on-exec: it is dup'ed to each member's number.
         let at = above + 64 + out.len() as i32;

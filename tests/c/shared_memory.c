@@ -134,6 +134,9 @@ int main(void) {
     int efd = memfd_create("kmem-script", 0);
     if (efd < 0 || write(efd, "#!/bin/true\n", 12) != 12) { perror("memfd script"); return 2; }
     int ran_before = runs(efd);
+    /* 6d. A sealable memfd not sealed yet: the program seals it later. */
+    int lfd = memfd_create("kmem-seal-later", MFD_ALLOW_SEALING);
+    if (lfd < 0 || ftruncate(lfd, 100)) { perror("memfd seal later"); return 2; }
     /* 7. An unlinked /dev/shm file, still mapped. */
     char shm[64];
     snprintf(shm, sizeof shm, "/dev/shm/kmem-%d", (int)getpid());
@@ -186,6 +189,8 @@ int main(void) {
     printf("closed memfd ok\n");
     CHECK(pread(ufd, got, PG, 5 * PG) == 100 && same(got, 100, 8), "unmapped memfd contents");
     CHECK(!ran_before || runs(efd), "memfd script runs no more (execveat)");
+    CHECK(fcntl(lfd, F_ADD_SEALS, F_SEAL_GROW) == 0 && fcntl(lfd, F_GET_SEALS) == F_SEAL_GROW,
+          "memfd cannot be sealed later: %s", strerror(errno));
     CHECK(lseek(ufd, 0, SEEK_END) == 5 * PG + 100, "unmapped memfd size");
     printf("unmapped memfd ok\n");
     int fl = fcntl(wo, F_GETFL);

@@ -6,9 +6,13 @@
  * uninterrupted run prints, which it does only if both still share the
  * page (else each waits forever for a turn the other never gives).
  *
- * Usage: tree_shm ROUNDS [anon|devshm]: shared anonymous memory, or a
- * file in /dev/shm mapped shared and unlinked at once. */
+ * Usage: tree_shm ROUNDS [anon|devshm|memfd]: shared anonymous memory, a
+ * file in /dev/shm mapped shared and unlinked at once, or a memfd made
+ * without MFD_ALLOW_SEALING (sealed F_SEAL_SEAL), which both also read
+ * through its descriptor (the child exits 201 where it does not). */
+#define _GNU_SOURCE
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +42,16 @@ static void wait_turn(struct page *p, long want) {
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 50;
     int devshm = argc > 2 && strcmp(argv[2], "devshm") == 0;
+    int memfd = argc > 2 && strcmp(argv[2], "memfd") == 0;
     size_t len = 2 * 4096;
     void *m;
-    if (devshm) {
+    int mfd = -1;
+    if (memfd) {
+        mfd = memfd_create("tree_shm", 0);
+        if (mfd < 0 || ftruncate(mfd, (off_t)len) != 0)
+            return 1;
+        m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    } else if (devshm) {
         char name[64];
         snprintf(name, sizeof name, "/dev/shm/tree_shm.%d", (int)getpid());
         int fd = open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -66,6 +77,13 @@ int main(int argc, char **argv) {
                 break;
             p->child += p->parent * 3 + 1;
             p->turn = 0;
+        }
+        if (mfd >= 0) {
+            /* The descriptor reads what the mapping holds. */
+            long seen = -1;
+            if (pread(mfd, &seen, sizeof seen, offsetof(struct page, child)) != sizeof seen ||
+                seen != p->child)
+                _exit(201);
         }
         _exit((int)(p->child % 200));
     }
