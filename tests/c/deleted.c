@@ -87,6 +87,11 @@ int main(int argc, char **argv) {
     char cwd[4096];
     errno = 0;
     printf("getcwd: %s\n", getcwd(cwd, sizeof cwd) ? "a path" : strerror(errno));
+    /* Its name as the kernel shows it. */
+    ssize_t l = readlink("/proc/self/cwd", cwd, sizeof cwd - 1);
+    cwd[l > 0 ? l : 0] = 0;
+    const char *base = strrchr(cwd, '/');
+    printf("cwd is %s\n", base ? base + 1 : cwd);
     int f = open("new-file", O_WRONLY | O_CREAT | O_EXCL, 0600);
     printf("create in cwd: %s\n", f >= 0 ? "made" : strerror(errno));
     printf("deleted ok\n");
