@@ -523,6 +523,22 @@ fn reopen_one(ent: &FdEntry, check: &Check) -> Reopened {
             Err(err) => stand_in(ent, libc::O_PATH | (flags & libc::O_CLOEXEC), err),
         };
     }
+    if kind == FdKind::Directory && ent.path.starts_with(b"/") && ent.path.ends_with(b" (deleted)")
+    {
+        // Deleted (it was empty): an empty directory made, opened and
+        // removed again.
+        let r = super::deleted_dir::made_again(ent.path, |dir| {
+            open_at_number(
+                dir.as_os_str().as_bytes(),
+                flags | libc::O_DIRECTORY,
+                ent.fd,
+            )
+        });
+        return match r {
+            Ok(()) => Reopened::File,
+            Err(err) => stand_in(ent, libc::O_RDONLY | (flags & libc::O_CLOEXEC), err),
+        };
+    }
     let reopenable = matches!(
         kind,
         FdKind::Regular | FdKind::Directory | FdKind::CharDevice

@@ -13,6 +13,7 @@
 
 pub mod credentials;
 pub mod deleted;
+pub mod deleted_dir;
 pub mod descriptions;
 pub mod epoll;
 pub mod eventfd;

@@ -141,47 +141,14 @@ pub fn session_leader_warning(role: Option<u8>) {
     }
 }
 
-/// Enters the program's working directory. One that was deleted (its
-/// path ends with the kernel's " (deleted)"; it was empty, as `rmdir`
-/// wants) is made a deleted directory again: a new directory, at its own
-/// path where nothing has it now (else under a name of ours beside it)
-/// if its parent still exists, else in the temporary directory, entered
-/// and removed at once (the program then gets ENOENT
-/// from `getcwd` and from creating files there, as it did).
+/// Enters the program's working directory; one that was deleted (its
+/// path ends with the kernel's " (deleted)") is made a deleted directory
+/// again (`kstate::deleted_dir`).
 fn enter_cwd(cwd: &[u8]) -> std::io::Result<()> {
-    let Some(gone) = cwd.strip_suffix(b" (deleted)") else {
+    if !cwd.ends_with(b" (deleted)") {
         return std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));
-    };
-    let gone = std::path::Path::new(std::ffi::OsStr::from_bytes(gone));
-    let parent = gone
-        .parent()
-        .filter(|p| p.is_dir())
-        .map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
-    let mut last = std::io::Error::other("no name free");
-    // Its own name first, where nothing has it (so that /proc/self/cwd
-    // reads as the program's did), else a name of ours beside it.
-    let own = gone.file_name().is_some() && gone.parent() == Some(parent.as_path());
-    for i in 0..9 {
-        let dir = if i == 0 && own {
-            gone.to_path_buf()
-        } else if i == 0 {
-            continue;
-        } else {
-            parent.join(format!(
-                ".selfckpt-cwd-{:016x}",
-                crate::kstate::deleted::random()
-            ))
-        };
-        if let Err(e) = std::fs::create_dir(&dir) {
-            last = e;
-            continue;
-        }
-        let entered = std::env::set_current_dir(&dir);
-        // Removed while entered: the process's directory is now deleted.
-        let removed = std::fs::remove_dir(&dir);
-        return entered.and(removed);
     }
-    Err(last)
+    crate::kstate::deleted_dir::made_again(cwd, |dir| std::env::set_current_dir(dir))
 }
 
 /// Reopens files, prepares the restorer and jumps. Returns only on failure.

@@ -491,7 +491,10 @@ fn check_fds(
             continue;
         }
         if !files::judged(f) {
-            if kind != Some(FdKind::CharDevice) {
+            // A deleted directory (empty, as rmdir wants) is made again
+            // deleted (`kstate::deleted_dir`).
+            let deleted_dir = kind == Some(FdKind::Directory) && f.path.starts_with(b"/");
+            if kind != Some(FdKind::CharDevice) && !deleted_dir {
                 missing.push(files::describe(f, "is gone (deleted at the checkpoint)"));
             }
             continue;

@@ -59,6 +59,12 @@ int main(int argc, char **argv) {
     if (geteuid() == 0 && fchown(a, 1, 1) != 0) fail("fchown");
     if (unlink(path) != 0) fail("unlink");
     if (mkdir(sub, 0700) != 0 || chdir(sub) != 0 || rmdir(sub) != 0) fail("cwd");
+    /* A descriptor of a directory deleted since. */
+    char held[4096];
+    snprintf(held, sizeof held, "%s/held", argv[1]);
+    if (mkdir(held, 0700) != 0) fail("mkdir held");
+    int d = open(held, O_RDONLY | O_DIRECTORY);
+    if (d < 0 || rmdir(held) != 0) fail("held directory");
 
     printf("waiting\n");
     struct timespec t = {2, 0};
@@ -92,6 +98,15 @@ int main(int argc, char **argv) {
     cwd[l > 0 ? l : 0] = 0;
     const char *base = strrchr(cwd, '/');
     printf("cwd is %s\n", base ? base + 1 : cwd);
+    struct stat dst;
+    int made = openat(d, "new-file", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", d);
+    l = readlink(path, cwd, sizeof cwd - 1);
+    cwd[l > 0 ? l : 0] = 0;
+    base = strrchr(cwd, '/');
+    printf("held directory %s: a directory %d, links %d, create in it: %s\n",
+           base ? base + 1 : cwd, fstat(d, &dst) == 0 && S_ISDIR(dst.st_mode),
+           (int)dst.st_nlink, made >= 0 ? "made" : strerror(errno));
     int f = open("new-file", O_WRONLY | O_CREAT | O_EXCL, 0600);
     printf("create in cwd: %s\n", f >= 0 ? "made" : strerror(errno));
     printf("deleted ok\n");
