@@ -142,11 +142,20 @@ pub fn session_leader_warning(role: Option<u8>) {
 }
 
 /// Enters the program's working directory; one that was deleted (its
-/// path ends with the kernel's " (deleted)") is made a deleted directory
+/// path ends with the kernel's " (deleted)") is the deleted directory a
+/// descriptor of the program holds under that name (made again already:
+/// both are one directory, as they were), else made a deleted directory
 /// again (`kstate::deleted_dir`).
-fn enter_cwd(cwd: &[u8]) -> std::io::Result<()> {
+fn enter_cwd(cwd: &[u8], fds: &[super::layout::OwnedFd]) -> std::io::Result<()> {
     if !cwd.ends_with(b" (deleted)") {
         return std::env::set_current_dir(std::ffi::OsStr::from_bytes(cwd));
+    }
+    let dir = crate::image::model::FdKind::Directory as u32;
+    if let Some(f) = fds.iter().find(|f| f.kind == dir && f.path == cwd) {
+        // SAFETY: fchdir to a descriptor of the program's, in place.
+        if unsafe { libc::fchdir(f.fd) } == 0 {
+            return Ok(());
+        }
     }
     crate::kstate::deleted_dir::made_again(cwd, |dir| std::env::set_current_dir(dir))
 }
@@ -286,7 +295,7 @@ pub fn handover(
     for msg in plan.objects.restore(Stage::Late) {
         saved.say(&format!("selfckpt: warning: {msg}"));
     }
-    enter_cwd(&plan.cwd).map_err(|e| {
+    enter_cwd(&plan.cwd, &plan.fds).map_err(|e| {
         RestoreError::Io(
             format!(
                 "cannot enter the program's directory {}",

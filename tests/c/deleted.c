@@ -58,7 +58,10 @@ int main(int argc, char **argv) {
     /* Another owner, where the program may give it one (root). */
     if (geteuid() == 0 && fchown(a, 1, 1) != 0) fail("fchown");
     if (unlink(path) != 0) fail("unlink");
-    if (mkdir(sub, 0700) != 0 || chdir(sub) != 0 || rmdir(sub) != 0) fail("cwd");
+    int cwd_fd = -1;
+    if (mkdir(sub, 0700) != 0 || chdir(sub) != 0 || (cwd_fd = open(".", O_RDONLY)) < 0 ||
+        rmdir(sub) != 0)
+        fail("cwd");
     /* A descriptor of a directory deleted since. */
     char held[4096];
     snprintf(held, sizeof held, "%s/held", argv[1]);
@@ -98,7 +101,12 @@ int main(int argc, char **argv) {
     cwd[l > 0 ? l : 0] = 0;
     const char *base = strrchr(cwd, '/');
     printf("cwd is %s\n", base ? base + 1 : cwd);
-    struct stat dst;
+    struct stat dst, cst;
+    printf("cwd and a descriptor of it: %s\n",
+           fstat(cwd_fd, &dst) == 0 && stat("/proc/self/cwd", &cst) == 0 &&
+                   dst.st_ino == cst.st_ino && dst.st_dev == cst.st_dev
+               ? "one directory"
+               : "two directories");
     int made = openat(d, "new-file", O_WRONLY | O_CREAT | O_EXCL, 0600);
     snprintf(path, sizeof path, "/proc/self/fd/%d", d);
     l = readlink(path, cwd, sizeof cwd - 1);
