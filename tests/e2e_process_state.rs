@@ -197,6 +197,37 @@ fn seccomp_filters_are_named_and_refused_unless_left_out() {
     assert!(out.ends_with("process state ok\n"), "{out}");
 }
 
+/// Events queued on an inotify descriptor, not read yet, cannot come
+/// back: the checkpoint names them and the restart refuses (they were
+/// lost silently: CRIU's inotify_system waited forever for them).
+#[test]
+fn queued_inotify_events_are_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("inotify");
+    if !build_c("inotify", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let w = tmp.path().join("watched");
+    let dir = tmp.path().join("ck");
+    let (image, _) = eventfds_image(&exe, &dir, "new", &[w.to_str().unwrap(), "queued"]);
+    let text = inspect_text(&image);
+    assert!(
+        text.contains("bytes of events queued, not read yet"),
+        "{text}"
+    );
+    let out = tmp.path().join("refused");
+    let (status, err) = finish(
+        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&image), &out),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("events queued") && err.contains("--unrestorable=inotify"),
+        "{err}"
+    );
+}
+
 /// inotify (issue 14): `tests/c/inotify.c` watches a directory and two
 /// files (one by a relative path), with a hole in the watch numbers; after
 /// a restart under both id paths the events of what it does then come

@@ -20,9 +20,11 @@
 //! comes, and the `IN_IGNORED` events that makes are read away. Where a
 //! watch cannot come back (no path, or a number beyond [`WD_LIMIT`]) the
 //! restart refuses before anything is in place ([`problems_here`]).
-//! Events queued at the checkpoint are lost (the kernel has no way to
-//! queue them again): the program sees the events of what happens after
-//! the restart.
+//! Events queued at the checkpoint cannot come back (the kernel has no
+//! way to queue them again, and reading them would take them from the
+//! program): the checkpoint names them (`FIONREAD`), and the restart
+//! refuses unless told that the program may see only the events of what
+//! happens after it.
 
 use super::{fds, CaptureBuffers, KstateError};
 use crate::capture::sys;
@@ -262,6 +264,17 @@ pub fn capture(
                 "inotify",
                 b"inotify: a watch whose path is unknown (added by a raw system call, and the kernel shows no file handle)",
             )?;
+        }
+        // Events waiting to be read: reading them would take them from
+        // the program, and the kernel has no way to queue them again.
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } == 0 && queued > 0 {
+            let mut t = sys::PathBuf::<200>::new();
+            t.push(b"inotify: ")
+                .push_u64(queued as u64)
+                .push(b" bytes of events queued, not read yet: the kernel cannot queue them again (a restart loses them)");
+            super::objects::NotRestorable::capture(e, fd, "inotify", t.as_bytes())?;
         }
         Ok(())
     })

@@ -4,7 +4,11 @@
  * sleeps (the checkpoint comes then), touches the files and prints the
  * events it reads: the same lines in an uninterrupted run.
  *
- * usage: inotify DIR  (DIR and DIR.many are made; DIR must not hold "new") */
+ * With "queued", a file made in DIR before "waiting" leaves an event
+ * queued, not read: the checkpoint must name it.
+ *
+ * usage: inotify DIR [queued]  (DIR and DIR.many are made; DIR must not
+ * hold "new") */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -78,6 +82,8 @@ int main(int argc, char **argv) {
         if (last < 0)
             fail("inotify_add_watch many");
     }
+    if (argc > 2 && strcmp(argv[2], "queued") == 0)
+        touch(dir, "queued", "");
     printf("waiting\n");
     struct timespec t = {1, 500000000};
     while (nanosleep(&t, &t) != 0 && errno == EINTR)
