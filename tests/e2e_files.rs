@@ -617,3 +617,38 @@ fn resumes_as_uninterrupted(exe: &Path, tmp: &Path, args: &[&str], want: &str) {
         assert_eq!(got, want, "--tids {tids}: {err}");
     }
 }
+
+/// A descriptor 0-2 the program closed (a daemon's stdin) stays closed
+/// after a restart (it was the restarter's: the program's next open got
+/// another number, and what it read there was the restarter's input).
+#[test]
+fn a_stdio_descriptor_the_program_closed_stays_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("closed_stdio");
+    if !build_c("closed_stdio", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let reference = tmp.path().join("ref");
+    wait_ok(
+        spawn_to_file(&mut Command::new(&exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read_to_string(&reference).unwrap();
+    assert!(
+        want.ends_with("fd 0 closed\nnext open takes fd 0\nclosed_stdio ok\n"),
+        "{want}"
+    );
+    let dir = tmp.path().join("ck");
+    let (image, first) = eventfds_image(&exe, &dir, "new", &[]);
+    let offset = fd_offset(&image, 1);
+    let second = tmp.path().join("second");
+    let (status, err) = finish(
+        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second),
+        "resumed run",
+    );
+    assert!(status.success(), "{status}: {err}");
+    let first = std::fs::read_to_string(&first).unwrap();
+    let second = std::fs::read_to_string(&second).unwrap();
+    assert_eq!(format!("{}{second}", &first[..offset]), want, "{err}");
+}

@@ -6,7 +6,7 @@
 //! that run's stdio (the same terminal, pipe or file) becomes the new run's
 //! corresponding descriptor, and one the program itself pointed elsewhere
 //! (`sort -o out` moves `out` onto fd 1) is reopened from its path like
-//! any file, at its offset. Without that record (`selfckpt restart`, or a
+//! any file, at its offset, and one the program closed is closed. Without that record (`selfckpt restart`, or a
 //! run directory from an older version) every one of 0-2 is the
 //! restarter's own, as before.
 //!
@@ -25,6 +25,8 @@ pub enum Fate {
     Inherit(i32),
     /// Reopened from the image like any file.
     Reopen,
+    /// Closed, as the program had it (a daemon's closed stdin).
+    Close,
 }
 
 /// The identities of this process's descriptors 0, 1 and 2 (None: closed).
@@ -44,8 +46,9 @@ pub fn fates(image: &[(i32, FileStamp)], original: Option<[Option<Identity>; 3]>
             return Fate::Inherit(n);
         };
         let Some((_, stamp)) = image.iter().find(|(fd, _)| *fd == n) else {
-            // Closed in the program: left as the restarter has it.
-            return Fate::Inherit(n);
+            // Closed in the program: closed again (its next open takes
+            // the number, as it did).
+            return Fate::Close;
         };
         let id = Some((stamp.dev, stamp.ino));
         // The same number first (a terminal is all three at once).
@@ -73,11 +76,16 @@ pub fn apply(fates: &[Fate; 3], above: i32) -> Saved {
     // SAFETY: duplicating our own descriptors (a closed one gives -1).
     let saved = [0, 1, 2].map(|fd| unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) });
     for (n, fate) in fates.iter().enumerate() {
-        if let Fate::Inherit(k) = *fate {
-            if k != n as i32 && saved[k as usize] >= 0 {
+        match *fate {
+            Fate::Inherit(k) if k != n as i32 && saved[k as usize] >= 0 => {
                 // SAFETY: dup3 of our copy onto a stdio number.
                 unsafe { libc::dup3(saved[k as usize], n as i32, 0) };
             }
+            // SAFETY: closing a stdio number of ours (a copy is saved).
+            Fate::Close => unsafe {
+                libc::close(n as i32);
+            },
+            _ => {}
         }
     }
     Saved(saved)
@@ -149,12 +157,13 @@ mod tests {
             fates(&image, Some([tty, tty, tty])),
             [Fate::Inherit(0), Fate::Reopen, Fate::Inherit(2)]
         );
-        // `run > log 2>&1`, then the program dup2(2, 1): both the log.
+        // `run > log 2>&1`, then the program dup2(2, 1): both the log;
+        // its stdin it closed.
         let image = [(1, stamp(9, 7)), (2, stamp(9, 7))];
         let orig = Some([tty, Some((9, 7)), Some((9, 7))]);
         assert_eq!(
             fates(&image, orig),
-            [Fate::Inherit(0), Fate::Inherit(1), Fate::Inherit(2)]
+            [Fate::Close, Fate::Inherit(1), Fate::Inherit(2)]
         );
         // stdout moved onto what was stderr.
         let image = [(1, stamp(9, 8))];
