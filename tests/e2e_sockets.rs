@@ -576,7 +576,9 @@ fn an_attached_tun_device_is_named_and_refused() {
 
 /// TCP connections that are over while the program holds them (CRIU's
 /// socket-tcp-closed; `tests/c/tcp_closed.c`): both ends here shut, one
-/// reset by its peer, a fresh socket shut for reading. They come back as
+/// reset by its peer, a fresh socket shut for reading; and UDP sockets
+/// shut for writing and for reading (socket_udp_shutdown: a send on the
+/// first came back possible). They come back as
 /// they were: reading end of file, writing EPIPE, the same poll events,
 /// own and peer's addresses (they came back as fresh sockets, which read
 /// ENOTCONN, silently). One whose error the program has not read yet is
@@ -604,6 +606,10 @@ fn closed_tcp_connections_come_back_closed() {
     );
     assert!(
         want.contains("fresh: state 7 own address same peer none getpeername -1 ENOTCONN poll 0x2015 error none read 0 "),
+        "{want}"
+    );
+    assert!(
+        want.contains("udp shut for writing: poll 0x4 send -1 EPIPE\n"),
         "{want}"
     );
     let dir = tmp.path().join("ck");

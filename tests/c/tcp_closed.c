@@ -5,6 +5,8 @@
  *   - a connection its peer reset (SO_LINGER 0), the reset's error read;
  *   - a fresh socket shut for reading (the kernel sets the bit and says
  *     ENOTCONN);
+ *   - UDP sockets, connected to each other, one shut for writing (a send
+ *     fails with EPIPE), one for reading (CRIU's socket_udp_shutdown);
  * then waits 2 s (the checkpoint comes then) and prints, for each, what a
  * program sees: its TCP state, what read, write and poll give, its error,
  * and whether its own and its peer's addresses (SO_PEERNAME) are those
@@ -136,6 +138,16 @@ int main(int argc, char **argv) {
     int f = socket(AF_INET, SOCK_STREAM, 0);
     if (shutdown(f, SHUT_RD) == 0 || errno != ENOTCONN) fail("shutdown of a fresh socket");
 
+    /* UDP, shut one way each. */
+    int u1 = socket(AF_INET, SOCK_DGRAM, 0), u2 = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ua = any, ub = any;
+    socklen_t ul = sizeof ua;
+    if (bind(u1, (struct sockaddr *)&ua, sizeof ua) || getsockname(u1, (struct sockaddr *)&ua, &ul) ||
+        bind(u2, (struct sockaddr *)&ub, sizeof ub) ||
+        getsockname(u2, (struct sockaddr *)&ub, &(socklen_t){sizeof ub}) ||
+        connect(u1, (struct sockaddr *)&ub, sizeof ub) || connect(u2, (struct sockaddr *)&ua, sizeof ua))
+        fail("udp");
+    if (shutdown(u1, SHUT_WR) || shutdown(u2, SHUT_RD)) fail("udp shutdown");
     struct names nc = names_of(c), na = names_of(a), nr = names_of(r), nf = names_of(f);
     printf("waiting\n");
     fflush(stdout);
@@ -146,6 +158,15 @@ int main(int argc, char **argv) {
     show("accepted", a, &na);
     show("reset", r, &nr);
     show("fresh", f, &nf);
+    for (int i = 0; i < 2; i++) {
+        int u = i ? u2 : u1;
+        struct pollfd pf = {u, POLLIN | POLLOUT | POLLRDHUP, 0};
+        poll(&pf, 1, 0);
+        errno = 0;
+        ssize_t n = send(u, "d", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        printf("udp shut for %s: poll %#x send %zd %s\n", i ? "reading" : "writing", pf.revents,
+               n, n < 0 ? err_name(errno) : "");
+    }
     /* The listener still takes connections. */
     int n = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(n, (struct sockaddr *)&at, sizeof at)) fail("connect again");

@@ -383,6 +383,12 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
             };
         }
         libc::AF_INET | libc::AF_INET6 if stype == libc::SOCK_DGRAM => {
+            // Its shutdown bits (a send on a socket shut for writing
+            // fails with EPIPE): only inet_diag shows the write half.
+            s.shutdown = sockdiag::inet_shutdown(family, protocol, ino)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             s.role = if is_named(local) {
                 ROLE_BOUND
             } else {

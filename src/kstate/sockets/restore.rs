@@ -236,18 +236,21 @@ pub(super) fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
     Ok(fd)
 }
 
-/// A socket not bound, not connected, with its options (and a TCP one
-/// its shutdown bits: a shutdown of an unconnected socket sets them).
+/// A socket not bound, not connected, with its options (and a TCP or UDP
+/// one its shutdown bits: a shutdown of an unconnected socket sets them).
 fn fresh(s: &Socket, above: i32) -> Result<i32, String> {
     let fd = new_socket(s, above)?;
-    if is_tcp(s) {
+    if is_inet(s) {
         shut(s, fd);
     }
     Ok(fd)
 }
 
-fn is_tcp(s: &Socket) -> bool {
-    matches!(s.family as i32, libc::AF_INET | libc::AF_INET6) && s.stype as i32 == libc::SOCK_STREAM
+/// A TCP or UDP socket: its shutdown bits are its own to give back (a
+/// UNIX one's are its pair's business).
+fn is_inet(s: &Socket) -> bool {
+    matches!(s.family as i32, libc::AF_INET | libc::AF_INET6)
+        && matches!(s.stype as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM)
 }
 
 /// Sends `s`'s queue again from `from` (its peer's new end), message by
@@ -785,7 +788,7 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
         if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
             send_to_self(s, above)?;
         }
-        if s.role == ROLE_BOUND && is_tcp(s) {
+        if s.role == ROLE_BOUND && is_inet(s) {
             shut(s, fd);
         }
         Ok(())
