@@ -550,6 +550,28 @@ fn signal_driven_io_on_a_socket_is_named_and_refused() {
     assert!(err.contains("--unrestorable=fown"), "{err}");
 }
 
+/// A datagram queued to a bound UNIX socket from a sender with a name
+/// (CRIU's socket_snd_addr): the restart queues it again from a socket
+/// of no name, so the checkpoint names it and the restart refuses (its
+/// recvfrom address came back empty, silently).
+#[test]
+fn a_datagram_from_a_named_sender_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(exe) = kernel_state_exe(tmp.path()) else {
+        return;
+    };
+    let dir = tmp.path().join("ck");
+    let (image, _) = image_of(&exe, &dir, "new", &["sender"]);
+    let j = inspect(&image);
+    let named = j["not_restorable"].to_string();
+    assert!(
+        named.contains("datagrams from named senders are queued"),
+        "{j}"
+    );
+    let err = restart_refused(tmp.path(), &image);
+    assert!(err.contains("--unrestorable=socket"), "{err}");
+}
+
 /// A `/dev/net/tun` descriptor attached to an interface (CRIU's tun):
 /// reopening the path gives an unattached one, so the checkpoint names
 /// it and the restart refuses.

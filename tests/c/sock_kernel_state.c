@@ -4,7 +4,10 @@
  * receive ring is mapped into memory (PACKET_RX_RING); "async" a
  * socketpair end with signal-driven I/O (O_ASYNC, the process as its
  * F_SETOWN owner, F_SETSIG SIGIO); "tun" a /dev/net/tun descriptor
- * attached to a TAP interface of its own. It prints
+ * attached to a TAP interface of its own; "sender" a bound UNIX datagram
+ * socket holding a datagram from a sender bound to an abstract name
+ * (closed since: CRIU's socket_snd_addr), whose address recvfrom would
+ * give. It prints
  * "waiting" (or "skipped: ..." and exits 0 where the socket cannot be
  * made) and sleeps. */
 #define _GNU_SOURCE
@@ -20,7 +23,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -42,6 +47,17 @@ int main(int argc, char **argv) {
             printf("skipped: no TAP interface can be made here\n");
             return 0;
         }
+    } else if (strcmp(mode, "sender") == 0) {
+        struct sockaddr_un srv = {AF_UNIX, ""}, from = {AF_UNIX, ""};
+        snprintf(srv.sun_path + 1, sizeof srv.sun_path - 1, "sks-srv-%d", (int)getpid());
+        snprintf(from.sun_path + 1, sizeof from.sun_path - 1, "sks-from-%d", (int)getpid());
+        socklen_t sl = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(srv.sun_path + 1);
+        socklen_t fl = offsetof(struct sockaddr_un, sun_path) + 1 + strlen(from.sun_path + 1);
+        int r = socket(AF_UNIX, SOCK_DGRAM, 0), c = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (r < 0 || c < 0 || bind(r, (struct sockaddr *)&srv, sl) || bind(c, (struct sockaddr *)&from, fl) ||
+            sendto(c, "hello", 5, 0, (struct sockaddr *)&srv, sl) != 5)
+            return 6;
+        close(c);
     } else if (strcmp(mode, "async") == 0) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || fcntl(sv[0], F_SETOWN, getpid()) != 0 ||

@@ -421,6 +421,9 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         fd,
         stype,
         eof: s.shutdown & 1 != 0,
+        unnamed_sender: family == libc::AF_UNIX
+            && stype != libc::SOCK_STREAM
+            && s.role == ROLE_BOUND,
     });
     let lost = write_entry(e, &s, local, remote, kept, q, &mut budget)?;
     // Its data in flight, on the socket's first descriptor (with its
@@ -503,6 +506,10 @@ struct Queue {
     fd: i32,
     stype: i32,
     eof: bool,
+    /// Its messages are queued again by a socket of no name (a bound
+    /// UNIX datagram socket's, `restore::send_to_self`): one from a
+    /// named sender would come back from no one.
+    unnamed_sender: bool,
 }
 
 /// Writes one entry, with the queue `q` holds (else none): why the queue
@@ -728,11 +735,16 @@ fn peek_into(
     loop {
         let max = (*budget).min(e.remaining() - ROOM_AFTER.min(e.remaining() / 2));
         let item = e.len();
-        let (mut got, mut flags, mut rights) = (-1isize, 0, false);
+        let (mut got, mut flags, mut rights, mut named) = (-1isize, 0, false, false);
         let _ = e.bytes_with(max, |buf| {
-            (got, flags, rights) = peek_one(q.fd, buf, stream);
+            (got, flags, rights, named) = peek_one(q.fd, buf, stream);
             usize::try_from(got).map_err(|_| ())
         })?;
+        if got >= 0 && named && q.unnamed_sender {
+            return Ok(Err(
+                b" (datagrams from named senders are queued: their sender addresses would not come back)",
+            ));
+        }
         if got < 0 {
             // Nothing more queued.
             break;
@@ -761,16 +773,21 @@ fn peek_into(
 }
 
 /// Peeks the next message (or stream bytes) into `buf`: (length or -1,
-/// recvmsg's flags, whether descriptors came with it). Descriptors the peek installs (SCM_RIGHTS) are closed
+/// recvmsg's flags, whether descriptors came with it, whether its sender
+/// has a name). Descriptors the peek installs (SCM_RIGHTS) are closed
 /// again and reported. No allocation.
-fn peek_one(fd: i32, buf: &mut [u8], stream: bool) -> (isize, i32, bool) {
+fn peek_one(fd: i32, buf: &mut [u8], stream: bool) -> (isize, i32, bool, bool) {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     let mut ctl = [0u64; 64];
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of_val(&from) as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = ctl.as_mut_ptr().cast();
@@ -786,8 +803,10 @@ fn peek_one(fd: i32, buf: &mut [u8], stream: bool) -> (isize, i32, bool) {
         )
     };
     if n < 0 {
-        return (-1, 0, false);
+        return (-1, 0, false, false);
     }
+    // A sender with a name (more than the family).
+    let named = msg.msg_namelen as usize > std::mem::size_of::<libc::sa_family_t>();
     let mut rights = false;
     // SAFETY: walking the control messages the kernel wrote into `ctl`.
     unsafe {
@@ -804,5 +823,5 @@ fn peek_one(fd: i32, buf: &mut [u8], stream: bool) -> (isize, i32, bool) {
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    (n, msg.msg_flags, rights)
+    (n, msg.msg_flags, rights, named)
 }
