@@ -629,26 +629,11 @@ fn a_stdio_descriptor_the_program_closed_stays_closed() {
         return;
     }
     lib("libselfckpt.so");
-    let reference = tmp.path().join("ref");
-    wait_ok(
-        spawn_to_file(&mut Command::new(&exe), &reference),
-        "reference run",
-    );
-    let want = std::fs::read_to_string(&reference).unwrap();
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
     assert!(
         want.ends_with("fd 0 closed\nnext open takes fd 0\nclosed_stdio ok\n"),
         "{want}"
     );
-    let dir = tmp.path().join("ck");
-    let (image, first) = eventfds_image(&exe, &dir, "new", &[]);
-    let offset = fd_offset(&image, 1);
-    let second = tmp.path().join("second");
-    let (status, err) = finish(
-        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second),
-        "resumed run",
-    );
-    assert!(status.success(), "{status}: {err}");
-    let first = std::fs::read_to_string(&first).unwrap();
-    let second = std::fs::read_to_string(&second).unwrap();
-    assert_eq!(format!("{}{second}", &first[..offset]), want, "{err}");
+    let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |_| {}).unwrap();
+    assert_eq!(got, want, "{err}");
 }

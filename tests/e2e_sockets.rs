@@ -596,6 +596,25 @@ fn an_attached_tun_device_is_named_and_refused() {
     assert!(err.contains("/dev/net/tun"), "{err}");
 }
 
+/// Whether this test may put a TCP socket in repair mode (TCP_REPAIR:
+/// CAP_NET_ADMIN), which making a closed connection again needs.
+fn repair_allowed() -> bool {
+    // SAFETY: socket(2), then setsockopt reading one int, then close.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let on: libc::c_int = 1;
+        let ok = libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            19, // TCP_REPAIR
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0;
+        libc::close(fd);
+        ok
+    }
+}
+
 /// TCP connections that are over while the program holds them (CRIU's
 /// socket-tcp-closed; `tests/c/tcp_closed.c`): both ends here shut, one
 /// reset by its peer, a fresh socket shut for reading; and UDP sockets
@@ -613,12 +632,7 @@ fn closed_tcp_connections_come_back_closed() {
         return;
     }
     lib("libselfckpt.so");
-    let reference = tmp.path().join("ref");
-    wait_ok(
-        spawn_to_file(&mut Command::new(&exe), &reference),
-        "reference run",
-    );
-    let want = std::fs::read_to_string(&reference).unwrap();
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
     assert!(want.ends_with("tcp_closed ok\n"), "{want}");
     // What a closed connection is to a program: the check below is only
     // as good as these lines.
@@ -634,31 +648,18 @@ fn closed_tcp_connections_come_back_closed() {
         want.contains("udp shut for writing: poll 0x4 send -1 EPIPE\n"),
         "{want}"
     );
-    let dir = tmp.path().join("ck");
-    let (image, first) = image_of(&exe, &dir, "new", &[]);
-    let text = inspect_text(&image);
-    let j = inspect(&image);
-    let refused = j["not_restorable"].as_array().unwrap();
-    if !refused.is_empty() && text.contains("needs TCP_REPAIR") {
-        eprintln!("skipped: no CAP_NET_ADMIN here to make closed TCP connections again: {text}");
+    if !repair_allowed() {
+        eprintln!("skipped: no CAP_NET_ADMIN here to make closed TCP connections again");
         return;
     }
-    assert!(refused.is_empty(), "{j}");
-    assert_eq!(text.matches("(closed connection)").count(), 3, "{text}");
-    let offset = fd_offset(&image, 1);
-    let second = tmp.path().join("second");
-    let (status, err) = finish(
-        spawn_to_file(&mut run_cmd(&exe, &dir, "new", &[]), &second),
-        "resumed run",
-    );
-    assert!(status.success(), "{status}: {err}");
-    let first = std::fs::read_to_string(&first).unwrap();
-    let second = std::fs::read_to_string(&second).unwrap();
-    assert_eq!(
-        format!("{}{second}", &first[..offset]),
-        want,
-        "resumed output differs; stderr: {err}"
-    );
+    let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |image| {
+        let text = inspect_text(image);
+        let refused = &inspect(image)["not_restorable"];
+        assert_eq!(refused.as_array().unwrap().len(), 0, "{refused}");
+        assert_eq!(text.matches("(closed connection)").count(), 3, "{text}");
+    })
+    .unwrap();
+    assert_eq!(got, want, "resumed output differs; stderr: {err}");
     assert!(!err.contains("socket fd"), "{err}");
 
     // The reset's error not read yet: named, and refused.

@@ -42,8 +42,8 @@ pub struct UnixDiag {
     pub vfs: (u64, u64),
 }
 
-/// Asks the kernel about the UNIX socket of inode `ino`. No allocation.
-pub fn unix(ino: u64) -> Result<UnixDiag, Errno> {
+/// A netlink socket to sock_diag (closed when dropped). No allocation.
+pub fn diag_socket() -> Result<RawFd, Errno> {
     // SAFETY: socket(2) has no memory preconditions.
     let fd = unsafe {
         libc::socket(
@@ -55,7 +55,12 @@ pub fn unix(ino: u64) -> Result<UnixDiag, Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
-    let fd = RawFd::from_raw(fd);
+    Ok(RawFd::from_raw(fd))
+}
+
+/// Asks the kernel about the UNIX socket of inode `ino`. No allocation.
+pub fn unix(ino: u64) -> Result<UnixDiag, Errno> {
+    let fd = diag_socket()?;
     let mut req = [0u8; 40];
     req[0..4].copy_from_slice(&40u32.to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -92,18 +97,7 @@ const INET_DIAG_SHUTDOWN: u16 = 8;
 /// does not list it. One dump of the sockets of `family` and `protocol`,
 /// read in pieces into a buffer on the stack. No allocation.
 pub fn inet_shutdown(family: i32, protocol: i32, ino: u64) -> Result<Option<u8>, Errno> {
-    // SAFETY: socket(2) has no memory preconditions.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    let fd = RawFd::from_raw(fd);
+    let fd = diag_socket()?;
     // nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states,
     // and an inet_diag_sockid of zeros (a dump matches every socket).
     let mut req = [0u8; 72];

@@ -681,7 +681,7 @@ fn tcp_bytes(fd: i32) -> Option<(u64, u64)> {
 
 /// A TCP socket's state and, listening, its backlog (`TCP_INFO`:
 /// `tcpi_sacked` holds a listener's backlog).
-fn tcp_state(fd: i32) -> Option<(u8, u32)> {
+pub(super) fn tcp_state(fd: i32) -> Option<(u8, u32)> {
     // SAFETY: tcp_info is plain old data.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;

@@ -25,7 +25,7 @@
 
 use super::capture::{getopt, setopt};
 use super::inflight::TCP_REPAIR;
-use super::restore::{close, forget_time_wait, last, new_socket, sockaddr};
+use super::restore::{close, forget_time_wait, its_reuseaddr, last, new_socket, sockaddr};
 use super::Socket;
 
 /// `SO_PEERNAME` (the same number on every architecture Linux has).
@@ -91,20 +91,7 @@ pub(super) fn repair_allowed() -> bool {
 
 /// A TCP socket's state (`TCP_INFO`), None where it has none.
 fn state(fd: i32) -> Option<u8> {
-    // SAFETY: tcp_info is plain old data.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(info.tcpi_state)
+    super::capture::tcp_state(fd).map(|(state, _)| state)
 }
 
 /// The closed connection `s` made again (see the header), above `above`.
@@ -116,12 +103,7 @@ pub(super) fn make(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32
     let fd = new_socket(s, above)?;
     match over_again(fd, s) {
         Ok(()) => {
-            setopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                s.opts.reuseaddr as i32,
-            );
+            its_reuseaddr(fd, s);
             Ok(fd)
         }
         Err(e) => {
@@ -137,12 +119,7 @@ pub(super) fn make(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32
             setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
             // SAFETY: bind reads `n` bytes of the address.
             unsafe { libc::bind(fd, (&a as *const libc::sockaddr_storage).cast(), n) };
-            setopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                s.opts.reuseaddr as i32,
-            );
+            its_reuseaddr(fd, s);
             // SAFETY: shutdown on our new socket (ENOTCONN: the bits are
             // set all the same).
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };

@@ -137,6 +137,17 @@ fn lift(fd: i32, above: i32) -> Result<i32, String> {
     Ok(up)
 }
 
+/// Gives `fd` the program's `SO_REUSEADDR` (a bind or listen of the
+/// restart's own had it set).
+pub(super) fn its_reuseaddr(fd: i32, s: &Socket) {
+    setopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        s.opts.reuseaddr as i32,
+    );
+}
+
 pub(super) fn close(fd: i32) {
     // SAFETY: closing a descriptor of ours.
     unsafe { libc::close(fd) };
@@ -420,17 +431,10 @@ pub(super) fn forget_time_wait(a: &[u8], b: &[u8]) {
         libc::AF_INET6 if a.len() >= 24 && b.len() >= 24 => (16, 8),
         _ => return,
     };
-    // SAFETY: socket(2) has no memory preconditions.
-    let nl = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if nl < 0 {
+    let Ok(diag) = super::super::sockdiag::diag_socket() else {
         return;
-    }
+    };
+    let nl = diag.raw();
     for (src, dst) in [(a, b), (b, a)] {
         // nlmsghdr (16), inet_diag_req_v2: family, protocol, ext, pad,
         // states (8), then inet_diag_sockid: sport, dport (network
@@ -482,7 +486,6 @@ pub(super) fn forget_time_wait(a: &[u8], b: &[u8]) {
         req[6..8].copy_from_slice(&flags.to_ne_bytes());
         ask(&req, &mut ans);
     }
-    close(nl);
 }
 
 /// Whether a TCP listener bound at `listening` takes connections made
@@ -755,12 +758,7 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             // listening checks the port again, and a connection the tree
             // made at this address may hold it already).
             let r = unsafe { libc::listen(fd, s.backlog as i32) };
-            setopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                s.opts.reuseaddr as i32,
-            );
+            its_reuseaddr(fd, s);
             if r != 0 {
                 return Err(last(&format!("socket fd {}: cannot listen again", s.fd)));
             }
@@ -778,12 +776,7 @@ fn make_bound(s: &Socket, above: i32, warn: &mut Vec<String>) -> Result<i32, Str
             }
         }
         if s.role != ROLE_LISTEN {
-            setopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                s.opts.reuseaddr as i32,
-            );
+            its_reuseaddr(fd, s);
         }
         if unix && s.role != ROLE_LISTEN && !s.queue.is_empty() && is_named(&s.local) {
             send_to_self(s, above)?;
@@ -1061,12 +1054,7 @@ fn tcp_pending(
             close(fd);
             return Err(e);
         }
-        setopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            s.opts.reuseaddr as i32,
-        );
+        its_reuseaddr(fd, s);
         Ok(fd)
     })();
     r.or_else(|e| {
