@@ -216,12 +216,7 @@ fn queued_inotify_events_are_named_and_refused() {
         text.contains("bytes of events queued, not read yet"),
         "{text}"
     );
-    let out = tmp.path().join("refused");
-    let (status, err) = finish(
-        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&image), &out),
-        "restart",
-    );
-    assert!(!status.success(), "{err}");
+    let err = restart_refused(tmp.path(), &image);
     assert!(
         err.contains("events queued") && err.contains("--unrestorable=inotify"),
         "{err}"

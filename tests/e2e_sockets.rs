@@ -283,18 +283,13 @@ fn a_peer_outside_is_named_refused_and_its_stand_in_is_a_dropped_connection() {
         "stats.jsonl does not name it: {stats}"
     );
     // Refused by default, the program not run.
-    let out = tmp.path().join("refused");
-    let (status, err) = finish(
-        spawn_to_file(Command::new(selfckpt()).arg("restart").arg(&image), &out),
-        "restart",
-    );
-    assert!(!status.success(), "{err}");
+    let err = restart_refused(tmp.path(), &image);
     assert!(
         err.contains("restart refused: not restorable") && err.contains(tcp),
         "{err}"
     );
     assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(tmp.path().join("refused")).unwrap(),
         "",
         "the program ran"
     );
@@ -459,19 +454,6 @@ fn kernel_state_running(
     }
     assert_eq!(first, "waiting\n");
     Some(child)
-}
-
-/// `selfckpt restart IMAGE`, which must refuse: its stderr.
-fn restart_refused(tmp: &std::path::Path, image: &std::path::Path) -> String {
-    let (status, err) = finish(
-        spawn_to_file(
-            Command::new(selfckpt()).arg("restart").arg(image),
-            &tmp.join("refused"),
-        ),
-        "restart",
-    );
-    assert!(!status.success(), "{err}");
-    err
 }
 
 /// A socket with a classic BPF filter attached (CRIU's sock_filter00):

@@ -461,6 +461,19 @@ pub fn checkpoint_wait_err(pid: u32) -> (PathBuf, String) {
     )
 }
 
+/// `selfckpt restart IMAGE`, which must refuse: its stderr.
+pub fn restart_refused(tmp: &Path, image: &Path) -> String {
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt()).arg("restart").arg(image),
+            &tmp.join("refused"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    err
+}
+
 /// Runs `exe args` uninterrupted; its output.
 pub fn reference(exe: &Path, args: &[&str], out: &Path) -> String {
     wait_ok(
