@@ -1882,7 +1882,7 @@ fn hostile_sysv_and_mapping_flags_entries_are_refused_by_name() {
         ),
         (
             "flags-bits",
-            with_object(&f.good, &flags_entry(0, &[(0x1000, 0x2000, 1 << 12)])),
+            with_object(&f.good, &flags_entry(0, &[(0x1000, 0x2000, 1 << 31)])),
             "bad flags",
         ),
         (
