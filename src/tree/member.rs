@@ -72,15 +72,26 @@ enum Joined {
     Failed,
 }
 
+/// How often a member tries to reach a root that does not listen, 10 ms
+/// apart, when the root's process cannot be seen.
+const JOIN_TRIES: u32 = 100;
+/// How long it keeps trying while the root's process lives: a restarted
+/// root listens again only once its own restore is done, and on a busy
+/// machine that may be seconds after its members run again.
+const JOIN_LIVE_ROOT_MS: u32 = 120_000;
+
 /// Connects to the root; the root may be listening again only a moment
-/// later (a restarted tree, a root in `exec`): tries for a while. When
-/// the root's process is gone, takes its place.
+/// later (a restarted tree, a root in `exec`): tries while the root's
+/// process lives, for a while else. When the root's process is gone,
+/// takes its place.
 fn join() -> Joined {
     let mut tries = 0;
     loop {
         match connect() {
             Ok(()) => return Joined::Member,
-            Err(wire::WireError::Sys(libc::ECONNREFUSED)) if tries < 100 => {
+            Err(wire::WireError::Sys(libc::ECONNREFUSED))
+                if tries < JOIN_TRIES || (tries < JOIN_LIVE_ROOT_MS / 10 && root_lives()) =>
+            {
                 if root_gone() && take_over() {
                     return Joined::Root;
                 }
@@ -118,17 +129,31 @@ fn getppid() -> u32 {
 /// restart makes the root a child of the restarter, and its parent would
 /// lose its child.
 fn root_gone() -> bool {
-    let mut pid = ROOT_PID.load(Acquire);
-    if pid == 0 {
-        pid = crate::settings::preload_request()
-            .ok()
-            .and_then(|r| r.pid)
-            .unwrap_or(0);
-    }
+    let pid = root_pid();
     pid > 1
         && pid != sys::getpid()
         && !in_tree(getppid())
         && super::record::stat(pid).is_none_or(|st| matches!(st.state, 'Z' | 'X'))
+}
+
+/// The root's pid as last seen, or the process `selfckpt run` started.
+fn root_pid() -> u32 {
+    match ROOT_PID.load(Acquire) {
+        0 => crate::settings::preload_request()
+            .ok()
+            .and_then(|r| r.pid)
+            .unwrap_or(0),
+        pid => pid,
+    }
+}
+
+/// True if the root's process runs (not this one, not a zombie): it will
+/// listen again.
+fn root_lives() -> bool {
+    let pid = root_pid();
+    pid > 1
+        && pid != sys::getpid()
+        && super::record::stat(pid).is_some_and(|st| !matches!(st.state, 'Z' | 'X'))
 }
 
 /// Listens at the tree's address, if nobody does: this member is the

@@ -99,8 +99,8 @@ fn not_joined_why(pid: u32, state: char) -> String {
     }
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     if maps.contains("libselfckpt") {
-        "it has selfckpt loaded but is not connected to the tree (it closed the descriptor \
-         it inherited for it, or shares its parent's descriptor table: CLONE_FILES)"
+        "it has selfckpt loaded but is not connected to the tree (it could not reach the \
+         tree's root: its log says why; or a raw clone() made it, which runs no fork handlers)"
             .into()
     } else {
         "it does not run selfckpt (a statically linked program, or one started without the \
