@@ -316,17 +316,22 @@ pub fn mark_ended(dir: &Path, instance: &str) {
 }
 
 /// Takes back the end [`mark_ended`] recorded for `instance`: a member of
-/// its tree lives on as the run's new root.
-pub fn unmark_ended(dir: &Path, instance: &str) {
+/// its tree lives on as the run's new root. False if no end was recorded
+/// (the root did not exit: it was killed) or it cannot be taken back.
+pub fn unmark_ended(dir: &Path, instance: &str) -> bool {
     let Ok(Some(mut rec)) = RunRecord::load(dir) else {
-        return;
+        return false;
     };
     if rec.instance != instance || rec.ended_unix_ms.is_none() {
-        return;
+        return false;
     }
     rec.ended_unix_ms = None;
-    if let Err(e) = rec.store(dir) {
-        log::warn!("cannot record that the run goes on: {e}");
+    match rec.store(dir) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("cannot record that the run goes on: {e}");
+            false
+        }
     }
 }
 

@@ -246,14 +246,17 @@ extern "C" fn run_ends() {
     });
 }
 
-/// A member took the place of the run's root, which exited: the run goes
-/// on (its end, recorded by the root that exited, is taken back) and ends
-/// when this process does.
+/// A member took the place of the run's root, which is gone. If the root
+/// exited (it recorded the run's end), the run goes on: its end is taken
+/// back, and it ends when this process exits. If it did not (killed by a
+/// signal), the run did not end and this process's exit does not end it
+/// either: the next `selfckpt run` resumes the job, as after any kill.
 pub(crate) fn take_run() {
-    RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
     name_run_pid();
     if let Some((dir, instance)) = RUN.get() {
-        crate::imagedir::unmark_ended(dir, instance);
+        if crate::imagedir::unmark_ended(dir, instance) {
+            RUN_PID.store(sys::getpid(), core::sync::atomic::Ordering::Release);
+        }
     }
 }
 

@@ -1801,3 +1801,55 @@ fn a_member_that_became_another_user_fails_the_checkpoint_saying_why() {
     assert!(st.success(), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{stderr}");
 }
+
+/// A run whose root is killed (SIGKILL) while a member lives on: the
+/// member takes the root's place for checkpoints, but its exit does not
+/// mark the run ended (the root never exited: the job was killed, as
+/// when the whole tree is), so the next `selfckpt run` resumes the job
+/// from its checkpoint and prints what an uninterrupted run prints. (It
+/// started fresh, saying "the previous run ... ended".)
+#[test]
+fn a_member_outliving_its_killed_root_does_not_end_the_run() {
+    if !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = "sleep 1.5 & i=0; while [ $i -lt 60 ]; do echo $i; i=$((i+1)); sleep 0.05; done; \
+                  wait";
+    let args = ["-c", script];
+    let want = reference(Path::new("/bin/sh"), &args, &tmp.path().join("ref"));
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "/bin/sh", &args), &first);
+    wait_for("output", 60, || lines(&first) >= 5);
+    let sleeper = descendants(child.id())
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001.5\x00")
+        })
+        .expect("the long sleep runs");
+    let set = checkpoint_wait(child.id());
+    // The root alone is killed; the sleep outlives it and exits.
+    kill(&child, libc::SIGKILL);
+    let _ = child.wait();
+    wait_for("the outliving member to exit", 30, || gone(sleeper));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert!(
+        run["ended_unix_ms"].is_null(),
+        "a member's exit ended a killed run: {run}"
+    );
+    let root = if set.is_dir() { root_image(&set) } else { set };
+    let offset = fd_offset(&root, 1);
+    let second = tmp.path().join("second");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&dir, "/bin/sh", &args), &second),
+        "resumed run",
+    );
+    assert!(err.contains("resuming"), "the job was not resumed: {err}");
+    let mut got = std::fs::read_to_string(&first).unwrap();
+    got.truncate(offset);
+    got.push_str(&std::fs::read_to_string(&second).unwrap());
+    assert_eq!(got, want, "{err}");
+}
