@@ -10,7 +10,12 @@
 //! * a Java virtual machine (HotSpot): some twenty threads (JIT
 //!   compilers, garbage collector), its own SIGSEGV, SIGQUIT and SIGUSR2
 //!   handlers, gigabytes of reserved address space;
-//! * CPython with threads.
+//! * CPython with threads;
+//! * `make -j2` building four objects with gcc: a tree of make, the
+//!   compiler driver, cc1 and as, talking through pipes and temporary
+//!   files, checkpointed while cc1 runs; the objects must be the same;
+//! * CPython's `multiprocessing`: a pool of worker processes fed through
+//!   pipes and guarded by shared semaphores, then a `Queue`.
 //!
 //! Each prints `skipped: <reason>` when the program is not installed.
 
@@ -24,6 +29,20 @@ use std::time::Duration;
 /// Runs `prog args` under `selfckpt run`, checkpoints it after `after`,
 /// kills it, resumes it, and compares stdout with an uninterrupted run.
 fn checkpoint_kill_resume(dir: &Path, prog: &str, args: &[&str], after: Duration) {
+    checkpoint_kill_resume_when(dir, prog, args, after, "", |_| true);
+}
+
+/// `checkpoint_kill_resume`, the checkpoint taken once `ready(pid)` holds
+/// (polled after `after`, for at most a minute; `what` names it): a tree
+/// is checkpointed when the process that matters runs.
+fn checkpoint_kill_resume_when(
+    dir: &Path,
+    prog: &str,
+    args: &[&str],
+    after: Duration,
+    what: &str,
+    ready: impl Fn(u32) -> bool,
+) {
     let reference = dir.join("ref.out");
     wait_ok(
         spawn_to_file(Command::new(prog).args(args), &reference),
@@ -31,48 +50,56 @@ fn checkpoint_kill_resume(dir: &Path, prog: &str, args: &[&str], after: Duration
     );
     let want = std::fs::read(&reference).unwrap();
     let ck = dir.join("ck");
-    let run = || {
-        let mut c = Command::new(selfckpt());
-        c.arg("run")
-            .arg("--dir")
-            .arg(&ck)
-            .arg("--")
-            .arg(prog)
-            .args(args);
-        c
-    };
     let first = dir.join("first.out");
-    let mut child = spawn_to_file(&mut run(), &first);
+    let mut child = spawn_to_file(&mut selfckpt_run(&ck, prog, args), &first);
     std::thread::sleep(after);
-    let o = Command::new(selfckpt())
-        .args([
-            "checkpoint",
-            &child.id().to_string(),
-            "--wait",
-            "--timeout",
-            "60",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{prog}: checkpoint: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let image = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let pid = child.id();
+    wait_for(what, 60, || ready(pid));
+    let image = checkpoint_wait(pid);
     kill_tree(&mut child, libc::SIGKILL);
-    let offset = fd_offset(Path::new(&image), 1);
+    let root = if image.is_dir() {
+        root_image(&image)
+    } else {
+        image
+    };
+    let offset = fd_offset(&root, 1);
     let second = dir.join("second.out");
-    let err = wait_ok(spawn_to_file(&mut run(), &second), "resumed run");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&ck, prog, args), &second),
+        "resumed run",
+    );
     let mut got = std::fs::read(&first).unwrap();
     got.truncate(offset);
     got.extend(std::fs::read(&second).unwrap());
     assert!(
         got == want,
-        "{prog}: resumed output differs ({} bytes, want {}); stderr: {err}",
+        "{prog}: resumed output differs ({} bytes, want {}):\n{}\nwant:\n{}\nstderr: {err}",
         got.len(),
-        want.len()
+        want.len(),
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
     );
+}
+
+/// True if a process named `comm` runs below `pid`.
+fn runs_below(pid: u32, comm: &str) -> bool {
+    descendants(pid)
+        .iter()
+        .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
+}
+
+/// `n` C functions whose names start with `prefix`: enough work for the
+/// optimizer to take seconds.
+fn c_source(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "int {prefix}{i}(int x){{int s=0;for(int j=0;j<x;j++){{s+=j*{i}^(s>>3);\
+                 if(s%7=={m})s-=j;}}return s;}}\n",
+                m = i % 7
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -204,5 +231,83 @@ fn python_with_threads_resumes_exactly() {
         "python3",
         &[script.to_str().unwrap()],
         Duration::from_millis(1200),
+    );
+}
+
+#[test]
+fn make_with_two_gcc_jobs_resumes_exactly() {
+    if !have("make") || !have("gcc") || !have("sha1sum") {
+        eprintln!("skipped: make, gcc or sha1sum is not installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for k in 1..=4 {
+        std::fs::write(
+            src.join(format!("m{k}.c")),
+            c_source(&format!("g{k}_"), 700),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        src.join("Makefile"),
+        "OBJS = m1.o m2.o m3.o m4.o\n\
+         all: lib.a\n\t@sha1sum $(OBJS) lib.a\n\
+         %.o: %.c\n\t@gcc -O2 -c $< -o $@ && echo built $@\n\
+         lib.a: $(OBJS)\n\t@ar rcs $@ $(OBJS)\n",
+    )
+    .unwrap();
+    // A fresh build tree each run; make's lines in order whatever job
+    // ends first.
+    let script = "cd \"$0\" && rm -rf w && cp -r src w && cd w && make -j2 | sort";
+    let dir = tmp.path().to_str().unwrap();
+    checkpoint_kill_resume_when(
+        tmp.path(),
+        "sh",
+        &["-c", script, dir],
+        Duration::from_millis(300),
+        "a compiler (cc1) running",
+        |pid| runs_below(pid, "cc1"),
+    );
+}
+
+#[test]
+fn python_multiprocessing_resumes_exactly() {
+    if !have("python3") {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("pool.py");
+    std::fs::write(
+        &script,
+        "import multiprocessing as mp, hashlib\n\
+         def work(i):\n\
+         \x20   h = hashlib.sha256(str(i).encode()).digest()\n\
+         \x20   for _ in range(60000): h = hashlib.sha256(h).digest()\n\
+         \x20   return i, h.hex()[:16]\n\
+         def prod(q):\n\
+         \x20   for k in range(5): q.put(k * k)\n\
+         if __name__ == '__main__':\n\
+         \x20   with mp.Pool(3) as p:\n\
+         \x20       for i, h in p.imap(work, range(150)):\n\
+         \x20           if i % 10 == 0: print(i, h, flush=True)\n\
+         \x20   q = mp.Queue()\n\
+         \x20   pr = mp.Process(target=prod, args=(q,)); pr.start()\n\
+         \x20   print([q.get() for _ in range(5)]); pr.join()\n\
+         \x20   print('pool done', flush=True)\n",
+    )
+    .unwrap();
+    let first = tmp.path().join("first.out");
+    checkpoint_kill_resume_when(
+        tmp.path(),
+        "python3",
+        &[script.to_str().unwrap()],
+        Duration::from_millis(300),
+        "the pool's first results",
+        |_| std::fs::read_to_string(&first).is_ok_and(|s| s.lines().count() >= 3),
     );
 }
