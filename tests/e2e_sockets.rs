@@ -655,3 +655,45 @@ fn closed_tcp_connections_come_back_closed() {
     let err = restart_refused(tmp.path(), &image);
     assert!(err.contains("has not read yet"), "{err}");
 }
+
+/// Multicast receivers (`tests/c/multicast.c`): a UDP socket that joined
+/// two groups on the loopback interface (one by address, one by index
+/// with a source blocked), one that joined none, an IPv6 one, and a
+/// sender whose `IP_MULTICAST_IF` is the loopback. After the restart
+/// each receives what it received before, the blocked source is still
+/// blocked (they came back as sockets that had joined nothing, which
+/// wait for datagrams that no longer reach them: silently).
+#[test]
+fn multicast_groups_are_joined_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("multicast");
+    if !build_c("multicast", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    assert!(want.ends_with("multicast ok\n"), "{want}");
+    // What the check below rests on: a member receives, a socket that
+    // joined nothing does not.
+    assert!(
+        want.contains("member of both: [to group 1] [to group 2]\nmember of none: nothing\n"),
+        "{want}"
+    );
+    assert!(
+        want.contains("member of both 239.255.42.2: member, exclude 10.9.8.7\n"),
+        "{want}"
+    );
+    let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |image| {
+        let text = inspect_text(image);
+        assert!(
+            text.contains("multicast 239.255.42.2 on 1 (exclude 10.9.8.7)")
+                && text.contains("multicast 239.255.42.1 on 1"),
+            "{text}"
+        );
+        assert!(text.contains("IP_MULTICAST_IF=127.0.0.1"), "{text}");
+        let refused = &inspect(image)["not_restorable"];
+        assert_eq!(refused.as_array().unwrap().len(), 0, "{refused}");
+    })
+    .unwrap();
+    assert_eq!(got, want, "resumed output differs; stderr: {err}");
+}

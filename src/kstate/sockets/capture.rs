@@ -105,6 +105,9 @@ struct Seen {
     queued: [u64; MAX_SOCKETS],
     nq: usize,
     bytes: usize,
+    /// The multicast groups of the namespace's interfaces (read when the
+    /// process has an IP socket that may have joined one).
+    groups: multicast::Candidates,
 }
 
 /// Writes one socket entry per socket descriptor not skipped (and a
@@ -122,7 +125,9 @@ pub fn capture(
         queued: [0; MAX_SOCKETS],
         nq: 0,
         bytes: 0,
+        groups: multicast::Candidates::none(),
     };
+    let mut may_join = false;
     // 0-2 are left out (their peers too: named as outside).
     super::super::fds::for_each_fd(&|fd| fd <= 2 || skip_fd(fd), |fd| {
         if let Ok(st) = sys::fstat(fd) {
@@ -130,10 +135,10 @@ pub fn capture(
                 seen.inos[seen.n] = st.st_ino;
                 seen.n += 1;
                 let family = getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN);
-                if matches!(family, libc::AF_INET | libc::AF_INET6)
-                    && getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM
-                    && seen.ntcp < MAX_TCP
-                {
+                let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+                let stream = getopt(fd, libc::SOL_SOCKET, libc::SO_TYPE) == libc::SOCK_STREAM;
+                may_join |= inet && !stream;
+                if inet && stream && seen.ntcp < MAX_TCP {
                     let t = &mut seen.tcp[seen.ntcp];
                     let mut a = [0u8; 128];
                     let n = name_of(fd, false, &mut a).min(28);
@@ -149,6 +154,9 @@ pub fn capture(
     })?;
     if seen.n == 0 {
         return Ok(());
+    }
+    if may_join {
+        seen.groups = multicast::Candidates::read(bufs.text);
     }
     super::super::fds::for_each_fd(skip_fd, |fd| {
         let mut p = PathBuf::<48>::new();
@@ -194,6 +202,16 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     let mut kept = [options::EMPTY; options::MAX_KEPT];
     let nkept = options::capture(fd, family, stype, &mut kept);
     let kept = &kept[..nkept];
+    let mut groups = [multicast::EMPTY; multicast::MAX_GROUPS];
+    let (ngroups, groups_lost) =
+        match multicast::capture(fd, family, stype, &seen.groups, &mut groups) {
+            Ok(n) => (n, None),
+            Err(why) => (0, Some(why)),
+        };
+    let extra = Trailing {
+        kept,
+        groups: &groups[..ngroups],
+    };
     // SAFETY: fcntl queries on a descriptor of the process.
     let (fl, fdfl) = unsafe {
         (
@@ -404,6 +422,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
     if why.is_none() && has_filter(fd) {
         why = Some(b" (a BPF socket filter is attached: it would not come back)");
     }
+    why = why.or(groups_lost);
     // The data queued to a UNIX socket that comes back.
     let keep_queue = (family == libc::AF_UNIX
         && matches!(s.role, ROLE_PAIR | ROLE_HUNG_UP | ROLE_BOUND)
@@ -425,7 +444,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
             && stype != libc::SOCK_STREAM
             && s.role == ROLE_BOUND,
     });
-    let lost = write_entry(e, &s, local, remote, kept, q, &mut budget)?;
+    let lost = write_entry(e, &s, local, remote, &extra, q, &mut budget)?;
     // Its data in flight, on the socket's first descriptor (with its
     // queue): without it no tree pairs the two ends.
     let mut flight_lost = None;
@@ -445,7 +464,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         if keep_outside && family == libc::AF_UNIX {
             s.role = ROLE_OTHER;
         }
-        write_entry(e, &s, local, remote, kept, None, &mut budget)?;
+        write_entry(e, &s, local, remote, &extra, None, &mut budget)?;
     } else {
         seen.bytes += before - budget;
     }
@@ -512,6 +531,12 @@ struct Queue {
     unnamed_sender: bool,
 }
 
+/// The entry's fields after the queue and the file's attributes.
+struct Trailing<'a> {
+    kept: &'a [options::Value],
+    groups: &'a [multicast::Membership],
+}
+
 /// Writes one entry, with the queue `q` holds (else none): why the queue
 /// cannot be kept, if it cannot (the entry is then to be written again
 /// without). No allocation.
@@ -520,7 +545,7 @@ fn write_entry(
     s: &Head,
     local: &[u8],
     remote: &[u8],
-    kept: &[options::Value],
+    extra: &Trailing,
     q: Option<Queue>,
     budget: &mut usize,
 ) -> Result<Option<&'static [u8]>, CodecError> {
@@ -534,7 +559,8 @@ fn write_entry(
             None => e.u32(0)?,
         }
         encode_file_attrs(e, file_attrs(s, local))?;
-        options::encode(e, kept)
+        options::encode(e, extra.kept)?;
+        multicast::encode(e, extra.groups)
     })?;
     Ok(lost)
 }

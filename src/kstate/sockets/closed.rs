@@ -228,6 +228,7 @@ mod tests {
             queue: Vec::new(),
             file_attrs: None,
             kept: Vec::new(),
+            groups: Vec::new(),
         };
         drop((a, c));
         let mut warn = Vec::new();

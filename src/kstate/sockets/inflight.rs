@@ -544,6 +544,7 @@ mod tests {
             vfs: (0, 0),
             file_attrs: None,
             kept: Vec::new(),
+            groups: Vec::new(),
             local: vec![],
             remote: vec![],
             queue: vec![],

@@ -38,6 +38,7 @@ use crate::image::codec::{CodecError, Decoder, Encoder};
 pub mod capture;
 pub mod closed;
 pub mod inflight;
+pub mod multicast;
 pub mod options;
 pub mod restore;
 
@@ -158,6 +159,8 @@ pub struct Socket {
     pub file_attrs: Option<(u32, u32, u32)>,
     /// The options kept by value (`options.rs`).
     pub kept: Vec<options::Value>,
+    /// The multicast groups it has joined (`multicast.rs`).
+    pub groups: Vec<multicast::Membership>,
 }
 
 impl Socket {
@@ -182,7 +185,8 @@ impl Socket {
         e.u32(self.queue.len() as u32)?;
         self.queue.iter().try_for_each(|m| e.bytes(m))?;
         capture::encode_file_attrs(e, self.file_attrs)?;
-        options::encode(e, &self.kept)
+        options::encode(e, &self.kept)?;
+        multicast::encode(e, &self.groups)
     }
 
     pub fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
@@ -218,6 +222,12 @@ impl Socket {
         } else {
             Vec::new()
         };
+        // Trailing, optional: older images end before it.
+        let groups = if d.remaining() >= 2 {
+            multicast::decode(d)?
+        } else {
+            Vec::new()
+        };
         Ok(Socket {
             fd,
             flags,
@@ -236,6 +246,7 @@ impl Socket {
             queue,
             file_attrs,
             kept,
+            groups,
         })
     }
 
@@ -275,6 +286,14 @@ impl Socket {
             && self.stype as i32 == libc::SOCK_STREAM;
         if !self.queue.is_empty() && self.family as i32 != libc::AF_UNIX && !tcp {
             return Err(format!("{name}: queued data on a socket not UNIX or TCP"));
+        }
+        let joins = |g: &multicast::Membership| match self.family as i32 {
+            libc::AF_INET => g.family as i32 == libc::AF_INET,
+            libc::AF_INET6 => true,
+            _ => false,
+        };
+        if !self.groups.is_empty() && (tcp || !self.groups.iter().all(joins)) {
+            return Err(format!("{name}: a multicast group this socket cannot join"));
         }
         Ok(())
     }
@@ -322,6 +341,7 @@ impl Socket {
             self.family as i32,
             self.stype as i32,
         ));
+        s.push_str(&multicast::describe(&self.groups));
         s + &super::eventfd::flag_words(self.flags)
     }
 
@@ -342,6 +362,7 @@ impl Socket {
             "nonblock": self.flags as i32 & libc::O_NONBLOCK != 0,
             "queued": self.queue.iter().map(Vec::len).collect::<Vec<_>>(),
             "options": options::json(&self.kept),
+            "multicast": multicast::json(&self.groups),
         })
     }
 }

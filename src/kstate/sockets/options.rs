@@ -100,6 +100,9 @@ const TABLE: &[Kept] = &[
     k!(TCP, TCP_CORK, Tcp),
     k!(IP, IP_TOS, Ip4),
     k!(IP, IP_TTL, Ip4),
+    // The interface multicast goes out of, by its address (one chosen
+    // by index alone, `ip_mreqn`, reads as 0.0.0.0: not kept).
+    k!(IP, IP_MULTICAST_IF, Ip4Dgram),
     k!(IP, IP_MULTICAST_TTL, Ip4Dgram),
     k!(IP, IP_MULTICAST_LOOP, Ip4Dgram),
     k!(IP, IP_MULTICAST_ALL, Ip4Dgram),
@@ -114,6 +117,7 @@ const TABLE: &[Kept] = &[
     k!(IP, IP_BIND_ADDRESS_NO_PORT, Ip4),
     k!(IP, IP_RECVORIGDSTADDR, Ip4),
     k!(IP6, IPV6_UNICAST_HOPS, Ip6),
+    k!(IP6, IPV6_MULTICAST_IF, Ip6Dgram),
     k!(IP6, IPV6_MULTICAST_HOPS, Ip6Dgram),
     k!(IP6, IPV6_MULTICAST_LOOP, Ip6Dgram),
     k!(IP6, IPV6_RECVPKTINFO, Ip6),
@@ -329,6 +333,9 @@ fn words(v: &Value) -> String {
             .trim_end_matches('\0')
             .to_string(),
         (SOL, libc::SO_LINGER, 8) => format!("{}/{}s", int(&d[..4]), int(&d[4..])),
+        (IP, libc::IP_MULTICAST_IF, 4) => {
+            std::net::Ipv4Addr::new(d[0], d[1], d[2], d[3]).to_string()
+        }
         (_, _, 16) => {
             let sec = i64::from_ne_bytes(d[..8].try_into().unwrap_or([0; 8]));
             let usec = i64::from_ne_bytes(d[8..].try_into().unwrap_or([0; 8]));

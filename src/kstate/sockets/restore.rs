@@ -227,7 +227,8 @@ fn set_options(fd: i32, s: &Socket) -> Result<(), String> {
     {
         return Err(last(&format!("{name}: cannot set IPV6_V6ONLY")));
     }
-    super::options::apply(fd, &s.kept, &name)
+    super::options::apply(fd, &s.kept, &name)?;
+    super::multicast::join(fd, &s.groups, &name)
 }
 
 pub(super) fn new_socket(s: &Socket, above: i32) -> Result<i32, String> {
@@ -798,6 +799,7 @@ fn send_to_self(s: &Socket, above: i32) -> Result<(), String> {
     let plain = Socket {
         opts: Options::default(),
         kept: Vec::new(),
+        groups: Vec::new(),
         ..s.clone()
     };
     let tmp = new_socket(&plain, above)?;
@@ -1093,6 +1095,7 @@ fn dropped(s: &Socket, above: i32) -> Result<i32, String> {
     let plain = Socket {
         opts: Options::default(),
         kept: Vec::new(),
+        groups: Vec::new(),
         ..s.clone()
     };
     let lis = new_socket(&plain, above)?;
