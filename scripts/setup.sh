@@ -16,6 +16,8 @@ command -v python3 >/dev/null || want+=(python3)
 command -v xz >/dev/null || want+=(xz-utils)
 command -v node >/dev/null || want+=(nodejs)
 command -v javac >/dev/null || want+=(openjdk-17-jdk-headless)
+command -v go >/dev/null || want+=(golang-go)
+command -v make >/dev/null || want+=(make)
 # a database server the tree tests checkpoint (tests/e2e_database.rs)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || want+=(postgresql-15)
 # A real Slurm for tests/e2e_slurm.rs (a loopback cluster it starts and

@@ -50,12 +50,31 @@ pub fn install(signal: i32, hooks: RoundHooks) -> Result<(), sys::Errno> {
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = park::handler_address();
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        if runs_go() {
+            sa.sa_flags |= libc::SA_ONSTACK;
+        }
         libc::sigfillset(&mut sa.sa_mask);
         if crate::interpose::next::sigaction(signal, &sa, core::ptr::null_mut()) != 0 {
             return Err(sys::Errno::last());
         }
     }
     Ok(())
+}
+
+/// True if the program runs Go code through cgo (a Go program
+/// LD_PRELOAD reaches is one: the others are statically linked). Its
+/// goroutines run on stacks of a few KiB with no guard page, too small
+/// for a signal frame and a handler, and every Go thread has a 32 KiB
+/// signal stack: the suspend handler runs there (`SA_ONSTACK`), as Go
+/// requires of every handler. Not for other programs: the signal stacks
+/// of many (Rust's, a crash handler's `SIGSTKSZ`) are smaller than what
+/// the handler needs. `dlsym` may allocate: install time only.
+fn runs_go() -> bool {
+    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names.
+    unsafe {
+        !libc::dlsym(libc::RTLD_DEFAULT, c"crosscall2".as_ptr()).is_null()
+            || !libc::dlsym(libc::RTLD_DEFAULT, c"_cgo_topofstack".as_ptr()).is_null()
+    }
 }
 
 /// glibc's per-thread rseq area, (offset from the thread pointer, size)

@@ -15,7 +15,13 @@
 //!   compiler driver, cc1 and as, talking through pipes and temporary
 //!   files, checkpointed while cc1 runs; the objects must be the same;
 //! * CPython's `multiprocessing`: a pool of worker processes fed through
-//!   pipes and guarded by shared semaphores, then a `Queue`.
+//!   pipes and guarded by shared semaphores, then a `Queue`;
+//! * a Go program (cgo, so dynamically linked: the only kind LD_PRELOAD
+//!   reaches): its runtime sets a handler for every signal, selfckpt's
+//!   too (with `EINVAL` it took the raw system call, and no checkpoint
+//!   could stop its threads), its goroutines run on stacks too small for
+//!   a signal frame, and an HTTP server and client talk over a kept-alive
+//!   TCP connection through its epoll netpoller. Restarted twice.
 //!
 //! Each prints `skipped: <reason>` when the program is not installed.
 
@@ -309,5 +315,105 @@ fn python_multiprocessing_resumes_exactly() {
         Duration::from_millis(300),
         "the pool's first results",
         |_| std::fs::read_to_string(&first).is_ok_and(|s| s.lines().count() >= 3),
+    );
+}
+
+#[test]
+fn go_http_server_and_client_resume_exactly_twice() {
+    if !have("go") {
+        eprintln!("skipped: go is not installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("go.mod"), "module selfckpttest\ngo 1.19\n").unwrap();
+    std::fs::write(
+        src.join("main.go"),
+        "package main\n\
+         import (\"crypto/sha256\"; \"fmt\"; \"io\"; \"net\"; \"net/http\"; \"sync\"; \"time\")\n\
+         func main() {\n\
+         \tln, err := net.Listen(\"tcp\", \"127.0.0.1:0\")\n\
+         \tif err != nil { panic(err) }\n\
+         \tcount := 0\n\
+         \tmux := http.NewServeMux()\n\
+         \tmux.HandleFunc(\"/n\", func(w http.ResponseWriter, r *http.Request) {\n\
+         \t\tcount++; fmt.Fprintf(w, \"hit %d %s\", count, r.URL.Query().Get(\"i\"))\n\
+         \t})\n\
+         \tgo http.Serve(ln, mux)\n\
+         \tc := &http.Client{Timeout: 10 * time.Second}\n\
+         \tfor i := 0; i < 90; i++ {\n\
+         \t\tvar wg sync.WaitGroup; var mu sync.Mutex; sum := 0\n\
+         \t\tfor g := 0; g < 4; g++ {\n\
+         \t\t\twg.Add(1)\n\
+         \t\t\tgo func(g int) { defer wg.Done(); x := sha256.Sum256([]byte{byte(i), byte(g)}); for k := 0; k < 2000; k++ { x = sha256.Sum256(x[:]) }; mu.Lock(); sum += int(x[0]); mu.Unlock() }(g)\n\
+         \t\t}\n\
+         \t\twg.Wait()\n\
+         \t\tresp, err := c.Get(fmt.Sprintf(\"http://%s/n?i=%d\", ln.Addr(), i))\n\
+         \t\tif err != nil { fmt.Println(\"error\", err); continue }\n\
+         \t\tb, _ := io.ReadAll(resp.Body); resp.Body.Close()\n\
+         \t\tfmt.Println(string(b), sum)\n\
+         \t\ttime.Sleep(30 * time.Millisecond)\n\
+         \t}\n\
+         \tfmt.Println(\"go done\")\n\
+         }\n",
+    )
+    .unwrap();
+    let exe = tmp.path().join("gohttp");
+    let o = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(".")
+        .current_dir(&src)
+        .env("CGO_ENABLED", "1")
+        .env("GOCACHE", tmp.path().join("cache"))
+        .env("GOPATH", tmp.path().join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let elf = std::fs::read(&exe).unwrap();
+    if !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux") {
+        eprintln!("skipped: go built a statically linked program here (no cgo), which LD_PRELOAD cannot reach");
+        return;
+    }
+    let exe = exe.to_str().unwrap();
+    let reference = tmp.path().join("ref.out");
+    wait_ok(
+        spawn_to_file(&mut Command::new(exe), &reference),
+        "reference run",
+    );
+    let want = std::fs::read(&reference).unwrap();
+    assert!(want.ends_with(b"go done\n"));
+    let ck = tmp.path().join("ck");
+    let mut got = Vec::new();
+    for round in 0..2 {
+        let out = tmp.path().join(format!("run{round}.out"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&ck, exe, &[]), &out);
+        wait_for("a few responses", 60, || {
+            std::fs::read(&out).is_ok_and(|b| b.len() >= 60)
+        });
+        let image = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        let mut mine = std::fs::read(&out).unwrap();
+        mine.truncate(fd_offset(&image, 1));
+        got.extend(mine);
+    }
+    let last = tmp.path().join("last.out");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&ck, exe, &[]), &last),
+        "resumed run",
+    );
+    got.extend(std::fs::read(&last).unwrap());
+    assert!(
+        got == want,
+        "go: resumed output differs:\n{}\nwant:\n{}\nstderr: {err}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
     );
 }

@@ -150,7 +150,9 @@ fn blocking_calls_resume_after_a_restart() {
 /// through selfckpt's request channel. 20 checkpoints, a kill, a resume
 /// and 3 more checkpoints of the resumed program: counts and output are
 /// exactly an uninterrupted run's, and the program reads back its own
-/// handlers and mask throughout.
+/// handlers and mask throughout; a handler it sets for signal 64 by
+/// number (selfckpt's suspend signal: as the Go runtime does) installs,
+/// reads back, and runs for every 64 it raises, checkpoints or not.
 #[test]
 fn a_program_that_owns_the_trigger_signals_keeps_them_and_is_checkpointed() {
     let tmp = tempfile::tempdir().unwrap();

@@ -209,7 +209,30 @@ pub fn parked_count() -> u32 {
     PARKED.load(Acquire)
 }
 
-extern "C" fn on_suspend(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+/// The value selfckpt's own suspend signals carry (`sys::tgsigqueue`):
+/// another sender's signal of that number is the program's business.
+const SUSPEND_COOKIE: u64 = 0x5e1f_c4b7_5057_e9d0;
+
+/// True if the signal `info` describes is one selfckpt sent: queued by
+/// this process with [`SUSPEND_COOKIE`].
+fn sent_by_selfckpt(info: *const libc::siginfo_t) -> bool {
+    // SAFETY: the kernel's siginfo for this delivery; SI_QUEUE fills the
+    // sender's pid and value.
+    unsafe {
+        !info.is_null()
+            && (*info).si_code == libc::SI_QUEUE
+            && (*info).si_pid() as u32 == sys::getpid()
+            && (*info).si_value().sival_ptr as u64 == SUSPEND_COOKIE
+    }
+}
+
+extern "C" fn on_suspend(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    if !sent_by_selfckpt(info) {
+        // Another sender's: what the program asked for that signal.
+        // SAFETY: the kernel's arguments, passed on unchanged.
+        unsafe { crate::interpose::dispositions::foreign_reserved(sig, info, uc) };
+        return;
+    }
     // SAFETY: errno is this thread's; we restore it before returning.
     let saved_errno = unsafe { *libc::__errno_location() };
     // A system call the signal interrupted runs again (or its wrapper is
@@ -384,7 +407,7 @@ pub fn suspend_others(tids: &mut [u32], timeout_ms: u64) -> Result<(), SuspendEr
                 return false;
             }
             super::interrupted::note_before_signal(signaled, tid, &mut syscall_line);
-            if sys::tgkill(tid, sig).is_ok() {
+            if sys::tgsigqueue(tid, sig, SUSPEND_COOKIE).is_ok() {
                 tids[signaled] = tid;
                 signaled += 1;
                 new += 1;
@@ -423,7 +446,11 @@ pub fn suspend_others(tids: &mut [u32], timeout_ms: u64) -> Result<(), SuspendEr
 /// its own handler and returns once that is done (or, after a restart,
 /// when the restarted manager returns through its frame).
 pub fn park_self() {
-    let _ = sys::tgkill(sys::gettid(), SUSPEND_SIGNAL.load(Relaxed) as i32);
+    let _ = sys::tgsigqueue(
+        sys::gettid(),
+        SUSPEND_SIGNAL.load(Relaxed) as i32,
+        SUSPEND_COOKIE,
+    );
 }
 
 /// Whether a round is active: from [`begin_round`] until its [`release`]

@@ -137,6 +137,46 @@ pub fn tgkill(tid: u32, sig: i32) -> SysResult<()> {
     .map(|_| ())
 }
 
+/// Queues `sig` to thread `tid` of this process with `value`
+/// (`rt_tgsigqueueinfo`, `SI_QUEUE`): a signal whose handler can tell who
+/// sent it (the sender's pid and the value are the siginfo's).
+pub fn tgsigqueue(tid: u32, sig: i32, value: u64) -> SysResult<()> {
+    /// The kernel's siginfo (128 bytes) as `SI_QUEUE` fills it.
+    #[repr(C)]
+    struct QueueInfo {
+        signo: i32,
+        errno: i32,
+        code: i32,
+        pad: i32,
+        pid: i32,
+        uid: u32,
+        value: u64,
+        rest: [u64; 12],
+    }
+    const _: () = assert!(core::mem::size_of::<QueueInfo>() == 128);
+    let info = QueueInfo {
+        signo: sig,
+        errno: 0,
+        code: libc::SI_QUEUE,
+        pad: 0,
+        pid: getpid() as i32,
+        uid: getuid(),
+        value,
+        rest: [0; 12],
+    };
+    // SAFETY: the kernel reads the 128-byte siginfo.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            getpid() as libc::c_long,
+            tid as libc::c_long,
+            sig as libc::c_long,
+            &info as *const QueueInfo,
+        )
+    })
+    .map(|_| ())
+}
+
 /// Waits while `*word == expected`, up to `timeout_ns` (None: forever).
 /// Returns false on timeout.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) -> bool {

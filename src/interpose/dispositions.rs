@@ -1,8 +1,14 @@
 //! Signal dispositions as the program sees them (`sigaction`, `signal`,
 //! `sysv_signal`, `bsd_signal`).
 //!
-//! * selfckpt's reserved signals (`masks::SUSPEND`, `masks::REQUEST`) are
-//!   refused with `EINVAL`, as glibc refuses its own.
+//! * selfckpt's reserved signals (`masks::SUSPEND`, `masks::REQUEST`) stay
+//!   selfckpt's in the kernel, but a program that sets a disposition for
+//!   one (the Go runtime sets one for every signal) succeeds and reads it
+//!   back: the disposition is the program's view ([`reserved_view`]), and
+//!   a suspend signal another sender queues runs it
+//!   ([`foreign_reserved`]). Refusing with `EINVAL`, as glibc refuses its
+//!   own, made Go fall back to the raw system call, which put its handler
+//!   in place of selfckpt's: no checkpoint could stop its threads.
 //! * The trigger signals (SIGUSR1 and SIGUSR2 by default) are selfckpt's
 //!   only until the program wants them: a program that installs a
 //!   disposition for one takes it over (its handler wins), selfckpt warns
@@ -27,7 +33,7 @@ use super::masks::reserved;
 use super::next;
 use crate::trigger;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
 use libc::{c_int, sighandler_t};
 
 /// The program's handler of each signal that runs through the trampoline
@@ -153,8 +159,7 @@ pub unsafe extern "C" fn sigaction(
     old: *mut libc::sigaction,
 ) -> c_int {
     if reserved(sig) {
-        *libc::__errno_location() = libc::EINVAL;
-        return -1;
+        return reserved_sigaction(sig, act, old);
     }
     if trigger::held(sig) {
         let before = trigger::program_view(sig);
@@ -171,6 +176,103 @@ pub unsafe extern "C" fn sigaction(
         return 0;
     }
     program_sigaction(sig, act, old)
+}
+
+/// The program's view of selfckpt's two signals (index 0 the suspend
+/// signal, 1 the request signal): handler, flags, mask (the kernel's 64
+/// signals).
+static RESERVED_HANDLER: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static RESERVED_FLAGS: [AtomicI32; 2] = [const { AtomicI32::new(0) }; 2];
+static RESERVED_MASK: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+fn reserved_index(sig: c_int) -> usize {
+    usize::from(sig != super::masks::SUSPEND)
+}
+
+/// The disposition the program set for one of selfckpt's signals (SIG_DFL
+/// until it sets one).
+pub fn reserved_view(sig: c_int) -> libc::sigaction {
+    let i = reserved_index(sig);
+    // SAFETY: sigaction is plain old data; all zeros is SIG_DFL.
+    let mut a: libc::sigaction = unsafe { core::mem::zeroed() };
+    a.sa_sigaction = RESERVED_HANDLER[i].load(Acquire);
+    a.sa_flags = RESERVED_FLAGS[i].load(Relaxed);
+    // SAFETY: the first 8 bytes of a sigset_t are the kernel's 64 signals.
+    unsafe {
+        *(&mut a.sa_mask as *mut libc::sigset_t).cast::<u64>() = RESERVED_MASK[i].load(Relaxed)
+    };
+    a
+}
+
+/// `sigaction` of one of selfckpt's signals: the program's view changes,
+/// the kernel's handler stays selfckpt's.
+unsafe fn reserved_sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let before = reserved_view(sig);
+    if let Some(a) = act.as_ref() {
+        let i = reserved_index(sig);
+        RESERVED_FLAGS[i].store(a.sa_flags, Relaxed);
+        RESERVED_MASK[i].store(
+            *(&a.sa_mask as *const libc::sigset_t).cast::<u64>(),
+            Relaxed,
+        );
+        RESERVED_HANDLER[i].store(a.sa_sigaction, Release);
+    }
+    if !old.is_null() {
+        *old = before;
+    }
+    0
+}
+
+/// A suspend signal selfckpt did not send (another process's `kill`, the
+/// program's own `raise`): what the program's view of it says, as the
+/// kernel would have done. Its handler runs counted, as through the
+/// trampoline; the default action of a real-time signal ends the process.
+///
+/// # Safety
+/// Only from selfckpt's suspend handler, with the kernel's arguments.
+pub unsafe fn foreign_reserved(sig: c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let view = reserved_view(sig);
+    let h = view.sa_sigaction;
+    if h == libc::SIG_IGN {
+        return;
+    }
+    if h == libc::SIG_DFL {
+        // As without selfckpt: the process ends by that signal.
+        let mut dfl: libc::sigaction = core::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        next::sigaction(sig, &dfl, core::ptr::null_mut());
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::syscall(libc::SYS_gettid),
+            sig,
+        );
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_UNBLOCK,
+            &set as *const libc::sigset_t,
+            core::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        return;
+    }
+    RUN.with(|c| c.set(c.get() + 1));
+    if view.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program set h as an SA_SIGINFO handler.
+        let f: InfoHandler = core::mem::transmute(h);
+        f(sig, info, uc)
+    } else {
+        // SAFETY: the program set h as a plain handler.
+        let f: PlainHandler = core::mem::transmute(h);
+        f(sig)
+    }
 }
 
 /// Installs `handler` with `flags` through [`sigaction`]; the old handler.
@@ -228,14 +330,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reserved_signals_are_refused_like_glibcs() {
+    fn reserved_signals_keep_selfckpts_handler_and_show_the_programs() {
+        extern "C" fn programs(_: c_int) {}
         for sig in [super::super::masks::SUSPEND, super::super::masks::REQUEST] {
-            // SAFETY: a query and an install with a valid action.
+            // SAFETY: queries and installs with valid actions.
             unsafe {
+                let mut kernel_before: libc::sigaction = core::mem::zeroed();
+                next::sigaction(sig, core::ptr::null(), &mut kernel_before);
                 let mut old: libc::sigaction = core::mem::zeroed();
-                assert_eq!(sigaction(sig, core::ptr::null(), &mut old), -1);
-                assert_eq!(*libc::__errno_location(), libc::EINVAL);
-                assert_eq!(signal(sig, libc::SIG_IGN), libc::SIG_ERR);
+                assert_eq!(sigaction(sig, core::ptr::null(), &mut old), 0);
+                assert_eq!(old.sa_sigaction, libc::SIG_DFL);
+                let mut act: libc::sigaction = core::mem::zeroed();
+                act.sa_sigaction = programs as *const () as usize;
+                act.sa_flags = libc::SA_ONSTACK | libc::SA_RESTART;
+                libc::sigaddset(&mut act.sa_mask, libc::SIGINT);
+                assert_eq!(sigaction(sig, &act, core::ptr::null_mut()), 0);
+                assert_eq!(sigaction(sig, core::ptr::null(), &mut old), 0);
+                assert_eq!(old.sa_sigaction, act.sa_sigaction);
+                assert_eq!(old.sa_flags, act.sa_flags);
+                assert_eq!(libc::sigismember(&old.sa_mask, libc::SIGINT), 1);
+                let mut kernel: libc::sigaction = core::mem::zeroed();
+                next::sigaction(sig, core::ptr::null(), &mut kernel);
+                assert_eq!(
+                    kernel.sa_sigaction, kernel_before.sa_sigaction,
+                    "the kernel's handler changed"
+                );
+                assert_eq!(signal(sig, libc::SIG_DFL), act.sa_sigaction);
             }
         }
         // Others go to glibc unchanged.

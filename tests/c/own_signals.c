@@ -3,6 +3,9 @@
  * exactly those of a run without it, through checkpoints and restarts
  * (selfckpt gives the signals up to the program and takes requests through
  * its own channel), and the program reads back its own handlers and mask.
+ * It also sets a handler for signal 64, the kernel's highest, by number
+ * (as the Go runtime does for every signal; selfckpt parks threads with
+ * it): that succeeds, reads back, and runs for the signals it raises.
  *
  * usage: own_signals STEPS
  * prints "ready", then at the end "usr1 N usr2 M" and "own_signals ok".
@@ -16,9 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t usr1, usr2;
+static volatile sig_atomic_t usr1, usr2, rt64;
 
 static void on_usr1(int s) { (void)s; usr1++; }
+static void on_rt64(int s) { (void)s; rt64++; }
 static void on_usr2(int s, siginfo_t *i, void *u) { (void)s; (void)i; (void)u; usr2++; }
 
 static void check(int ok, const char *what) {
@@ -38,6 +42,8 @@ static void views(void) {
     sigprocmask(SIG_BLOCK, NULL, &m);
     check(!sigismember(&m, SIGUSR1) && sigismember(&m, SIGTERM), "mask reads back");
     check(SIGRTMAX >= SIGRTMIN + 8, "SIGRTMAX leaves the program realtime signals");
+    check(sigaction(64, NULL, &old) == 0 && old.sa_handler == on_rt64 &&
+              (old.sa_flags & SA_ONSTACK), "signal 64 reads back");
 }
 
 int main(int argc, char **argv) {
@@ -55,12 +61,19 @@ int main(int argc, char **argv) {
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
     sigprocmask(SIG_BLOCK, &term, NULL);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_rt64;
+    sa.sa_flags = SA_ONSTACK | SA_RESTART;
+    check(sigaction(64, &sa, NULL) == 0, "install signal 64");
     views();
     printf("ready\n");
     fflush(stdout);
-    int sent1 = 0, sent2 = 0;
+    int sent1 = 0, sent2 = 0, sent64 = 0;
     for (int i = 0; i < steps; i++) {
-        if (i % 3 == 0) {
+        if (i % 5 == 4) {
+            raise(64);
+            sent64++;
+        } else if (i % 3 == 0) {
             kill(getpid(), SIGUSR2);
             sent2++;
         } else {
@@ -70,10 +83,10 @@ int main(int argc, char **argv) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
         }
-        check(usr1 == sent1 && usr2 == sent2, "every signal reached its handler");
+        check(usr1 == sent1 && usr2 == sent2 && rt64 == sent64, "every signal reached its handler");
     }
     views();
-    printf("usr1 %d usr2 %d\n", (int)usr1, (int)usr2);
+    printf("usr1 %d usr2 %d signal64 %d\n", (int)usr1, (int)usr2, (int)rt64);
     printf("own_signals ok\n");
     return 0;
 }
