@@ -6,7 +6,9 @@
 //! * `xz -T2`: it handles SIGUSR1 itself (its progress line) and its
 //!   worker threads block every signal;
 //! * Node.js: SIGUSR1 starts its inspector, a helper thread blocks every
-//!   signal, and libuv waits in `epoll_wait` on eventfds.
+//!   signal, and libuv waits in `epoll_wait` on eventfds; and Node with a
+//!   worker thread and a child process whose stdio are the socketpairs
+//!   libuv makes for `spawn` (a tree whose member's 0-2 are sockets).
 //! * a Java virtual machine (HotSpot): some twenty threads (JIT
 //!   compilers, garbage collector), its own SIGSEGV, SIGQUIT and SIGUSR2
 //!   handlers, gigabytes of reserved address space;
@@ -415,5 +417,56 @@ fn go_http_server_and_client_resume_exactly_twice() {
         "go: resumed output differs:\n{}\nwant:\n{}\nstderr: {err}",
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want)
+    );
+}
+
+#[test]
+fn node_with_a_worker_and_a_child_on_socketpair_stdio_resumes_exactly() {
+    if !have("node") {
+        eprintln!("skipped: node is not installed");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("spawn.js");
+    std::fs::write(
+        &script,
+        "const { Worker, isMainThread, parentPort } = require('worker_threads');\n\
+         const { spawn } = require('child_process');\n\
+         const crypto = require('crypto');\n\
+         if (isMainThread) {\n\
+           const w = new Worker(__filename);\n\
+           let n = 0;\n\
+           w.on('message', (m) => {\n\
+             if (++n % 5 === 0) console.log('worker says', m);\n\
+             if (n === 20) {\n\
+               w.terminate();\n\
+               const c = spawn('sh', ['-c', 'while read l; do echo \"child got $l\"; sleep 0.1; done; echo child end']);\n\
+               c.stdout.on('data', (d) => process.stdout.write(d));\n\
+               let i = 0;\n\
+               const feed = () => { if (i < 25) { c.stdin.write('line ' + i++ + '\\n'); setTimeout(feed, 100); } else c.stdin.end(); };\n\
+               feed();\n\
+               c.on('exit', (code) => console.log('child exit', code, 'node done'));\n\
+             }\n\
+           });\n\
+         } else {\n\
+           let h = Buffer.from('seed'); let i = 0;\n\
+           const tick = () => {\n\
+             for (let k = 0; k < 2000; k++) h = crypto.createHash('sha256').update(h).digest();\n\
+             parentPort.postMessage(i++ + ' ' + h.toString('hex').slice(0, 12));\n\
+             setTimeout(tick, 20);\n\
+           };\n\
+           tick();\n\
+         }\n",
+    )
+    .unwrap();
+    let first = tmp.path().join("first.out");
+    checkpoint_kill_resume_when(
+        tmp.path(),
+        "node",
+        &[script.to_str().unwrap()],
+        Duration::from_millis(300),
+        "the child to have answered",
+        |_| std::fs::read_to_string(&first).is_ok_and(|s| s.contains("child got line 3")),
     );
 }

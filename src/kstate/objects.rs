@@ -356,7 +356,9 @@ impl Objects {
             Object::Pipe(x) => x.fds().collect(),
             Object::DeletedFile(x) => x.fds().collect(),
             Object::Mqueue(x) => x.fds().collect(),
-            Object::Socket(x) => vec![x.fd],
+            // One at 0-2 is made only by a tree (the stdio rules decide).
+            Object::Socket(x) if x.fd > 2 => vec![x.fd],
+            Object::Socket(_) => vec![],
             // Put at their numbers by `restore::shared`.
             Object::Memfd(x) => vec![x.fd],
             Object::Inotify(x) => vec![x.fd],
@@ -715,11 +717,13 @@ impl Objects {
         }
         // Sockets: with the descriptors, all together.
         if stage == Stage::Descriptors {
+            // Not those at 0-2: the stdio rules give those numbers
+            // (a tree places the ends it makes there itself).
             let socks: Vec<&super::sockets::Socket> = self
                 .items
                 .iter()
                 .filter_map(|o| match o {
-                    Object::Socket(x) => Some(x),
+                    Object::Socket(x) if x.fd > 2 => Some(x),
                     _ => None,
                 })
                 .collect();

@@ -152,7 +152,10 @@ pub fn capture(
         }
         Ok(())
     })?;
-    if seen.n == 0 {
+    let stdio_socket = (0..=2).any(|fd| {
+        !skip_fd(fd) && sys::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+    });
+    if seen.n == 0 && !stdio_socket {
         return Ok(());
     }
     if may_join {
@@ -163,11 +166,24 @@ pub fn capture(
         p.push(b"/proc/self/fd/").push_u64(fd as u64);
         match sys::readlink(p.as_cstr_bytes(), bufs.path) {
             // Descriptors 0-2 are the restarter's stdio or reopened as
-            // files (restore::stdio), as pipes there are.
-            Ok(n) if fd > 2 && bufs.path[..n].starts_with(LINK) => capture_one(e, fd, &mut seen),
+            // files (restore::stdio), as pipes there are; one that is an
+            // end of a UNIX connection is kept too (never made by a
+            // single process's restart): its peer may be another process
+            // of the tree (a child's stdio a parent reads through a
+            // socketpair, as libuv makes them), which a tree makes again.
+            Ok(n) if bufs.path[..n].starts_with(LINK) && (fd > 2 || unix_connected(fd)) => {
+                capture_one(e, fd, &mut seen)
+            }
             _ => Ok(()),
         }
     })
+}
+
+/// True if `fd` is a UNIX socket connected to a peer that has an inode
+/// (a socketpair's end, an accepted or connected stream). No allocation.
+fn unix_connected(fd: i32) -> bool {
+    getopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == libc::AF_UNIX
+        && sys::fstat(fd).is_ok_and(|st| sockdiag::unix(st.st_ino).is_ok_and(|d| d.peer != 0))
 }
 
 /// Writes one socket's entry. No allocation.
@@ -467,6 +483,10 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         write_entry(e, &s, local, remote, &extra, None, &mut budget)?;
     } else {
         seen.bytes += before - budget;
+    }
+    // At 0-2 the stdio rules decide (`restore::stdio`), not this entry.
+    if fd <= 2 {
+        return Ok(());
     }
     if let Some(w) = why.or(lost) {
         let mut t = PathBuf::<400>::new();

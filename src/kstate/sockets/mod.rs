@@ -253,8 +253,17 @@ impl Socket {
     /// Values a kernel can have.
     pub fn check(&self) -> Result<(), String> {
         let name = format!("socket fd {}", self.fd);
-        if self.fd <= 2 {
-            return Err(format!("{name}: sockets at 0-2 follow the stdio rules"));
+        // At 0-2 only an end of a UNIX connection, for a tree to pair (the
+        // stdio rules decide what a process gets there).
+        if self.fd < 0
+            || self.fd <= 2
+                && !(self.family as i32 == libc::AF_UNIX
+                    && self.peer != 0
+                    && matches!(self.role, ROLE_PAIR | ROLE_OUTSIDE))
+        {
+            return Err(format!(
+                "{name}: at 0-2 only an end of a UNIX connection is kept"
+            ));
         }
         if self.role as usize >= ROLE_NAMES.len() {
             return Err(format!("{name}: role {} is none", self.role));
