@@ -120,10 +120,12 @@ fn wait_done(c: &Cluster, id: u32, secs: u64) {
 
 /// Waits until Slurm has put job `id` back in the queue for the
 /// `restarts`-th time.
+/// Waits until job `id` was requeued `restarts` times: pending again, or
+/// (the scheduler was quicker than us) running its next leg already.
 fn wait_requeued(c: &Cluster, id: u32, restarts: u32) {
     c.wait_for(&format!("job {id} to be requeued ({restarts})"), 90, |c| {
         let j = c.job(id);
-        j.restarts >= restarts && j.state == "PENDING"
+        j.restarts >= restarts && matches!(j.state.as_str(), "PENDING" | "RUNNING")
     });
 }
 

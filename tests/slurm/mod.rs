@@ -300,12 +300,24 @@ impl Cluster {
     /// Makes a pending (requeued) job eligible now instead of after the
     /// requeue delay (the time limit test lets Slurm take its own time).
     pub fn start_now(&self, id: u32) {
-        self.slurm(&[
-            "scontrol",
-            "update",
-            &format!("jobid={id}"),
-            "StartTime=now",
-        ]);
+        // slurmd refuses to launch a job in the very second its last leg
+        // was killed ("Job N already killed, do not launch batch job": a
+        // revoked credential is compared by the second), and the job then
+        // fails: let that second pass.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let out = run(
+            self.command("scontrol")
+                .arg("update")
+                .arg(format!("jobid={id}"))
+                .arg("StartTime=now"),
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Meanwhile the scheduler may have started it itself.
+        assert!(
+            out.status.success() || err.contains("no longer pending"),
+            "scontrol update jobid={id} StartTime=now failed: {err}"
+        );
     }
 
     /// Pids of the processes this cluster started (see the module header),
