@@ -1853,3 +1853,57 @@ fn a_member_outliving_its_killed_root_does_not_end_the_run() {
     got.push_str(&std::fs::read_to_string(&second).unwrap());
     assert_eq!(got, want, "{err}");
 }
+
+/// A child that is statically linked (the Go toolchain's `compile`, a
+/// static busybox) cannot run selfckpt: the checkpoint names it, its
+/// program and why, the restart refuses by default naming it first (not
+/// only the pipe its parent reads from it, as one to another process).
+#[test]
+fn a_statically_linked_child_is_named_with_its_program_and_refused() {
+    if !can_restart_trees() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("spin.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { for (int i = 0; i < 400; i++) { printf(\"static %d\\n\", i); fflush(stdout); usleep(20000); } return 0; }\n",
+    )
+    .unwrap();
+    let exe = tmp.path().join("spin-static");
+    let built = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output();
+    if !built.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: cannot link a static program here (no libc.a)");
+        return;
+    }
+    lib("libselfckpt.so");
+    let script = format!("{} | cat", exe.display());
+    let dir = tmp.path().join("ck");
+    let out = tmp.path().join("out");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, "/bin/sh", &["-c", &script]), &out);
+    wait_for("output", 60, || lines(&out) >= 3);
+    let (set, taken_err) = checkpoint_wait_err(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let exe_s = exe.display().to_string();
+    assert!(
+        taken_err.contains(&format!("{exe_s} is statically linked")),
+        "{taken_err}"
+    );
+    let refused = Command::new(selfckpt())
+        .arg("restart")
+        .arg(&set)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("statically linked") && why.contains("--unrestorable=left_out"),
+        "{why}"
+    );
+}

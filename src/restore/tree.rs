@@ -60,15 +60,8 @@ pub fn restart_tree(
     let mut pids: Vec<u32> = rec.members.iter().map(|m| m.pid).collect();
     pids.extend(rec.zombies.iter().map(|z| z.pid));
     super::files::set_tree_pids(&pids);
-    for (m, p) in rec.members.iter().zip(&images) {
-        let (shared, ptys) = rec.made_by_tree(m.pid);
-        super::open_checked(p, opts, &shared, &ptys)?;
-    }
-    if opts.tids == super::TidPolicy::New {
-        return Err(RestoreError::ExactIds(
-            "a process tree comes back only with its own pids (--tids new asks for others)".into(),
-        ));
-    }
+    // What was left out first: it is the cause (a member's pipe to a
+    // process left out is refused below as one to another process).
     if !rec.left_out.is_empty() {
         let text = rec.left_out_text();
         if !opts.unrestorable.accepts("left_out") {
@@ -78,8 +71,18 @@ pub fn restart_tree(
             });
         }
         eprintln!(
-            "selfckpt: warning: restarting without the processes left out of the checkpoint              (--unrestorable=left_out): {text}; their parents' waits for them fail"
+            "selfckpt: warning: restarting without the processes left out of the checkpoint \
+             (--unrestorable=left_out): {text}; their parents' waits for them fail"
         );
+    }
+    for (m, p) in rec.members.iter().zip(&images) {
+        let (shared, ptys) = rec.made_by_tree(m.pid);
+        super::open_checked(p, opts, &shared, &ptys)?;
+    }
+    if opts.tids == super::TidPolicy::New {
+        return Err(RestoreError::ExactIds(
+            "a process tree comes back only with its own pids (--tids new asks for others)".into(),
+        ));
     }
     let copied = crate::tree::files::shared_deleted(set, &rec);
     if !copied.is_empty() {

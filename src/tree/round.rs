@@ -102,10 +102,28 @@ fn not_joined_why(pid: u32, state: char) -> String {
         "it has selfckpt loaded but is not connected to the tree (it could not reach the \
          tree's root: its log says why; or a raw clone() made it, which runs no fork handlers)"
             .into()
+    } else if !maps.is_empty() && !maps.contains("/ld-linux") && !maps.contains("/ld-musl") {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!(
+            "it does not run selfckpt: {exe} is statically linked, and LD_PRELOAD reaches only \
+             programs the dynamic loader starts"
+        )
     } else {
-        "it does not run selfckpt (a statically linked program, or one started without the \
-         inherited environment)"
-            .into()
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let preloads = environ
+            .split(|&b| b == 0)
+            .any(|v| v.starts_with(b"LD_PRELOAD=") && v.windows(10).any(|w| w == b"libselfckpt"));
+        if preloads {
+            "it does not run selfckpt though its environment preloads it (a set-user-ID \
+             program, whose loader ignores LD_PRELOAD)"
+                .into()
+        } else {
+            "it does not run selfckpt: it was started without selfckpt's LD_PRELOAD (its \
+             parent cleared the environment)"
+                .into()
+        }
     }
 }
 
