@@ -420,3 +420,28 @@ fn checkpoint_pid_never_ends_a_call_early() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want, "{err}");
     assert!(taken >= 6, "only {taken} checkpoints were taken");
 }
+
+/// Each thread's alternate signal stack (`sigaltstack`) and a handler
+/// that runs on it (`SA_ONSTACK`) come back (`tests/c/altstack.c`; the
+/// restart's `rt_sigreturn` of each parked thread's frame sets the stack
+/// the frame saved): the same address, size and flags, the handler on it.
+#[test]
+fn alternate_signal_stacks_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("altstack");
+    if !build_c("altstack", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    assert!(
+        want.contains("main: alternate stack the same, size the same, flags 0, handler on it 1\n")
+            && want.contains(
+                "thread: alternate stack the same, size the same, flags 0, handler on it 1\n"
+            )
+            && want.ends_with("altstack ok\n"),
+        "{want}"
+    );
+    let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |_| {}).unwrap();
+    assert_eq!(got, want, "resumed output differs; stderr: {err}");
+}
