@@ -637,3 +637,29 @@ fn a_stdio_descriptor_the_program_closed_stays_closed() {
     let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |_| {}).unwrap();
     assert_eq!(got, want, "{err}");
 }
+
+/// A pty slave opened close-on-exec through its master (`TIOCGPTPEER`,
+/// as the restart itself opens slaves) and a pipe made close-on-exec,
+/// then `dup2`'d to numbers of their own without it
+/// (`tests/c/cloexec_dup.c`): after the restart the program's child
+/// still has them at those numbers, and not the originals. The kernel
+/// shows `O_CLOEXEC` in `F_GETFL` and fdinfo for every descriptor of
+/// such a slave: taken from there, a restart made them close-on-exec,
+/// and a shell in a pty lost its terminal at its next command after a
+/// second restart.
+#[test]
+fn a_descriptor_dup2d_from_a_close_on_exec_one_survives_exec_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("cloexec_dup");
+    if !build_c("cloexec_dup", &exe) {
+        return;
+    }
+    lib("libselfckpt.so");
+    let want = reference(&exe, &[], &tmp.path().join("ref"));
+    assert!(
+        want.contains("pty slave at 7: open\npipe at 8: open\nslave opened close-on-exec: closed\npipe opened close-on-exec: closed\n7 is a terminal: 1\n"),
+        "{want}"
+    );
+    let (got, err) = resumed(&exe, &tmp.path().join("ck"), "new", &[], |_| {}).unwrap();
+    assert_eq!(got, want, "resumed output differs; stderr: {err}");
+}

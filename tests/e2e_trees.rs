@@ -1907,3 +1907,48 @@ fn a_statically_linked_child_is_named_with_its_program_and_refused() {
         "{why}"
     );
 }
+
+/// A shell in a pty (`script`: the master in one process, the shell and
+/// its commands on the slave), checkpointed, killed and resumed twice:
+/// every command after each restart still has its terminal (`tty`
+/// names it). After the second restart the shell's stdio came back
+/// close-on-exec (the tree read their flags from outside, where fdinfo
+/// shows `O_CLOEXEC` for a slave the first restart had opened with it),
+/// and every later command said "not a tty".
+#[test]
+fn a_shell_in_a_pty_keeps_its_terminal_through_two_restarts() {
+    if !have("script") || !can_restart_trees() {
+        eprintln!("skipped: no script(1) here, or no tree restarts");
+        return;
+    }
+    lib("libselfckpt.so");
+    let tmp = tempfile::tempdir().unwrap();
+    let inner = "for i in $(seq 1 50); do echo \"line $i $(tty | cut -c1-9)\"; sleep 0.05; done; \
+                 echo pty done";
+    let args = ["-qfec", inner, "/dev/null"];
+    let want = reference(Path::new("script"), &args, &tmp.path().join("ref"));
+    assert!(
+        want.contains("line 50 /dev/pts/") && !want.contains("not a tty"),
+        "{want}"
+    );
+    let ck = tmp.path().join("ck");
+    let mut got = String::new();
+    for round in 0..2 {
+        let out = tmp.path().join(format!("run{round}.out"));
+        let mut child = spawn_to_file(&mut selfckpt_run(&ck, "script", &args), &out);
+        wait_for("a few lines", 60, || lines(&out) >= 8);
+        let set = checkpoint_wait(child.id());
+        kill_tree(&mut child, libc::SIGKILL);
+        let root = if set.is_dir() { root_image(&set) } else { set };
+        let mut mine = std::fs::read_to_string(&out).unwrap();
+        mine.truncate(fd_offset(&root, 1));
+        got.push_str(&mine);
+    }
+    let last = tmp.path().join("last.out");
+    let err = wait_ok(
+        spawn_to_file(&mut selfckpt_run(&ck, "script", &args), &last),
+        "resumed run",
+    );
+    got.push_str(&std::fs::read_to_string(&last).unwrap());
+    assert_eq!(got, want, "{err}");
+}

@@ -294,21 +294,10 @@ pub fn capture(
                     "a deleted file has more than 64 descriptors",
                 ));
             }
-            // SAFETY: fcntl and lseek queries on a descriptor of ours.
-            let (fl, fdfl, off) = unsafe {
-                (
-                    libc::fcntl(fd, libc::F_GETFL),
-                    libc::fcntl(fd, libc::F_GETFD),
-                    libc::lseek(fd, 0, libc::SEEK_CUR),
-                )
-            };
-            if fl < 0 {
+            // SAFETY: an lseek query on a descriptor of ours.
+            let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+            let Some(flags) = super::fds::fd_flags(fd) else {
                 return Ok(());
-            }
-            let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-                libc::O_CLOEXEC
-            } else {
-                0
             };
             let desc = ends[..n]
                 .iter()
@@ -317,7 +306,7 @@ pub fn capture(
             ends[n] = End {
                 fd,
                 desc: desc as u32,
-                flags: ((fl & !libc::O_LARGEFILE) | cloexec) as u32,
+                flags,
                 offset: off.max(0) as u64,
             };
             n += 1;

@@ -256,7 +256,7 @@ pub fn encode_all(
             super::unrestorable::note(fd, 0, Why::EpollTruncated);
         }
         e.i32(fd)?;
-        e.u32(fds::info_flags(info))?;
+        e.u32(fds::info_flags(fd, info))?;
         e.u8(u8::from(!complete))?;
         let n_at = e.reserve_u32()?;
         let mut n = 0u32;

@@ -118,7 +118,7 @@ pub fn encode_all(
         };
         EventFd {
             fd,
-            flags: fds::info_flags(info),
+            flags: fds::info_flags(fd, info),
             count: value,
             semaphore,
         }

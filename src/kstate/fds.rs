@@ -119,11 +119,51 @@ pub fn for_each_linked(
     })
 }
 
-/// The `flags:` of an fdinfo text (octal), 0 if absent.
-pub fn info_flags(info: &[u8]) -> u32 {
-    sys::field(info, b"flags:")
+/// Descriptor `fd`'s flags as an image keeps them: its status flags
+/// (`F_GETFL`, without `O_LARGEFILE`) with `O_CLOEXEC` if and only if
+/// the descriptor is close-on-exec (`F_GETFD`); None if it is not open.
+/// `F_GETFL` shows `O_CLOEXEC` for every descriptor of a description
+/// opened with it, even one `dup2`'d without it (a pty slave given to a
+/// shell as its stdio): kept, the restart closed it at the next exec.
+/// No allocation.
+pub fn fd_flags(fd: i32) -> Option<u32> {
+    // SAFETY: fcntl queries on a descriptor of the process.
+    let (fl, fdfl) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    if fl < 0 {
+        return None;
+    }
+    let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    Some(((fl & !(libc::O_LARGEFILE | libc::O_CLOEXEC)) | cloexec) as u32)
+}
+
+/// The status flags of descriptor `fd` from its fdinfo text (octal `flags:`,
+/// 0 if absent), with `O_CLOEXEC` if and only if the descriptor is
+/// close-on-exec (`F_GETFD`). The fdinfo's own `O_CLOEXEC` bit is not
+/// that: it is also set for every descriptor of a description opened with
+/// `O_CLOEXEC`, even one `dup2`'d without it (a shell's stdio, a pty slave
+/// given to a child): kept, it made the restart close such a descriptor at
+/// the program's next exec. No allocation.
+pub fn info_flags(fd: i32, info: &[u8]) -> u32 {
+    let status = sys::field(info, b"flags:")
         .and_then(sys::parse_octal)
         .unwrap_or(0) as u32
+        & !(libc::O_CLOEXEC as u32);
+    // SAFETY: F_GETFD reads the descriptor's flags.
+    let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0 {
+        status | libc::O_CLOEXEC as u32
+    } else {
+        status
+    }
 }
 
 /// Puts the new descriptor `tmp` at `fd` (closing `tmp`), close-on-exec as
@@ -267,9 +307,7 @@ fn encode_one(e: &mut Encoder, bufs: &mut CaptureBuffers, fd: i32) -> Result<boo
     let offset = sys::field(info, b"pos:")
         .and_then(sys::parse_u64)
         .map_or(0, |(v, _)| v);
-    let flags = sys::field(info, b"flags:")
-        .and_then(sys::parse_octal)
-        .unwrap_or(0) as u32;
+    let flags = info_flags(fd, info);
     FdEntry {
         fd,
         kind: kind_of(st.st_mode) as u32,

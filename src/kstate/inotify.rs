@@ -215,7 +215,7 @@ pub fn capture(
         let mut unknown = false;
         super::objects::entry(e, super::objects::Kind::Inotify, 0, |e| {
             e.i32(fd)?;
-            e.u32(fds::info_flags(info))?;
+            e.u32(fds::info_flags(fd, info))?;
             e.u32(lines().count() as u32)?;
             for line in lines() {
                 let num = |key: &[u8]| hex_field(line, key);

@@ -207,7 +207,7 @@ pub fn capture(
             Ok(k) => &bufs.text[..k],
             Err(_) => return Ok(()),
         };
-        let flags = fds::info_flags(info);
+        let flags = fds::info_flags(fd, info);
         let offset = sys::field(info, b"pos:")
             .and_then(sys::parse_u64)
             .map_or(0, |v| v.0);

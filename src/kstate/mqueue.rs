@@ -518,19 +518,8 @@ pub fn capture(
                 ));
             }
             // SAFETY: fcntl queries on a descriptor of ours.
-            let (fl, fdfl) = unsafe {
-                (
-                    libc::fcntl(fd, libc::F_GETFL),
-                    libc::fcntl(fd, libc::F_GETFD),
-                )
-            };
-            if fl < 0 {
+            let Some(flags) = super::fds::fd_flags(fd) else {
                 return Ok(());
-            }
-            let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-                libc::O_CLOEXEC
-            } else {
-                0
             };
             let desc = ends[..n]
                 .iter()
@@ -539,7 +528,7 @@ pub fn capture(
             ends[n] = End {
                 fd,
                 desc: desc as u32,
-                flags: ((fl & (libc::O_ACCMODE | libc::O_NONBLOCK)) | cloexec) as u32,
+                flags: flags & (libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_CLOEXEC) as u32,
             };
             n += 1;
             Ok(())

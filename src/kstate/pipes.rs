@@ -362,30 +362,18 @@ pub(super) fn end_of(fd: i32, desc: u32) -> Option<End> {
     let me = sys::getpid() as i32;
     // SAFETY: fcntl queries on a descriptor of ours; F_GETOWN_EX writes
     // one f_owner_ex.
-    let (fl, fdfl, owner, sig) = unsafe {
+    let (owner, sig) = unsafe {
         let mut owner = OwnerEx { type_: 0, pid: 0 };
         if libc::fcntl(fd, F_GETOWN_EX, &mut owner) != 0 {
             owner.pid = 0;
         }
-        (
-            libc::fcntl(fd, libc::F_GETFL),
-            libc::fcntl(fd, libc::F_GETFD),
-            owner,
-            libc::fcntl(fd, F_GETSIG),
-        )
+        (owner, libc::fcntl(fd, F_GETSIG))
     };
-    if fl < 0 {
-        return None;
-    }
-    let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-        libc::O_CLOEXEC
-    } else {
-        0
-    };
+    let flags = super::fds::fd_flags(fd)?;
     Some(End {
         fd,
         desc,
-        flags: ((fl & !libc::O_LARGEFILE) | cloexec) as u32,
+        flags,
         owner_type: owner.type_,
         owner: owner.pid.max(0),
         owner_self: (owner.pid == me && owner.type_ != OWNER_PGRP) as u8,

@@ -103,7 +103,7 @@ pub fn encode_all(
             .0;
         SignalFd {
             fd,
-            flags: fds::info_flags(info),
+            flags: fds::info_flags(fd, info),
             mask,
         }
         .encode(e)?;

@@ -257,7 +257,7 @@ pub fn encode_all(
         }
         TimerFd {
             fd,
-            flags: fds::info_flags(info),
+            flags: fds::info_flags(fd, info),
             clock,
             settime_flags,
             ticks,

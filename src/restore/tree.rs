@@ -29,6 +29,29 @@ use super::{handover::Blob, RestartOptions, RestoreError, TreePlace};
 use crate::tree::record::{Shared, TreeRecord};
 use std::path::{Path, PathBuf};
 
+/// Each end the tree places is close-on-exec as its member's own image
+/// says (the record's flags were read from outside the member, where
+/// fdinfo shows `O_CLOEXEC` for every descriptor of a description opened
+/// with it: a pty slave a shell has as its stdio came back
+/// close-on-exec, and the shell's next command ran without it).
+fn close_on_exec_from_images(rec: &mut TreeRecord, images: &[PathBuf]) {
+    let key = crate::image::mac::MacKey::from_env();
+    let cloexec = libc::O_CLOEXEC as u32;
+    for (m, p) in rec.members.iter().zip(images) {
+        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
+            continue;
+        };
+        let Ok(view) = img.view() else { continue };
+        for s in rec.shared.iter_mut() {
+            for e in s.ends.iter_mut().filter(|e| e.pid == m.pid) {
+                if let Some(f) = view.kernel.fds.iter().find(|f| f.fd == e.fd) {
+                    e.flags = (e.flags & !cloexec) | (f.flags & cloexec);
+                }
+            }
+        }
+    }
+}
+
 fn tree_err(set: &Path, why: impl std::fmt::Display) -> RestoreError {
     RestoreError::Io(
         format!("{}", set.display()),
@@ -55,8 +78,9 @@ pub fn restart_tree(
     opts: &RestartOptions,
 ) -> Result<std::convert::Infallible, RestoreError> {
     super::block_signals();
-    let rec = TreeRecord::load(set).map_err(|e| tree_err(set, e))?;
+    let mut rec = TreeRecord::load(set).map_err(|e| tree_err(set, e))?;
     let images: Vec<PathBuf> = rec.members.iter().map(|m| set.join(&m.image)).collect();
+    close_on_exec_from_images(&mut rec, &images);
     let mut pids: Vec<u32> = rec.members.iter().map(|m| m.pid).collect();
     pids.extend(rec.zombies.iter().map(|z| z.pid));
     super::files::set_tree_pids(&pids);

@@ -228,19 +228,7 @@ fn capture_one(e: &mut Encoder, fd: i32, seen: &mut Seen) -> Result<(), KstateEr
         kept,
         groups: &groups[..ngroups],
     };
-    // SAFETY: fcntl queries on a descriptor of the process.
-    let (fl, fdfl) = unsafe {
-        (
-            libc::fcntl(fd, libc::F_GETFL),
-            libc::fcntl(fd, libc::F_GETFD),
-        )
-    };
-    let flags = (fl.max(0) as u32)
-        | if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-            libc::O_CLOEXEC as u32
-        } else {
-            0
-        };
+    let flags = super::super::fds::fd_flags(fd).unwrap_or(0);
     let mut s = Head {
         fd,
         flags,
