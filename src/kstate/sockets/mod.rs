@@ -262,7 +262,7 @@ impl Socket {
                     && matches!(self.role, ROLE_PAIR | ROLE_OUTSIDE))
         {
             return Err(format!(
-                "{name}: at 0-2 only an end of a UNIX connection is kept"
+                "{name}: at 0-2 (stdio) only an end of a UNIX connection is kept"
             ));
         }
         if self.role as usize >= ROLE_NAMES.len() {
