@@ -13,9 +13,6 @@
 //!   compilers, garbage collector), its own SIGSEGV, SIGQUIT and SIGUSR2
 //!   handlers, gigabytes of reserved address space;
 //! * CPython with threads;
-//! * `make -j2` building four objects with gcc: a tree of make, the
-//!   compiler driver, cc1 and as, talking through pipes and temporary
-//!   files, checkpointed while cc1 runs; the objects must be the same;
 //! * CPython's `multiprocessing`: a pool of worker processes fed through
 //!   pipes and guarded by shared semaphores, then a `Queue`;
 //! * a Go program (cgo, so dynamically linked: the only kind LD_PRELOAD
@@ -87,27 +84,6 @@ fn checkpoint_kill_resume_when(
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want)
     );
-}
-
-/// True if a process named `comm` runs below `pid`.
-fn runs_below(pid: u32, comm: &str) -> bool {
-    descendants(pid)
-        .iter()
-        .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm))
-}
-
-/// `n` C functions whose names start with `prefix`: enough work for the
-/// optimizer to take seconds.
-fn c_source(prefix: &str, n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "int {prefix}{i}(int x){{int s=0;for(int j=0;j<x;j++){{s+=j*{i}^(s>>3);\
-                 if(s%7=={m})s-=j;}}return s;}}\n",
-                m = i % 7
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -239,45 +215,6 @@ fn python_with_threads_resumes_exactly() {
         "python3",
         &[script.to_str().unwrap()],
         Duration::from_millis(1200),
-    );
-}
-
-#[test]
-fn make_with_two_gcc_jobs_resumes_exactly() {
-    if !have("make") || !have("gcc") || !have("sha1sum") {
-        eprintln!("skipped: make, gcc or sha1sum is not installed");
-        return;
-    }
-    lib("libselfckpt.so");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    for k in 1..=4 {
-        std::fs::write(
-            src.join(format!("m{k}.c")),
-            c_source(&format!("g{k}_"), 700),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        src.join("Makefile"),
-        "OBJS = m1.o m2.o m3.o m4.o\n\
-         all: lib.a\n\t@sha1sum $(OBJS) lib.a\n\
-         %.o: %.c\n\t@gcc -O2 -c $< -o $@ && echo built $@\n\
-         lib.a: $(OBJS)\n\t@ar rcs $@ $(OBJS)\n",
-    )
-    .unwrap();
-    // A fresh build tree each run; make's lines in order whatever job
-    // ends first.
-    let script = "cd \"$0\" && rm -rf w && cp -r src w && cd w && make -j2 | sort";
-    let dir = tmp.path().to_str().unwrap();
-    checkpoint_kill_resume_when(
-        tmp.path(),
-        "sh",
-        &["-c", script, dir],
-        Duration::from_millis(300),
-        "a compiler (cc1) running",
-        |pid| runs_below(pid, "cc1"),
     );
 }
 

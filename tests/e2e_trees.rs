@@ -1894,14 +1894,7 @@ fn a_statically_linked_child_is_named_with_its_program_and_refused() {
         taken_err.contains(&format!("{exe_s} is statically linked")),
         "{taken_err}"
     );
-    let refused = Command::new(selfckpt())
-        .arg("restart")
-        .arg(&set)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let why = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{why}");
+    let why = restart_refused(tmp.path(), &set);
     assert!(
         why.contains("statically linked") && why.contains("--unrestorable=left_out"),
         "{why}"
