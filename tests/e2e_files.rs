@@ -101,14 +101,16 @@ fn a_pipe_to_another_process_is_named_refused_and_its_stand_in_is_closed() {
             .any(|l| l.contains("not_restorable") && l.contains(named[0])),
         "stats.jsonl does not name it: {stats}"
     );
-    // Refused by default, naming each, without running the program.
+    // Refused by default, naming each (the child left out first, its
+    // cause), without running the program.
     let second = tmp.path().join("second");
     let (status, err) = finish(spawn_to_file(&mut run(), &second), "resumed run");
     assert!(!status.success(), "the resume ran: {err}");
     assert!(
         err.contains("restart refused: not restorable")
             && named.iter().all(|n| err.contains(n))
-            && err.contains("--unrestorable=pipe"),
+            && err.contains("left out of the checkpoint")
+            && err.contains("--unrestorable=left_out,pipe"),
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&second).unwrap(), "");

@@ -84,24 +84,40 @@ pub fn restart_tree(
     let mut pids: Vec<u32> = rec.members.iter().map(|m| m.pid).collect();
     pids.extend(rec.zombies.iter().map(|z| z.pid));
     super::files::set_tree_pids(&pids);
-    // What was left out first: it is the cause (a member's pipe to a
-    // process left out is refused below as one to another process).
+    // What was left out is named first: it is the cause (a member's pipe
+    // to a process left out is refused as one to another process), then
+    // what the first member refusing refuses.
+    let mut left_out = None;
     if !rec.left_out.is_empty() {
         let text = rec.left_out_text();
         if !opts.unrestorable.accepts("left_out") {
-            return Err(RestoreError::NotRestorable {
-                text,
-                kinds: "left_out".into(),
-            });
+            left_out = Some(text);
+        } else {
+            eprintln!(
+                "selfckpt: warning: restarting without the processes left out of the checkpoint \
+                 (--unrestorable=left_out): {text}; their parents' waits for them fail"
+            );
         }
-        eprintln!(
-            "selfckpt: warning: restarting without the processes left out of the checkpoint \
-             (--unrestorable=left_out): {text}; their parents' waits for them fail"
-        );
     }
     for (m, p) in rec.members.iter().zip(&images) {
         let (shared, ptys) = rec.made_by_tree(m.pid);
-        super::open_checked(p, opts, &shared, &ptys)?;
+        match (super::open_checked(p, opts, &shared, &ptys), &left_out) {
+            (Err(RestoreError::NotRestorable { text, kinds }), Some(left)) => {
+                return Err(RestoreError::NotRestorable {
+                    text: format!("{left}; {text}"),
+                    kinds: format!("left_out,{kinds}"),
+                });
+            }
+            (r, _) => {
+                r?;
+            }
+        }
+    }
+    if let Some(text) = left_out {
+        return Err(RestoreError::NotRestorable {
+            text,
+            kinds: "left_out".into(),
+        });
     }
     if opts.tids == super::TidPolicy::New {
         return Err(RestoreError::ExactIds(
