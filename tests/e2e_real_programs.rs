@@ -13,8 +13,6 @@
 //!   compilers, garbage collector), its own SIGSEGV, SIGQUIT and SIGUSR2
 //!   handlers, gigabytes of reserved address space;
 //! * CPython with threads;
-//! * CPython's `multiprocessing`: a pool of worker processes fed through
-//!   pipes and guarded by shared semaphores, then a `Queue`;
 //! * a Go program (cgo, so dynamically linked: the only kind LD_PRELOAD
 //!   reaches): its runtime sets a handler for every signal, selfckpt's
 //!   too (with `EINVAL` it took the raw system call, and no checkpoint
@@ -215,45 +213,6 @@ fn python_with_threads_resumes_exactly() {
         "python3",
         &[script.to_str().unwrap()],
         Duration::from_millis(1200),
-    );
-}
-
-#[test]
-fn python_multiprocessing_resumes_exactly() {
-    if !have("python3") {
-        eprintln!("skipped: python3 is not installed");
-        return;
-    }
-    lib("libselfckpt.so");
-    let tmp = tempfile::tempdir().unwrap();
-    let script = tmp.path().join("pool.py");
-    std::fs::write(
-        &script,
-        "import multiprocessing as mp, hashlib\n\
-         def work(i):\n\
-         \x20   h = hashlib.sha256(str(i).encode()).digest()\n\
-         \x20   for _ in range(60000): h = hashlib.sha256(h).digest()\n\
-         \x20   return i, h.hex()[:16]\n\
-         def prod(q):\n\
-         \x20   for k in range(5): q.put(k * k)\n\
-         if __name__ == '__main__':\n\
-         \x20   with mp.Pool(3) as p:\n\
-         \x20       for i, h in p.imap(work, range(150)):\n\
-         \x20           if i % 10 == 0: print(i, h, flush=True)\n\
-         \x20   q = mp.Queue()\n\
-         \x20   pr = mp.Process(target=prod, args=(q,)); pr.start()\n\
-         \x20   print([q.get() for _ in range(5)]); pr.join()\n\
-         \x20   print('pool done', flush=True)\n",
-    )
-    .unwrap();
-    let first = tmp.path().join("first.out");
-    checkpoint_kill_resume_when(
-        tmp.path(),
-        "python3",
-        &[script.to_str().unwrap()],
-        Duration::from_millis(300),
-        "the pool's first results",
-        |_| std::fs::read_to_string(&first).is_ok_and(|s| s.lines().count() >= 3),
     );
 }
 
