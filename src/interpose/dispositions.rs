@@ -31,6 +31,7 @@
 
 use super::masks::reserved;
 use super::next;
+use crate::capture::sys;
 use crate::trigger;
 use core::cell::Cell;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
@@ -245,22 +246,8 @@ pub unsafe fn foreign_reserved(sig: c_int, info: *mut libc::siginfo_t, uc: *mut 
         let mut dfl: libc::sigaction = core::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         next::sigaction(sig, &dfl, core::ptr::null_mut());
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::syscall(
-            libc::SYS_tgkill,
-            libc::getpid(),
-            libc::syscall(libc::SYS_gettid),
-            sig,
-        );
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_UNBLOCK,
-            &set as *const libc::sigset_t,
-            core::ptr::null_mut::<libc::sigset_t>(),
-            8usize,
-        );
+        let _ = sys::tgkill(sys::gettid(), sig);
+        sys::change_signal_mask(libc::SIG_UNBLOCK, &[sig]);
         return;
     }
     RUN.with(|c| c.set(c.get() + 1));

@@ -127,22 +127,23 @@ pub fn for_each_linked(
 /// shell as its stdio): kept, the restart closed it at the next exec.
 /// No allocation.
 pub fn fd_flags(fd: i32) -> Option<u32> {
-    // SAFETY: fcntl queries on a descriptor of the process.
-    let (fl, fdfl) = unsafe {
-        (
-            libc::fcntl(fd, libc::F_GETFL),
-            libc::fcntl(fd, libc::F_GETFD),
-        )
-    };
+    // SAFETY: an fcntl query on a descriptor of the process.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if fl < 0 {
         return None;
     }
-    let cloexec = if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
-        libc::O_CLOEXEC
+    Some((fl & !(libc::O_LARGEFILE | libc::O_CLOEXEC)) as u32 | cloexec_of(fd))
+}
+
+/// `O_CLOEXEC` if descriptor `fd` is close-on-exec (`F_GETFD`), else 0.
+fn cloexec_of(fd: i32) -> u32 {
+    // SAFETY: F_GETFD reads the descriptor's flags.
+    let fdfl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if fdfl > 0 && fdfl & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC as u32
     } else {
         0
-    };
-    Some(((fl & !(libc::O_LARGEFILE | libc::O_CLOEXEC)) | cloexec) as u32)
+    }
 }
 
 /// The status flags of descriptor `fd` from its fdinfo text (octal `flags:`,
@@ -157,13 +158,7 @@ pub fn info_flags(fd: i32, info: &[u8]) -> u32 {
         .and_then(sys::parse_octal)
         .unwrap_or(0) as u32
         & !(libc::O_CLOEXEC as u32);
-    // SAFETY: F_GETFD reads the descriptor's flags.
-    let fd_flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0 {
-        status | libc::O_CLOEXEC as u32
-    } else {
-        status
-    }
+    status | cloexec_of(fd)
 }
 
 /// Puts the new descriptor `tmp` at `fd` (closing `tmp`), close-on-exec as

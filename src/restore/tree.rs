@@ -29,24 +29,18 @@ use super::{handover::Blob, RestartOptions, RestoreError, TreePlace};
 use crate::tree::record::{Shared, TreeRecord};
 use std::path::{Path, PathBuf};
 
-/// Each end the tree places is close-on-exec as its member's own image
-/// says (the record's flags were read from outside the member, where
-/// fdinfo shows `O_CLOEXEC` for every descriptor of a description opened
-/// with it: a pty slave a shell has as its stdio came back
-/// close-on-exec, and the shell's next command ran without it).
-fn close_on_exec_from_images(rec: &mut TreeRecord, images: &[PathBuf]) {
-    let key = crate::image::mac::MacKey::from_env();
+/// Each end of member `pid` the tree places is close-on-exec as the
+/// member's own image (`view`) says (the record's flags were read from
+/// outside the member, where fdinfo shows `O_CLOEXEC` for every
+/// descriptor of a description opened with it: a pty slave a shell has
+/// as its stdio came back close-on-exec, and the shell's next command
+/// ran without it).
+fn close_on_exec_from_image(rec: &mut TreeRecord, pid: u32, view: &crate::image::read::ImageView) {
     let cloexec = libc::O_CLOEXEC as u32;
-    for (m, p) in rec.members.iter().zip(images) {
-        let Ok(img) = crate::image::read::ImageFile::open_with_key(p, key.as_ref()) else {
-            continue;
-        };
-        let Ok(view) = img.view() else { continue };
-        for s in rec.shared.iter_mut() {
-            for e in s.ends.iter_mut().filter(|e| e.pid == m.pid) {
-                if let Some(f) = view.kernel.fds.iter().find(|f| f.fd == e.fd) {
-                    e.flags = (e.flags & !cloexec) | (f.flags & cloexec);
-                }
+    for s in rec.shared.iter_mut() {
+        for e in s.ends.iter_mut().filter(|e| e.pid == pid) {
+            if let Some(f) = view.kernel.fds.iter().find(|f| f.fd == e.fd) {
+                e.flags = (e.flags & !cloexec) | (f.flags & cloexec);
             }
         }
     }
@@ -80,7 +74,6 @@ pub fn restart_tree(
     super::block_signals();
     let mut rec = TreeRecord::load(set).map_err(|e| tree_err(set, e))?;
     let images: Vec<PathBuf> = rec.members.iter().map(|m| set.join(&m.image)).collect();
-    close_on_exec_from_images(&mut rec, &images);
     let mut pids: Vec<u32> = rec.members.iter().map(|m| m.pid).collect();
     pids.extend(rec.zombies.iter().map(|z| z.pid));
     super::files::set_tree_pids(&pids);
@@ -99,8 +92,9 @@ pub fn restart_tree(
             );
         }
     }
-    for (m, p) in rec.members.iter().zip(&images) {
-        let (shared, ptys) = rec.made_by_tree(m.pid);
+    for (i, p) in images.iter().enumerate() {
+        let pid = rec.members[i].pid;
+        let (shared, ptys) = rec.made_by_tree(pid);
         match (super::open_checked(p, opts, &shared, &ptys), &left_out) {
             (Err(RestoreError::NotRestorable { text, kinds }), Some(left)) => {
                 return Err(RestoreError::NotRestorable {
@@ -109,7 +103,9 @@ pub fn restart_tree(
                 });
             }
             (r, _) => {
-                r?;
+                if let Ok(view) = r?.view() {
+                    close_on_exec_from_image(&mut rec, pid, &view);
+                }
             }
         }
     }
