@@ -68,8 +68,9 @@ int main(void) {
     pthread_barrier_wait(&set);
     printf("waiting\n");
     nap();
-    report("main", main_stack, sizeof main_stack);
+    /* The thread reports first: one order, run or resumed. */
     pthread_join(t, NULL);
+    report("main", main_stack, sizeof main_stack);
     printf("altstack ok\n");
     return 0;
 }
