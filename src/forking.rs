@@ -14,6 +14,9 @@
 
 use crate::capture::maps::{MapsParser, RegionKind};
 use crate::capture::pages::Want;
+use crate::kstate::vmflags::{self, Surveyed};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// What `/proc/self/smaps` says about forking now.
 #[derive(Debug, Default)]
@@ -22,23 +25,23 @@ pub struct Survey {
     pub refusal: Option<String>,
     /// Bytes of the regions whose pages the pause copies.
     pub shadow_bytes: u64,
+    /// Each mapping's flags, for the pause to record without reading
+    /// smaps (`kstate::vmflags`); None right after a [`forget`].
+    pub flags: Option<Arc<Surveyed>>,
 }
 
 /// The mappings (`/proc/self/maps` without the addresses: arenas grow
 /// and their reserves shrink; a new mapping adds a line, and mappings of
-/// different flags never merge) of the last survey that found nothing to
-/// refuse.
-static CLEAN: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+/// different flags never merge) and their flags of the last survey that
+/// found nothing to refuse.
+static CLEAN: std::sync::Mutex<Option<Arc<Surveyed>>> = std::sync::Mutex::new(None);
+
+/// Set by [`forget`]: the next checkpoint reads the flags in the pause.
+static EXACT_NEXT: AtomicBool = AtomicBool::new(false);
 
 /// `maps` without each line's address range.
 fn mappings_key(maps: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(maps.len());
-    for line in maps.split(|&c| c == b'\n') {
-        let after = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
-        key.extend_from_slice(&line[after..]);
-        key.push(b'\n');
-    }
-    key
+    vmflags::mappings_key(maps.split(|&c| c == b'\n'))
 }
 
 /// Surveys the process whose `/proc/self/maps` reads `maps` now. Reads
@@ -48,27 +51,39 @@ fn mappings_key(maps: &[u8]) -> Vec<u8> {
 /// caught by the child, which fails that dump naming the mapping; the
 /// manager then [`forget`]s the survey and takes the checkpoint again.
 pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
+    let exact = EXACT_NEXT.swap(false, Ordering::Relaxed);
     let key = mappings_key(maps);
     let clean = CLEAN
         .lock()
         .ok()
-        .is_some_and(|c| c.as_deref() == Some(&key[..]));
-    if clean {
-        return Ok(survey_text(maps));
+        .and_then(|c| c.as_ref().filter(|c| c.key == key).cloned());
+    if let Some(flags) = clean {
+        let mut sv = survey_text(maps);
+        sv.flags = (!exact).then_some(flags);
+        return Ok(sv);
     }
     log::debug!("forked checkpoint: new mappings, reading /proc/self/smaps");
-    let sv = survey_text(&std::fs::read("/proc/self/smaps")?);
+    let mut sv = survey_text(&std::fs::read("/proc/thread-self/smaps")?);
     if let Ok(mut c) = CLEAN.lock() {
-        *c = sv.refusal.is_none().then_some(key);
+        *c = if sv.refusal.is_none() {
+            sv.flags.clone()
+        } else {
+            None
+        };
+    }
+    if exact {
+        sv.flags = None;
     }
     Ok(sv)
 }
 
-/// The next survey reads `/proc/self/smaps` again.
+/// The next survey reads `/proc/self/smaps` again, and the checkpoint
+/// after it reads the mapping flags in the pause.
 pub fn forget() {
     if let Ok(mut c) = CLEAN.lock() {
         *c = None;
     }
+    EXACT_NEXT.store(true, Ordering::Relaxed);
 }
 
 /// The shadow to set aside for `shadow_bytes` found at prepare time: room
@@ -78,6 +93,7 @@ pub fn shadow_room(shadow_bytes: u64) -> usize {
     (shadow_bytes + shadow_bytes / 4 + (1 << 20)) as usize
 }
 
+/// The survey of an smaps text (or of a maps text: no flags then).
 fn survey_text(text: &[u8]) -> Survey {
     let mut out = Survey::default();
     let mut current: Option<(u64, u64, String)> = None;
@@ -118,6 +134,7 @@ fn survey_text(text: &[u8]) -> Survey {
         };
         current = Some((e.start, e.end, path));
     }
+    out.flags = Surveyed::from_smaps(text).map(Arc::new);
     out
 }
 

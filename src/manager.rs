@@ -213,12 +213,15 @@ impl Runtime {
 
     /// One checkpoint, taken again at once if a forked child found a
     /// mapping it could not see (made `MADV_DONTFORK` or `MADV_WIPEONFORK`
-    /// since the last survey): the second one surveys again, names the
-    /// mapping and dumps in the pause.
+    /// since the last survey) or whose flags changed since the survey: the
+    /// second one surveys again, names the mapping and dumps in the pause,
+    /// or forks with the flags read in the pause.
     pub(crate) fn checkpoint(&self, term: bool) -> Result<Outcome, Error> {
         match self.checkpoint_told(term) {
             Err(Error::Dump(
-                e @ (DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }),
+                e @ (DumpError::NotInChild { .. }
+                | DumpError::WipedInChild { .. }
+                | DumpError::FlagsChanged { .. }),
             )) => {
                 log::info!("{e}: taking the checkpoint again");
                 self.checkpoint_told(term)
@@ -320,6 +323,7 @@ impl Runtime {
         } else {
             0
         };
+        let mut surveyed = None;
         let (fork, mut fork_fallback) = match (cfg.forked, term) {
             (false, _) => (None, None),
             (true, _) if incremental => (
@@ -335,15 +339,18 @@ impl Runtime {
                 Some("a process tree sharing System V segments dumps in the pause".to_string()),
             ),
             (true, false) => match crate::forking::survey(&maps_text) {
-                Ok(sv) if sv.refusal.is_none() => (
-                    Some(ForkPlan {
-                        shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
-                        cow_limit: cfg.cow_limit,
-                        workers: cfg.workers,
-                        maps_cap,
-                    }),
-                    None,
-                ),
+                Ok(sv) if sv.refusal.is_none() => {
+                    surveyed = sv.flags;
+                    (
+                        Some(ForkPlan {
+                            shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
+                            cow_limit: cfg.cow_limit,
+                            workers: cfg.workers,
+                            maps_cap,
+                        }),
+                        None,
+                    )
+                }
                 Ok(sv) => (None, sv.refusal),
                 Err(e) => (None, Some(format!("cannot read /proc/self/smaps: {e}"))),
             },
@@ -389,6 +396,7 @@ impl Runtime {
             restart_entry: park::restart_entry_address(),
             restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
             fork,
+            surveyed,
             incr,
             table_cap,
         };
@@ -467,7 +475,12 @@ impl Runtime {
             Some(Ok(DumpOutcome::Forked(child, head))) => {
                 log::debug!("forked checkpoint: child {} writes the pages", child.pid());
                 let done = child.wait_done(cfg.fork_timeout_ms);
-                if let Err(DumpError::NotInChild { .. } | DumpError::WipedInChild { .. }) = &done {
+                if let Err(
+                    DumpError::NotInChild { .. }
+                    | DumpError::WipedInChild { .. }
+                    | DumpError::FlagsChanged { .. },
+                ) = &done
+                {
                     crate::forking::forget();
                 }
                 if done.is_ok() {

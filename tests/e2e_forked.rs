@@ -605,3 +605,52 @@ fn memory_made_wipeonfork_at_any_moment_is_never_stored_wiped() {
     }
     eprintln!("forked {forked}, dumped in the pause {fell_back}, refused {refused}");
 }
+
+#[test]
+fn flags_advised_after_the_last_survey_are_caught_and_the_checkpoint_taken_again() {
+    // The pause of a forked checkpoint takes the mapping flags from the
+    // survey made before it (reading smaps there would cost ~20 ms per
+    // GiB of pause): here the second checkpoint's survey is the first's,
+    // stale, and the child must catch it.
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("advise_late");
+    if !common::build_c("advise_late", &exe) {
+        return;
+    }
+    let dir = tmp.path().join("img");
+    let base = tmp.path().join("go");
+    let mut cmd = Command::new(selfckpt());
+    cmd.env("SELFCKPT_LOG", "info")
+        .args(["run", "--forked", "--dir"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .arg(&base);
+    let out_path = tmp.path().join("out");
+    let mut prog = common::spawn_to_file(&mut cmd, &out_path);
+    common::wait_line(&out_path, "waiting");
+    common::checkpoint_wait(prog.id());
+    assert_forked(&last_stats(&dir));
+    std::fs::write(base.with_extension("1"), "").unwrap();
+    common::wait_line(&out_path, "advised 1 1");
+    let image = common::checkpoint_wait(prog.id());
+    assert_forked(&last_stats(&dir));
+    common::kill_tree(&mut prog, libc::SIGKILL);
+    let (_, log) = common::finish(prog, "advise_late");
+    assert!(
+        log.contains("changed just before the checkpoint")
+            && log.contains("taking the checkpoint again"),
+        "the stale survey was not caught: {log}"
+    );
+    std::fs::write(base.with_extension("2"), "").unwrap();
+    let out = common::run(
+        Command::new(selfckpt()).arg("restart").arg(&image),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.ends_with("advise ok\n"),
+        "restart: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

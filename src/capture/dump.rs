@@ -77,6 +77,8 @@ pub enum DumpError {
     Fork(sys::Errno),
     #[error("mapping {start:#x}-{end:#x} is not in the forked child (MADV_DONTFORK?); take this checkpoint without SELFCKPT_FORKED")]
     NotInChild { start: u64, end: u64 },
+    #[error("the flags of mapping {start:#x}-{end:#x} changed just before the checkpoint (madvise); take this checkpoint again")]
+    FlagsChanged { start: u64, end: u64 },
     #[error("mapping {start:#x}-{end:#x} is empty in the forked child (made MADV_WIPEONFORK during the checkpoint?); take this checkpoint again")]
     WipedInChild { start: u64, end: u64 },
     #[error("copy-on-write reached {reached} bytes, over the limit of {limit} (SELFCKPT_COW_LIMIT_MB): checkpoint abandoned")]
@@ -148,6 +150,9 @@ pub struct DumpPlan {
     pub restart_mailbox: u64,
     /// Forked mode: a child writes the pages (`capture::forked`).
     pub fork: Option<ForkPlan>,
+    /// Forked mode: the mapping flags surveyed before the suspend
+    /// (`kstate::vmflags`), checked by the child.
+    pub surveyed: Option<std::sync::Arc<kstate::vmflags::Surveyed>>,
     /// Incremental: the parent and its page table (`capture::incremental`);
     /// None for a full image. Incremental dumps run in the pause.
     pub incr: Option<IncrPlan>,
@@ -205,6 +210,17 @@ pub enum DumpOutcome {
 }
 
 impl DumpPlan {
+    /// The forked checkpoint's survey of the mapping flags, with the
+    /// scratch arena mapped since.
+    fn survey_in_pause(&self) -> Option<kstate::vmflags::SurveyInPause<'_>> {
+        self.surveyed
+            .as_deref()
+            .map(|survey| kstate::vmflags::SurveyInPause {
+                survey,
+                scratch: self.scratch.range(),
+            })
+    }
+
     /// Scratch bytes a plan with these parameters needs.
     pub fn scratch_needed(
         level: Level,
@@ -853,6 +869,8 @@ struct Head<'a> {
     rec: &'a mut [u8],
     maps_ns: u64,
     kstate_ns: u64,
+    /// The mapping flags were taken from the survey (the child checks).
+    flags_from_survey: bool,
 }
 
 impl Head<'_> {
@@ -926,6 +944,10 @@ fn dump_all(
                 Ok(forked::Fork::Child(mut side)) => {
                     let result = (|| {
                         side.check_maps(head.regions.iter().map(|r| (r.start, r.end)))?;
+                        if let Some(now) = plan.survey_in_pause().filter(|_| head.flags_from_survey)
+                        {
+                            side.check_flags(now)?;
+                        }
                         let (scanner, mem) = side.open_own(plan.scanner.method())?;
                         side.start_workers()?;
                         let src = PageSource {
@@ -1120,6 +1142,8 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         path,
         auxv,
         cwd,
+        surveyed: plan.survey_in_pause(),
+        flags_from_survey: false,
     };
     let mut kerr: Option<&'static str> = None;
     let n = build_record(rec, RecordKind::Kernel, |e| {
@@ -1161,6 +1185,7 @@ fn write_head(plan: &DumpPlan, scratch_lo: u64, scratch_hi: u64) -> Result<Head<
         rec,
         maps_ns,
         kstate_ns,
+        flags_from_survey: bufs.flags_from_survey,
     })
 }
 
@@ -1179,6 +1204,7 @@ fn write_pages(
         rec,
         maps_ns,
         kstate_ns,
+        ..
     } = head;
     let path_of = |r: &RegionRec| &maps_text[r.path_at..r.path_at + r.path_len];
     // Pages.

@@ -425,6 +425,16 @@ impl ChildSide<'_> {
         Ok(())
     }
 
+    /// Checks the mapping flags the pause took from the survey against the
+    /// child's own (`kstate::vmflags::check_in_child`).
+    pub fn check_flags(
+        &mut self,
+        now: crate::kstate::vmflags::SurveyInPause,
+    ) -> Result<(), DumpError> {
+        crate::kstate::vmflags::check_in_child(now, self.maps)
+            .map_err(|(start, end)| DumpError::FlagsChanged { start, end })
+    }
+
     /// Starts the child's compression threads (compressor `i` for thread
     /// `i`; the child's own thread uses the last, as the manager does).
     pub fn start_workers(&mut self) -> Result<(), DumpError> {

@@ -776,6 +776,8 @@ mod tests {
             path: &mut p,
             auxv: &mut a,
             cwd: &mut c,
+            surveyed: None,
+            flags_from_survey: false,
         };
         let mut e = Encoder::new(&mut out);
         encode_all(&mut e, &mut bufs, skip).unwrap();

@@ -77,6 +77,11 @@ pub struct CaptureBuffers<'a> {
     pub path: &'a mut [u8],
     pub auxv: &'a mut [u8],
     pub cwd: &'a mut [u8],
+    /// A forked checkpoint's survey of the mapping flags (`vmflags`).
+    pub surveyed: Option<vmflags::SurveyInPause<'a>>,
+    /// Set by the capture when it took the mapping flags from `surveyed`
+    /// (the forked child then checks them).
+    pub flags_from_survey: bool,
 }
 
 /// Encodes the KERNEL record payload: process state, sigactions, fds,
@@ -339,6 +344,15 @@ impl std::fmt::Display for Problem {
 pub(crate) fn captured(
     f: impl FnOnce(&mut Encoder, &mut CaptureBuffers) -> Result<(), KstateError>,
 ) -> Vec<u8> {
+    captured_surveyed(None, f).0
+}
+
+/// [`captured`] with a forked checkpoint's survey of the mapping flags.
+#[cfg(test)]
+pub(crate) fn captured_surveyed(
+    surveyed: Option<vmflags::SurveyInPause>,
+    f: impl FnOnce(&mut Encoder, &mut CaptureBuffers) -> Result<(), KstateError>,
+) -> (Vec<u8>, bool) {
     let mut out = vec![0u8; 1 << 16];
     let (mut t, mut p) = (vec![0u8; 65536], vec![0u8; 4096]);
     let (mut a, mut c) = ([0u8; 16], [0u8; 16]);
@@ -347,12 +361,15 @@ pub(crate) fn captured(
         path: &mut p,
         auxv: &mut a,
         cwd: &mut c,
+        surveyed,
+        flags_from_survey: false,
     };
     let mut e = Encoder::new(&mut out);
     f(&mut e, &mut bufs).unwrap();
+    let from_survey = bufs.flags_from_survey;
     let n = e.len();
     out.truncate(n);
-    out
+    (out, from_survey)
 }
 
 /// What was queued in a pipe the process reads from (KERNEL record,

@@ -13,7 +13,14 @@
 //!
 //! Capture ([`capture`]) runs while the program's threads are suspended:
 //! /proc/self/smaps read in pieces into a fixed buffer, never an
-//! allocation. The restart applies the flags to the staging mappings
+//! allocation. Reading smaps walks every page table (about 20 ms per GiB
+//! here), so a forked checkpoint, whose pause must not grow with memory,
+//! takes the flags from the [`Surveyed`] read just before the suspend
+//! (`forking::survey`) when the mappings are still those it saw, no
+//! mapping is locked (`mlock` is the one flag a forked child does not
+//! inherit) — and its dumping child, which sees the flags of the instant
+//! of the fork, checks them ([`check_in_child`]): a flag set in between
+//! fails that dump, which is then taken again reading smaps in the pause. The restart applies the flags to the staging mappings
 //! (`restore::layout`), which keep them when the restorer moves them; the
 //! THP setting in the Early stage.
 
@@ -35,6 +42,8 @@ pub const SEQUENTIAL: u32 = 1024;
 pub const RANDOM: u32 = 2048;
 pub const DROPPABLE: u32 = 4096;
 const KNOWN: u32 = 8191;
+/// A survey's mark of hugetlbfs memory (`ht`): never recorded.
+const HUGETLB_SEEN: u32 = 1 << 31;
 
 /// The VmFlags mnemonic of each flag.
 const WORDS: [(&[u8; 2], u32); 13] = [
@@ -184,6 +193,91 @@ fn parse_flags(words_line: &[u8]) -> u32 {
     f
 }
 
+/// The flags of one mapping's `VmFlags:` words as a survey keeps them:
+/// [`parse_flags`], `gd` dropped for `[stack]`, [`HUGETLB_SEEN`] for `ht`.
+pub fn survey_flags(words_line: &[u8], is_stack: bool) -> u32 {
+    let mut f = parse_flags(words_line);
+    if is_stack {
+        f &= !GROWSDOWN;
+    }
+    if is_hugetlb(words_line) {
+        f |= HUGETLB_SEEN;
+    }
+    f
+}
+
+/// The mappings and flags `/proc/self/smaps` showed just before a
+/// forked checkpoint's suspend (made by `forking::survey`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Surveyed {
+    /// Each mapping's maps line without its address range, one per line
+    /// (`forking::mappings_key`).
+    pub key: Vec<u8>,
+    /// [`survey_flags`] of each mapping, in the same order.
+    pub flags: Vec<u32>,
+}
+
+impl Surveyed {
+    /// Each mapping's key line and flags, in order. No allocation.
+    fn mappings(&self) -> impl Iterator<Item = (&[u8], u32)> + '_ {
+        self.key
+            .split(|&c| c == b'\n')
+            .zip(self.flags.iter().copied())
+    }
+
+    /// The survey of an smaps text; None for a text without flags (maps).
+    /// Allocates: made before the suspend.
+    pub fn from_smaps(text: &[u8]) -> Option<Surveyed> {
+        let mut heads = Vec::new();
+        let mut flags = Vec::new();
+        let mut stack = false;
+        for line in text.split(|&c| c == b'\n') {
+            if let Some(words_line) = line.strip_prefix(b"VmFlags:") {
+                flags.push(survey_flags(words_line, stack));
+            } else if let Some(Ok(e)) = crate::capture::maps::MapsParser::new(line).next() {
+                stack = e.path == b"[stack]";
+                heads.push(line);
+            }
+        }
+        (!flags.is_empty() && flags.len() == heads.len()).then(|| Surveyed {
+            key: mappings_key(heads.into_iter()),
+            flags,
+        })
+    }
+}
+
+/// The maps lines without their address ranges, one per line (empty
+/// lines left out). Allocates.
+pub fn mappings_key<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut key = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        key.extend_from_slice(without_range(line));
+        key.push(b'\n');
+    }
+    key
+}
+
+/// A survey as the pause uses it: with the checkpoint's scratch arena,
+/// mapped after the survey (its own lines are not the program's).
+#[derive(Clone, Copy, Debug)]
+pub struct SurveyInPause<'a> {
+    pub survey: &'a Surveyed,
+    pub scratch: (u64, u64),
+}
+
+impl SurveyInPause<'_> {
+    /// Whether a mapping lies wholly in the scratch arena.
+    fn is_scratch(&self, start: u64, end: u64) -> bool {
+        start >= self.scratch.0 && end <= self.scratch.1
+    }
+}
+
+/// A maps line without its address range (what [`Surveyed::key`] holds).
+fn without_range(line: &[u8]) -> &[u8] {
+    let after = line.iter().position(|&c| c == b' ').unwrap_or(line.len());
+    &line[after..]
+}
+
 /// Whether a `VmFlags:` line's words say hugetlbfs (`ht`).
 fn is_hugetlb(words_line: &[u8]) -> bool {
     words_line.split(|&c| c == b' ').any(|w| w == b"ht")
@@ -192,10 +286,24 @@ fn is_hugetlb(words_line: &[u8]) -> bool {
 /// Writes the entry, and a NotRestorable one (kind `hugetlb`) where a
 /// mapping is hugetlbfs memory (`MAP_HUGETLB`, a memfd made with
 /// `MFD_HUGETLB`): a restart would bring its contents back in ordinary
-/// pages, not from the huge page pool. No allocation.
+/// pages, not from the huge page pool. The flags come from `bufs.surveyed`
+/// where it still holds (see the module header), else from smaps. No
+/// allocation.
 pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateError> {
     let mut hugetlb = false;
-    capture_flags(e, bufs, &mut hugetlb)?;
+    let mark = e.len();
+    let surveyed = match bufs.surveyed {
+        Some(sv) if locked_bytes(bufs.text)? == 0 => {
+            capture_surveyed(e, bufs.text, sv, &mut hugetlb)?
+        }
+        _ => false,
+    };
+    bufs.flags_from_survey = surveyed;
+    if !surveyed {
+        e.truncate(mark);
+        hugetlb = false;
+        capture_flags(e, bufs, &mut hugetlb)?;
+    }
     if hugetlb {
         objects::NotRestorable::capture(
             e,
@@ -205,6 +313,121 @@ pub fn capture(e: &mut Encoder, bufs: &mut CaptureBuffers) -> Result<(), KstateE
         )?;
     }
     Ok(())
+}
+
+/// `VmLck` of /proc/self/status, in kB. No allocation.
+fn locked_bytes(buf: &mut [u8]) -> Result<u64, KstateError> {
+    let n =
+        crate::capture::sys::read_file(b"/proc/thread-self/status\0", buf).map_err(|errno| {
+            KstateError::Read {
+                what: "/proc/self/status",
+                errno,
+            }
+        })?;
+    crate::capture::sys::field(&buf[..n], b"VmLck:")
+        .and_then(crate::capture::sys::parse_u64)
+        .map(|(v, _)| v)
+        .ok_or(KstateError::Parse("VmLck in /proc/self/status"))
+}
+
+/// The entry from the survey, with each mapping's range as
+/// /proc/self/maps shows it now: false (the entry half written: the
+/// caller truncates it) when the mappings are no longer the survey's.
+fn capture_surveyed(
+    e: &mut Encoder,
+    buf: &mut [u8],
+    now: SurveyInPause,
+    hugetlb: &mut bool,
+) -> Result<bool, KstateError> {
+    // SAFETY: prctl with plain integer arguments.
+    let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
+    let mut same = true;
+    let mut err: Option<CodecError> = None;
+    objects::entry(e, Kind::MappingFlags, 0, |e| -> Result<(), KstateError> {
+        e.u8(u8::from(thp))?;
+        let at = e.reserve_u32()?;
+        let mut count = 0u32;
+        let mut surveyed = now.survey.mappings();
+        crate::capture::maps::for_each_line(b"/proc/thread-self/maps\0", buf, |line| {
+            if line.is_empty() {
+                return true;
+            }
+            let Some(Ok(ent)) = crate::capture::maps::MapsParser::new(line).next() else {
+                same = false;
+                return false;
+            };
+            if now.is_scratch(ent.start, ent.end) {
+                return true;
+            }
+            let f = match surveyed.next() {
+                Some((key, f)) if key == without_range(line) => f,
+                _ => {
+                    same = false;
+                    return false;
+                }
+            };
+            *hugetlb |= f & HUGETLB_SEEN != 0;
+            // VmLck is 0: nothing is locked whatever the survey saw.
+            let f = f & KNOWN & !LOCKED;
+            if f != 0 && ent.start < ent.end {
+                let r = e
+                    .u64(ent.start)
+                    .and_then(|_| e.u64(ent.end))
+                    .and_then(|_| e.u32(f));
+                if let Err(x) = r {
+                    err = Some(x);
+                    return false;
+                }
+                count += 1;
+            }
+            true
+        })
+        .map_err(|_| KstateError::Parse("/proc/self/maps"))?;
+        if let Some(x) = err {
+            return Err(x.into());
+        }
+        same &= surveyed.next().is_none();
+        e.patch_u32(at, count);
+        Ok(())
+    })?;
+    Ok(same)
+}
+
+/// In a forked checkpoint's dumping child, when the pause took the flags
+/// from the survey (`CaptureBuffers::flags_from_survey`): checks them
+/// against the child's own smaps (the flags at the instant of the fork;
+/// `mlock` aside, which no child inherits). `Err` names the first mapping
+/// whose flags were changed after the survey (0-0: smaps could not be
+/// read). No allocation.
+pub fn check_in_child(now: SurveyInPause, buf: &mut [u8]) -> Result<(), (u64, u64)> {
+    let mut surveyed = now.survey.mappings();
+    let mut cur = (0u64, 0u64, false);
+    let mut bad: Option<(u64, u64)> = None;
+    let read = crate::capture::maps::for_each_line(b"/proc/self/smaps\0", buf, |line| {
+        if let Some(words_line) = line.strip_prefix(b"VmFlags:") {
+            if now.is_scratch(cur.0, cur.1) {
+                return true;
+            }
+            let seen = survey_flags(words_line, cur.2) & !LOCKED;
+            match surveyed.next() {
+                Some((_, f)) if f & !LOCKED == seen => return true,
+                _ => {
+                    bad = Some((cur.0, cur.1));
+                    return false;
+                }
+            }
+        }
+        if let Some(Ok(ent)) = crate::capture::maps::MapsParser::new(line).next() {
+            cur = (ent.start, ent.end, ent.path == b"[stack]");
+        }
+        true
+    });
+    match (read, bad) {
+        (Err(_), _) => Err((0, 0)),
+        (_, Some(b)) => Err(b),
+        _ if surveyed.next().is_some() => Err((cur.1, cur.1)),
+        _ => Ok(()),
+    }
 }
 
 fn capture_flags(
@@ -220,7 +443,7 @@ fn capture_flags(
         let at = e.reserve_u32()?;
         let mut count = 0u32;
         let mut cur = (0u64, 0u64, false);
-        crate::capture::maps::for_each_line(b"/proc/self/smaps\0", bufs.text, |line| {
+        crate::capture::maps::for_each_line(b"/proc/thread-self/smaps\0", bufs.text, |line| {
             if let Some(words_line) = line.strip_prefix(b"VmFlags:") {
                 *hugetlb |= is_hugetlb(words_line);
                 let mut f = parse_flags(words_line);
@@ -258,6 +481,123 @@ fn capture_flags(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode_entry(out: &[u8]) -> MappingFlags {
+        let mut d = Decoder::new(out);
+        assert_eq!(d.u16().unwrap(), Kind::MappingFlags as u16);
+        d.u16().unwrap();
+        let len = d.u32().unwrap() as usize;
+        let m = MappingFlags::decode(&mut Decoder::new(d.take(len).unwrap())).unwrap();
+        m.check().unwrap();
+        m
+    }
+
+    /// A mapping of `pages` between two inaccessible pages (never merged
+    /// with a neighbour); unmapped by the caller (`pages + 2` from `-PG`).
+    fn fenced(pages: usize) -> u64 {
+        let page = crate::capture::sys::page_size();
+        // SAFETY: a fresh test mapping of our own.
+        unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                (pages + 2) * page,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p as *mut u8;
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            assert_eq!(libc::mprotect(p.add(page).cast(), pages * page, rw), 0);
+            p.add(page) as u64
+        }
+    }
+
+    fn advise(at: u64, pages: usize, advice: i32) {
+        let page = crate::capture::sys::page_size();
+        // SAFETY: advice on a test mapping of our own.
+        assert_eq!(
+            unsafe { libc::madvise(at as *mut _, pages * page, advice) },
+            0
+        );
+    }
+
+    fn unmap(at: u64, pages: usize) {
+        let page = crate::capture::sys::page_size();
+        // SAFETY: unmapping a test mapping of our own (with its fences).
+        unsafe { libc::munmap((at as usize - page) as *mut _, (pages + 2) * page) };
+    }
+
+    /// Other tests of this binary map and unmap concurrently: tries until
+    /// a survey and a capture see the same mappings.
+    fn surveyed_capture() -> (Surveyed, MappingFlags) {
+        for _ in 0..50 {
+            let smaps = std::fs::read("/proc/thread-self/smaps").unwrap();
+            let sv = Surveyed::from_smaps(&smaps).expect("smaps has flags");
+            let now = SurveyInPause {
+                survey: &sv,
+                scratch: (0, 0),
+            };
+            let (out, from_survey) = super::super::captured_surveyed(Some(now), capture);
+            if from_survey {
+                return (sv.clone(), decode_entry(&out));
+            }
+        }
+        panic!("the mappings changed between every survey and its capture");
+    }
+
+    #[test]
+    fn the_survey_gives_the_flags_smaps_gives_and_the_child_check_sees_a_late_change() {
+        let (a, b) = (fenced(4), fenced(2));
+        advise(a, 4, libc::MADV_HUGEPAGE);
+        advise(b, 2, libc::MADV_DONTDUMP);
+        let (sv, m) = surveyed_capture();
+        let p = crate::capture::sys::page_size() as u64;
+        assert_eq!(m.of(a, a + 4 * p), HUGEPAGE, "{m:?}");
+        assert_eq!(m.of(b, b + 2 * p), DONTDUMP, "{m:?}");
+        let exact = decode_entry(&super::super::captured(capture));
+        assert_eq!(exact.of(a, a + 4 * p), m.of(a, a + 4 * p));
+        assert_eq!(exact.of(b, b + 2 * p), m.of(b, b + 2 * p));
+        // Still the survey's flags: the check passes (unless another test
+        // changed its own mappings meanwhile: then it names one of them).
+        let now = SurveyInPause {
+            survey: &sv,
+            scratch: (0, 0),
+        };
+        let mut buf = vec![0u8; 65536];
+        let late = |buf: &mut [u8]| check_in_child(now, buf);
+        if let Err((s, e)) = late(&mut buf) {
+            assert!(s != b && s != a, "{s:#x}-{e:#x}");
+        }
+        // DONTDUMP taken back on the whole mapping: maps does not change,
+        // the check names the mapping.
+        advise(b, 2, libc::MADV_DODUMP);
+        let named = late(&mut buf);
+        assert!(named.is_err(), "a late madvise went unseen");
+        // A locked mapping: the pause reads smaps (no child inherits it).
+        let c = fenced(1);
+        // SAFETY: locking a test mapping of our own.
+        let locked = unsafe { libc::mlock(c as *const _, p as usize) } == 0;
+        if locked {
+            let smaps = std::fs::read("/proc/thread-self/smaps").unwrap();
+            let sv = Surveyed::from_smaps(&smaps).unwrap();
+            let now = SurveyInPause {
+                survey: &sv,
+                scratch: (0, 0),
+            };
+            let (out, from_survey) = super::super::captured_surveyed(Some(now), capture);
+            let m = decode_entry(&out);
+            assert!(
+                !from_survey,
+                "a locked mapping's flags were taken from a survey"
+            );
+            assert_eq!(m.of(c, c + p), LOCKED, "{m:?}");
+        }
+        unmap(a, 4);
+        unmap(b, 2);
+        unmap(c, 1);
+    }
 
     #[test]
     fn advice_and_growsdown_are_captured_and_round_trip() {
