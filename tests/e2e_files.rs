@@ -425,20 +425,20 @@ fn shared_descriptions_and_async_owners_come_back() {
     }
 }
 
-/// A descriptor of a kind nothing brings back (a pidfd) is named at
+/// A descriptor of a kind nothing brings back (a userfaultfd) is named at
 /// checkpoint time (kind `other`), the restart refuses it, and only
 /// `--unrestorable=other` restarts with `/dev/null` in its place.
 #[test]
 fn a_descriptor_of_an_unknown_kind_is_named_and_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let exe = tmp.path().join("pidfd");
-    if !build_c("pidfd", &exe) {
+    let exe = tmp.path().join("uffd");
+    if !build_c("uffd", &exe) {
         return;
     }
     lib("libselfckpt.so");
     let want = reference(&exe, &[], &tmp.path().join("ref"));
-    if want.contains("no pidfd") {
-        eprintln!("skipped: no pidfd_open on this kernel");
+    if want.contains("no userfaultfd") {
+        eprintln!("skipped: no userfaultfd on this kernel");
         return;
     }
     let dir = tmp.path().join("ck");
@@ -449,12 +449,15 @@ fn a_descriptor_of_an_unknown_kind_is_named_and_refused() {
         .unwrap()
         .iter()
         .map(|x| x.as_str().unwrap().to_string())
-        .filter(|x| x.contains("pidfd"))
+        .filter(|x| x.contains("userfaultfd"))
         .collect();
     assert_eq!(named.len(), 1, "{j}");
-    assert!(named[0].starts_with("fd 3 anon_inode:[pidfd]"), "{named:?}");
+    assert!(
+        named[0].starts_with("fd 3 anon_inode:[userfaultfd]"),
+        "{named:?}"
+    );
     let stats = std::fs::read_to_string(dir.join("stats.jsonl")).unwrap();
-    assert!(stats.contains("anon_inode:[pidfd]"), "{stats}");
+    assert!(stats.contains("anon_inode:[userfaultfd]"), "{stats}");
     let restart = |opt: &str| {
         let mut c = Command::new(selfckpt());
         c.args(["restart", "--tids", "new"]);

@@ -1945,3 +1945,63 @@ fn a_shell_in_a_pty_keeps_its_terminal_through_two_restarts() {
     got.push_str(&std::fs::read_to_string(&last).unwrap());
     assert_eq!(got, want, "{err}");
 }
+
+#[test]
+fn pidfds_of_itself_of_a_reaped_child_and_of_a_running_child_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pidfd");
+    if !build_c("pidfd", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let rec =
+        checkpoint_kill_resume_set(tmp.path(), exe.to_str().unwrap(), &["30"], 8, |set, rec| {
+            assert_eq!(pids(rec, "members").len(), 2, "{rec}");
+            let text = inspect_text(&root_image(set));
+            for what in [
+                "pidfd of this process nonblock",
+                "pidfd of a process that ended and was reaped",
+                "pidfd of process",
+            ] {
+                assert!(text.contains(what), "{what}: {text}");
+            }
+        });
+    assert!(
+        rec["left_out"].as_array().is_none_or(|a| a.is_empty()),
+        "{rec}"
+    );
+}
+
+#[test]
+fn a_pidfd_of_a_process_outside_the_tree_is_named_and_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("pidfd");
+    if !build_c("pidfd", &exe) || !can_restart_trees() {
+        return;
+    }
+    lib("libselfckpt.so");
+    let dir = tmp.path().join("ck");
+    let first = tmp.path().join("first");
+    let mut child = spawn_to_file(&mut selfckpt_run(&dir, &exe, &["200", "outside"]), &first);
+    wait_for("output", 60, || lines(&first) >= 3);
+    let set = checkpoint_wait(child.id());
+    kill_tree(&mut child, libc::SIGKILL);
+    let text = inspect_text(&root_image(&set));
+    assert!(
+        text.contains("pidfd of process")
+            && text.contains("which is not checkpointed with this one"),
+        "{text}"
+    );
+    let (status, err) = finish(
+        spawn_to_file(
+            Command::new(selfckpt()).arg("restart").arg(&set),
+            &tmp.path().join("refused"),
+        ),
+        "restart",
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("not checkpointed with this one") && err.contains("pidfd"),
+        "{err}"
+    );
+}

@@ -27,6 +27,7 @@ pub mod mm;
 pub mod mqueue;
 pub mod objects;
 pub mod pending;
+pub mod pidfd;
 pub mod pipes;
 pub mod posix_timers;
 pub mod process_attrs;
@@ -150,6 +151,7 @@ fn capture_objects(
     descriptions::capture(e, bufs, skip_fd)?;
     vmflags::capture(e, bufs)?;
     procfs::capture(e, bufs, skip_fd)?;
+    pidfd::capture(e, bufs, skip_fd)?;
     // Last: what no module above brings back is named.
     unknown_fds::capture(e, bufs, skip_fd)?;
     objects::end(e)?;

@@ -85,6 +85,8 @@ pub enum Kind {
     /// A pseudo-terminal and the process's descriptors of it
     /// (`kstate::pty`).
     Pty = 0x0205,
+    /// A pidfd descriptor and the process it refers to (`kstate::pidfd`).
+    Pidfd = 0x0206,
     /// Mapping flags and madvise state ([`super::vmflags::MappingFlags`]; kmem).
     MappingFlags = 0x0102,
 }
@@ -109,6 +111,7 @@ impl Kind {
         Kind::Description,
         Kind::Mqueue,
         Kind::Pty,
+        Kind::Pidfd,
         Kind::MappingFlags,
         Kind::Socket,
         Kind::TcpInFlight,
@@ -204,6 +207,7 @@ pub enum Object {
     Description(super::descriptions::Description),
     Mqueue(super::mqueue::Mqueue),
     Pty(super::pty::Pty),
+    Pidfd(super::pidfd::Pidfd),
     MappingFlags(super::vmflags::MappingFlags),
     /// A skippable entry of a kind this build does not know.
     Unknown {
@@ -252,6 +256,7 @@ impl Objects {
                 Object::Description(x) => entry(e, Kind::Description, 0, |e| x.encode(e))?,
                 Object::Mqueue(x) => entry(e, Kind::Mqueue, 0, |e| x.encode(e))?,
                 Object::Pty(x) => entry(e, Kind::Pty, 0, |e| x.encode(e))?,
+                Object::Pidfd(x) => entry(e, Kind::Pidfd, 0, |e| x.encode(e))?,
                 Object::MappingFlags(x) => entry(e, Kind::MappingFlags, 0, |e| x.encode(e))?,
                 // Nothing to write: this build never knew what it held.
                 Object::Unknown { .. } => {}
@@ -325,6 +330,7 @@ impl Objects {
                 }
                 Some(Kind::Mqueue) => Object::Mqueue(super::mqueue::Mqueue::decode(&mut p)?),
                 Some(Kind::Pty) => Object::Pty(super::pty::Pty::decode(&mut p)?),
+                Some(Kind::Pidfd) => Object::Pidfd(super::pidfd::Pidfd::decode(&mut p)?),
                 Some(Kind::MappingFlags) => {
                     Object::MappingFlags(super::vmflags::MappingFlags::decode(&mut p)?)
                 }
@@ -363,6 +369,7 @@ impl Objects {
             Object::Memfd(x) => vec![x.fd],
             Object::Inotify(x) => vec![x.fd],
             Object::Pty(x) => x.fds().collect(),
+            Object::Pidfd(x) => vec![x.fd],
             _ => Vec::new(),
         }
     }
@@ -533,6 +540,7 @@ impl Objects {
                 Object::Description(x) => vec![x.describe()],
                 Object::Mqueue(x) => vec![x.describe()],
                 Object::Pty(x) => vec![x.describe()],
+                Object::Pidfd(x) => vec![x.describe()],
                 Object::Socket(x) => vec![x.describe()],
                 Object::TcpInFlight(x) => vec![x.describe()],
                 Object::Memfd(x) => vec![x.describe()],
@@ -572,6 +580,7 @@ impl Objects {
                 Object::Description(x) => x.json(),
                 Object::Mqueue(x) => x.json(),
                 Object::Pty(x) => x.json(),
+                Object::Pidfd(x) => x.json(),
                 Object::Unknown { kind, len } => serde_json::json!({
                     "kind": format!("{kind:#06x}"), "unknown": true, "bytes": len,
                 }),
@@ -599,6 +608,7 @@ impl Objects {
                 Object::Description(x) => x.check()?,
                 Object::Mqueue(x) => x.check()?,
                 Object::Pty(x) => x.check()?,
+                Object::Pidfd(x) => x.check()?,
                 Object::SysvSem(x) => {
                     x.check()?;
                     if self.sysv_sems().filter(|m| m.semid == x.semid).count() > 1 {
@@ -700,6 +710,9 @@ impl Objects {
                     failed.extend(super::descriptions::restore(x));
                 }
                 (Object::Pty(x), Stage::Descriptors) => failed.extend(super::pty::restore(x)),
+                (Object::Pidfd(x), Stage::Descriptors) => {
+                    failed.extend(super::pidfd::restore(x).err());
+                }
                 (Object::Inotify(x), Stage::Descriptors) => {
                     failed.extend(super::inotify::restore(x));
                 }

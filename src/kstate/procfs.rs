@@ -33,7 +33,7 @@ pub fn pid_of(path: &[u8]) -> Option<u32> {
 }
 
 /// The tree's root as this process sees it (None: checkpointed alone).
-fn tree_root() -> Option<u32> {
+pub(super) fn tree_root() -> Option<u32> {
     if crate::tree::is_root() {
         return crate::tree::covers_forks().then(sys::getpid);
     }
@@ -76,7 +76,7 @@ fn parent_of(pid: u32, text: &mut [u8]) -> Option<u32> {
 }
 
 /// Whether `pid` is this process (a thread of it) or in its tree.
-fn in_tree(pid: u32, root: Option<u32>, text: &mut [u8]) -> bool {
+pub(super) fn in_tree(pid: u32, root: Option<u32>, text: &mut [u8]) -> bool {
     let me = sys::getpid();
     let mut tgid = PathBuf::<48>::new();
     tgid.push(b"/proc/self/task/").push_u64(pid as u64);

@@ -1,5 +1,5 @@
 //! Descriptors of kinds no other module brings back (`io_uring`,
-//! `pidfd`, `perf_event`, `userfaultfd`, `fanotify`, BPF objects, ...,
+//! `perf_event`, `userfaultfd`, `fanotify`, BPF objects, ...,
 //! and devices whose open descriptor holds state a reopening of the path
 //! does not give back: `/dev/net/tun`, `/dev/kvm`, a GPU):
 //! each is named at checkpoint time with a `NotRestorable` entry of kind
@@ -24,7 +24,7 @@ pub const KIND: &str = "other";
 /// (`/...`, memfds and deleted files included), pipes, sockets, the event
 /// and timer descriptors, inotify.
 fn handled(link: &[u8]) -> bool {
-    const KNOWN: [&[u8]; 7] = [
+    const KNOWN: [&[u8]; 8] = [
         b"pipe:[",
         b"socket:[",
         b"anon_inode:[eventfd]",
@@ -32,6 +32,7 @@ fn handled(link: &[u8]) -> bool {
         b"anon_inode:[signalfd]",
         b"anon_inode:[eventpoll]",
         b"anon_inode:inotify",
+        super::pidfd::LINK,
     ];
     (link.starts_with(b"/") && !stateful_device(link)) || KNOWN.iter().any(|k| link.starts_with(k))
 }
@@ -105,6 +106,7 @@ mod tests {
             b"socket:[9]",
             b"anon_inode:[eventfd]",
             b"anon_inode:inotify",
+            b"anon_inode:[pidfd]",
             b"/memfd:x (deleted)",
             b"/dev/null",
             b"/dev/urandom",
@@ -113,7 +115,7 @@ mod tests {
         }
         for l in [
             &b"anon_inode:[io_uring]"[..],
-            b"anon_inode:[pidfd]",
+            b"anon_inode:[userfaultfd]",
             b"anon_inode:[perf_event]",
             b"anon_inode:bpf-map",
             b"/dev/net/tun",
@@ -127,10 +129,11 @@ mod tests {
 
     #[test]
     fn an_unknown_descriptor_is_named() {
-        // SAFETY: a pidfd of this very process, closed below.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
+        // SAFETY: a userfaultfd (user-mode faults only: no privilege
+        // needed), closed below.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) } as i32;
         if fd < 0 {
-            eprintln!("skipped: no pidfd_open here");
+            eprintln!("skipped: no userfaultfd here");
             return;
         }
         let b = crate::kstate::captured(|e, bufs| {
@@ -138,13 +141,13 @@ mod tests {
             crate::kstate::objects::end(e)?;
             Ok(())
         });
-        // SAFETY: closing the pidfd opened above.
+        // SAFETY: closing the userfaultfd opened above.
         unsafe { libc::close(fd) };
         let o = Objects::decode(&mut crate::image::codec::Decoder::new(&b)).unwrap();
         let [Object::NotRestorable(x)] = &o.items[..] else {
             panic!("{o:?}")
         };
         assert_eq!((x.fd, x.kind.as_str()), (fd, KIND));
-        assert!(x.text.contains("pidfd"), "{}", x.text);
+        assert!(x.text.contains("userfaultfd"), "{}", x.text);
     }
 }

@@ -217,6 +217,11 @@ pub fn set_tree_pids(pids: &[u32]) {
     let _ = TREE_PIDS.set(pids.to_vec());
 }
 
+/// Whether this is a tree restart that brings `pid` back (with that pid).
+pub fn in_tree_restart(pid: u32) -> bool {
+    TREE_PIDS.get().is_some_and(|t| t.contains(&pid))
+}
+
 /// Whose /proc directory `path` is under, if another process's (`me`:
 /// the program's pid at the checkpoint): `Some(true)` for a process the
 /// tree restart brings back with that pid, `Some(false)` for any other.
