@@ -5,10 +5,12 @@
 //!
 //! A region the child would not see as the program does makes this one
 //! checkpoint dump in the pause instead, and says why (the log and the
-//! stats line's `fork_fallback`): `MADV_DONTFORK` (VmFlags `dc`: not in
-//! the child at all) and `MADV_WIPEONFORK` (`wf`: zeros in the child).
-//! Shared anonymous memory and private mappings of deleted files are
-//! copied in the pause (their size is the shadow).
+//! stats line's `fork_fallback`): `MADV_WIPEONFORK` (`wf`: zeros in the
+//! child), and `MADV_DONTFORK` memory (VmFlags `dc`: not in the child at
+//! all) beyond [`DONTFORK_MAX`] bytes. Shared anonymous memory, private
+//! mappings of deleted files and `MADV_DONTFORK` memory up to that size
+//! (V8, Node's engine, keeps some) are copied in the pause (their size is
+//! the shadow).
 //!
 //! Must never: run while the program's threads are parked (it allocates).
 
@@ -28,6 +30,8 @@ pub struct Survey {
     /// Each mapping's flags, for the pause to record without reading
     /// smaps (`kstate::vmflags`); None right after a [`forget`].
     pub flags: Option<Arc<Surveyed>>,
+    /// The `MADV_DONTFORK` mappings, copied in the pause.
+    pub dontfork: Vec<(u64, u64)>,
 }
 
 /// The mappings (`/proc/self/maps` without the addresses: arenas grow
@@ -35,6 +39,10 @@ pub struct Survey {
 /// different flags never merge) and their flags of the last survey that
 /// found nothing to refuse.
 static CLEAN: std::sync::Mutex<Option<Arc<Surveyed>>> = std::sync::Mutex::new(None);
+
+/// Most bytes of `MADV_DONTFORK` memory a forked checkpoint copies in
+/// its pause (beyond: it dumps in the pause).
+pub const DONTFORK_MAX: u64 = 64 << 20;
 
 /// Set by [`forget`]: the next checkpoint reads the flags in the pause.
 static EXACT_NEXT: AtomicBool = AtomicBool::new(false);
@@ -59,11 +67,17 @@ pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
         .and_then(|c| c.as_ref().filter(|c| c.key == key).cloned());
     if let Some(flags) = clean {
         let mut sv = survey_text(maps);
-        sv.flags = (!exact).then_some(flags);
+        sv.flags = Some(flags);
+        add_dontfork(&mut sv, maps);
+        if exact {
+            sv.flags = None;
+        }
         return Ok(sv);
     }
     log::debug!("forked checkpoint: new mappings, reading /proc/self/smaps");
-    let mut sv = survey_text(&std::fs::read("/proc/thread-self/smaps")?);
+    let smaps = std::fs::read("/proc/thread-self/smaps")?;
+    let mut sv = survey_text(&smaps);
+    add_dontfork(&mut sv, &smaps);
     if let Ok(mut c) = CLEAN.lock() {
         *c = if sv.refusal.is_none() {
             sv.flags.clone()
@@ -75,6 +89,56 @@ pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
         sv.flags = None;
     }
     Ok(sv)
+}
+
+/// The `MADV_DONTFORK` mappings of `text` (maps or smaps: its mappings
+/// in the order of the survey's flags) into `sv.dontfork` and the shadow,
+/// or a refusal when there is more than [`DONTFORK_MAX`].
+fn add_dontfork(sv: &mut Survey, text: &[u8]) {
+    let Some(flags) = sv.flags.clone() else {
+        return;
+    };
+    let mappings = text
+        .split(|&c| c == b'\n')
+        .filter_map(|l| MapsParser::new(l).next()?.ok());
+    let mut bytes = 0u64;
+    for (e, &f) in mappings.zip(flags.flags.iter()) {
+        if f & vmflags::DONTFORK != 0 {
+            sv.dontfork.push((e.start, e.end));
+            bytes += present_bytes(e.start, e.end);
+        }
+    }
+    if bytes > DONTFORK_MAX && sv.refusal.is_none() {
+        let (s, e) = sv.dontfork[0];
+        sv.refusal = Some(format!(
+            "mapping {s:#x}-{e:#x} is MADV_DONTFORK (the forked child would not have it), \
+             and {} MiB of such memory is present: more than a pause copies",
+            bytes >> 20
+        ));
+    }
+    sv.shadow_bytes += bytes;
+}
+
+/// Bytes of [start, end) in memory now (`mincore`; the whole range where
+/// it cannot tell). V8 reserves hundreds of MiB `MADV_DONTFORK` and
+/// touches little of it.
+fn present_bytes(start: u64, end: u64) -> u64 {
+    let page = crate::capture::sys::page_size() as u64;
+    let pages = ((end - start) / page) as usize;
+    let mut vec = vec![0u8; pages];
+    // SAFETY: mincore fills one byte per page of a range of our mappings
+    // into a vector of that many bytes.
+    let r = unsafe {
+        libc::mincore(
+            start as *mut libc::c_void,
+            (end - start) as usize,
+            vec.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return end - start;
+    }
+    vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * page
 }
 
 /// The next survey reads `/proc/self/smaps` again, and the checkpoint
@@ -103,9 +167,7 @@ fn survey_text(text: &[u8]) -> Survey {
                 continue;
             };
             let has = |f: &[u8]| flags.split(|&c| c == b' ').any(|w| w == f);
-            let what = if has(b"dc") {
-                Some("MADV_DONTFORK (the forked child would not have it)")
-            } else if has(b"wf") {
+            let what = if has(b"wf") {
                 Some("MADV_WIPEONFORK (the forked child would see zeros)")
             } else {
                 None
@@ -170,12 +232,52 @@ VmFlags: rd wr mr mw me ac ";
     }
 
     #[test]
-    fn dontfork_and_wipeonfork_regions_are_named() {
-        for (flag, word) in [("dc", "MADV_DONTFORK"), ("wf", "MADV_WIPEONFORK")] {
-            let text = SMAPS.replace("me ac ", &format!("me ac {flag}"));
-            let s = survey_text(text.as_bytes());
-            let why = s.refusal.unwrap_or_default();
-            assert!(why.contains("0x9000-0xa000") && why.contains(word), "{why}");
-        }
+    fn wipeonfork_regions_are_named_dontfork_ones_copied_up_to_a_size() {
+        let text = SMAPS.replace("me ac ", "me ac wf");
+        let why = survey_text(text.as_bytes()).refusal.unwrap_or_default();
+        assert!(
+            why.contains("0x9000-0xa000") && why.contains("MADV_WIPEONFORK"),
+            "{why}"
+        );
+        // A DONTFORK mapping of ours, 160 MiB, one page of it touched,
+        // then all of it.
+        let page = crate::capture::sys::page_size();
+        let n = 160 << 20;
+        // SAFETY: a fresh test mapping of our own, advised, unmapped below.
+        let p = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                n,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::madvise(p, n, libc::MADV_DONTFORK), 0);
+            *(p as *mut u8) = 1;
+            p as u64
+        };
+        let line = format!(
+            "{p:x}-{:x} rw-p 00000000 00:00 0 \nSize: 1 kB\nVmFlags: rd wr mr mw me ac dc\n",
+            p + n as u64
+        );
+        let text = SMAPS.to_string() + "\n" + &line;
+        let mut s = survey_text(text.as_bytes());
+        super::add_dontfork(&mut s, text.as_bytes());
+        assert_eq!(s.refusal, None);
+        assert_eq!(s.dontfork, vec![(p, p + n as u64)]);
+        assert_eq!(s.shadow_bytes, 0x1000 + page as u64);
+        // SAFETY: touching every page of our test mapping.
+        unsafe { libc::memset(p as *mut libc::c_void, 1, n) };
+        let mut s = survey_text(text.as_bytes());
+        super::add_dontfork(&mut s, text.as_bytes());
+        let why = s.refusal.unwrap_or_default();
+        assert!(
+            why.contains("MADV_DONTFORK") && why.contains("160 MiB"),
+            "{why}"
+        );
+        // SAFETY: unmapping the test mapping.
+        unsafe { libc::munmap(p as *mut libc::c_void, n) };
     }
 }

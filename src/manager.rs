@@ -324,6 +324,7 @@ impl Runtime {
             0
         };
         let mut surveyed = None;
+        let mut dontfork = Vec::new();
         let (fork, mut fork_fallback) = match (cfg.forked, term) {
             (false, _) => (None, None),
             (true, _) if incremental => (
@@ -341,6 +342,7 @@ impl Runtime {
             (true, false) => match crate::forking::survey(&maps_text) {
                 Ok(sv) if sv.refusal.is_none() => {
                     surveyed = sv.flags;
+                    dontfork = sv.dontfork;
                     (
                         Some(ForkPlan {
                             shadow_cap: crate::forking::shadow_room(sv.shadow_bytes),
@@ -397,6 +399,7 @@ impl Runtime {
             restart_mailbox: &MAILBOX as *const park::RestartMailbox as u64,
             fork,
             surveyed,
+            dontfork,
             incr,
             table_cap,
         };

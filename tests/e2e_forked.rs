@@ -162,14 +162,26 @@ fn shared_memory_written_during_the_dump_is_stored_as_it_was_at_the_fork() {
 }
 
 #[test]
-fn a_dontfork_region_makes_the_checkpoint_dump_in_the_pause_and_says_so() {
+fn a_dontfork_region_is_copied_in_the_pause_and_a_large_one_dumps_in_the_pause() {
+    // The child has no MADV_DONTFORK memory: the pause copies it (as V8
+    // keeps some), with its one writer rewriting it meanwhile; the
+    // restarted program checks every page.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("img");
     let (st, _) = self_checkpoint(&dir, "16", "1", &[("FORKWRITER_DONTFORK", "1")]);
+    assert_forked(&st);
+    assert!(st.get("fork_fallback").is_none(), "{st}");
+    restart(Path::new(st["path"].as_str().unwrap()));
+    // More than a pause copies: this checkpoint dumps in the pause, saying why.
+    let dir = tmp.path().join("big");
+    let (st, _) = self_checkpoint(&dir, "160", "1", &[("FORKWRITER_DONTFORK", "1")]);
     assert_eq!(st["state"], "continue", "{st}");
     assert_eq!(st["forked"], false, "{st}");
     let why = st["fork_fallback"].as_str().unwrap_or_default();
-    assert!(why.contains("MADV_DONTFORK"), "{st}");
+    assert!(
+        why.contains("MADV_DONTFORK") && why.contains("160 MiB"),
+        "{st}"
+    );
     restart(Path::new(st["path"].as_str().unwrap()));
 }
 
@@ -620,7 +632,7 @@ fn flags_advised_after_the_last_survey_are_caught_and_the_checkpoint_taken_again
     let dir = tmp.path().join("img");
     let base = tmp.path().join("go");
     let mut cmd = Command::new(selfckpt());
-    cmd.env("SELFCKPT_LOG", "info")
+    cmd.env("SELFCKPT_LOG", "debug")
         .args(["run", "--forked", "--dir"])
         .arg(&dir)
         .arg("--")

@@ -153,6 +153,9 @@ pub struct DumpPlan {
     /// Forked mode: the mapping flags surveyed before the suspend
     /// (`kstate::vmflags`), checked by the child.
     pub surveyed: Option<std::sync::Arc<kstate::vmflags::Surveyed>>,
+    /// Forked mode: the `MADV_DONTFORK` mappings the survey saw, whose
+    /// pages the pause copies into the shadow (the child has none).
+    pub dontfork: Vec<(u64, u64)>,
     /// Incremental: the parent and its page table (`capture::incremental`);
     /// None for a full image. Incremental dumps run in the pause.
     pub incr: Option<IncrPlan>,
@@ -210,6 +213,11 @@ pub enum DumpOutcome {
 }
 
 impl DumpPlan {
+    /// Whether a region lies in a `MADV_DONTFORK` mapping of the survey.
+    fn is_dontfork(&self, start: u64, end: u64) -> bool {
+        self.fork.is_some() && self.dontfork.iter().any(|&(s, e)| s <= start && end <= e)
+    }
+
     /// The forked checkpoint's survey of the mapping flags, with the
     /// scratch arena mapped since.
     fn survey_in_pause(&self) -> Option<kstate::vmflags::SurveyInPause<'_>> {
@@ -921,15 +929,17 @@ fn dump_all(
             }
         }
         let shadowed = head.regions.iter().enumerate().filter_map(|(ri, r)| {
-            (head.want(r) == Some(Want::AllResident)).then_some(Shadowed {
+            let dontfork = plan.is_dontfork(r.start, r.end) && head.want(r).is_some();
+            (head.want(r) == Some(Want::AllResident) || dontfork).then_some(Shadowed {
                 region: ri as u32,
                 start: r.start,
                 end: r.end,
                 readable: r.prot & libc::PROT_READ as u32 != 0,
+                dontfork,
             })
         });
         let carved = forked::carve(s, fp)?;
-        match forked::copy_shadow(s, fp, &plan.mem, shadowed, runs, tmp) {
+        match forked::copy_shadow(s, fp, &plan.mem, &plan.scanner, shadowed, runs, tmp) {
             Err(why) => fallback = Some(why),
             Ok(shadow) => match forked::fork(carved, fp) {
                 Err(_) => fallback = Some("the dumping child could not be made (clone3)"),
@@ -943,7 +953,12 @@ fn dump_all(
                 }
                 Ok(forked::Fork::Child(mut side)) => {
                     let result = (|| {
-                        side.check_maps(head.regions.iter().map(|r| (r.start, r.end)))?;
+                        side.check_maps(
+                            head.regions
+                                .iter()
+                                .filter(|r| !plan.is_dontfork(r.start, r.end))
+                                .map(|r| (r.start, r.end)),
+                        )?;
                         if let Some(now) = plan.survey_in_pause().filter(|_| head.flags_from_survey)
                         {
                             side.check_flags(now)?;
@@ -1261,7 +1276,8 @@ fn write_pages(
         let tracked = (plan.table_cap > 0 || plan.incr.is_some())
             && matches!(want, Want::AnonData | Want::PrivateFileWritten);
         let mut present = 0u64;
-        if let Some(shadow) = src.shadow.filter(|_| want == Want::AllResident) {
+        let from_shadow = want == Want::AllResident || plan.is_dontfork(r.start, r.end);
+        if let Some(shadow) = src.shadow.filter(|_| from_shadow) {
             for run in shadow.runs_of(ri as u32) {
                 present += run.pages * page as u64;
                 g.stats.bytes_present += run.pages * page as u64;

@@ -132,23 +132,29 @@ impl<'a> Shadow<'a> {
     }
 }
 
-/// A region to copy into the shadow: index, bounds, whether readable.
+/// A region to copy into the shadow: index, bounds, whether readable,
+/// and whether it is private memory the child does not have
+/// (`MADV_DONTFORK`: its present pages are copied) rather than a shared
+/// object (its resident pages).
 #[derive(Clone, Copy)]
 pub struct Shadowed {
     pub region: u32,
     pub start: u64,
     pub end: u64,
     pub readable: bool,
+    pub dontfork: bool,
 }
 
 /// Copies every resident page of `regions` (shared objects: found as
-/// `pages::resident_shared` finds them, read directly or through the parent's /proc/self/mem) into
-/// the shadow. `Err(reason)`: they do not fit (the dump then runs in the
+/// `pages::resident_shared` finds them; `MADV_DONTFORK` memory: its
+/// present pages; read directly or through the parent's /proc/self/mem)
+/// into the shadow. `Err(reason)`: they do not fit (the dump then runs in the
 /// pause, not forked).
 pub fn copy_shadow<'a>(
     s: &'a Scratch,
     plan: &ForkPlan,
     mem: &RawFd,
+    scanner: &PageScanner,
     regions: impl Iterator<Item = Shadowed>,
     runs_buf: &mut [PageRun],
     tmp: &mut [u8],
@@ -167,12 +173,22 @@ pub fn copy_shadow<'a>(
     for r in regions {
         let mut at = r.start;
         while at < r.end {
-            let (n, next) =
-                match crate::capture::pages::resident_shared(at, r.end, every, runs_buf, tmp) {
-                    Ok(n) => (n, r.end),
-                    Err(PagesError::OutOfRuns { resume_at }) => (runs_buf.len(), resume_at),
-                    Err(_) => return Err("the pages of a shared mapping could not be scanned"),
-                };
+            let scanned = if r.dontfork {
+                scanner.scan(
+                    at,
+                    r.end,
+                    crate::capture::pages::Want::AnonData,
+                    runs_buf,
+                    tmp,
+                )
+            } else {
+                crate::capture::pages::resident_shared(at, r.end, every, runs_buf, tmp)
+            };
+            let (n, next) = match scanned {
+                Ok(n) => (n, r.end),
+                Err(PagesError::OutOfRuns { resume_at }) => (runs_buf.len(), resume_at),
+                Err(_) => return Err("the pages of a shared mapping could not be scanned"),
+            };
             for run in &runs_buf[..n] {
                 let bytes = run.pages as usize * page;
                 if used + bytes > data.len() {
@@ -402,7 +418,8 @@ impl ChildSide<'_> {
     }
 
     /// Checks that every region of the image is mapped in the child (a
-    /// `MADV_DONTFORK` region is not): `Err` names the first that is not.
+    /// `MADV_DONTFORK` region is not: those the pause copied into the
+    /// shadow are not given): `Err` names the first that is not.
     pub fn check_maps(
         &mut self,
         regions: impl Iterator<Item = (u64, u64)>,

@@ -400,7 +400,8 @@ fn capture_surveyed(
 /// whose flags were changed after the survey (0-0: smaps could not be
 /// read). No allocation.
 pub fn check_in_child(now: SurveyInPause, buf: &mut [u8]) -> Result<(), (u64, u64)> {
-    let mut surveyed = now.survey.mappings();
+    // The child has no MADV_DONTFORK mapping (the pause copied them).
+    let mut surveyed = now.survey.mappings().filter(|&(_, f)| f & DONTFORK == 0);
     let mut cur = (0u64, 0u64, false);
     let mut bad: Option<(u64, u64)> = None;
     let read = crate::capture::maps::for_each_line(b"/proc/self/smaps\0", buf, |line| {
