@@ -3,7 +3,9 @@
 //! database's temporary file, a log rotated away; not a memfd, which is a
 //! memory object). One entry per file:
 //! its contents (bounded by `SELFCKPT_MAX_DELETED_FILE`, default 1 MiB, and
-//! by the room left in the KERNEL record buffer), mode and size, and every
+//! by the room left in the KERNEL record buffer) with its holes (a sparse
+//! file comes back sparse: `SEEK_HOLE`/`SEEK_DATA` say what they said),
+//! mode and size, and every
 //! descriptor with its own open file description (told apart with
 //! `kcmp(KCMP_FILE)`), flags and offset. A file too large is named at
 //! checkpoint time (`NotRestorable` kind `deleted_file`): restart refuses
@@ -86,6 +88,9 @@ pub struct Deleted {
     pub ends: Vec<End>,
     /// Its owner (uid, gid); None in images of before it was kept.
     pub owner: Option<(u32, u32)>,
+    /// The holes of the saved contents ([start, end) each, in order);
+    /// empty: none, or an image of before they were kept.
+    pub holes: Vec<(u64, u64)>,
 }
 
 impl Deleted {
@@ -107,6 +112,11 @@ impl Deleted {
         if let Some((uid, gid)) = self.owner {
             e.u32(uid)?;
             e.u32(gid)?;
+            e.u32(self.holes.len() as u32)?;
+            for &(s, end) in &self.holes {
+                e.u64(s)?;
+                e.u64(end)?;
+            }
         }
         Ok(())
     }
@@ -142,6 +152,14 @@ impl Deleted {
         } else {
             None
         };
+        // Trailing, optional (after the owner): the holes.
+        let mut holes = Vec::new();
+        if owner.is_some() && d.remaining() >= 4 {
+            let n = d.count(16)?;
+            for _ in 0..n {
+                holes.push((d.u64()?, d.u64()?));
+            }
+        }
         Ok(Deleted {
             dev,
             ino,
@@ -152,6 +170,7 @@ impl Deleted {
             data,
             ends,
             owner,
+            holes,
         })
     }
 
@@ -168,6 +187,16 @@ impl Deleted {
     /// Hostile values: refused before a restart acts on them.
     pub fn check(&self) -> Result<(), String> {
         let name = || format!("the deleted file {}", self.shown());
+        let mut prev = 0u64;
+        for &(s, e) in &self.holes {
+            if s >= e || s < prev || e > self.size || !self.saved {
+                return Err(format!(
+                    "{}: a hole {s}-{e} out of order, empty, past its size or without contents",
+                    name()
+                ));
+            }
+            prev = e;
+        }
         if self.saved && self.data.len() as u64 != self.size {
             return Err(format!(
                 "{}: {} bytes saved of {}",
@@ -372,6 +401,22 @@ fn capture_one(
         }
         e.u32(st.st_uid)?;
         e.u32(st.st_gid)?;
+        let at = e.reserve_u32()?;
+        let mut count = 0u32;
+        if saved {
+            // Our own description: the program's offsets stay.
+            if let Ok(own) =
+                sys::RawFd::open(p.as_cstr_bytes(), libc::O_RDONLY | libc::O_CLOEXEC, 0)
+            {
+                for_each_hole(own.raw(), size, |s, end| {
+                    e.u64(s)?;
+                    e.u64(end)?;
+                    count += 1;
+                    Ok::<(), CodecError>(())
+                })?;
+            }
+        }
+        e.patch_u32(at, count);
         Ok::<(), KstateError>(())
     })?;
     if !saved {
@@ -394,6 +439,42 @@ fn capture_one(
         }
         let len = t.len();
         super::objects::NotRestorable::capture(e, ends[0].fd, KIND, &text[..len])?;
+    }
+    Ok(())
+}
+
+/// Most holes kept of one file (a file with more comes back with the
+/// first ones only: its contents are whole either way).
+const MAX_HOLES: usize = 4096;
+
+/// Calls `f` with each hole of the first `size` bytes of `fd` (moving
+/// `fd`'s offset: a description of the caller's own). No allocation.
+fn for_each_hole<E>(
+    fd: i32,
+    size: u64,
+    mut f: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut at = 0i64;
+    for _ in 0..MAX_HOLES {
+        // SAFETY: lseek on the caller's descriptor.
+        let hole = unsafe { libc::lseek(fd, at, libc::SEEK_HOLE) };
+        if hole < 0 || hole as u64 >= size {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        let data = unsafe { libc::lseek(fd, hole, libc::SEEK_DATA) };
+        let end = if data < 0 {
+            size
+        } else {
+            (data as u64).min(size)
+        };
+        if end > hole as u64 {
+            f(hole as u64, end)?;
+        }
+        if data < 0 || end >= size {
+            return Ok(());
+        }
+        at = data;
     }
     Ok(())
 }
@@ -517,14 +598,26 @@ pub fn restore(x: &Deleted, mapped: Option<i32>) -> Result<Vec<String>, String> 
         .keep(made)
         .map_err(|e| format!("{}: cannot make an unlinked file: {e}", name(first)))?;
     if x.saved {
+        // The data between the holes; the size last (a hole at the end).
         let mut off = 0usize;
+        let mut holes = x.holes.iter().peekable();
         while off < x.data.len() {
+            if let Some(&&(s, e)) = holes.peek() {
+                if off as u64 >= s {
+                    off = (e as usize).max(off);
+                    holes.next();
+                    continue;
+                }
+            }
+            let upto = holes
+                .peek()
+                .map_or(x.data.len(), |h| (h.0 as usize).min(x.data.len()));
             // SAFETY: a positioned write from our buffer to our file.
             let n = unsafe {
                 libc::pwrite(
                     file,
-                    x.data[off..].as_ptr().cast(),
-                    x.data.len() - off,
+                    x.data[off..upto].as_ptr().cast(),
+                    upto - off,
                     off as i64,
                 )
             };
@@ -536,6 +629,14 @@ pub fn restore(x: &Deleted, mapped: Option<i32>) -> Result<Vec<String>, String> 
                 ));
             }
             off += n as usize;
+        }
+        // SAFETY: ftruncate of our new file to its size.
+        if unsafe { libc::ftruncate(file, x.size as i64) } != 0 {
+            return Err(format!(
+                "{}: cannot give it its size back: {}",
+                name(first),
+                last_err()
+            ));
         }
     }
     let mut descs: Vec<(u32, i32)> = Vec::new();
@@ -676,8 +777,77 @@ mod tests {
         assert!(bad(&|q| q.ends.clear()));
     }
 
+    /// [start, end) of each hole of `fd`'s first `size` bytes.
+    fn holes_of(fd: i32, size: u64) -> Vec<(u64, u64)> {
+        let mut v = Vec::new();
+        for_each_hole(fd, size, |s, e| {
+            v.push((s, e));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn a_sparse_deleted_file_comes_back_with_its_holes() {
+        let _max = MAX_LOCK.lock();
+        // 4 KiB of data at 0, a hole, 4 KiB at 12 KiB, a hole to 28 KiB
+        // (small: the test's record buffer is 64 KiB).
+        const SIZE: u64 = 28 << 10;
+        let mut f = tempfile::tempfile_in("/var/tmp").unwrap();
+        let chunk = vec![0x5au8; 4 << 10];
+        f.write_all(&chunk).unwrap();
+        f.seek(SeekFrom::Start(12 << 10)).unwrap();
+        f.write_all(&chunk).unwrap();
+        f.set_len(SIZE).unwrap();
+        let a = f.as_raw_fd();
+        let want = holes_of(a, SIZE);
+        if want.is_empty() {
+            eprintln!("skipped: /var/tmp's file system keeps no holes");
+            return;
+        }
+        let out = crate::kstate::captured(|e, bufs| {
+            capture(e, bufs, &|fd| fd != a)?;
+            crate::kstate::objects::end(e)?;
+            Ok(())
+        });
+        // SAFETY: lseek on our test file: its offset stayed.
+        assert_eq!(unsafe { libc::lseek(a, 0, libc::SEEK_CUR) }, 16 << 10);
+        let objs = Objects::decode(&mut Decoder::new(&out)).unwrap();
+        let Some(Object::DeletedFile(x)) = objs.items.first() else {
+            panic!("{objs:?}");
+        };
+        assert!(x.saved, "{x:?}");
+        assert_eq!(x.holes, want);
+        assert_eq!(x.check(), Ok(()));
+        let moved = Deleted {
+            ends: vec![End {
+                fd: a + 900,
+                ..x.ends[0]
+            }],
+            path: b"/var/tmp/selfckpt-holes".to_vec(),
+            ..x.clone()
+        };
+        assert_eq!(restore(&moved, None), Ok(vec![]));
+        let back = a + 900;
+        assert_eq!(sys::fstat(back).unwrap().st_size as u64, SIZE);
+        assert_eq!(holes_of(back, SIZE), want, "the holes came back");
+        let mut buf = vec![0u8; SIZE as usize];
+        assert_eq!(pread_all(back, &mut buf), Ok(SIZE as usize));
+        assert_eq!(buf, x.data, "the contents came back");
+        // SAFETY: closing the restored descriptor.
+        unsafe { libc::close(back) };
+        let mut bad = x.clone();
+        bad.holes = vec![(0, SIZE + 1)];
+        assert!(bad.check().is_err(), "a hole past the size");
+    }
+
+    /// `set_max` is the process's: tests that depend on it take turns.
+    static MAX_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_file_too_large_is_named() {
+        let _max = MAX_LOCK.lock();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[7u8; 5000]).unwrap();
         let a = f.as_raw_fd();

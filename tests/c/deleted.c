@@ -5,7 +5,10 @@
  *   Writes BYTES (default 200000) of a pattern into DIR/data, opened
  *   read-write at offset 12345, again write-only with O_APPEND, and dup'ed;
  *   then (as root) gives it owner 1:1, unlinks it, and enters DIR/sub and removes it. Waits 2 s (the
- *   checkpoint comes then), then prints: each descriptor's offset and
+ *   checkpoint comes then; a sparse file DIR/sparse, 4 KiB of data, a
+ *   hole, 4 KiB, a hole to 28 KiB, is open and unlinked too), then
+ *   prints: where its data and holes are (SEEK_DATA, SEEK_HOLE), each
+ *   descriptor's offset and
  *   flags, the file's link count, size, mode and owner, the bytes read from the
  *   offset (checked against the pattern), an appended line read back
  *   through the first descriptor, and what getcwd and creating a file in
@@ -69,11 +72,27 @@ int main(int argc, char **argv) {
     int d = open(held, O_RDONLY | O_DIRECTORY);
     if (d < 0 || rmdir(held) != 0) fail("held directory");
 
+    char sparse[4096];
+    snprintf(sparse, sizeof sparse, "%s/sparse", argv[1]);
+    int sp = open(sparse, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (sp < 0 || pwrite(sp, buf, 4096, 0) != 4096 || pwrite(sp, buf, 4096, 12288) != 4096 ||
+        ftruncate(sp, 28672) != 0 || unlink(sparse) != 0)
+        fail("sparse");
+
     printf("waiting\n");
     struct timespec t = {2, 0};
     while (nanosleep(&t, &t) != 0 && errno == EINTR) {
     }
 
+    printf("sparse:");
+    for (off_t o = 0; o < 28672;) {
+        off_t d = lseek(sp, o, SEEK_DATA), h = lseek(sp, o, SEEK_HOLE);
+        if (h < 0) fail("SEEK_HOLE");
+        if (d < 0) d = 28672;
+        printf(" %s@%ld", d == o ? "data" : "hole", (long)o);
+        o = d == o ? h : d;
+    }
+    printf("\n");
     show("rdwr", a);
     show("append", b);
     show("dup", c);
