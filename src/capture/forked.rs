@@ -271,20 +271,6 @@ pub enum Fork<'a> {
     Child(ChildSide<'a>),
 }
 
-/// `struct clone_args`, first version (64 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-}
-
 /// The child's buffers, carved before the shadow.
 pub struct Carved<'a> {
     range: (u64, u64),
@@ -339,31 +325,11 @@ pub fn fork<'a>(c: Carved<'a>, plan: &ForkPlan) -> Result<Fork<'a>, DumpError> {
         stacks,
     } = c;
     let parent = sys::getpid();
-    let mut pidfd: i32 = -1;
-    let args = CloneArgs {
-        flags: libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut i32 as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM and without a stack is fork: the
-    // child continues here on a copy of this stack. exit_signal 0: no
-    // signal to the parent. libc's fork is not used: its handlers lock.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            core::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if r < 0 {
-        return Err(DumpError::Fork(sys::Errno::last()));
-    }
-    if r > 0 {
-        return Ok(Fork::Parent(Child {
-            pid: r as i32,
-            pidfd,
-            report,
-        }));
+    // No exit signal to the parent; libc's fork is not used (its handlers
+    // lock).
+    let (pid, pidfd) = sys::fork_with_pidfd().map_err(DumpError::Fork)?;
+    if pid > 0 {
+        return Ok(Fork::Parent(Child { pid, pidfd, report }));
     }
     // The child.
     // SAFETY: prctl and getppid have no memory preconditions.

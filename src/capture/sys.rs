@@ -368,6 +368,37 @@ pub fn readlink(path: &[u8], buf: &mut [u8]) -> SysResult<usize> {
     Ok(n)
 }
 
+/// A child process like `fork`, without exit signal (nothing reaches
+/// the parent's SIGCHLD handler; only a `__WALL` wait sees it) and with a
+/// pidfd of it (`clone3` with `CLONE_PIDFD`): `Ok((0, -1))` in the child,
+/// `Ok((pid, pidfd))` in the parent. The child runs on a copy of the
+/// caller's memory with only the calling thread: it must call nothing
+/// that takes a lock another thread may have held (not libc's `fork`,
+/// whose handlers lock). No allocation.
+pub fn fork_with_pidfd() -> SysResult<(i32, i32)> {
+    let mut pidfd: i32 = -1;
+    let args = crate::restorer_abi::CloneArgs {
+        flags: libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut i32 as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack is fork: the
+    // child continues here on a copy of this stack; the kernel writes the
+    // pidfd into our local.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const crate::restorer_abi::CloneArgs,
+            core::mem::size_of::<crate::restorer_abi::CloneArgs>(),
+        )
+    };
+    match r {
+        r if r < 0 => Err(Errno::last()),
+        0 => Ok((0, -1)),
+        pid => Ok((pid as i32, pidfd)),
+    }
+}
+
 /// Reads a whole small file (e.g. under /proc) into `buf`.
 pub fn read_file(path: &[u8], buf: &mut [u8]) -> SysResult<usize> {
     let fd = RawFd::open(path, libc::O_RDONLY, 0)?;

@@ -253,26 +253,12 @@ fn of_member(pid: u32, flags: u32) -> std::io::Result<i32> {
 /// for it (`clone3` with `CLONE_PIDFD` and no exit signal: nothing
 /// reaches the program) that ends at once, reaped through the pidfd.
 fn of_ended(flags: u32) -> std::io::Result<i32> {
-    let mut pidfd: i32 = -1;
-    let args = crate::restorer_abi::CloneArgs {
-        flags: libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut i32 as u64,
-        ..Default::default()
-    };
-    // SAFETY: clone3 without CLONE_VM: the child has its own copy of the
-    // memory and calls only _exit.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const crate::restorer_abi::CloneArgs,
-            core::mem::size_of::<crate::restorer_abi::CloneArgs>(),
-        )
-    };
-    if r == 0 {
+    let (pid, pidfd) =
+        sys::fork_with_pidfd().map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+    if pid == 0 {
         // SAFETY: the child ends at once.
         unsafe { libc::_exit(0) };
     }
-    cvt(r)?;
     let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
     // SAFETY: waitid on the pidfd just made, into a local siginfo.
     let w = unsafe {
