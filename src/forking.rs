@@ -65,26 +65,24 @@ pub fn survey(maps: &[u8]) -> std::io::Result<Survey> {
         .lock()
         .ok()
         .and_then(|c| c.as_ref().filter(|c| c.key == key).cloned());
-    if let Some(flags) = clean {
-        let mut sv = survey_text(maps);
-        sv.flags = Some(flags);
-        add_dontfork(&mut sv, maps);
-        if exact {
-            sv.flags = None;
+    let mut sv = match clean {
+        Some(flags) => {
+            let mut sv = survey_text(maps);
+            sv.flags = Some(flags);
+            add_dontfork(&mut sv, maps);
+            sv
         }
-        return Ok(sv);
-    }
-    log::debug!("forked checkpoint: new mappings, reading /proc/self/smaps");
-    let smaps = std::fs::read("/proc/thread-self/smaps")?;
-    let mut sv = survey_text(&smaps);
-    add_dontfork(&mut sv, &smaps);
-    if let Ok(mut c) = CLEAN.lock() {
-        *c = if sv.refusal.is_none() {
-            sv.flags.clone()
-        } else {
-            None
-        };
-    }
+        None => {
+            log::debug!("forked checkpoint: new mappings, reading /proc/self/smaps");
+            let smaps = std::fs::read("/proc/thread-self/smaps")?;
+            let mut sv = survey_text(&smaps);
+            add_dontfork(&mut sv, &smaps);
+            if let Ok(mut c) = CLEAN.lock() {
+                *c = sv.refusal.is_none().then(|| sv.flags.clone()).flatten();
+            }
+            sv
+        }
+    };
     if exact {
         sv.flags = None;
     }

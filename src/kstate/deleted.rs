@@ -404,10 +404,15 @@ fn capture_one(
         let at = e.reserve_u32()?;
         let mut count = 0u32;
         if saved {
-            // Our own description: the program's offsets stay.
-            if let Ok(own) =
-                sys::RawFd::open(p.as_cstr_bytes(), libc::O_RDONLY | libc::O_CLOEXEC, 0)
-            {
+            // A description of our own (the one reopened to read from, or
+            // a new one): the program's offsets stay.
+            let opened = match &reopened {
+                Some(_) => None,
+                None => {
+                    sys::RawFd::open(p.as_cstr_bytes(), libc::O_RDONLY | libc::O_CLOEXEC, 0).ok()
+                }
+            };
+            if let Some(own) = reopened.as_ref().or(opened.as_ref()) {
                 for_each_hole(own.raw(), size, |s, end| {
                     e.u64(s)?;
                     e.u64(end)?;

@@ -339,14 +339,8 @@ fn capture_surveyed(
     now: SurveyInPause,
     hugetlb: &mut bool,
 ) -> Result<bool, KstateError> {
-    // SAFETY: prctl with plain integer arguments.
-    let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
     let mut same = true;
-    let mut err: Option<CodecError> = None;
-    objects::entry(e, Kind::MappingFlags, 0, |e| -> Result<(), KstateError> {
-        e.u8(u8::from(thp))?;
-        let at = e.reserve_u32()?;
-        let mut count = 0u32;
+    write_entry(e, |out| {
         let mut surveyed = now.survey.mappings();
         crate::capture::maps::for_each_line(b"/proc/thread-self/maps\0", buf, |line| {
             if line.is_empty() {
@@ -368,26 +362,10 @@ fn capture_surveyed(
             };
             *hugetlb |= f & HUGETLB_SEEN != 0;
             // VmLck is 0: nothing is locked whatever the survey saw.
-            let f = f & KNOWN & !LOCKED;
-            if f != 0 && ent.start < ent.end {
-                let r = e
-                    .u64(ent.start)
-                    .and_then(|_| e.u64(ent.end))
-                    .and_then(|_| e.u32(f));
-                if let Err(x) = r {
-                    err = Some(x);
-                    return false;
-                }
-                count += 1;
-            }
-            true
+            out.push(ent.start, ent.end, f & !LOCKED)
         })
         .map_err(|_| KstateError::Parse("/proc/self/maps"))?;
-        if let Some(x) = err {
-            return Err(x.into());
-        }
         same &= surveyed.next().is_none();
-        e.patch_u32(at, count);
         Ok(())
     })?;
     Ok(same)
@@ -436,33 +414,13 @@ fn capture_flags(
     bufs: &mut CaptureBuffers,
     hugetlb: &mut bool,
 ) -> Result<(), KstateError> {
-    // SAFETY: prctl with plain integer arguments.
-    let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
-    let mut err: Option<CodecError> = None;
-    objects::entry(e, Kind::MappingFlags, 0, |e| -> Result<(), KstateError> {
-        e.u8(u8::from(thp))?;
-        let at = e.reserve_u32()?;
-        let mut count = 0u32;
+    write_entry(e, |out| {
         let mut cur = (0u64, 0u64, false);
         crate::capture::maps::for_each_line(b"/proc/thread-self/smaps\0", bufs.text, |line| {
             if let Some(words_line) = line.strip_prefix(b"VmFlags:") {
-                *hugetlb |= is_hugetlb(words_line);
-                let mut f = parse_flags(words_line);
-                if cur.2 {
-                    f &= !GROWSDOWN;
-                }
-                if f != 0 && cur.0 < cur.1 {
-                    let r = e
-                        .u64(cur.0)
-                        .and_then(|_| e.u64(cur.1))
-                        .and_then(|_| e.u32(f));
-                    if let Err(x) = r {
-                        err = Some(x);
-                        return false;
-                    }
-                    count += 1;
-                }
-                return true;
+                let f = survey_flags(words_line, cur.2);
+                *hugetlb |= f & HUGETLB_SEEN != 0;
+                return out.push(cur.0, cur.1, f);
             }
             // A mapping's first line: "start-end perms ...".
             if let Some(Ok(ent)) = crate::capture::maps::MapsParser::new(line).next() {
@@ -470,10 +428,64 @@ fn capture_flags(
             }
             true
         })
-        .map_err(|_| KstateError::Parse("/proc/self/smaps"))?;
-        if let Some(x) = err {
+        .map_err(|_| KstateError::Parse("/proc/self/smaps"))
+    })
+}
+
+/// The ranges of the entry being written (see [`write_entry`]).
+struct Ranges<'a, 'b> {
+    e: &'a mut Encoder<'b>,
+    count: u32,
+    err: Option<CodecError>,
+}
+
+impl Ranges<'_, '_> {
+    /// Adds the mapping [start, end) with its flags (none recorded: left
+    /// out); false once the record is full (the walk stops).
+    fn push(&mut self, start: u64, end: u64, flags: u32) -> bool {
+        let f = flags & KNOWN;
+        if f == 0 || start >= end {
+            return true;
+        }
+        match self
+            .e
+            .u64(start)
+            .and_then(|_| self.e.u64(end))
+            .and_then(|_| self.e.u32(f))
+        {
+            Ok(()) => {
+                self.count += 1;
+                true
+            }
+            Err(x) => {
+                self.err = Some(x);
+                false
+            }
+        }
+    }
+}
+
+/// Writes the entry: the THP setting, then the ranges `walk` pushes. No
+/// allocation.
+fn write_entry(
+    e: &mut Encoder,
+    walk: impl FnOnce(&mut Ranges) -> Result<(), KstateError>,
+) -> Result<(), KstateError> {
+    // SAFETY: prctl with plain integer arguments.
+    let thp = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
+    objects::entry(e, Kind::MappingFlags, 0, |e| -> Result<(), KstateError> {
+        e.u8(u8::from(thp))?;
+        let at = e.reserve_u32()?;
+        let mut out = Ranges {
+            e,
+            count: 0,
+            err: None,
+        };
+        walk(&mut out)?;
+        if let Some(x) = out.err {
             return Err(x.into());
         }
+        let count = out.count;
         e.patch_u32(at, count);
         Ok(())
     })
